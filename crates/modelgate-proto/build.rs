@@ -1,0 +1,20 @@
+//! Compiles the protos under `proto/` with protox (pure Rust), so no system
+//! `protoc` is needed on any machine that builds modelgate.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = ["modelgate/v1/predict.proto"];
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", root.join(f).display());
+    }
+    let fds = protox::compile(files, [&root])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    // Kept for gRPC server reflection.
+    std::fs::write(out.join("modelgate_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
+    tonic_prost_build::configure()
+        .bytes(".modelgate.v1.Tensor.raw")
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! Generated gRPC code for modelgate's protocols. Nothing hand-written lives
+//! here but the module tree.
+
+/// `modelgate.v1`: the Predict service and its messages.
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("modelgate.v1");
+
+    /// Encoded `FileDescriptorSet` of every modelgate proto, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("modelgate_descriptor");
+}

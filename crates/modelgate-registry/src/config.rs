@@ -1,0 +1,89 @@
+//! `<repo>/<model>/model.toml`: per-model settings. Unknown keys are errors,
+//! so a typo never silently falls back to a default.
+
+use serde::Deserialize;
+
+/// Per-model settings. Every field is optional in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// ORT sessions per version. Default: one per executor thread, so no two
+    /// threads share a session. Fewer saves memory and serialises the threads
+    /// that share one.
+    pub sessions: Option<usize>,
+    /// ORT intra-op threads per session (default 1: the executor already runs
+    /// one inference per core).
+    pub intra_op_threads: usize,
+    /// ORT inter-op threads per session (default 1).
+    pub inter_op_threads: usize,
+    /// Requests that may wait per version; one more is answered
+    /// RESOURCE_EXHAUSTED at once.
+    pub queue_capacity: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self { sessions: None, intra_op_threads: 1, inter_op_threads: 1, queue_capacity: 256 }
+    }
+}
+
+/// A model.toml that cannot be used.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("model.toml: {0}")]
+    Parse(String),
+    #[error("model.toml: {field} must be {expected}, got {got}")]
+    Invalid { field: &'static str, expected: &'static str, got: usize },
+}
+
+impl ModelConfig {
+    /// Parses and validates a model.toml's text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse(e.message().to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let check = |field, got: usize, lo: usize, hi: usize, expected| {
+            if (lo..=hi).contains(&got) { Ok(()) } else { Err(ConfigError::Invalid { field, expected, got }) }
+        };
+        if let Some(s) = self.sessions {
+            check("sessions", s, 1, 256, "between 1 and 256")?;
+        }
+        check("intra_op_threads", self.intra_op_threads, 1, 256, "between 1 and 256")?;
+        check("inter_op_threads", self.inter_op_threads, 1, 256, "between 1 and 256")?;
+        check("queue_capacity", self.queue_capacity, 1, 1_000_000, "between 1 and 1000000")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(ModelConfig::parse("").unwrap(), ModelConfig::default());
+    }
+
+    #[test]
+    fn fields_parse() {
+        let c = ModelConfig::parse("sessions = 2\nintra_op_threads = 2\nqueue_capacity = 1\n").unwrap();
+        assert_eq!(c.sessions, Some(2));
+        assert_eq!(c.intra_op_threads, 2);
+        assert_eq!(c.queue_capacity, 1);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = ModelConfig::parse("queue_capcity = 4\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `queue_capcity`"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_errors() {
+        let e = ModelConfig::parse("queue_capacity = 0\n").unwrap_err();
+        assert_eq!(e.to_string(), "model.toml: queue_capacity must be between 1 and 1000000, got 0");
+    }
+}

@@ -1,0 +1,244 @@
+//! The model repository, in Triton's layout:
+//!
+//! ```text
+//! <repo>/<model>/model.toml            optional per-model settings
+//! <repo>/<model>/<version>/model.onnx  versions are positive integers
+//! ```
+//!
+//! Loading reads every version, builds its sessions, reads its signature and
+//! warms it up. A version that fails any step is FAILED with the reason and is
+//! never served; the rest of the repository still loads.
+
+pub mod config;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::{ConfigError, ModelConfig};
+use modelgate_runtime::{LoadedModel, ModelOptions, Runtime, VersionQueue};
+
+/// File name of a version's model inside its folder.
+pub const MODEL_FILE: &str = "model.onnx";
+/// File name of a model's settings.
+pub const CONFIG_FILE: &str = "model.toml";
+
+/// A version folder found by [`scan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionDir {
+    pub version: u64,
+    pub path: PathBuf,
+}
+
+/// A model folder found by [`scan`].
+#[derive(Debug, Clone)]
+pub struct ModelDir {
+    pub name: String,
+    pub path: PathBuf,
+    pub config: Result<ModelConfig, ConfigError>,
+    pub versions: Vec<VersionDir>,
+}
+
+/// The repository folder itself cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read model repository {path}: {source}")]
+pub struct ScanError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// Lists models and versions without loading anything. Hidden entries and
+/// folders whose name is not a positive integer are skipped with a warning.
+pub fn scan(root: &Path) -> Result<Vec<ModelDir>, ScanError> {
+    let err = |source| ScanError { path: root.to_path_buf(), source };
+    let mut models = Vec::new();
+    for entry in std::fs::read_dir(root).map_err(err)? {
+        let entry = entry.map_err(err)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !entry.path().is_dir() {
+            continue;
+        }
+        let path = entry.path();
+        let config = match std::fs::read_to_string(path.join(CONFIG_FILE)) {
+            Ok(text) => ModelConfig::parse(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ModelConfig::default()),
+            Err(e) => Err(ConfigError::Parse(format!("cannot read: {e}"))),
+        };
+        let mut versions = Vec::new();
+        let Ok(dir) = std::fs::read_dir(&path) else { continue };
+        for v in dir.flatten() {
+            let vname = v.file_name().to_string_lossy().into_owned();
+            if !v.path().is_dir() || vname.starts_with('.') {
+                continue;
+            }
+            match vname.parse::<u64>() {
+                Ok(n) if n > 0 && vname == n.to_string() => {
+                    versions.push(VersionDir { version: n, path: v.path() })
+                }
+                _ => tracing::warn!(
+                    model = %name,
+                    folder = %vname,
+                    "skipping folder: version folders are positive integers without leading zeros"
+                ),
+            }
+        }
+        versions.sort_by_key(|v| v.version);
+        models.push(ModelDir { name, path, config, versions });
+    }
+    models.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(models)
+}
+
+/// A version loaded, warmed and ready to serve.
+#[derive(Debug)]
+pub struct ReadyVersion {
+    pub version: u64,
+    pub queue: Arc<VersionQueue>,
+    /// The slowest warm-up run across the version's sessions.
+    pub warm_up: Duration,
+}
+
+impl ReadyVersion {
+    pub fn model(&self) -> &Arc<LoadedModel> {
+        self.queue.model()
+    }
+}
+
+/// Where a version stands.
+#[derive(Debug, Clone)]
+pub enum VersionState {
+    Ready(Arc<ReadyVersion>),
+    /// Never served; the reason is shown to operators and clients.
+    Failed(String),
+}
+
+/// A version of a model, in whatever state.
+#[derive(Debug, Clone)]
+pub struct VersionEntry {
+    pub version: u64,
+    pub path: PathBuf,
+    pub state: VersionState,
+}
+
+/// A model and all its versions.
+#[derive(Debug, Clone)]
+pub struct ModelEntry {
+    pub name: String,
+    pub config: ModelConfig,
+    pub versions: BTreeMap<u64, VersionEntry>,
+}
+
+impl ModelEntry {
+    /// The ready versions, lowest first.
+    pub fn ready(&self) -> impl DoubleEndedIterator<Item = &Arc<ReadyVersion>> {
+        self.versions.values().filter_map(|v| match &v.state {
+            VersionState::Ready(r) => Some(r),
+            VersionState::Failed(_) => None,
+        })
+    }
+
+    /// The highest ready version: the champion until a rollout says otherwise.
+    pub fn latest_ready(&self) -> Option<&Arc<ReadyVersion>> {
+        self.ready().next_back()
+    }
+}
+
+/// How the repository is loaded.
+#[derive(Debug, Clone)]
+pub struct LoadSettings {
+    /// Sessions per version when model.toml does not say: the executor's threads.
+    pub default_sessions: usize,
+}
+
+/// Loads one version: sessions, signature, warm-up.
+pub fn load_version(
+    runtime: &Runtime,
+    dir: &VersionDir,
+    config: &ModelConfig,
+    settings: &LoadSettings,
+) -> Result<Arc<ReadyVersion>, String> {
+    let file = dir.path.join(MODEL_FILE);
+    if !file.is_file() {
+        return Err(format!("no {MODEL_FILE} in {}", dir.path.display()));
+    }
+    let options = ModelOptions {
+        sessions: config.sessions.unwrap_or(settings.default_sessions).max(1),
+        intra_op_threads: config.intra_op_threads,
+        inter_op_threads: config.inter_op_threads,
+    };
+    let model = LoadedModel::load(runtime, &file, &options).map_err(|e| e.to_string())?;
+    let warm_up = model.warm_up().map_err(|e| e.to_string())?;
+    let queue = VersionQueue::new(Arc::new(model), config.queue_capacity);
+    Ok(Arc::new(ReadyVersion { version: dir.version, queue, warm_up }))
+}
+
+/// Scans and loads the whole repository. Failures are per version (or per
+/// model, for a bad model.toml) and logged; they never stop the others.
+pub fn load_repository(
+    runtime: &Runtime,
+    root: &Path,
+    settings: &LoadSettings,
+) -> Result<Vec<ModelEntry>, ScanError> {
+    let mut out = Vec::new();
+    for dir in scan(root)? {
+        let (config, config_err) = match dir.config {
+            Ok(c) => (c, None),
+            Err(e) => (ModelConfig::default(), Some(e.to_string())),
+        };
+        let mut versions = BTreeMap::new();
+        for v in &dir.versions {
+            let state = match &config_err {
+                Some(e) => VersionState::Failed(e.clone()),
+                None => match load_version(runtime, v, &config, settings) {
+                    Ok(ready) => {
+                        tracing::info!(
+                            model = %dir.name,
+                            version = v.version,
+                            sha256 = %ready.model().sha256(),
+                            sessions = ready.model().session_count(),
+                            warm_up_ms = ready.warm_up.as_secs_f64() * 1e3,
+                            "version READY"
+                        );
+                        VersionState::Ready(ready)
+                    }
+                    Err(reason) => VersionState::Failed(reason),
+                },
+            };
+            if let VersionState::Failed(reason) = &state {
+                tracing::error!(model = %dir.name, version = v.version, %reason, "version FAILED; it will not be served");
+            }
+            versions.insert(v.version, VersionEntry { version: v.version, path: v.path.clone(), state });
+        }
+        out.push(ModelEntry { name: dir.name, config, versions });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_reads_layout_and_skips_non_versions() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = tmp.path().join("m");
+        for v in ["1", "10", "2", "01", "x", "0"] {
+            std::fs::create_dir_all(m.join(v)).unwrap();
+        }
+        std::fs::create_dir_all(tmp.path().join(".hidden/1")).unwrap();
+        std::fs::write(m.join(CONFIG_FILE), "queue_capacity = 3\n").unwrap();
+        let models = scan(tmp.path()).unwrap();
+        assert_eq!(models.len(), 1);
+        assert_eq!(models[0].name, "m");
+        let versions: Vec<u64> = models[0].versions.iter().map(|v| v.version).collect();
+        assert_eq!(versions, vec![1, 2, 10]);
+        assert_eq!(models[0].config.as_ref().unwrap().queue_capacity, 3);
+    }
+
+    #[test]
+    fn scan_of_missing_folder_is_an_error_naming_it() {
+        let e = scan(Path::new("/nonexistent/models")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/models"), "{e}");
+    }
+}

@@ -1,0 +1,278 @@
+//! A loaded model version: its ORT sessions, signature, checksum and warm-up.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use ort::session::{Session, builder::GraphOptimizationLevel};
+use ort::value::{DynValue, Tensor as OrtTensor, ValueType};
+use sha2::{Digest, Sha256};
+
+use crate::Runtime;
+use crate::signature::{Dim, Signature, TensorSpec};
+use crate::tensor::{DataType, Tensor, TensorData, element_count};
+
+/// How a version's sessions are built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelOptions {
+    /// Sessions in the pool. Executor thread `i` uses session `i % sessions`, so
+    /// with one session per executor thread no two threads ever share one.
+    pub sessions: usize,
+    /// ORT intra-op threads per session.
+    pub intra_op_threads: usize,
+    /// ORT inter-op threads per session.
+    pub inter_op_threads: usize,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        Self { sessions: 1, intra_op_threads: 1, inter_op_threads: 1 }
+    }
+}
+
+/// A version could not be loaded or warmed up.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("ONNX Runtime rejected the model: {0}")]
+    Ort(String),
+    #[error("{which} '{name}' has a type modelgate cannot serve: {ty}")]
+    UnsupportedType { which: &'static str, name: String, ty: String },
+    #[error("warm-up inference failed: {0}")]
+    WarmUp(String),
+    #[error("sessions must be at least 1")]
+    NoSessions,
+}
+
+/// A model version loaded into ONNX Runtime.
+pub struct LoadedModel {
+    path: PathBuf,
+    signature: Signature,
+    sha256: String,
+    size_bytes: u64,
+    loaded_at: SystemTime,
+    options: ModelOptions,
+    // NOTE: one Mutex per session, not one for the pool: executor thread `i`
+    // only ever locks `sessions[i % len]`, so with a session per thread the
+    // lock is never contended; it exists because ort's `run` takes `&mut self`.
+    // Fewer sessions than threads (to save memory) makes threads share, and
+    // then the lock does serialise them, which is what the operator asked for.
+    sessions: Vec<Mutex<Session>>,
+    // Keeps ORT's prepacked weight container alive as long as the sessions
+    // that share it.
+    _prepacked: ort::session::builder::PrepackedWeights,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("path", &self.path)
+            .field("sha256", &self.sha256)
+            .field("sessions", &self.sessions.len())
+            .finish()
+    }
+}
+
+impl LoadedModel {
+    /// Reads, checksums and loads `path` into `options.sessions` sessions that
+    /// share prepacked weights, and reads the signature. Does not warm up.
+    pub fn load(runtime: &Runtime, path: &Path, options: &ModelOptions) -> Result<Self, LoadError> {
+        if options.sessions == 0 {
+            return Err(LoadError::NoSessions);
+        }
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let prepacked = ort::session::builder::PrepackedWeights::new();
+        let mut sessions = Vec::with_capacity(options.sessions);
+        for _ in 0..options.sessions {
+            let session = build_session(runtime, &bytes, options, &prepacked)
+                .map_err(|e| LoadError::Ort(e.to_string()))?;
+            sessions.push(session);
+        }
+        let signature = read_signature(&sessions[0])?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            signature,
+            sha256,
+            size_bytes: bytes.len() as u64,
+            loaded_at: SystemTime::now(),
+            options: options.clone(),
+            sessions: sessions.into_iter().map(Mutex::new).collect(),
+            _prepacked: prepacked,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    pub fn loaded_at(&self) -> SystemTime {
+        self.loaded_at
+    }
+
+    pub fn options(&self) -> &ModelOptions {
+        &self.options
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Runs one inference on every session with a batch of one (dynamic
+    /// dimensions set to 1, zeros or empty strings), so the first real request
+    /// does not pay for ORT's first-run allocations. Returns the slowest run.
+    pub fn warm_up(&self) -> Result<Duration, LoadError> {
+        let inputs: Vec<Tensor> = self.signature.inputs.iter().map(zero_tensor).collect();
+        let mut slowest = Duration::ZERO;
+        for i in 0..self.sessions.len() {
+            let start = Instant::now();
+            self.run(i, &inputs, &[]).map_err(|e| LoadError::WarmUp(e.to_string()))?;
+            slowest = slowest.max(start.elapsed());
+        }
+        Ok(slowest)
+    }
+
+    /// Runs inference on session `slot % sessions`. Inputs must already have
+    /// passed [`Signature::check_inputs`]; `outputs` empty means all outputs.
+    /// Blocking: call it from an executor thread, never from async code.
+    pub fn run(&self, slot: usize, inputs: &[Tensor], outputs: &[String]) -> Result<Vec<Tensor>, String> {
+        let values = inputs
+            .iter()
+            .map(|t| to_ort(t).map(|v| (t.name.as_str(), v)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let idx = slot % self.sessions.len();
+        // A poisoned lock only means an earlier run panicked mid-call; the
+        // session itself holds no Rust invariants, so keep using it.
+        let mut session = self.sessions[idx].lock().unwrap_or_else(|p| p.into_inner());
+        let result = session.run(values).map_err(|e| e.to_string())?;
+        let wanted: Vec<&TensorSpec> = if outputs.is_empty() {
+            self.signature.outputs.iter().collect()
+        } else {
+            outputs.iter().filter_map(|n| self.signature.outputs.iter().find(|s| &s.name == n)).collect()
+        };
+        wanted
+            .into_iter()
+            .map(|spec| {
+                let value = result
+                    .get(spec.name.as_str())
+                    .ok_or_else(|| format!("ONNX Runtime returned no output '{}'", spec.name))?;
+                from_ort(&spec.name, spec.dtype, value)
+            })
+            .collect()
+    }
+}
+
+fn build_session(
+    runtime: &Runtime,
+    bytes: &[u8],
+    options: &ModelOptions,
+    prepacked: &ort::session::builder::PrepackedWeights,
+) -> ort::Result<Session> {
+    Ok(Session::builder(runtime.env())?
+        .with_optimization_level(GraphOptimizationLevel::Level3)?
+        .with_intra_threads(options.intra_op_threads)?
+        .with_inter_threads(options.inter_op_threads)?
+        .with_prepacked_weights(prepacked)?
+        .commit_from_memory(bytes)?)
+}
+
+fn read_signature(session: &Session) -> Result<Signature, LoadError> {
+    let spec = |which: &'static str, name: &str, ty: &ValueType| -> Result<TensorSpec, LoadError> {
+        let unsupported =
+            || LoadError::UnsupportedType { which, name: name.to_string(), ty: format!("{ty:?}") };
+        let ValueType::Tensor { ty: elem, shape, dimension_symbols } = ty else {
+            return Err(unsupported());
+        };
+        let dtype = DataType::from_ort(*elem).ok_or_else(unsupported)?;
+        let dims = shape
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| {
+                if d >= 0 {
+                    Dim::Fixed(d)
+                } else {
+                    let sym = dimension_symbols.get(i).map(|s| s.to_string()).filter(|s| !s.is_empty());
+                    Dim::Dynamic(sym)
+                }
+            })
+            .collect();
+        Ok(TensorSpec { name: name.to_string(), dtype, dims })
+    };
+    Ok(Signature {
+        inputs: session
+            .inputs()
+            .iter()
+            .map(|o| spec("input", o.name(), o.dtype()))
+            .collect::<Result<_, _>>()?,
+        outputs: session
+            .outputs()
+            .iter()
+            .map(|o| spec("output", o.name(), o.dtype()))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+fn zero_tensor(spec: &TensorSpec) -> Tensor {
+    let shape = spec.unit_shape();
+    let n = element_count(&shape).unwrap_or(0);
+    let data = match spec.dtype {
+        DataType::Float32 => TensorData::Float32(vec![0.0; n]),
+        DataType::Float64 => TensorData::Float64(vec![0.0; n]),
+        DataType::Int32 => TensorData::Int32(vec![0; n]),
+        DataType::Int64 => TensorData::Int64(vec![0; n]),
+        DataType::Bool => TensorData::Bool(vec![false; n]),
+        DataType::Uint8 => TensorData::Uint8(vec![0; n]),
+        DataType::Int8 => TensorData::Int8(vec![0; n]),
+        DataType::String => TensorData::String(vec![String::new(); n]),
+    };
+    Tensor::new(spec.name.clone(), shape, data)
+}
+
+fn to_ort(t: &Tensor) -> Result<DynValue, String> {
+    let shape = t.shape.clone();
+    let r = match &t.data {
+        TensorData::Float32(v) => OrtTensor::from_array((shape, v.clone())).map(|x| x.into_dyn()),
+        TensorData::Float64(v) => OrtTensor::from_array((shape, v.clone())).map(|x| x.into_dyn()),
+        TensorData::Int32(v) => OrtTensor::from_array((shape, v.clone())).map(|x| x.into_dyn()),
+        TensorData::Int64(v) => OrtTensor::from_array((shape, v.clone())).map(|x| x.into_dyn()),
+        TensorData::Bool(v) => OrtTensor::from_array((shape, v.clone())).map(|x| x.into_dyn()),
+        TensorData::Uint8(v) => OrtTensor::from_array((shape, v.clone())).map(|x| x.into_dyn()),
+        TensorData::Int8(v) => OrtTensor::from_array((shape, v.clone())).map(|x| x.into_dyn()),
+        TensorData::String(v) => OrtTensor::from_string_array((shape, v.as_slice())).map(|x| x.into_dyn()),
+    };
+    r.map_err(|e| format!("input '{}': {e}", t.name))
+}
+
+fn from_ort(name: &str, dtype: DataType, value: &DynValue) -> Result<Tensor, String> {
+    fn prim<T: ort::value::PrimitiveTensorElementType + Clone>(
+        value: &DynValue,
+    ) -> ort::Result<(Vec<i64>, Vec<T>)> {
+        let (shape, data) = value.try_extract_tensor::<T>()?;
+        Ok((shape.to_vec(), data.to_vec()))
+    }
+    let r = match dtype {
+        DataType::Float32 => prim::<f32>(value).map(|(s, d)| (s, TensorData::Float32(d))),
+        DataType::Float64 => prim::<f64>(value).map(|(s, d)| (s, TensorData::Float64(d))),
+        DataType::Int32 => prim::<i32>(value).map(|(s, d)| (s, TensorData::Int32(d))),
+        DataType::Int64 => prim::<i64>(value).map(|(s, d)| (s, TensorData::Int64(d))),
+        DataType::Bool => prim::<bool>(value).map(|(s, d)| (s, TensorData::Bool(d))),
+        DataType::Uint8 => prim::<u8>(value).map(|(s, d)| (s, TensorData::Uint8(d))),
+        DataType::Int8 => prim::<i8>(value).map(|(s, d)| (s, TensorData::Int8(d))),
+        DataType::String => value.try_extract_strings().map(|(s, d)| (s.to_vec(), TensorData::String(d))),
+    };
+    let (shape, data) = r.map_err(|e| format!("output '{name}': {e}"))?;
+    Ok(Tensor::new(name, shape, data))
+}

@@ -1,0 +1,308 @@
+//! The gateway's tensor: a name, a shape and typed elements. Every protocol
+//! (modelgate.v1, KServe v2) decodes into this and encodes from it, so nothing
+//! below the gRPC handlers knows which protocol a request came in on.
+
+use std::fmt;
+
+/// Element type of a tensor, as far as modelgate serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataType {
+    Float32,
+    Float64,
+    Int32,
+    Int64,
+    Bool,
+    Uint8,
+    Int8,
+    String,
+}
+
+impl DataType {
+    /// Size of one element in bytes in the raw little-endian layout; `None` for
+    /// strings, whose elements are length-prefixed.
+    pub fn element_size(self) -> Option<usize> {
+        match self {
+            Self::Float32 | Self::Int32 => Some(4),
+            Self::Float64 | Self::Int64 => Some(8),
+            Self::Bool | Self::Uint8 | Self::Int8 => Some(1),
+            Self::String => None,
+        }
+    }
+
+    /// The upper-case name used in messages and the KServe protocol's spelling
+    /// where the two agree (`FP32` etc. are mapped at that protocol's edge).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Float32 => "FLOAT32",
+            Self::Float64 => "FLOAT64",
+            Self::Int32 => "INT32",
+            Self::Int64 => "INT64",
+            Self::Bool => "BOOL",
+            Self::Uint8 => "UINT8",
+            Self::Int8 => "INT8",
+            Self::String => "STRING",
+        }
+    }
+
+    pub(crate) fn from_ort(ty: ort::value::TensorElementType) -> Option<Self> {
+        use ort::value::TensorElementType as T;
+        Some(match ty {
+            T::Float32 => Self::Float32,
+            T::Float64 => Self::Float64,
+            T::Int32 => Self::Int32,
+            T::Int64 => Self::Int64,
+            T::Bool => Self::Bool,
+            T::Uint8 => Self::Uint8,
+            T::Int8 => Self::Int8,
+            T::String => Self::String,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for DataType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Typed, row-major elements of a tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    Float32(Vec<f32>),
+    Float64(Vec<f64>),
+    Int32(Vec<i32>),
+    Int64(Vec<i64>),
+    Bool(Vec<bool>),
+    Uint8(Vec<u8>),
+    Int8(Vec<i8>),
+    String(Vec<String>),
+}
+
+impl TensorData {
+    pub fn dtype(&self) -> DataType {
+        match self {
+            Self::Float32(_) => DataType::Float32,
+            Self::Float64(_) => DataType::Float64,
+            Self::Int32(_) => DataType::Int32,
+            Self::Int64(_) => DataType::Int64,
+            Self::Bool(_) => DataType::Bool,
+            Self::Uint8(_) => DataType::Uint8,
+            Self::Int8(_) => DataType::Int8,
+            Self::String(_) => DataType::String,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Float32(v) => v.len(),
+            Self::Float64(v) => v.len(),
+            Self::Int32(v) => v.len(),
+            Self::Int64(v) => v.len(),
+            Self::Bool(v) => v.len(),
+            Self::Uint8(v) => v.len(),
+            Self::Int8(v) => v.len(),
+            Self::String(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Decodes the raw little-endian layout of `dtype` (strings: each element a
+    /// 4-byte little-endian length, then its UTF-8 bytes). `elements` is the
+    /// count the shape promises; a byte length that disagrees is an error that
+    /// says both.
+    pub fn from_raw(dtype: DataType, raw: &[u8], elements: usize) -> Result<Self, RawDecodeError> {
+        if let Some(size) = dtype.element_size() {
+            let expected = elements.checked_mul(size).ok_or(RawDecodeError::TooLarge)?;
+            if raw.len() != expected {
+                return Err(RawDecodeError::Length { got: raw.len(), expected, elements, dtype });
+            }
+        }
+        fn le<const N: usize, T>(raw: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
+            raw.chunks_exact(N)
+                .map(|c| {
+                    let mut b = [0u8; N];
+                    b.copy_from_slice(c);
+                    f(b)
+                })
+                .collect()
+        }
+        Ok(match dtype {
+            DataType::Float32 => Self::Float32(le(raw, f32::from_le_bytes)),
+            DataType::Float64 => Self::Float64(le(raw, f64::from_le_bytes)),
+            DataType::Int32 => Self::Int32(le(raw, i32::from_le_bytes)),
+            DataType::Int64 => Self::Int64(le(raw, i64::from_le_bytes)),
+            DataType::Uint8 => Self::Uint8(raw.to_vec()),
+            DataType::Int8 => Self::Int8(raw.iter().map(|&b| b as i8).collect()),
+            DataType::Bool => Self::Bool(
+                raw.iter()
+                    .map(|&b| match b {
+                        0 => Ok(false),
+                        1 => Ok(true),
+                        other => Err(RawDecodeError::Bool(other)),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            DataType::String => Self::String(decode_strings(raw, elements)?),
+        })
+    }
+
+    /// Encodes into the raw little-endian layout (see [`TensorData::from_raw`]).
+    pub fn to_raw(&self) -> Vec<u8> {
+        fn le<const N: usize, T: Copy>(v: &[T], f: fn(T) -> [u8; N]) -> Vec<u8> {
+            let mut out = Vec::with_capacity(v.len() * N);
+            for &x in v {
+                out.extend_from_slice(&f(x));
+            }
+            out
+        }
+        match self {
+            Self::Float32(v) => le(v, f32::to_le_bytes),
+            Self::Float64(v) => le(v, f64::to_le_bytes),
+            Self::Int32(v) => le(v, i32::to_le_bytes),
+            Self::Int64(v) => le(v, i64::to_le_bytes),
+            Self::Uint8(v) => v.clone(),
+            Self::Int8(v) => v.iter().map(|&x| x as u8).collect(),
+            Self::Bool(v) => v.iter().map(|&x| u8::from(x)).collect(),
+            Self::String(v) => {
+                let mut out = Vec::with_capacity(v.iter().map(|s| s.len() + 4).sum());
+                for s in v {
+                    // Strings over 4 GiB cannot come out of a request bounded at 64 MiB.
+                    out.extend_from_slice(&u32::try_from(s.len()).unwrap_or(u32::MAX).to_le_bytes());
+                    out.extend_from_slice(s.as_bytes());
+                }
+                out
+            }
+        }
+    }
+}
+
+fn decode_strings(raw: &[u8], elements: usize) -> Result<Vec<String>, RawDecodeError> {
+    let mut out = Vec::with_capacity(elements.min(raw.len() / 4 + 1));
+    let mut rest = raw;
+    while !rest.is_empty() {
+        if rest.len() < 4 {
+            return Err(RawDecodeError::StringLayout);
+        }
+        let (len, tail) = rest.split_at(4);
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        if tail.len() < len {
+            return Err(RawDecodeError::StringLayout);
+        }
+        let (s, tail) = tail.split_at(len);
+        out.push(String::from_utf8(s.to_vec()).map_err(|_| RawDecodeError::Utf8(out.len()))?);
+        rest = tail;
+    }
+    if out.len() != elements {
+        return Err(RawDecodeError::StringCount { got: out.len(), expected: elements });
+    }
+    Ok(out)
+}
+
+/// Why raw tensor bytes could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RawDecodeError {
+    #[error("raw contents are {got} bytes, expected {expected} ({elements} {dtype} elements)")]
+    Length { got: usize, expected: usize, elements: usize, dtype: DataType },
+    #[error("shape is too large")]
+    TooLarge,
+    #[error("BOOL elements must be 0 or 1, got {0}")]
+    Bool(u8),
+    #[error("raw STRING contents are not a sequence of 4-byte-length-prefixed elements")]
+    StringLayout,
+    #[error("raw STRING contents hold {got} elements, the shape says {expected}")]
+    StringCount { got: usize, expected: usize },
+    #[error("STRING element {0} is not valid UTF-8")]
+    Utf8(usize),
+}
+
+/// A named tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub data: TensorData,
+}
+
+impl Tensor {
+    pub fn new(name: impl Into<String>, shape: Vec<i64>, data: TensorData) -> Self {
+        Self { name: name.into(), shape, data }
+    }
+
+    pub fn dtype(&self) -> DataType {
+        self.data.dtype()
+    }
+}
+
+/// Number of elements a shape holds, or `None` if a dimension is negative or
+/// the product overflows.
+pub fn element_count(shape: &[i64]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| {
+        let d = usize::try_from(d).ok()?;
+        acc.checked_mul(d)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_round_trips_every_dtype() {
+        let cases = vec![
+            TensorData::Float32(vec![1.5, -0.0, f32::MAX]),
+            TensorData::Float64(vec![1e300, -2.5]),
+            TensorData::Int32(vec![-1, 0, i32::MAX]),
+            TensorData::Int64(vec![i64::MIN, 7]),
+            TensorData::Bool(vec![true, false, true]),
+            TensorData::Uint8(vec![0, 255]),
+            TensorData::Int8(vec![-128, 127]),
+            TensorData::String(vec!["héllo".into(), String::new(), "x".into()]),
+        ];
+        for data in cases {
+            let raw = data.to_raw();
+            let back = TensorData::from_raw(data.dtype(), &raw, data.len()).unwrap();
+            assert_eq!(back, data);
+        }
+    }
+
+    #[test]
+    fn raw_length_mismatch_names_both_sizes() {
+        let err = TensorData::from_raw(DataType::Float32, &[0; 7], 2).unwrap_err();
+        assert_eq!(err.to_string(), "raw contents are 7 bytes, expected 8 (2 FLOAT32 elements)");
+    }
+
+    #[test]
+    fn malformed_strings_are_errors_not_panics() {
+        assert_eq!(
+            TensorData::from_raw(DataType::String, &[5, 0, 0, 0, b'a'], 1),
+            Err(RawDecodeError::StringLayout)
+        );
+        assert_eq!(TensorData::from_raw(DataType::String, &[0, 0], 1), Err(RawDecodeError::StringLayout));
+        assert_eq!(
+            TensorData::from_raw(DataType::String, &[1, 0, 0, 0, 0xff], 1),
+            Err(RawDecodeError::Utf8(0))
+        );
+        assert_eq!(
+            TensorData::from_raw(DataType::String, &[0, 0, 0, 0], 2),
+            Err(RawDecodeError::StringCount { got: 1, expected: 2 })
+        );
+    }
+
+    #[test]
+    fn bool_bytes_other_than_zero_or_one_are_rejected() {
+        assert_eq!(TensorData::from_raw(DataType::Bool, &[2], 1), Err(RawDecodeError::Bool(2)));
+    }
+
+    #[test]
+    fn element_count_rejects_negative_and_overflow() {
+        assert_eq!(element_count(&[2, 3]), Some(6));
+        assert_eq!(element_count(&[]), Some(1));
+        assert_eq!(element_count(&[2, -1]), None);
+        assert_eq!(element_count(&[i64::MAX, i64::MAX]), None);
+    }
+}

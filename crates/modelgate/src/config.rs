@@ -1,0 +1,108 @@
+//! Command-line flags. Every flag has a doc comment (its `--help` text) and an
+//! environment fallback, so the same binary configures from a shell, a
+//! systemd unit or a Kubernetes manifest.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// modelgate: a gRPC model-serving gateway for ONNX models.
+#[derive(Debug, Parser)]
+#[command(name = "modelgate", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "MODELGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the models in a model repository over gRPC.
+    Serve(ServeArgs),
+    /// Call Predict on a running gateway and print the outputs.
+    Predict(crate::cli::predict::PredictArgs),
+}
+
+/// Flags of `modelgate serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Model repository: `<dir>/<model>/<version>/model.onnx`, optional `<dir>/<model>/model.toml`.
+    #[arg(long, env = "MODELGATE_MODELS", default_value = "models/repository")]
+    pub models: PathBuf,
+    /// Address the Predict service listens on (`127.0.0.1:0` picks a free port).
+    #[arg(long, env = "MODELGATE_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Path of libonnxruntime.so. Unset: the project's cache folder
+    /// (.cache/onnxruntime, filled by `make ort`), then the system library path.
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub ort_lib: Option<PathBuf>,
+    /// Inference threads (each owns a session of every version). Default: the number of cores.
+    #[arg(long, env = "MODELGATE_THREADS")]
+    pub threads: Option<usize>,
+    /// Largest request accepted, in bytes; larger ones get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "MODELGATE_MAX_REQUEST_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish, in seconds.
+    #[arg(long, env = "MODELGATE_DRAIN_SECONDS", default_value_t = 10.0)]
+    pub drain_seconds: f64,
+}
+
+/// Everything the server needs, independent of how it was configured.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub models: PathBuf,
+    pub listen: SocketAddr,
+    pub ort_lib: Option<PathBuf>,
+    pub threads: usize,
+    pub max_request_bytes: usize,
+    pub drain: Duration,
+}
+
+impl ServeConfig {
+    /// Defaults for a repository: loopback on an ephemeral port, one thread per core.
+    pub fn new(models: impl Into<PathBuf>) -> Self {
+        Self {
+            models: models.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ort_lib: None,
+            threads: default_threads(),
+            max_request_bytes: 64 * 1024 * 1024,
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+impl TryFrom<ServeArgs> for ServeConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(a: ServeArgs) -> anyhow::Result<Self> {
+        if a.threads == Some(0) {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        if !(a.drain_seconds.is_finite() && a.drain_seconds >= 0.0) {
+            anyhow::bail!("--drain-seconds must be a non-negative number");
+        }
+        Ok(Self {
+            models: a.models,
+            listen: a.listen,
+            ort_lib: a.ort_lib,
+            threads: a.threads.unwrap_or_else(default_threads),
+            max_request_bytes: a.max_request_bytes,
+            drain: Duration::from_secs_f64(a.drain_seconds),
+        })
+    }
+}

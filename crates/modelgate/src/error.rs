@@ -1,0 +1,87 @@
+//! The one place gateway errors become gRPC statuses. A client's mistake is
+//! never INTERNAL; INTERNAL means ONNX Runtime failed on valid input.
+
+use std::time::Duration;
+
+use modelgate_runtime::InputError;
+use tonic::{Code, Status};
+
+use crate::convert::BadRequest;
+
+/// Why the gateway could not answer a request.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("model '{model}' not found; models served: {available}")]
+    ModelNotFound { model: String, available: String },
+    #[error("version {version} of model '{model}' not found; versions: {known}")]
+    VersionNotFound { model: String, version: i64, known: String },
+    #[error("version {version} of model '{model}' is FAILED and never served: {reason}")]
+    VersionFailed { model: String, version: u64, reason: String },
+    #[error("model '{model}' has no READY version")]
+    NoReadyVersion { model: String },
+    #[error("{0}")]
+    BadRequest(#[from] BadRequest),
+    #[error("model '{model}' version {version}: {error}")]
+    Input { model: String, version: u64, error: InputError },
+    #[error("model '{model}' version {version}: queue is full ({capacity} requests waiting); retry later")]
+    QueueFull { model: String, version: u64, capacity: usize },
+    #[error("model '{model}' version {version}: deadline exceeded after {waited:?}; the request was not run")]
+    DeadlineExceeded { model: String, version: u64, waited: Duration },
+    #[error("model '{model}' version {version}: {message}")]
+    Inference { model: String, version: u64, message: String },
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+impl GatewayError {
+    pub fn code(&self) -> Code {
+        match self {
+            Self::ModelNotFound { .. } | Self::VersionNotFound { .. } | Self::VersionFailed { .. } => {
+                Code::NotFound
+            }
+            Self::NoReadyVersion { .. } | Self::ShuttingDown => Code::Unavailable,
+            Self::BadRequest(_) | Self::Input { .. } => Code::InvalidArgument,
+            Self::QueueFull { .. } => Code::ResourceExhausted,
+            Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            Self::Inference { .. } => Code::Internal,
+        }
+    }
+}
+
+impl From<GatewayError> for Status {
+    fn from(e: GatewayError) -> Self {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+/// tonic answers a request over `max_decoding_message_size` with OUT_OF_RANGE;
+/// gRPC's convention (and every other server's) is RESOURCE_EXHAUSTED. This
+/// response map rewrites exactly that status, keeping tonic's numbers.
+pub fn oversize_to_resource_exhausted<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    if resp.headers().get("grpc-status").map(|v| v.as_bytes()) != Some(b"11") {
+        return resp;
+    }
+    let Some(status) = Status::from_header_map(resp.headers()) else { return resp };
+    if !status.message().contains("message length too large") {
+        return resp;
+    }
+    let found = status
+        .message()
+        .split("found ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap_or("?")
+        .to_string();
+    let limit = status
+        .message()
+        .split("limit is: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap_or("?")
+        .to_string();
+    let rewritten = Status::resource_exhausted(format!(
+        "request is {found} bytes, over the {limit}-byte limit (--max-request-bytes)"
+    ));
+    let _ = rewritten.add_header(resp.headers_mut());
+    resp
+}

@@ -1,0 +1,219 @@
+//! The request path: one internal request type for every protocol, the model
+//! table swapped atomically, validation, admission, and the executor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use modelgate_registry::{ModelEntry, ReadyVersion, VersionState};
+use modelgate_runtime::{Executor, InferJob, RunError, SubmitError, Tensor};
+
+use crate::error::GatewayError;
+
+/// Why a version served a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Champion,
+    /// The request pinned a version that has no role in the current routing.
+    Pinned,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Champion => "champion",
+            Role::Pinned => "pinned",
+        }
+    }
+}
+
+/// A request, decoded from whichever protocol it came in on.
+#[derive(Debug)]
+pub struct InferRequest {
+    pub model: String,
+    /// A pinned version; `None` lets the gateway route.
+    pub version: Option<i64>,
+    /// The sticky key; `None` falls back to the request id.
+    pub routing_key: Option<String>,
+    pub request_id: String,
+    pub inputs: Vec<Tensor>,
+    /// Outputs wanted; empty means all.
+    pub outputs: Vec<String>,
+    pub deadline: Option<Instant>,
+}
+
+/// A served request.
+#[derive(Debug)]
+pub struct InferResponse {
+    pub model: String,
+    pub version: u64,
+    pub role: Role,
+    pub request_id: String,
+    pub outputs: Vec<Tensor>,
+}
+
+/// The immutable snapshot the hot path reads.
+#[derive(Debug, Default)]
+pub struct ModelTable {
+    pub models: HashMap<String, Arc<ModelEntry>>,
+}
+
+impl ModelTable {
+    pub fn new(entries: Vec<ModelEntry>) -> Self {
+        Self { models: entries.into_iter().map(|m| (m.name.clone(), Arc::new(m))).collect() }
+    }
+
+    fn names(&self) -> String {
+        let mut names: Vec<&str> = self.models.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        if names.is_empty() { "none".into() } else { names.join(", ") }
+    }
+}
+
+/// The gateway: routes, validates and runs requests.
+pub struct Gateway {
+    table: ArcSwap<ModelTable>,
+    executor: Executor,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("executor", &self.executor).finish()
+    }
+}
+
+impl Gateway {
+    pub fn new(table: ModelTable, executor: Executor) -> Self {
+        Self { table: ArcSwap::from_pointee(table), executor }
+    }
+
+    /// The current snapshot of models.
+    pub fn table(&self) -> Arc<ModelTable> {
+        self.table.load_full()
+    }
+
+    /// Replaces the snapshot; requests already routed finish on the old one.
+    pub fn publish(&self, table: ModelTable) {
+        self.table.store(Arc::new(table));
+    }
+
+    pub fn into_executor(self) -> Executor {
+        self.executor
+    }
+
+    fn model(&self, name: &str) -> Result<Arc<ModelEntry>, GatewayError> {
+        let table = self.table.load();
+        table
+            .models
+            .get(name)
+            .cloned()
+            .ok_or_else(|| GatewayError::ModelNotFound { model: name.to_string(), available: table.names() })
+    }
+
+    /// Picks the version that serves `req`: the pinned one, or the champion.
+    fn route(model: &ModelEntry, pinned: Option<i64>) -> Result<(Arc<ReadyVersion>, Role), GatewayError> {
+        let champion = model.latest_ready();
+        let Some(v) = pinned else {
+            return champion
+                .map(|c| (Arc::clone(c), Role::Champion))
+                .ok_or_else(|| GatewayError::NoReadyVersion { model: model.name.clone() });
+        };
+        let not_found = || GatewayError::VersionNotFound {
+            model: model.name.clone(),
+            version: v,
+            known: describe_versions(model),
+        };
+        let entry = u64::try_from(v).ok().and_then(|v| model.versions.get(&v)).ok_or_else(not_found)?;
+        match &entry.state {
+            VersionState::Ready(r) => {
+                let role = if champion.is_some_and(|c| c.version == r.version) {
+                    Role::Champion
+                } else {
+                    Role::Pinned
+                };
+                Ok((Arc::clone(r), role))
+            }
+            VersionState::Failed(reason) => Err(GatewayError::VersionFailed {
+                model: model.name.clone(),
+                version: entry.version,
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// Serves one request. Validation happens before queueing, so a bad
+    /// request never occupies a queue slot or an executor thread.
+    pub async fn infer(&self, mut req: InferRequest) -> Result<InferResponse, GatewayError> {
+        let model = self.model(&req.model)?;
+        let (version, role) = Self::route(&model, req.version)?;
+        let signature = version.model().signature();
+        // An unnamed single input binds to the model's only input, so simple
+        // clients need not know its name.
+        if let [only] = req.inputs.as_mut_slice()
+            && only.name.is_empty()
+            && let [spec] = signature.inputs.as_slice()
+        {
+            only.name = spec.name.clone();
+        }
+        let input_err = |error| GatewayError::Input { model: model.name.clone(), version: version.version, error };
+        signature.check_inputs(&req.inputs).map_err(input_err)?;
+        signature.check_outputs(&req.outputs).map_err(input_err)?;
+
+        let submitted = Instant::now();
+        let (job, rx) = InferJob::new(req.inputs, req.outputs, req.deadline);
+        self.executor.submit(&version.queue, job).map_err(|e| match e {
+            SubmitError::QueueFull { capacity } => {
+                GatewayError::QueueFull { model: model.name.clone(), version: version.version, capacity }
+            }
+            SubmitError::Shutdown => GatewayError::ShuttingDown,
+        })?;
+        let wait = async { rx.await.map_err(|_| GatewayError::ShuttingDown) };
+        let result = match req.deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline.into(), wait).await {
+                Ok(r) => r?,
+                Err(_) => Err(RunError::DeadlineExceeded { waited: submitted.elapsed() }),
+            },
+            None => wait.await?,
+        };
+        let output = result.map_err(|e| match e {
+            RunError::DeadlineExceeded { waited } => {
+                GatewayError::DeadlineExceeded { model: model.name.clone(), version: version.version, waited }
+            }
+            RunError::Inference(message) => {
+                GatewayError::Inference { model: model.name.clone(), version: version.version, message }
+            }
+        })?;
+        tracing::debug!(
+            model = %model.name,
+            version = version.version,
+            role = role.as_str(),
+            request_id = %req.request_id,
+            queue_us = output.queue_wait.as_micros() as u64,
+            run_us = output.run_time.as_micros() as u64,
+            "served"
+        );
+        Ok(InferResponse {
+            model: model.name.clone(),
+            version: version.version,
+            role,
+            request_id: req.request_id,
+            outputs: output.outputs,
+        })
+    }
+}
+
+fn describe_versions(model: &ModelEntry) -> String {
+    if model.versions.is_empty() {
+        return "none".into();
+    }
+    model
+        .versions
+        .values()
+        .map(|v| match v.state {
+            VersionState::Ready(_) => format!("{} (READY)", v.version),
+            VersionState::Failed(_) => format!("{} (FAILED)", v.version),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

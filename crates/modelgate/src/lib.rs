@@ -1,0 +1,14 @@
+//! modelgate: the gateway binary's library. The request path lives in
+//! [`gateway`], protocol edges in [`service`] and [`convert`], errors map to
+//! gRPC statuses in [`error`], and [`server`] starts and stops it all.
+
+pub mod cli;
+pub mod config;
+pub mod convert;
+pub mod error;
+pub mod gateway;
+pub mod server;
+pub mod service;
+
+pub use config::ServeConfig;
+pub use server::{RunningServer, start};

@@ -1,0 +1,153 @@
+//! Starting and stopping the gateway: load the runtime and the repository,
+//! bind, serve, drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use modelgate_proto::v1::predict_server::PredictServer;
+use modelgate_registry::{LoadSettings, ModelEntry, VersionState};
+use modelgate_runtime::{Executor, ExecutorConfig, Runtime};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::config::ServeConfig;
+use crate::error::oversize_to_resource_exhausted;
+use crate::gateway::{Gateway, ModelTable};
+use crate::service::PredictService;
+
+/// A gateway serving on a bound address.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer").field("addr", &self.addr).finish()
+    }
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish (bounded by the drain
+    /// time), and returns when the server has stopped.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.context("server task panicked")?
+    }
+}
+
+/// Loads ONNX Runtime and every model, binds `config.listen` and starts serving.
+/// Returns once the listener is bound and every version is READY or FAILED.
+pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
+    let threads = config.threads.max(1);
+    let (runtime, entries) = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(Runtime, Vec<ModelEntry>)> {
+            let runtime = Runtime::init(config.ort_lib.as_deref())?;
+            tracing::info!(source = ?runtime.source(), version = runtime.version(), "ONNX Runtime loaded");
+            let entries = modelgate_registry::load_repository(
+                &runtime,
+                &config.models,
+                &LoadSettings { default_sessions: threads },
+            )?;
+            Ok((runtime, entries))
+        })
+        .await
+        .context("loading task panicked")??
+    };
+    let _ = runtime;
+    let executor = Executor::start(ExecutorConfig { name: "infer".into(), threads })
+        .context("cannot start inference threads")?;
+    let gateway = Arc::new(Gateway::new(ModelTable::new(entries), executor));
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+
+    let predict = PredictServer::new(PredictService::new(Arc::clone(&gateway)))
+        .max_decoding_message_size(config.max_request_bytes)
+        .max_encoding_message_size(usize::MAX);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let draining = Arc::new(Notify::new());
+    let drain = config.drain;
+    let task = tokio::spawn({
+        let draining = Arc::clone(&draining);
+        let notify = Arc::clone(&draining);
+        async move {
+            let serve = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .layer(tower::util::MapResponseLayer::new(oversize_to_resource_exhausted))
+                .add_service(predict)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop_rx.await;
+                    notify.notify_one();
+                });
+            tokio::pin!(serve);
+            tokio::select! {
+                r = &mut serve => r.context("gRPC server failed"),
+                () = async { draining.notified().await; tokio::time::sleep(drain).await } => {
+                    tracing::warn!(drain_seconds = drain.as_secs_f64(), "drain time over; closing remaining connections");
+                    Ok(())
+                }
+            }
+        }
+    });
+    Ok(RunningServer { addr, gateway, stop: Some(stop_tx), task })
+}
+
+/// The ready line's sample command: a request of zeros shaped like the first
+/// READY model's inputs, which every model accepts.
+pub fn sample_predict_command(program: &str, addr: SocketAddr, table: &ModelTable) -> Option<String> {
+    let mut names: Vec<&String> = table.models.keys().collect();
+    names.sort();
+    let model = names.into_iter().find_map(|n| table.models.get(n).filter(|m| m.latest_ready().is_some()))?;
+    let ready = model.latest_ready()?;
+    let sig = ready.model().signature();
+    fn zeros(shape: &[i64]) -> String {
+        match shape.split_first() {
+            None => "0".into(),
+            Some((&n, rest)) => {
+                let inner = zeros(rest);
+                format!("[{}]", vec![inner; usize::try_from(n).unwrap_or(0)].join(","))
+            }
+        }
+    }
+    let input = match sig.inputs.as_slice() {
+        [only] => zeros(&only.unit_shape()),
+        many => {
+            let parts: Vec<String> =
+                many.iter().map(|s| format!("\"{}\":{}", s.name, zeros(&s.unit_shape()))).collect();
+            format!("{{{}}}", parts.join(","))
+        }
+    };
+    Some(format!("{program} predict --addr {addr} --model {} --input '{input}'", model.name))
+}
+
+/// One line per model for the start-up summary.
+pub fn describe_table(table: &ModelTable) -> Vec<String> {
+    let mut names: Vec<&String> = table.models.keys().collect();
+    names.sort();
+    names
+        .into_iter()
+        .filter_map(|n| table.models.get(n))
+        .map(|m| {
+            let versions: Vec<String> = m
+                .versions
+                .values()
+                .map(|v| match &v.state {
+                    VersionState::Ready(_) => format!("v{} READY", v.version),
+                    VersionState::Failed(reason) => format!("v{} FAILED ({reason})", v.version),
+                })
+                .collect();
+            let champion = m.latest_ready().map_or("none".to_string(), |c| format!("v{}", c.version));
+            format!("  {}: {} — champion {champion}", m.name, versions.join(", "))
+        })
+        .collect()
+}

@@ -1,0 +1,192 @@
+//! The modelgate.v1 Predict service: decodes requests into [`InferRequest`]s
+//! and encodes [`InferResponse`]s. Nothing here knows about models.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use modelgate_proto::v1 as pb;
+use modelgate_registry::VersionState;
+use tonic::{Request, Response, Status};
+
+use crate::convert::{self, BadRequest};
+use crate::error::GatewayError;
+use crate::gateway::{Gateway, InferRequest, Role};
+
+/// Longest request id accepted; ids are echoed and logged.
+const MAX_REQUEST_ID_BYTES: usize = 256;
+
+/// How much earlier than the client's deadline the gateway gives up. tonic's
+/// own timeout layer answers CANCELLED at the deadline itself; answering a
+/// little before it makes the client see DEADLINE_EXCEEDED, as gRPC intends.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(2);
+
+/// The `Predict` gRPC service.
+#[derive(Debug, Clone)]
+pub struct PredictService {
+    gateway: Arc<Gateway>,
+}
+
+impl PredictService {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Self { gateway }
+    }
+}
+
+/// Parses gRPC's `grpc-timeout` header ("100m", "5S", ...).
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The deadline a request carries, if any.
+pub fn deadline_of(metadata: &tonic::metadata::MetadataMap) -> Option<Instant> {
+    let timeout = metadata.get("grpc-timeout")?.to_str().ok().and_then(parse_grpc_timeout)?;
+    Some(Instant::now() + timeout.saturating_sub(DEADLINE_MARGIN))
+}
+
+/// The request id to use: the client's, or a new one.
+pub fn request_id_or_new(id: String) -> Result<String, BadRequest> {
+    if id.is_empty() {
+        return Ok(uuid::Uuid::new_v4().simple().to_string());
+    }
+    if id.len() > MAX_REQUEST_ID_BYTES {
+        return Err(BadRequest(format!(
+            "request_id is {} bytes, at most {MAX_REQUEST_ID_BYTES} allowed",
+            id.len()
+        )));
+    }
+    Ok(id)
+}
+
+pub fn role_to_pb(role: Role) -> pb::Role {
+    match role {
+        Role::Champion => pb::Role::Champion,
+        Role::Pinned => pb::Role::Pinned,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::predict_server::Predict for PredictService {
+    async fn predict(&self, request: Request<pb::PredictRequest>) -> Result<Response<pb::PredictResponse>, Status> {
+        let deadline = deadline_of(request.metadata());
+        let header_key = request
+            .metadata()
+            .get("x-routing-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let req = request.into_inner();
+        let typed = req.typed_outputs;
+        let request_id = request_id_or_new(req.request_id).map_err(GatewayError::from)?;
+        if req.model.is_empty() {
+            return Err(GatewayError::from(BadRequest("model is not set".into())).into());
+        }
+        let inputs = req
+            .inputs
+            .into_iter()
+            .map(convert::tensor_from_pb)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(GatewayError::from)?;
+        let routing_key = Some(req.routing_key).filter(|k| !k.is_empty()).or(header_key);
+        let resp = self
+            .gateway
+            .infer(InferRequest {
+                model: req.model,
+                version: req.version,
+                routing_key,
+                request_id,
+                inputs,
+                outputs: req.output_names,
+                deadline,
+            })
+            .await?;
+        Ok(Response::new(pb::PredictResponse {
+            model: resp.model,
+            version: i64::try_from(resp.version).unwrap_or(i64::MAX),
+            role: role_to_pb(resp.role) as i32,
+            request_id: resp.request_id,
+            outputs: resp.outputs.into_iter().map(|t| convert::tensor_to_pb(t, typed)).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let name = request.into_inner().model;
+        let table = self.gateway.table();
+        let Some(model) = table.models.get(&name) else {
+            let mut names: Vec<&str> = table.models.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            return Err(GatewayError::ModelNotFound { model: name, available: names.join(", ") }.into());
+        };
+        let champion = model.latest_ready().map(|c| c.version);
+        let versions = model
+            .versions
+            .values()
+            .map(|v| {
+                let mut meta = pb::VersionMetadata {
+                    version: i64::try_from(v.version).unwrap_or(i64::MAX),
+                    ..Default::default()
+                };
+                match &v.state {
+                    VersionState::Ready(r) => {
+                        let m = r.model();
+                        meta.state = pb::VersionState::Ready as i32;
+                        meta.inputs = m.signature().inputs.iter().map(convert::spec_to_pb).collect();
+                        meta.outputs = m.signature().outputs.iter().map(convert::spec_to_pb).collect();
+                        meta.sha256 = m.sha256().to_string();
+                        meta.size_bytes = m.size_bytes();
+                        if champion == Some(v.version) {
+                            meta.role = pb::Role::Champion as i32;
+                        }
+                    }
+                    VersionState::Failed(reason) => {
+                        meta.state = pb::VersionState::Failed as i32;
+                        meta.reason = reason.clone();
+                    }
+                }
+                meta
+            })
+            .collect();
+        Ok(Response::new(pb::ModelMetadataResponse {
+            model: model.name.clone(),
+            versions,
+            champion: champion.map_or(0, |c| i64::try_from(c).unwrap_or(i64::MAX)),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
+        assert_eq!(parse_grpc_timeout("m"), None);
+        assert_eq!(parse_grpc_timeout("10x"), None);
+        assert_eq!(parse_grpc_timeout("1234567890S"), None);
+    }
+
+    #[test]
+    fn request_ids() {
+        assert_eq!(request_id_or_new(String::new()).unwrap().len(), 32);
+        assert_eq!(request_id_or_new("abc".into()).unwrap(), "abc");
+        assert!(request_id_or_new("x".repeat(300)).is_err());
+    }
+}
