@@ -39,7 +39,16 @@ impl InferJob {
         deadline: Option<Instant>,
     ) -> (Self, oneshot::Receiver<Result<InferOutput, RunError>>) {
         let (reply, rx) = oneshot::channel();
-        (Self { inputs, outputs, deadline, enqueued: Instant::now(), reply }, rx)
+        (
+            Self {
+                inputs,
+                outputs,
+                deadline,
+                enqueued: Instant::now(),
+                reply,
+            },
+            rx,
+        )
     }
 }
 
@@ -100,7 +109,11 @@ impl std::fmt::Debug for VersionQueue {
 
 impl VersionQueue {
     pub fn new(model: Arc<LoadedModel>, capacity: usize) -> Arc<Self> {
-        Arc::new(Self { model, jobs: ArrayQueue::new(capacity.max(1)), stats: QueueStats::default() })
+        Arc::new(Self {
+            model,
+            jobs: ArrayQueue::new(capacity.max(1)),
+            stats: QueueStats::default(),
+        })
     }
 
     pub fn model(&self) -> &Arc<LoadedModel> {
@@ -158,7 +171,11 @@ impl Executor {
                 .spawn(move || worker(slot, rx))?;
             threads.push(handle);
         }
-        Ok(Self { tickets: tx, threads, size })
+        Ok(Self {
+            tickets: tx,
+            threads,
+            size,
+        })
     }
 
     /// Number of threads: also how many sessions a version needs so that no
@@ -171,9 +188,13 @@ impl Executor {
     pub fn submit(&self, queue: &Arc<VersionQueue>, job: InferJob) -> Result<(), SubmitError> {
         if queue.jobs.push(job).is_err() {
             queue.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(SubmitError::QueueFull { capacity: queue.capacity() });
+            return Err(SubmitError::QueueFull {
+                capacity: queue.capacity(),
+            });
         }
-        self.tickets.send(Arc::clone(queue)).map_err(|_| SubmitError::Shutdown)
+        self.tickets
+            .send(Arc::clone(queue))
+            .map_err(|_| SubmitError::Shutdown)
     }
 
     /// Stops accepting work, lets the threads finish what is queued, and joins them.
@@ -205,7 +226,9 @@ fn run_job(slot: usize, queue: &VersionQueue, job: InferJob) {
     }
     if job.deadline.is_some_and(|d| d <= started) {
         queue.stats.expired.fetch_add(1, Ordering::Relaxed);
-        let _ = job.reply.send(Err(RunError::DeadlineExceeded { waited: queue_wait }));
+        let _ = job
+            .reply
+            .send(Err(RunError::DeadlineExceeded { waited: queue_wait }));
         return;
     }
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -223,7 +246,11 @@ fn run_job(slot: usize, queue: &VersionQueue, job: InferJob) {
     let reply = match result {
         Ok(outputs) => {
             queue.stats.completed.fetch_add(1, Ordering::Relaxed);
-            Ok(InferOutput { outputs, queue_wait, run_time })
+            Ok(InferOutput {
+                outputs,
+                queue_wait,
+                run_time,
+            })
         }
         Err(e) => {
             queue.stats.failed.fetch_add(1, Ordering::Relaxed);

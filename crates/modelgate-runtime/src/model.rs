@@ -26,7 +26,11 @@ pub struct ModelOptions {
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        Self { sessions: 1, intra_op_threads: 1, inter_op_threads: 1 }
+        Self {
+            sessions: 1,
+            intra_op_threads: 1,
+            inter_op_threads: 1,
+        }
     }
 }
 
@@ -38,7 +42,11 @@ pub enum LoadError {
     #[error("ONNX Runtime rejected the model: {0}")]
     Ort(String),
     #[error("{which} '{name}' has a type modelgate cannot serve: {ty}")]
-    UnsupportedType { which: &'static str, name: String, ty: String },
+    UnsupportedType {
+        which: &'static str,
+        name: String,
+        ty: String,
+    },
     #[error("warm-up inference failed: {0}")]
     WarmUp(String),
     #[error("sessions must be at least 1")]
@@ -81,7 +89,10 @@ impl LoadedModel {
         if options.sessions == 0 {
             return Err(LoadError::NoSessions);
         }
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.into(),
+            source,
+        })?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let prepacked = ort::session::builder::PrepackedWeights::new();
         let mut sessions = Vec::with_capacity(options.sessions);
@@ -139,7 +150,8 @@ impl LoadedModel {
         let mut slowest = Duration::ZERO;
         for i in 0..self.sessions.len() {
             let start = Instant::now();
-            self.run(i, &inputs, &[]).map_err(|e| LoadError::WarmUp(e.to_string()))?;
+            self.run(i, &inputs, &[])
+                .map_err(|e| LoadError::WarmUp(e.to_string()))?;
             slowest = slowest.max(start.elapsed());
         }
         Ok(slowest)
@@ -161,7 +173,10 @@ impl LoadedModel {
         let wanted: Vec<&TensorSpec> = if outputs.is_empty() {
             self.signature.outputs.iter().collect()
         } else {
-            outputs.iter().filter_map(|n| self.signature.outputs.iter().find(|s| &s.name == n)).collect()
+            outputs
+                .iter()
+                .filter_map(|n| self.signature.outputs.iter().find(|s| &s.name == n))
+                .collect()
         };
         wanted
             .into_iter()
@@ -181,19 +196,27 @@ fn build_session(
     options: &ModelOptions,
     prepacked: &ort::session::builder::PrepackedWeights,
 ) -> ort::Result<Session> {
-    Ok(Session::builder(runtime.env())?
+    Session::builder(runtime.env())?
         .with_optimization_level(GraphOptimizationLevel::Level3)?
         .with_intra_threads(options.intra_op_threads)?
         .with_inter_threads(options.inter_op_threads)?
         .with_prepacked_weights(prepacked)?
-        .commit_from_memory(bytes)?)
+        .commit_from_memory(bytes)
 }
 
 fn read_signature(session: &Session) -> Result<Signature, LoadError> {
     let spec = |which: &'static str, name: &str, ty: &ValueType| -> Result<TensorSpec, LoadError> {
-        let unsupported =
-            || LoadError::UnsupportedType { which, name: name.to_string(), ty: format!("{ty:?}") };
-        let ValueType::Tensor { ty: elem, shape, dimension_symbols } = ty else {
+        let unsupported = || LoadError::UnsupportedType {
+            which,
+            name: name.to_string(),
+            ty: format!("{ty:?}"),
+        };
+        let ValueType::Tensor {
+            ty: elem,
+            shape,
+            dimension_symbols,
+        } = ty
+        else {
             return Err(unsupported());
         };
         let dtype = DataType::from_ort(*elem).ok_or_else(unsupported)?;
@@ -204,12 +227,19 @@ fn read_signature(session: &Session) -> Result<Signature, LoadError> {
                 if d >= 0 {
                     Dim::Fixed(d)
                 } else {
-                    let sym = dimension_symbols.get(i).map(|s| s.to_string()).filter(|s| !s.is_empty());
+                    let sym = dimension_symbols
+                        .get(i)
+                        .map(|s| s.to_string())
+                        .filter(|s| !s.is_empty());
                     Dim::Dynamic(sym)
                 }
             })
             .collect();
-        Ok(TensorSpec { name: name.to_string(), dtype, dims })
+        Ok(TensorSpec {
+            name: name.to_string(),
+            dtype,
+            dims,
+        })
     };
     Ok(Signature {
         inputs: session
@@ -271,7 +301,9 @@ fn from_ort(name: &str, dtype: DataType, value: &DynValue) -> Result<Tensor, Str
         DataType::Bool => prim::<bool>(value).map(|(s, d)| (s, TensorData::Bool(d))),
         DataType::Uint8 => prim::<u8>(value).map(|(s, d)| (s, TensorData::Uint8(d))),
         DataType::Int8 => prim::<i8>(value).map(|(s, d)| (s, TensorData::Int8(d))),
-        DataType::String => value.try_extract_strings().map(|(s, d)| (s.to_vec(), TensorData::String(d))),
+        DataType::String => value
+            .try_extract_strings()
+            .map(|(s, d)| (s.to_vec(), TensorData::String(d))),
     };
     let (shape, data) = r.map_err(|e| format!("output '{name}': {e}"))?;
     Ok(Tensor::new(name, shape, data))

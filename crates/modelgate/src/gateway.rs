@@ -61,13 +61,22 @@ pub struct ModelTable {
 
 impl ModelTable {
     pub fn new(entries: Vec<ModelEntry>) -> Self {
-        Self { models: entries.into_iter().map(|m| (m.name.clone(), Arc::new(m))).collect() }
+        Self {
+            models: entries
+                .into_iter()
+                .map(|m| (m.name.clone(), Arc::new(m)))
+                .collect(),
+        }
     }
 
     fn names(&self) -> String {
         let mut names: Vec<&str> = self.models.keys().map(String::as_str).collect();
         names.sort_unstable();
-        if names.is_empty() { "none".into() } else { names.join(", ") }
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        }
     }
 }
 
@@ -79,13 +88,18 @@ pub struct Gateway {
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway").field("executor", &self.executor).finish()
+        f.debug_struct("Gateway")
+            .field("executor", &self.executor)
+            .finish()
     }
 }
 
 impl Gateway {
     pub fn new(table: ModelTable, executor: Executor) -> Self {
-        Self { table: ArcSwap::from_pointee(table), executor }
+        Self {
+            table: ArcSwap::from_pointee(table),
+            executor,
+        }
     }
 
     /// The current snapshot of models.
@@ -108,23 +122,31 @@ impl Gateway {
             .models
             .get(name)
             .cloned()
-            .ok_or_else(|| GatewayError::ModelNotFound { model: name.to_string(), available: table.names() })
+            .ok_or_else(|| GatewayError::ModelNotFound {
+                model: name.to_string(),
+                available: table.names(),
+            })
     }
 
     /// Picks the version that serves `req`: the pinned one, or the champion.
     fn route(model: &ModelEntry, pinned: Option<i64>) -> Result<(Arc<ReadyVersion>, Role), GatewayError> {
         let champion = model.latest_ready();
         let Some(v) = pinned else {
-            return champion
-                .map(|c| (Arc::clone(c), Role::Champion))
-                .ok_or_else(|| GatewayError::NoReadyVersion { model: model.name.clone() });
+            return champion.map(|c| (Arc::clone(c), Role::Champion)).ok_or_else(|| {
+                GatewayError::NoReadyVersion {
+                    model: model.name.clone(),
+                }
+            });
         };
         let not_found = || GatewayError::VersionNotFound {
             model: model.name.clone(),
             version: v,
             known: describe_versions(model),
         };
-        let entry = u64::try_from(v).ok().and_then(|v| model.versions.get(&v)).ok_or_else(not_found)?;
+        let entry = u64::try_from(v)
+            .ok()
+            .and_then(|v| model.versions.get(&v))
+            .ok_or_else(not_found)?;
         match &entry.state {
             VersionState::Ready(r) => {
                 let role = if champion.is_some_and(|c| c.version == r.version) {
@@ -156,33 +178,45 @@ impl Gateway {
         {
             only.name = spec.name.clone();
         }
-        let input_err = |error| GatewayError::Input { model: model.name.clone(), version: version.version, error };
+        let input_err = |error| GatewayError::Input {
+            model: model.name.clone(),
+            version: version.version,
+            error,
+        };
         signature.check_inputs(&req.inputs).map_err(input_err)?;
         signature.check_outputs(&req.outputs).map_err(input_err)?;
 
         let submitted = Instant::now();
         let (job, rx) = InferJob::new(req.inputs, req.outputs, req.deadline);
         self.executor.submit(&version.queue, job).map_err(|e| match e {
-            SubmitError::QueueFull { capacity } => {
-                GatewayError::QueueFull { model: model.name.clone(), version: version.version, capacity }
-            }
+            SubmitError::QueueFull { capacity } => GatewayError::QueueFull {
+                model: model.name.clone(),
+                version: version.version,
+                capacity,
+            },
             SubmitError::Shutdown => GatewayError::ShuttingDown,
         })?;
         let wait = async { rx.await.map_err(|_| GatewayError::ShuttingDown) };
         let result = match req.deadline {
             Some(deadline) => match tokio::time::timeout_at(deadline.into(), wait).await {
                 Ok(r) => r?,
-                Err(_) => Err(RunError::DeadlineExceeded { waited: submitted.elapsed() }),
+                Err(_) => Err(RunError::DeadlineExceeded {
+                    waited: submitted.elapsed(),
+                }),
             },
             None => wait.await?,
         };
         let output = result.map_err(|e| match e {
-            RunError::DeadlineExceeded { waited } => {
-                GatewayError::DeadlineExceeded { model: model.name.clone(), version: version.version, waited }
-            }
-            RunError::Inference(message) => {
-                GatewayError::Inference { model: model.name.clone(), version: version.version, message }
-            }
+            RunError::DeadlineExceeded { waited } => GatewayError::DeadlineExceeded {
+                model: model.name.clone(),
+                version: version.version,
+                waited,
+            },
+            RunError::Inference(message) => GatewayError::Inference {
+                model: model.name.clone(),
+                version: version.version,
+                message,
+            },
         })?;
         tracing::debug!(
             model = %model.name,

@@ -45,9 +45,10 @@ impl RunningServer {
 /// Returns once the listener is bound and every version is READY or FAILED.
 pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let threads = config.threads.max(1);
-    let (runtime, entries) = {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<(Runtime, Vec<ModelEntry>)> {
+    let (runtime, entries) =
+        {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || -> anyhow::Result<(Runtime, Vec<ModelEntry>)> {
             let runtime = Runtime::init(config.ort_lib.as_deref())?;
             tracing::info!(source = ?runtime.source(), version = runtime.version(), "ONNX Runtime loaded");
             let entries = modelgate_registry::load_repository(
@@ -59,10 +60,13 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         })
         .await
         .context("loading task panicked")??
-    };
+        };
     let _ = runtime;
-    let executor = Executor::start(ExecutorConfig { name: "infer".into(), threads })
-        .context("cannot start inference threads")?;
+    let executor = Executor::start(ExecutorConfig {
+        name: "infer".into(),
+        threads,
+    })
+    .context("cannot start inference threads")?;
     let gateway = Arc::new(Gateway::new(ModelTable::new(entries), executor));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -99,7 +103,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             }
         }
     });
-    Ok(RunningServer { addr, gateway, stop: Some(stop_tx), task })
+    Ok(RunningServer {
+        addr,
+        gateway,
+        stop: Some(stop_tx),
+        task,
+    })
 }
 
 /// The ready line's sample command: a request of zeros shaped like the first
@@ -107,7 +116,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
 pub fn sample_predict_command(program: &str, addr: SocketAddr, table: &ModelTable) -> Option<String> {
     let mut names: Vec<&String> = table.models.keys().collect();
     names.sort();
-    let model = names.into_iter().find_map(|n| table.models.get(n).filter(|m| m.latest_ready().is_some()))?;
+    let model = names
+        .into_iter()
+        .find_map(|n| table.models.get(n).filter(|m| m.latest_ready().is_some()))?;
     let ready = model.latest_ready()?;
     let sig = ready.model().signature();
     fn zeros(shape: &[i64]) -> String {
@@ -122,12 +133,17 @@ pub fn sample_predict_command(program: &str, addr: SocketAddr, table: &ModelTabl
     let input = match sig.inputs.as_slice() {
         [only] => zeros(&only.unit_shape()),
         many => {
-            let parts: Vec<String> =
-                many.iter().map(|s| format!("\"{}\":{}", s.name, zeros(&s.unit_shape()))).collect();
+            let parts: Vec<String> = many
+                .iter()
+                .map(|s| format!("\"{}\":{}", s.name, zeros(&s.unit_shape())))
+                .collect();
             format!("{{{}}}", parts.join(","))
         }
     };
-    Some(format!("{program} predict --addr {addr} --model {} --input '{input}'", model.name))
+    Some(format!(
+        "{program} predict --addr {addr} --model {} --input '{input}'",
+        model.name
+    ))
 }
 
 /// One line per model for the start-up summary.
@@ -146,7 +162,9 @@ pub fn describe_table(table: &ModelTable) -> Vec<String> {
                     VersionState::Failed(reason) => format!("v{} FAILED ({reason})", v.version),
                 })
                 .collect();
-            let champion = m.latest_ready().map_or("none".to_string(), |c| format!("v{}", c.version));
+            let champion = m
+                .latest_ready()
+                .map_or("none".to_string(), |c| format!("v{}", c.version));
             format!("  {}: {} — champion {champion}", m.name, versions.join(", "))
         })
         .collect()

@@ -18,7 +18,7 @@ const MAX_REQUEST_ID_BYTES: usize = 256;
 /// How much earlier than the client's deadline the gateway gives up. tonic's
 /// own timeout layer answers CANCELLED at the deadline itself; answering a
 /// little before it makes the client see DEADLINE_EXCEEDED, as gRPC intends.
-const DEADLINE_MARGIN: Duration = Duration::from_millis(2);
+const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
 
 /// The `Predict` gRPC service.
 #[derive(Debug, Clone)]
@@ -52,7 +52,11 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 
 /// The deadline a request carries, if any.
 pub fn deadline_of(metadata: &tonic::metadata::MetadataMap) -> Option<Instant> {
-    let timeout = metadata.get("grpc-timeout")?.to_str().ok().and_then(parse_grpc_timeout)?;
+    let timeout = metadata
+        .get("grpc-timeout")?
+        .to_str()
+        .ok()
+        .and_then(parse_grpc_timeout)?;
     Some(Instant::now() + timeout.saturating_sub(DEADLINE_MARGIN))
 }
 
@@ -79,7 +83,10 @@ pub fn role_to_pb(role: Role) -> pb::Role {
 
 #[tonic::async_trait]
 impl pb::predict_server::Predict for PredictService {
-    async fn predict(&self, request: Request<pb::PredictRequest>) -> Result<Response<pb::PredictResponse>, Status> {
+    async fn predict(
+        &self,
+        request: Request<pb::PredictRequest>,
+    ) -> Result<Response<pb::PredictResponse>, Status> {
         let deadline = deadline_of(request.metadata());
         let header_key = request
             .metadata()
@@ -116,7 +123,11 @@ impl pb::predict_server::Predict for PredictService {
             version: i64::try_from(resp.version).unwrap_or(i64::MAX),
             role: role_to_pb(resp.role) as i32,
             request_id: resp.request_id,
-            outputs: resp.outputs.into_iter().map(|t| convert::tensor_to_pb(t, typed)).collect(),
+            outputs: resp
+                .outputs
+                .into_iter()
+                .map(|t| convert::tensor_to_pb(t, typed))
+                .collect(),
         }))
     }
 
@@ -129,7 +140,11 @@ impl pb::predict_server::Predict for PredictService {
         let Some(model) = table.models.get(&name) else {
             let mut names: Vec<&str> = table.models.keys().map(String::as_str).collect();
             names.sort_unstable();
-            return Err(GatewayError::ModelNotFound { model: name, available: names.join(", ") }.into());
+            return Err(GatewayError::ModelNotFound {
+                model: name,
+                available: names.join(", "),
+            }
+            .into());
         };
         let champion = model.latest_ready().map(|c| c.version);
         let versions = model

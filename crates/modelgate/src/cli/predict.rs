@@ -53,7 +53,9 @@ pub struct CallError(pub tonic::Status);
 /// Runs the subcommand; the output goes to stdout.
 pub async fn run(args: PredictArgs) -> anyhow::Result<()> {
     let text = match args.input.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read --input file {path}"))?,
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("cannot read --input file {path}"))?
+        }
         None => args.input.clone(),
     };
     let json: Value = serde_json::from_str(&text).context("--input is not valid JSON")?;
@@ -68,7 +70,9 @@ pub async fn run(args: PredictArgs) -> anyhow::Result<()> {
     let mut client = pb::predict_client::PredictClient::new(channel).max_decoding_message_size(usize::MAX);
 
     let meta = client
-        .model_metadata(pb::ModelMetadataRequest { model: args.model.clone() })
+        .model_metadata(pb::ModelMetadataRequest {
+            model: args.model.clone(),
+        })
         .await
         .map_err(CallError)?
         .into_inner();
@@ -77,8 +81,15 @@ pub async fn run(args: PredictArgs) -> anyhow::Result<()> {
         .versions
         .iter()
         .find(|v| v.version == wanted && v.state == pb::VersionState::Ready as i32)
-        .or_else(|| meta.versions.iter().rev().find(|v| v.state == pb::VersionState::Ready as i32));
-    let Some(version) = version else { bail!("model '{}' has no READY version", args.model) };
+        .or_else(|| {
+            meta.versions
+                .iter()
+                .rev()
+                .find(|v| v.state == pb::VersionState::Ready as i32)
+        });
+    let Some(version) = version else {
+        bail!("model '{}' has no READY version", args.model)
+    };
     let inputs = build_inputs(&json, &version.inputs)?;
 
     let mut request = tonic::Request::new(pb::PredictRequest {
@@ -86,7 +97,10 @@ pub async fn run(args: PredictArgs) -> anyhow::Result<()> {
         version: args.version,
         routing_key: args.routing_key.clone().unwrap_or_default(),
         request_id: args.request_id.clone().unwrap_or_default(),
-        inputs: inputs.into_iter().map(|t| convert::tensor_to_pb(t, true)).collect(),
+        inputs: inputs
+            .into_iter()
+            .map(|t| convert::tensor_to_pb(t, true))
+            .collect(),
         output_names: args.outputs.clone(),
         typed_outputs: false,
     });
@@ -114,7 +128,10 @@ pub async fn run(args: PredictArgs) -> anyhow::Result<()> {
         });
         println!("{doc}");
     } else {
-        println!("model {}  version {}  role {}  request_id {}", resp.model, resp.version, role, resp.request_id);
+        println!(
+            "model {}  version {}  role {}  request_id {}",
+            resp.model, resp.version, role, resp.request_id
+        );
         print!("{}", table(&outputs));
     }
     Ok(())
@@ -126,7 +143,11 @@ pub fn build_inputs(json: &Value, specs: &[pb::TensorMetadata]) -> anyhow::Resul
         Value::Array(_) => {
             let [spec] = specs else {
                 let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-                bail!("the model has {} inputs ({}); give an object of input name → array", specs.len(), names.join(", "));
+                bail!(
+                    "the model has {} inputs ({}); give an object of input name → array",
+                    specs.len(),
+                    names.join(", ")
+                );
             };
             Ok(vec![tensor_from_json(&spec.name, spec.dtype, json)?])
         }
@@ -135,7 +156,10 @@ pub fn build_inputs(json: &Value, specs: &[pb::TensorMetadata]) -> anyhow::Resul
             .map(|(name, value)| {
                 let spec = specs.iter().find(|s| &s.name == name).with_context(|| {
                     let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-                    format!("the model has no input '{name}'; its inputs are: {}", names.join(", "))
+                    format!(
+                        "the model has no input '{name}'; its inputs are: {}",
+                        names.join(", ")
+                    )
                 })?;
                 tensor_from_json(name, spec.dtype, value)
             })
@@ -145,7 +169,8 @@ pub fn build_inputs(json: &Value, specs: &[pb::TensorMetadata]) -> anyhow::Resul
 }
 
 fn tensor_from_json(name: &str, dtype: i32, value: &Value) -> anyhow::Result<Tensor> {
-    let dtype = convert::dtype_from_pb(dtype).with_context(|| format!("input '{name}' has an unknown dtype"))?;
+    let dtype =
+        convert::dtype_from_pb(dtype).with_context(|| format!("input '{name}' has an unknown dtype"))?;
     let mut shape = Vec::new();
     let mut v = value;
     while let Value::Array(items) = v {
@@ -156,29 +181,53 @@ fn tensor_from_json(name: &str, dtype: i32, value: &Value) -> anyhow::Result<Ten
         }
     }
     let mut leaves = Vec::new();
-    flatten(value, &shape, &mut leaves).with_context(|| format!("input '{name}' is not a rectangular array"))?;
+    flatten(value, &shape, &mut leaves)
+        .with_context(|| format!("input '{name}' is not a rectangular array"))?;
     let bad = |i: usize| format!("input '{name}': element {i} is not a valid {dtype}");
     let data = match dtype {
         DataType::Float32 => TensorData::Float32(
-            leaves.iter().enumerate().map(|(i, x)| x.as_f64().map(|f| f as f32).with_context(|| bad(i))).collect::<Result<_, _>>()?,
+            leaves
+                .iter()
+                .enumerate()
+                .map(|(i, x)| x.as_f64().map(|f| f as f32).with_context(|| bad(i)))
+                .collect::<Result<_, _>>()?,
         ),
         DataType::Float64 => TensorData::Float64(
-            leaves.iter().enumerate().map(|(i, x)| x.as_f64().with_context(|| bad(i))).collect::<Result<_, _>>()?,
+            leaves
+                .iter()
+                .enumerate()
+                .map(|(i, x)| x.as_f64().with_context(|| bad(i)))
+                .collect::<Result<_, _>>()?,
         ),
         DataType::Int64 => TensorData::Int64(
-            leaves.iter().enumerate().map(|(i, x)| x.as_i64().with_context(|| bad(i))).collect::<Result<_, _>>()?,
+            leaves
+                .iter()
+                .enumerate()
+                .map(|(i, x)| x.as_i64().with_context(|| bad(i)))
+                .collect::<Result<_, _>>()?,
         ),
         DataType::Int32 | DataType::Uint8 | DataType::Int8 => {
-            let ints: Vec<i64> =
-                leaves.iter().enumerate().map(|(i, x)| x.as_i64().with_context(|| bad(i))).collect::<Result<_, _>>()?;
+            let ints: Vec<i64> = leaves
+                .iter()
+                .enumerate()
+                .map(|(i, x)| x.as_i64().with_context(|| bad(i)))
+                .collect::<Result<_, _>>()?;
             match dtype {
-                DataType::Int32 => TensorData::Int32(ints.iter().map(|&x| i32::try_from(x)).collect::<Result<_, _>>()?),
-                DataType::Uint8 => TensorData::Uint8(ints.iter().map(|&x| u8::try_from(x)).collect::<Result<_, _>>()?),
+                DataType::Int32 => {
+                    TensorData::Int32(ints.iter().map(|&x| i32::try_from(x)).collect::<Result<_, _>>()?)
+                }
+                DataType::Uint8 => {
+                    TensorData::Uint8(ints.iter().map(|&x| u8::try_from(x)).collect::<Result<_, _>>()?)
+                }
                 _ => TensorData::Int8(ints.iter().map(|&x| i8::try_from(x)).collect::<Result<_, _>>()?),
             }
         }
         DataType::Bool => TensorData::Bool(
-            leaves.iter().enumerate().map(|(i, x)| x.as_bool().with_context(|| bad(i))).collect::<Result<_, _>>()?,
+            leaves
+                .iter()
+                .enumerate()
+                .map(|(i, x)| x.as_bool().with_context(|| bad(i)))
+                .collect::<Result<_, _>>()?,
         ),
         DataType::String => TensorData::String(
             leaves
@@ -228,7 +277,11 @@ pub fn nested(shape: &[i64], data: &TensorData) -> Value {
             None => element_json(data, offset),
             Some((&n, rest)) => {
                 let stride: usize = rest.iter().map(|&d| usize::try_from(d).unwrap_or(0)).product();
-                Value::Array((0..usize::try_from(n).unwrap_or(0)).map(|i| go(rest, data, offset + i * stride)).collect())
+                Value::Array(
+                    (0..usize::try_from(n).unwrap_or(0))
+                        .map(|i| go(rest, data, offset + i * stride))
+                        .collect(),
+                )
             }
         }
     }
@@ -272,11 +325,21 @@ pub fn table(outputs: &[Tensor]) -> String {
         }
     }
     let widths: Vec<usize> = (0..header.len())
-        .map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |cells: &[String]| {
-        let mut s: String =
-            cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ");
+        let mut s: String = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
         s.truncate(s.trim_end().len());
         s.push('\n');
         s
@@ -293,14 +356,22 @@ mod tests {
     use super::*;
 
     fn spec(name: &str, dtype: pb::DataType) -> pb::TensorMetadata {
-        pb::TensorMetadata { name: name.into(), dtype: dtype as i32, shape: vec![-1, 2], dim_names: vec![] }
+        pb::TensorMetadata {
+            name: name.into(),
+            dtype: dtype as i32,
+            shape: vec![-1, 2],
+            dim_names: vec![],
+        }
     }
 
     #[test]
     fn rows_become_a_typed_tensor() {
         let json: Value = serde_json::from_str("[[1, 2.5], [3, 4]]").unwrap();
         let t = build_inputs(&json, &[spec("input", pb::DataType::Float32)]).unwrap();
-        assert_eq!(t[0], Tensor::new("input", vec![2, 2], TensorData::Float32(vec![1.0, 2.5, 3.0, 4.0])));
+        assert_eq!(
+            t[0],
+            Tensor::new("input", vec![2, 2], TensorData::Float32(vec![1.0, 2.5, 3.0, 4.0]))
+        );
     }
 
     #[test]
@@ -318,7 +389,11 @@ mod tests {
     fn table_lines_up_rows() {
         let outs = vec![
             Tensor::new("label", vec![2], TensorData::Int64(vec![0, 1])),
-            Tensor::new("p", vec![2, 2], TensorData::Float32(vec![0.5, 0.5, f32::NAN, 1.0])),
+            Tensor::new(
+                "p",
+                vec![2, 2],
+                TensorData::Float32(vec![0.5, 0.5, f32::NAN, 1.0]),
+            ),
         ];
         let t = table(&outs);
         assert_eq!(

@@ -1,0 +1,41 @@
+# The README's two commands live here: `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+LISTEN ?= 127.0.0.1:50051
+MODELS ?= models/repository
+
+.PHONY: run test ort build lint bench models clean
+
+## ONNX Runtime's shared library, from the pinned onnxruntime wheel on PyPI.
+ort:
+	@scripts/fetch-onnxruntime.sh >/dev/null
+
+build: ort
+	$(CARGO) build --release -p modelgate
+
+## Serve the bundled models on $(LISTEN); prints a ready line and a command to try.
+run: build
+	target/release/modelgate serve --models $(MODELS) --listen $(LISTEN)
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Lints, unit tests and the black-box suite (real ORT, real gRPC on loopback).
+test: ort lint
+	$(CARGO) build -p modelgate
+	$(CARGO) test --workspace
+
+## Load generator vs raw ONNX Runtime; prints the overhead table.
+bench: ort
+	$(CARGO) build --release -p modelgate -p modelgate-benches
+	scripts/bench.sh
+
+## Regenerate models/ (needs PyPI; see models/README.md).
+models:
+	python3 -m venv .cache/venv-models
+	.cache/venv-models/bin/pip install --quiet -r models/requirements.txt
+	.cache/venv-models/bin/python models/make_models.py
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,205 @@
+//! Test support: temporary model repositories built from the committed
+//! models, an in-process gateway on an ephemeral loopback port, a client, the
+//! golden vectors, and the path of the built binary for process tests.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use modelgate::{RunningServer, ServeConfig};
+use modelgate_proto::v1 as pb;
+use modelgate_proto::v1::predict_client::PredictClient;
+use serde_json::Value;
+use tonic::transport::Channel;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A committed model file, e.g. `repository/breast-cancer/1/model.onnx` or `faults/nan.onnx`.
+pub fn model_file(rel: &str) -> PathBuf {
+    root().join("models").join(rel)
+}
+
+pub const V1: &str = "repository/breast-cancer/1/model.onnx";
+pub const V2: &str = "repository/breast-cancer/2/model.onnx";
+pub const NAN: &str = "faults/nan.onnx";
+pub const SLOW: &str = "faults/slow.onnx";
+pub const FAIL: &str = "faults/fail.onnx";
+pub const OTHER: &str = "faults/other_signature.onnx";
+pub const CORRUPT: &str = "faults/corrupt.onnx";
+
+/// A model repository in a temporary folder.
+pub struct TestRepo {
+    dir: tempfile::TempDir,
+}
+
+impl Default for TestRepo {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestRepo {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("create temp dir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Copies a committed model in as `<model>/<version>/model.onnx`.
+    pub fn add(&self, model: &str, version: u64, source: &str) -> &Self {
+        let dir = self.dir.path().join(model).join(version.to_string());
+        std::fs::create_dir_all(&dir).expect("create version dir");
+        std::fs::copy(model_file(source), dir.join("model.onnx")).expect("copy model");
+        self
+    }
+
+    /// Writes `<model>/model.toml`.
+    pub fn config(&self, model: &str, text: &str) -> &Self {
+        let dir = self.dir.path().join(model);
+        std::fs::create_dir_all(&dir).expect("create model dir");
+        std::fs::write(dir.join("model.toml"), text).expect("write model.toml");
+        self
+    }
+
+    /// The usual repository: breast-cancer v1 and v2.
+    pub fn breast_cancer() -> Self {
+        let repo = Self::new();
+        repo.add("breast-cancer", 1, V1).add("breast-cancer", 2, V2);
+        repo
+    }
+}
+
+/// Starts a gateway on 127.0.0.1:0 serving `repo`, with `tweak` applied to the config.
+pub async fn start(repo: &TestRepo, tweak: impl FnOnce(&mut ServeConfig)) -> RunningServer {
+    let mut config = ServeConfig::new(repo.path());
+    config.drain = Duration::from_secs(5);
+    tweak(&mut config);
+    modelgate::start(config).await.expect("gateway starts")
+}
+
+pub async fn client(server: &RunningServer) -> PredictClient<Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .expect("valid uri")
+        .connect()
+        .await
+        .expect("connect to the gateway");
+    PredictClient::new(channel)
+        .max_encoding_message_size(usize::MAX)
+        .max_decoding_message_size(usize::MAX)
+}
+
+/// Golden vectors written by models/make_models.py with onnxruntime.
+pub struct Golden {
+    /// Rows of 30 float32 features.
+    pub rows: Vec<Vec<f32>>,
+    pub labels: Vec<i64>,
+    /// Rows of 2 probabilities.
+    pub probabilities: Vec<Vec<f32>>,
+}
+
+fn numbers(v: &Value) -> Vec<f64> {
+    v["data"]
+        .as_array()
+        .expect("data array")
+        .iter()
+        .map(|x| x.as_f64().expect("number"))
+        .collect()
+}
+
+pub fn golden(version: u64) -> Golden {
+    let path = root().join(format!("models/golden/breast-cancer-{version}.json"));
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read golden")).expect("golden json");
+    let input = numbers(&doc["inputs"]["input"]);
+    let probs = numbers(&doc["outputs"]["probabilities"]);
+    Golden {
+        rows: input
+            .chunks(30)
+            .map(|r| r.iter().map(|&x| x as f32).collect())
+            .collect(),
+        labels: numbers(&doc["outputs"]["label"])
+            .into_iter()
+            .map(|x| x as i64)
+            .collect(),
+        probabilities: probs
+            .chunks(2)
+            .map(|r| r.iter().map(|&x| x as f32).collect())
+            .collect(),
+    }
+}
+
+/// A float32 tensor of rows, as raw little-endian bytes.
+pub fn raw_rows(name: &str, rows: &[Vec<f32>]) -> pb::Tensor {
+    let width = rows.first().map_or(0, Vec::len);
+    let raw: Vec<u8> = rows.iter().flatten().flat_map(|x| x.to_le_bytes()).collect();
+    pb::Tensor {
+        name: name.into(),
+        dtype: pb::DataType::Float32 as i32,
+        shape: vec![rows.len() as i64, width as i64],
+        raw: raw.into(),
+        ..Default::default()
+    }
+}
+
+/// A float32 tensor of rows, in the typed field.
+pub fn typed_rows(name: &str, rows: &[Vec<f32>]) -> pb::Tensor {
+    let width = rows.first().map_or(0, Vec::len);
+    pb::Tensor {
+        name: name.into(),
+        dtype: pb::DataType::Float32 as i32,
+        shape: vec![rows.len() as i64, width as i64],
+        float_data: rows.iter().flatten().copied().collect(),
+        ..Default::default()
+    }
+}
+
+/// A Predict request for `model` with one input named `input`.
+pub fn request(model: &str, rows: &[Vec<f32>]) -> pb::PredictRequest {
+    pb::PredictRequest {
+        model: model.into(),
+        inputs: vec![raw_rows("input", rows)],
+        ..Default::default()
+    }
+}
+
+/// Decodes an output by name (raw or typed).
+pub fn output(resp: &pb::PredictResponse, name: &str) -> modelgate_runtime::Tensor {
+    let t = resp
+        .outputs
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no output {name}"));
+    modelgate::convert::output_from_pb(t.clone()).expect("decodable output")
+}
+
+/// `n` rows of plausible features (copies of the golden rows).
+pub fn rows(n: usize) -> Vec<Vec<f32>> {
+    let g = golden(1);
+    (0..n).map(|i| g.rows[i % g.rows.len()].clone()).collect()
+}
+
+/// The built `modelgate` binary (`make test` builds it before the tests run).
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> → target/<profile>/modelgate
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("modelgate");
+    assert!(
+        bin.is_file(),
+        "{} not found: run `cargo build -p modelgate` first (`make test` does)",
+        bin.display()
+    );
+    bin
+}

@@ -1,0 +1,192 @@
+//! The `modelgate` binary as a person runs it: `serve` prints a ready line with
+//! a sample command, and that command works; errors exit non-zero.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use modelgate_tests::*;
+
+struct Served {
+    child: Child,
+    addr: String,
+    sample: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(repo: &TestRepo) -> Served {
+    let mut child = Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--models"])
+        .arg(repo.path())
+        .env_remove("ORT_DYLIB_PATH")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn modelgate serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut addr = None;
+    let mut sample = None;
+    for line in lines.by_ref() {
+        let line = line.expect("read stdout");
+        if let Some(rest) = line.strip_prefix("modelgate ready: Predict (modelgate.v1) on ") {
+            addr = Some(rest.trim().to_string());
+        }
+        if let Some(cmd) = line.strip_prefix("try: ") {
+            sample = Some(cmd.to_string());
+            break;
+        }
+    }
+    Served {
+        child,
+        addr: addr.expect("ready line"),
+        sample: sample.expect("sample command"),
+    }
+}
+
+fn run_predict(args: &[&str]) -> std::process::Output {
+    Command::new(binary())
+        .arg("predict")
+        .args(args)
+        .output()
+        .expect("run modelgate predict")
+}
+
+#[test]
+fn the_printed_sample_command_works() {
+    let repo = TestRepo::breast_cancer();
+    let served = serve(&repo);
+    // The sample is `<program> predict --addr A --model M --input '<json>'`.
+    let input = served
+        .sample
+        .split("--input '")
+        .nth(1)
+        .expect("input")
+        .trim_end_matches('\'');
+    let out = run_predict(&[
+        "--addr",
+        &served.addr,
+        "--model",
+        "breast-cancer",
+        "--input",
+        input,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("model breast-cancer  version 2  role champion"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("row  label  probabilities"), "{stdout}");
+
+    let g = golden(1);
+    let rows: Vec<String> = g.rows[..2]
+        .iter()
+        .map(|r| format!("[{}]", r.iter().map(f32::to_string).collect::<Vec<_>>().join(",")))
+        .collect();
+    let json_input = format!("{{\"input\": [{}]}}", rows.join(","));
+    let out = run_predict(&[
+        "--addr",
+        &served.addr,
+        "--model",
+        "breast-cancer",
+        "--version",
+        "1",
+        "--routing-key",
+        "user-7",
+        "--json",
+        "--input",
+        &json_input,
+    ]);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["role"], "pinned");
+    assert_eq!(doc["outputs"]["label"], serde_json::json!(g.labels[..2]));
+    assert_eq!(doc["request_id"].as_str().map(str::len), Some(32));
+    let p0 = doc["outputs"]["probabilities"][0][0].as_f64().unwrap() as f32;
+    assert!((p0 - g.probabilities[0][0]).abs() < 1e-5);
+}
+
+#[test]
+fn predict_errors_exit_non_zero_with_the_status() {
+    let repo = TestRepo::breast_cancer();
+    let served = serve(&repo);
+    let out = run_predict(&["--addr", &served.addr, "--model", "nope", "--input", "[[1]]"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error: NOT_FOUND: model 'nope' not found"),
+        "{stderr}"
+    );
+    let out = run_predict(&[
+        "--addr",
+        &served.addr,
+        "--model",
+        "breast-cancer",
+        "--input",
+        "[[1, 2]]",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("INVALID_ARGUMENT") && stderr.contains("expected [N, 30]"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_onnx_runtime_is_one_clear_error() {
+    let repo = TestRepo::breast_cancer();
+    let out = Command::new(binary())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ort-lib",
+            "/nonexistent/libonnxruntime.so",
+            "--models",
+        ])
+        .arg(repo.path())
+        .output()
+        .expect("run serve");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ONNX Runtime library not found at /nonexistent/libonnxruntime.so"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_model_repository_is_one_clear_error() {
+    let out = Command::new(binary())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--models",
+            "/nonexistent/models",
+        ])
+        .output()
+        .expect("run serve");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read model repository /nonexistent/models"),
+        "{stderr}"
+    );
+}
