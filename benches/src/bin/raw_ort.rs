@@ -1,0 +1,93 @@
+//! The baseline: ONNX Runtime called in process, with the same session
+//! settings the gateway uses (1 intra-op thread, 1 inter-op thread, full graph
+//! optimisation), no gRPC, no queue. `--concurrency C` runs C threads, each
+//! with its own session, in a closed loop. Prints one JSON line.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::TensorRef;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// The model file.
+    #[arg(long, default_value = "models/repository/breast-cancer/1/model.onnx")]
+    model: std::path::PathBuf,
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Width of the input's second dimension.
+    #[arg(long, default_value_t = 30)]
+    features: usize,
+    #[arg(long, default_value = "raw-ort")]
+    label: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let lib = modelgate_runtime::library::locate(
+        std::env::var_os("ORT_DYLIB_PATH")
+            .map(std::path::PathBuf::from)
+            .as_deref(),
+    );
+    let env = ort::init_from(lib.path())
+        .map_err(|e| anyhow::anyhow!("load ONNX Runtime: {e}"))?
+        .with_telemetry(false)
+        .build()?;
+    let bytes = std::fs::read(&args.model).with_context(|| format!("read {}", args.model.display()))?;
+    let warm_end = Instant::now() + Duration::from_secs_f64(args.warmup);
+    let end = warm_end + Duration::from_secs_f64(args.duration);
+    let mut handles = Vec::new();
+    for _ in 0..args.concurrency.max(1) {
+        let build = || -> ort::Result<Session> {
+            Session::builder(&env)?
+                .with_optimization_level(GraphOptimizationLevel::Level3)?
+                .with_intra_threads(1)?
+                .with_inter_threads(1)?
+                .commit_from_memory(&bytes)
+        };
+        let mut session = build().map_err(|e| anyhow::anyhow!("build session: {e}"))?;
+        let input_name = session.inputs()[0].name().to_string();
+        let data = modelgate_benches::features(args.batch, args.features);
+        let shape = vec![args.batch as i64, args.features as i64];
+        handles.push(std::thread::spawn(
+            move || -> anyhow::Result<hdrhistogram::Histogram<u64>> {
+                let mut h = modelgate_benches::histogram();
+                loop {
+                    let start = Instant::now();
+                    if start >= end {
+                        break;
+                    }
+                    let input = TensorRef::from_array_view((shape.clone(), data.as_slice()))?;
+                    let out = session.run(ort::inputs![input_name.as_str() => input])?;
+                    std::hint::black_box(&out);
+                    drop(out);
+                    if start >= warm_end {
+                        h.saturating_record((start.elapsed().as_micros() as u64).max(1));
+                    }
+                }
+                Ok(h)
+            },
+        ));
+    }
+    let mut hist = modelgate_benches::histogram();
+    for h in handles {
+        let h = h.join().map_err(|_| anyhow::anyhow!("bench thread panicked"))??;
+        hist.add(h)?;
+    }
+    let extra = serde_json::json!({"mode": "closed", "concurrency": args.concurrency, "batch": args.batch,
+        "model": args.model.display().to_string()});
+    println!(
+        "{}",
+        modelgate_benches::summary(&args.label, extra, &hist, 0, args.duration, args.batch)
+    );
+    Ok(())
+}
