@@ -24,7 +24,13 @@ lint:
 ## Lints, unit tests and the black-box suite (real ORT, real gRPC on loopback).
 test: ort lint
 	$(CARGO) build -p modelgate
-	$(CARGO) test --workspace
+	@# nextest ends on one summary line of every test run; cargo test would
+	@# end on an empty doc-test section.
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+	  $(CARGO) test --workspace --lib --bins --tests; \
+	fi
 
 ## Load generator vs raw ONNX Runtime; prints the overhead table.
 bench: ort

@@ -1,0 +1,1 @@
+//! Rollout policy: see the crate description.
