@@ -39,7 +39,5 @@ pub fn summary(
 
 /// Deterministic feature values for `rows × width` inputs.
 pub fn features(rows: usize, width: usize) -> Vec<f32> {
-    (0..rows * width)
-        .map(|i| ((i * 7919) % 1000) as f32 / 100.0)
-        .collect()
+    (0..rows * width).map(|i| ((i * 7919) % 1000) as f32 / 100.0).collect()
 }

@@ -12,12 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(files, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     // Kept for gRPC server reflection.
-    std::fs::write(
-        out.join("modelgate_descriptor.bin"),
-        prost::Message::encode_to_vec(&fds),
-    )?;
-    tonic_prost_build::configure()
-        .bytes(".modelgate.v1.Tensor.raw")
-        .compile_fds(fds)?;
+    std::fs::write(out.join("modelgate_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
+    tonic_prost_build::configure().bytes(".modelgate.v1.Tensor.raw").compile_fds(fds)?;
     Ok(())
 }

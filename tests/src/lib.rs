@@ -13,10 +13,7 @@ use tonic::transport::Channel;
 
 /// The repository root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
 /// A committed model file, e.g. `repository/breast-cancer/1/model.onnx` or `faults/nan.onnx`.
@@ -45,9 +42,7 @@ impl Default for TestRepo {
 
 impl TestRepo {
     pub fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("create temp dir"),
-        }
+        Self { dir: tempfile::tempdir().expect("create temp dir") }
     }
 
     pub fn path(&self) -> &Path {
@@ -92,9 +87,7 @@ pub async fn client(server: &RunningServer) -> PredictClient<Channel> {
         .connect()
         .await
         .expect("connect to the gateway");
-    PredictClient::new(channel)
-        .max_encoding_message_size(usize::MAX)
-        .max_decoding_message_size(usize::MAX)
+    PredictClient::new(channel).max_encoding_message_size(usize::MAX).max_decoding_message_size(usize::MAX)
 }
 
 /// Golden vectors written by models/make_models.py with onnxruntime.
@@ -107,12 +100,7 @@ pub struct Golden {
 }
 
 fn numbers(v: &Value) -> Vec<f64> {
-    v["data"]
-        .as_array()
-        .expect("data array")
-        .iter()
-        .map(|x| x.as_f64().expect("number"))
-        .collect()
+    v["data"].as_array().expect("data array").iter().map(|x| x.as_f64().expect("number")).collect()
 }
 
 pub fn golden(version: u64) -> Golden {
@@ -122,18 +110,9 @@ pub fn golden(version: u64) -> Golden {
     let input = numbers(&doc["inputs"]["input"]);
     let probs = numbers(&doc["outputs"]["probabilities"]);
     Golden {
-        rows: input
-            .chunks(30)
-            .map(|r| r.iter().map(|&x| x as f32).collect())
-            .collect(),
-        labels: numbers(&doc["outputs"]["label"])
-            .into_iter()
-            .map(|x| x as i64)
-            .collect(),
-        probabilities: probs
-            .chunks(2)
-            .map(|r| r.iter().map(|&x| x as f32).collect())
-            .collect(),
+        rows: input.chunks(30).map(|r| r.iter().map(|&x| x as f32).collect()).collect(),
+        labels: numbers(&doc["outputs"]["label"]).into_iter().map(|x| x as i64).collect(),
+        probabilities: probs.chunks(2).map(|r| r.iter().map(|&x| x as f32).collect()).collect(),
     }
 }
 
@@ -164,20 +143,12 @@ pub fn typed_rows(name: &str, rows: &[Vec<f32>]) -> pb::Tensor {
 
 /// A Predict request for `model` with one input named `input`.
 pub fn request(model: &str, rows: &[Vec<f32>]) -> pb::PredictRequest {
-    pb::PredictRequest {
-        model: model.into(),
-        inputs: vec![raw_rows("input", rows)],
-        ..Default::default()
-    }
+    pb::PredictRequest { model: model.into(), inputs: vec![raw_rows("input", rows)], ..Default::default() }
 }
 
 /// Decodes an output by name (raw or typed).
 pub fn output(resp: &pb::PredictResponse, name: &str) -> modelgate_runtime::Tensor {
-    let t = resp
-        .outputs
-        .iter()
-        .find(|t| t.name == name)
-        .unwrap_or_else(|| panic!("no output {name}"));
+    let t = resp.outputs.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("no output {name}"));
     modelgate::convert::output_from_pb(t.clone()).expect("decodable output")
 }
 
@@ -191,11 +162,7 @@ pub fn rows(n: usize) -> Vec<Vec<f32>> {
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test> → target/<profile>/modelgate
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("modelgate");
+    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("modelgate");
     assert!(
         bin.is_file(),
         "{} not found: run `cargo build -p modelgate` first (`make test` does)",

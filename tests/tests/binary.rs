@@ -42,19 +42,11 @@ fn serve(repo: &TestRepo) -> Served {
             break;
         }
     }
-    Served {
-        child,
-        addr: addr.expect("ready line"),
-        sample: sample.expect("sample command"),
-    }
+    Served { child, addr: addr.expect("ready line"), sample: sample.expect("sample command") }
 }
 
 fn run_predict(args: &[&str]) -> std::process::Output {
-    Command::new(binary())
-        .arg("predict")
-        .args(args)
-        .output()
-        .expect("run modelgate predict")
+    Command::new(binary()).arg("predict").args(args).output().expect("run modelgate predict")
 }
 
 #[test]
@@ -62,30 +54,11 @@ fn the_printed_sample_command_works() {
     let repo = TestRepo::breast_cancer();
     let served = serve(&repo);
     // The sample is `<program> predict --addr A --model M --input '<json>'`.
-    let input = served
-        .sample
-        .split("--input '")
-        .nth(1)
-        .expect("input")
-        .trim_end_matches('\'');
-    let out = run_predict(&[
-        "--addr",
-        &served.addr,
-        "--model",
-        "breast-cancer",
-        "--input",
-        input,
-    ]);
+    let input = served.sample.split("--input '").nth(1).expect("input").trim_end_matches('\'');
+    let out = run_predict(&["--addr", &served.addr, "--model", "breast-cancer", "--input", input]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("model breast-cancer  version 2  role champion"),
-        "{stdout}"
-    );
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("model breast-cancer  version 2  role champion"), "{stdout}");
     assert!(stdout.contains("row  label  probabilities"), "{stdout}");
 
     let g = golden(1);
@@ -107,11 +80,7 @@ fn the_printed_sample_command_works() {
         "--input",
         &json_input,
     ]);
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
     assert_eq!(doc["version"], 1);
     assert_eq!(doc["role"], "pinned");
@@ -128,65 +97,33 @@ fn predict_errors_exit_non_zero_with_the_status() {
     let out = run_predict(&["--addr", &served.addr, "--model", "nope", "--input", "[[1]]"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("error: NOT_FOUND: model 'nope' not found"),
-        "{stderr}"
-    );
-    let out = run_predict(&[
-        "--addr",
-        &served.addr,
-        "--model",
-        "breast-cancer",
-        "--input",
-        "[[1, 2]]",
-    ]);
+    assert!(stderr.contains("error: NOT_FOUND: model 'nope' not found"), "{stderr}");
+    let out = run_predict(&["--addr", &served.addr, "--model", "breast-cancer", "--input", "[[1, 2]]"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("INVALID_ARGUMENT") && stderr.contains("expected [N, 30]"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("INVALID_ARGUMENT") && stderr.contains("expected [N, 30]"), "{stderr}");
 }
 
 #[test]
 fn a_missing_onnx_runtime_is_one_clear_error() {
     let repo = TestRepo::breast_cancer();
     let out = Command::new(binary())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--ort-lib",
-            "/nonexistent/libonnxruntime.so",
-            "--models",
-        ])
+        .args(["serve", "--listen", "127.0.0.1:0", "--ort-lib", "/nonexistent/libonnxruntime.so", "--models"])
         .arg(repo.path())
         .output()
         .expect("run serve");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("ONNX Runtime library not found at /nonexistent/libonnxruntime.so"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("ONNX Runtime library not found at /nonexistent/libonnxruntime.so"), "{stderr}");
 }
 
 #[test]
 fn a_missing_model_repository_is_one_clear_error() {
     let out = Command::new(binary())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--models",
-            "/nonexistent/models",
-        ])
+        .args(["serve", "--listen", "127.0.0.1:0", "--models", "/nonexistent/models"])
         .output()
         .expect("run serve");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("cannot read model repository /nonexistent/models"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("cannot read model repository /nonexistent/models"), "{stderr}");
 }

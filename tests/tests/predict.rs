@@ -38,11 +38,7 @@ async fn golden_outputs_match_for_both_versions_raw_and_typed() {
         let g = golden(version);
         let want_probs: Vec<f32> = g.probabilities.iter().flatten().copied().collect();
         for (typed_in, typed_out) in [(false, false), (true, true), (false, true)] {
-            let input = if typed_in {
-                typed_rows("input", &g.rows)
-            } else {
-                raw_rows("input", &g.rows)
-            };
+            let input = if typed_in { typed_rows("input", &g.rows) } else { raw_rows("input", &g.rows) };
             let resp = c
                 .predict(pb::PredictRequest {
                     model: "breast-cancer".into(),
@@ -56,11 +52,7 @@ async fn golden_outputs_match_for_both_versions_raw_and_typed() {
                 .into_inner();
             assert_eq!(resp.version, version as i64);
             assert_eq!(labels_of(&resp), g.labels, "v{version} labels");
-            assert_close(
-                &probs_of(&resp),
-                &want_probs,
-                &format!("v{version} probabilities"),
-            );
+            assert_close(&probs_of(&resp), &want_probs, &format!("v{version} probabilities"));
             assert_eq!(output(&resp, "probabilities").shape, vec![16, 2]);
         }
         // Row by row gives the same answers as the batch.
@@ -69,11 +61,7 @@ async fn golden_outputs_match_for_both_versions_raw_and_typed() {
             req.version = Some(version as i64);
             let resp = c.predict(req).await.unwrap().into_inner();
             assert_eq!(labels_of(&resp), vec![g.labels[i]]);
-            assert_close(
-                &probs_of(&resp),
-                &g.probabilities[i],
-                &format!("v{version} row {i}"),
-            );
+            assert_close(&probs_of(&resp), &g.probabilities[i], &format!("v{version} row {i}"));
         }
     }
     server.stop().await.unwrap();
@@ -92,16 +80,8 @@ async fn champion_is_the_highest_ready_version_and_ids_are_echoed() {
     assert_eq!(resp.request_id, "req-42");
     assert_eq!(resp.model, "breast-cancer");
 
-    let resp = c
-        .predict(request("breast-cancer", &rows(1)))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        resp.request_id.len(),
-        32,
-        "a request id is generated when none is given"
-    );
+    let resp = c.predict(request("breast-cancer", &rows(1))).await.unwrap().into_inner();
+    assert_eq!(resp.request_id.len(), 32, "a request id is generated when none is given");
 
     let mut pinned = request("breast-cancer", &rows(1));
     pinned.version = Some(1);
@@ -116,9 +96,7 @@ async fn champion_is_the_highest_ready_version_and_ids_are_echoed() {
     assert_eq!(resp.outputs[0].name, "label");
 
     let meta = c
-        .model_metadata(pb::ModelMetadataRequest {
-            model: "breast-cancer".into(),
-        })
+        .model_metadata(pb::ModelMetadataRequest { model: "breast-cancer".into() })
         .await
         .unwrap()
         .into_inner();
@@ -140,11 +118,7 @@ async fn expect_status(
     let err = c.predict(req).await.expect_err("request must fail");
     assert_eq!(err.code(), code, "{}", err.message());
     for n in needles {
-        assert!(
-            err.message().contains(n),
-            "message {:?} should mention {n:?}",
-            err.message()
-        );
+        assert!(err.message().contains(n), "message {:?} should mention {n:?}", err.message());
     }
 }
 
@@ -168,13 +142,7 @@ async fn every_client_mistake_gets_a_clear_status() {
     let mut req = request(bc, &rows(1));
     req.version = Some(-1);
     expect_status(&mut c, req, Code::NotFound, &["version -1"]).await;
-    expect_status(
-        &mut c,
-        request("", &rows(1)),
-        Code::InvalidArgument,
-        &["model is not set"],
-    )
-    .await;
+    expect_status(&mut c, request("", &rows(1)), Code::InvalidArgument, &["model is not set"]).await;
 
     // Wrong input name.
     let mut req = request(bc, &rows(1));
@@ -190,36 +158,20 @@ async fn every_client_mistake_gets_a_clear_status() {
     let mut req = request(bc, &rows(1));
     req.inputs[0].dtype = pb::DataType::Float64 as i32;
     req.inputs[0].raw = vec![0u8; 30 * 8].into();
-    expect_status(
-        &mut c,
-        req,
-        Code::InvalidArgument,
-        &["input 'input' has dtype FLOAT64, expected FLOAT32"],
-    )
-    .await;
+    expect_status(&mut c, req, Code::InvalidArgument, &["input 'input' has dtype FLOAT64, expected FLOAT32"])
+        .await;
     // Wrong shape.
     let req = pb::PredictRequest {
         model: bc.into(),
         inputs: vec![raw_rows("input", &[vec![0.0; 29]])],
         ..Default::default()
     };
-    expect_status(
-        &mut c,
-        req,
-        Code::InvalidArgument,
-        &["input 'input' has shape [1, 29], expected [N, 30]"],
-    )
-    .await;
+    expect_status(&mut c, req, Code::InvalidArgument, &["input 'input' has shape [1, 29], expected [N, 30]"])
+        .await;
     // Raw byte length not matching shape × dtype.
     let mut req = request(bc, &rows(1));
     req.inputs[0].raw = vec![0u8; 30 * 4 - 1].into();
-    expect_status(
-        &mut c,
-        req,
-        Code::InvalidArgument,
-        &["input 'input'", "119 bytes, expected 120"],
-    )
-    .await;
+    expect_status(&mut c, req, Code::InvalidArgument, &["input 'input'", "119 bytes, expected 120"]).await;
     // Typed count not matching the shape.
     let mut req = pb::PredictRequest {
         model: bc.into(),
@@ -227,52 +179,25 @@ async fn every_client_mistake_gets_a_clear_status() {
         ..Default::default()
     };
     req.inputs[0].float_data.pop();
-    expect_status(
-        &mut c,
-        req,
-        Code::InvalidArgument,
-        &["holds 30 elements but float_data has 29"],
-    )
-    .await;
+    expect_status(&mut c, req, Code::InvalidArgument, &["holds 30 elements but float_data has 29"]).await;
     // Empty batch.
     let mut req = request(bc, &[]);
     req.inputs[0].shape = vec![0, 30];
     expect_status(&mut c, req, Code::InvalidArgument, &["empty batch", "[0, 30]"]).await;
     // No inputs at all.
-    let req = pb::PredictRequest {
-        model: bc.into(),
-        ..Default::default()
-    };
-    expect_status(
-        &mut c,
-        req,
-        Code::InvalidArgument,
-        &["no inputs given", "'input'"],
-    )
-    .await;
+    let req = pb::PredictRequest { model: bc.into(), ..Default::default() };
+    expect_status(&mut c, req, Code::InvalidArgument, &["no inputs given", "'input'"]).await;
     // Duplicate inputs.
     let mut req = request(bc, &rows(1));
     req.inputs.push(req.inputs[0].clone());
-    expect_status(
-        &mut c,
-        req,
-        Code::InvalidArgument,
-        &["input 'input' is given more than once"],
-    )
-    .await;
+    expect_status(&mut c, req, Code::InvalidArgument, &["input 'input' is given more than once"]).await;
     // Missing dtype, both raw and typed, negative dims.
     let mut req = request(bc, &rows(1));
     req.inputs[0].dtype = 0;
     expect_status(&mut c, req, Code::InvalidArgument, &["dtype is not set"]).await;
     let mut req = request(bc, &rows(1));
     req.inputs[0].float_data = vec![0.0; 30];
-    expect_status(
-        &mut c,
-        req,
-        Code::InvalidArgument,
-        &["both as raw and as float_data"],
-    )
-    .await;
+    expect_status(&mut c, req, Code::InvalidArgument, &["both as raw and as float_data"]).await;
     let mut req = request(bc, &rows(1));
     req.inputs[0].shape = vec![-1, 30];
     expect_status(&mut c, req, Code::InvalidArgument, &["negative dimension"]).await;
@@ -288,24 +213,9 @@ async fn every_client_mistake_gets_a_clear_status() {
     .await;
     // Oversized request: 2 MiB against a 1 MiB limit.
     let req = request(bc, &vec![vec![0.0; 30]; 2 * 1024 * 1024 / 120]);
-    expect_status(
-        &mut c,
-        req,
-        Code::ResourceExhausted,
-        &["bytes, over the 1048576-byte limit"],
-    )
-    .await;
-    let long_id = pb::PredictRequest {
-        request_id: "x".repeat(1000),
-        ..request(bc, &rows(1))
-    };
-    expect_status(
-        &mut c,
-        long_id,
-        Code::InvalidArgument,
-        &["request_id is 1000 bytes"],
-    )
-    .await;
+    expect_status(&mut c, req, Code::ResourceExhausted, &["bytes, over the 1048576-byte limit"]).await;
+    let long_id = pb::PredictRequest { request_id: "x".repeat(1000), ..request(bc, &rows(1)) };
+    expect_status(&mut c, long_id, Code::InvalidArgument, &["request_id is 1000 bytes"]).await;
 
     // After all that the server still serves.
     let resp = c.predict(request(bc, &rows(3))).await.unwrap().into_inner();
@@ -324,21 +234,12 @@ async fn runtime_failure_is_internal_with_ort_message_and_only_that_request_fail
     let err = c.predict(request("failing", &bad)).await.unwrap_err();
     assert_eq!(err.code(), Code::Internal, "{}", err.message());
     assert!(
-        err.message()
-            .contains("model 'failing' version 1: inference failed in ONNX Runtime"),
+        err.message().contains("model 'failing' version 1: inference failed in ONNX Runtime"),
         "{}",
         err.message()
     );
-    assert!(
-        err.message().contains("out of data bounds"),
-        "ORT's own message: {}",
-        err.message()
-    );
-    let ok = c
-        .predict(request("failing", &rows(2)))
-        .await
-        .unwrap()
-        .into_inner();
+    assert!(err.message().contains("out of data bounds"), "ORT's own message: {}", err.message());
+    let ok = c.predict(request("failing", &rows(2))).await.unwrap().into_inner();
     assert_eq!(labels_of(&ok).len(), 2);
     server.stop().await.unwrap();
 }
@@ -402,11 +303,7 @@ async fn sixteen_concurrent_clients_times_two_hundred_requests_all_succeed() {
     }
     let table = server.gateway.table();
     let stats = match &table.models["breast-cancer"].versions[&2].state {
-        Ready(r) => r
-            .queue
-            .stats()
-            .completed
-            .load(std::sync::atomic::Ordering::Relaxed),
+        Ready(r) => r.queue.stats().completed.load(std::sync::atomic::Ordering::Relaxed),
         _ => panic!("v2 ready"),
     };
     assert_eq!(stats, 3200);
@@ -416,8 +313,7 @@ async fn sixteen_concurrent_clients_times_two_hundred_requests_all_succeed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_resource_exhausted_at_once_instead_of_waiting() {
     let repo = TestRepo::new();
-    repo.add("slow", 1, SLOW)
-        .config("slow", "queue_capacity = 1\nsessions = 1\n");
+    repo.add("slow", 1, SLOW).config("slow", "queue_capacity = 1\nsessions = 1\n");
     let server = start(&repo, |c| c.threads = 1).await;
     // ~4 ms a row: 50 rows keep the only thread busy for ~200 ms.
     let mut tasks = Vec::new();
@@ -433,42 +329,22 @@ async fn a_full_queue_answers_resource_exhausted_at_once_instead_of_waiting() {
     }
     drop(done_tx);
     let mut order = Vec::new();
-    while let Some(x) = tokio::time::timeout(Duration::from_secs(60), done_rx.recv())
-        .await
-        .expect("no hang")
+    while let Some(x) = tokio::time::timeout(Duration::from_secs(60), done_rx.recv()).await.expect("no hang")
     {
         order.push(x);
     }
     let ok = order.iter().filter(|(_, r)| r.is_ok()).count();
-    let exhausted = order
-        .iter()
-        .filter(|(_, r)| *r == Err(Code::ResourceExhausted))
-        .count();
-    assert_eq!(
-        ok + exhausted,
-        12,
-        "only successes and RESOURCE_EXHAUSTED: {order:?}"
-    );
+    let exhausted = order.iter().filter(|(_, r)| *r == Err(Code::ResourceExhausted)).count();
+    assert_eq!(ok + exhausted, 12, "only successes and RESOURCE_EXHAUSTED: {order:?}");
     assert!(exhausted >= 1, "{order:?}");
     assert!(ok >= 1, "{order:?}");
     // Rejections come back before the first slow request finishes: they never waited.
     let first_ok = order.iter().position(|(_, r)| r.is_ok()).unwrap();
-    assert!(
-        order[..first_ok]
-            .iter()
-            .all(|(_, r)| *r == Err(Code::ResourceExhausted))
-    );
-    assert!(
-        first_ok >= 1,
-        "at least one rejection beat the first success: {order:?}"
-    );
+    assert!(order[..first_ok].iter().all(|(_, r)| *r == Err(Code::ResourceExhausted)));
+    assert!(first_ok >= 1, "at least one rejection beat the first success: {order:?}");
     for t in tasks {
         if let Err(e) = t.await.unwrap() {
-            assert!(
-                e.message().contains("queue is full (1 requests waiting)"),
-                "{}",
-                e.message()
-            );
+            assert!(e.message().contains("queue is full (1 requests waiting)"), "{}", e.message());
         }
     }
     server.stop().await.unwrap();
@@ -492,16 +368,10 @@ async fn a_request_whose_deadline_passes_in_the_queue_is_not_run() {
     // Let the executor reach the expired job.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let table = server.gateway.table();
-    let Ready(v) = &table.models["slow"].versions[&1].state else {
-        panic!("ready")
-    };
+    let Ready(v) = &table.models["slow"].versions[&1].state else { panic!("ready") };
     let s = v.queue.stats();
     use std::sync::atomic::Ordering::Relaxed;
-    assert_eq!(
-        s.completed.load(Relaxed),
-        1,
-        "only the long request ran (warm-up is not queued)"
-    );
+    assert_eq!(s.completed.load(Relaxed), 1, "only the long request ran (warm-up is not queued)");
     assert_eq!(
         s.expired.load(Relaxed) + s.abandoned.load(Relaxed),
         1,

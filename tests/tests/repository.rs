@@ -17,17 +17,11 @@ async fn failed_versions_are_listed_with_reasons_and_the_rest_serve() {
     let mut c = client(&server).await;
 
     // The highest READY version is champion, not the highest version.
-    let resp = c
-        .predict(request("breast-cancer", &rows(1)))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = c.predict(request("breast-cancer", &rows(1))).await.unwrap().into_inner();
     assert_eq!(resp.version, 1);
 
     let meta = c
-        .model_metadata(pb::ModelMetadataRequest {
-            model: "breast-cancer".into(),
-        })
+        .model_metadata(pb::ModelMetadataRequest { model: "breast-cancer".into() })
         .await
         .unwrap()
         .into_inner();
@@ -41,41 +35,23 @@ async fn failed_versions_are_listed_with_reasons_and_the_rest_serve() {
         ]
     );
     assert!(
-        meta.versions[1]
-            .reason
-            .contains("ONNX Runtime rejected the model"),
+        meta.versions[1].reason.contains("ONNX Runtime rejected the model"),
         "{}",
         meta.versions[1].reason
     );
-    assert!(
-        meta.versions[2].reason.contains("no model.onnx"),
-        "{}",
-        meta.versions[2].reason
-    );
+    assert!(meta.versions[2].reason.contains("no model.onnx"), "{}", meta.versions[2].reason);
 
     let mut pinned = request("breast-cancer", &rows(1));
     pinned.version = Some(3);
     let err = c.predict(pinned).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    assert!(
-        err.message()
-            .contains("version 3 of model 'breast-cancer' is FAILED"),
-        "{}",
-        err.message()
-    );
+    assert!(err.message().contains("version 3 of model 'breast-cancer' is FAILED"), "{}", err.message());
 
     let err = c.predict(request("typo", &rows(1))).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{}", err.message());
-    let meta = c
-        .model_metadata(pb::ModelMetadataRequest { model: "typo".into() })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        meta.versions[0].reason.contains("unknown field `queue_capcity`"),
-        "{}",
-        meta.versions[0].reason
-    );
+    let meta =
+        c.model_metadata(pb::ModelMetadataRequest { model: "typo".into() }).await.unwrap().into_inner();
+    assert!(meta.versions[0].reason.contains("unknown field `queue_capcity`"), "{}", meta.versions[0].reason);
     server.stop().await.unwrap();
 }
 
@@ -87,24 +63,14 @@ async fn models_with_different_signatures_serve_side_by_side() {
     let mut c = client(&server).await;
     let req = pb::PredictRequest {
         model: "linear".into(),
-        inputs: vec![raw_rows(
-            "x",
-            &[vec![1.0, 0.0, 0.0, 0.0], vec![0.0, 0.0, 0.0, 1.0]],
-        )],
+        inputs: vec![raw_rows("x", &[vec![1.0, 0.0, 0.0, 0.0], vec![0.0, 0.0, 0.0, 1.0]])],
         ..Default::default()
     };
     let resp = c.predict(req).await.unwrap().into_inner();
-    assert_eq!(
-        output(&resp, "y").data,
-        modelgate_runtime::TensorData::Float32(vec![1.5, 4.5])
-    );
+    assert_eq!(output(&resp, "y").data, modelgate_runtime::TensorData::Float32(vec![1.5, 4.5]));
     // breast-cancer rows sent to the other model are rejected with its signature.
     let err = c.predict(request("linear", &rows(1))).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(
-        err.message().contains("unknown input 'input'"),
-        "{}",
-        err.message()
-    );
+    assert!(err.message().contains("unknown input 'input'"), "{}", err.message());
     server.stop().await.unwrap();
 }

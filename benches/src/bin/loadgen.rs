@@ -65,18 +65,9 @@ async fn connect(addr: &str, n: usize) -> anyhow::Result<Vec<PredictClient<Chann
 
 async fn request(clients: &[PredictClient<Channel>], args: &Args) -> anyhow::Result<pb::PredictRequest> {
     let mut c = clients[0].clone();
-    let meta = c
-        .model_metadata(pb::ModelMetadataRequest {
-            model: args.model.clone(),
-        })
-        .await?
-        .into_inner();
+    let meta = c.model_metadata(pb::ModelMetadataRequest { model: args.model.clone() }).await?.into_inner();
     let want = args.version.unwrap_or(meta.champion);
-    let v = meta
-        .versions
-        .iter()
-        .find(|v| v.version == want)
-        .context("version not found")?;
+    let v = meta.versions.iter().find(|v| v.version == want).context("version not found")?;
     let inputs = v
         .inputs
         .iter()
@@ -92,21 +83,12 @@ async fn request(clients: &[PredictClient<Channel>], args: &Args) -> anyhow::Res
                 name: spec.name.clone(),
                 dtype: pb::DataType::Float32 as i32,
                 shape,
-                raw: data
-                    .iter()
-                    .flat_map(|x| x.to_le_bytes())
-                    .collect::<Vec<u8>>()
-                    .into(),
+                raw: data.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into(),
                 ..Default::default()
             }
         })
         .collect();
-    Ok(pb::PredictRequest {
-        model: args.model.clone(),
-        version: args.version,
-        inputs,
-        ..Default::default()
-    })
+    Ok(pb::PredictRequest { model: args.model.clone(), version: args.version, inputs, ..Default::default() })
 }
 
 #[tokio::main]
@@ -138,12 +120,8 @@ async fn main() -> anyhow::Result<()> {
             };
             let mut c = clients[i % clients.len()].clone();
             i += 1;
-            let (req, tx, errors, sent) = (
-                Arc::clone(&req),
-                tx.clone(),
-                Arc::clone(&errors),
-                Arc::clone(&sent),
-            );
+            let (req, tx, errors, sent) =
+                (Arc::clone(&req), tx.clone(), Arc::clone(&errors), Arc::clone(&sent));
             tokio::spawn(async move {
                 let ok = c.predict((*req).clone()).await.is_ok();
                 let _permit = permit;

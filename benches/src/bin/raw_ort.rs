@@ -34,9 +34,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let lib = modelgate_runtime::library::locate(
-        std::env::var_os("ORT_DYLIB_PATH")
-            .map(std::path::PathBuf::from)
-            .as_deref(),
+        std::env::var_os("ORT_DYLIB_PATH").map(std::path::PathBuf::from).as_deref(),
     );
     let env = ort::init_from(lib.path())
         .map_err(|e| anyhow::anyhow!("load ONNX Runtime: {e}"))?
@@ -58,25 +56,23 @@ fn main() -> anyhow::Result<()> {
         let input_name = session.inputs()[0].name().to_string();
         let data = modelgate_benches::features(args.batch, args.features);
         let shape = vec![args.batch as i64, args.features as i64];
-        handles.push(std::thread::spawn(
-            move || -> anyhow::Result<hdrhistogram::Histogram<u64>> {
-                let mut h = modelgate_benches::histogram();
-                loop {
-                    let start = Instant::now();
-                    if start >= end {
-                        break;
-                    }
-                    let input = TensorRef::from_array_view((shape.clone(), data.as_slice()))?;
-                    let out = session.run(ort::inputs![input_name.as_str() => input])?;
-                    std::hint::black_box(&out);
-                    drop(out);
-                    if start >= warm_end {
-                        h.saturating_record((start.elapsed().as_micros() as u64).max(1));
-                    }
+        handles.push(std::thread::spawn(move || -> anyhow::Result<hdrhistogram::Histogram<u64>> {
+            let mut h = modelgate_benches::histogram();
+            loop {
+                let start = Instant::now();
+                if start >= end {
+                    break;
                 }
-                Ok(h)
-            },
-        ));
+                let input = TensorRef::from_array_view((shape.clone(), data.as_slice()))?;
+                let out = session.run(ort::inputs![input_name.as_str() => input])?;
+                std::hint::black_box(&out);
+                drop(out);
+                if start >= warm_end {
+                    h.saturating_record((start.elapsed().as_micros() as u64).max(1));
+                }
+            }
+            Ok(h)
+        }));
     }
     let mut hist = modelgate_benches::histogram();
     for h in handles {
@@ -85,9 +81,6 @@ fn main() -> anyhow::Result<()> {
     }
     let extra = serde_json::json!({"mode": "closed", "concurrency": args.concurrency, "batch": args.batch,
         "model": args.model.display().to_string()});
-    println!(
-        "{}",
-        modelgate_benches::summary(&args.label, extra, &hist, 0, args.duration, args.batch)
-    );
+    println!("{}", modelgate_benches::summary(&args.label, extra, &hist, 0, args.duration, args.batch));
     Ok(())
 }

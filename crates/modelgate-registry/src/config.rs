@@ -23,12 +23,7 @@ pub struct ModelConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self {
-            sessions: None,
-            intra_op_threads: 1,
-            inter_op_threads: 1,
-            queue_capacity: 256,
-        }
+        Self { sessions: None, intra_op_threads: 1, inter_op_threads: 1, queue_capacity: 256 }
     }
 }
 
@@ -38,11 +33,7 @@ pub enum ConfigError {
     #[error("model.toml: {0}")]
     Parse(String),
     #[error("model.toml: {field} must be {expected}, got {got}")]
-    Invalid {
-        field: &'static str,
-        expected: &'static str,
-        got: usize,
-    },
+    Invalid { field: &'static str, expected: &'static str, got: usize },
 }
 
 impl ModelConfig {
@@ -55,36 +46,14 @@ impl ModelConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let check = |field, got: usize, lo: usize, hi: usize, expected| {
-            if (lo..=hi).contains(&got) {
-                Ok(())
-            } else {
-                Err(ConfigError::Invalid { field, expected, got })
-            }
+            if (lo..=hi).contains(&got) { Ok(()) } else { Err(ConfigError::Invalid { field, expected, got }) }
         };
         if let Some(s) = self.sessions {
             check("sessions", s, 1, 256, "between 1 and 256")?;
         }
-        check(
-            "intra_op_threads",
-            self.intra_op_threads,
-            1,
-            256,
-            "between 1 and 256",
-        )?;
-        check(
-            "inter_op_threads",
-            self.inter_op_threads,
-            1,
-            256,
-            "between 1 and 256",
-        )?;
-        check(
-            "queue_capacity",
-            self.queue_capacity,
-            1,
-            1_000_000,
-            "between 1 and 1000000",
-        )?;
+        check("intra_op_threads", self.intra_op_threads, 1, 256, "between 1 and 256")?;
+        check("inter_op_threads", self.inter_op_threads, 1, 256, "between 1 and 256")?;
+        check("queue_capacity", self.queue_capacity, 1, 1_000_000, "between 1 and 1000000")?;
         Ok(())
     }
 }
@@ -115,9 +84,6 @@ mod tests {
     #[test]
     fn out_of_range_values_are_errors() {
         let e = ModelConfig::parse("queue_capacity = 0\n").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "model.toml: queue_capacity must be between 1 and 1000000, got 0"
-        );
+        assert_eq!(e.to_string(), "model.toml: queue_capacity must be between 1 and 1000000, got 0");
     }
 }

@@ -10,6 +10,7 @@
 //! never served; the rest of the repository still loads.
 
 pub mod config;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,10 +52,7 @@ pub struct ScanError {
 /// Lists models and versions without loading anything. Hidden entries and
 /// folders whose name is not a positive integer are skipped with a warning.
 pub fn scan(root: &Path) -> Result<Vec<ModelDir>, ScanError> {
-    let err = |source| ScanError {
-        path: root.to_path_buf(),
-        source,
-    };
+    let err = |source| ScanError { path: root.to_path_buf(), source };
     let mut models = Vec::new();
     for entry in std::fs::read_dir(root).map_err(err)? {
         let entry = entry.map_err(err)?;
@@ -78,10 +76,9 @@ pub fn scan(root: &Path) -> Result<Vec<ModelDir>, ScanError> {
                 continue;
             }
             match vname.parse::<u64>() {
-                Ok(n) if n > 0 && vname == n.to_string() => versions.push(VersionDir {
-                    version: n,
-                    path: v.path(),
-                }),
+                Ok(n) if n > 0 && vname == n.to_string() => {
+                    versions.push(VersionDir { version: n, path: v.path() })
+                }
                 _ => tracing::warn!(
                     model = %name,
                     folder = %vname,
@@ -90,12 +87,7 @@ pub fn scan(root: &Path) -> Result<Vec<ModelDir>, ScanError> {
             }
         }
         versions.sort_by_key(|v| v.version);
-        models.push(ModelDir {
-            name,
-            path,
-            config,
-            versions,
-        });
+        models.push(ModelDir { name, path, config, versions });
     }
     models.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(models)
@@ -181,11 +173,7 @@ pub fn load_version(
     let model = LoadedModel::load(runtime, &file, &options).map_err(|e| e.to_string())?;
     let warm_up = model.warm_up().map_err(|e| e.to_string())?;
     let queue = VersionQueue::new(Arc::new(model), config.queue_capacity);
-    Ok(Arc::new(ReadyVersion {
-        version: dir.version,
-        queue,
-        warm_up,
-    }))
+    Ok(Arc::new(ReadyVersion { version: dir.version, queue, warm_up }))
 }
 
 /// Scans and loads the whole repository. Failures are per version (or per
@@ -223,20 +211,9 @@ pub fn load_repository(
             if let VersionState::Failed(reason) = &state {
                 tracing::error!(model = %dir.name, version = v.version, %reason, "version FAILED; it will not be served");
             }
-            versions.insert(
-                v.version,
-                VersionEntry {
-                    version: v.version,
-                    path: v.path.clone(),
-                    state,
-                },
-            );
+            versions.insert(v.version, VersionEntry { version: v.version, path: v.path.clone(), state });
         }
-        out.push(ModelEntry {
-            name: dir.name,
-            config,
-            versions,
-        });
+        out.push(ModelEntry { name: dir.name, config, versions });
     }
     Ok(out)
 }

@@ -39,16 +39,7 @@ impl InferJob {
         deadline: Option<Instant>,
     ) -> (Self, oneshot::Receiver<Result<InferOutput, RunError>>) {
         let (reply, rx) = oneshot::channel();
-        (
-            Self {
-                inputs,
-                outputs,
-                deadline,
-                enqueued: Instant::now(),
-                reply,
-            },
-            rx,
-        )
+        (Self { inputs, outputs, deadline, enqueued: Instant::now(), reply }, rx)
     }
 }
 
@@ -109,11 +100,7 @@ impl std::fmt::Debug for VersionQueue {
 
 impl VersionQueue {
     pub fn new(model: Arc<LoadedModel>, capacity: usize) -> Arc<Self> {
-        Arc::new(Self {
-            model,
-            jobs: ArrayQueue::new(capacity.max(1)),
-            stats: QueueStats::default(),
-        })
+        Arc::new(Self { model, jobs: ArrayQueue::new(capacity.max(1)), stats: QueueStats::default() })
     }
 
     pub fn model(&self) -> &Arc<LoadedModel> {
@@ -171,11 +158,7 @@ impl Executor {
                 .spawn(move || worker(slot, rx))?;
             threads.push(handle);
         }
-        Ok(Self {
-            tickets: tx,
-            threads,
-            size,
-        })
+        Ok(Self { tickets: tx, threads, size })
     }
 
     /// Number of threads: also how many sessions a version needs so that no
@@ -188,13 +171,9 @@ impl Executor {
     pub fn submit(&self, queue: &Arc<VersionQueue>, job: InferJob) -> Result<(), SubmitError> {
         if queue.jobs.push(job).is_err() {
             queue.stats.rejected.fetch_add(1, Ordering::Relaxed);
-            return Err(SubmitError::QueueFull {
-                capacity: queue.capacity(),
-            });
+            return Err(SubmitError::QueueFull { capacity: queue.capacity() });
         }
-        self.tickets
-            .send(Arc::clone(queue))
-            .map_err(|_| SubmitError::Shutdown)
+        self.tickets.send(Arc::clone(queue)).map_err(|_| SubmitError::Shutdown)
     }
 
     /// Stops accepting work, lets the threads finish what is queued, and joins them.
@@ -226,31 +205,24 @@ fn run_job(slot: usize, queue: &VersionQueue, job: InferJob) {
     }
     if job.deadline.is_some_and(|d| d <= started) {
         queue.stats.expired.fetch_add(1, Ordering::Relaxed);
-        let _ = job
-            .reply
-            .send(Err(RunError::DeadlineExceeded { waited: queue_wait }));
+        let _ = job.reply.send(Err(RunError::DeadlineExceeded { waited: queue_wait }));
         return;
     }
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        queue.model.run(slot, &job.inputs, &job.outputs)
-    }))
-    .unwrap_or_else(|panic| {
-        let msg = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        Err(format!("panic inside inference: {msg}"))
-    });
+    let result =
+        std::panic::catch_unwind(AssertUnwindSafe(|| queue.model.run(slot, &job.inputs, &job.outputs)))
+            .unwrap_or_else(|panic| {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(format!("panic inside inference: {msg}"))
+            });
     let run_time = started.elapsed();
     let reply = match result {
         Ok(outputs) => {
             queue.stats.completed.fetch_add(1, Ordering::Relaxed);
-            Ok(InferOutput {
-                outputs,
-                queue_wait,
-                run_time,
-            })
+            Ok(InferOutput { outputs, queue_wait, run_time })
         }
         Err(e) => {
             queue.stats.failed.fetch_add(1, Ordering::Relaxed);

@@ -24,10 +24,7 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime")
-            .field("source", &self.source)
-            .field("version", &self.version)
-            .finish()
+        f.debug_struct("Runtime").field("source", &self.source).field("version", &self.version).finish()
     }
 }
 
@@ -60,10 +57,7 @@ impl Runtime {
             Err(e) => {
                 return Err(match source {
                     LibrarySource::System => library::not_found_message(),
-                    _ => LibraryError::Load {
-                        path,
-                        reason: e.to_string(),
-                    },
+                    _ => LibraryError::Load { path, reason: e.to_string() },
                 });
             }
         };
@@ -71,10 +65,7 @@ impl Runtime {
             .with_name("modelgate")
             .with_telemetry(false)
             .build()
-            .map_err(|e| LibraryError::Load {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| LibraryError::Load { path: path.clone(), reason: e.to_string() })?;
         let version = ort_version(&source);
         Ok(Self { env, source, version })
     }
@@ -98,10 +89,7 @@ fn ort_version(source: &LibrarySource) -> String {
     // `rel-<version>`. The wheel's build says `HEAD`, but the cache file is
     // named after the version the fetch script pinned.
     let info = ort::info();
-    if let Some(v) = info
-        .split(',')
-        .find_map(|part| part.trim().strip_prefix("git-branch=rel-"))
-    {
+    if let Some(v) = info.split(',').find_map(|part| part.trim().strip_prefix("git-branch=rel-")) {
         return v.to_string();
     }
     match source {

@@ -99,13 +99,7 @@ pub fn locate(explicit: Option<&Path>) -> LibrarySource {
 
 pub(crate) fn not_found_message() -> LibraryError {
     let mut looked: Vec<String> = vec!["--ort-lib / ORT_DYLIB_PATH (not set)".into()];
-    looked.extend(
-        cache_dirs()
-            .iter()
-            .map(|d| d.join(cached_library_name()).display().to_string()),
-    );
+    looked.extend(cache_dirs().iter().map(|d| d.join(cached_library_name()).display().to_string()));
     looked.push("libonnxruntime.so on the system library path".into());
-    LibraryError::NotFound {
-        looked: looked.join(", "),
-    }
+    LibraryError::NotFound { looked: looked.join(", ") }
 }

@@ -26,11 +26,7 @@ pub struct ModelOptions {
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        Self {
-            sessions: 1,
-            intra_op_threads: 1,
-            inter_op_threads: 1,
-        }
+        Self { sessions: 1, intra_op_threads: 1, inter_op_threads: 1 }
     }
 }
 
@@ -42,11 +38,7 @@ pub enum LoadError {
     #[error("ONNX Runtime rejected the model: {0}")]
     Ort(String),
     #[error("{which} '{name}' has a type modelgate cannot serve: {ty}")]
-    UnsupportedType {
-        which: &'static str,
-        name: String,
-        ty: String,
-    },
+    UnsupportedType { which: &'static str, name: String, ty: String },
     #[error("warm-up inference failed: {0}")]
     WarmUp(String),
     #[error("sessions must be at least 1")]
@@ -89,10 +81,7 @@ impl LoadedModel {
         if options.sessions == 0 {
             return Err(LoadError::NoSessions);
         }
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let prepacked = ort::session::builder::PrepackedWeights::new();
         let mut sessions = Vec::with_capacity(options.sessions);
@@ -150,8 +139,7 @@ impl LoadedModel {
         let mut slowest = Duration::ZERO;
         for i in 0..self.sessions.len() {
             let start = Instant::now();
-            self.run(i, &inputs, &[])
-                .map_err(|e| LoadError::WarmUp(e.to_string()))?;
+            self.run(i, &inputs, &[]).map_err(|e| LoadError::WarmUp(e.to_string()))?;
             slowest = slowest.max(start.elapsed());
         }
         Ok(slowest)
@@ -161,10 +149,8 @@ impl LoadedModel {
     /// passed [`Signature::check_inputs`]; `outputs` empty means all outputs.
     /// Blocking: call it from an executor thread, never from async code.
     pub fn run(&self, slot: usize, inputs: &[Tensor], outputs: &[String]) -> Result<Vec<Tensor>, String> {
-        let values = inputs
-            .iter()
-            .map(|t| to_ort(t).map(|v| (t.name.as_str(), v)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let values =
+            inputs.iter().map(|t| to_ort(t).map(|v| (t.name.as_str(), v))).collect::<Result<Vec<_>, _>>()?;
         let idx = slot % self.sessions.len();
         // A poisoned lock only means an earlier run panicked mid-call; the
         // session itself holds no Rust invariants, so keep using it.
@@ -173,10 +159,7 @@ impl LoadedModel {
         let wanted: Vec<&TensorSpec> = if outputs.is_empty() {
             self.signature.outputs.iter().collect()
         } else {
-            outputs
-                .iter()
-                .filter_map(|n| self.signature.outputs.iter().find(|s| &s.name == n))
-                .collect()
+            outputs.iter().filter_map(|n| self.signature.outputs.iter().find(|s| &s.name == n)).collect()
         };
         wanted
             .into_iter()
@@ -206,17 +189,9 @@ fn build_session(
 
 fn read_signature(session: &Session) -> Result<Signature, LoadError> {
     let spec = |which: &'static str, name: &str, ty: &ValueType| -> Result<TensorSpec, LoadError> {
-        let unsupported = || LoadError::UnsupportedType {
-            which,
-            name: name.to_string(),
-            ty: format!("{ty:?}"),
-        };
-        let ValueType::Tensor {
-            ty: elem,
-            shape,
-            dimension_symbols,
-        } = ty
-        else {
+        let unsupported =
+            || LoadError::UnsupportedType { which, name: name.to_string(), ty: format!("{ty:?}") };
+        let ValueType::Tensor { ty: elem, shape, dimension_symbols } = ty else {
             return Err(unsupported());
         };
         let dtype = DataType::from_ort(*elem).ok_or_else(unsupported)?;
@@ -227,19 +202,12 @@ fn read_signature(session: &Session) -> Result<Signature, LoadError> {
                 if d >= 0 {
                     Dim::Fixed(d)
                 } else {
-                    let sym = dimension_symbols
-                        .get(i)
-                        .map(|s| s.to_string())
-                        .filter(|s| !s.is_empty());
+                    let sym = dimension_symbols.get(i).map(|s| s.to_string()).filter(|s| !s.is_empty());
                     Dim::Dynamic(sym)
                 }
             })
             .collect();
-        Ok(TensorSpec {
-            name: name.to_string(),
-            dtype,
-            dims,
-        })
+        Ok(TensorSpec { name: name.to_string(), dtype, dims })
     };
     Ok(Signature {
         inputs: session
@@ -301,9 +269,7 @@ fn from_ort(name: &str, dtype: DataType, value: &DynValue) -> Result<Tensor, Str
         DataType::Bool => prim::<bool>(value).map(|(s, d)| (s, TensorData::Bool(d))),
         DataType::Uint8 => prim::<u8>(value).map(|(s, d)| (s, TensorData::Uint8(d))),
         DataType::Int8 => prim::<i8>(value).map(|(s, d)| (s, TensorData::Int8(d))),
-        DataType::String => value
-            .try_extract_strings()
-            .map(|(s, d)| (s.to_vec(), TensorData::String(d))),
+        DataType::String => value.try_extract_strings().map(|(s, d)| (s.to_vec(), TensorData::String(d))),
     };
     let (shape, data) = r.map_err(|e| format!("output '{name}': {e}"))?;
     Ok(Tensor::new(name, shape, data))

@@ -91,46 +91,23 @@ pub enum InputError {
     #[error("no inputs given; the model expects {expected}")]
     NoInputs { expected: String },
     #[error("missing input '{name}' ({dtype} {dims}); inputs given: {given}")]
-    Missing {
-        name: String,
-        dtype: DataType,
-        dims: String,
-        given: String,
-    },
+    Missing { name: String, dtype: DataType, dims: String, given: String },
     #[error("unknown input '{name}'; the model's inputs are: {expected}")]
     Unknown { name: String, expected: String },
     #[error("input '{name}' is given more than once")]
     Duplicate { name: String },
     #[error("input '{name}' has dtype {got}, expected {expected}")]
-    DType {
-        name: String,
-        got: DataType,
-        expected: DataType,
-    },
+    DType { name: String, got: DataType, expected: DataType },
     #[error("input '{name}' has shape {got}, expected {expected}")]
-    Shape {
-        name: String,
-        got: String,
-        expected: String,
-    },
+    Shape { name: String, got: String, expected: String },
     #[error("input '{name}' has shape {got}: an empty batch (a zero dimension) cannot be served")]
     Empty { name: String, got: String },
     #[error("input '{name}' has shape {got} but {elements} elements")]
-    Elements {
-        name: String,
-        got: String,
-        elements: usize,
-    },
+    Elements { name: String, got: String, elements: usize },
     #[error(
         "inputs disagree on dimension '{symbol}': '{first}' has {first_value}, '{second}' has {second_value}"
     )]
-    SymbolMismatch {
-        symbol: String,
-        first: String,
-        first_value: i64,
-        second: String,
-        second_value: i64,
-    },
+    SymbolMismatch { symbol: String, first: String, first_value: i64, second: String, second_value: i64 },
     #[error("unknown output '{name}' requested; the model's outputs are: {expected}")]
     UnknownOutput { name: String, expected: String },
 }
@@ -148,9 +125,7 @@ impl Signature {
     /// dtypes and shapes, no empty batch, and consistent named dimensions.
     pub fn check_inputs(&self, inputs: &[Tensor]) -> Result<(), InputError> {
         if inputs.is_empty() {
-            return Err(InputError::NoInputs {
-                expected: self.input_list(),
-            });
+            return Err(InputError::NoInputs { expected: self.input_list() });
         }
         let mut seen: HashMap<&str, &Tensor> = HashMap::with_capacity(inputs.len());
         for t in inputs {
@@ -158,20 +133,13 @@ impl Signature {
                 return Err(InputError::Duplicate { name: t.name.clone() });
             }
             if !self.inputs.iter().any(|s| s.name == t.name) {
-                return Err(InputError::Unknown {
-                    name: t.name.clone(),
-                    expected: self.input_list(),
-                });
+                return Err(InputError::Unknown { name: t.name.clone(), expected: self.input_list() });
             }
         }
         let mut symbols: HashMap<&str, (&str, i64)> = HashMap::new();
         for spec in &self.inputs {
             let Some(t) = seen.get(spec.name.as_str()) else {
-                let given = inputs
-                    .iter()
-                    .map(|t| format!("'{}'", t.name))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let given = inputs.iter().map(|t| format!("'{}'", t.name)).collect::<Vec<_>>().join(", ");
                 return Err(InputError::Missing {
                     name: spec.name.clone(),
                     dtype: spec.dtype,
@@ -180,11 +148,7 @@ impl Signature {
                 });
             };
             if t.dtype() != spec.dtype {
-                return Err(InputError::DType {
-                    name: t.name.clone(),
-                    got: t.dtype(),
-                    expected: spec.dtype,
-                });
+                return Err(InputError::DType { name: t.name.clone(), got: t.dtype(), expected: spec.dtype });
             }
             let shape_err = || InputError::Shape {
                 name: t.name.clone(),
@@ -219,10 +183,7 @@ impl Signature {
                 }
             }
             if t.shape.contains(&0) {
-                return Err(InputError::Empty {
-                    name: t.name.clone(),
-                    got: shape_str(&t.shape),
-                });
+                return Err(InputError::Empty { name: t.name.clone(), got: shape_str(&t.shape) });
             }
             if element_count(&t.shape) != Some(t.data.len()) {
                 return Err(InputError::Elements {
@@ -239,16 +200,9 @@ impl Signature {
     pub fn check_outputs(&self, requested: &[String]) -> Result<(), InputError> {
         for name in requested {
             if !self.outputs.iter().any(|s| &s.name == name) {
-                let expected = self
-                    .outputs
-                    .iter()
-                    .map(|s| format!("'{}'", s.name))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(InputError::UnknownOutput {
-                    name: name.clone(),
-                    expected,
-                });
+                let expected =
+                    self.outputs.iter().map(|s| format!("'{}'", s.name)).collect::<Vec<_>>().join(", ");
+                return Err(InputError::UnknownOutput { name: name.clone(), expected });
             }
         }
         Ok(())
@@ -307,33 +261,21 @@ mod tests {
         let e = s.check_inputs(&[t("input", vec![1, 4], 4)]).unwrap_err();
         assert_eq!(e.to_string(), "input 'input' has shape [1, 4], expected [N, 3]");
         let e = s.check_inputs(&[t("x", vec![1, 3], 3)]).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "unknown input 'x'; the model's inputs are: 'input' (FLOAT32 [N, 3])"
-        );
+        assert_eq!(e.to_string(), "unknown input 'x'; the model's inputs are: 'input' (FLOAT32 [N, 3])");
         let e = s
-            .check_inputs(&[Tensor::new(
-                "input",
-                vec![1, 3],
-                TensorData::Float64(vec![0.0; 3]),
-            )])
+            .check_inputs(&[Tensor::new("input", vec![1, 3], TensorData::Float64(vec![0.0; 3]))])
             .unwrap_err();
         assert_eq!(e.to_string(), "input 'input' has dtype FLOAT64, expected FLOAT32");
         let e = s.check_inputs(&[t("input", vec![0, 3], 0)]).unwrap_err();
         assert!(matches!(e, InputError::Empty { .. }), "{e}");
-        let e = s
-            .check_inputs(&[t("input", vec![1, 3], 3), t("input", vec![1, 3], 3)])
-            .unwrap_err();
+        let e = s.check_inputs(&[t("input", vec![1, 3], 3), t("input", vec![1, 3], 3)]).unwrap_err();
         assert_eq!(e, InputError::Duplicate { name: "input".into() });
         let e = s.check_inputs(&[]).unwrap_err();
         assert!(matches!(e, InputError::NoInputs { .. }));
         let e = s.check_inputs(&[t("input", vec![2, 3], 5)]).unwrap_err();
         assert!(matches!(e, InputError::Elements { elements: 5, .. }));
         let e = s.check_outputs(&["nope".into()]).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "unknown output 'nope' requested; the model's outputs are: 'label'"
-        );
+        assert_eq!(e.to_string(), "unknown output 'nope' requested; the model's outputs are: 'label'");
     }
 
     #[test]
@@ -344,9 +286,7 @@ mod tests {
             dtype: DataType::Float32,
             dims: vec![Dim::Dynamic(Some("N".into()))],
         });
-        let e = s
-            .check_inputs(&[t("input", vec![2, 3], 6), t("mask", vec![3], 3)])
-            .unwrap_err();
+        let e = s.check_inputs(&[t("input", vec![2, 3], 6), t("mask", vec![3], 3)]).unwrap_err();
         assert!(matches!(e, InputError::SymbolMismatch { .. }), "{e}");
         let e = s.check_inputs(&[t("input", vec![2, 3], 6)]).unwrap_err();
         assert!(e.to_string().starts_with("missing input 'mask'"), "{e}");

@@ -119,12 +119,7 @@ impl TensorData {
         if let Some(size) = dtype.element_size() {
             let expected = elements.checked_mul(size).ok_or(RawDecodeError::TooLarge)?;
             if raw.len() != expected {
-                return Err(RawDecodeError::Length {
-                    got: raw.len(),
-                    expected,
-                    elements,
-                    dtype,
-                });
+                return Err(RawDecodeError::Length { got: raw.len(), expected, elements, dtype });
             }
         }
         fn le<const N: usize, T>(raw: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
@@ -203,10 +198,7 @@ fn decode_strings(raw: &[u8], elements: usize) -> Result<Vec<String>, RawDecodeE
         rest = tail;
     }
     if out.len() != elements {
-        return Err(RawDecodeError::StringCount {
-            got: out.len(),
-            expected: elements,
-        });
+        return Err(RawDecodeError::StringCount { got: out.len(), expected: elements });
     }
     Ok(out)
 }
@@ -215,12 +207,7 @@ fn decode_strings(raw: &[u8], elements: usize) -> Result<Vec<String>, RawDecodeE
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RawDecodeError {
     #[error("raw contents are {got} bytes, expected {expected} ({elements} {dtype} elements)")]
-    Length {
-        got: usize,
-        expected: usize,
-        elements: usize,
-        dtype: DataType,
-    },
+    Length { got: usize, expected: usize, elements: usize, dtype: DataType },
     #[error("shape is too large")]
     TooLarge,
     #[error("BOOL elements must be 0 or 1, got {0}")]
@@ -243,11 +230,7 @@ pub struct Tensor {
 
 impl Tensor {
     pub fn new(name: impl Into<String>, shape: Vec<i64>, data: TensorData) -> Self {
-        Self {
-            name: name.into(),
-            shape,
-            data,
-        }
+        Self { name: name.into(), shape, data }
     }
 
     pub fn dtype(&self) -> DataType {
@@ -290,10 +273,7 @@ mod tests {
     #[test]
     fn raw_length_mismatch_names_both_sizes() {
         let err = TensorData::from_raw(DataType::Float32, &[0; 7], 2).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "raw contents are 7 bytes, expected 8 (2 FLOAT32 elements)"
-        );
+        assert_eq!(err.to_string(), "raw contents are 7 bytes, expected 8 (2 FLOAT32 elements)");
     }
 
     #[test]
@@ -302,10 +282,7 @@ mod tests {
             TensorData::from_raw(DataType::String, &[5, 0, 0, 0, b'a'], 1),
             Err(RawDecodeError::StringLayout)
         );
-        assert_eq!(
-            TensorData::from_raw(DataType::String, &[0, 0], 1),
-            Err(RawDecodeError::StringLayout)
-        );
+        assert_eq!(TensorData::from_raw(DataType::String, &[0, 0], 1), Err(RawDecodeError::StringLayout));
         assert_eq!(
             TensorData::from_raw(DataType::String, &[1, 0, 0, 0, 0xff], 1),
             Err(RawDecodeError::Utf8(0))
@@ -318,10 +295,7 @@ mod tests {
 
     #[test]
     fn bool_bytes_other_than_zero_or_one_are_rejected() {
-        assert_eq!(
-            TensorData::from_raw(DataType::Bool, &[2], 1),
-            Err(RawDecodeError::Bool(2))
-        );
+        assert_eq!(TensorData::from_raw(DataType::Bool, &[2], 1), Err(RawDecodeError::Bool(2)));
     }
 
     #[test]

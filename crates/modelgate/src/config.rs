@@ -55,6 +55,15 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish, in seconds.
     #[arg(long, env = "MODELGATE_DRAIN_SECONDS", default_value_t = 10.0)]
     pub drain_seconds: f64,
+    /// Do not watch the model repository for new versions after start.
+    #[arg(long, env = "MODELGATE_NO_WATCH")]
+    pub no_watch: bool,
+    /// Rescan the repository this often (seconds), besides filesystem events.
+    #[arg(long, env = "MODELGATE_RESCAN_SECONDS", default_value_t = 2.0)]
+    pub rescan_seconds: f64,
+    /// A new model file must keep its size and mtime this long (ms) before it is loaded.
+    #[arg(long, env = "MODELGATE_SETTLE_MS", default_value_t = 500)]
+    pub settle_ms: u64,
 }
 
 /// Everything the server needs, independent of how it was configured.
@@ -66,6 +75,10 @@ pub struct ServeConfig {
     pub threads: usize,
     pub max_request_bytes: usize,
     pub drain: Duration,
+    /// Watch the repository for new and removed versions.
+    pub watch: bool,
+    pub rescan: Duration,
+    pub settle: Duration,
 }
 
 impl ServeConfig {
@@ -78,6 +91,9 @@ impl ServeConfig {
             threads: default_threads(),
             max_request_bytes: 64 * 1024 * 1024,
             drain: Duration::from_secs(10),
+            watch: true,
+            rescan: Duration::from_secs(2),
+            settle: Duration::from_millis(500),
         }
     }
 }
@@ -103,6 +119,9 @@ impl TryFrom<ServeArgs> for ServeConfig {
             threads: a.threads.unwrap_or_else(default_threads),
             max_request_bytes: a.max_request_bytes,
             drain: Duration::from_secs_f64(a.drain_seconds),
+            watch: !a.no_watch,
+            rescan: Duration::from_secs_f64(a.rescan_seconds.max(0.05)),
+            settle: Duration::from_millis(a.settle_ms),
         })
     }
 }

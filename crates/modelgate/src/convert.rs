@@ -78,11 +78,7 @@ fn shape_str(shape: &[i64]) -> String {
 
 /// Decodes one request tensor.
 pub fn tensor_from_pb(t: pb::Tensor) -> Result<Tensor, BadRequest> {
-    let name = if t.name.is_empty() {
-        "<unnamed>".to_string()
-    } else {
-        format!("'{}'", t.name)
-    };
+    let name = if t.name.is_empty() { "<unnamed>".to_string() } else { format!("'{}'", t.name) };
     let bad = |msg: String| BadRequest(format!("input {name}: {msg}"));
     let dtype = dtype_from_pb(t.dtype).ok_or_else(|| {
         bad(match pb::DataType::try_from(t.dtype) {
@@ -91,23 +87,15 @@ pub fn tensor_from_pb(t: pb::Tensor) -> Result<Tensor, BadRequest> {
         })
     })?;
     let elements = element_count(&t.shape).ok_or_else(|| {
-        bad(format!(
-            "shape {} has a negative dimension or is too large",
-            shape_str(&t.shape)
-        ))
+        bad(format!("shape {} has a negative dimension or is too large", shape_str(&t.shape)))
     })?;
     let typed = typed_fields(&t);
     if !t.raw.is_empty() && !typed.is_empty() {
-        return Err(bad(format!(
-            "contents are given both as raw and as {}; give one",
-            typed.join(", ")
-        )));
+        return Err(bad(format!("contents are given both as raw and as {}; give one", typed.join(", "))));
     }
     let field = typed_field_for(dtype);
     if let Some(other) = typed.iter().find(|f| **f != field) {
-        return Err(bad(format!(
-            "dtype is {dtype} but elements are in {other}; use {field} or raw"
-        )));
+        return Err(bad(format!("dtype is {dtype} but elements are in {other}; use {field} or raw")));
     }
     let data = if typed.is_empty() {
         if t.raw.is_empty() && elements > 0 {
@@ -238,11 +226,7 @@ mod tests {
 
     #[test]
     fn raw_and_typed_decode_alike() {
-        let raw = raw_f32(
-            "x",
-            vec![2],
-            [1.0f32.to_le_bytes(), 2.0f32.to_le_bytes()].concat(),
-        );
+        let raw = raw_f32("x", vec![2], [1.0f32.to_le_bytes(), 2.0f32.to_le_bytes()].concat());
         let typed = pb::Tensor {
             name: "x".into(),
             dtype: pb::DataType::Float32 as i32,
@@ -256,18 +240,10 @@ mod tests {
     #[test]
     fn errors_name_the_tensor() {
         let e = tensor_from_pb(raw_f32("x", vec![2], vec![0; 7])).unwrap_err();
-        assert_eq!(
-            e.0,
-            "input 'x': raw contents are 7 bytes, expected 8 (2 FLOAT32 elements)"
-        );
+        assert_eq!(e.0, "input 'x': raw contents are 7 bytes, expected 8 (2 FLOAT32 elements)");
         let mut t = raw_f32("x", vec![1], vec![0; 4]);
         t.int64_data = vec![1];
-        assert!(
-            tensor_from_pb(t)
-                .unwrap_err()
-                .0
-                .contains("both as raw and as int64_data")
-        );
+        assert!(tensor_from_pb(t).unwrap_err().0.contains("both as raw and as int64_data"));
         let t = pb::Tensor {
             name: "x".into(),
             dtype: pb::DataType::Float32 as i32,
@@ -279,11 +255,7 @@ mod tests {
             tensor_from_pb(t).unwrap_err().0,
             "input 'x': dtype is FLOAT32 but elements are in int64_data; use float_data or raw"
         );
-        let t = pb::Tensor {
-            name: "x".into(),
-            shape: vec![1],
-            ..Default::default()
-        };
+        let t = pb::Tensor { name: "x".into(), shape: vec![1], ..Default::default() };
         assert_eq!(tensor_from_pb(t).unwrap_err().0, "input 'x': dtype is not set");
         let e = tensor_from_pb(raw_f32("x", vec![-1, 2], vec![])).unwrap_err();
         assert!(e.0.contains("negative dimension"), "{}", e.0);

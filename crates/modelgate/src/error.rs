@@ -14,45 +14,21 @@ pub enum GatewayError {
     #[error("model '{model}' not found; models served: {available}")]
     ModelNotFound { model: String, available: String },
     #[error("version {version} of model '{model}' not found; versions: {known}")]
-    VersionNotFound {
-        model: String,
-        version: i64,
-        known: String,
-    },
+    VersionNotFound { model: String, version: i64, known: String },
     #[error("version {version} of model '{model}' is FAILED and never served: {reason}")]
-    VersionFailed {
-        model: String,
-        version: u64,
-        reason: String,
-    },
+    VersionFailed { model: String, version: u64, reason: String },
     #[error("model '{model}' has no READY version")]
     NoReadyVersion { model: String },
     #[error("{0}")]
     BadRequest(#[from] BadRequest),
     #[error("model '{model}' version {version}: {error}")]
-    Input {
-        model: String,
-        version: u64,
-        error: InputError,
-    },
+    Input { model: String, version: u64, error: InputError },
     #[error("model '{model}' version {version}: queue is full ({capacity} requests waiting); retry later")]
-    QueueFull {
-        model: String,
-        version: u64,
-        capacity: usize,
-    },
+    QueueFull { model: String, version: u64, capacity: usize },
     #[error("model '{model}' version {version}: deadline exceeded after {waited:?}; the request was not run")]
-    DeadlineExceeded {
-        model: String,
-        version: u64,
-        waited: Duration,
-    },
+    DeadlineExceeded { model: String, version: u64, waited: Duration },
     #[error("model '{model}' version {version}: inference failed in ONNX Runtime: {message}")]
-    Inference {
-        model: String,
-        version: u64,
-        message: String,
-    },
+    Inference { model: String, version: u64, message: String },
     #[error("the gateway is shutting down")]
     ShuttingDown,
 }
@@ -91,13 +67,8 @@ pub fn oversize_to_resource_exhausted<B>(mut resp: http::Response<B>) -> http::R
     if !status.message().contains("message length too large") {
         return resp;
     }
-    let found = status
-        .message()
-        .split("found ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .unwrap_or("?")
-        .to_string();
+    let found =
+        status.message().split("found ").nth(1).and_then(|s| s.split(' ').next()).unwrap_or("?").to_string();
     let limit = status
         .message()
         .split("limit is: ")

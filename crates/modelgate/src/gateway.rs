@@ -53,30 +53,62 @@ pub struct InferResponse {
     pub outputs: Vec<Tensor>,
 }
 
+/// A model as the hot path sees it: its versions and who serves.
+#[derive(Debug)]
+pub struct ModelRoute {
+    pub entry: ModelEntry,
+    /// The version that serves unrouted traffic; `None` when no version is READY.
+    pub champion: Option<Arc<ReadyVersion>>,
+}
+
+impl std::ops::Deref for ModelRoute {
+    type Target = ModelEntry;
+
+    fn deref(&self) -> &ModelEntry {
+        &self.entry
+    }
+}
+
+impl ModelRoute {
+    pub fn champion(&self) -> Option<&Arc<ReadyVersion>> {
+        self.champion.as_ref()
+    }
+}
+
 /// The immutable snapshot the hot path reads.
 #[derive(Debug, Default)]
 pub struct ModelTable {
-    pub models: HashMap<String, Arc<ModelEntry>>,
+    pub models: HashMap<String, Arc<ModelRoute>>,
 }
 
 impl ModelTable {
-    pub fn new(entries: Vec<ModelEntry>) -> Self {
-        Self {
-            models: entries
-                .into_iter()
-                .map(|m| (m.name.clone(), Arc::new(m)))
-                .collect(),
-        }
+    /// Builds a snapshot; `champions` names each model's champion version. A
+    /// model without one (new, or its champion is gone) gets its highest READY
+    /// version: a version dropped in later never takes traffic by itself.
+    pub fn new(entries: Vec<ModelEntry>, champions: &HashMap<String, u64>) -> Self {
+        let models = entries
+            .into_iter()
+            .map(|m| {
+                let chosen = champions
+                    .get(&m.name)
+                    .and_then(|v| m.ready().find(|r| r.version == *v))
+                    .or_else(|| m.latest_ready())
+                    .cloned();
+                (m.name.clone(), Arc::new(ModelRoute { entry: m, champion: chosen }))
+            })
+            .collect();
+        Self { models }
+    }
+
+    /// The champion version of every model that has one.
+    pub fn champions(&self) -> HashMap<String, u64> {
+        self.models.iter().filter_map(|(n, m)| m.champion().map(|c| (n.clone(), c.version))).collect()
     }
 
     fn names(&self) -> String {
         let mut names: Vec<&str> = self.models.keys().map(String::as_str).collect();
         names.sort_unstable();
-        if names.is_empty() {
-            "none".into()
-        } else {
-            names.join(", ")
-        }
+        if names.is_empty() { "none".into() } else { names.join(", ") }
     }
 }
 
@@ -84,22 +116,18 @@ impl ModelTable {
 pub struct Gateway {
     table: ArcSwap<ModelTable>,
     executor: Executor,
+    publish_lock: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway")
-            .field("executor", &self.executor)
-            .finish()
+        f.debug_struct("Gateway").field("executor", &self.executor).finish()
     }
 }
 
 impl Gateway {
     pub fn new(table: ModelTable, executor: Executor) -> Self {
-        Self {
-            table: ArcSwap::from_pointee(table),
-            executor,
-        }
+        Self { table: ArcSwap::from_pointee(table), executor, publish_lock: std::sync::Mutex::new(()) }
     }
 
     /// The current snapshot of models.
@@ -112,41 +140,42 @@ impl Gateway {
         self.table.store(Arc::new(table));
     }
 
+    /// Rebuilds the snapshot from the repository's entries, keeping every
+    /// model's champion.
+    pub fn publish_entries(&self, entries: Vec<ModelEntry>) {
+        // Serialise publishers so two rebuilds cannot interleave and lose one.
+        let _guard = self.publish_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let champions = self.table.load().champions();
+        self.table.store(Arc::new(ModelTable::new(entries, &champions)));
+    }
+
     pub fn into_executor(self) -> Executor {
         self.executor
     }
 
-    fn model(&self, name: &str) -> Result<Arc<ModelEntry>, GatewayError> {
+    fn model(&self, name: &str) -> Result<Arc<ModelRoute>, GatewayError> {
         let table = self.table.load();
         table
             .models
             .get(name)
             .cloned()
-            .ok_or_else(|| GatewayError::ModelNotFound {
-                model: name.to_string(),
-                available: table.names(),
-            })
+            .ok_or_else(|| GatewayError::ModelNotFound { model: name.to_string(), available: table.names() })
     }
 
     /// Picks the version that serves `req`: the pinned one, or the champion.
-    fn route(model: &ModelEntry, pinned: Option<i64>) -> Result<(Arc<ReadyVersion>, Role), GatewayError> {
-        let champion = model.latest_ready();
+    fn route(model: &ModelRoute, pinned: Option<i64>) -> Result<(Arc<ReadyVersion>, Role), GatewayError> {
+        let champion = model.champion();
         let Some(v) = pinned else {
-            return champion.map(|c| (Arc::clone(c), Role::Champion)).ok_or_else(|| {
-                GatewayError::NoReadyVersion {
-                    model: model.name.clone(),
-                }
-            });
+            return champion
+                .map(|c| (Arc::clone(c), Role::Champion))
+                .ok_or_else(|| GatewayError::NoReadyVersion { model: model.name.clone() });
         };
         let not_found = || GatewayError::VersionNotFound {
             model: model.name.clone(),
             version: v,
             known: describe_versions(model),
         };
-        let entry = u64::try_from(v)
-            .ok()
-            .and_then(|v| model.versions.get(&v))
-            .ok_or_else(not_found)?;
+        let entry = u64::try_from(v).ok().and_then(|v| model.versions.get(&v)).ok_or_else(not_found)?;
         match &entry.state {
             VersionState::Ready(r) => {
                 let role = if champion.is_some_and(|c| c.version == r.version) {
@@ -178,45 +207,34 @@ impl Gateway {
         {
             only.name = spec.name.clone();
         }
-        let input_err = |error| GatewayError::Input {
-            model: model.name.clone(),
-            version: version.version,
-            error,
-        };
+        let input_err =
+            |error| GatewayError::Input { model: model.name.clone(), version: version.version, error };
         signature.check_inputs(&req.inputs).map_err(input_err)?;
         signature.check_outputs(&req.outputs).map_err(input_err)?;
 
         let submitted = Instant::now();
         let (job, rx) = InferJob::new(req.inputs, req.outputs, req.deadline);
         self.executor.submit(&version.queue, job).map_err(|e| match e {
-            SubmitError::QueueFull { capacity } => GatewayError::QueueFull {
-                model: model.name.clone(),
-                version: version.version,
-                capacity,
-            },
+            SubmitError::QueueFull { capacity } => {
+                GatewayError::QueueFull { model: model.name.clone(), version: version.version, capacity }
+            }
             SubmitError::Shutdown => GatewayError::ShuttingDown,
         })?;
         let wait = async { rx.await.map_err(|_| GatewayError::ShuttingDown) };
         let result = match req.deadline {
             Some(deadline) => match tokio::time::timeout_at(deadline.into(), wait).await {
                 Ok(r) => r?,
-                Err(_) => Err(RunError::DeadlineExceeded {
-                    waited: submitted.elapsed(),
-                }),
+                Err(_) => Err(RunError::DeadlineExceeded { waited: submitted.elapsed() }),
             },
             None => wait.await?,
         };
         let output = result.map_err(|e| match e {
-            RunError::DeadlineExceeded { waited } => GatewayError::DeadlineExceeded {
-                model: model.name.clone(),
-                version: version.version,
-                waited,
-            },
-            RunError::Inference(message) => GatewayError::Inference {
-                model: model.name.clone(),
-                version: version.version,
-                message,
-            },
+            RunError::DeadlineExceeded { waited } => {
+                GatewayError::DeadlineExceeded { model: model.name.clone(), version: version.version, waited }
+            }
+            RunError::Inference(message) => {
+                GatewayError::Inference { model: model.name.clone(), version: version.version, message }
+            }
         })?;
         tracing::debug!(
             model = %model.name,
@@ -250,4 +268,14 @@ fn describe_versions(model: &ModelEntry) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+impl modelgate_registry::watch::RepositoryListener for Gateway {
+    fn publish(&self, entries: &[ModelEntry]) {
+        self.publish_entries(entries.to_vec());
+    }
+
+    fn in_use(&self, model: &str, version: u64) -> bool {
+        self.table.load().models.get(model).and_then(|m| m.champion()).is_some_and(|c| c.version == version)
+    }
 }

@@ -1,11 +1,13 @@
 //! Starting and stopping the gateway: load the runtime and the repository,
 //! bind, serve, drain.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
 use modelgate_proto::v1::predict_server::PredictServer;
+use modelgate_registry::watch::{RepositoryListener, RepositoryWatcher, WatchSettings};
 use modelgate_registry::{LoadSettings, ModelEntry, VersionState};
 use modelgate_runtime::{Executor, ExecutorConfig, Runtime};
 use tokio::sync::{Notify, oneshot};
@@ -22,6 +24,7 @@ pub struct RunningServer {
     pub gateway: Arc<Gateway>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
+    watcher: Option<RepositoryWatcher>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -37,6 +40,8 @@ impl RunningServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        // Stop loading new versions before draining.
+        drop(self.watcher.take());
         self.task.await.context("server task panicked")?
     }
 }
@@ -45,10 +50,9 @@ impl RunningServer {
 /// Returns once the listener is bound and every version is READY or FAILED.
 pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let threads = config.threads.max(1);
-    let (runtime, entries) =
-        {
-            let config = config.clone();
-            tokio::task::spawn_blocking(move || -> anyhow::Result<(Runtime, Vec<ModelEntry>)> {
+    let (runtime, entries) = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(Runtime, Vec<ModelEntry>)> {
             let runtime = Runtime::init(config.ort_lib.as_deref())?;
             tracing::info!(source = ?runtime.source(), version = runtime.version(), "ONNX Runtime loaded");
             let entries = modelgate_registry::load_repository(
@@ -60,14 +64,20 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         })
         .await
         .context("loading task panicked")??
-        };
-    let _ = runtime;
-    let executor = Executor::start(ExecutorConfig {
-        name: "infer".into(),
-        threads,
-    })
-    .context("cannot start inference threads")?;
-    let gateway = Arc::new(Gateway::new(ModelTable::new(entries), executor));
+    };
+    let executor = Executor::start(ExecutorConfig { name: "infer".into(), threads })
+        .context("cannot start inference threads")?;
+    let gateway = Arc::new(Gateway::new(ModelTable::new(entries.clone(), &HashMap::new()), executor));
+    let watcher = config.watch.then(|| {
+        modelgate_registry::watch::watch(
+            runtime.clone(),
+            &config.models,
+            LoadSettings { default_sessions: threads },
+            WatchSettings { rescan: config.rescan, settle: config.settle },
+            entries,
+            Arc::clone(&gateway) as Arc<dyn RepositoryListener>,
+        )
+    });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -107,12 +117,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             }
         }
     });
-    Ok(RunningServer {
-        addr,
-        gateway,
-        stop: Some(stop_tx),
-        task,
-    })
+    Ok(RunningServer { addr, gateway, stop: Some(stop_tx), task, watcher })
 }
 
 /// The ready line's sample command: a request of zeros shaped like the first
@@ -120,10 +125,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
 pub fn sample_predict_command(program: &str, addr: SocketAddr, table: &ModelTable) -> Option<String> {
     let mut names: Vec<&String> = table.models.keys().collect();
     names.sort();
-    let model = names
-        .into_iter()
-        .find_map(|n| table.models.get(n).filter(|m| m.latest_ready().is_some()))?;
-    let ready = model.latest_ready()?;
+    let model = names.into_iter().find_map(|n| table.models.get(n).filter(|m| m.champion().is_some()))?;
+    let ready = model.champion()?;
     let sig = ready.model().signature();
     fn zeros(shape: &[i64]) -> String {
         match shape.split_first() {
@@ -137,17 +140,12 @@ pub fn sample_predict_command(program: &str, addr: SocketAddr, table: &ModelTabl
     let input = match sig.inputs.as_slice() {
         [only] => zeros(&only.unit_shape()),
         many => {
-            let parts: Vec<String> = many
-                .iter()
-                .map(|s| format!("\"{}\":{}", s.name, zeros(&s.unit_shape())))
-                .collect();
+            let parts: Vec<String> =
+                many.iter().map(|s| format!("\"{}\":{}", s.name, zeros(&s.unit_shape()))).collect();
             format!("{{{}}}", parts.join(","))
         }
     };
-    Some(format!(
-        "{program} predict --addr {addr} --model {} --input '{input}'",
-        model.name
-    ))
+    Some(format!("{program} predict --addr {addr} --model {} --input '{input}'", model.name))
 }
 
 /// One line per model for the start-up summary.
@@ -166,9 +164,7 @@ pub fn describe_table(table: &ModelTable) -> Vec<String> {
                     VersionState::Failed(reason) => format!("v{} FAILED ({reason})", v.version),
                 })
                 .collect();
-            let champion = m
-                .latest_ready()
-                .map_or("none".to_string(), |c| format!("v{}", c.version));
+            let champion = m.champion().map_or("none".to_string(), |c| format!("v{}", c.version));
             format!("  {}: {} — champion {champion}", m.name, versions.join(", "))
         })
         .collect()

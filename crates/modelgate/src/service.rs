@@ -52,11 +52,7 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 
 /// The deadline a request carries, if any.
 pub fn deadline_of(metadata: &tonic::metadata::MetadataMap) -> Option<Instant> {
-    let timeout = metadata
-        .get("grpc-timeout")?
-        .to_str()
-        .ok()
-        .and_then(parse_grpc_timeout)?;
+    let timeout = metadata.get("grpc-timeout")?.to_str().ok().and_then(parse_grpc_timeout)?;
     Some(Instant::now() + timeout.saturating_sub(DEADLINE_MARGIN))
 }
 
@@ -88,11 +84,8 @@ impl pb::predict_server::Predict for PredictService {
         request: Request<pb::PredictRequest>,
     ) -> Result<Response<pb::PredictResponse>, Status> {
         let deadline = deadline_of(request.metadata());
-        let header_key = request
-            .metadata()
-            .get("x-routing-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let header_key =
+            request.metadata().get("x-routing-key").and_then(|v| v.to_str().ok()).map(str::to_string);
         let req = request.into_inner();
         let typed = req.typed_outputs;
         let request_id = request_id_or_new(req.request_id).map_err(GatewayError::from)?;
@@ -123,11 +116,7 @@ impl pb::predict_server::Predict for PredictService {
             version: i64::try_from(resp.version).unwrap_or(i64::MAX),
             role: role_to_pb(resp.role) as i32,
             request_id: resp.request_id,
-            outputs: resp
-                .outputs
-                .into_iter()
-                .map(|t| convert::tensor_to_pb(t, typed))
-                .collect(),
+            outputs: resp.outputs.into_iter().map(|t| convert::tensor_to_pb(t, typed)).collect(),
         }))
     }
 
@@ -140,13 +129,9 @@ impl pb::predict_server::Predict for PredictService {
         let Some(model) = table.models.get(&name) else {
             let mut names: Vec<&str> = table.models.keys().map(String::as_str).collect();
             names.sort_unstable();
-            return Err(GatewayError::ModelNotFound {
-                model: name,
-                available: names.join(", "),
-            }
-            .into());
+            return Err(GatewayError::ModelNotFound { model: name, available: names.join(", ") }.into());
         };
-        let champion = model.latest_ready().map(|c| c.version);
+        let champion = model.champion().map(|c| c.version);
         let versions = model
             .versions
             .values()

@@ -29,9 +29,5 @@ pub fn code_name(code: Code) -> &'static str {
 
 /// Accepts `host:port` as well as a full `http://host:port` URI.
 pub fn endpoint_uri(addr: &str) -> String {
-    if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    }
+    if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") }
 }

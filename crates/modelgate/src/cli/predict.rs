@@ -70,9 +70,7 @@ pub async fn run(args: PredictArgs) -> anyhow::Result<()> {
     let mut client = pb::predict_client::PredictClient::new(channel).max_decoding_message_size(usize::MAX);
 
     let meta = client
-        .model_metadata(pb::ModelMetadataRequest {
-            model: args.model.clone(),
-        })
+        .model_metadata(pb::ModelMetadataRequest { model: args.model.clone() })
         .await
         .map_err(CallError)?
         .into_inner();
@@ -81,15 +79,8 @@ pub async fn run(args: PredictArgs) -> anyhow::Result<()> {
         .versions
         .iter()
         .find(|v| v.version == wanted && v.state == pb::VersionState::Ready as i32)
-        .or_else(|| {
-            meta.versions
-                .iter()
-                .rev()
-                .find(|v| v.state == pb::VersionState::Ready as i32)
-        });
-    let Some(version) = version else {
-        bail!("model '{}' has no READY version", args.model)
-    };
+        .or_else(|| meta.versions.iter().rev().find(|v| v.state == pb::VersionState::Ready as i32));
+    let Some(version) = version else { bail!("model '{}' has no READY version", args.model) };
     let inputs = build_inputs(&json, &version.inputs)?;
 
     let mut request = tonic::Request::new(pb::PredictRequest {
@@ -97,10 +88,7 @@ pub async fn run(args: PredictArgs) -> anyhow::Result<()> {
         version: args.version,
         routing_key: args.routing_key.clone().unwrap_or_default(),
         request_id: args.request_id.clone().unwrap_or_default(),
-        inputs: inputs
-            .into_iter()
-            .map(|t| convert::tensor_to_pb(t, true))
-            .collect(),
+        inputs: inputs.into_iter().map(|t| convert::tensor_to_pb(t, true)).collect(),
         output_names: args.outputs.clone(),
         typed_outputs: false,
     });
@@ -156,10 +144,7 @@ pub fn build_inputs(json: &Value, specs: &[pb::TensorMetadata]) -> anyhow::Resul
             .map(|(name, value)| {
                 let spec = specs.iter().find(|s| &s.name == name).with_context(|| {
                     let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-                    format!(
-                        "the model has no input '{name}'; its inputs are: {}",
-                        names.join(", ")
-                    )
+                    format!("the model has no input '{name}'; its inputs are: {}", names.join(", "))
                 })?;
                 tensor_from_json(name, spec.dtype, value)
             })
@@ -325,21 +310,11 @@ pub fn table(outputs: &[Tensor]) -> String {
         }
     }
     let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].len())
-                .chain([header[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0))
         .collect();
     let line = |cells: &[String]| {
-        let mut s: String = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ");
+        let mut s: String =
+            cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ");
         s.truncate(s.trim_end().len());
         s.push('\n');
         s
@@ -356,22 +331,14 @@ mod tests {
     use super::*;
 
     fn spec(name: &str, dtype: pb::DataType) -> pb::TensorMetadata {
-        pb::TensorMetadata {
-            name: name.into(),
-            dtype: dtype as i32,
-            shape: vec![-1, 2],
-            dim_names: vec![],
-        }
+        pb::TensorMetadata { name: name.into(), dtype: dtype as i32, shape: vec![-1, 2], dim_names: vec![] }
     }
 
     #[test]
     fn rows_become_a_typed_tensor() {
         let json: Value = serde_json::from_str("[[1, 2.5], [3, 4]]").unwrap();
         let t = build_inputs(&json, &[spec("input", pb::DataType::Float32)]).unwrap();
-        assert_eq!(
-            t[0],
-            Tensor::new("input", vec![2, 2], TensorData::Float32(vec![1.0, 2.5, 3.0, 4.0]))
-        );
+        assert_eq!(t[0], Tensor::new("input", vec![2, 2], TensorData::Float32(vec![1.0, 2.5, 3.0, 4.0])));
     }
 
     #[test]
@@ -389,16 +356,9 @@ mod tests {
     fn table_lines_up_rows() {
         let outs = vec![
             Tensor::new("label", vec![2], TensorData::Int64(vec![0, 1])),
-            Tensor::new(
-                "p",
-                vec![2, 2],
-                TensorData::Float32(vec![0.5, 0.5, f32::NAN, 1.0]),
-            ),
+            Tensor::new("p", vec![2, 2], TensorData::Float32(vec![0.5, 0.5, f32::NAN, 1.0])),
         ];
         let t = table(&outs);
-        assert_eq!(
-            t,
-            "row  label  p\n0    0      [0.500000, 0.500000]\n1    1      [NaN, 1.000000]\n"
-        );
+        assert_eq!(t, "row  label  p\n0    0      [0.500000, 0.500000]\n1    1      [NaN, 1.000000]\n");
     }
 }

@@ -1,0 +1,269 @@
+//! The live model directory: new versions are picked up while serving.
+//!
+//! A filesystem watcher (inotify through `notify`) wakes the loop, and a
+//! periodic rescan catches anything it missed (network filesystems, dropped
+//! events). A new `<model>/<version>/model.onnx` is loaded only once it is
+//! complete: its size and modification time must stay the same for the settle
+//! time (so a slow copy is waited out); the recommended way is still to write
+//! elsewhere and rename the folder in. Loading happens on this thread, never
+//! on the request path, and the new entries are published in one swap.
+//!
+//! A version whose folder disappears is unloaded only when it serves no
+//! traffic; until then the removal is refused with a warning and re-checked.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use modelgate_runtime::Runtime;
+use notify::Watcher;
+
+use crate::{
+    LoadSettings, MODEL_FILE, ModelConfig, ModelEntry, VersionEntry, VersionState, load_version, scan,
+};
+
+/// What the registry tells the gateway, and asks it.
+pub trait RepositoryListener: Send + Sync + 'static {
+    /// Every model and version after a change (versions added, failed or removed).
+    fn publish(&self, entries: &[ModelEntry]);
+    /// Whether a version serves traffic now; such a version is never unloaded.
+    fn in_use(&self, model: &str, version: u64) -> bool;
+}
+
+/// How often to look, and how long a new file must be still.
+#[derive(Debug, Clone)]
+pub struct WatchSettings {
+    pub rescan: Duration,
+    pub settle: Duration,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        Self { rescan: Duration::from_secs(2), settle: Duration::from_millis(500) }
+    }
+}
+
+/// The running watcher; dropping it stops the thread.
+pub struct RepositoryWatcher {
+    stop: Option<crossbeam_channel::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    _fs: Option<notify::RecommendedWatcher>,
+}
+
+impl std::fmt::Debug for RepositoryWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepositoryWatcher").finish()
+    }
+}
+
+impl Drop for RepositoryWatcher {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Size and modification time: a file is complete when these stop changing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    size: u64,
+    modified: Option<SystemTime>,
+}
+
+fn fingerprint(path: &Path) -> Option<Fingerprint> {
+    let meta = std::fs::metadata(path).ok()?;
+    meta.is_file().then(|| Fingerprint { size: meta.len(), modified: meta.modified().ok() })
+}
+
+struct State {
+    runtime: Runtime,
+    root: PathBuf,
+    load: LoadSettings,
+    settings: WatchSettings,
+    entries: BTreeMap<String, ModelEntry>,
+    /// Files seen but not yet still for the settle time.
+    pending: HashMap<PathBuf, (Fingerprint, Instant)>,
+    /// Fingerprints of versions that are loaded or FAILED, to notice a replaced file.
+    known: HashMap<PathBuf, Fingerprint>,
+    /// Removals already warned about.
+    refused: HashMap<(String, u64), Instant>,
+}
+
+/// Starts watching `root`. `initial` is what was loaded at start.
+pub fn watch(
+    runtime: Runtime,
+    root: &Path,
+    load: LoadSettings,
+    settings: WatchSettings,
+    initial: Vec<ModelEntry>,
+    listener: Arc<dyn RepositoryListener>,
+) -> RepositoryWatcher {
+    let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let fs = {
+        let wake = wake_tx.clone();
+        let w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if res.is_ok() {
+                let _ = wake.try_send(());
+            }
+        });
+        match w {
+            Ok(mut w) => match w.watch(root, notify::RecursiveMode::Recursive) {
+                Ok(()) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the model repository; relying on the periodic rescan");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "no filesystem watcher; relying on the periodic rescan");
+                None
+            }
+        }
+    };
+    let mut known = HashMap::new();
+    for m in &initial {
+        for v in m.versions.values() {
+            let file = v.path.join(MODEL_FILE);
+            if let Some(fp) = fingerprint(&file) {
+                known.insert(file, fp);
+            }
+        }
+    }
+    let mut state = State {
+        runtime,
+        root: root.to_path_buf(),
+        load,
+        settings,
+        entries: initial.into_iter().map(|m| (m.name.clone(), m)).collect(),
+        pending: HashMap::new(),
+        known,
+        refused: HashMap::new(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("model-watch".into())
+        .spawn(move || {
+            loop {
+                let timeout =
+                    if state.pending.is_empty() { state.settings.rescan } else { state.settings.settle / 2 };
+                crossbeam_channel::select! {
+                    recv(stop_rx) -> _ => return,
+                    recv(wake_rx) -> _ => {
+                        // Let a burst of events (a copy, a rename) finish first.
+                        std::thread::sleep(Duration::from_millis(50));
+                        while wake_rx.try_recv().is_ok() {}
+                    }
+                    default(timeout) => {}
+                }
+                if state.rescan(listener.as_ref()) {
+                    let entries: Vec<ModelEntry> = state.entries.values().cloned().collect();
+                    listener.publish(&entries);
+                }
+            }
+        })
+        .ok();
+    RepositoryWatcher { stop: Some(stop_tx), thread, _fs: fs }
+}
+
+impl State {
+    /// One pass over the repository; true if anything changed.
+    fn rescan(&mut self, listener: &dyn RepositoryListener) -> bool {
+        let dirs = match scan(&self.root) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "rescan failed; keeping what is loaded");
+                return false;
+            }
+        };
+        let mut changed = false;
+        let now = Instant::now();
+        let mut present: HashMap<(String, u64), ()> = HashMap::new();
+        for dir in dirs {
+            let config = match &dir.config {
+                Ok(c) => c.clone(),
+                Err(_) => ModelConfig::default(),
+            };
+            for v in &dir.versions {
+                let file = v.path.join(MODEL_FILE);
+                let Some(fp) = fingerprint(&file) else { continue };
+                present.insert((dir.name.clone(), v.version), ());
+                if self.known.get(&file) == Some(&fp) {
+                    continue;
+                }
+                // New or replaced: wait until it has been still for the settle time.
+                match self.pending.get(&file) {
+                    Some((seen, since)) if *seen == fp => {
+                        if now.duration_since(*since) < self.settings.settle {
+                            continue;
+                        }
+                    }
+                    _ => {
+                        self.pending.insert(file.clone(), (fp, now));
+                        continue;
+                    }
+                }
+                self.pending.remove(&file);
+                let loaded = self.entries.get(&dir.name).and_then(|m| m.versions.get(&v.version));
+                if let Some(VersionEntry { state: VersionState::Ready(_), .. }) = loaded {
+                    // A READY version's file was replaced in place: versions are
+                    // immutable once served; a new model needs a new version number.
+                    tracing::warn!(model = %dir.name, version = v.version, "model.onnx of a loaded version changed; ignored (publish a new version instead)");
+                    self.known.insert(file, fp);
+                    continue;
+                }
+                let state = match &dir.config {
+                    Err(e) => VersionState::Failed(e.to_string()),
+                    Ok(_) => match load_version(&self.runtime, v, &config, &self.load) {
+                        Ok(ready) => {
+                            tracing::info!(model = %dir.name, version = v.version, sha256 = %ready.model().sha256(), "new version READY");
+                            VersionState::Ready(ready)
+                        }
+                        Err(reason) => {
+                            tracing::error!(model = %dir.name, version = v.version, %reason, "new version FAILED; it will not be served");
+                            VersionState::Failed(reason)
+                        }
+                    },
+                };
+                self.known.insert(file, fp);
+                let entry = self.entries.entry(dir.name.clone()).or_insert_with(|| ModelEntry {
+                    name: dir.name.clone(),
+                    config: config.clone(),
+                    versions: BTreeMap::new(),
+                });
+                entry
+                    .versions
+                    .insert(v.version, VersionEntry { version: v.version, path: v.path.clone(), state });
+                changed = true;
+            }
+        }
+        // Versions whose files are gone.
+        for m in self.entries.values_mut() {
+            let gone: Vec<u64> =
+                m.versions.keys().copied().filter(|v| !present.contains_key(&(m.name.clone(), *v))).collect();
+            for v in gone {
+                if listener.in_use(&m.name, v) {
+                    let key = (m.name.clone(), v);
+                    if !self.refused.contains_key(&key) {
+                        tracing::warn!(model = %m.name, version = v, "version folder removed while it serves traffic; keeping it loaded until it is idle or retired");
+                        self.refused.insert(key, now);
+                    }
+                    continue;
+                }
+                if let Some(entry) = m.versions.remove(&v) {
+                    self.known.remove(&entry.path.join(MODEL_FILE));
+                    tracing::info!(model = %m.name, version = v, "version removed from the repository; unloaded");
+                    self.refused.remove(&(m.name.clone(), v));
+                    changed = true;
+                }
+            }
+        }
+        let before = self.entries.len();
+        self.entries.retain(|_, m| !m.versions.is_empty());
+        changed |= self.entries.len() != before;
+        changed
+    }
+}
