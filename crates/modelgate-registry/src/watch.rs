@@ -247,9 +247,9 @@ impl State {
             for v in gone {
                 if listener.in_use(&m.name, v) {
                     let key = (m.name.clone(), v);
-                    if !self.refused.contains_key(&key) {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = self.refused.entry(key) {
                         tracing::warn!(model = %m.name, version = v, "version folder removed while it serves traffic; keeping it loaded until it is idle or retired");
-                        self.refused.insert(key, now);
+                        slot.insert(now);
                     }
                     continue;
                 }
