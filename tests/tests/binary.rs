@@ -1,6 +1,8 @@
 //! The `modelgate` binary as a person runs it: `serve` prints a ready line with
 //! a sample command, and that command works; errors exit non-zero.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 

@@ -2,6 +2,8 @@
 //! validated and warmed without taking traffic by themselves; broken ones are
 //! FAILED; a serving version's folder cannot be pulled from under it.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::time::{Duration, Instant};
 
 use modelgate_proto::v1 as pb;

@@ -1,5 +1,7 @@
 //! Predict over real gRPC on loopback against the committed models.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::time::Duration;
 
 use modelgate_proto::v1 as pb;

@@ -1,6 +1,8 @@
 //! The model repository at start: broken versions and settings are FAILED
 //! with their reason, never served, and never stop the rest.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use modelgate_proto::v1 as pb;
 use modelgate_tests::*;
 use tonic::Code;
