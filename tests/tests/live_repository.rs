@@ -63,7 +63,8 @@ async fn a_version_renamed_in_becomes_ready_without_taking_traffic() {
 
     // A corrupt version is FAILED with ORT's reason; serving goes on.
     repo.add("breast-cancer", 4, CORRUPT);
-    let m = eventually(&mut c, "v4 FAILED", |m| state_of(m, 4) == Some(pb::VersionState::Failed as i32)).await;
+    let m =
+        eventually(&mut c, "v4 FAILED", |m| state_of(m, 4) == Some(pb::VersionState::Failed as i32)).await;
     let v4 = m.versions.iter().find(|v| v.version == 4).unwrap();
     assert!(v4.reason.contains("ONNX Runtime rejected the model"), "{}", v4.reason);
     c.predict(request("breast-cancer", &rows(2))).await.unwrap();
