@@ -9,6 +9,7 @@ pub mod error;
 pub mod gateway;
 pub mod server;
 pub mod service;
+pub mod state;
 
 pub use config::ServeConfig;
 pub use server::{RunningServer, start};
