@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["modelgate/v1/predict.proto"];
+    let files = ["modelgate/v1/predict.proto", "modelgate/v1/admin.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }
