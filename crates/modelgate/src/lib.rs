@@ -3,6 +3,7 @@
 //! gRPC statuses in [`error`], and [`server`] starts and stops it all.
 
 pub mod cli;
+pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod error;
