@@ -23,7 +23,8 @@ use crate::tensor::Tensor;
 
 /// One inference request, validated and ready to run.
 pub struct InferJob {
-    pub inputs: Vec<Tensor>,
+    /// Shared, so a shadow copy of a request costs a reference count, not a copy.
+    pub inputs: Arc<[Tensor]>,
     /// Outputs wanted; empty means all.
     pub outputs: Vec<String>,
     /// When the client stops waiting; a job still queued then is not run.
@@ -34,7 +35,7 @@ pub struct InferJob {
 
 impl InferJob {
     pub fn new(
-        inputs: Vec<Tensor>,
+        inputs: Arc<[Tensor]>,
         outputs: Vec<String>,
         deadline: Option<Instant>,
     ) -> (Self, oneshot::Receiver<Result<InferOutput, RunError>>) {
@@ -130,6 +131,10 @@ pub struct ExecutorConfig {
     /// Thread name prefix, e.g. `infer` → `infer-0`, `infer-1`, ...
     pub name: String,
     pub threads: usize,
+    /// Nice value for the threads (Linux: 19 is the lowest priority); `None`
+    /// leaves them at the process's. The shadow executor runs at 19 so that it
+    /// only gets the CPU the critical path leaves.
+    pub niceness: Option<i32>,
 }
 
 /// A fixed pool of OS threads running inference.
@@ -153,9 +158,14 @@ impl Executor {
         let mut threads = Vec::with_capacity(size);
         for slot in 0..size {
             let rx = rx.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("{}-{slot}", config.name))
-                .spawn(move || worker(slot, rx))?;
+            let niceness = config.niceness;
+            let handle =
+                std::thread::Builder::new().name(format!("{}-{slot}", config.name)).spawn(move || {
+                    if let Some(nice) = niceness {
+                        set_niceness(nice);
+                    }
+                    worker(slot, rx)
+                })?;
             threads.push(handle);
         }
         Ok(Self { tickets: tx, threads, size })
@@ -184,6 +194,29 @@ impl Executor {
             let _ = t.join();
         }
     }
+}
+
+/// Lowers this thread's priority (Linux: a thread id is a pid for setpriority).
+fn set_niceness(nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
+            tracing::warn!(nice, error = %e, "cannot lower the thread's priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    tracing::warn!(nice, "thread priority is only set on Linux");
+}
+
+/// This thread's nice value (for tests and diagnostics).
+pub fn current_niceness() -> Option<i32> {
+    #[cfg(target_os = "linux")]
+    {
+        rustix::process::getpriority_process(Some(rustix::thread::gettid())).ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
 }
 
 fn worker(slot: usize, tickets: crossbeam_channel::Receiver<Arc<VersionQueue>>) {

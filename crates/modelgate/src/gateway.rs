@@ -213,7 +213,8 @@ impl Gateway {
         signature.check_outputs(&req.outputs).map_err(input_err)?;
 
         let submitted = Instant::now();
-        let (job, rx) = InferJob::new(req.inputs, req.outputs, req.deadline);
+        let inputs: Arc<[Tensor]> = req.inputs.into();
+        let (job, rx) = InferJob::new(inputs, req.outputs, req.deadline);
         self.executor.submit(&version.queue, job).map_err(|e| match e {
             SubmitError::QueueFull { capacity } => {
                 GatewayError::QueueFull { model: model.name.clone(), version: version.version, capacity }

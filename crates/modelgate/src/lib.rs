@@ -2,14 +2,15 @@
 //! [`gateway`], protocol edges in [`service`] and [`convert`], errors map to
 //! gRPC statuses in [`error`], and [`server`] starts and stops it all.
 
-pub mod cli;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod error;
 pub mod gateway;
 pub mod server;
 pub mod service;
+pub mod shadow;
 pub mod state;
 
 pub use config::ServeConfig;

@@ -65,7 +65,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         .await
         .context("loading task panicked")??
     };
-    let executor = Executor::start(ExecutorConfig { name: "infer".into(), threads })
+    let executor = Executor::start(ExecutorConfig { name: "infer".into(), threads, niceness: None })
         .context("cannot start inference threads")?;
     let gateway = Arc::new(Gateway::new(ModelTable::new(entries.clone(), &HashMap::new()), executor));
     let watcher = config.watch.then(|| {

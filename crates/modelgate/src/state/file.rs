@@ -34,8 +34,12 @@ impl FileStore {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let audit_path = dir.join(AUDIT);
-        let mut audit =
-            OpenOptions::new().create(true).read(true).append(true).open(&audit_path).map_err(io(&audit_path))?;
+        let mut audit = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&audit_path)
+            .map_err(io(&audit_path))?;
         let mut text = Vec::new();
         audit.read_to_end(&mut text).map_err(io(&audit_path))?;
         if let Some(last_newline) = text.iter().rposition(|&b| b == b'\n') {
