@@ -135,6 +135,10 @@ pub struct ExecutorConfig {
     /// leaves them at the process's. The shadow executor runs at 19 so that it
     /// only gets the CPU the critical path leaves.
     pub niceness: Option<i32>,
+    /// Added to each thread's index to pick its session: the shadow executor's
+    /// threads start after the critical ones, so with `threads + shadow
+    /// threads` sessions per version they never share a session.
+    pub slot_offset: usize,
 }
 
 /// A fixed pool of OS threads running inference.
@@ -159,12 +163,13 @@ impl Executor {
         for slot in 0..size {
             let rx = rx.clone();
             let niceness = config.niceness;
+            let session_slot = slot + config.slot_offset;
             let handle =
                 std::thread::Builder::new().name(format!("{}-{slot}", config.name)).spawn(move || {
                     if let Some(nice) = niceness {
                         set_niceness(nice);
                     }
-                    worker(slot, rx)
+                    worker(session_slot, rx)
                 })?;
             threads.push(handle);
         }

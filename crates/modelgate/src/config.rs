@@ -64,6 +64,21 @@ pub struct ServeArgs {
     /// A new model file must keep its size and mtime this long (ms) before it is loaded.
     #[arg(long, env = "MODELGATE_SETTLE_MS", default_value_t = 500)]
     pub settle_ms: u64,
+    /// Rollout state and the audit log. Default: `modelgate-state` beside the model repository.
+    #[arg(long, env = "MODELGATE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Threads that run shadow copies, at the lowest OS priority.
+    #[arg(long, env = "MODELGATE_SHADOW_THREADS", default_value_t = 1)]
+    pub shadow_threads: usize,
+    /// Shadow copies that may wait per shadow version; more are dropped and counted.
+    #[arg(long, env = "MODELGATE_SHADOW_QUEUE", default_value_t = 16)]
+    pub shadow_queue: usize,
+    /// Where shadow comparison records go (JSON lines). Default: `<state dir>/shadow`.
+    #[arg(long, env = "MODELGATE_SHADOW_DIR")]
+    pub shadow_dir: Option<PathBuf>,
+    /// Rotate a shadow record file when it reaches this many bytes.
+    #[arg(long, env = "MODELGATE_SHADOW_FILE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub shadow_file_bytes: u64,
 }
 
 /// Everything the server needs, independent of how it was configured.
@@ -79,13 +94,30 @@ pub struct ServeConfig {
     pub watch: bool,
     pub rescan: Duration,
     pub settle: Duration,
+    pub state_dir: PathBuf,
+    pub shadow_threads: usize,
+    pub shadow_queue: usize,
+    pub shadow_dir: PathBuf,
+    pub shadow_file_bytes: u64,
+}
+
+/// `modelgate-state` beside the model repository.
+pub fn default_state_dir(models: &std::path::Path) -> PathBuf {
+    models.parent().map_or_else(|| PathBuf::from("modelgate-state"), |p| p.join("modelgate-state"))
 }
 
 impl ServeConfig {
     /// Defaults for a repository: loopback on an ephemeral port, one thread per core.
     pub fn new(models: impl Into<PathBuf>) -> Self {
+        let models = models.into();
+        let state_dir = default_state_dir(&models);
         Self {
-            models: models.into(),
+            shadow_dir: state_dir.join("shadow"),
+            state_dir,
+            shadow_threads: 1,
+            shadow_queue: 16,
+            shadow_file_bytes: 64 * 1024 * 1024,
+            models,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             ort_lib: None,
             threads: default_threads(),
@@ -112,7 +144,13 @@ impl TryFrom<ServeArgs> for ServeConfig {
         if !(a.drain_seconds.is_finite() && a.drain_seconds >= 0.0) {
             anyhow::bail!("--drain-seconds must be a non-negative number");
         }
+        let state_dir = a.state_dir.unwrap_or_else(|| default_state_dir(&a.models));
         Ok(Self {
+            shadow_dir: a.shadow_dir.unwrap_or_else(|| state_dir.join("shadow")),
+            state_dir,
+            shadow_threads: a.shadow_threads.max(1),
+            shadow_queue: a.shadow_queue.max(1),
+            shadow_file_bytes: a.shadow_file_bytes,
             models: a.models,
             listen: a.listen,
             ort_lib: a.ort_lib,

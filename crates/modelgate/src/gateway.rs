@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use modelgate_registry::{ModelEntry, ReadyVersion, VersionState};
-use modelgate_runtime::{Executor, InferJob, RunError, SubmitError, Tensor};
+use modelgate_runtime::{Executor, InferJob, InferOutput, RunError, SubmitError, Tensor, VersionQueue};
+
+use crate::shadow::{ShadowRecord, ShadowSink, ShadowStats};
 
 use crate::error::GatewayError;
 
@@ -53,12 +55,24 @@ pub struct InferResponse {
     pub outputs: Vec<Tensor>,
 }
 
+/// A version that receives copies of live requests.
+#[derive(Debug, Clone)]
+pub struct ShadowTarget {
+    pub version: Arc<ReadyVersion>,
+    /// The shadow's own small queue on the shadow executor (same sessions'
+    /// model, separate admission), so shadow copies never take critical slots.
+    pub queue: Arc<VersionQueue>,
+    /// Share of requests mirrored, in basis points (10000 = all).
+    pub fraction_bp: u32,
+}
+
 /// A model as the hot path sees it: its versions and who serves.
 #[derive(Debug)]
 pub struct ModelRoute {
     pub entry: ModelEntry,
     /// The version that serves unrouted traffic; `None` when no version is READY.
     pub champion: Option<Arc<ReadyVersion>>,
+    pub shadows: Vec<ShadowTarget>,
 }
 
 impl std::ops::Deref for ModelRoute {
@@ -94,7 +108,7 @@ impl ModelTable {
                     .and_then(|v| m.ready().find(|r| r.version == *v))
                     .or_else(|| m.latest_ready())
                     .cloned();
-                (m.name.clone(), Arc::new(ModelRoute { entry: m, champion: chosen }))
+                (m.name.clone(), Arc::new(ModelRoute { entry: m, champion: chosen, shadows: Vec::new() }))
             })
             .collect();
         Self { models }
@@ -116,7 +130,18 @@ impl ModelTable {
 pub struct Gateway {
     table: ArcSwap<ModelTable>,
     executor: Executor,
+    shadow: ShadowRunner,
     publish_lock: std::sync::Mutex<()>,
+    /// Shadow plans by model: (version, basis points); applied on every publish.
+    shadow_plans: std::sync::Mutex<HashMap<String, Vec<(u64, u32)>>>,
+}
+
+/// The shadow side: its executor, where records go, and running totals.
+pub struct ShadowRunner {
+    pub executor: Executor,
+    pub queue_capacity: usize,
+    pub sink: Option<Arc<dyn ShadowSink>>,
+    pub stats: Arc<ShadowStats>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -126,8 +151,72 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    pub fn new(table: ModelTable, executor: Executor) -> Self {
-        Self { table: ArcSwap::from_pointee(table), executor, publish_lock: std::sync::Mutex::new(()) }
+    pub fn new(table: ModelTable, executor: Executor, shadow: ShadowRunner) -> Self {
+        Self {
+            table: ArcSwap::from_pointee(table),
+            executor,
+            shadow,
+            publish_lock: std::sync::Mutex::new(()),
+            shadow_plans: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn shadow_stats(&self) -> &Arc<ShadowStats> {
+        &self.shadow.stats
+    }
+
+    pub fn shadow_sink(&self) -> Option<&Arc<dyn ShadowSink>> {
+        self.shadow.sink.as_ref()
+    }
+
+    /// Sets which versions of `model` shadow its traffic, and how much of it.
+    /// Versions that are not READY are skipped with a warning.
+    pub fn set_shadows(&self, model: &str, targets: Vec<(u64, u32)>) {
+        let _guard = self.publish_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut plans = self.shadow_plans.lock().unwrap_or_else(|p| p.into_inner());
+        if targets.is_empty() {
+            plans.remove(model);
+        } else {
+            plans.insert(model.to_string(), targets);
+        }
+        let current = self.table.load_full();
+        let entries = current.models.values().map(|m| m.entry.clone()).collect();
+        self.table.store(Arc::new(self.build_table(entries, &current.champions(), &plans)));
+    }
+
+    fn build_table(
+        &self,
+        entries: Vec<ModelEntry>,
+        champions: &HashMap<String, u64>,
+        plans: &HashMap<String, Vec<(u64, u32)>>,
+    ) -> ModelTable {
+        let old = self.table.load();
+        let mut table = ModelTable::new(entries, champions);
+        for (name, route) in table.models.iter_mut() {
+            let Some(plan) = plans.get(name) else { continue };
+            let mut shadows = Vec::new();
+            for &(version, fraction_bp) in plan {
+                let Some(ready) = route.ready().find(|r| r.version == version).cloned() else {
+                    tracing::warn!(model = %name, version, "shadow version is not READY; not mirrored");
+                    continue;
+                };
+                // Keep the shadow queue (and its counters) across rebuilds.
+                let queue = old
+                    .models
+                    .get(name)
+                    .and_then(|m| m.shadows.iter().find(|s| s.version.version == version))
+                    .filter(|s| Arc::ptr_eq(s.queue.model(), ready.model()))
+                    .map(|s| Arc::clone(&s.queue))
+                    .unwrap_or_else(|| {
+                        VersionQueue::new(Arc::clone(ready.model()), self.shadow.queue_capacity)
+                    });
+                shadows.push(ShadowTarget { version: ready, queue, fraction_bp });
+            }
+            if let Some(r) = Arc::get_mut(route) {
+                r.shadows = shadows;
+            }
+        }
+        table
     }
 
     /// The current snapshot of models.
@@ -146,7 +235,8 @@ impl Gateway {
         // Serialise publishers so two rebuilds cannot interleave and lose one.
         let _guard = self.publish_lock.lock().unwrap_or_else(|p| p.into_inner());
         let champions = self.table.load().champions();
-        self.table.store(Arc::new(ModelTable::new(entries, &champions)));
+        let plans = self.shadow_plans.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.table.store(Arc::new(self.build_table(entries, &champions, &plans)));
     }
 
     pub fn into_executor(self) -> Executor {
@@ -214,6 +304,7 @@ impl Gateway {
 
         let submitted = Instant::now();
         let inputs: Arc<[Tensor]> = req.inputs.into();
+        let shadows = self.offer_shadows(&model, &inputs, &req.request_id, req.routing_key.as_deref());
         let (job, rx) = InferJob::new(inputs, req.outputs, req.deadline);
         self.executor.submit(&version.queue, job).map_err(|e| match e {
             SubmitError::QueueFull { capacity } => {
@@ -237,6 +328,16 @@ impl Gateway {
                 GatewayError::Inference { model: model.name.clone(), version: version.version, message }
             }
         })?;
+        if !shadows.is_empty() {
+            self.compare_shadows(
+                &model,
+                version.version,
+                &req.request_id,
+                req.routing_key.as_deref(),
+                &output,
+                shadows,
+            );
+        }
         tracing::debug!(
             model = %model.name,
             version = version.version,
@@ -253,6 +354,103 @@ impl Gateway {
             request_id: req.request_id,
             outputs: output.outputs,
         })
+    }
+}
+
+/// A shadow copy in flight.
+struct PendingShadow {
+    version: u64,
+    rx: tokio::sync::oneshot::Receiver<Result<InferOutput, RunError>>,
+}
+
+/// FNV-1a, 64-bit: a fixed, documented hash for sampling shadow copies by
+/// request id (not the routing hash, so sampling is independent of arms).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn routing_key_hash(key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(key.as_bytes())[..8])
+}
+
+impl Gateway {
+    /// Offers the request to every shadow of the model: never waits, and a
+    /// full shadow queue only drops the copy (counted).
+    fn offer_shadows(
+        &self,
+        model: &ModelRoute,
+        inputs: &Arc<[Tensor]>,
+        request_id: &str,
+        _routing_key: Option<&str>,
+    ) -> Vec<PendingShadow> {
+        let mut pending = Vec::new();
+        for target in &model.shadows {
+            if target.fraction_bp < 10_000
+                && fnv1a(request_id.as_bytes()) % 10_000 >= u64::from(target.fraction_bp)
+            {
+                continue;
+            }
+            let (job, rx) = InferJob::new(Arc::clone(inputs), Vec::new(), None);
+            match self.shadow.executor.submit(&target.queue, job) {
+                Ok(()) => pending.push(PendingShadow { version: target.version.version, rx }),
+                Err(_) => self.shadow.stats.record_drop(&model.name, target.version.version),
+            }
+        }
+        pending
+    }
+
+    /// Compares the shadows' outputs with the champion's off the request path.
+    fn compare_shadows(
+        &self,
+        model: &ModelRoute,
+        champion_version: u64,
+        request_id: &str,
+        routing_key: Option<&str>,
+        champion: &InferOutput,
+        shadows: Vec<PendingShadow>,
+    ) {
+        let champion_outputs = champion.outputs.clone();
+        let champion_us = (champion.queue_wait + champion.run_time).as_micros() as u64;
+        let stats = Arc::clone(&self.shadow.stats);
+        let sink = self.shadow.sink.clone();
+        let model = model.name.clone();
+        let request_id = request_id.to_string();
+        let key_hash = routing_key.map(routing_key_hash);
+        tokio::spawn(async move {
+            for s in shadows {
+                let ts_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                let (shadow_us, outputs, error) = match s.rx.await {
+                    Ok(Ok(out)) => {
+                        let us = (out.queue_wait + out.run_time).as_micros() as u64;
+                        let diffs = crate::shadow::compare(&champion_outputs, &out.outputs);
+                        stats.record(&model, s.version, us, &diffs);
+                        (us, diffs, None)
+                    }
+                    Ok(Err(e)) => {
+                        stats.record_error(&model, s.version);
+                        (0, Vec::new(), Some(e.to_string()))
+                    }
+                    Err(_) => continue,
+                };
+                if let Some(sink) = &sink {
+                    sink.offer(ShadowRecord {
+                        ts_ms,
+                        model: model.clone(),
+                        champion_version,
+                        shadow_version: s.version,
+                        request_id: request_id.clone(),
+                        routing_key_hash: key_hash.clone(),
+                        champion_latency_us: champion_us,
+                        shadow_latency_us: shadow_us,
+                        shadow_error: error,
+                        outputs,
+                    });
+                }
+            }
+        });
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::ServeConfig;
 use crate::error::oversize_to_resource_exhausted;
-use crate::gateway::{Gateway, ModelTable};
+use crate::gateway::{Gateway, ModelTable, ShadowRunner};
 use crate::service::PredictService;
 
 /// A gateway serving on a bound address.
@@ -42,7 +42,11 @@ impl RunningServer {
         }
         // Stop loading new versions before draining.
         drop(self.watcher.take());
-        self.task.await.context("server task panicked")?
+        let result = self.task.await.context("server task panicked")?;
+        if let Some(sink) = self.gateway.shadow_sink() {
+            sink.flush();
+        }
+        result
     }
 }
 
@@ -50,6 +54,8 @@ impl RunningServer {
 /// Returns once the listener is bound and every version is READY or FAILED.
 pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let threads = config.threads.max(1);
+    // One session per critical thread and per shadow thread: no two threads share.
+    let sessions = threads + config.shadow_threads;
     let (runtime, entries) = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<(Runtime, Vec<ModelEntry>)> {
@@ -58,21 +64,37 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             let entries = modelgate_registry::load_repository(
                 &runtime,
                 &config.models,
-                &LoadSettings { default_sessions: threads },
+                &LoadSettings { default_sessions: sessions },
             )?;
             Ok((runtime, entries))
         })
         .await
         .context("loading task panicked")??
     };
-    let executor = Executor::start(ExecutorConfig { name: "infer".into(), threads, niceness: None })
-        .context("cannot start inference threads")?;
-    let gateway = Arc::new(Gateway::new(ModelTable::new(entries.clone(), &HashMap::new()), executor));
+    let executor =
+        Executor::start(ExecutorConfig { name: "infer".into(), threads, niceness: None, slot_offset: 0 })
+            .context("cannot start inference threads")?;
+    let shadow_executor = Executor::start(ExecutorConfig {
+        name: "shadow".into(),
+        threads: config.shadow_threads,
+        niceness: Some(19),
+        slot_offset: threads,
+    })
+    .context("cannot start shadow threads")?;
+    let sink = crate::shadow::FileSink::start(&config.shadow_dir, config.shadow_file_bytes, 4096)
+        .with_context(|| format!("cannot write shadow records to {}", config.shadow_dir.display()))?;
+    let shadow = ShadowRunner {
+        executor: shadow_executor,
+        queue_capacity: config.shadow_queue,
+        sink: Some(Arc::new(sink)),
+        stats: Arc::default(),
+    };
+    let gateway = Arc::new(Gateway::new(ModelTable::new(entries.clone(), &HashMap::new()), executor, shadow));
     let watcher = config.watch.then(|| {
         modelgate_registry::watch::watch(
             runtime.clone(),
             &config.models,
-            LoadSettings { default_sessions: threads },
+            LoadSettings { default_sessions: sessions },
             WatchSettings { rescan: config.rescan, settle: config.settle },
             entries,
             Arc::clone(&gateway) as Arc<dyn RepositoryListener>,

@@ -1,0 +1,111 @@
+//! Shadow (dark launch) mechanics: copies run on the shadow executor, their
+//! outputs are compared and recorded, and a shadow never changes, fails or
+//! holds up a client's reply.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use modelgate_proto::v1 as pb;
+use modelgate_tests::*;
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_records_are_written_and_the_client_never_sees_the_shadow() {
+    let repo = TestRepo::breast_cancer();
+    let shadow_dir = repo.path().join("shadow-out");
+    let server = start(&repo, |c| {
+        c.shadow_dir = shadow_dir.clone();
+        c.shadow_queue = 1000;
+    })
+    .await;
+    // v2 is the champion; v1 shadows it.
+    server.gateway.set_shadows("breast-cancer", vec![(1, 10_000)]);
+    let mut c = client(&server).await;
+    let g = golden(2);
+    for (i, row) in g.rows.iter().enumerate() {
+        let mut req = request("breast-cancer", std::slice::from_ref(row));
+        req.request_id = format!("req-{i}");
+        req.routing_key = format!("user-{i}");
+        let resp = c.predict(req).await.unwrap().into_inner();
+        assert_eq!(resp.version, 2, "the client is served by the champion");
+        assert_eq!(resp.role, pb::Role::Champion as i32);
+        assert_eq!(output(&resp, "label").data, modelgate_runtime::TensorData::Int64(vec![g.labels[i]]));
+    }
+    let stats = std::sync::Arc::clone(server.gateway.shadow_stats());
+    wait_for("16 comparisons", || stats.get("breast-cancer", 1).is_some_and(|t| t.compared == 16)).await;
+    let totals = stats.get("breast-cancer", 1).unwrap();
+    assert_eq!(totals.dropped, 0);
+    // v1 and v2 agree on every golden label.
+    assert_eq!(totals.agreement_rate(), Some(1.0));
+    assert!(totals.mean_abs_diff().unwrap() < 0.2);
+    server.stop().await.unwrap();
+
+    // The sink was flushed on stop: one record per request, no raw routing key.
+    let mut lines = Vec::new();
+    for f in std::fs::read_dir(&shadow_dir).unwrap() {
+        lines.extend(std::fs::read_to_string(f.unwrap().path()).unwrap().lines().map(str::to_string));
+    }
+    assert_eq!(lines.len(), 16);
+    let rec: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(rec["model"], "breast-cancer");
+    assert_eq!(rec["champion_version"], 2);
+    assert_eq!(rec["shadow_version"], 1);
+    assert!(rec["request_id"].as_str().unwrap().starts_with("req-"));
+    assert_eq!(rec["routing_key_hash"].as_str().unwrap().len(), 16);
+    assert!(!lines.iter().any(|l| l.contains("user-")), "the raw routing key never reaches the sink");
+    assert_eq!(rec["outputs"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_nan_shadows_never_fail_or_alter_replies_and_drops_are_counted() {
+    // The highest READY version at start is the champion: v10 (= v2's model).
+    let repo = TestRepo::new();
+    repo.add("breast-cancer", 3, SLOW).add("breast-cancer", 4, NAN).add("breast-cancer", 5, FAIL);
+    repo.add("breast-cancer", 10, V2);
+    let server = start(&repo, |c| {
+        c.shadow_queue = 2;
+        c.shadow_dir = repo.path().join("shadow-out");
+    })
+    .await;
+    server.gateway.set_shadows("breast-cancer", vec![(3, 10_000), (4, 10_000), (5, 10_000)]);
+    let champion = server.gateway.table().models["breast-cancer"].champion().unwrap().version;
+    assert_eq!(champion, 10);
+    let mut c = client(&server).await;
+    let g = golden(2);
+    let mut rows = g.rows.clone();
+    rows[0][0] = -1.0; // makes the failing shadow fail; the champion does not care
+    for _ in 0..10 {
+        let resp = c.predict(request("breast-cancer", &rows)).await.unwrap().into_inner();
+        assert_eq!(resp.version, champion as i64);
+        // Exactly the champion's answers, whatever the shadows do.
+        let mut want = g.labels.clone();
+        want[0] = match output(&resp, "label").data {
+            modelgate_runtime::TensorData::Int64(v) => v[0],
+            _ => panic!("int64 labels"),
+        };
+        assert_eq!(output(&resp, "label").data, modelgate_runtime::TensorData::Int64(want));
+    }
+    let stats = std::sync::Arc::clone(server.gateway.shadow_stats());
+    wait_for("slow shadow drops counted", || stats.get("breast-cancer", 3).is_some_and(|t| t.dropped > 0))
+        .await;
+    wait_for("nan shadow compared", || stats.get("breast-cancer", 4).is_some_and(|t| t.compared > 0)).await;
+    wait_for("failing shadow errors", || stats.get("breast-cancer", 5).is_some_and(|t| t.errors > 0)).await;
+    assert!(stats.get("breast-cancer", 4).unwrap().shadow_nan_inf > 0);
+    // The champion's own queue saw only successes.
+    let table = server.gateway.table();
+    let modelgate_registry::VersionState::Ready(v) = &table.models["breast-cancer"].versions[&champion].state
+    else {
+        panic!("ready")
+    };
+    assert_eq!(v.queue.stats().failed.load(Relaxed), 0);
+    server.stop().await.unwrap();
+}
