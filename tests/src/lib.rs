@@ -77,6 +77,9 @@ impl TestRepo {
 pub async fn start(repo: &TestRepo, tweak: impl FnOnce(&mut ServeConfig)) -> RunningServer {
     let mut config = ServeConfig::new(repo.path());
     config.drain = Duration::from_secs(5);
+    // Hidden: the repository watcher never scans it.
+    config.state_dir = repo.path().join(".state");
+    config.shadow_dir = config.state_dir.join("shadow");
     tweak(&mut config);
     modelgate::start(config).await.expect("gateway starts")
 }
