@@ -25,6 +25,8 @@ fn serve(repo: &TestRepo) -> Served {
     let mut child = Command::new(binary())
         .args(["serve", "--listen", "127.0.0.1:0", "--models"])
         .arg(repo.path())
+        .arg("--state-dir")
+        .arg(repo.path().join(".state"))
         .env_remove("ORT_DYLIB_PATH")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
