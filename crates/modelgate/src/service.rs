@@ -132,40 +132,37 @@ impl pb::predict_server::Predict for PredictService {
             return Err(GatewayError::ModelNotFound { model: name, available: names.join(", ") }.into());
         };
         let champion = model.champion().map(|c| c.version);
-        let versions = model
-            .versions
-            .values()
-            .map(|v| {
-                let mut meta = pb::VersionMetadata {
-                    version: i64::try_from(v.version).unwrap_or(i64::MAX),
-                    ..Default::default()
-                };
-                match &v.state {
-                    VersionState::Ready(r) => {
-                        let m = r.model();
-                        meta.state = pb::VersionState::Ready as i32;
-                        meta.inputs = m.signature().inputs.iter().map(convert::spec_to_pb).collect();
-                        meta.outputs = m.signature().outputs.iter().map(convert::spec_to_pb).collect();
-                        meta.sha256 = m.sha256().to_string();
-                        meta.size_bytes = m.size_bytes();
-                        if champion == Some(v.version) {
-                            meta.role = pb::Role::Champion as i32;
-                        }
-                    }
-                    VersionState::Failed(reason) => {
-                        meta.state = pb::VersionState::Failed as i32;
-                        meta.reason = reason.clone();
-                    }
-                }
-                meta
-            })
-            .collect();
+        let versions = model.versions.values().map(|v| version_metadata(v, champion)).collect::<Vec<_>>();
         Ok(Response::new(pb::ModelMetadataResponse {
             model: model.name.clone(),
             versions,
             champion: champion.map_or(0, |c| i64::try_from(c).unwrap_or(i64::MAX)),
         }))
     }
+}
+
+/// A version as metadata: state, reason, role, signature, checksum, size.
+pub fn version_metadata(v: &modelgate_registry::VersionEntry, champion: Option<u64>) -> pb::VersionMetadata {
+    let mut meta =
+        pb::VersionMetadata { version: i64::try_from(v.version).unwrap_or(i64::MAX), ..Default::default() };
+    match &v.state {
+        VersionState::Ready(r) => {
+            let m = r.model();
+            meta.state = pb::VersionState::Ready as i32;
+            meta.inputs = m.signature().inputs.iter().map(convert::spec_to_pb).collect();
+            meta.outputs = m.signature().outputs.iter().map(convert::spec_to_pb).collect();
+            meta.sha256 = m.sha256().to_string();
+            meta.size_bytes = m.size_bytes();
+            if champion == Some(v.version) {
+                meta.role = pb::Role::Champion as i32;
+            }
+        }
+        VersionState::Failed(reason) => {
+            meta.state = pb::VersionState::Failed as i32;
+            meta.reason = reason.clone();
+        }
+    }
+    meta
 }
 
 #[cfg(test)]
