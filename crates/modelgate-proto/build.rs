@@ -13,6 +13,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     // Kept for gRPC server reflection.
     std::fs::write(out.join("modelgate_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
-    tonic_prost_build::configure().bytes(".modelgate.v1.Tensor.raw").compile_fds(fds)?;
+    tonic_prost_build::configure()
+        .bytes(".modelgate.v1.Tensor.raw")
+        // Messages print as JSON in the CLI's --json mode.
+        .type_attribute(".modelgate.v1", "#[derive(serde::Serialize)]")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -173,3 +173,30 @@ pub fn binary() -> PathBuf {
     );
     bin
 }
+
+/// An admin client for a running gateway, optionally with a bearer token.
+pub async fn admin(server: &RunningServer, token: Option<&str>) -> modelgate::cli::admin::Client {
+    let conn = modelgate::cli::admin::AdminConn {
+        admin_addr: server.admin_addr.to_string(),
+        token: token.map(str::to_string),
+        json: false,
+    };
+    modelgate::cli::admin::connect(&conn).await.expect("connect to the admin listener")
+}
+
+/// Sends one request per key and returns the version that served each.
+pub async fn versions_for_keys(
+    c: &mut PredictClient<Channel>,
+    model: &str,
+    keys: impl IntoIterator<Item = String>,
+) -> Vec<(String, i64, i32)> {
+    let row = rows(1);
+    let mut out = Vec::new();
+    for key in keys {
+        let mut req = request(model, &row);
+        req.routing_key = key.clone();
+        let resp = c.predict(req).await.expect("predict succeeds").into_inner();
+        out.push((key, resp.version, resp.role));
+    }
+    out
+}

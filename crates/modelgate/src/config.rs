@@ -31,6 +31,28 @@ pub enum Command {
     Serve(ServeArgs),
     /// Call Predict on a running gateway and print the outputs.
     Predict(crate::cli::predict::PredictArgs),
+    /// Admin calls: rollouts, models, audit events, sample sizes.
+    Admin {
+        #[command(flatten)]
+        conn: crate::cli::admin::AdminConn,
+        #[command(subcommand)]
+        call: crate::cli::admin::AdminCommand,
+    },
+    /// Versions, roles, weights, stage and progress of every model (or one).
+    Status {
+        model: Option<String>,
+        #[command(flatten)]
+        conn: crate::cli::admin::AdminConn,
+    },
+    /// Roll a model back to its champion now: the one-command rollback.
+    Rollback {
+        model: String,
+        /// Why, for the audit log.
+        #[arg(long, default_value = "manual rollback")]
+        reason: String,
+        #[command(flatten)]
+        conn: crate::cli::admin::AdminConn,
+    },
 }
 
 /// Flags of `modelgate serve`.
@@ -76,6 +98,18 @@ pub struct ServeArgs {
     /// Where shadow comparison records go (JSON lines). Default: `<state dir>/shadow`.
     #[arg(long, env = "MODELGATE_SHADOW_DIR")]
     pub shadow_dir: Option<PathBuf>,
+    /// Address of the Admin service (rollouts). Keep it on loopback unless a token is set.
+    #[arg(long, env = "MODELGATE_ADMIN_LISTEN", default_value = "127.0.0.1:50052")]
+    pub admin_listen: SocketAddr,
+    /// Admin bearer token (its audit name is `admin`).
+    #[arg(long, env = "MODELGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// File of `name token` lines: named admin tokens.
+    #[arg(long, env = "MODELGATE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// How often the controller judges running rollouts, in milliseconds.
+    #[arg(long, env = "MODELGATE_TICK_MS", default_value_t = 500)]
+    pub tick_ms: u64,
     /// Rotate a shadow record file when it reaches this many bytes.
     #[arg(long, env = "MODELGATE_SHADOW_FILE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub shadow_file_bytes: u64,
@@ -99,6 +133,10 @@ pub struct ServeConfig {
     pub shadow_queue: usize,
     pub shadow_dir: PathBuf,
     pub shadow_file_bytes: u64,
+    pub admin_listen: SocketAddr,
+    /// Named admin tokens; empty: the admin listener needs none.
+    pub admin_tokens: Vec<crate::auth::Token>,
+    pub tick: Duration,
 }
 
 /// `modelgate-state` beside the model repository.
@@ -117,6 +155,9 @@ impl ServeConfig {
             shadow_threads: 1,
             shadow_queue: 16,
             shadow_file_bytes: 64 * 1024 * 1024,
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_tokens: Vec::new(),
+            tick: Duration::from_millis(500),
             models,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             ort_lib: None,
@@ -145,7 +186,17 @@ impl TryFrom<ServeArgs> for ServeConfig {
             anyhow::bail!("--drain-seconds must be a non-negative number");
         }
         let state_dir = a.state_dir.unwrap_or_else(|| default_state_dir(&a.models));
+        let mut admin_tokens = Vec::new();
+        if let Some(t) = a.admin_token.filter(|t| !t.is_empty()) {
+            admin_tokens.push(crate::auth::Token::new("admin", t));
+        }
+        if let Some(f) = &a.admin_token_file {
+            admin_tokens.extend(crate::auth::read_token_file(f)?);
+        }
         Ok(Self {
+            admin_listen: a.admin_listen,
+            admin_tokens,
+            tick: Duration::from_millis(a.tick_ms.max(10)),
             shadow_dir: a.shadow_dir.unwrap_or_else(|| state_dir.join("shadow")),
             state_dir,
             shadow_threads: a.shadow_threads.max(1),

@@ -13,22 +13,8 @@ use crate::shadow::{ShadowRecord, ShadowSink, ShadowStats};
 
 use crate::error::GatewayError;
 
-/// Why a version served a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Champion,
-    /// The request pinned a version that has no role in the current routing.
-    Pinned,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Champion => "champion",
-            Role::Pinned => "pinned",
-        }
-    }
-}
+pub use modelgate_rollout::Role;
+use modelgate_rollout::RoutingTable;
 
 /// A request, decoded from whichever protocol it came in on.
 #[derive(Debug)]
@@ -72,7 +58,21 @@ pub struct ModelRoute {
     pub entry: ModelEntry,
     /// The version that serves unrouted traffic; `None` when no version is READY.
     pub champion: Option<Arc<ReadyVersion>>,
+    /// The rollout's routing table; `None`: everything goes to the champion.
+    pub routing: Option<RoutingTable>,
+    /// `routing`'s arms resolved to loaded versions, in the table's order.
+    pub arms: Vec<Arc<ReadyVersion>>,
+    pub rollout_id: Option<String>,
     pub shadows: Vec<ShadowTarget>,
+}
+
+/// What the controller decides for a model: its champion and, while a
+/// rollout runs, the routing table (arms and shadows) derived from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub champion: u64,
+    pub routing: Option<RoutingTable>,
+    pub rollout_id: Option<String>,
 }
 
 impl std::ops::Deref for ModelRoute {
@@ -108,7 +108,17 @@ impl ModelTable {
                     .and_then(|v| m.ready().find(|r| r.version == *v))
                     .or_else(|| m.latest_ready())
                     .cloned();
-                (m.name.clone(), Arc::new(ModelRoute { entry: m, champion: chosen, shadows: Vec::new() }))
+                (
+                    m.name.clone(),
+                    Arc::new(ModelRoute {
+                        entry: m,
+                        champion: chosen,
+                        routing: None,
+                        arms: Vec::new(),
+                        rollout_id: None,
+                        shadows: Vec::new(),
+                    }),
+                )
             })
             .collect();
         Self { models }
@@ -132,8 +142,8 @@ pub struct Gateway {
     executor: Executor,
     shadow: ShadowRunner,
     publish_lock: std::sync::Mutex<()>,
-    /// Shadow plans by model: (version, basis points); applied on every publish.
-    shadow_plans: std::sync::Mutex<HashMap<String, Vec<(u64, u32)>>>,
+    /// The controller's policy per model; applied on every publish.
+    policies: std::sync::Mutex<HashMap<String, Policy>>,
 }
 
 /// The shadow side: its executor, where records go, and running totals.
@@ -157,8 +167,13 @@ impl Gateway {
             executor,
             shadow,
             publish_lock: std::sync::Mutex::new(()),
-            shadow_plans: std::sync::Mutex::new(HashMap::new()),
+            policies: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The current snapshot of models.
+    pub fn table(&self) -> Arc<ModelTable> {
+        self.table.load_full()
     }
 
     pub fn shadow_stats(&self) -> &Arc<ShadowStats> {
@@ -169,59 +184,92 @@ impl Gateway {
         self.shadow.sink.as_ref()
     }
 
-    /// Sets which versions of `model` shadow its traffic, and how much of it.
-    /// Versions that are not READY are skipped with a warning.
-    pub fn set_shadows(&self, model: &str, targets: Vec<(u64, u32)>) {
+    /// Sets (or clears) the controller's policy for `model` and publishes a
+    /// new snapshot in one swap.
+    pub fn set_policy(&self, model: &str, policy: Option<Policy>) {
         let _guard = self.publish_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut plans = self.shadow_plans.lock().unwrap_or_else(|p| p.into_inner());
-        if targets.is_empty() {
-            plans.remove(model);
-        } else {
-            plans.insert(model.to_string(), targets);
-        }
+        let mut policies = self.policies.lock().unwrap_or_else(|p| p.into_inner());
+        match policy {
+            Some(p) => policies.insert(model.to_string(), p),
+            None => policies.remove(model),
+        };
         let current = self.table.load_full();
         let entries = current.models.values().map(|m| m.entry.clone()).collect();
-        self.table.store(Arc::new(self.build_table(entries, &current.champions(), &plans)));
+        self.table.store(Arc::new(self.build_table(entries, &current.champions(), &policies)));
+    }
+
+    /// Shadows `model`'s champion traffic to `targets` (version, basis points)
+    /// without any other rollout: a convenience over [`Gateway::set_policy`].
+    pub fn set_shadows(&self, model: &str, targets: Vec<(u64, u32)>) {
+        let Some(champion) =
+            self.table.load().models.get(model).and_then(|m| m.champion().map(|c| c.version))
+        else {
+            return;
+        };
+        let shadows = targets
+            .into_iter()
+            .map(|(version, fraction_bp)| modelgate_rollout::ShadowTarget { version, fraction_bp })
+            .collect();
+        let routing = RoutingTable::champion_only(champion, 0).with_shadows(shadows);
+        self.set_policy(model, Some(Policy { champion, routing: Some(routing), rollout_id: None }));
     }
 
     fn build_table(
         &self,
         entries: Vec<ModelEntry>,
         champions: &HashMap<String, u64>,
-        plans: &HashMap<String, Vec<(u64, u32)>>,
+        policies: &HashMap<String, Policy>,
     ) -> ModelTable {
+        let mut champions = champions.clone();
+        for (name, p) in policies {
+            champions.insert(name.clone(), p.champion);
+        }
         let old = self.table.load();
-        let mut table = ModelTable::new(entries, champions);
+        let mut table = ModelTable::new(entries, &champions);
         for (name, route) in table.models.iter_mut() {
-            let Some(plan) = plans.get(name) else { continue };
+            let Some(policy) = policies.get(name) else { continue };
+            let Some(r) = Arc::get_mut(route) else { continue };
+            r.rollout_id = policy.rollout_id.clone();
+            let Some(routing) = policy.routing.clone() else { continue };
+            let find = |v: u64| r.entry.ready().find(|x| x.version == v).cloned();
+            let mut arms = Vec::with_capacity(routing.arms().len());
+            for arm in routing.arms() {
+                match find(arm.version).or_else(|| r.champion.clone()) {
+                    Some(v) => {
+                        if v.version != arm.version {
+                            tracing::warn!(model = %name, version = arm.version, arm = %arm.name, "arm's version is not READY; its traffic goes to the champion");
+                        }
+                        arms.push(v)
+                    }
+                    None => break,
+                }
+            }
+            if arms.len() != routing.arms().len() {
+                continue;
+            }
             let mut shadows = Vec::new();
-            for &(version, fraction_bp) in plan {
-                let Some(ready) = route.ready().find(|r| r.version == version).cloned() else {
-                    tracing::warn!(model = %name, version, "shadow version is not READY; not mirrored");
+            for target in routing.shadows() {
+                let Some(ready) = find(target.version) else {
+                    tracing::warn!(model = %name, version = target.version, "shadow version is not READY; not mirrored");
                     continue;
                 };
                 // Keep the shadow queue (and its counters) across rebuilds.
                 let queue = old
                     .models
                     .get(name)
-                    .and_then(|m| m.shadows.iter().find(|s| s.version.version == version))
+                    .and_then(|m| m.shadows.iter().find(|s| s.version.version == target.version))
                     .filter(|s| Arc::ptr_eq(s.queue.model(), ready.model()))
                     .map(|s| Arc::clone(&s.queue))
                     .unwrap_or_else(|| {
                         VersionQueue::new(Arc::clone(ready.model()), self.shadow.queue_capacity)
                     });
-                shadows.push(ShadowTarget { version: ready, queue, fraction_bp });
+                shadows.push(ShadowTarget { version: ready, queue, fraction_bp: target.fraction_bp });
             }
-            if let Some(r) = Arc::get_mut(route) {
-                r.shadows = shadows;
-            }
+            r.arms = arms;
+            r.routing = Some(routing);
+            r.shadows = shadows;
         }
         table
-    }
-
-    /// The current snapshot of models.
-    pub fn table(&self) -> Arc<ModelTable> {
-        self.table.load_full()
     }
 
     /// Replaces the snapshot; requests already routed finish on the old one.
@@ -235,8 +283,8 @@ impl Gateway {
         // Serialise publishers so two rebuilds cannot interleave and lose one.
         let _guard = self.publish_lock.lock().unwrap_or_else(|p| p.into_inner());
         let champions = self.table.load().champions();
-        let plans = self.shadow_plans.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        self.table.store(Arc::new(self.build_table(entries, &champions, &plans)));
+        let policies = self.policies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.table.store(Arc::new(self.build_table(entries, &champions, &policies)));
     }
 
     pub fn into_executor(self) -> Executor {
@@ -252,10 +300,23 @@ impl Gateway {
             .ok_or_else(|| GatewayError::ModelNotFound { model: name.to_string(), available: table.names() })
     }
 
-    /// Picks the version that serves `req`: the pinned one, or the champion.
-    fn route(model: &ModelRoute, pinned: Option<i64>) -> Result<(Arc<ReadyVersion>, Role), GatewayError> {
+    /// Picks the version that serves a request: the pinned one, or the arm
+    /// the routing key's bucket falls in, or the champion.
+    fn route(
+        model: &ModelRoute,
+        pinned: Option<i64>,
+        key: &[u8],
+    ) -> Result<(Arc<ReadyVersion>, Role), GatewayError> {
         let champion = model.champion();
         let Some(v) = pinned else {
+            if let Some(routing) = &model.routing {
+                let arm = routing.route_key(key);
+                if let Some(i) = routing.arms().iter().position(|a| std::ptr::eq(a, arm))
+                    && let Some(version) = model.arms.get(i)
+                {
+                    return Ok((Arc::clone(version), arm.role));
+                }
+            }
             return champion
                 .map(|c| (Arc::clone(c), Role::Champion))
                 .ok_or_else(|| GatewayError::NoReadyVersion { model: model.name.clone() });
@@ -271,7 +332,13 @@ impl Gateway {
                 let role = if champion.is_some_and(|c| c.version == r.version) {
                     Role::Champion
                 } else {
-                    Role::Pinned
+                    model
+                        .routing
+                        .as_ref()
+                        .and_then(|t| {
+                            t.arms().iter().find(|a| a.version == r.version && a.basis_points() > 0)
+                        })
+                        .map_or(Role::Pinned, |a| a.role)
                 };
                 Ok((Arc::clone(r), role))
             }
@@ -287,7 +354,8 @@ impl Gateway {
     /// request never occupies a queue slot or an executor thread.
     pub async fn infer(&self, mut req: InferRequest) -> Result<InferResponse, GatewayError> {
         let model = self.model(&req.model)?;
-        let (version, role) = Self::route(&model, req.version)?;
+        let key = req.routing_key.as_deref().unwrap_or(&req.request_id).as_bytes();
+        let (version, role) = Self::route(&model, req.version, key)?;
         let signature = version.model().signature();
         // An unnamed single input binds to the model's only input, so simple
         // clients need not know its name.
@@ -363,12 +431,6 @@ struct PendingShadow {
     rx: tokio::sync::oneshot::Receiver<Result<InferOutput, RunError>>,
 }
 
-/// FNV-1a, 64-bit: a fixed, documented hash for sampling shadow copies by
-/// request id (not the routing hash, so sampling is independent of arms).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
-}
-
 fn routing_key_hash(key: &str) -> String {
     use sha2::Digest;
     hex::encode(&sha2::Sha256::digest(key.as_bytes())[..8])
@@ -385,10 +447,11 @@ impl Gateway {
         _routing_key: Option<&str>,
     ) -> Vec<PendingShadow> {
         let mut pending = Vec::new();
+        let salt = model.routing.as_ref().map_or(0, RoutingTable::salt);
         for target in &model.shadows {
-            if target.fraction_bp < 10_000
-                && fnv1a(request_id.as_bytes()) % 10_000 >= u64::from(target.fraction_bp)
-            {
+            // Sampled by request id, with a seed apart from the arms' hash, so
+            // which requests are mirrored is independent of who is in which arm.
+            if !modelgate_rollout::shadow_sampled(salt, request_id.as_bytes(), target.fraction_bp) {
                 continue;
             }
             let (job, rx) = InferJob::new(Arc::clone(inputs), Vec::new(), None);
@@ -475,6 +538,9 @@ impl modelgate_registry::watch::RepositoryListener for Gateway {
     }
 
     fn in_use(&self, model: &str, version: u64) -> bool {
-        self.table.load().models.get(model).and_then(|m| m.champion()).is_some_and(|c| c.version == version)
+        let table = self.table.load();
+        let Some(m) = table.models.get(model) else { return false };
+        m.champion().is_some_and(|c| c.version == version)
+            || m.routing.as_ref().is_some_and(|t| t.versions().contains(&version))
     }
 }

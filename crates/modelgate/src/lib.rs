@@ -2,9 +2,11 @@
 //! [`gateway`], protocol edges in [`service`] and [`convert`], errors map to
 //! gRPC statuses in [`error`], and [`server`] starts and stops it all.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod controller;
 pub mod convert;
 pub mod error;
 pub mod gateway;

@@ -25,6 +25,15 @@ async fn main() -> ExitCode {
             serve(args).await
         }
         Command::Predict(args) => modelgate::cli::predict::run(args).await,
+        Command::Admin { conn, call } => modelgate::cli::admin::run(conn, call).await,
+        Command::Status { model, conn } => modelgate::cli::admin::status(conn, model).await,
+        Command::Rollback { model, reason, conn } => {
+            let call = modelgate::cli::admin::AdminCommand::Rollback(modelgate::cli::admin::ModelArg {
+                model,
+                reason,
+            });
+            modelgate::cli::admin::run(conn, call).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -45,6 +54,7 @@ async fn serve(args: modelgate::config::ServeArgs) -> anyhow::Result<()> {
     let table = server.gateway.table();
     let program = std::env::args().next().unwrap_or_else(|| "modelgate".into());
     println!("modelgate ready: Predict (modelgate.v1) on {}", server.addr);
+    println!("  admin on {}", server.admin_addr);
     for line in modelgate::server::describe_table(&table) {
         println!("{line}");
     }

@@ -13,14 +13,23 @@ use modelgate_runtime::{Executor, ExecutorConfig, Runtime};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::admin::AdminService;
+use crate::auth::AdminAuth;
 use crate::config::ServeConfig;
+use crate::controller::{Controller, NoErrorsAnalysis};
 use crate::error::oversize_to_resource_exhausted;
 use crate::gateway::{Gateway, ModelTable, ShadowRunner};
 use crate::service::PredictService;
+use modelgate_proto::v1::admin_server::AdminServer;
 
 /// A gateway serving on a bound address.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub controller: Arc<Controller>,
+    ticker: tokio::task::JoinHandle<()>,
+    admin_task: JoinHandle<anyhow::Result<()>>,
+    admin_stop: Option<oneshot::Sender<()>>,
     pub gateway: Arc<Gateway>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
@@ -40,8 +49,13 @@ impl RunningServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        if let Some(stop) = self.admin_stop.take() {
+            let _ = stop.send(());
+        }
+        self.ticker.abort();
         // Stop loading new versions before draining.
         drop(self.watcher.take());
+        let _ = (&mut self.admin_task).await;
         let result = self.task.await.context("server task panicked")?;
         if let Some(sink) = self.gateway.shadow_sink() {
             sink.flush();
@@ -101,6 +115,38 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         )
     });
 
+    let store = crate::state::FileStore::open(&config.state_dir)
+        .with_context(|| format!("cannot open the state directory {}", config.state_dir.display()))?;
+    let controller = Arc::new(
+        Controller::open(Arc::clone(&gateway), Arc::new(store), Box::new(NoErrorsAnalysis))
+            .context("cannot restore rollout state")?,
+    );
+    let ticker = controller.spawn_ticker(config.tick);
+
+    let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
+    let admin_addr = admin_listener.local_addr()?;
+    if config.admin_tokens.is_empty() && !admin_addr.ip().is_loopback() {
+        tracing::warn!(%admin_addr, "the admin listener is not on loopback and has no token: anyone who reaches it can change rollouts");
+    }
+    let auth = AdminAuth::new(config.admin_tokens.clone());
+    let admin = AdminServer::with_interceptor(
+        AdminService::new(Arc::clone(&gateway), Arc::clone(&controller)),
+        move |req| auth.check(req),
+    );
+    let (admin_stop_tx, admin_stop_rx) = oneshot::channel::<()>();
+    let admin_incoming = tonic::transport::server::TcpIncoming::from(admin_listener).with_nodelay(Some(true));
+    let admin_task = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(admin)
+            .serve_with_incoming_shutdown(admin_incoming, async move {
+                let _ = admin_stop_rx.await;
+            })
+            .await
+            .context("admin server failed")
+    });
+
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -139,7 +185,18 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             }
         }
     });
-    Ok(RunningServer { addr, gateway, stop: Some(stop_tx), task, watcher })
+    Ok(RunningServer {
+        addr,
+        admin_addr,
+        controller,
+        ticker,
+        admin_task,
+        admin_stop: Some(admin_stop_tx),
+        gateway,
+        stop: Some(stop_tx),
+        task,
+        watcher,
+    })
 }
 
 /// The ready line's sample command: a request of zeros shaped like the first

@@ -73,6 +73,13 @@ pub fn request_id_or_new(id: String) -> Result<String, BadRequest> {
 pub fn role_to_pb(role: Role) -> pb::Role {
     match role {
         Role::Champion => pb::Role::Champion,
+        Role::Canary => pb::Role::Canary,
+        Role::Challenger => pb::Role::Challenger,
+        Role::Blue => pb::Role::Blue,
+        Role::Green => pb::Role::Green,
+        Role::Control => pb::Role::Control,
+        Role::Treatment => pb::Role::Treatment,
+        Role::Shadow => pb::Role::Shadow,
         Role::Pinned => pb::Role::Pinned,
     }
 }

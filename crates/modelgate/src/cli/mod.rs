@@ -1,5 +1,6 @@
 //! Client subcommands: small gRPC clients a person reaches for first.
 
+pub mod admin;
 pub mod predict;
 
 use tonic::Code;

@@ -1,0 +1,378 @@
+//! The Admin gRPC service: operators start, drive and inspect rollouts.
+//! Every call is authenticated by [`crate::auth::AdminAuth`] (when tokens are
+//! configured) and every change is an audit event naming who made it.
+
+use std::sync::Arc;
+
+use modelgate_proto::v1 as pb;
+use modelgate_rollout::{
+    AbArm, Actor, CanaryStep, Plan, PromotionGate, Rollout, RolloutState, ShadowPlan, plan,
+};
+use tonic::{Request, Response, Status};
+
+use crate::auth;
+use crate::controller::{ControlError, Controller, Op, StageCounts, now_ms};
+use crate::gateway::Gateway;
+use crate::service::{role_to_pb, version_metadata};
+
+/// The `Admin` gRPC service.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    gateway: Arc<Gateway>,
+    controller: Arc<Controller>,
+}
+
+impl AdminService {
+    pub fn new(gateway: Arc<Gateway>, controller: Arc<Controller>) -> Self {
+        Self { gateway, controller }
+    }
+
+    async fn status(&self, model: &str) -> Result<pb::RolloutStatus, Status> {
+        let (rollout, counts, champion) = self.controller.get(model).await?;
+        Ok(status_of(model, rollout.as_ref(), &counts, champion))
+    }
+}
+
+fn actor<T>(req: &Request<T>) -> Actor {
+    Actor::new(req.extensions().get::<auth::Actor>().map_or_else(|| "unknown".to_string(), |a| a.0.clone()))
+}
+
+fn reason(r: &str) -> Option<String> {
+    (!r.is_empty()).then(|| r.to_string())
+}
+
+fn version(v: i64, what: &str) -> Result<u64, Status> {
+    u64::try_from(v)
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| Status::invalid_argument(format!("{what} must be a positive version, got {v}")))
+}
+
+fn state_name(s: &RolloutState) -> &'static str {
+    match s {
+        RolloutState::Running => "running",
+        RolloutState::Paused => "paused",
+        RolloutState::Promoted { .. } => "promoted",
+        RolloutState::RolledBack { .. } => "rolled_back",
+        RolloutState::Aborted { .. } => "aborted",
+        RolloutState::Completed => "completed",
+    }
+}
+
+/// A rollout as the admin API shows it.
+pub fn status_of(
+    model: &str,
+    rollout: Option<&Rollout>,
+    counts: &StageCounts,
+    champion: u64,
+) -> pb::RolloutStatus {
+    let Some(r) = rollout else {
+        return pb::RolloutStatus {
+            model: model.to_string(),
+            champion: champion as i64,
+            ..Default::default()
+        };
+    };
+    let table = r.routing_table();
+    let mut obs = modelgate_rollout::ArmObservation::new();
+    for (v, n) in &counts.samples {
+        obs = obs.with_samples(*v, *n);
+    }
+    let live = matches!(r.state, RolloutState::Running | RolloutState::Paused);
+    let arms = table
+        .weights()
+        .into_iter()
+        .map(|w| pb::ArmStatus {
+            name: w.name.clone(),
+            version: w.version as i64,
+            role: role_to_pb(w.role) as i32,
+            weight_bp: w.basis_points,
+            requests: counts.samples.get(&w.version).copied().unwrap_or(0),
+            errors: counts.errors.get(&w.version).copied().unwrap_or(0),
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+        })
+        .collect();
+    let stages = match &r.plan {
+        Plan::Canary { steps, .. } => steps.len() as u32 + 1,
+        Plan::BlueGreen { .. } => 2,
+        _ => 1,
+    };
+    let mut waiting = if live { r.waiting_for(now_ms(), &obs).unwrap_or_default() } else { String::new() };
+    if let RolloutState::RolledBack { reason, .. } | RolloutState::Aborted { reason } = &r.state {
+        waiting = reason.clone();
+    }
+    pb::RolloutStatus {
+        model: model.to_string(),
+        rollout_id: r.id.clone(),
+        strategy: r.plan.strategy().to_string(),
+        state: state_name(&r.state).to_string(),
+        stage: r.stage as u32,
+        stages,
+        arms,
+        started_at_ms: r.started_ms as i64,
+        stage_started_at_ms: r.stage_started_ms as i64,
+        waiting_for: waiting,
+        plan_json: serde_json::to_string(&r.plan).unwrap_or_default(),
+        champion: champion as i64,
+        required_samples_per_arm: r.plan.required_samples_per_arm().unwrap_or(0),
+    }
+}
+
+/// The proto plan as the rollout crate's plan, defaults filled in.
+pub fn plan_from_pb(p: pb::start_rollout_request::Plan) -> Result<Plan, Status> {
+    use pb::start_rollout_request::Plan as P;
+    Ok(match p {
+        P::BlueGreen(b) => Plan::BlueGreen {
+            green: version(b.green, "green")?,
+            retention_secs: b.retention_secs.unwrap_or(plan::DEFAULT_RETENTION_SECS),
+        },
+        P::Canary(c) => Plan::Canary {
+            candidate: version(c.candidate, "candidate")?,
+            steps: if c.steps.is_empty() {
+                plan::DEFAULT_STEPS.iter().map(|&p| CanaryStep::at(p)).collect()
+            } else {
+                c.steps
+                    .into_iter()
+                    .map(|s| CanaryStep {
+                        percent: s.percent,
+                        min_duration_secs: s.min_duration_secs,
+                        min_samples: s.min_samples,
+                    })
+                    .collect()
+            },
+            auto_advance: c.auto_advance,
+        },
+        P::Shadow(s) => Plan::Shadow(ShadowPlan {
+            versions: s
+                .versions
+                .into_iter()
+                .map(|v| version(v, "shadow version"))
+                .collect::<Result<_, _>>()?,
+            fraction_percent: s.fraction_percent.unwrap_or(100.0),
+        }),
+        P::AbTest(a) => Plan::AbTest {
+            arms: a
+                .arms
+                .into_iter()
+                .map(|x| {
+                    Ok(AbArm { name: x.name, version: version(x.version, "arm version")?, weight: x.weight })
+                })
+                .collect::<Result<_, Status>>()?,
+            metric: a.metric,
+            mde: a.mde,
+            alpha: a.alpha.unwrap_or(0.05),
+            power: a.power.unwrap_or(0.8),
+            variance: a.variance,
+            min_duration_secs: a.min_duration_secs.unwrap_or(plan::DEFAULT_AB_SECS),
+        },
+        P::ChampionChallenger(c) => Plan::ChampionChallenger {
+            challengers: c
+                .challengers
+                .into_iter()
+                .map(|v| version(v, "challenger"))
+                .collect::<Result<_, _>>()?,
+            fraction_percent: c.fraction_percent.unwrap_or(plan::DEFAULT_CHALLENGER_PERCENT),
+            gate: if c.auto_kpi.is_empty() {
+                PromotionGate::Manual
+            } else {
+                PromotionGate::Automatic {
+                    kpi: c.auto_kpi,
+                    threshold: c.auto_threshold,
+                    window_secs: c.auto_window_secs,
+                    min_samples: plan::DEFAULT_GATE_SAMPLES,
+                    higher_is_better: true,
+                }
+            },
+        },
+    })
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn list_models(
+        &self,
+        _: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let table = self.gateway.table();
+        let mut names: Vec<&String> = table.models.keys().collect();
+        names.sort();
+        let models = names
+            .into_iter()
+            .filter_map(|n| table.models.get(n))
+            .map(|m| {
+                let champion = m.champion().map(|c| c.version);
+                pb::ModelInfo {
+                    name: m.name.clone(),
+                    champion: champion.map_or(0, |c| c as i64),
+                    rollout_id: m.rollout_id.clone().unwrap_or_default(),
+                    versions: m
+                        .versions
+                        .values()
+                        .map(|v| {
+                            let mut meta = version_metadata(v, champion);
+                            if let Some(arm) = m.routing.as_ref().and_then(|t| {
+                                t.arms().iter().find(|a| a.version == v.version && a.basis_points() > 0)
+                            }) && champion != Some(v.version)
+                            {
+                                meta.role = role_to_pb(arm.role) as i32;
+                            }
+                            let (loaded_at_ms, sessions) = match &v.state {
+                                modelgate_registry::VersionState::Ready(r) => (
+                                    r.model()
+                                        .loaded_at()
+                                        .duration_since(std::time::UNIX_EPOCH)
+                                        .map_or(0, |d| d.as_millis() as i64),
+                                    r.model().session_count() as u32,
+                                ),
+                                modelgate_registry::VersionState::Failed(_) => (0, 0),
+                            };
+                            pb::ModelVersionInfo {
+                                metadata: Some(meta),
+                                loaded_at_ms,
+                                sessions,
+                                memory_bytes: 0,
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListModelsResponse { models }))
+    }
+
+    async fn get_rollout(
+        &self,
+        req: Request<pb::GetRolloutRequest>,
+    ) -> Result<Response<pb::RolloutStatus>, Status> {
+        Ok(Response::new(self.status(&req.into_inner().model).await?))
+    }
+
+    async fn start_rollout(
+        &self,
+        req: Request<pb::StartRolloutRequest>,
+    ) -> Result<Response<pb::RolloutStatus>, Status> {
+        let who = actor(&req);
+        let r = req.into_inner();
+        let plan = plan_from_pb(r.plan.ok_or_else(|| Status::invalid_argument("plan is not set"))?)?;
+        self.controller.start(&r.model, plan, &who, reason(&r.reason)).await?;
+        Ok(Response::new(self.status(&r.model).await?))
+    }
+
+    async fn set_weights(
+        &self,
+        req: Request<pb::SetWeightsRequest>,
+    ) -> Result<Response<pb::RolloutStatus>, Status> {
+        let who = actor(&req);
+        let r = req.into_inner();
+        if r.candidate_percent > 100 {
+            return Err(Status::invalid_argument(format!(
+                "candidate_percent must be 0-100, got {}",
+                r.candidate_percent
+            )));
+        }
+        self.controller.apply(&r.model, Op::SetWeights(r.candidate_percent), &who, reason(&r.reason)).await?;
+        Ok(Response::new(self.status(&r.model).await?))
+    }
+
+    async fn advance(&self, req: Request<pb::RolloutRequest>) -> Result<Response<pb::RolloutStatus>, Status> {
+        self.op(req, Op::Advance).await
+    }
+
+    async fn pause(&self, req: Request<pb::RolloutRequest>) -> Result<Response<pb::RolloutStatus>, Status> {
+        self.op(req, Op::Pause).await
+    }
+
+    async fn resume(&self, req: Request<pb::RolloutRequest>) -> Result<Response<pb::RolloutStatus>, Status> {
+        self.op(req, Op::Resume).await
+    }
+
+    async fn promote(&self, req: Request<pb::PromoteRequest>) -> Result<Response<pb::RolloutStatus>, Status> {
+        let who = actor(&req);
+        let r = req.into_inner();
+        let v = if r.version == 0 { None } else { Some(version(r.version, "version")?) };
+        self.controller.apply(&r.model, Op::Promote(v), &who, reason(&r.reason)).await?;
+        Ok(Response::new(self.status(&r.model).await?))
+    }
+
+    async fn rollback(
+        &self,
+        req: Request<pb::RolloutRequest>,
+    ) -> Result<Response<pb::RolloutStatus>, Status> {
+        self.op(req, Op::Rollback).await
+    }
+
+    async fn abort(&self, req: Request<pb::RolloutRequest>) -> Result<Response<pb::RolloutStatus>, Status> {
+        self.op(req, Op::Abort).await
+    }
+
+    async fn list_events(
+        &self,
+        req: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let r = req.into_inner();
+        let model = (!r.model.is_empty()).then_some(r.model.as_str());
+        let mut events = self
+            .controller
+            .events(model, u64::try_from(r.since_ms).unwrap_or(0), u64::try_from(r.until_ms).unwrap_or(0))
+            .map_err(Status::from)?;
+        let limit = if r.limit == 0 { 1000 } else { r.limit as usize };
+        if events.len() > limit {
+            events.drain(..events.len() - limit);
+        }
+        let events = events
+            .into_iter()
+            .map(|(e, line)| pb::AuditEvent {
+                at_ms: e.at_ms as i64,
+                model: e.model.clone(),
+                rollout_id: e.rollout_id.clone(),
+                who: e.actor.who.clone(),
+                action: serde_json::to_value(e.action)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                reason: e.reason.clone().unwrap_or_default(),
+                numbers_json: serde_json::to_string(&e.numbers).unwrap_or_default(),
+                event_json: line,
+            })
+            .collect();
+        Ok(Response::new(pb::ListEventsResponse { events }))
+    }
+
+    async fn sample_size(
+        &self,
+        req: Request<pb::SampleSizeRequest>,
+    ) -> Result<Response<pb::SampleSizeResponse>, Status> {
+        use pb::sample_size_request::Metric;
+        let r = req.into_inner();
+        let alpha = r.alpha.unwrap_or(0.05);
+        let power = r.power.unwrap_or(0.8);
+        let n = match r
+            .metric
+            .ok_or_else(|| Status::invalid_argument("metric is not set: give means or proportions"))?
+        {
+            Metric::Means(m) => modelgate_rollout::sample_size_means(alpha, power, m.variance, m.mde),
+            Metric::Proportions(p) => {
+                modelgate_rollout::sample_size_proportions(alpha, power, p.baseline, p.target)
+            }
+        }
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(pb::SampleSizeResponse { per_arm: n, alpha, power }))
+    }
+}
+
+impl AdminService {
+    async fn op(
+        &self,
+        req: Request<pb::RolloutRequest>,
+        op: Op,
+    ) -> Result<Response<pb::RolloutStatus>, Status> {
+        let who = actor(&req);
+        let r = req.into_inner();
+        self.controller
+            .apply(&r.model, op, &who, reason(&r.reason))
+            .await
+            .map_err(|e: ControlError| Status::from(e))?;
+        Ok(Response::new(self.status(&r.model).await?))
+    }
+}

@@ -1,0 +1,539 @@
+//! The control plane: rollout state per model, admin operations, the
+//! controller tick, persistence and publishing.
+//!
+//! Every change follows one path under one lock: apply the operation to a
+//! copy of the rollout (pure logic in `modelgate-rollout`), append its audit
+//! events (fsynced), write the snapshot (atomic), then publish the derived
+//! routing table to the gateway in one swap. A failure before the publish
+//! leaves the live routing as it was.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use modelgate_registry::VersionState;
+use modelgate_rollout::{
+    Actor, ArmObservation, AuditEvent, Millis, Plan, Rollout, RolloutSpec, RolloutState, StepVerdict,
+};
+use serde::{Deserialize, Serialize};
+use tonic::{Code, Status};
+
+use crate::gateway::{Gateway, Policy};
+use crate::state::StateStore;
+
+/// Unix milliseconds now.
+pub fn now_ms() -> Millis {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
+}
+
+/// Counts a rollout's decisions need, carried across restarts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StageCounts {
+    /// The stage these counts belong to.
+    pub stage: usize,
+    pub stage_started_ms: Millis,
+    /// Responses per version in this stage, as of the last tick.
+    pub samples: BTreeMap<u64, u64>,
+    /// Inference failures per version in this stage, as of the last tick.
+    pub errors: BTreeMap<u64, u64>,
+}
+
+/// Everything persisted: champions, rollouts, and their stage counts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ControlState {
+    pub format: u32,
+    pub champions: BTreeMap<String, u64>,
+    pub rollouts: BTreeMap<String, Rollout>,
+    pub counts: BTreeMap<String, StageCounts>,
+}
+
+/// This process's view of the executor counters when a stage's counting began
+/// here (counters restart at zero with the process).
+#[derive(Debug, Clone, Default)]
+struct Baseline {
+    stage: usize,
+    stage_started_ms: Millis,
+    carried: StageCounts,
+    at_start: BTreeMap<u64, (u64, u64)>,
+}
+
+/// Judges a canary step for auto-advance. The safety issue replaces the
+/// default with windowed triggers and sequential tests.
+pub trait StepAnalysis: Send + Sync {
+    fn verdict(&self, model: &str, rollout: &Rollout, counts: &StageCounts) -> StepVerdict;
+}
+
+/// Until the statistical analysis lands: a step is healthy when its
+/// candidates served samples in this stage without a single inference error.
+#[derive(Debug, Default)]
+pub struct NoErrorsAnalysis;
+
+impl StepAnalysis for NoErrorsAnalysis {
+    fn verdict(&self, _model: &str, rollout: &Rollout, counts: &StageCounts) -> StepVerdict {
+        let candidates: Vec<u64> =
+            rollout.routing_table().versions().into_iter().filter(|v| *v != rollout.champion).collect();
+        if let Some(v) = candidates.iter().find(|v| counts.errors.get(v).copied().unwrap_or(0) > 0) {
+            return StepVerdict::Unhealthy(format!(
+                "version {v} failed {} requests in this stage",
+                counts.errors.get(v).copied().unwrap_or(0)
+            ));
+        }
+        if candidates.iter().all(|v| counts.samples.get(v).copied().unwrap_or(0) > 0) {
+            StepVerdict::Healthy
+        } else {
+            StepVerdict::Inconclusive
+        }
+    }
+}
+
+/// The control plane.
+pub struct Controller {
+    gateway: Arc<Gateway>,
+    store: Arc<dyn StateStore>,
+    analysis: Box<dyn StepAnalysis>,
+    inner: tokio::sync::Mutex<Inner>,
+}
+
+struct Inner {
+    state: ControlState,
+    baselines: BTreeMap<String, Baseline>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller").field("store", &self.store).finish()
+    }
+}
+
+/// A control-plane failure, mapped to a status in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("model '{0}' not found")]
+    ModelNotFound(String),
+    #[error("model '{0}' has no rollout")]
+    NoRollout(String),
+    #[error(
+        "model '{model}' already has a running {strategy} rollout ({id}); finish, abort or roll it back first"
+    )]
+    Busy { model: String, strategy: String, id: String },
+    #[error("{0}")]
+    Precondition(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("state store: {0}")]
+    Store(#[from] crate::state::StoreError),
+}
+
+impl From<ControlError> for Status {
+    fn from(e: ControlError) -> Self {
+        let code = match &e {
+            ControlError::ModelNotFound(_) => Code::NotFound,
+            ControlError::NoRollout(_) | ControlError::Busy { .. } | ControlError::Precondition(_) => {
+                Code::FailedPrecondition
+            }
+            ControlError::Invalid(_) => Code::InvalidArgument,
+            ControlError::Store(_) => Code::Unavailable,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+/// An operator command on a running rollout.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Advance,
+    Pause,
+    Resume,
+    Abort,
+    Rollback,
+    Promote(Option<u64>),
+    SetWeights(u32),
+}
+
+fn is_live(r: &Rollout) -> bool {
+    matches!(r.state, RolloutState::Running | RolloutState::Paused)
+}
+
+impl Controller {
+    /// Restores the persisted state (champions, rollouts, counts) and
+    /// publishes every model's routing.
+    pub fn open(
+        gateway: Arc<Gateway>,
+        store: Arc<dyn StateStore>,
+        analysis: Box<dyn StepAnalysis>,
+    ) -> Result<Self, ControlError> {
+        let state = match store.load_snapshot()? {
+            Some(bytes) => serde_json::from_slice::<ControlState>(&bytes)
+                .map_err(|e| ControlError::Precondition(format!("state snapshot does not parse: {e}")))?,
+            None => ControlState::default(),
+        };
+        let mut baselines = BTreeMap::new();
+        for (model, counts) in &state.counts {
+            baselines.insert(
+                model.clone(),
+                Baseline {
+                    stage: counts.stage,
+                    stage_started_ms: counts.stage_started_ms,
+                    carried: counts.clone(),
+                    at_start: BTreeMap::new(),
+                },
+            );
+        }
+        let controller =
+            Self { gateway, store, analysis, inner: tokio::sync::Mutex::new(Inner { state, baselines }) };
+        {
+            let inner = controller.inner.try_lock().map_err(|_| ControlError::Precondition("busy".into()))?;
+            for model in controller.gateway.table().models.keys() {
+                controller.publish(&inner.state, model);
+            }
+        }
+        Ok(controller)
+    }
+
+    /// The champion of `model` as the control plane knows it.
+    fn champion_of(&self, state: &ControlState, model: &str) -> Option<u64> {
+        if let Some(r) = state.rollouts.get(model) {
+            return Some(resulting_champion(r));
+        }
+        if let Some(c) = state.champions.get(model) {
+            return Some(*c);
+        }
+        self.gateway.table().models.get(model).and_then(|m| m.champion().map(|c| c.version))
+    }
+
+    /// Publishes `model`'s policy from the state.
+    fn publish(&self, state: &ControlState, model: &str) {
+        let Some(champion) = self.champion_of(state, model) else { return };
+        let policy = match state.rollouts.get(model) {
+            Some(r) if is_live(r) => {
+                Policy { champion, routing: Some(r.routing_table()), rollout_id: Some(r.id.clone()) }
+            }
+            _ => Policy { champion, routing: None, rollout_id: None },
+        };
+        self.gateway.set_policy(model, Some(policy));
+    }
+
+    /// Persists events then the snapshot; called with the lock held.
+    fn persist(&self, state: &ControlState, events: &[AuditEvent]) -> Result<(), ControlError> {
+        if !events.is_empty() {
+            let lines = events
+                .iter()
+                .map(|e| serde_json::to_string(e).map_err(|e| ControlError::Precondition(e.to_string())))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.store.append_events(&lines)?;
+        }
+        let bytes = serde_json::to_vec(state).map_err(|e| ControlError::Precondition(e.to_string()))?;
+        self.store.save_snapshot(&bytes)?;
+        Ok(())
+    }
+
+    fn ready_versions(&self, model: &str) -> Result<Vec<u64>, ControlError> {
+        let table = self.gateway.table();
+        let m = table.models.get(model).ok_or_else(|| ControlError::ModelNotFound(model.to_string()))?;
+        Ok(m.ready().map(|r| r.version).collect())
+    }
+
+    /// Candidates must take the champion's inputs unchanged.
+    fn check_signatures(&self, model: &str, champion: u64, versions: &[u64]) -> Result<(), ControlError> {
+        let table = self.gateway.table();
+        let m = table.models.get(model).ok_or_else(|| ControlError::ModelNotFound(model.to_string()))?;
+        let sig = |v: u64| match m.versions.get(&v).map(|e| &e.state) {
+            Some(VersionState::Ready(r)) => Some(r.model().signature().clone()),
+            _ => None,
+        };
+        let Some(base) = sig(champion) else {
+            return Err(ControlError::Precondition(format!("champion version {champion} is not READY")));
+        };
+        for &v in versions {
+            if v == champion {
+                continue;
+            }
+            let Some(s) = sig(v) else {
+                return Err(ControlError::Precondition(format!(
+                    "version {v} of model '{model}' is not READY"
+                )));
+            };
+            if !base.inputs_compatible_with(&s) {
+                return Err(ControlError::Precondition(format!(
+                    "version {v} of model '{model}' does not take the champion's (v{champion}) inputs"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a plan for `model`.
+    pub async fn start(
+        &self,
+        model: &str,
+        plan: Plan,
+        actor: &Actor,
+        reason: Option<String>,
+    ) -> Result<Rollout, ControlError> {
+        let mut inner = self.inner.lock().await;
+        if let Some(r) = inner.state.rollouts.get(model)
+            && is_live(r)
+        {
+            return Err(ControlError::Busy {
+                model: model.to_string(),
+                strategy: r.plan.strategy().to_string(),
+                id: r.id.clone(),
+            });
+        }
+        let ready = self.ready_versions(model)?;
+        let champion = self
+            .champion_of(&inner.state, model)
+            .ok_or_else(|| ControlError::Precondition(format!("model '{model}' has no READY champion")))?;
+        plan.validate(champion, &ready).map_err(|e| ControlError::Precondition(e.to_string()))?;
+        self.check_signatures(model, champion, &plan.versions(champion))?;
+        let now = now_ms();
+        let salt: u64 = uuid::Uuid::new_v4().as_u64_pair().0;
+        let id = format!("{model}-{now}");
+        let (rollout, events) = Rollout::start(
+            RolloutSpec { id, model: model.to_string(), salt, champion, plan, shadow: None },
+            &ready,
+            now,
+            actor,
+            reason,
+        )
+        .map_err(|e| ControlError::Precondition(e.to_string()))?;
+        let mut next = inner.state.clone();
+        next.rollouts.insert(model.to_string(), rollout.clone());
+        next.counts.insert(
+            model.to_string(),
+            StageCounts {
+                stage: rollout.stage,
+                stage_started_ms: rollout.stage_started_ms,
+                ..Default::default()
+            },
+        );
+        self.persist(&next, &events)?;
+        inner.state = next;
+        inner.baselines.remove(model);
+        self.publish(&inner.state, model);
+        Ok(rollout)
+    }
+
+    /// Applies an operator command.
+    pub async fn apply(
+        &self,
+        model: &str,
+        op: Op,
+        actor: &Actor,
+        reason: Option<String>,
+    ) -> Result<Rollout, ControlError> {
+        let mut inner = self.inner.lock().await;
+        let mut rollout = inner
+            .state
+            .rollouts
+            .get(model)
+            .cloned()
+            .ok_or_else(|| ControlError::NoRollout(model.to_string()))?;
+        let now = now_ms();
+        let result = match op {
+            Op::Advance => rollout.advance(now, actor, reason),
+            Op::Pause => rollout.pause(now, actor, reason),
+            Op::Resume => rollout.resume(now, actor, reason),
+            Op::Abort => rollout.abort(now, actor, reason),
+            Op::Rollback => rollout.rollback(now, actor, reason),
+            Op::Promote(v) => {
+                let v = v.or_else(|| rollout.candidate()).ok_or_else(|| {
+                    ControlError::Invalid(
+                        "this rollout has several candidates; name the version to promote".into(),
+                    )
+                })?;
+                rollout.promote(v, now, actor, reason)
+            }
+            Op::SetWeights(p) => rollout.set_weights(p, now, actor, reason),
+        };
+        let events = result.map_err(|e| ControlError::Precondition(e.to_string()))?;
+        self.commit(&mut inner, model, rollout, events)?;
+        Ok(inner.state.rollouts[model].clone())
+    }
+
+    fn commit(
+        &self,
+        inner: &mut Inner,
+        model: &str,
+        rollout: Rollout,
+        events: Vec<AuditEvent>,
+    ) -> Result<(), ControlError> {
+        let mut next = inner.state.clone();
+        if !is_live(&rollout) {
+            next.champions.insert(model.to_string(), resulting_champion(&rollout));
+        }
+        let counts = next.counts.entry(model.to_string()).or_default();
+        if counts.stage != rollout.stage || counts.stage_started_ms != rollout.stage_started_ms {
+            *counts = StageCounts {
+                stage: rollout.stage,
+                stage_started_ms: rollout.stage_started_ms,
+                ..Default::default()
+            };
+            inner.baselines.remove(model);
+        }
+        next.rollouts.insert(model.to_string(), rollout);
+        self.persist(&next, &events)?;
+        inner.state = next;
+        self.publish(&inner.state, model);
+        Ok(())
+    }
+
+    /// The rollout of `model`, if any, with this stage's counts.
+    pub async fn get(&self, model: &str) -> Result<(Option<Rollout>, StageCounts, u64), ControlError> {
+        let inner = self.inner.lock().await;
+        if !self.gateway.table().models.contains_key(model) && !inner.state.rollouts.contains_key(model) {
+            return Err(ControlError::ModelNotFound(model.to_string()));
+        }
+        let champion = self.champion_of(&inner.state, model).unwrap_or(0);
+        Ok((
+            inner.state.rollouts.get(model).cloned(),
+            inner.state.counts.get(model).cloned().unwrap_or_default(),
+            champion,
+        ))
+    }
+
+    /// The audit log, oldest first, filtered.
+    pub fn events(
+        &self,
+        model: Option<&str>,
+        since_ms: Millis,
+        until_ms: Millis,
+    ) -> Result<Vec<(AuditEvent, String)>, ControlError> {
+        let mut out = Vec::new();
+        for line in self.store.read_events()? {
+            let Ok(e) = serde_json::from_str::<AuditEvent>(&line) else { continue };
+            if model.is_some_and(|m| m != e.model)
+                || e.at_ms < since_ms
+                || (until_ms > 0 && e.at_ms > until_ms)
+            {
+                continue;
+            }
+            out.push((e, line));
+        }
+        Ok(out)
+    }
+
+    /// Counts this stage's samples and errors per version from the executor
+    /// counters (plus what was carried over a restart).
+    fn observe(&self, inner: &mut Inner, model: &str, rollout: &Rollout) -> StageCounts {
+        let table = self.gateway.table();
+        let counters = |v: u64| -> (u64, u64) {
+            use std::sync::atomic::Ordering::Relaxed;
+            match table.models.get(model).and_then(|m| m.versions.get(&v)).map(|e| &e.state) {
+                Some(VersionState::Ready(r)) => {
+                    let s = r.queue.stats();
+                    (s.completed.load(Relaxed), s.failed.load(Relaxed))
+                }
+                _ => (0, 0),
+            }
+        };
+        let versions = rollout.routing_table().versions();
+        let carried = inner.state.counts.get(model).cloned().unwrap_or_default();
+        let baseline = inner.baselines.entry(model.to_string()).or_insert_with(|| Baseline {
+            stage: rollout.stage,
+            stage_started_ms: rollout.stage_started_ms,
+            carried: if carried.stage == rollout.stage && carried.stage_started_ms == rollout.stage_started_ms
+            {
+                carried
+            } else {
+                StageCounts::default()
+            },
+            at_start: BTreeMap::new(),
+        });
+        if baseline.stage != rollout.stage || baseline.stage_started_ms != rollout.stage_started_ms {
+            *baseline = Baseline {
+                stage: rollout.stage,
+                stage_started_ms: rollout.stage_started_ms,
+                ..Default::default()
+            };
+        }
+        let mut counts = StageCounts {
+            stage: rollout.stage,
+            stage_started_ms: rollout.stage_started_ms,
+            ..Default::default()
+        };
+        for v in versions {
+            let now = counters(v);
+            let start = *baseline.at_start.entry(v).or_insert(now);
+            let carried_s = baseline.carried.samples.get(&v).copied().unwrap_or(0);
+            let carried_e = baseline.carried.errors.get(&v).copied().unwrap_or(0);
+            counts.samples.insert(v, carried_s + now.0.saturating_sub(start.0));
+            counts.errors.insert(v, carried_e + now.1.saturating_sub(start.1));
+        }
+        counts
+    }
+
+    /// One controller pass over every live rollout: count, judge, decide.
+    pub async fn tick(&self) {
+        let mut inner = self.inner.lock().await;
+        let models: Vec<String> =
+            inner.state.rollouts.iter().filter(|(_, r)| is_live(r)).map(|(m, _)| m.clone()).collect();
+        let mut dirty = false;
+        for model in models {
+            let Some(mut rollout) = inner.state.rollouts.get(&model).cloned() else { continue };
+            let counts = self.observe(&mut inner, &model, &rollout);
+            let mut obs = ArmObservation::new();
+            for (v, n) in &counts.samples {
+                obs = obs.with_samples(*v, *n);
+            }
+            let verdict = self.analysis.verdict(&model, &rollout, &counts);
+            let changed_counts = inner
+                .state
+                .counts
+                .get(&model)
+                .is_none_or(|c| c.samples != counts.samples || c.errors != counts.errors);
+            inner.state.counts.insert(model.clone(), counts);
+            let events = rollout.tick(now_ms(), &obs, &verdict);
+            if events.is_empty() {
+                dirty |= changed_counts;
+                continue;
+            }
+            for e in &events {
+                tracing::info!(model = %model, action = ?e.action, reason = ?e.reason, "rollout decision");
+            }
+            if let Err(e) = self.commit(&mut inner, &model, rollout, events) {
+                tracing::error!(model = %model, error = %e, "cannot persist a rollout decision; routing unchanged");
+            }
+        }
+        if dirty {
+            let bytes = serde_json::to_vec(&inner.state).unwrap_or_default();
+            if let Err(e) = self.store.save_snapshot(&bytes) {
+                tracing::warn!(error = %e, "cannot persist stage counts");
+            }
+        }
+    }
+
+    /// Ticks every `period` until the returned handle is aborted.
+    pub fn spawn_ticker(self: &Arc<Self>, period: Duration) -> tokio::task::JoinHandle<()> {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                me.tick().await;
+            }
+        })
+    }
+
+    /// Whether `version` of `model` takes part in a live rollout (so it must
+    /// stay loaded).
+    pub fn version_in_use(&self, model: &str, version: u64) -> bool {
+        self.inner
+            .try_lock()
+            .map(|inner| {
+                inner.state.rollouts.get(model).is_some_and(|r| {
+                    is_live(r) && (r.champion == version || r.routing_table().versions().contains(&version))
+                })
+            })
+            .unwrap_or(true)
+    }
+}
+
+/// The champion once a rollout is over (or now, if it is live).
+fn resulting_champion(r: &Rollout) -> u64 {
+    match &r.state {
+        RolloutState::Promoted { version } => *version,
+        _ => r.champion,
+    }
+}

@@ -1,0 +1,238 @@
+//! Rollouts through the Admin RPC against a real gateway: sticky canary
+//! splits, blue/green, promotion, auth, validation, audit, and state that
+//! survives a restart.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use modelgate_proto::v1 as pb;
+use modelgate_tests::*;
+use tonic::Code;
+
+fn canary(candidate: i64, steps: &[u32]) -> pb::StartRolloutRequest {
+    pb::StartRolloutRequest {
+        model: "breast-cancer".into(),
+        plan: Some(pb::start_rollout_request::Plan::Canary(pb::CanaryPlan {
+            candidate,
+            steps: steps
+                .iter()
+                .map(|&percent| pb::CanaryStep { percent, min_duration_secs: 0, min_samples: 0 })
+                .collect(),
+            auto_advance: false,
+        })),
+        reason: "test".into(),
+    }
+}
+
+fn rr(reason: &str) -> pb::RolloutRequest {
+    pb::RolloutRequest { model: "breast-cancer".into(), reason: reason.into() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_at_20_percent_is_sticky_and_grows_without_moving_users_out() {
+    let repo = TestRepo::breast_cancer();
+    let server = start(&repo, |_| {}).await;
+    let mut a = admin(&server, None).await;
+    let mut c = client(&server).await;
+    // Champion is v2; v1 is the candidate.
+    let s = a.start_rollout(canary(1, &[20, 50, 100])).await.unwrap().into_inner();
+    assert_eq!(s.strategy, "canary");
+    assert_eq!(s.state, "running");
+    let canary_arm = s.arms.iter().find(|x| x.version == 1).unwrap();
+    assert_eq!(canary_arm.weight_bp, 2000);
+
+    let keys: Vec<String> = (0..4000).map(|i| format!("user-{i}")).collect();
+    let first = versions_for_keys(&mut c, "breast-cancer", keys.clone()).await;
+    let in_canary: Vec<&String> = first.iter().filter(|(_, v, _)| *v == 1).map(|(k, _, _)| k).collect();
+    let share = in_canary.len() as f64 / keys.len() as f64;
+    assert!((share - 0.20).abs() < 0.025, "canary share {share}");
+    assert!(first.iter().filter(|(_, v, _)| *v == 1).all(|(_, _, r)| *r == pb::Role::Canary as i32));
+    // The same key always reaches the same version.
+    let again = versions_for_keys(&mut c, "breast-cancer", keys[..500].to_vec()).await;
+    assert_eq!(again, first[..500].to_vec());
+
+    // Growing to 50% keeps every canary user in the canary.
+    let s = a.advance(rr("looks good")).await.unwrap().into_inner();
+    assert_eq!(s.arms.iter().find(|x| x.version == 1).unwrap().weight_bp, 5000);
+    let grown = versions_for_keys(&mut c, "breast-cancer", keys.clone()).await;
+    for (k, v, _) in &grown {
+        if in_canary.contains(&k) {
+            assert_eq!(*v, 1, "{k} left the canary when it grew");
+        }
+    }
+    let share = grown.iter().filter(|(_, v, _)| *v == 1).count() as f64 / keys.len() as f64;
+    assert!((share - 0.50).abs() < 0.03, "canary share {share}");
+
+    // 100% promotes the candidate to champion.
+    let s = a.advance(rr("ship it")).await.unwrap().into_inner();
+    assert_eq!(s.state, "promoted");
+    assert_eq!(s.champion, 1);
+    let after = versions_for_keys(&mut c, "breast-cancer", keys[..200].to_vec()).await;
+    assert!(after.iter().all(|(_, v, r)| *v == 1 && *r == pb::Role::Champion as i32));
+
+    let events = a
+        .list_events(pb::ListEventsRequest { model: "breast-cancer".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions.first(), Some(&"started"));
+    assert!(actions.contains(&"advanced") && actions.last() == Some(&"promoted"), "{actions:?}");
+    assert!(events.iter().all(|e| !e.who.is_empty()));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_switches_in_one_step_and_rolls_back_instantly() {
+    let repo = TestRepo::breast_cancer();
+    let server = start(&repo, |_| {}).await;
+    let mut a = admin(&server, None).await;
+    let mut c = client(&server).await;
+    let start = pb::StartRolloutRequest {
+        model: "breast-cancer".into(),
+        plan: Some(pb::start_rollout_request::Plan::BlueGreen(pb::BlueGreenPlan {
+            green: 1,
+            retention_secs: Some(60),
+        })),
+        reason: String::new(),
+    };
+    a.start_rollout(start).await.unwrap();
+    let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+    let before = versions_for_keys(&mut c, "breast-cancer", keys.clone()).await;
+    assert!(before.iter().all(|(_, v, _)| *v == 2), "blue serves everything before the switch");
+    a.advance(rr("switch")).await.unwrap();
+    let switched = versions_for_keys(&mut c, "breast-cancer", keys.clone()).await;
+    assert!(switched.iter().all(|(_, v, r)| *v == 1 && *r == pb::Role::Green as i32));
+    let s = a.rollback(rr("bad numbers")).await.unwrap().into_inner();
+    assert_eq!(s.state, "rolled_back");
+    let back = versions_for_keys(&mut c, "breast-cancer", keys).await;
+    assert!(back.iter().all(|(_, v, _)| *v == 2), "rollback returns to blue at once");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_are_validated_before_they_start() {
+    let repo = TestRepo::breast_cancer();
+    repo.add("breast-cancer", 3, CORRUPT);
+    repo.add("other", 1, V1).add("other", 2, OTHER);
+    let server = start(&repo, |_| {}).await;
+    let mut a = admin(&server, None).await;
+    let e = a.start_rollout(canary(3, &[10, 100])).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    assert!(e.message().contains('3'), "{}", e.message());
+    let e = a.start_rollout(canary(9, &[10, 100])).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    let e = a.start_rollout(canary(1, &[50, 10])).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    // Incompatible input signature (other: champion v2 is x[N,4]; v1 takes input[N,30]).
+    let mut req = canary(1, &[10, 100]);
+    req.model = "other".into();
+    let e = a.start_rollout(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    assert!(e.message().contains("inputs"), "{}", e.message());
+    // One traffic plan at a time.
+    a.start_rollout(canary(1, &[10, 100])).await.unwrap();
+    let e = a.start_rollout(canary(1, &[10, 100])).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("already has a running canary"), "{}", e.message());
+    let e = a.advance(pb::RolloutRequest { model: "nope".into(), reason: String::new() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_requires_the_token_when_one_is_set() {
+    let repo = TestRepo::breast_cancer();
+    let server = start(&repo, |c| {
+        c.admin_tokens = vec![modelgate::auth::Token::new("alice", "s3cret")];
+    })
+    .await;
+    let mut none = admin(&server, None).await;
+    let e = none.list_models(pb::ListModelsRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let mut wrong = admin(&server, Some("guess")).await;
+    assert_eq!(wrong.list_models(pb::ListModelsRequest {}).await.unwrap_err().code(), Code::Unauthenticated);
+    let mut alice = admin(&server, Some("s3cret")).await;
+    let models = alice.list_models(pb::ListModelsRequest {}).await.unwrap().into_inner().models;
+    assert_eq!(models[0].name, "breast-cancer");
+    alice.start_rollout(canary(1, &[10, 100])).await.unwrap();
+    let events = alice.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
+    assert_eq!(events[0].who, "alice", "the audit log names the token");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_canary_resumes_the_same_stage_and_assignments() {
+    let repo = TestRepo::breast_cancer();
+    let server = start(&repo, |_| {}).await;
+    let mut a = admin(&server, None).await;
+    a.start_rollout(canary(1, &[5, 20, 100])).await.unwrap();
+    let before_status = a.advance(rr("to 20")).await.unwrap().into_inner();
+    let mut c = client(&server).await;
+    let keys: Vec<String> = (0..400).map(|i| format!("u{i}")).collect();
+    let before = versions_for_keys(&mut c, "breast-cancer", keys.clone()).await;
+    server.stop().await.unwrap();
+
+    let server = start(&repo, |_| {}).await;
+    let mut a = admin(&server, None).await;
+    let after_status =
+        a.get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() }).await.unwrap().into_inner();
+    assert_eq!(after_status.rollout_id, before_status.rollout_id);
+    assert_eq!(after_status.stage, before_status.stage);
+    assert_eq!(after_status.arms, {
+        let mut arms = before_status.arms.clone();
+        for (x, y) in arms.iter_mut().zip(&after_status.arms) {
+            x.requests = y.requests;
+            x.errors = y.errors;
+        }
+        arms
+    });
+    let mut c = client(&server).await;
+    let after = versions_for_keys(&mut c, "breast-cancer", keys).await;
+    assert_eq!(before, after, "every user is where they were");
+    let events = a.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
+    assert_eq!(events.len(), 2, "started and advanced survive the restart");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_fails_while_traffic_moves_under_load() {
+    let repo = TestRepo::breast_cancer();
+    let server = start(&repo, |_| {}).await;
+    let mut a = admin(&server, None).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for t in 0..4 {
+        let mut c = client(&server).await;
+        let stop = std::sync::Arc::clone(&stop);
+        load.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            let row = rows(1);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 20_000 {
+                let mut req = request("breast-cancer", &row);
+                req.routing_key = format!("t{t}-{n}");
+                c.predict(req).await.expect("no request fails while traffic moves");
+                n += 1;
+            }
+            n
+        }));
+    }
+    for round in 0..3 {
+        // v1 is promoted in round 0; v2 is rolled back in round 1 and promoted in round 2.
+        a.start_rollout(canary(if round == 0 { 1 } else { 2 }, &[10, 50, 100])).await.unwrap();
+        a.advance(rr("")).await.unwrap();
+        if round == 1 {
+            a.rollback(rr("drill")).await.unwrap();
+        } else {
+            a.advance(rr("")).await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for l in load {
+        total += l.await.unwrap();
+    }
+    assert!(total > 0);
+    server.stop().await.unwrap();
+}
