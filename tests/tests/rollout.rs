@@ -236,3 +236,122 @@ async fn no_request_fails_while_traffic_moves_under_load() {
     assert!(total > 0);
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_dropped_in_starts_a_shadow_when_the_model_says_so() {
+    let repo = TestRepo::new();
+    repo.add("breast-cancer", 1, V1).config("breast-cancer", "on_new_version = \"shadow\"\n");
+    let server = start(&repo, |c| {
+        c.rescan = std::time::Duration::from_millis(100);
+        c.settle = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let mut a = admin(&server, None).await;
+    let mut c = client(&server).await;
+    repo.add("breast-cancer", 2, V2);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        let s = a
+            .get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        if s.strategy == "shadow" {
+            break s;
+        }
+        assert!(std::time::Instant::now() < until, "no shadow started: {s:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.champion, 1, "the new version does not take traffic");
+    let g = golden(1);
+    for _ in 0..5 {
+        let resp = c.predict(request("breast-cancer", &g.rows)).await.unwrap().into_inner();
+        assert_eq!(resp.version, 1);
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let s = a
+            .get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        if let Some(sh) = s.shadows.first()
+            && sh.compared == 5
+        {
+            assert_eq!(sh.version, 2);
+            assert_eq!(sh.agreement_rate, 1.0, "v1 and v2 agree on the golden rows");
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "shadow totals: {:?}", s.shadows);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let events = a.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
+    assert_eq!(events[0].who, "modelgate");
+    assert!(events[0].reason.contains("on_new_version = shadow"), "{}", events[0].reason);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_stops_auto_advance_and_abort_returns_everything_to_the_champion() {
+    let repo = TestRepo::breast_cancer();
+    let server = start(&repo, |c| c.tick = std::time::Duration::from_millis(50)).await;
+    let mut a = admin(&server, None).await;
+    let mut c = client(&server).await;
+    let mut req = canary(1, &[50, 100]);
+    if let Some(pb::start_rollout_request::Plan::Canary(p)) = req.plan.as_mut() {
+        p.auto_advance = true;
+        for s in &mut p.steps {
+            s.min_samples = 20;
+        }
+    }
+    a.start_rollout(req).await.unwrap();
+    a.pause(rr("hold")).await.unwrap();
+    let keys: Vec<String> = (0..200).map(|i| format!("p{i}")).collect();
+    versions_for_keys(&mut c, "breast-cancer", keys.clone()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let s =
+        a.get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() }).await.unwrap().into_inner();
+    assert_eq!((s.state.as_str(), s.stage), ("paused", 0), "paused: no auto-advance");
+    let s = a.abort(rr("not today")).await.unwrap().into_inner();
+    assert_eq!(s.state, "aborted");
+    let after = versions_for_keys(&mut c, "breast-cancer", keys).await;
+    assert!(after.iter().all(|(_, v, r)| *v == 2 && *r == pb::Role::Champion as i32));
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_advances_to_promotion_by_itself() {
+    let repo = TestRepo::breast_cancer();
+    let server = start(&repo, |c| c.tick = std::time::Duration::from_millis(50)).await;
+    let mut a = admin(&server, None).await;
+    let mut c = client(&server).await;
+    let mut req = canary(1, &[20, 50, 100]);
+    if let Some(pb::start_rollout_request::Plan::Canary(p)) = req.plan.as_mut() {
+        p.auto_advance = true;
+        for s in &mut p.steps {
+            s.min_samples = 10;
+        }
+    }
+    a.start_rollout(req).await.unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut i = 0;
+    loop {
+        let keys: Vec<String> = (i..i + 100).map(|k| format!("a{k}")).collect();
+        i += 100;
+        versions_for_keys(&mut c, "breast-cancer", keys).await;
+        let s = a
+            .get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        if s.state == "promoted" {
+            assert_eq!(s.champion, 1);
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "stuck: {s:?}");
+    }
+    let events = a.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
+    assert!(events.iter().filter(|e| e.action == "advanced").all(|e| e.who == "modelgate"));
+    assert_eq!(events.last().unwrap().action, "promoted");
+    server.stop().await.unwrap();
+}

@@ -19,11 +19,32 @@ pub struct ModelConfig {
     /// Requests that may wait per version; one more is answered
     /// RESOURCE_EXHAUSTED at once.
     pub queue_capacity: usize,
+    /// What to start, with its defaults, when a new version of this model is
+    /// dropped into the repository while serving.
+    pub on_new_version: OnNewVersion,
+}
+
+/// The plan a version dropped in while serving starts by itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNewVersion {
+    /// Nothing: it is READY and waits for an operator.
+    #[default]
+    None,
+    Shadow,
+    Canary,
+    BlueGreen,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self { sessions: None, intra_op_threads: 1, inter_op_threads: 1, queue_capacity: 256 }
+        Self {
+            sessions: None,
+            intra_op_threads: 1,
+            inter_op_threads: 1,
+            queue_capacity: 256,
+            on_new_version: OnNewVersion::None,
+        }
     }
 }
 
@@ -73,6 +94,20 @@ mod tests {
         assert_eq!(c.sessions, Some(2));
         assert_eq!(c.intra_op_threads, 2);
         assert_eq!(c.queue_capacity, 1);
+    }
+
+    #[test]
+    fn on_new_version_parses_and_rejects_unknown_plans() {
+        assert_eq!(
+            ModelConfig::parse("on_new_version = \"shadow\"\n").unwrap().on_new_version,
+            OnNewVersion::Shadow
+        );
+        assert_eq!(
+            ModelConfig::parse("on_new_version = \"blue_green\"\n").unwrap().on_new_version,
+            OnNewVersion::BlueGreen
+        );
+        let e = ModelConfig::parse("on_new_version = \"yolo\"\n").unwrap_err();
+        assert!(e.to_string().contains("unknown variant `yolo`"), "{e}");
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub trait RepositoryListener: Send + Sync + 'static {
     fn publish(&self, entries: &[ModelEntry]);
     /// Whether a version serves traffic now; such a version is never unloaded.
     fn in_use(&self, model: &str, version: u64) -> bool;
+    /// A version appeared while serving and is READY (called after `publish`,
+    /// so it is already routable), with its model's settings.
+    fn version_ready(&self, _model: &str, _version: u64, _config: &ModelConfig) {}
 }
 
 /// How often to look, and how long a new file must be still.
@@ -159,9 +162,15 @@ pub fn watch(
                     }
                     default(timeout) => {}
                 }
-                if state.rescan(listener.as_ref()) {
+                let added = state.rescan(listener.as_ref());
+                if let Some(added) = added {
                     let entries: Vec<ModelEntry> = state.entries.values().cloned().collect();
                     listener.publish(&entries);
+                    for (model, version) in added {
+                        if let Some(m) = state.entries.get(&model) {
+                            listener.version_ready(&model, version, &m.config);
+                        }
+                    }
                 }
             }
         })
@@ -170,16 +179,18 @@ pub fn watch(
 }
 
 impl State {
-    /// One pass over the repository; true if anything changed.
-    fn rescan(&mut self, listener: &dyn RepositoryListener) -> bool {
+    /// One pass over the repository: `None` if nothing changed, else the
+    /// versions that became READY in this pass.
+    fn rescan(&mut self, listener: &dyn RepositoryListener) -> Option<Vec<(String, u64)>> {
         let dirs = match scan(&self.root) {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "rescan failed; keeping what is loaded");
-                return false;
+                return None;
             }
         };
         let mut changed = false;
+        let mut added = Vec::new();
         let now = Instant::now();
         let mut present: HashMap<(String, u64), ()> = HashMap::new();
         for dir in dirs {
@@ -220,6 +231,7 @@ impl State {
                     Ok(_) => match load_version(&self.runtime, v, &config, &self.load) {
                         Ok(ready) => {
                             tracing::info!(model = %dir.name, version = v.version, sha256 = %ready.model().sha256(), "new version READY");
+                            added.push((dir.name.clone(), v.version));
                             VersionState::Ready(ready)
                         }
                         Err(reason) => {
@@ -264,6 +276,6 @@ impl State {
         let before = self.entries.len();
         self.entries.retain(|_, m| !m.versions.is_empty());
         changed |= self.entries.len() != before;
-        changed
+        changed.then_some(added)
     }
 }

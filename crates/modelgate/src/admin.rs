@@ -29,7 +29,31 @@ impl AdminService {
 
     async fn status(&self, model: &str) -> Result<pb::RolloutStatus, Status> {
         let (rollout, counts, champion) = self.controller.get(model).await?;
-        Ok(status_of(model, rollout.as_ref(), &counts, champion))
+        let mut status = status_of(model, rollout.as_ref(), &counts, champion);
+        let table = self.gateway.table();
+        if let Some(m) = table.models.get(model) {
+            let stats = self.gateway.shadow_stats();
+            status.shadows = m
+                .shadows
+                .iter()
+                .map(|s| {
+                    let v = s.version.version;
+                    let t = stats.get(model, v).unwrap_or_default();
+                    pb::ShadowStatus {
+                        version: v as i64,
+                        fraction_bp: s.fraction_bp,
+                        compared: t.compared,
+                        errors: t.errors,
+                        dropped: t.dropped,
+                        agreement_rate: t.agreement_rate().unwrap_or(-1.0),
+                        mean_abs_diff: t.mean_abs_diff().unwrap_or(-1.0),
+                        shadow_nan_inf: t.shadow_nan_inf,
+                        p99_ms: t.latency_p99_us() as f64 / 1000.0,
+                    }
+                })
+                .collect();
+        }
+        Ok(status)
     }
 }
 
@@ -116,6 +140,7 @@ pub fn status_of(
         plan_json: serde_json::to_string(&r.plan).unwrap_or_default(),
         champion: champion as i64,
         required_samples_per_arm: r.plan.required_samples_per_arm().unwrap_or(0),
+        shadows: Vec::new(),
     }
 }
 

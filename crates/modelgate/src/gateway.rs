@@ -532,12 +532,9 @@ fn describe_versions(model: &ModelEntry) -> String {
         .join(", ")
 }
 
-impl modelgate_registry::watch::RepositoryListener for Gateway {
-    fn publish(&self, entries: &[ModelEntry]) {
-        self.publish_entries(entries.to_vec());
-    }
-
-    fn in_use(&self, model: &str, version: u64) -> bool {
+impl Gateway {
+    /// Whether a version serves traffic now (champion, an arm with weight, or a shadow).
+    pub fn in_use(&self, model: &str, version: u64) -> bool {
         let table = self.table.load();
         let Some(m) = table.models.get(model) else { return false };
         m.champion().is_some_and(|c| c.version == version)

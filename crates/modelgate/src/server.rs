@@ -104,17 +104,6 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         stats: Arc::default(),
     };
     let gateway = Arc::new(Gateway::new(ModelTable::new(entries.clone(), &HashMap::new()), executor, shadow));
-    let watcher = config.watch.then(|| {
-        modelgate_registry::watch::watch(
-            runtime.clone(),
-            &config.models,
-            LoadSettings { default_sessions: sessions },
-            WatchSettings { rescan: config.rescan, settle: config.settle },
-            entries,
-            Arc::clone(&gateway) as Arc<dyn RepositoryListener>,
-        )
-    });
-
     let store = crate::state::FileStore::open(&config.state_dir)
         .with_context(|| format!("cannot open the state directory {}", config.state_dir.display()))?;
     let controller = Arc::new(
@@ -122,6 +111,20 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             .context("cannot restore rollout state")?,
     );
     let ticker = controller.spawn_ticker(config.tick);
+    let watcher = config.watch.then(|| {
+        modelgate_registry::watch::watch(
+            runtime.clone(),
+            &config.models,
+            LoadSettings { default_sessions: sessions },
+            WatchSettings { rescan: config.rescan, settle: config.settle },
+            entries,
+            Arc::new(RepositoryHooks {
+                gateway: Arc::clone(&gateway),
+                controller: Arc::clone(&controller),
+                runtime: tokio::runtime::Handle::current(),
+            }) as Arc<dyn RepositoryListener>,
+        )
+    });
 
     let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
         .await
@@ -247,4 +250,48 @@ pub fn describe_table(table: &ModelTable) -> Vec<String> {
             format!("  {}: {} — champion {champion}", m.name, versions.join(", "))
         })
         .collect()
+}
+
+/// What the repository watcher tells the serving side: new snapshots go to
+/// the gateway; "is this version in use" asks both the routing and the
+/// controller; a version dropped in starts the model's `on_new_version` plan.
+struct RepositoryHooks {
+    gateway: Arc<Gateway>,
+    controller: Arc<Controller>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl RepositoryListener for RepositoryHooks {
+    fn publish(&self, entries: &[ModelEntry]) {
+        self.gateway.publish_entries(entries.to_vec());
+    }
+
+    fn in_use(&self, model: &str, version: u64) -> bool {
+        self.gateway.in_use(model, version) || self.controller.version_in_use(model, version)
+    }
+
+    fn version_ready(&self, model: &str, version: u64, config: &modelgate_registry::ModelConfig) {
+        use modelgate_registry::OnNewVersion;
+        use modelgate_rollout::{Plan, ShadowPlan, plan};
+        let plan = match config.on_new_version {
+            OnNewVersion::None => return,
+            OnNewVersion::Shadow => {
+                Plan::Shadow(ShadowPlan { versions: vec![version], fraction_percent: 100.0 })
+            }
+            OnNewVersion::Canary => Plan::canary(version),
+            OnNewVersion::BlueGreen => {
+                Plan::BlueGreen { green: version, retention_secs: plan::DEFAULT_RETENTION_SECS }
+            }
+        };
+        let controller = Arc::clone(&self.controller);
+        let model = model.to_string();
+        let strategy = plan.strategy();
+        self.runtime.spawn(async move {
+            let reason = format!("version {version} was dropped into the repository; on_new_version = {strategy}");
+            match controller.start(&model, plan, &modelgate_rollout::Actor::system(), Some(reason)).await {
+                Ok(r) => tracing::info!(model = %model, version, rollout = %r.id, strategy, "started by on_new_version"),
+                Err(e) => tracing::warn!(model = %model, version, error = %e, "on_new_version could not start its plan"),
+            }
+        });
+    }
 }

@@ -327,6 +327,21 @@ pub fn format_status(s: &pb::RolloutStatus) -> String {
             a.p99_ms
         ));
     }
+    for sh in &s.shadows {
+        let pct = |x: f64| if x < 0.0 { "-".to_string() } else { format!("{:.2}%", x * 100.0) };
+        let diff = if sh.mean_abs_diff < 0.0 { "-".to_string() } else { format!("{:.5}", sh.mean_abs_diff) };
+        out.push_str(&format!(
+            "  shadow v{} ({:.0}%): {} compared, agreement {}, mean |diff| {diff}, {} dropped, {} errors, NaN/Inf {}, p99 {:.2} ms\n",
+            sh.version,
+            f64::from(sh.fraction_bp) / 100.0,
+            sh.compared,
+            pct(sh.agreement_rate),
+            sh.dropped,
+            sh.errors,
+            sh.shadow_nan_inf,
+            sh.p99_ms
+        ));
+    }
     out
 }
 
