@@ -11,6 +11,7 @@ use modelgate_tests::*;
 struct Served {
     child: Child,
     addr: String,
+    admin: String,
     sample: String,
 }
 
@@ -36,18 +37,27 @@ fn serve(repo: &TestRepo) -> Served {
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let mut addr = None;
+    let mut admin = None;
     let mut sample = None;
     for line in lines.by_ref() {
         let line = line.expect("read stdout");
         if let Some(rest) = line.strip_prefix("modelgate ready: Predict (modelgate.v1) on ") {
             addr = Some(rest.trim().to_string());
         }
+        if let Some(rest) = line.strip_prefix("  admin on ") {
+            admin = Some(rest.trim().to_string());
+        }
         if let Some(cmd) = line.strip_prefix("try: ") {
             sample = Some(cmd.to_string());
             break;
         }
     }
-    Served { child, addr: addr.expect("ready line"), sample: sample.expect("sample command") }
+    Served {
+        child,
+        addr: addr.expect("ready line"),
+        admin: admin.expect("admin line"),
+        sample: sample.expect("sample command"),
+    }
 }
 
 fn run_predict(args: &[&str]) -> std::process::Output {
@@ -133,4 +143,61 @@ fn a_missing_model_repository_is_one_clear_error() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot read model repository /nonexistent/models"), "{stderr}");
+}
+
+fn run_cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(binary()).args(args).output().expect("run modelgate");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn operators_drive_a_canary_and_roll_back_with_one_command() {
+    let repo = TestRepo::breast_cancer();
+    let served = serve(&repo);
+    let admin = ["--admin-addr", served.admin.as_str()];
+    let (ok, out, err) = run_cli(
+        &[
+            &["admin"],
+            &admin[..],
+            &["start", "breast-cancer", "canary", "--candidate", "1", "--steps", "10,50,100"],
+        ]
+        .concat(),
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("breast-cancer: canary running"), "{out}");
+    assert!(out.contains("canary          v1"), "{out}");
+
+    let (ok, out, err) = run_cli(&[&["status"], &admin[..], &["--json"]].concat());
+    assert!(ok, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(doc[0]["strategy"], "canary");
+    assert_eq!(doc[0]["arms"].as_array().unwrap().len(), 2);
+
+    let (ok, out, err) = run_cli(&[&["rollback", "breast-cancer"], &admin[..]].concat());
+    assert!(ok, "{err}");
+    assert!(out.contains("rolled_back"), "{out}");
+
+    let (ok, out, _) = run_cli(&[&["admin"], &admin[..], &["events", "--model", "breast-cancer"]].concat());
+    assert!(ok);
+    assert!(out.contains("started") && out.contains("rolled_back"), "{out}");
+
+    let (ok, out, _) =
+        run_cli(&[&["admin"], &admin[..], &["sample-size", "--variance", "1", "--mde", "0.1"]].concat());
+    assert!(ok);
+    assert!(out.starts_with("1570 per arm"), "{out}");
+
+    // A mistake is the server's status and a non-zero exit.
+    let (ok, _, err) = run_cli(&[&["admin"], &admin[..], &["advance", "breast-cancer"]].concat());
+    assert!(!ok);
+    assert!(err.contains("error: FAILED_PRECONDITION"), "{err}");
+    let (ok, out, err) = run_cli(&[&["admin"], &admin[..], &["list-models"]].concat());
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("breast-cancer: champion v2") && out.contains("v1") && out.contains("READY"),
+        "{out}"
+    );
 }

@@ -118,7 +118,7 @@ pub fn status_of(
         })
         .collect();
     let stages = match &r.plan {
-        Plan::Canary { steps, .. } => steps.len() as u32 + 1,
+        Plan::Canary { steps, .. } => steps.len() as u32,
         Plan::BlueGreen { .. } => 2,
         _ => 1,
     };
