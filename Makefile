@@ -36,6 +36,7 @@ test: ort lint
 bench: ort
 	$(CARGO) build --release -p modelgate -p modelgate-benches
 	scripts/bench.sh
+	scripts/bench-shadow.sh
 
 ## Regenerate models/ (needs PyPI; see models/README.md).
 models:
