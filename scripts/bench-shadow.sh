@@ -50,10 +50,14 @@ on = [r for r in rows if r["bench"] == "shadow-on"]
 print()
 print("shadow v2 at 100% beside champion v1, concurrency 8, batch 1 (µs; alternated in one run)")
 print(f"{'round':>5} | {'off p50':>8} {'off p99':>8} {'off rps':>8} | {'on p50':>8} {'on p99':>8} {'on rps':>8} | {'p99 on/off':>10} | {'compared':>8} {'dropped':>8}")
+# Shadow totals are cumulative per version: report each round's increase.
+prev = {"compared": 0, "dropped": 0}
 for i, (a, b) in enumerate(zip(off, on)):
     sh = (status[i].get("shadows") or [{}])[0]
+    d = {k: sh.get(k, 0) - prev[k] for k in prev}
+    prev = {k: sh.get(k, 0) for k in prev}
     print(f"{i+1:>5} | {a['p50_us']:>8} {a['p99_us']:>8} {a['rps']:>8.0f} | {b['p50_us']:>8} {b['p99_us']:>8} {b['rps']:>8.0f} | "
-          f"{b['p99_us']/max(a['p99_us'],1):>10.2f} | {sh.get('compared',0):>8} {sh.get('dropped',0):>8}")
+          f"{b['p99_us']/max(a['p99_us'],1):>10.2f} | {d['compared']:>8} {d['dropped']:>8}")
 med = lambda xs: statistics.median(xs)
 print(f"median p99 on/off: {med([b['p99_us'] for b in on]) / max(med([a['p99_us'] for a in off]),1):.2f}; "
       f"median p50 on/off: {med([b['p50_us'] for b in on]) / max(med([a['p50_us'] for a in off]),1):.2f}")

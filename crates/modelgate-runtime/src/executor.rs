@@ -202,7 +202,7 @@ impl Executor {
 }
 
 /// Lowers this thread's priority (Linux: a thread id is a pid for setpriority).
-fn set_niceness(nice: i32) {
+pub fn set_niceness(nice: i32) {
     #[cfg(target_os = "linux")]
     {
         let tid = rustix::thread::gettid();

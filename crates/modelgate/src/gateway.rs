@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use modelgate_registry::{ModelEntry, ReadyVersion, VersionState};
 use modelgate_runtime::{Executor, InferJob, InferOutput, RunError, SubmitError, Tensor, VersionQueue};
 
-use crate::shadow::{ShadowRecord, ShadowSink, ShadowStats};
+use crate::shadow::{Comparer, ShadowOutcome, ShadowSink, ShadowStats};
 
 use crate::error::GatewayError;
 
@@ -152,6 +152,7 @@ pub struct ShadowRunner {
     pub queue_capacity: usize,
     pub sink: Option<Arc<dyn ShadowSink>>,
     pub stats: Arc<ShadowStats>,
+    pub comparer: Arc<Comparer>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -473,45 +474,27 @@ impl Gateway {
         champion: &InferOutput,
         shadows: Vec<PendingShadow>,
     ) {
-        let champion_outputs = champion.outputs.clone();
+        let champion_outputs = Arc::new(champion.outputs.clone());
         let champion_us = (champion.queue_wait + champion.run_time).as_micros() as u64;
-        let stats = Arc::clone(&self.shadow.stats);
-        let sink = self.shadow.sink.clone();
+        let comparer = Arc::clone(&self.shadow.comparer);
         let model = model.name.clone();
         let request_id = request_id.to_string();
         let key_hash = routing_key.map(routing_key_hash);
+        // Only waiting happens here; comparing and writing run on the
+        // comparer's low-priority thread.
         tokio::spawn(async move {
             for s in shadows {
-                let ts_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
-                let (shadow_us, outputs, error) = match s.rx.await {
-                    Ok(Ok(out)) => {
-                        let us = (out.queue_wait + out.run_time).as_micros() as u64;
-                        let diffs = crate::shadow::compare(&champion_outputs, &out.outputs);
-                        stats.record(&model, s.version, us, &diffs);
-                        (us, diffs, None)
-                    }
-                    Ok(Err(e)) => {
-                        stats.record_error(&model, s.version);
-                        (0, Vec::new(), Some(e.to_string()))
-                    }
-                    Err(_) => continue,
-                };
-                if let Some(sink) = &sink {
-                    sink.offer(ShadowRecord {
-                        ts_ms,
-                        model: model.clone(),
-                        champion_version,
-                        shadow_version: s.version,
-                        request_id: request_id.clone(),
-                        routing_key_hash: key_hash.clone(),
-                        champion_latency_us: champion_us,
-                        shadow_latency_us: shadow_us,
-                        shadow_error: error,
-                        outputs,
-                    });
-                }
+                let Ok(result) = s.rx.await else { continue };
+                comparer.offer(ShadowOutcome {
+                    model: model.clone(),
+                    champion_version,
+                    shadow_version: s.version,
+                    request_id: request_id.clone(),
+                    routing_key_hash: key_hash.clone(),
+                    champion_outputs: Arc::clone(&champion_outputs),
+                    champion_latency_us: champion_us,
+                    result,
+                });
             }
         });
     }

@@ -97,11 +97,16 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     .context("cannot start shadow threads")?;
     let sink = crate::shadow::FileSink::start(&config.shadow_dir, config.shadow_file_bytes, 4096)
         .with_context(|| format!("cannot write shadow records to {}", config.shadow_dir.display()))?;
+    let sink: Arc<dyn crate::shadow::ShadowSink> = Arc::new(sink);
+    let stats = Arc::new(crate::shadow::ShadowStats::default());
+    let comparer = crate::shadow::Comparer::start(Arc::clone(&stats), Some(Arc::clone(&sink)), 4096)
+        .context("cannot start the shadow comparison thread")?;
     let shadow = ShadowRunner {
         executor: shadow_executor,
         queue_capacity: config.shadow_queue,
-        sink: Some(Arc::new(sink)),
-        stats: Arc::default(),
+        sink: Some(sink),
+        stats,
+        comparer: Arc::new(comparer),
     };
     let gateway = Arc::new(Gateway::new(ModelTable::new(entries.clone(), &HashMap::new()), executor, shadow));
     let store = crate::state::FileStore::open(&config.state_dir)

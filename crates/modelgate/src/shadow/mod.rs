@@ -10,3 +10,88 @@ pub mod stats;
 pub use compare::{OutputDiff, compare};
 pub use sink::{FileSink, ShadowRecord, ShadowSink};
 pub use stats::{ShadowStats, ShadowTotals};
+
+use std::sync::Arc;
+
+use modelgate_runtime::{InferOutput, RunError, Tensor};
+
+/// A finished shadow copy and what it is compared with.
+#[derive(Debug)]
+pub struct ShadowOutcome {
+    pub model: String,
+    pub champion_version: u64,
+    pub shadow_version: u64,
+    pub request_id: String,
+    pub routing_key_hash: Option<String>,
+    pub champion_outputs: Arc<Vec<Tensor>>,
+    pub champion_latency_us: u64,
+    pub result: Result<InferOutput, RunError>,
+}
+
+/// Compares outcomes and writes records on its own lowest-priority thread, so
+/// that neither the comparison nor the JSON encoding competes with the
+/// critical path for CPU. Its queue is bounded; a full queue drops the
+/// outcome and counts it as a drop of that shadow.
+#[derive(Debug)]
+pub struct Comparer {
+    tx: crossbeam_channel::Sender<ShadowOutcome>,
+    stats: Arc<ShadowStats>,
+}
+
+impl Comparer {
+    pub fn start(
+        stats: Arc<ShadowStats>,
+        sink: Option<Arc<dyn ShadowSink>>,
+        capacity: usize,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = crossbeam_channel::bounded::<ShadowOutcome>(capacity.max(1));
+        let thread_stats = Arc::clone(&stats);
+        std::thread::Builder::new().name("shadow-compare".into()).spawn(move || {
+            modelgate_runtime::executor::set_niceness(19);
+            while let Ok(o) = rx.recv() {
+                let ts_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                let (shadow_us, outputs, error) = match o.result {
+                    Ok(out) => {
+                        let us = (out.queue_wait + out.run_time).as_micros() as u64;
+                        (us, compare(&o.champion_outputs, &out.outputs), None)
+                    }
+                    Err(e) => (0, Vec::new(), Some(e.to_string())),
+                };
+                // Totals after the record is offered: whoever sees a count
+                // can flush the sink and find the record.
+                let totals = (o.model.clone(), o.shadow_version, shadow_us, error.is_some());
+                let diffs = outputs.clone();
+                if let Some(sink) = &sink {
+                    sink.offer(ShadowRecord {
+                        ts_ms,
+                        model: o.model,
+                        champion_version: o.champion_version,
+                        shadow_version: o.shadow_version,
+                        request_id: o.request_id,
+                        routing_key_hash: o.routing_key_hash,
+                        champion_latency_us: o.champion_latency_us,
+                        shadow_latency_us: shadow_us,
+                        shadow_error: error,
+                        outputs,
+                    });
+                }
+                let (model, version, us, failed) = totals;
+                if failed {
+                    thread_stats.record_error(&model, version);
+                } else {
+                    thread_stats.record(&model, version, us, &diffs);
+                }
+            }
+        })?;
+        Ok(Self { tx, stats })
+    }
+
+    pub fn offer(&self, outcome: ShadowOutcome) {
+        if let Err(e) = self.tx.try_send(outcome) {
+            let o = e.into_inner();
+            self.stats.record_drop(&o.model, o.shadow_version);
+        }
+    }
+}
