@@ -24,6 +24,9 @@ addr=$(sed -n 's/^modelgate ready: Predict (modelgate.v1) on //p' "$out/server.o
 admin=$(sed -n 's/^  admin on //p' "$out/server.out")
 [ -n "$addr" ] && [ -n "$admin" ] || { echo "bench: server did not start; see $out/server.log" >&2; exit 1; }
 
+rss() { awk '/VmRSS/ {print $2}' "/proc/$server/status"; }
+sleep 0.5
+rss_before=$(rss)
 # v2 arrives while v1 serves: READY, not champion.
 mkdir -p "$out/repo/.staging" && cp models/repository/breast-cancer/2/model.onnx "$out/repo/.staging/"
 mv "$out/repo/.staging" "$out/repo/breast-cancer/2"
@@ -31,6 +34,8 @@ for _ in $(seq 1 100); do
   $bin admin --admin-addr "$admin" list-models | grep -q 'v2 .*READY' && break
   sleep 0.1
 done
+sleep 0.5
+echo "resident memory: $rss_before KiB with v1 alone, $(rss) KiB once v2 is loaded and warmed beside it (3 sessions each)"
 
 run() { target/release/loadgen --addr "$addr" --model breast-cancer --concurrency 8 --duration "$secs" --label "$1" | tee -a "$results"; }
 for r in $(seq 1 "$rounds"); do
