@@ -355,3 +355,56 @@ async fn a_healthy_canary_advances_to_promotion_by_itself() {
     assert_eq!(events.last().unwrap().action, "promoted");
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_is_unloaded_when_its_retention_ends_and_stays_unloaded_after_a_restart() {
+    let repo = TestRepo::breast_cancer();
+    let server = start(&repo, |c| c.tick = std::time::Duration::from_millis(50)).await;
+    let mut a = admin(&server, None).await;
+    let start_bg = pb::StartRolloutRequest {
+        model: "breast-cancer".into(),
+        plan: Some(pb::start_rollout_request::Plan::BlueGreen(pb::BlueGreenPlan {
+            green: 1,
+            retention_secs: Some(1),
+        })),
+        reason: String::new(),
+    };
+    a.start_rollout(start_bg).await.unwrap();
+    a.advance(rr("switch")).await.unwrap();
+    // Within the retention blue (v2) is still loaded for an instant rollback.
+    let listed = |m: &pb::ListModelsResponse| -> Vec<i64> {
+        m.models[0].versions.iter().map(|v| v.metadata.as_ref().unwrap().version).collect()
+    };
+    let m = a.list_models(pb::ListModelsRequest {}).await.unwrap().into_inner();
+    assert_eq!(listed(&m), vec![1, 2]);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let m = a.list_models(pb::ListModelsRequest {}).await.unwrap().into_inner();
+        if listed(&m) == vec![1] {
+            assert_eq!(m.models[0].champion, 1);
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "blue never unloaded: {:?}", listed(&m));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut c = client(&server).await;
+    let mut pinned = request("breast-cancer", &rows(1));
+    pinned.version = Some(2);
+    assert_eq!(c.predict(pinned).await.unwrap_err().code(), Code::NotFound);
+    server.stop().await.unwrap();
+
+    let server = start(&repo, |_| {}).await;
+    let mut a = admin(&server, None).await;
+    // The retirement is replayed to the repository watcher at start.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let m = loop {
+        let m = a.list_models(pb::ListModelsRequest {}).await.unwrap().into_inner();
+        if listed(&m) == vec![1] || std::time::Instant::now() > until {
+            break m;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(listed(&m), vec![1], "retired blue stays unloaded after a restart");
+    assert_eq!(m.models[0].champion, 1);
+    server.stop().await.unwrap();
+}

@@ -48,8 +48,23 @@ impl Default for WatchSettings {
     }
 }
 
+/// Asks the watcher to unload versions; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WatchHandle {
+    commands: crossbeam_channel::Sender<(String, u64)>,
+}
+
+impl WatchHandle {
+    /// Unloads a version that no longer serves (e.g. blue after a blue/green
+    /// retention). It stays unloaded while its folder exists, until restart.
+    pub fn retire(&self, model: &str, version: u64) {
+        let _ = self.commands.send((model.to_string(), version));
+    }
+}
+
 /// The running watcher; dropping it stops the thread.
 pub struct RepositoryWatcher {
+    handle: WatchHandle,
     stop: Option<crossbeam_channel::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     _fs: Option<notify::RecommendedWatcher>,
@@ -58,6 +73,12 @@ pub struct RepositoryWatcher {
 impl std::fmt::Debug for RepositoryWatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RepositoryWatcher").finish()
+    }
+}
+
+impl RepositoryWatcher {
+    pub fn handle(&self) -> WatchHandle {
+        self.handle.clone()
     }
 }
 
@@ -94,6 +115,8 @@ struct State {
     known: HashMap<PathBuf, Fingerprint>,
     /// Removals already warned about.
     refused: HashMap<(String, u64), Instant>,
+    /// Versions unloaded on request; never loaded again by this process.
+    retired: std::collections::HashSet<(String, u64)>,
 }
 
 /// Starts watching `root`. `initial` is what was loaded at start.
@@ -146,7 +169,9 @@ pub fn watch(
         pending: HashMap::new(),
         known,
         refused: HashMap::new(),
+        retired: std::collections::HashSet::new(),
     };
+    let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<(String, u64)>();
     let thread = std::thread::Builder::new()
         .name("model-watch".into())
         .spawn(move || {
@@ -155,6 +180,15 @@ pub fn watch(
                     if state.pending.is_empty() { state.settings.rescan } else { state.settings.settle / 2 };
                 crossbeam_channel::select! {
                     recv(stop_rx) -> _ => return,
+                    recv(cmd_rx) -> cmd => {
+                        if let Ok((model, version)) = cmd
+                            && state.retire(&model, version)
+                        {
+                            let entries: Vec<ModelEntry> = state.entries.values().cloned().collect();
+                            listener.publish(&entries);
+                        }
+                        continue;
+                    }
                     recv(wake_rx) -> _ => {
                         // Let a burst of events (a copy, a rename) finish first.
                         std::thread::sleep(Duration::from_millis(50));
@@ -175,10 +209,20 @@ pub fn watch(
             }
         })
         .ok();
-    RepositoryWatcher { stop: Some(stop_tx), thread, _fs: fs }
+    RepositoryWatcher { handle: WatchHandle { commands: cmd_tx }, stop: Some(stop_tx), thread, _fs: fs }
 }
 
 impl State {
+    /// Unloads a version; true if it was loaded.
+    fn retire(&mut self, model: &str, version: u64) -> bool {
+        self.retired.insert((model.to_string(), version));
+        let removed = self.entries.get_mut(model).and_then(|m| m.versions.remove(&version)).is_some();
+        if removed {
+            tracing::info!(model, version, "version retired and unloaded");
+        }
+        removed
+    }
+
     /// One pass over the repository: `None` if nothing changed, else the
     /// versions that became READY in this pass.
     fn rescan(&mut self, listener: &dyn RepositoryListener) -> Option<Vec<(String, u64)>> {
@@ -201,6 +245,9 @@ impl State {
             for v in &dir.versions {
                 let file = v.path.join(MODEL_FILE);
                 let Some(fp) = fingerprint(&file) else { continue };
+                if self.retired.contains(&(dir.name.clone(), v.version)) {
+                    continue;
+                }
                 present.insert((dir.name.clone(), v.version), ());
                 if self.known.get(&file) == Some(&fp) {
                     continue;

@@ -45,7 +45,14 @@ pub struct ControlState {
     pub champions: BTreeMap<String, u64>,
     pub rollouts: BTreeMap<String, Rollout>,
     pub counts: BTreeMap<String, StageCounts>,
+    /// Versions unloaded because nothing uses them any more (blue after its
+    /// retention); unloaded again after a restart.
+    #[serde(default)]
+    pub retired: BTreeMap<String, Vec<u64>>,
 }
+
+/// Unloads a version from the registry.
+pub type Retirer = Box<dyn Fn(&str, u64) + Send + Sync>;
 
 /// This process's view of the executor counters when a stage's counting began
 /// here (counters restart at zero with the process).
@@ -92,6 +99,7 @@ pub struct Controller {
     store: Arc<dyn StateStore>,
     analysis: Box<dyn StepAnalysis>,
     inner: tokio::sync::Mutex<Inner>,
+    retirer: std::sync::OnceLock<Retirer>,
 }
 
 struct Inner {
@@ -179,8 +187,13 @@ impl Controller {
                 },
             );
         }
-        let controller =
-            Self { gateway, store, analysis, inner: tokio::sync::Mutex::new(Inner { state, baselines }) };
+        let controller = Self {
+            gateway,
+            store,
+            analysis,
+            inner: tokio::sync::Mutex::new(Inner { state, baselines }),
+            retirer: std::sync::OnceLock::new(),
+        };
         {
             let inner = controller.inner.try_lock().map_err(|_| ControlError::Precondition("busy".into()))?;
             for model in controller.gateway.table().models.keys() {
@@ -188,6 +201,45 @@ impl Controller {
             }
         }
         Ok(controller)
+    }
+
+    /// Connects the registry's unload call, and unloads what was retired
+    /// before a restart.
+    pub async fn set_retirer(&self, retirer: Retirer) {
+        let inner = self.inner.lock().await;
+        for (model, versions) in &inner.state.retired {
+            for v in versions {
+                retirer(model, *v);
+            }
+        }
+        let _ = self.retirer.set(retirer);
+    }
+
+    /// Retires blue once a blue/green rollout no longer needs it.
+    fn retire_unused(&self, inner: &mut Inner, model: &str, now: Millis) -> bool {
+        let Some(r) = inner.state.rollouts.get(model) else { return false };
+        let Plan::BlueGreen { .. } = r.plan else { return false };
+        let blue = r.champion;
+        if r.versions_in_use(now).contains(&blue) || resulting_champion(r) == blue {
+            return false;
+        }
+        let retired = inner.state.retired.entry(model.to_string()).or_default();
+        if retired.contains(&blue) {
+            return false;
+        }
+        retired.push(blue);
+        match self.retirer.get() {
+            Some(retire) => {
+                tracing::info!(model, version = blue, "blue/green retention over; unloading blue");
+                retire(model, blue);
+            }
+            None => tracing::info!(
+                model,
+                version = blue,
+                "blue/green retention over; blue stays loaded (repository watch is off)"
+            ),
+        }
+        true
     }
 
     /// The champion of `model` as the control plane knows it.
@@ -494,6 +546,12 @@ impl Controller {
             if let Err(e) = self.commit(&mut inner, &model, rollout, events) {
                 tracing::error!(model = %model, error = %e, "cannot persist a rollout decision; routing unchanged");
             }
+        }
+        // Finished blue/green rollouts too: blue goes once its retention ends,
+        // however the rollout finished.
+        let all: Vec<String> = inner.state.rollouts.keys().cloned().collect();
+        for model in all {
+            dirty |= self.retire_unused(&mut inner, &model, now_ms());
         }
         if dirty {
             let bytes = serde_json::to_vec(&inner.state).unwrap_or_default();

@@ -130,6 +130,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             }) as Arc<dyn RepositoryListener>,
         )
     });
+    if let Some(w) = &watcher {
+        let handle = w.handle();
+        controller.set_retirer(Box::new(move |model, version| handle.retire(model, version))).await;
+    }
 
     let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
         .await
