@@ -408,3 +408,117 @@ async fn blue_is_unloaded_when_its_retention_ends_and_stays_unloaded_after_a_res
     assert_eq!(m.models[0].champion, 1);
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn champion_challenger_keeps_a_fixed_slice_and_promotion_is_audited() {
+    let repo = TestRepo::breast_cancer();
+    let server = start(&repo, |_| {}).await;
+    let mut a = admin(&server, None).await;
+    let mut c = client(&server).await;
+    let start_cc = pb::StartRolloutRequest {
+        model: "breast-cancer".into(),
+        plan: Some(pb::start_rollout_request::Plan::ChampionChallenger(pb::ChampionChallengerPlan {
+            challengers: vec![1],
+            fraction_percent: Some(10.0),
+            ..Default::default()
+        })),
+        reason: "standing challenger".into(),
+    };
+    a.start_rollout(start_cc).await.unwrap();
+    let keys: Vec<String> = (0..3000).map(|i| format!("c{i}")).collect();
+    let got = versions_for_keys(&mut c, "breast-cancer", keys).await;
+    let share =
+        got.iter().filter(|(_, v, r)| *v == 1 && *r == pb::Role::Challenger as i32).count() as f64 / 3000.0;
+    assert!((share - 0.10).abs() < 0.02, "challenger share {share}");
+    let s = a
+        .promote(pb::PromoteRequest {
+            model: "breast-cancer".into(),
+            version: 1,
+            reason: "beat the champion".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((s.state.as_str(), s.champion), ("promoted", 1));
+    let events = a.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
+    let promoted = events.iter().find(|e| e.action == "promoted").unwrap();
+    assert_eq!(promoted.reason, "beat the champion");
+    let full: serde_json::Value = serde_json::from_str(&promoted.event_json).unwrap();
+    assert_eq!(full["version"], 1);
+    assert!(full["weights_before"].is_array(), "the split it was based on: {full}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ab_test_splits_by_weight_and_shows_its_required_sample_size() {
+    let repo = TestRepo::breast_cancer();
+    let server = start(&repo, |_| {}).await;
+    let mut a = admin(&server, None).await;
+    let mut c = client(&server).await;
+    let ab = pb::StartRolloutRequest {
+        model: "breast-cancer".into(),
+        plan: Some(pb::start_rollout_request::Plan::AbTest(pb::AbTestPlan {
+            arms: vec![
+                pb::AbArm { name: "control".into(), version: 2, weight: 50 },
+                pb::AbArm { name: "treatment".into(), version: 1, weight: 50 },
+            ],
+            metric: "conversion".into(),
+            mde: 0.1,
+            variance: 1.0,
+            ..Default::default()
+        })),
+        reason: String::new(),
+    };
+    let s = a.start_rollout(ab).await.unwrap().into_inner();
+    assert_eq!(s.strategy, "ab_test");
+    assert_eq!(s.required_samples_per_arm, 1570);
+    let keys: Vec<String> = (0..2000).map(|i| format!("ab{i}")).collect();
+    let got = versions_for_keys(&mut c, "breast-cancer", keys.clone()).await;
+    let treated = got.iter().filter(|(_, v, r)| *v == 1 && *r == pb::Role::Treatment as i32).count();
+    let control = got.iter().filter(|(_, v, r)| *v == 2 && *r == pb::Role::Control as i32).count();
+    assert_eq!(treated + control, 2000);
+    assert!((treated as f64 / 2000.0 - 0.5).abs() < 0.04, "treatment share {treated}");
+    // Deterministic per user.
+    assert_eq!(versions_for_keys(&mut c, "breast-cancer", keys[..100].to_vec()).await, got[..100].to_vec());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_keeps_mirroring_after_a_restart() {
+    let repo = TestRepo::breast_cancer();
+    let server = start(&repo, |_| {}).await;
+    let mut a = admin(&server, None).await;
+    let shadow = pb::StartRolloutRequest {
+        model: "breast-cancer".into(),
+        plan: Some(pb::start_rollout_request::Plan::Shadow(pb::ShadowPlan {
+            versions: vec![1],
+            fraction_percent: None,
+        })),
+        reason: String::new(),
+    };
+    a.start_rollout(shadow).await.unwrap();
+    server.stop().await.unwrap();
+
+    let server = start(&repo, |_| {}).await;
+    let mut a = admin(&server, None).await;
+    let mut c = client(&server).await;
+    for _ in 0..5 {
+        let resp = c.predict(request("breast-cancer", &rows(4))).await.unwrap().into_inner();
+        assert_eq!(resp.version, 2);
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let s = a
+            .get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(s.strategy, "shadow");
+        if s.shadows.first().is_some_and(|sh| sh.compared == 5) {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "shadows: {:?}", s.shadows);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    server.stop().await.unwrap();
+}

@@ -100,6 +100,17 @@ pub struct ReadyVersion {
     pub queue: Arc<VersionQueue>,
     /// The slowest warm-up run across the version's sessions.
     pub warm_up: Duration,
+    /// Growth of the process's resident memory while this version loaded and
+    /// warmed up (versions load one at a time); 0 where it cannot be read.
+    pub memory_bytes: u64,
+}
+
+/// The process's resident set size, from /proc (Linux); `None` elsewhere.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 =
+        status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 impl ReadyVersion {
@@ -170,10 +181,15 @@ pub fn load_version(
         intra_op_threads: config.intra_op_threads,
         inter_op_threads: config.inter_op_threads,
     };
+    let before = resident_bytes();
     let model = LoadedModel::load(runtime, &file, &options).map_err(|e| e.to_string())?;
     let warm_up = model.warm_up().map_err(|e| e.to_string())?;
+    let memory_bytes = match (before, resident_bytes()) {
+        (Some(b), Some(a)) => a.saturating_sub(b),
+        _ => 0,
+    };
     let queue = VersionQueue::new(Arc::new(model), config.queue_capacity);
-    Ok(Arc::new(ReadyVersion { version: dir.version, queue, warm_up }))
+    Ok(Arc::new(ReadyVersion { version: dir.version, queue, warm_up, memory_bytes }))
 }
 
 /// Scans and loads the whole repository. Failures are per version (or per

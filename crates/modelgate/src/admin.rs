@@ -242,21 +242,22 @@ impl pb::admin_server::Admin for AdminService {
                             {
                                 meta.role = role_to_pb(arm.role) as i32;
                             }
-                            let (loaded_at_ms, sessions) = match &v.state {
+                            let (loaded_at_ms, sessions, memory_bytes) = match &v.state {
                                 modelgate_registry::VersionState::Ready(r) => (
                                     r.model()
                                         .loaded_at()
                                         .duration_since(std::time::UNIX_EPOCH)
                                         .map_or(0, |d| d.as_millis() as i64),
                                     r.model().session_count() as u32,
+                                    r.memory_bytes,
                                 ),
-                                modelgate_registry::VersionState::Failed(_) => (0, 0),
+                                modelgate_registry::VersionState::Failed(_) => (0, 0, 0),
                             };
                             pb::ModelVersionInfo {
                                 metadata: Some(meta),
                                 loaded_at_ms,
                                 sessions,
-                                memory_bytes: 0,
+                                memory_bytes,
                             }
                         })
                         .collect(),
