@@ -42,6 +42,14 @@ async fn a_canary_at_20_percent_is_sticky_and_grows_without_moving_users_out() {
 
     let keys: Vec<String> = (0..4000).map(|i| format!("user-{i}")).collect();
     let first = versions_for_keys(&mut c, "breast-cancer", keys.clone()).await;
+    // Per-arm live counts and latency.
+    let s =
+        a.get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() }).await.unwrap().into_inner();
+    for arm in &s.arms {
+        assert!(arm.requests > 0, "{arm:?}");
+        assert!(arm.p50_ms > 0.0 && arm.p99_ms >= arm.p50_ms, "{arm:?}");
+    }
+    assert_eq!(s.arms.iter().map(|x| x.requests).sum::<u64>(), 4000);
     let in_canary: Vec<&String> = first.iter().filter(|(_, v, _)| *v == 1).map(|(k, _, _)| k).collect();
     let share = in_canary.len() as f64 / keys.len() as f64;
     assert!((share - 0.20).abs() < 0.025, "canary share {share}");

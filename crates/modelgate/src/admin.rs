@@ -32,6 +32,14 @@ impl AdminService {
         let mut status = status_of(model, rollout.as_ref(), &counts, champion);
         let table = self.gateway.table();
         if let Some(m) = table.models.get(model) {
+            // Latency over the sliding window (default the last 60 s).
+            for arm in &mut status.arms {
+                if let Some(w) = m.windows.get(&(arm.version as u64)) {
+                    let snap = w.snapshot();
+                    arm.p50_ms = snap.p(0.50).map_or(0.0, |us| us as f64 / 1000.0);
+                    arm.p99_ms = snap.p(0.99).map_or(0.0, |us| us as f64 / 1000.0);
+                }
+            }
             let stats = self.gateway.shadow_stats();
             status.shadows = m
                 .shadows

@@ -432,16 +432,18 @@ impl Controller {
 
     /// The rollout of `model`, if any, with this stage's counts.
     pub async fn get(&self, model: &str) -> Result<(Option<Rollout>, StageCounts, u64), ControlError> {
-        let inner = self.inner.lock().await;
+        let mut inner = self.inner.lock().await;
         if !self.gateway.table().models.contains_key(model) && !inner.state.rollouts.contains_key(model) {
             return Err(ControlError::ModelNotFound(model.to_string()));
         }
         let champion = self.champion_of(&inner.state, model).unwrap_or(0);
-        Ok((
-            inner.state.rollouts.get(model).cloned(),
-            inner.state.counts.get(model).cloned().unwrap_or_default(),
-            champion,
-        ))
+        let rollout = inner.state.rollouts.get(model).cloned();
+        // Live rollouts show counts as of now, not as of the last tick.
+        let counts = match &rollout {
+            Some(r) if is_live(r) => self.observe(&mut inner, model, r),
+            _ => inner.state.counts.get(model).cloned().unwrap_or_default(),
+        };
+        Ok((rollout, counts, champion))
     }
 
     /// The audit log, oldest first, filtered.

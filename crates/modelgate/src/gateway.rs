@@ -9,6 +9,8 @@ use arc_swap::ArcSwap;
 use modelgate_registry::{ModelEntry, ReadyVersion, VersionState};
 use modelgate_runtime::{Executor, InferJob, InferOutput, RunError, SubmitError, Tensor, VersionQueue};
 
+use modelgate_telemetry::SlidingWindow;
+
 use crate::shadow::{Comparer, ShadowOutcome, ShadowSink, ShadowStats};
 
 use crate::error::GatewayError;
@@ -64,6 +66,9 @@ pub struct ModelRoute {
     pub arms: Vec<Arc<ReadyVersion>>,
     pub rollout_id: Option<String>,
     pub shadows: Vec<ShadowTarget>,
+    /// Each READY version's sliding window of latencies, errors and NaN/Inf
+    /// outputs, kept across snapshot rebuilds.
+    pub windows: HashMap<u64, Arc<SlidingWindow>>,
 }
 
 /// What the controller decides for a model: its champion and, while a
@@ -117,6 +122,7 @@ impl ModelTable {
                         arms: Vec::new(),
                         rollout_id: None,
                         shadows: Vec::new(),
+                        windows: HashMap::new(),
                     }),
                 )
             })
@@ -228,6 +234,21 @@ impl Gateway {
         let old = self.table.load();
         let mut table = ModelTable::new(entries, &champions);
         for (name, route) in table.models.iter_mut() {
+            if let Some(r) = Arc::get_mut(route) {
+                // Windows follow the loaded model, not the snapshot.
+                let previous = old.models.get(name);
+                for ready in r.entry.ready() {
+                    let kept = previous
+                        .and_then(|p| p.windows.get(&ready.version).map(|w| (p, w)))
+                        .filter(|(p, _)| {
+                            p.ready()
+                                .any(|x| x.version == ready.version && Arc::ptr_eq(x.model(), ready.model()))
+                        })
+                        .map(|(_, w)| Arc::clone(w));
+                    r.windows
+                        .insert(ready.version, kept.unwrap_or_else(|| Arc::new(SlidingWindow::standard())));
+                }
+            }
             let Some(policy) = policies.get(name) else { continue };
             let Some(r) = Arc::get_mut(route) else { continue };
             r.rollout_id = policy.rollout_id.clone();
@@ -389,6 +410,13 @@ impl Gateway {
             },
             None => wait.await?,
         };
+        if let Some(window) = model.windows.get(&version.version) {
+            match &result {
+                Ok(out) => window.record(submitted.elapsed(), false, has_nan_inf(&out.outputs)),
+                Err(RunError::Inference(_)) => window.record(submitted.elapsed(), true, false),
+                Err(RunError::DeadlineExceeded { .. }) => {}
+            }
+        }
         let output = result.map_err(|e| match e {
             RunError::DeadlineExceeded { waited } => {
                 GatewayError::DeadlineExceeded { model: model.name.clone(), version: version.version, waited }
@@ -498,6 +526,15 @@ impl Gateway {
             }
         });
     }
+}
+
+/// Whether any floating-point output holds a NaN or an infinity.
+fn has_nan_inf(outputs: &[Tensor]) -> bool {
+    outputs.iter().any(|t| match &t.data {
+        modelgate_runtime::TensorData::Float32(v) => v.iter().any(|x| !x.is_finite()),
+        modelgate_runtime::TensorData::Float64(v) => v.iter().any(|x| !x.is_finite()),
+        _ => false,
+    })
 }
 
 fn describe_versions(model: &ModelEntry) -> String {

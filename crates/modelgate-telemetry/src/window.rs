@@ -1,0 +1,214 @@
+//! A sliding window of request outcomes per version: a ring of interval HDR
+//! histograms (default 6 × 10 s) with request, error and NaN/Inf counters.
+//!
+//! Recording must not contend: the window is sharded, and a recording thread
+//! locks only its own shard (threads are spread over shards by a per-thread
+//! index), so two threads rarely touch the same lock. Reading merges the ring
+//! of every shard into a [`WindowSnapshot`], plain data for the rollout logic.
+
+use std::cell::Cell;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+const SHARDS: usize = 8;
+/// Latencies from 1 µs to 10 minutes at 3 significant digits.
+const MAX_US: u64 = 600_000_000;
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_US, 3).expect("1 µs to 10 min at 3 significant digits are valid bounds")
+}
+
+#[derive(Debug, Clone)]
+struct Interval {
+    /// Index of the interval since the window's epoch.
+    index: u64,
+    latency_us: Histogram<u64>,
+    requests: u64,
+    errors: u64,
+    nan_inf: u64,
+}
+
+impl Interval {
+    fn new(index: u64) -> Self {
+        Self { index, latency_us: histogram(), requests: 0, errors: 0, nan_inf: 0 }
+    }
+}
+
+#[derive(Debug)]
+struct Shard {
+    ring: Vec<Interval>,
+}
+
+/// The window's merged contents at one moment.
+#[derive(Debug, Clone)]
+pub struct WindowSnapshot {
+    pub requests: u64,
+    pub errors: u64,
+    /// Requests whose outputs held a NaN or an infinity.
+    pub nan_inf: u64,
+    pub latency_us: Histogram<u64>,
+    /// How much time the snapshot covers.
+    pub span: Duration,
+}
+
+impl WindowSnapshot {
+    pub fn p(&self, quantile: f64) -> Option<u64> {
+        (!self.latency_us.is_empty()).then(|| self.latency_us.value_at_quantile(quantile))
+    }
+
+    pub fn error_rate(&self) -> f64 {
+        if self.requests == 0 { 0.0 } else { self.errors as f64 / self.requests as f64 }
+    }
+
+    pub fn nan_inf_rate(&self) -> f64 {
+        if self.requests == 0 { 0.0 } else { self.nan_inf as f64 / self.requests as f64 }
+    }
+}
+
+/// One version's sliding window.
+#[derive(Debug)]
+pub struct SlidingWindow {
+    epoch: Instant,
+    interval: Duration,
+    intervals: usize,
+    shards: Vec<Mutex<Shard>>,
+}
+
+thread_local! {
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+fn my_shard() -> usize {
+    SHARD.with(|s| {
+        if s.get() == usize::MAX {
+            s.set(NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS);
+        }
+        s.get()
+    })
+}
+
+impl SlidingWindow {
+    /// A window of `intervals` intervals of `interval` each.
+    pub fn new(interval: Duration, intervals: usize) -> Self {
+        let intervals = intervals.max(1);
+        let interval = interval.max(Duration::from_millis(1));
+        Self {
+            epoch: Instant::now(),
+            interval,
+            intervals,
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard { ring: Vec::with_capacity(intervals) })).collect(),
+        }
+    }
+
+    /// The default: 6 intervals of 10 s.
+    pub fn standard() -> Self {
+        Self::new(Duration::from_secs(10), 6)
+    }
+
+    fn index_at(&self, at: Instant) -> u64 {
+        (at.saturating_duration_since(self.epoch).as_nanos() / self.interval.as_nanos().max(1)) as u64
+    }
+
+    /// Records one request: its latency, whether it failed, and whether its
+    /// outputs held a NaN or an infinity.
+    pub fn record(&self, latency: Duration, error: bool, nan_inf: bool) {
+        self.record_at(Instant::now(), latency, error, nan_inf);
+    }
+
+    pub fn record_at(&self, at: Instant, latency: Duration, error: bool, nan_inf: bool) {
+        let index = self.index_at(at);
+        let mut shard = self.shards[my_shard()].lock().unwrap_or_else(|p| p.into_inner());
+        let slot = (index % self.intervals as u64) as usize;
+        if shard.ring.len() < self.intervals {
+            shard.ring.resize_with(self.intervals, || Interval::new(u64::MAX));
+        }
+        let iv = &mut shard.ring[slot];
+        if iv.index != index {
+            *iv = Interval::new(index);
+        }
+        iv.requests += 1;
+        iv.errors += u64::from(error);
+        iv.nan_inf += u64::from(nan_inf);
+        if !error {
+            iv.latency_us.saturating_record((latency.as_micros() as u64).clamp(1, MAX_US));
+        }
+    }
+
+    /// Merges every interval still inside the window.
+    pub fn snapshot(&self) -> WindowSnapshot {
+        self.snapshot_at(Instant::now())
+    }
+
+    pub fn snapshot_at(&self, at: Instant) -> WindowSnapshot {
+        let now = self.index_at(at);
+        let oldest = now.saturating_sub(self.intervals as u64 - 1);
+        let mut snap = WindowSnapshot {
+            requests: 0,
+            errors: 0,
+            nan_inf: 0,
+            latency_us: histogram(),
+            span: self.interval * self.intervals as u32,
+        };
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for iv in
+                shard.ring.iter().filter(|iv| iv.index != u64::MAX && iv.index >= oldest && iv.index <= now)
+            {
+                snap.requests += iv.requests;
+                snap.errors += iv.errors;
+                snap.nan_inf += iv.nan_inf;
+                let _ = snap.latency_us.add(&iv.latency_us);
+            }
+        }
+        snap
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_merge_and_age_out() {
+        let w = SlidingWindow::new(Duration::from_secs(1), 3);
+        let t0 = w.epoch;
+        for i in 1..=100u64 {
+            w.record_at(t0, Duration::from_micros(i * 10), false, false);
+        }
+        w.record_at(t0, Duration::ZERO, true, false);
+        w.record_at(t0 + Duration::from_millis(1500), Duration::from_micros(5), false, true);
+        let s = w.snapshot_at(t0 + Duration::from_millis(1600));
+        assert_eq!((s.requests, s.errors, s.nan_inf), (102, 1, 1));
+        let p99 = s.p(0.99).unwrap();
+        assert!((980..=1000).contains(&p99), "{p99}");
+        // Three seconds later the first interval has left the window.
+        let s = w.snapshot_at(t0 + Duration::from_millis(3200));
+        assert_eq!(s.requests, 1);
+        let s = w.snapshot_at(t0 + Duration::from_secs(10));
+        assert_eq!(s.requests, 0);
+        assert_eq!(s.p(0.5), None);
+    }
+
+    #[test]
+    fn threads_record_without_losing_counts() {
+        let w = std::sync::Arc::new(SlidingWindow::standard());
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let w = std::sync::Arc::clone(&w);
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        w.record(Duration::from_micros(100), false, false);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(w.snapshot().requests, 40_000);
+    }
+}
