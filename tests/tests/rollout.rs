@@ -530,3 +530,103 @@ async fn a_shadow_keeps_mirroring_after_a_restart() {
     }
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_join_by_request_id_and_routing_key_and_drive_the_automatic_gate() {
+    let repo = TestRepo::breast_cancer();
+    let server = start(&repo, |c| c.tick = std::time::Duration::from_millis(50)).await;
+    let mut a = admin(&server, None).await;
+    let mut c = client(&server).await;
+    let cc = pb::StartRolloutRequest {
+        model: "breast-cancer".into(),
+        plan: Some(pb::start_rollout_request::Plan::ChampionChallenger(pb::ChampionChallengerPlan {
+            challengers: vec![1],
+            fraction_percent: Some(30.0),
+            auto_kpi: "conversion".into(),
+            auto_threshold: 0.10,
+            auto_window_secs: 2,
+            auto_min_samples: Some(20),
+            auto_lower_is_better: false,
+        })),
+        reason: String::new(),
+    };
+    a.start_rollout(cc).await.unwrap();
+
+    // Unknown ids and keys-without-rollout are counted, not errors.
+    let r = c
+        .record_outcome(pb::RecordOutcomeRequest {
+            model: "breast-cancer".into(),
+            request_id: "never-served".into(),
+            metric: "conversion".into(),
+            value: 1.0,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.joined);
+    let e = c
+        .record_outcome(pb::RecordOutcomeRequest {
+            model: "breast-cancer".into(),
+            metric: "conversion".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+
+    // The challenger converts twice as well as the champion.
+    let mut by_key = 0;
+    for i in 0..400 {
+        let mut req = request("breast-cancer", &rows(1));
+        req.routing_key = format!("cc{i}");
+        req.request_id = format!("req-cc{i}");
+        let resp = c.predict(req).await.unwrap().into_inner();
+        let value = if resp.version == 1 { 1.0 } else { 0.5 };
+        // Half join by request id, half by routing key.
+        let (request_id, routing_key) = if i % 2 == 0 {
+            (resp.request_id.clone(), String::new())
+        } else {
+            (String::new(), format!("cc{i}"))
+        };
+        let r = c
+            .record_outcome(pb::RecordOutcomeRequest {
+                model: "breast-cancer".into(),
+                request_id,
+                routing_key,
+                metric: "conversion".into(),
+                value,
+                timestamp_ms: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.joined);
+        assert_eq!(r.version, resp.version, "the outcome joins the version that served it");
+        by_key += i % 2;
+    }
+    assert_eq!(by_key, 200);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let s = a
+            .get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        if s.state == "promoted" {
+            assert_eq!(s.champion, 1);
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "not promoted: {s:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let events = a.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
+    let promoted = events.iter().find(|e| e.action == "promoted").unwrap();
+    assert_eq!(promoted.who, "modelgate");
+    assert!(
+        promoted.numbers_json.contains("mean") || promoted.numbers_json.len() > 2,
+        "{}",
+        promoted.numbers_json
+    );
+    server.stop().await.unwrap();
+}

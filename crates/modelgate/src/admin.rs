@@ -29,7 +29,9 @@ impl AdminService {
 
     async fn status(&self, model: &str) -> Result<pb::RolloutStatus, Status> {
         let (rollout, counts, champion) = self.controller.get(model).await?;
-        let mut status = status_of(model, rollout.as_ref(), &counts, champion);
+        let obs =
+            rollout.as_ref().map(|r| self.controller.observation(model, r, &counts)).unwrap_or_default();
+        let mut status = status_of(model, rollout.as_ref(), &counts, &obs, champion);
         let table = self.gateway.table();
         if let Some(m) = table.models.get(model) {
             // Latency over the sliding window (default the last 60 s).
@@ -96,6 +98,7 @@ pub fn status_of(
     model: &str,
     rollout: Option<&Rollout>,
     counts: &StageCounts,
+    obs: &modelgate_rollout::ArmObservation,
     champion: u64,
 ) -> pb::RolloutStatus {
     let Some(r) = rollout else {
@@ -106,10 +109,6 @@ pub fn status_of(
         };
     };
     let table = r.routing_table();
-    let mut obs = modelgate_rollout::ArmObservation::new();
-    for (v, n) in &counts.samples {
-        obs = obs.with_samples(*v, *n);
-    }
     let live = matches!(r.state, RolloutState::Running | RolloutState::Paused);
     let arms = table
         .weights()
@@ -130,7 +129,7 @@ pub fn status_of(
         Plan::BlueGreen { .. } => 2,
         _ => 1,
     };
-    let mut waiting = if live { r.waiting_for(now_ms(), &obs).unwrap_or_default() } else { String::new() };
+    let mut waiting = if live { r.waiting_for(now_ms(), obs).unwrap_or_default() } else { String::new() };
     if let RolloutState::RolledBack { reason, .. } | RolloutState::Aborted { reason } = &r.state {
         waiting = reason.clone();
     }
@@ -213,8 +212,8 @@ pub fn plan_from_pb(p: pb::start_rollout_request::Plan) -> Result<Plan, Status> 
                     kpi: c.auto_kpi,
                     threshold: c.auto_threshold,
                     window_secs: c.auto_window_secs,
-                    min_samples: plan::DEFAULT_GATE_SAMPLES,
-                    higher_is_better: true,
+                    min_samples: c.auto_min_samples.unwrap_or(plan::DEFAULT_GATE_SAMPLES),
+                    higher_is_better: !c.auto_lower_is_better,
                 }
             },
         },

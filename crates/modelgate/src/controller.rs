@@ -517,6 +517,30 @@ impl Controller {
         counts
     }
 
+    /// What the rollout logic sees: per-version samples in this stage and,
+    /// for an automatic promotion gate, KPI means over the gate's window.
+    pub fn observation(&self, model: &str, rollout: &Rollout, counts: &StageCounts) -> ArmObservation {
+        let mut obs = ArmObservation::new();
+        for (v, n) in &counts.samples {
+            obs = obs.with_samples(*v, *n);
+        }
+        if let Plan::ChampionChallenger {
+            gate: modelgate_rollout::PromotionGate::Automatic { kpi, window_secs, .. },
+            challengers,
+            ..
+        } = &rollout.plan
+        {
+            let now = now_ms();
+            let outcomes = self.gateway.outcomes();
+            for v in std::iter::once(rollout.champion).chain(challengers.iter().copied()) {
+                if let Some(sum) = outcomes.summary(model, v, kpi, now, window_secs.saturating_mul(1000)) {
+                    obs = obs.with_kpi(v, sum.mean, sum.n);
+                }
+            }
+        }
+        obs
+    }
+
     /// One controller pass over every live rollout: count, judge, decide.
     pub async fn tick(&self) {
         let mut inner = self.inner.lock().await;
@@ -526,10 +550,7 @@ impl Controller {
         for model in models {
             let Some(mut rollout) = inner.state.rollouts.get(&model).cloned() else { continue };
             let counts = self.observe(&mut inner, &model, &rollout);
-            let mut obs = ArmObservation::new();
-            for (v, n) in &counts.samples {
-                obs = obs.with_samples(*v, *n);
-            }
+            let obs = self.observation(&model, &rollout, &counts);
             let verdict = self.analysis.verdict(&model, &rollout, &counts);
             let changed_counts = inner
                 .state

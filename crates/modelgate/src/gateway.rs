@@ -11,6 +11,8 @@ use modelgate_runtime::{Executor, InferJob, InferOutput, RunError, SubmitError, 
 
 use modelgate_telemetry::SlidingWindow;
 
+use crate::outcome::{OutcomeStore, Served};
+
 use crate::shadow::{Comparer, ShadowOutcome, ShadowSink, ShadowStats};
 
 use crate::error::GatewayError;
@@ -150,6 +152,7 @@ pub struct Gateway {
     publish_lock: std::sync::Mutex<()>,
     /// The controller's policy per model; applied on every publish.
     policies: std::sync::Mutex<HashMap<String, Policy>>,
+    outcomes: Arc<OutcomeStore>,
 }
 
 /// The shadow side: its executor, where records go, and running totals.
@@ -175,12 +178,72 @@ impl Gateway {
             shadow,
             publish_lock: std::sync::Mutex::new(()),
             policies: std::sync::Mutex::new(HashMap::new()),
+            // Outcomes usually arrive within minutes; an hour of request ids
+            // (up to a million) covers that with bounded memory.
+            outcomes: Arc::new(OutcomeStore::new(1_000_000, std::time::Duration::from_secs(3600))),
         }
     }
 
     /// The current snapshot of models.
     pub fn table(&self) -> Arc<ModelTable> {
         self.table.load_full()
+    }
+
+    pub fn outcomes(&self) -> &Arc<OutcomeStore> {
+        &self.outcomes
+    }
+
+    /// Joins an outcome to the version that served the request: by request
+    /// id if it is remembered, else by re-hashing the routing key with the
+    /// live routing table. Returns who served it, or `None` (counted) when
+    /// it cannot be joined.
+    pub fn record_outcome(
+        &self,
+        model: &str,
+        request_id: &str,
+        routing_key: &str,
+        metric: &str,
+        value: f64,
+        at_ms: u64,
+    ) -> Result<Option<(u64, Role)>, GatewayError> {
+        let bad = |m: String| GatewayError::BadRequest(crate::convert::BadRequest(m));
+        if metric.is_empty() {
+            return Err(bad("metric is not set".into()));
+        }
+        if !value.is_finite() {
+            return Err(bad(format!("value must be a finite number, got {value}")));
+        }
+        if request_id.is_empty() && routing_key.is_empty() {
+            return Err(bad("give the request_id or the routing_key the outcome belongs to".into()));
+        }
+        let route = self.model(model)?;
+        let joined = self
+            .outcomes
+            .lookup(request_id)
+            .filter(|s| !request_id.is_empty() && s.model == model)
+            .map(|s| (s.version, s.role))
+            .or_else(|| {
+                if routing_key.is_empty() {
+                    return None;
+                }
+                match &route.routing {
+                    Some(t) => {
+                        let arm = t.route_key(routing_key.as_bytes());
+                        Some((arm.version, arm.role))
+                    }
+                    None => route.champion().map(|c| (c.version, Role::Champion)),
+                }
+            });
+        match joined {
+            Some((version, role)) => {
+                self.outcomes.record(model, version, metric, value, at_ms);
+                Ok(Some((version, role)))
+            }
+            None => {
+                self.outcomes.count_unjoined();
+                Ok(None)
+            }
+        }
     }
 
     pub fn shadow_stats(&self) -> &Arc<ShadowStats> {
@@ -425,6 +488,8 @@ impl Gateway {
                 GatewayError::Inference { model: model.name.clone(), version: version.version, message }
             }
         })?;
+        self.outcomes
+            .served(&req.request_id, Served { model: model.name.clone(), version: version.version, role });
         if !shadows.is_empty() {
             self.compare_shadows(
                 &model,

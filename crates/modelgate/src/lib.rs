@@ -10,6 +10,7 @@ pub mod controller;
 pub mod convert;
 pub mod error;
 pub mod gateway;
+pub mod outcome;
 pub mod server;
 pub mod service;
 pub mod shadow;

@@ -127,6 +127,31 @@ impl pb::predict_server::Predict for PredictService {
         }))
     }
 
+    async fn record_outcome(
+        &self,
+        request: Request<pb::RecordOutcomeRequest>,
+    ) -> Result<Response<pb::RecordOutcomeResponse>, Status> {
+        let r = request.into_inner();
+        let at_ms =
+            u64::try_from(r.timestamp_ms).ok().filter(|t| *t > 0).unwrap_or_else(crate::controller::now_ms);
+        let joined = self.gateway.record_outcome(
+            &r.model,
+            &r.request_id,
+            &r.routing_key,
+            &r.metric,
+            r.value,
+            at_ms,
+        )?;
+        Ok(Response::new(match joined {
+            Some((version, role)) => pb::RecordOutcomeResponse {
+                joined: true,
+                version: i64::try_from(version).unwrap_or(i64::MAX),
+                role: role_to_pb(role) as i32,
+            },
+            None => pb::RecordOutcomeResponse::default(),
+        }))
+    }
+
     async fn model_metadata(
         &self,
         request: Request<pb::ModelMetadataRequest>,

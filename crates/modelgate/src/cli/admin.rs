@@ -218,6 +218,12 @@ pub enum PlanArgs {
         auto_threshold: f64,
         #[arg(long, default_value_t = 3600)]
         auto_window_secs: u64,
+        /// KPI observations each side needs in the window.
+        #[arg(long)]
+        auto_min_samples: Option<u64>,
+        /// Smaller KPI values are better.
+        #[arg(long)]
+        auto_lower_is_better: bool,
     },
 }
 
@@ -272,12 +278,16 @@ pub fn start_request(a: &StartArgs) -> anyhow::Result<pb::StartRolloutRequest> {
             auto_kpi,
             auto_threshold,
             auto_window_secs,
+            auto_min_samples,
+            auto_lower_is_better,
         } => P::ChampionChallenger(pb::ChampionChallengerPlan {
             challengers: challengers.clone(),
             fraction_percent: *fraction,
             auto_kpi: auto_kpi.clone(),
             auto_threshold: *auto_threshold,
             auto_window_secs: *auto_window_secs,
+            auto_min_samples: *auto_min_samples,
+            auto_lower_is_better: *auto_lower_is_better,
         }),
     };
     Ok(pb::StartRolloutRequest { model: a.model.clone(), plan: Some(plan), reason: a.reason.clone() })
