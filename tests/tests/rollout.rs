@@ -630,3 +630,59 @@ async fn outcomes_join_by_request_id_and_routing_key_and_drive_the_automatic_gat
     );
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_runs_beside_a_canary_in_either_order() {
+    let repo = TestRepo::breast_cancer();
+    repo.add("breast-cancer", 3, V1);
+    let server = start(&repo, |c| {
+        c.shadow_queue = 1000;
+    })
+    .await;
+    // Champion v3 (highest at start); canary v1; shadow v2.
+    let mut a = admin(&server, None).await;
+    let mut c = client(&server).await;
+    let shadow = |v: i64| pb::StartRolloutRequest {
+        model: "breast-cancer".into(),
+        plan: Some(pb::start_rollout_request::Plan::Shadow(pb::ShadowPlan {
+            versions: vec![v],
+            fraction_percent: None,
+        })),
+        reason: String::new(),
+    };
+    a.start_rollout(shadow(2)).await.unwrap();
+    let s = a.start_rollout(canary(1, &[20, 100])).await.unwrap().into_inner();
+    assert_eq!(s.strategy, "canary", "the canary takes over the model's plan");
+    assert_eq!(
+        s.shadows.iter().map(|x| x.version).collect::<Vec<_>>(),
+        vec![2],
+        "the shadow keeps running beside it"
+    );
+    for i in 0..20 {
+        let mut req = request("breast-cancer", &rows(1));
+        req.routing_key = format!("s{i}");
+        c.predict(req).await.unwrap();
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let s = a
+            .get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        if s.shadows[0].compared == 20 {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "{:?}", s.shadows);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // A second shadow plan replaces the side shadow; the canary is untouched.
+    let s = a.start_rollout(shadow(1)).await.unwrap().into_inner();
+    assert_eq!(s.strategy, "canary");
+    assert_eq!(s.shadows.iter().map(|x| x.version).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(s.arms.iter().find(|x| x.version == 1).unwrap().weight_bp, 2000);
+    let events = a.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, vec!["started", "completed", "started", "started"]);
+    server.stop().await.unwrap();
+}

@@ -323,33 +323,65 @@ impl Controller {
         reason: Option<String>,
     ) -> Result<Rollout, ControlError> {
         let mut inner = self.inner.lock().await;
-        if let Some(r) = inner.state.rollouts.get(model)
-            && is_live(r)
-        {
-            return Err(ControlError::Busy {
-                model: model.to_string(),
-                strategy: r.plan.strategy().to_string(),
-                id: r.id.clone(),
-            });
-        }
         let ready = self.ready_versions(model)?;
         let champion = self
             .champion_of(&inner.state, model)
             .ok_or_else(|| ControlError::Precondition(format!("model '{model}' has no READY champion")))?;
         plan.validate(champion, &ready).map_err(|e| ControlError::Precondition(e.to_string()))?;
         self.check_signatures(model, champion, &plan.versions(champion))?;
+        // One traffic-splitting plan at a time; a shadow runs beside any of them.
+        let mut side_shadow = None;
+        let mut events = Vec::new();
+        let mut next = inner.state.clone();
+        if let Some(live) = inner.state.rollouts.get(model).filter(|r| is_live(r)) {
+            match (&live.plan, &plan) {
+                (Plan::Shadow(_), Plan::Shadow(_)) => {
+                    return Err(ControlError::Busy {
+                        model: model.to_string(),
+                        strategy: live.plan.strategy().to_string(),
+                        id: live.id.clone(),
+                    });
+                }
+                (_, Plan::Shadow(shadow)) => {
+                    let mut r = live.clone();
+                    let ev = r
+                        .attach_shadow(shadow.clone(), &ready, now_ms(), actor, reason)
+                        .map_err(|e| ControlError::Precondition(e.to_string()))?;
+                    self.commit(&mut inner, model, r, ev)?;
+                    return Ok(inner.state.rollouts[model].clone());
+                }
+                (Plan::Shadow(shadow), _) => {
+                    // The new traffic plan takes the running shadow along.
+                    let mut old = live.clone();
+                    let why = format!("its shadow continues beside the new {} rollout", plan.strategy());
+                    events.extend(
+                        old.complete(now_ms(), actor, Some(why))
+                            .map_err(|e| ControlError::Precondition(e.to_string()))?,
+                    );
+                    side_shadow = Some(shadow.clone());
+                    next.rollouts.insert(model.to_string(), old);
+                }
+                _ => {
+                    return Err(ControlError::Busy {
+                        model: model.to_string(),
+                        strategy: live.plan.strategy().to_string(),
+                        id: live.id.clone(),
+                    });
+                }
+            }
+        }
         let now = now_ms();
         let salt: u64 = uuid::Uuid::new_v4().as_u64_pair().0;
         let id = format!("{model}-{now}");
-        let (rollout, events) = Rollout::start(
-            RolloutSpec { id, model: model.to_string(), salt, champion, plan, shadow: None },
+        let (rollout, started) = Rollout::start(
+            RolloutSpec { id, model: model.to_string(), salt, champion, plan, shadow: side_shadow },
             &ready,
             now,
             actor,
             reason,
         )
         .map_err(|e| ControlError::Precondition(e.to_string()))?;
-        let mut next = inner.state.clone();
+        events.extend(started);
         next.rollouts.insert(model.to_string(), rollout.clone());
         next.counts.insert(
             model.to_string(),

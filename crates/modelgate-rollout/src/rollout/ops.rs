@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use super::{Rollout, RolloutError, RolloutState};
 use crate::Millis;
 use crate::audit::{Action, Actor, AuditEvent};
-use crate::plan::Plan;
+use crate::plan::{Plan, ShadowPlan};
+use crate::routing::ShadowTarget;
 
 impl Rollout {
     /// Moves to the next stage: a canary's next step (reaching 100% promotes
@@ -201,6 +202,35 @@ impl Rollout {
             .event(&before, now_ms, actor, Action::WeightsSet, reason)
             .number("percent_before", f64::from(was))
             .number("percent", f64::from(candidate_percent));
+        Ok(vec![event])
+    }
+
+    /// Starts shadows beside this rollout's traffic plan ("shadow runs beside
+    /// any of them"), replacing any side shadow. A shadow plan cannot take
+    /// another; start one shadow plan with every version instead.
+    pub fn attach_shadow(
+        &mut self,
+        shadow: ShadowPlan,
+        ready_versions: &[u64],
+        now_ms: Millis,
+        actor: &Actor,
+        reason: Option<String>,
+    ) -> Result<Vec<AuditEvent>, RolloutError> {
+        self.ensure_live("attach a shadow to")?;
+        if matches!(self.plan, Plan::Shadow(_)) {
+            return Err(RolloutError::NestedShadow);
+        }
+        shadow.validate(self.champion, ready_versions)?;
+        let before = self.routing_table().weights();
+        let fraction_bp = shadow.fraction_bp();
+        self.shadow_targets =
+            shadow.versions.iter().map(|&version| ShadowTarget { version, fraction_bp }).collect();
+        let first = shadow.versions.first().copied();
+        self.shadow = Some(shadow);
+        let mut event = self
+            .event(&before, now_ms, actor, Action::Started, reason)
+            .number("shadow_fraction_bp", f64::from(fraction_bp));
+        event.version = first;
         Ok(vec![event])
     }
 

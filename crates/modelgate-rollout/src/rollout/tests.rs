@@ -438,3 +438,35 @@ fn candidate_is_the_single_promotable_version() {
     assert_eq!(start(ab_plan()).candidate(), Some(2), "the control is not a candidate");
     assert_eq!(start(challenger_plan(PromotionGate::Manual)).candidate(), None, "two challengers");
 }
+
+#[test]
+fn a_shadow_attaches_beside_a_canary_and_survives_a_round_trip() {
+    let mut r = start(Plan::canary(2));
+    let weights = split(&r);
+    let shadow = ShadowPlan { versions: vec![3], fraction_percent: 50.0 };
+    let events = r.attach_shadow(shadow, &READY, T0 + 1, &alice(), None).unwrap();
+    assert_eq!(events[0].action, Action::Started);
+    assert_eq!(events[0].version, Some(3));
+    assert_eq!(split(&r), weights, "attaching a shadow moves no live traffic");
+    assert_eq!(r.routing_table().shadows(), &[ShadowTarget { version: 3, fraction_bp: 5000 }]);
+    let back: Rollout = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    assert_eq!(back.routing_table(), r.routing_table());
+    // A shadow plan takes no second shadow; unknown versions are refused.
+    let mut s = start(Plan::Shadow(ShadowPlan { versions: vec![2], fraction_percent: 100.0 }));
+    let e = s.attach_shadow(
+        ShadowPlan { versions: vec![3], fraction_percent: 100.0 },
+        &READY,
+        T0,
+        &alice(),
+        None,
+    );
+    assert_eq!(e.unwrap_err(), RolloutError::NestedShadow);
+    let e = r.attach_shadow(
+        ShadowPlan { versions: vec![9], fraction_percent: 100.0 },
+        &READY,
+        T0,
+        &alice(),
+        None,
+    );
+    assert!(e.is_err());
+}
