@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 /// Per-model settings. Every field is optional in the file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
     /// ORT sessions per version. Default: one per executor thread, so no two
@@ -22,6 +22,22 @@ pub struct ModelConfig {
     /// What to start, with its defaults, when a new version of this model is
     /// dropped into the repository while serving.
     pub on_new_version: OnNewVersion,
+    /// Hard triggers that roll a candidate back by themselves.
+    pub triggers: TriggerSettings,
+}
+
+/// `[triggers]` in model.toml; unset fields keep the strategy notes' defaults
+/// (NaN/Inf rate 1%, error rate 5× the champion's, no latency SLA).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TriggerSettings {
+    /// p99 latency SLA in milliseconds; enables the latency trigger.
+    pub p99_sla_ms: Option<f64>,
+    pub nan_inf_rate: Option<f64>,
+    pub error_ratio: Option<f64>,
+    pub error_rate_floor: Option<f64>,
+    /// Requests a candidate's window needs before a trigger may fire.
+    pub min_samples: Option<u64>,
 }
 
 /// The plan a version dropped in while serving starts by itself.
@@ -44,6 +60,7 @@ impl Default for ModelConfig {
             inter_op_threads: 1,
             queue_capacity: 256,
             on_new_version: OnNewVersion::None,
+            triggers: TriggerSettings::default(),
         }
     }
 }
@@ -108,6 +125,14 @@ mod tests {
         );
         let e = ModelConfig::parse("on_new_version = \"yolo\"\n").unwrap_err();
         assert!(e.to_string().contains("unknown variant `yolo`"), "{e}");
+    }
+
+    #[test]
+    fn trigger_settings_parse_and_reject_typos() {
+        let c = ModelConfig::parse("[triggers]\np99_sla_ms = 25.0\nmin_samples = 100\n").unwrap();
+        assert_eq!(c.triggers.p99_sla_ms, Some(25.0));
+        assert_eq!(c.triggers.min_samples, Some(100));
+        assert!(ModelConfig::parse("[triggers]\np99_sla = 25.0\n").is_err());
     }
 
     #[test]

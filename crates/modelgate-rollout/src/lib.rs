@@ -24,6 +24,7 @@ pub mod plan;
 pub mod rollout;
 pub mod routing;
 pub mod stats;
+pub mod triggers;
 
 pub use audit::{Action, Actor, AuditEvent};
 pub use observe::{AbArmProgress, AbProgress, ArmObservation, ArmStats, KpiSample, StepVerdict};
@@ -34,6 +35,7 @@ pub use routing::{
     shadow_sampled,
 };
 pub use stats::{StatsError, normal_quantile, sample_size_means, sample_size_proportions};
+pub use triggers::{Fired, TriggerConfig, WindowCounts};
 
 /// A point in time or a duration in milliseconds; points are unix epoch ms.
 pub type Millis = u64;

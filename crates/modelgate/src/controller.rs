@@ -573,6 +573,50 @@ impl Controller {
         obs
     }
 
+    /// The first hard trigger any candidate of `rollout` fires, judged on the
+    /// versions' sliding windows against the champion's.
+    fn hard_trigger(&self, model: &str, rollout: &Rollout) -> Option<modelgate_rollout::Fired> {
+        let table = self.gateway.table();
+        let route = table.models.get(model)?;
+        let t = &route.entry.config.triggers;
+        let defaults = modelgate_rollout::TriggerConfig::default();
+        let cfg = modelgate_rollout::TriggerConfig {
+            nan_inf_rate: t.nan_inf_rate.unwrap_or(defaults.nan_inf_rate),
+            error_ratio: t.error_ratio.unwrap_or(defaults.error_ratio),
+            error_rate_floor: t.error_rate_floor.unwrap_or(defaults.error_rate_floor),
+            p99_sla_ms: t.p99_sla_ms,
+            min_samples: t.min_samples.unwrap_or(defaults.min_samples),
+            ..defaults
+        };
+        let counts = |v: u64| -> modelgate_rollout::WindowCounts {
+            let Some(w) = route.windows.get(&v) else { return Default::default() };
+            let snap = w.snapshot();
+            let over_sla = cfg.p99_sla_ms.map_or(0, |sla| {
+                let sla_us = (sla * 1000.0) as u64;
+                let max = snap.latency_us.max();
+                if max > sla_us { snap.latency_us.count_between(sla_us + 1, max) } else { 0 }
+            });
+            modelgate_rollout::WindowCounts {
+                requests: snap.requests,
+                errors: snap.errors,
+                nan_inf: snap.nan_inf,
+                over_sla,
+                p99_ms: snap.p(0.99).map(|us| us as f64 / 1000.0),
+            }
+        };
+        let champion = counts(rollout.champion);
+        let table_now = rollout.routing_table();
+        table_now.arms().iter().filter(|a| a.version != rollout.champion && a.basis_points() > 0).find_map(
+            |a| {
+                cfg.evaluate(&champion, &counts(a.version)).map(|mut f| {
+                    f.numbers.insert("version".into(), a.version as f64);
+                    f.reason = format!("version {}: {}", a.version, f.reason);
+                    f
+                })
+            },
+        )
+    }
+
     /// One controller pass over every live rollout: count, judge, decide.
     pub async fn tick(&self) {
         let mut inner = self.inner.lock().await;
@@ -582,6 +626,27 @@ impl Controller {
         for model in models {
             let Some(mut rollout) = inner.state.rollouts.get(&model).cloned() else { continue };
             let counts = self.observe(&mut inner, &model, &rollout);
+            // Hard triggers first: a firing one rolls back within this tick.
+            if let Some(fired) = self.hard_trigger(&model, &rollout) {
+                let now = now_ms();
+                inner.state.counts.insert(model.clone(), counts);
+                tracing::warn!(
+                    model = %model,
+                    rollout = %rollout.id,
+                    trigger = fired.trigger,
+                    reason = %fired.reason,
+                    "hard trigger fired; rolling back"
+                );
+                match rollout.rollback_triggered(now, fired.trigger, fired.reason, fired.numbers) {
+                    Ok(events) => {
+                        if let Err(e) = self.commit(&mut inner, &model, rollout, events) {
+                            tracing::error!(model = %model, error = %e, "cannot persist an automatic rollback");
+                        }
+                    }
+                    Err(e) => tracing::error!(model = %model, error = %e, "automatic rollback refused"),
+                }
+                continue;
+            }
             let obs = self.observation(&model, &rollout, &counts);
             let verdict = self.analysis.verdict(&model, &rollout, &counts);
             let changed_counts = inner

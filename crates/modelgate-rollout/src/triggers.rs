@@ -1,0 +1,236 @@
+//! Hard triggers: the conditions that roll a candidate back by themselves.
+//!
+//! From the strategy notes: error rate above 5× the champion's, p99 above the
+//! SLA, NaN/Inf output rate above 1%. Each is judged with Wald's sequential
+//! probability ratio test on a Bernoulli rate, so that a handful of requests
+//! can neither fire a trigger nor mask one, and judging on every tick does
+//! not inflate false alarms beyond the test's α:
+//!
+//! - NaN/Inf: H0 rate = 1% (the limit) against H1 rate = 2%;
+//! - errors: H0 rate = max(5 × champion's rate, floor) against H1 = 2 × H0;
+//! - latency: the share of requests slower than the SLA, H0 = 1% (that is,
+//!   p99 = SLA) against H1 = 5%.
+//!
+//! A trigger fires when the log-likelihood ratio crosses ln((1−β)/α) with at
+//! least `min_samples` requests in the window.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Thresholds and test parameters; defaults from the strategy notes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TriggerConfig {
+    /// NaN/Inf output rate limit (1%).
+    pub nan_inf_rate: f64,
+    /// Candidate error rate limit as a multiple of the champion's (5×).
+    pub error_ratio: f64,
+    /// Error rate limit used when the champion's is (near) zero.
+    pub error_rate_floor: f64,
+    /// p99 latency SLA in milliseconds; `None` disables the latency trigger.
+    pub p99_sla_ms: Option<f64>,
+    /// Requests a window needs before any trigger may fire.
+    pub min_samples: u64,
+    /// SPRT type I error (false rollback).
+    pub alpha: f64,
+    /// SPRT type II error (missed rollback).
+    pub beta: f64,
+}
+
+impl Default for TriggerConfig {
+    fn default() -> Self {
+        Self {
+            nan_inf_rate: 0.01,
+            error_ratio: 5.0,
+            error_rate_floor: 0.01,
+            p99_sla_ms: None,
+            min_samples: 50,
+            alpha: 0.001,
+            beta: 0.01,
+        }
+    }
+}
+
+/// One version's window, as plain numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowCounts {
+    pub requests: u64,
+    pub errors: u64,
+    pub nan_inf: u64,
+    /// Successful requests slower than the SLA (0 without an SLA).
+    pub over_sla: u64,
+    /// The window's p99 in milliseconds, if it has latencies.
+    pub p99_ms: Option<f64>,
+}
+
+/// A fired trigger with the numbers behind it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fired {
+    /// `nan_inf_rate`, `error_rate` or `p99_latency`.
+    pub trigger: &'static str,
+    pub reason: String,
+    pub numbers: BTreeMap<String, f64>,
+}
+
+/// Wald's SPRT log-likelihood ratio for `x` successes in `n` Bernoulli trials,
+/// H1 rate `p1` against H0 rate `p0`.
+pub fn sprt_llr(x: u64, n: u64, p0: f64, p1: f64) -> f64 {
+    let p0 = p0.clamp(1e-9, 1.0 - 1e-9);
+    let p1 = p1.clamp(1e-9, 1.0 - 1e-9);
+    x as f64 * (p1 / p0).ln() + (n.saturating_sub(x)) as f64 * ((1.0 - p1) / (1.0 - p0)).ln()
+}
+
+impl TriggerConfig {
+    /// The SPRT's upper boundary: accept H1 (fire) above it.
+    pub fn upper_bound(&self) -> f64 {
+        ((1.0 - self.beta) / self.alpha).ln()
+    }
+
+    fn judge(
+        &self,
+        trigger: &'static str,
+        what: &str,
+        x: u64,
+        n: u64,
+        p0: f64,
+        p1: f64,
+        extra: &[(&str, f64)],
+    ) -> Option<Fired> {
+        if n < self.min_samples {
+            return None;
+        }
+        let llr = sprt_llr(x, n, p0, p1);
+        if llr < self.upper_bound() {
+            return None;
+        }
+        let rate = x as f64 / n as f64;
+        let mut numbers = BTreeMap::from([
+            ("count".to_string(), x as f64),
+            ("requests".to_string(), n as f64),
+            ("rate".to_string(), rate),
+            ("limit".to_string(), p0),
+            ("sprt_llr".to_string(), llr),
+            ("sprt_bound".to_string(), self.upper_bound()),
+        ]);
+        for (k, v) in extra {
+            if v.is_finite() {
+                numbers.insert((*k).to_string(), *v);
+            }
+        }
+        Some(Fired {
+            trigger,
+            reason: format!(
+                "{what}: {x} of {n} requests ({:.2}%) against a limit of {:.2}% (SPRT LLR {llr:.1} ≥ {:.1})",
+                rate * 100.0,
+                p0 * 100.0,
+                self.upper_bound()
+            ),
+            numbers,
+        })
+    }
+
+    /// The first hard trigger the candidate's window fires, if any.
+    pub fn evaluate(&self, champion: &WindowCounts, candidate: &WindowCounts) -> Option<Fired> {
+        let n = candidate.requests;
+        if let Some(f) = self.judge(
+            "nan_inf_rate",
+            "NaN/Inf outputs",
+            candidate.nan_inf,
+            n,
+            self.nan_inf_rate,
+            (2.0 * self.nan_inf_rate).min(0.99),
+            &[],
+        ) {
+            return Some(f);
+        }
+        let champion_rate =
+            if champion.requests == 0 { 0.0 } else { champion.errors as f64 / champion.requests as f64 };
+        let error_limit = (self.error_ratio * champion_rate).max(self.error_rate_floor).min(0.5);
+        if let Some(f) = self.judge(
+            "error_rate",
+            "errors",
+            candidate.errors,
+            n,
+            error_limit,
+            (2.0 * error_limit).min(0.99),
+            &[("champion_error_rate", champion_rate)],
+        ) {
+            return Some(f);
+        }
+        if let Some(sla) = self.p99_sla_ms {
+            let ok = n.saturating_sub(candidate.errors);
+            if let Some(f) = self.judge(
+                "p99_latency",
+                &format!("requests slower than the {sla} ms SLA"),
+                candidate.over_sla,
+                ok,
+                0.01,
+                0.05,
+                &[("sla_ms", sla), ("p99_ms", candidate.p99_ms.unwrap_or(f64::NAN))],
+            ) {
+                return Some(f);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(requests: u64, errors: u64, nan_inf: u64, over_sla: u64) -> WindowCounts {
+        WindowCounts { requests, errors, nan_inf, over_sla, p99_ms: None }
+    }
+
+    #[test]
+    fn a_handful_of_bad_requests_neither_fires_nor_masks() {
+        let cfg = TriggerConfig::default();
+        let healthy = w(1000, 0, 0, 0);
+        // Below min_samples nothing fires, even at 100% NaN.
+        assert!(cfg.evaluate(&healthy, &w(10, 0, 10, 0)).is_none());
+        // A lot of NaN fires once there are enough samples.
+        let f = cfg.evaluate(&healthy, &w(60, 0, 20, 0)).unwrap();
+        assert_eq!(f.trigger, "nan_inf_rate");
+        assert!(f.numbers["sprt_llr"] >= f.numbers["sprt_bound"]);
+        // At the limit (1%) it does not fire, however long it runs.
+        assert!(cfg.evaluate(&healthy, &w(100_000, 0, 1000, 0)).is_none());
+        // Well above it, it does.
+        assert!(cfg.evaluate(&healthy, &w(10_000, 0, 300, 0)).is_some());
+    }
+
+    #[test]
+    fn error_rate_is_judged_against_five_times_the_champion() {
+        let cfg = TriggerConfig::default();
+        // Champion fails 2%: the limit is 10%; 8% does not fire, 30% does.
+        let champion = w(10_000, 200, 0, 0);
+        assert!(cfg.evaluate(&champion, &w(5_000, 400, 0, 0)).is_none());
+        let f = cfg.evaluate(&champion, &w(500, 150, 0, 0)).unwrap();
+        assert_eq!(f.trigger, "error_rate");
+        assert!((f.numbers["limit"] - 0.10).abs() < 1e-12);
+        // A champion with no errors: the floor (1%) applies.
+        let f = cfg.evaluate(&w(10_000, 0, 0, 0), &w(200, 20, 0, 0)).unwrap();
+        assert!((f.numbers["limit"] - 0.01).abs() < 1e-12);
+    }
+
+    #[test]
+    fn latency_fires_on_the_share_over_the_sla() {
+        let cfg = TriggerConfig { p99_sla_ms: Some(5.0), ..Default::default() };
+        let champion = w(1000, 0, 0, 0);
+        assert!(cfg.evaluate(&champion, &w(1000, 0, 0, 10)).is_none(), "1% over the SLA is p99 = SLA");
+        let f = cfg.evaluate(&champion, &w(200, 0, 0, 150)).unwrap();
+        assert_eq!(f.trigger, "p99_latency");
+        assert!(
+            TriggerConfig::default().evaluate(&champion, &w(200, 0, 0, 150)).is_none(),
+            "no SLA, no trigger"
+        );
+    }
+
+    #[test]
+    fn sprt_llr_matches_the_closed_form() {
+        // 3 successes of 10 at p0 = 0.1, p1 = 0.2.
+        let want = 3.0 * (2.0f64).ln() + 7.0 * (0.8f64 / 0.9).ln();
+        assert!((sprt_llr(3, 10, 0.1, 0.2) - want).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,82 @@
+//! Hard triggers roll a bad candidate back by themselves, within a tick, and
+//! say why with the numbers.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::time::{Duration, Instant};
+
+use modelgate_proto::v1 as pb;
+use modelgate_tests::*;
+
+async fn canary_rolls_back(candidate_file: &str, config: &str, trigger: &str) {
+    let repo = TestRepo::new();
+    // v1 = the faulty candidate, v2 = a healthy champion (the highest READY).
+    repo.add("breast-cancer", 1, candidate_file).add("breast-cancer", 2, V2).config("breast-cancer", config);
+    let server = start(&repo, |c| c.tick = Duration::from_millis(50)).await;
+    let mut a = admin(&server, None).await;
+    let mut c = client(&server).await;
+    let start_canary = pb::StartRolloutRequest {
+        model: "breast-cancer".into(),
+        plan: Some(pb::start_rollout_request::Plan::Canary(pb::CanaryPlan {
+            candidate: 1,
+            steps: vec![
+                pb::CanaryStep { percent: 50, min_duration_secs: 3600, min_samples: 1_000_000 },
+                pb::CanaryStep { percent: 100, min_duration_secs: 3600, min_samples: 1_000_000 },
+            ],
+            auto_advance: false,
+        })),
+        reason: String::new(),
+    };
+    a.start_rollout(start_canary).await.unwrap();
+    let g = golden(2);
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut i = 0usize;
+    let status = loop {
+        // Golden rows: 11 of 16 have feature 0 >= 15 (NaN on the fault model).
+        let mut req = request("breast-cancer", std::slice::from_ref(&g.rows[i % 16]));
+        req.routing_key = format!("k{i}");
+        c.predict(req).await.expect("requests keep succeeding during a rollback");
+        i += 1;
+        if i % 20 == 0 {
+            let s = a
+                .get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() })
+                .await
+                .unwrap()
+                .into_inner();
+            if s.state == "rolled_back" {
+                break s;
+            }
+        }
+        assert!(Instant::now() < until, "no automatic rollback after {i} requests");
+    };
+    assert!(status.waiting_for.contains("version 1"), "{}", status.waiting_for);
+    // After the rollback tick, nothing reaches the candidate.
+    let after = versions_for_keys(&mut c, "breast-cancer", (0..300).map(|k| format!("k{k}"))).await;
+    assert!(after.iter().all(|(_, v, _)| *v == 2));
+    let events = a.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
+    let rb = events.iter().find(|e| e.action == "rolled_back").unwrap();
+    assert_eq!(rb.who, "modelgate");
+    let full: serde_json::Value = serde_json::from_str(&rb.event_json).unwrap();
+    assert_eq!(full["trigger"], trigger);
+    assert!(full["numbers"]["sprt_llr"].as_f64().unwrap() >= full["numbers"]["sprt_bound"].as_f64().unwrap());
+    assert_eq!(full["numbers"]["version"], 1.0);
+    server.stop().await.unwrap();
+
+    // The rollback survives a restart.
+    let server = start(&repo, |_| {}).await;
+    let mut a = admin(&server, None).await;
+    let s =
+        a.get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() }).await.unwrap().into_inner();
+    assert_eq!(s.state, "rolled_back");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nan_canary_rolls_back_by_itself() {
+    canary_rolls_back(NAN, "", "nan_inf_rate").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_over_its_latency_sla_rolls_back_by_itself() {
+    canary_rolls_back(SLOW, "sessions = 1\n[triggers]\np99_sla_ms = 2.0\n", "p99_latency").await;
+}
