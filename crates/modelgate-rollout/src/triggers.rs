@@ -81,6 +81,15 @@ pub fn sprt_llr(x: u64, n: u64, p0: f64, p1: f64) -> f64 {
     x as f64 * (p1 / p0).ln() + (n.saturating_sub(x)) as f64 * ((1.0 - p1) / (1.0 - p0)).ln()
 }
 
+/// `x` events in `n` trials, tested at rate `p0` (H0) against `p1` (H1).
+#[derive(Debug, Clone, Copy)]
+struct RateTest {
+    x: u64,
+    n: u64,
+    p0: f64,
+    p1: f64,
+}
+
 impl TriggerConfig {
     /// The SPRT's upper boundary: accept H1 (fire) above it.
     pub fn upper_bound(&self) -> f64 {
@@ -91,12 +100,10 @@ impl TriggerConfig {
         &self,
         trigger: &'static str,
         what: &str,
-        x: u64,
-        n: u64,
-        p0: f64,
-        p1: f64,
+        test: RateTest,
         extra: &[(&str, f64)],
     ) -> Option<Fired> {
+        let RateTest { x, n, p0, p1 } = test;
         if n < self.min_samples {
             return None;
         }
@@ -136,10 +143,12 @@ impl TriggerConfig {
         if let Some(f) = self.judge(
             "nan_inf_rate",
             "NaN/Inf outputs",
-            candidate.nan_inf,
-            n,
-            self.nan_inf_rate,
-            (2.0 * self.nan_inf_rate).min(0.99),
+            RateTest {
+                x: candidate.nan_inf,
+                n,
+                p0: self.nan_inf_rate,
+                p1: (2.0 * self.nan_inf_rate).min(0.99),
+            },
             &[],
         ) {
             return Some(f);
@@ -150,10 +159,7 @@ impl TriggerConfig {
         if let Some(f) = self.judge(
             "error_rate",
             "errors",
-            candidate.errors,
-            n,
-            error_limit,
-            (2.0 * error_limit).min(0.99),
+            RateTest { x: candidate.errors, n, p0: error_limit, p1: (2.0 * error_limit).min(0.99) },
             &[("champion_error_rate", champion_rate)],
         ) {
             return Some(f);
@@ -163,10 +169,7 @@ impl TriggerConfig {
             if let Some(f) = self.judge(
                 "p99_latency",
                 &format!("requests slower than the {sla} ms SLA"),
-                candidate.over_sla,
-                ok,
-                0.01,
-                0.05,
+                RateTest { x: candidate.over_sla, n: ok, p0: 0.01, p1: 0.05 },
                 &[("sla_ms", sla), ("p99_ms", candidate.p99_ms.unwrap_or(f64::NAN))],
             ) {
                 return Some(f);
