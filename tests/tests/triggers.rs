@@ -37,7 +37,7 @@ async fn canary_rolls_back(candidate_file: &str, config: &str, trigger: &str) {
         req.routing_key = format!("k{i}");
         c.predict(req).await.expect("requests keep succeeding during a rollback");
         i += 1;
-        if i % 20 == 0 {
+        if i.is_multiple_of(20) {
             let s = a
                 .get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() })
                 .await
