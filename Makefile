@@ -37,6 +37,7 @@ bench: ort
 	$(CARGO) build --release -p modelgate -p modelgate-benches
 	scripts/bench.sh
 	scripts/bench-shadow.sh
+	scripts/bench-rollback.sh
 
 ## Regenerate models/ (needs PyPI; see models/README.md).
 models:

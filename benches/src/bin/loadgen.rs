@@ -48,6 +48,10 @@ struct Args {
     /// Label for the JSON line.
     #[arg(long, default_value = "gateway")]
     label: String,
+    /// Set every row's first feature to this value (e.g. 20 makes the NaN
+    /// fault model answer NaN).
+    #[arg(long)]
+    first_feature: Option<f32>,
 }
 
 async fn connect(addr: &str, n: usize) -> anyhow::Result<Vec<PredictClient<Channel>>> {
@@ -78,7 +82,12 @@ async fn request(clients: &[PredictClient<Channel>], args: &Args) -> anyhow::Res
             }
             let n: i64 = shape.iter().product();
             let width = shape.iter().skip(1).product::<i64>().max(1) as usize;
-            let data = modelgate_benches::features(n as usize / width, width);
+            let mut data = modelgate_benches::features(n as usize / width, width);
+            if let Some(f) = args.first_feature {
+                for row in data.chunks_mut(width) {
+                    row[0] = f;
+                }
+            }
             pb::Tensor {
                 name: spec.name.clone(),
                 dtype: pb::DataType::Float32 as i32,
