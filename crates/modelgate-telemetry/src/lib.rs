@@ -1,6 +1,21 @@
 //! Telemetry for modelgate. For now: the sliding window each version's
 //! requests are recorded in, which the controller reads to judge rollouts.
 
+pub mod scores;
 pub mod window;
 
+pub use scores::ScoreSample;
 pub use window::{SlidingWindow, WindowSnapshot};
+
+/// What one version records about its requests.
+#[derive(Debug)]
+pub struct VersionStats {
+    pub window: SlidingWindow,
+    pub scores: ScoreSample,
+}
+
+impl Default for VersionStats {
+    fn default() -> Self {
+        Self { window: SlidingWindow::standard(), scores: ScoreSample::new(2000) }
+    }
+}

@@ -37,7 +37,7 @@ impl AdminService {
             // Latency over the sliding window (default the last 60 s).
             for arm in &mut status.arms {
                 if let Some(w) = m.windows.get(&(arm.version as u64)) {
-                    let snap = w.snapshot();
+                    let snap = w.window.snapshot();
                     arm.p50_ms = snap.p(0.50).map_or(0.0, |us| us as f64 / 1000.0);
                     arm.p99_ms = snap.p(0.99).map_or(0.0, |us| us as f64 / 1000.0);
                 }

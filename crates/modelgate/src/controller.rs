@@ -590,7 +590,7 @@ impl Controller {
         };
         let counts = |v: u64| -> modelgate_rollout::WindowCounts {
             let Some(w) = route.windows.get(&v) else { return Default::default() };
-            let snap = w.snapshot();
+            let snap = w.window.snapshot();
             let over_sla = cfg.p99_sla_ms.map_or(0, |sla| {
                 let sla_us = (sla * 1000.0) as u64;
                 let max = snap.latency_us.max();

@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use modelgate_registry::{ModelEntry, ReadyVersion, VersionState};
 use modelgate_runtime::{Executor, InferJob, InferOutput, RunError, SubmitError, Tensor, VersionQueue};
 
-use modelgate_telemetry::SlidingWindow;
+use modelgate_telemetry::VersionStats;
 
 use crate::outcome::{OutcomeStore, Served};
 
@@ -70,7 +70,7 @@ pub struct ModelRoute {
     pub shadows: Vec<ShadowTarget>,
     /// Each READY version's sliding window of latencies, errors and NaN/Inf
     /// outputs, kept across snapshot rebuilds.
-    pub windows: HashMap<u64, Arc<SlidingWindow>>,
+    pub windows: HashMap<u64, Arc<VersionStats>>,
 }
 
 /// What the controller decides for a model: its champion and, while a
@@ -308,8 +308,7 @@ impl Gateway {
                                 .any(|x| x.version == ready.version && Arc::ptr_eq(x.model(), ready.model()))
                         })
                         .map(|(_, w)| Arc::clone(w));
-                    r.windows
-                        .insert(ready.version, kept.unwrap_or_else(|| Arc::new(SlidingWindow::standard())));
+                    r.windows.insert(ready.version, kept.unwrap_or_default());
                 }
             }
             let Some(policy) = policies.get(name) else { continue };
@@ -473,10 +472,13 @@ impl Gateway {
             },
             None => wait.await?,
         };
-        if let Some(window) = model.windows.get(&version.version) {
+        if let Some(stats) = model.windows.get(&version.version) {
             match &result {
-                Ok(out) => window.record(submitted.elapsed(), false, has_nan_inf(&out.outputs)),
-                Err(RunError::Inference(_)) => window.record(submitted.elapsed(), true, false),
+                Ok(out) => {
+                    stats.window.record(submitted.elapsed(), false, has_nan_inf(&out.outputs));
+                    stats.scores.record(scores(&out.outputs));
+                }
+                Err(RunError::Inference(_)) => stats.window.record(submitted.elapsed(), true, false),
                 Err(RunError::DeadlineExceeded { .. }) => {}
             }
         }
@@ -591,6 +593,29 @@ impl Gateway {
             }
         });
     }
+}
+
+/// Each row's score: the last column of the first floating-point output (a
+/// classifier's positive-class probability, a regressor's value).
+pub fn scores(outputs: &[Tensor]) -> Vec<f64> {
+    for t in outputs {
+        let cols = t
+            .shape
+            .last()
+            .and_then(|&c| usize::try_from(c).ok())
+            .filter(|&c| c > 0 && t.shape.len() > 1)
+            .unwrap_or(1);
+        match &t.data {
+            modelgate_runtime::TensorData::Float32(v) => {
+                return v.chunks(cols).filter_map(|r| r.last()).map(|&x| f64::from(x)).collect();
+            }
+            modelgate_runtime::TensorData::Float64(v) => {
+                return v.chunks(cols).filter_map(|r| r.last()).copied().collect();
+            }
+            _ => {}
+        }
+    }
+    Vec::new()
 }
 
 /// Whether any floating-point output holds a NaN or an infinity.
