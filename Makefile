@@ -38,6 +38,7 @@ bench: ort
 	scripts/bench.sh
 	scripts/bench-shadow.sh
 	scripts/bench-rollback.sh
+	target/release/window_bench
 
 ## Regenerate models/ (needs PyPI; see models/README.md).
 models:
