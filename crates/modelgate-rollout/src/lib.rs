@@ -18,6 +18,7 @@
 //! 4. every state change returns [`AuditEvent`]s carrying the numbers it was
 //!    based on, and the routing table is derived again.
 
+pub mod analysis;
 pub mod audit;
 pub mod observe;
 pub mod plan;
