@@ -38,6 +38,8 @@ pub struct TriggerSettings {
     pub error_rate_floor: Option<f64>,
     /// Requests a candidate's window needs before a trigger may fire.
     pub min_samples: Option<u64>,
+    /// Pause the rollout when a soft trigger reaches ALERT (PSI ≥ 0.25).
+    pub pause_on_alert: bool,
 }
 
 /// The plan a version dropped in while serving starts by itself.

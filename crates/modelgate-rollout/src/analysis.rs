@@ -347,7 +347,7 @@ pub fn srm_chi_square(observed: &[u64], expected_weights: &[f64]) -> Result<Srm,
 }
 
 /// How much a distribution has shifted, by PSI value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PsiLevel {
     /// PSI < 0.1: no meaningful shift.

@@ -20,6 +20,7 @@ use tonic::{Code, Status};
 
 use crate::gateway::{Gateway, Policy};
 use crate::state::StateStore;
+use modelgate_rollout::analysis::PsiLevel;
 
 /// Unix milliseconds now.
 pub fn now_ms() -> Millis {
@@ -105,7 +106,13 @@ pub struct Controller {
 struct Inner {
     state: ControlState,
     baselines: BTreeMap<String, Baseline>,
+    /// The highest PSI level already alerted per (rollout id, version).
+    alerted: BTreeMap<(String, u64), PsiLevel>,
 }
+
+/// Scores each side needs before PSI is computed.
+const PSI_MIN_SCORES: usize = 200;
+const PSI_BINS: usize = 10;
 
 impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -191,7 +198,7 @@ impl Controller {
             gateway,
             store,
             analysis,
-            inner: tokio::sync::Mutex::new(Inner { state, baselines }),
+            inner: tokio::sync::Mutex::new(Inner { state, baselines, alerted: BTreeMap::new() }),
             retirer: std::sync::OnceLock::new(),
         };
         {
@@ -617,6 +624,88 @@ impl Controller {
         )
     }
 
+    /// Prediction-distribution shift: PSI between the champion's recent scores
+    /// and each candidate's and shadow's. 0.1 warns, 0.25 alerts; each level
+    /// is raised once per rollout and version as an ALERT audit event, and
+    /// `pause_on_alert` pauses the rollout at ALERT. Returns whether the
+    /// rollout changed.
+    fn soft_triggers(&self, inner: &mut Inner, model: &str, rollout: &mut Rollout) -> bool {
+        let table = self.gateway.table();
+        let Some(route) = table.models.get(model) else { return false };
+        let Some(champion) = route.windows.get(&rollout.champion).map(|s| s.scores.values()) else {
+            return false;
+        };
+        if champion.len() < PSI_MIN_SCORES {
+            return false;
+        }
+        let routing = rollout.routing_table();
+        let mut versions: Vec<u64> = routing
+            .arms()
+            .iter()
+            .filter(|a| a.version != rollout.champion && a.basis_points() > 0)
+            .map(|a| a.version)
+            .chain(routing.shadows().iter().map(|s| s.version))
+            .collect();
+        versions.sort_unstable();
+        versions.dedup();
+        let mut changed = false;
+        for v in versions {
+            let Some(candidate) = route.windows.get(&v).map(|s| s.scores.values()) else { continue };
+            if candidate.len() < PSI_MIN_SCORES {
+                continue;
+            }
+            let Ok(psi) = modelgate_rollout::analysis::psi(&champion, &candidate, PSI_BINS) else { continue };
+            if psi.level == PsiLevel::Ok {
+                continue;
+            }
+            let key = (rollout.id.clone(), v);
+            if inner.alerted.get(&key).is_some_and(|l| *l >= psi.level) {
+                continue;
+            }
+            inner.alerted.insert(key, psi.level);
+            let level = if psi.level == PsiLevel::Alert { "alert" } else { "warn" };
+            let reason = format!(
+                "prediction distribution of version {v} shifted from the champion's: PSI {:.3} ({level}; 0.1 warns, 0.25 alerts)",
+                psi.value
+            );
+            tracing::warn!(
+                model,
+                version = v,
+                psi = psi.value,
+                level,
+                "soft trigger: prediction distribution shift"
+            );
+            let numbers = BTreeMap::from([
+                ("psi".to_string(), psi.value),
+                ("version".to_string(), v as f64),
+                ("champion_scores".to_string(), champion.len() as f64),
+                ("candidate_scores".to_string(), candidate.len() as f64),
+            ]);
+            let mut events = vec![rollout.alert(now_ms(), "psi", reason.clone(), numbers)];
+            if psi.level == PsiLevel::Alert
+                && route.entry.config.triggers.pause_on_alert
+                && !rollout.is_paused()
+            {
+                match rollout.pause(now_ms(), &Actor::system(), Some(format!("pause_on_alert: {reason}"))) {
+                    Ok(ev) => {
+                        events.extend(ev);
+                        changed = true;
+                    }
+                    Err(e) => tracing::warn!(model, error = %e, "pause_on_alert could not pause"),
+                }
+            }
+            let lines: Vec<String> = events.iter().filter_map(|e| serde_json::to_string(e).ok()).collect();
+            if let Err(e) = self.store.append_events(&lines) {
+                tracing::error!(model, error = %e, "cannot record a soft-trigger alert");
+            }
+        }
+        if changed {
+            inner.state.rollouts.insert(model.to_string(), rollout.clone());
+            self.publish(&inner.state, model);
+        }
+        changed
+    }
+
     /// One controller pass over every live rollout: count, judge, decide.
     pub async fn tick(&self) {
         let mut inner = self.inner.lock().await;
@@ -646,6 +735,9 @@ impl Controller {
                     Err(e) => tracing::error!(model = %model, error = %e, "automatic rollback refused"),
                 }
                 continue;
+            }
+            if self.soft_triggers(&mut inner, &model, &mut rollout) {
+                dirty = true;
             }
             let obs = self.observation(&model, &rollout, &counts);
             let verdict = self.analysis.verdict(&model, &rollout, &counts);

@@ -572,16 +572,25 @@ impl Gateway {
         let champion_outputs = Arc::new(champion.outputs.clone());
         let champion_us = (champion.queue_wait + champion.run_time).as_micros() as u64;
         let comparer = Arc::clone(&self.shadow.comparer);
-        let model = model.name.clone();
+        let model_windows = &model.windows;
+        let model_name = model.name.clone();
         let request_id = request_id.to_string();
         let key_hash = routing_key.map(routing_key_hash);
         // Only waiting happens here; comparing and writing run on the
         // comparer's low-priority thread.
+        // Shadows' scores feed the same distribution-shift check as candidates'.
+        let stats: HashMap<u64, Arc<VersionStats>> = shadows
+            .iter()
+            .filter_map(|p| model_windows.get(&p.version).map(|w| (p.version, Arc::clone(w))))
+            .collect();
         tokio::spawn(async move {
             for s in shadows {
                 let Ok(result) = s.rx.await else { continue };
+                if let (Ok(out), Some(w)) = (&result, stats.get(&s.version)) {
+                    w.scores.record(scores(&out.outputs));
+                }
                 comparer.offer(ShadowOutcome {
-                    model: model.clone(),
+                    model: model_name.clone(),
                     champion_version,
                     shadow_version: s.version,
                     request_id: request_id.clone(),
