@@ -686,3 +686,29 @@ async fn a_shadow_runs_beside_a_canary_in_either_order() {
     assert_eq!(actions, vec!["started", "completed", "started", "started"]);
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skewed_assignment_is_flagged_as_sample_ratio_mismatch() {
+    let repo = TestRepo::breast_cancer();
+    let server = start(&repo, |_| {}).await;
+    let mut a = admin(&server, None).await;
+    let mut c = client(&server).await;
+    a.start_rollout(canary(1, &[20, 100])).await.unwrap();
+    // Sticky assignment by key: about 20/80, no mismatch.
+    versions_for_keys(&mut c, "breast-cancer", (0..1000).map(|i| format!("srm{i}"))).await;
+    let s =
+        a.get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() }).await.unwrap().into_inner();
+    assert!(s.srm_p_value.is_some());
+    assert!(!s.srm_mismatch, "a fair split is not flagged: p = {:?}", s.srm_p_value);
+    // Something sends extra traffic to the canary (here: pinned requests).
+    for _ in 0..400 {
+        let mut req = request("breast-cancer", &rows(1));
+        req.version = Some(1);
+        c.predict(req).await.unwrap();
+    }
+    let s =
+        a.get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() }).await.unwrap().into_inner();
+    assert!(s.srm_mismatch, "skew must be visible: p = {:?}", s.srm_p_value);
+    assert!(s.srm_p_value.unwrap() < 0.001);
+    server.stop().await.unwrap();
+}

@@ -124,6 +124,20 @@ pub fn status_of(
             p99_ms: 0.0,
         })
         .collect();
+    // SRM over arms that should get traffic, while the rollout is live.
+    let weighted: Vec<(u64, f64)> = table
+        .weights()
+        .iter()
+        .filter(|w| w.basis_points > 0)
+        .map(|w| (counts.samples.get(&w.version).copied().unwrap_or(0), f64::from(w.basis_points)))
+        .collect();
+    let srm = (live && weighted.len() > 1 && weighted.iter().map(|(n, _)| n).sum::<u64>() >= 100)
+        .then(|| {
+            let observed: Vec<u64> = weighted.iter().map(|(n, _)| *n).collect();
+            let weights: Vec<f64> = weighted.iter().map(|(_, w)| *w).collect();
+            modelgate_rollout::analysis::srm_chi_square(&observed, &weights).ok()
+        })
+        .flatten();
     let stages = match &r.plan {
         Plan::Canary { steps, .. } => steps.len() as u32,
         Plan::BlueGreen { .. } => 2,
@@ -148,6 +162,8 @@ pub fn status_of(
         champion: champion as i64,
         required_samples_per_arm: r.plan.required_samples_per_arm().unwrap_or(0),
         shadows: Vec::new(),
+        srm_p_value: srm.map(|s| s.p_value),
+        srm_mismatch: srm.is_some_and(|s| s.mismatch),
     }
 }
 

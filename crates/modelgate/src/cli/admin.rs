@@ -319,6 +319,12 @@ pub fn format_status(s: &pb::RolloutStatus) -> String {
     if !s.waiting_for.is_empty() {
         out.push_str(&format!("  {}\n", s.waiting_for));
     }
+    if s.srm_mismatch {
+        out.push_str(&format!(
+            "  SAMPLE RATIO MISMATCH: arm counts do not fit the weights (p = {:.2e}); do not trust the comparison\n",
+            s.srm_p_value.unwrap_or(0.0)
+        ));
+    }
     if s.required_samples_per_arm > 0 {
         out.push_str(&format!("  required samples per arm: {}\n", s.required_samples_per_arm));
     }
