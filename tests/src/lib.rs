@@ -200,3 +200,14 @@ pub async fn versions_for_keys(
     }
     out
 }
+
+/// The model's rollout status over the admin RPC.
+pub async fn rollout_status(
+    a: &mut modelgate::cli::admin::Client,
+    model: &str,
+) -> modelgate_proto::v1::RolloutStatus {
+    a.get_rollout(modelgate_proto::v1::GetRolloutRequest { model: model.into() })
+        .await
+        .expect("GetRollout succeeds")
+        .into_inner()
+}

@@ -43,8 +43,7 @@ async fn a_canary_at_20_percent_is_sticky_and_grows_without_moving_users_out() {
     let keys: Vec<String> = (0..4000).map(|i| format!("user-{i}")).collect();
     let first = versions_for_keys(&mut c, "breast-cancer", keys.clone()).await;
     // Per-arm live counts and latency.
-    let s =
-        a.get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() }).await.unwrap().into_inner();
+    let s = rollout_status(&mut a, "breast-cancer").await;
     for arm in &s.arms {
         assert!(arm.requests > 0, "{arm:?}");
         assert!(arm.p50_ms > 0.0 && arm.p99_ms >= arm.p50_ms, "{arm:?}");
@@ -183,8 +182,7 @@ async fn a_restart_mid_canary_resumes_the_same_stage_and_assignments() {
 
     let server = start(&repo, |_| {}).await;
     let mut a = admin(&server, None).await;
-    let after_status =
-        a.get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() }).await.unwrap().into_inner();
+    let after_status = rollout_status(&mut a, "breast-cancer").await;
     assert_eq!(after_status.rollout_id, before_status.rollout_id);
     assert_eq!(after_status.stage, before_status.stage);
     assert_eq!(after_status.arms, {
@@ -259,11 +257,7 @@ async fn a_version_dropped_in_starts_a_shadow_when_the_model_says_so() {
     repo.add("breast-cancer", 2, V2);
     let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let status = loop {
-        let s = a
-            .get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() })
-            .await
-            .unwrap()
-            .into_inner();
+        let s = rollout_status(&mut a, "breast-cancer").await;
         if s.strategy == "shadow" {
             break s;
         }
@@ -278,11 +272,7 @@ async fn a_version_dropped_in_starts_a_shadow_when_the_model_says_so() {
     }
     let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let s = a
-            .get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() })
-            .await
-            .unwrap()
-            .into_inner();
+        let s = rollout_status(&mut a, "breast-cancer").await;
         if let Some(sh) = s.shadows.first()
             && sh.compared == 5
         {
@@ -317,8 +307,7 @@ async fn pause_stops_auto_advance_and_abort_returns_everything_to_the_champion()
     let keys: Vec<String> = (0..200).map(|i| format!("p{i}")).collect();
     versions_for_keys(&mut c, "breast-cancer", keys.clone()).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let s =
-        a.get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() }).await.unwrap().into_inner();
+    let s = rollout_status(&mut a, "breast-cancer").await;
     assert_eq!((s.state.as_str(), s.stage), ("paused", 0), "paused: no auto-advance");
     let s = a.abort(rr("not today")).await.unwrap().into_inner();
     assert_eq!(s.state, "aborted");
@@ -347,11 +336,7 @@ async fn a_healthy_canary_advances_to_promotion_by_itself() {
         let keys: Vec<String> = (i..i + 100).map(|k| format!("a{k}")).collect();
         i += 100;
         versions_for_keys(&mut c, "breast-cancer", keys).await;
-        let s = a
-            .get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() })
-            .await
-            .unwrap()
-            .into_inner();
+        let s = rollout_status(&mut a, "breast-cancer").await;
         if s.state == "promoted" {
             assert_eq!(s.champion, 1);
             break;
@@ -516,11 +501,7 @@ async fn a_shadow_keeps_mirroring_after_a_restart() {
     }
     let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let s = a
-            .get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() })
-            .await
-            .unwrap()
-            .into_inner();
+        let s = rollout_status(&mut a, "breast-cancer").await;
         assert_eq!(s.strategy, "shadow");
         if s.shadows.first().is_some_and(|sh| sh.compared == 5) {
             break;
@@ -608,11 +589,7 @@ async fn outcomes_join_by_request_id_and_routing_key_and_drive_the_automatic_gat
     assert_eq!(by_key, 200);
     let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let s = a
-            .get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() })
-            .await
-            .unwrap()
-            .into_inner();
+        let s = rollout_status(&mut a, "breast-cancer").await;
         if s.state == "promoted" {
             assert_eq!(s.champion, 1);
             break;
@@ -665,11 +642,7 @@ async fn a_shadow_runs_beside_a_canary_in_either_order() {
     }
     let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let s = a
-            .get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() })
-            .await
-            .unwrap()
-            .into_inner();
+        let s = rollout_status(&mut a, "breast-cancer").await;
         if s.shadows[0].compared == 20 {
             break;
         }
@@ -696,8 +669,7 @@ async fn a_skewed_assignment_is_flagged_as_sample_ratio_mismatch() {
     a.start_rollout(canary(1, &[20, 100])).await.unwrap();
     // Sticky assignment by key: about 20/80, no mismatch.
     versions_for_keys(&mut c, "breast-cancer", (0..1000).map(|i| format!("srm{i}"))).await;
-    let s =
-        a.get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() }).await.unwrap().into_inner();
+    let s = rollout_status(&mut a, "breast-cancer").await;
     assert!(s.srm_p_value.is_some());
     assert!(!s.srm_mismatch, "a fair split is not flagged: p = {:?}", s.srm_p_value);
     // Something sends extra traffic to the canary (here: pinned requests).
@@ -706,8 +678,7 @@ async fn a_skewed_assignment_is_flagged_as_sample_ratio_mismatch() {
         req.version = Some(1);
         c.predict(req).await.unwrap();
     }
-    let s =
-        a.get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() }).await.unwrap().into_inner();
+    let s = rollout_status(&mut a, "breast-cancer").await;
     assert!(s.srm_mismatch, "skew must be visible: p = {:?}", s.srm_p_value);
     assert!(s.srm_p_value.unwrap() < 0.001);
     server.stop().await.unwrap();

@@ -38,11 +38,7 @@ async fn canary_rolls_back(candidate_file: &str, config: &str, trigger: &str) {
         c.predict(req).await.expect("requests keep succeeding during a rollback");
         i += 1;
         if i.is_multiple_of(20) {
-            let s = a
-                .get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() })
-                .await
-                .unwrap()
-                .into_inner();
+            let s = rollout_status(&mut a, "breast-cancer").await;
             if s.state == "rolled_back" {
                 break s;
             }
@@ -65,8 +61,7 @@ async fn canary_rolls_back(candidate_file: &str, config: &str, trigger: &str) {
     // The rollback survives a restart.
     let server = start(&repo, |_| {}).await;
     let mut a = admin(&server, None).await;
-    let s =
-        a.get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() }).await.unwrap().into_inner();
+    let s = rollout_status(&mut a, "breast-cancer").await;
     assert_eq!(s.state, "rolled_back");
     server.stop().await.unwrap();
 }
@@ -109,11 +104,7 @@ async fn a_prediction_shift_raises_an_alert_and_pauses_when_asked() {
     m.windows[&1].scores.record((0..500).map(|i| 0.5 + f64::from(i % 50) / 100.0));
     let until = Instant::now() + Duration::from_secs(20);
     let s = loop {
-        let s = a
-            .get_rollout(pb::GetRolloutRequest { model: "breast-cancer".into() })
-            .await
-            .unwrap()
-            .into_inner();
+        let s = rollout_status(&mut a, "breast-cancer").await;
         if s.state == "paused" {
             break s;
         }
