@@ -102,6 +102,34 @@ def msprt(d, sigma2, n, tau2, alpha):
     )
 
 
+def sequential_diff(d, s2, tau2, alpha):
+    # Written independently of analysis.rs: the Gaussian mixture likelihood
+    # ratio integrated numerically, and the confidence sequence by bisection
+    # on the test's own acceptance region.
+    from scipy import integrate, optimize
+    def lam(theta0):
+        f = lambda th: stats.norm.pdf(d, th, math.sqrt(s2)) * stats.norm.pdf(th, theta0, math.sqrt(tau2))
+        # Integrate around the integrand's peak (the posterior mean of θ).
+        prec = 1 / s2 + 1 / tau2
+        m, sd = (d / s2 + theta0 / tau2) / prec, math.sqrt(1 / prec)
+        num, _ = integrate.quad(f, m - 40 * sd, m + 40 * sd, limit=400, epsabs=0, epsrel=1e-12)
+        return num / stats.norm.pdf(d, theta0, math.sqrt(s2))
+    log_lambda = math.log(lam(0.0))
+    bound = math.log(1 / alpha)
+    # The CS is symmetric around d; find the half-width h with log Λ(d ± h) = ln(1/α).
+    g = lambda h: math.log(lam(d + h)) - bound
+    h = optimize.brentq(g, 0.0, 12 * math.sqrt(s2 + tau2), xtol=1e-14, rtol=1e-12)
+    return dict(
+        input=dict(diff=d, var_of_diff=s2, tau2=tau2, alpha=alpha),
+        log_lambda=log_lambda, p_value=min(1.0, math.exp(-log_lambda)), ci_low=d - h, ci_high=d + h,
+    )
+
+
+def mean_interval(mean, var, n, alpha):
+    lo, hi = stats.t.interval(1 - alpha, n - 1, loc=mean, scale=math.sqrt(var / n))
+    return dict(input=dict(mean=mean, variance=var, n=n, alpha=alpha), ci_low=float(lo), ci_high=float(hi))
+
+
 def ss_means(alpha, power, sigma2, mde):
     z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
     raw = 2 * z * z * sigma2 / mde**2
@@ -186,6 +214,15 @@ def main():
         msprt(0.02, 1.0, 100000, 0.01, 0.05),
         msprt(0.5, 2.0, 10, 0.25, 0.1),
     ]
+    seq_cases = [
+        sequential_diff(0.0, 0.01, 0.01, 0.05),
+        sequential_diff(0.3, 0.01, 0.04, 0.05),
+        sequential_diff(-0.02, 1e-4, 1e-4, 0.05),
+        sequential_diff(1.5, 0.25, 1.0, 0.01),
+        sequential_diff(0.004, 2e-6, 1e-4, 0.05),
+        sequential_diff(0.2, 0.5, 0.05, 0.1),
+    ]
+    interval_cases = [mean_interval(*c) for c in [(10.0, 4.0, 30, 0.05), (0.3, 0.21, 500, 0.05), (-2.0, 9.0, 3, 0.01), (1.0, 1e-6, 10, 0.05), (5.5, 2.5, 100000, 0.1)]]
     ssm = [ss_means(*c) for c in [(0.05, 0.8, 1.0, 0.1), (0.05, 0.9, 1.0, 0.25), (0.01, 0.8, 4.0, 0.3), (0.1, 0.95, 2.5, 0.05), (0.05, 0.8, 0.3, 0.07)]]
     ssp = [ss_props(*c) for c in [(0.05, 0.8, 0.10, 0.15), (0.05, 0.9, 0.2, 0.3), (0.01, 0.8, 0.02, 0.025), (0.1, 0.8, 0.5, 0.55), (0.05, 0.95, 0.01, 0.012)]]
 
@@ -194,7 +231,7 @@ def main():
         versions=dict(numpy=np.__version__, scipy=scipy.__version__),
         psi_epsilon=EPS,
         welch=welch_cases, two_proportion=zcases, mann_whitney=mwu_cases, srm=srm_cases,
-        psi=psi_cases, psi_from_counts=psi_count_cases, msprt=msprt_cases,
+        psi=psi_cases, psi_from_counts=psi_count_cases, msprt=msprt_cases, sequential_diff=seq_cases, mean_interval=interval_cases,
         sample_size_means=ssm, sample_size_proportions=ssp,
     )
     OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -574,6 +574,212 @@ pub fn regression_beyond_margin(
     Ok(MarginCheck { shifted_diff, msprt, regression: msprt.reject && shifted_diff > 0.0 })
 }
 
+/// Always-valid inference on one difference `θ` (candidate − champion),
+/// estimated by `diff` with variance `var_of_diff` (e.g. `σ₁²/n₁ + σ₂²/n₂`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SequentialDiff {
+    /// The estimate of θ.
+    pub diff: f64,
+    /// Its standard error, `√var_of_diff`.
+    pub se: f64,
+    /// ln Λ for H₀: θ = 0.
+    pub log_lambda: f64,
+    /// Always-valid p-value for H₀: θ = 0, `min(1, 1/Λ)`.
+    pub p_value: f64,
+    /// Lower end of the `1 − alpha` confidence sequence for θ.
+    pub ci_low: f64,
+    /// Upper end of it.
+    pub ci_high: f64,
+}
+
+/// The mixture SPRT for a difference estimated with a (plug-in) normal
+/// variance, the form Optimizely's Stats Engine uses for unequal arms:
+/// `diff ~ N(θ, s²)` with `s² = var_of_diff`, mixing θ over N(0, τ²):
+///
+/// `Λ = √(s²/(s² + τ²)) · exp(τ² d² / (2 s² (s² + τ²)))`.
+///
+/// With `s² = 2σ²/n` this is exactly [`msprt`]. Its confidence sequence is
+/// the set of θ that the test at level alpha does not reject:
+///
+/// `|d − θ| < √( 2 s²(s² + τ²)/τ² · (ln(1/α) + ½ ln((s² + τ²)/s²)) )`,
+///
+/// which holds at every tick simultaneously with probability ≥ 1 − α, so a
+/// controller may look at it as often as it likes.
+///
+/// Errors unless `diff` is finite, `var_of_diff` and `tau2` are finite and
+/// positive, and 0 < alpha < 1.
+pub fn sequential_diff(
+    diff: f64,
+    var_of_diff: f64,
+    tau2: f64,
+    alpha: f64,
+) -> Result<SequentialDiff, AnalysisError> {
+    finite("diff", diff)?;
+    positive("var_of_diff", var_of_diff)?;
+    positive("tau2", tau2)?;
+    alpha_ok(alpha)?;
+    let s2 = var_of_diff;
+    let r = tau2 / s2;
+    let log_lambda = -0.5 * r.ln_1p() + (diff * diff / s2) * r / (2.0 * (1.0 + r));
+    // 2 s²(s²+τ²)/τ² = 2 s² (1 + 1/r).
+    let half2 = 2.0 * s2 * (1.0 + 1.0 / r) * (-alpha.ln() + 0.5 * r.ln_1p());
+    let half = half2.sqrt();
+    if !log_lambda.is_finite() || !half.is_finite() {
+        return Err(AnalysisError::Degenerate("mixture likelihood ratio is undefined"));
+    }
+    Ok(SequentialDiff {
+        diff,
+        se: s2.sqrt(),
+        log_lambda,
+        p_value: (-log_lambda).exp().min(1.0),
+        ci_low: diff - half,
+        ci_high: diff + half,
+    })
+}
+
+/// What a sequential comparison says about a candidate against a margin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MarginVerdict {
+    /// The whole confidence sequence lies below the margin: the candidate
+    /// is worse by less than the margin, if at all.
+    NonInferior,
+    /// The whole confidence sequence lies above the margin.
+    Regression,
+    /// The sequence still straddles the margin: more data is needed.
+    Undecided,
+}
+
+impl SequentialDiff {
+    /// Judges `θ` (oriented so that larger is worse) against `margin`.
+    pub fn against_margin(&self, margin: f64) -> MarginVerdict {
+        if self.ci_high < margin {
+            MarginVerdict::NonInferior
+        } else if self.ci_low > margin {
+            MarginVerdict::Regression
+        } else {
+            MarginVerdict::Undecided
+        }
+    }
+}
+
+/// One metric's sample summary: count, mean and unbiased variance.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub n: u64,
+    pub mean: f64,
+    pub variance: f64,
+}
+
+/// What an A/B arm's result says, compared with the control.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AbDecision {
+    /// The control arm itself.
+    Control,
+    /// Significantly better than the control.
+    Better,
+    /// Significantly worse than the control.
+    Worse,
+    /// The planned sample size is in and no difference was found.
+    NoDifference,
+    /// Neither: the experiment is still collecting.
+    Collecting,
+}
+
+impl AbDecision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AbDecision::Control => "control",
+            AbDecision::Better => "better",
+            AbDecision::Worse => "worse",
+            AbDecision::NoDifference => "no significant difference",
+            AbDecision::Collecting => "collecting",
+        }
+    }
+}
+
+/// One A/B arm's result on the primary metric.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ArmResult {
+    pub n: u64,
+    pub mean: f64,
+    /// `1 − alpha` Student-t interval for the arm's mean (NaN below n = 2).
+    pub ci_low: f64,
+    pub ci_high: f64,
+    /// Welch's test against the control (fixed horizon: valid once the
+    /// planned sample size is in); `None` for the control or degenerate data.
+    pub welch: Option<TTest>,
+    /// The always-valid comparison against the control (τ = the MDE): valid
+    /// at any time, however often it is looked at.
+    pub sequential: Option<SequentialDiff>,
+    pub decision: AbDecision,
+}
+
+/// The `1 − alpha` Student-t interval for a mean, `(NaN, NaN)` below two
+/// observations.
+pub fn mean_interval(s: &Summary, alpha: f64) -> Result<(f64, f64), AnalysisError> {
+    finite("mean", s.mean)?;
+    non_negative("variance", s.variance)?;
+    alpha_ok(alpha)?;
+    if s.n < 2 {
+        return Ok((f64::NAN, f64::NAN));
+    }
+    let half = student_t_quantile2(alpha, (s.n - 1) as f64) * (s.variance / s.n as f64).sqrt();
+    Ok((s.mean - half, s.mean + half))
+}
+
+/// An arm's result against `control`: its mean's interval, Welch's test,
+/// the always-valid mSPRT with τ² = mde², and the decision. The decision is
+/// `Better`/`Worse` as soon as the always-valid p-value reaches alpha, or
+/// once both arms have `required_per_arm` samples and Welch's does;
+/// `NoDifference` once they have them and neither does; `Collecting`
+/// before. `higher_is_better` orients better and worse.
+pub fn ab_arm_result(
+    control: &Summary,
+    arm: &Summary,
+    is_control: bool,
+    mde: f64,
+    alpha: f64,
+    required_per_arm: u64,
+    higher_is_better: bool,
+) -> Result<ArmResult, AnalysisError> {
+    positive("mde", mde.abs())?;
+    let (ci_low, ci_high) = mean_interval(arm, alpha)?;
+    let mut result = ArmResult {
+        n: arm.n,
+        mean: arm.mean,
+        ci_low,
+        ci_high,
+        welch: None,
+        sequential: None,
+        decision: AbDecision::Control,
+    };
+    if is_control {
+        return Ok(result);
+    }
+    result.decision = AbDecision::Collecting;
+    if control.n < 2 || arm.n < 2 {
+        return Ok(result);
+    }
+    result.welch =
+        welch_t_test_alpha(control.mean, control.variance, control.n, arm.mean, arm.variance, arm.n, alpha)
+            .ok();
+    let var_of_diff = control.variance / control.n as f64 + arm.variance / arm.n as f64;
+    result.sequential = sequential_diff(arm.mean - control.mean, var_of_diff, mde * mde, alpha).ok();
+    let direction = |diff: f64| {
+        if (diff > 0.0) == higher_is_better { AbDecision::Better } else { AbDecision::Worse }
+    };
+    let complete = control.n >= required_per_arm && arm.n >= required_per_arm;
+    result.decision = match (&result.sequential, &result.welch) {
+        (Some(s), _) if s.p_value <= alpha && s.diff != 0.0 => direction(s.diff),
+        (_, Some(w)) if complete && w.p_value <= alpha && w.diff != 0.0 => direction(w.diff),
+        _ if complete => AbDecision::NoDifference,
+        _ => AbDecision::Collecting,
+    };
+    Ok(result)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

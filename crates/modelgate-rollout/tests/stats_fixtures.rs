@@ -195,3 +195,66 @@ fn sample_sizes_match_closed_form() {
         assert_eq!(n, u(case, "n"), "{i}");
     }
 }
+
+#[test]
+fn sequential_diff_matches_the_integrated_mixture_and_its_confidence_sequence() {
+    let doc = fixtures();
+    for case in cases(&doc, "sequential_diff") {
+        let i = &case["input"];
+        let r = analysis::sequential_diff(f(i, "diff"), f(i, "var_of_diff"), f(i, "tau2"), f(i, "alpha"))
+            .unwrap_or_else(|e| panic!("{i}: {e}"));
+        let want = f(case, "log_lambda");
+        assert!(
+            (r.log_lambda - want).abs() <= 1e-7 * want.abs().max(1.0),
+            "log Λ {i}: {} vs {want}",
+            r.log_lambda
+        );
+        assert_p(r.p_value, f(case, "p_value"), &format!("p {i}"));
+        assert_rel(r.ci_low, f(case, "ci_low"), &format!("ci_low {i}"));
+        assert_rel(r.ci_high, f(case, "ci_high"), &format!("ci_high {i}"));
+        // With s² = 2σ²/n it is the paired mSPRT.
+        let (sigma2, n) = (f(i, "var_of_diff") * 50.0, 100.0);
+        let paired = msprt(f(i, "diff"), sigma2, n, f(i, "tau2"), f(i, "alpha")).unwrap();
+        assert!((paired.log_lambda - r.log_lambda).abs() <= 1e-9 * r.log_lambda.abs().max(1.0));
+    }
+}
+
+#[test]
+fn mean_interval_matches_student_t() {
+    let doc = fixtures();
+    for case in cases(&doc, "mean_interval") {
+        let i = &case["input"];
+        let s = analysis::Summary { n: u(i, "n"), mean: f(i, "mean"), variance: f(i, "variance") };
+        let (lo, hi) = analysis::mean_interval(&s, f(i, "alpha")).unwrap();
+        assert_rel(lo, f(case, "ci_low"), &format!("ci_low {i}"));
+        assert_rel(hi, f(case, "ci_high"), &format!("ci_high {i}"));
+    }
+}
+
+#[test]
+fn ab_arm_results_decide_only_on_evidence() {
+    use analysis::{AbDecision, Summary, ab_arm_result};
+    let control = Summary { n: 5000, mean: 0.10, variance: 0.09 };
+    // A big lift is called early by the always-valid test.
+    let better = Summary { n: 5000, mean: 0.15, variance: 0.1275 };
+    let r = ab_arm_result(&control, &better, false, 0.02, 0.05, 100_000, true).unwrap();
+    assert_eq!(r.decision, AbDecision::Better, "{r:?}");
+    assert!(r.sequential.unwrap().p_value <= 0.05);
+    let r = ab_arm_result(&control, &better, false, 0.02, 0.05, 100_000, false).unwrap();
+    assert_eq!(r.decision, AbDecision::Worse, "lower is better flips it");
+    // A tiny difference before the planned size: still collecting, even
+    // where a fixed-horizon test would already say p < 0.05.
+    let slight = Summary { n: 5000, mean: 0.114, variance: 0.099 };
+    let r = ab_arm_result(&control, &slight, false, 0.02, 0.05, 100_000, true).unwrap();
+    assert!(r.welch.unwrap().p_value < 0.05, "{r:?}");
+    assert_eq!(r.decision, AbDecision::Collecting);
+    // The same data with the planned size reached: the fixed-horizon test decides.
+    let r = ab_arm_result(&control, &slight, false, 0.02, 0.05, 5000, true).unwrap();
+    assert_eq!(r.decision, AbDecision::Better);
+    let same = Summary { n: 5000, mean: 0.1001, variance: 0.09 };
+    let r = ab_arm_result(&control, &same, false, 0.02, 0.05, 5000, true).unwrap();
+    assert_eq!(r.decision, AbDecision::NoDifference);
+    let r = ab_arm_result(&control, &control, true, 0.02, 0.05, 5000, true).unwrap();
+    assert_eq!(r.decision, AbDecision::Control);
+    assert!(r.ci_low < 0.10 && r.ci_high > 0.10);
+}
