@@ -24,6 +24,47 @@ pub struct ModelConfig {
     pub on_new_version: OnNewVersion,
     /// Hard triggers that roll a candidate back by themselves.
     pub triggers: TriggerSettings,
+    /// The sequential analysis that lets a step advance or a challenger be
+    /// promoted by itself, and the business-metric soft trigger.
+    pub analysis: AnalysisSettings,
+}
+
+/// `[analysis]` in model.toml.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalysisSettings {
+    /// How much worse a candidate's error rate may be than the champion's,
+    /// absolute (0.01 = one percentage point), for a step to advance.
+    pub error_margin: f64,
+    /// How much worse its mean latency may be, relative to the champion's
+    /// (0.2 = 20%)…
+    pub latency_margin: f64,
+    /// …but never less than this, in milliseconds: differences below it do
+    /// not matter next to the network.
+    pub latency_margin_min_ms: f64,
+    /// Error rate of the always-valid tests (checked on every tick).
+    pub alpha: f64,
+    /// A business metric (reported with RecordOutcome) whose regression
+    /// beyond `kpi_mde` raises an ALERT during canaries and blue/green.
+    pub kpi: Option<String>,
+    /// The smallest change of `kpi` that matters, in its units.
+    pub kpi_mde: Option<f64>,
+    /// Whether a larger `kpi` is better.
+    pub kpi_higher_is_better: bool,
+}
+
+impl Default for AnalysisSettings {
+    fn default() -> Self {
+        Self {
+            error_margin: 0.01,
+            latency_margin: 0.2,
+            latency_margin_min_ms: 0.1,
+            alpha: 0.05,
+            kpi: None,
+            kpi_mde: None,
+            kpi_higher_is_better: true,
+        }
+    }
 }
 
 /// `[triggers]` in model.toml; unset fields keep the strategy notes' defaults
@@ -40,6 +81,20 @@ pub struct TriggerSettings {
     pub min_samples: Option<u64>,
     /// Pause the rollout when a soft trigger reaches ALERT (PSI ≥ 0.25).
     pub pause_on_alert: bool,
+    /// The sliding window the triggers judge: `window_intervals` intervals
+    /// of `window_interval_secs` (default 6 × 10 s).
+    pub window_interval_secs: Option<f64>,
+    pub window_intervals: Option<usize>,
+}
+
+impl TriggerSettings {
+    /// The window's interval and interval count.
+    pub fn window(&self) -> (std::time::Duration, usize) {
+        (
+            std::time::Duration::from_secs_f64(self.window_interval_secs.unwrap_or(10.0)),
+            self.window_intervals.unwrap_or(6),
+        )
+    }
 }
 
 /// The plan a version dropped in while serving starts by itself.
@@ -63,17 +118,20 @@ impl Default for ModelConfig {
             queue_capacity: 256,
             on_new_version: OnNewVersion::None,
             triggers: TriggerSettings::default(),
+            analysis: AnalysisSettings::default(),
         }
     }
 }
 
 /// A model.toml that cannot be used.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum ConfigError {
     #[error("model.toml: {0}")]
     Parse(String),
     #[error("model.toml: {field} must be {expected}, got {got}")]
     Invalid { field: &'static str, expected: &'static str, got: usize },
+    #[error("model.toml: {field} must be {expected}, got {got}")]
+    InvalidNumber { field: &'static str, expected: &'static str, got: f64 },
 }
 
 impl ModelConfig {
@@ -94,6 +152,68 @@ impl ModelConfig {
         check("intra_op_threads", self.intra_op_threads, 1, 256, "between 1 and 256")?;
         check("inter_op_threads", self.inter_op_threads, 1, 256, "between 1 and 256")?;
         check("queue_capacity", self.queue_capacity, 1, 1_000_000, "between 1 and 1000000")?;
+        let number = |field, got: f64, lo: f64, hi: f64, expected| {
+            if got.is_finite() && got >= lo && got <= hi {
+                Ok(())
+            } else {
+                Err(ConfigError::InvalidNumber { field, expected, got })
+            }
+        };
+        let t = &self.triggers;
+        let rate = "a rate above 0 and at most 1";
+        if let Some(v) = t.p99_sla_ms {
+            number("triggers.p99_sla_ms", v, 0.001, 600_000.0, "between 0.001 and 600000 ms")?;
+        }
+        if let Some(v) = t.nan_inf_rate {
+            number("triggers.nan_inf_rate", v, 1e-9, 1.0, rate)?;
+        }
+        if let Some(v) = t.error_ratio {
+            number("triggers.error_ratio", v, 1.0, 1e6, "at least 1")?;
+        }
+        if let Some(v) = t.error_rate_floor {
+            number("triggers.error_rate_floor", v, 1e-9, 1.0, rate)?;
+        }
+        if let Some(v) = t.window_interval_secs {
+            number("triggers.window_interval_secs", v, 0.01, 3600.0, "between 0.01 and 3600 s")?;
+        }
+        if let Some(v) = t.window_intervals {
+            check("triggers.window_intervals", v, 1, 1000, "between 1 and 1000")?;
+        }
+        let a = &self.analysis;
+        number("analysis.error_margin", a.error_margin, 1e-6, 1.0, rate)?;
+        number("analysis.latency_margin", a.latency_margin, 0.0, 100.0, "between 0 and 100 (relative)")?;
+        number(
+            "analysis.latency_margin_min_ms",
+            a.latency_margin_min_ms,
+            0.0,
+            600_000.0,
+            "between 0 and 600000 ms",
+        )?;
+        if a.latency_margin == 0.0 && a.latency_margin_min_ms == 0.0 {
+            return Err(ConfigError::InvalidNumber {
+                field: "analysis.latency_margin",
+                expected: "above 0 when latency_margin_min_ms is 0 (a zero margin can never be shown)",
+                got: 0.0,
+            });
+        }
+        number("analysis.alpha", a.alpha, 1e-9, 0.5, "between 0 and 0.5")?;
+        match (&a.kpi, a.kpi_mde) {
+            (Some(k), _) if k.is_empty() => {
+                return Err(ConfigError::Parse(
+                    "analysis.kpi must name a metric, got an empty string".into(),
+                ));
+            }
+            (Some(_), Some(mde)) => number("analysis.kpi_mde", mde, 1e-12, f64::MAX, "above 0")?,
+            (Some(_), None) => {
+                return Err(ConfigError::Parse(
+                    "analysis.kpi needs analysis.kpi_mde (the smallest change that matters)".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Parse("analysis.kpi_mde is set without analysis.kpi".into()));
+            }
+            (None, None) => {}
+        }
         Ok(())
     }
 }
@@ -135,6 +255,24 @@ mod tests {
         assert_eq!(c.triggers.p99_sla_ms, Some(25.0));
         assert_eq!(c.triggers.min_samples, Some(100));
         assert!(ModelConfig::parse("[triggers]\np99_sla = 25.0\n").is_err());
+    }
+
+    #[test]
+    fn analysis_settings_parse_and_are_checked() {
+        let c = ModelConfig::parse(
+            "[analysis]\nerror_margin = 0.05\nlatency_margin = 0.5\nkpi = \"revenue\"\nkpi_mde = 0.5\n",
+        )
+        .unwrap();
+        assert_eq!(c.analysis.error_margin, 0.05);
+        assert_eq!(c.analysis.kpi.as_deref(), Some("revenue"));
+        let e = ModelConfig::parse("[analysis]\nkpi = \"revenue\"\n").unwrap_err();
+        assert!(e.to_string().contains("kpi_mde"), "{e}");
+        let e = ModelConfig::parse("[analysis]\nalpha = 2.0\n").unwrap_err();
+        assert_eq!(e.to_string(), "model.toml: analysis.alpha must be between 0 and 0.5, got 2");
+        let e = ModelConfig::parse("[triggers]\nnan_inf_rate = -1.0\n").unwrap_err();
+        assert!(e.to_string().contains("triggers.nan_inf_rate"), "{e}");
+        let c = ModelConfig::parse("[triggers]\nwindow_interval_secs = 0.5\nwindow_intervals = 4\n").unwrap();
+        assert_eq!(c.triggers.window(), (std::time::Duration::from_millis(500), 4));
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub struct KpiSample {
     pub mean: f64,
     /// Observations behind the mean.
     pub n: u64,
+    /// The observations' sample variance, when known; the automatic gate
+    /// then also requires the always-valid test to show the improvement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variance: Option<f64>,
 }
 
 impl ArmObservation {
@@ -53,7 +57,13 @@ impl ArmObservation {
 
     /// The same observation with `version`'s KPI set.
     pub fn with_kpi(mut self, version: u64, mean: f64, n: u64) -> Self {
-        self.arms.entry(version).or_default().kpi = Some(KpiSample { mean, n });
+        self.arms.entry(version).or_default().kpi = Some(KpiSample { mean, n, variance: None });
+        self
+    }
+
+    /// The same observation with `version`'s KPI and its variance set.
+    pub fn with_kpi_variance(mut self, version: u64, mean: f64, n: u64, variance: f64) -> Self {
+        self.arms.entry(version).or_default().kpi = Some(KpiSample { mean, n, variance: Some(variance) });
         self
     }
 
@@ -80,6 +90,8 @@ pub enum StepVerdict {
     Unhealthy(String),
     /// Not enough data yet.
     Inconclusive,
+    /// Not enough evidence yet; says what it waits for.
+    Waiting(String),
 }
 
 /// An A/B test's progress toward its required sample size and duration.

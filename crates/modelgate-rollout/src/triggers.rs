@@ -103,15 +103,25 @@ impl TriggerConfig {
         test: RateTest,
         extra: &[(&str, f64)],
     ) -> Option<Fired> {
+        let state = self.state(trigger, what, test, extra);
+        (state.status == TriggerStatus::Fired).then(|| Fired {
+            trigger,
+            reason: state.text,
+            numbers: state.numbers,
+        })
+    }
+
+    /// Where one trigger's test stands.
+    fn state(
+        &self,
+        trigger: &'static str,
+        what: &str,
+        test: RateTest,
+        extra: &[(&str, f64)],
+    ) -> TriggerState {
         let RateTest { x, n, p0, p1 } = test;
-        if n < self.min_samples {
-            return None;
-        }
         let llr = sprt_llr(x, n, p0, p1);
-        if llr < self.upper_bound() {
-            return None;
-        }
-        let rate = x as f64 / n as f64;
+        let rate = if n == 0 { 0.0 } else { x as f64 / n as f64 };
         let mut numbers = BTreeMap::from([
             ("count".to_string(), x as f64),
             ("requests".to_string(), n as f64),
@@ -119,28 +129,55 @@ impl TriggerConfig {
             ("limit".to_string(), p0),
             ("sprt_llr".to_string(), llr),
             ("sprt_bound".to_string(), self.upper_bound()),
+            ("min_samples".to_string(), self.min_samples as f64),
         ]);
         for (k, v) in extra {
             if v.is_finite() {
                 numbers.insert((*k).to_string(), *v);
             }
         }
-        Some(Fired {
-            trigger,
-            reason: format!(
-                "{what}: {x} of {n} requests ({:.2}%) against a limit of {:.2}% (SPRT LLR {llr:.1} ≥ {:.1})",
-                rate * 100.0,
-                p0 * 100.0,
-                self.upper_bound()
-            ),
-            numbers,
-        })
+        let (status, text) = if n < self.min_samples {
+            (
+                TriggerStatus::Waiting,
+                format!("waiting: {} of {} samples in the window", thousands(n), thousands(self.min_samples)),
+            )
+        } else if llr >= self.upper_bound() {
+            (
+                TriggerStatus::Fired,
+                format!(
+                    "{what}: {x} of {n} requests ({:.2}%) against a limit of {:.2}% (SPRT LLR {llr:.1} ≥ {:.1})",
+                    rate * 100.0,
+                    p0 * 100.0,
+                    self.upper_bound()
+                ),
+            )
+        } else {
+            (
+                TriggerStatus::Ok,
+                format!(
+                    "{what}: {x} of {n} requests ({:.2}%), limit {:.2}% (SPRT LLR {llr:.1} < {:.1})",
+                    rate * 100.0,
+                    p0 * 100.0,
+                    self.upper_bound()
+                ),
+            )
+        };
+        TriggerState { trigger, status, text, numbers }
     }
 
     /// The first hard trigger the candidate's window fires, if any.
     pub fn evaluate(&self, champion: &WindowCounts, candidate: &WindowCounts) -> Option<Fired> {
+        self.states(champion, candidate)
+            .into_iter()
+            .find(|s| s.status == TriggerStatus::Fired)
+            .map(|s| Fired { trigger: s.trigger, reason: s.text, numbers: s.numbers })
+    }
+
+    /// Every hard trigger's state for the candidate's window, in the order
+    /// they are checked: NaN/Inf, errors, latency.
+    pub fn states(&self, champion: &WindowCounts, candidate: &WindowCounts) -> Vec<TriggerState> {
         let n = candidate.requests;
-        if let Some(f) = self.judge(
+        let mut out = vec![self.state(
             "nan_inf_rate",
             "NaN/Inf outputs",
             RateTest {
@@ -150,33 +187,83 @@ impl TriggerConfig {
                 p1: (2.0 * self.nan_inf_rate).min(0.99),
             },
             &[],
-        ) {
-            return Some(f);
-        }
+        )];
         let champion_rate =
             if champion.requests == 0 { 0.0 } else { champion.errors as f64 / champion.requests as f64 };
         let error_limit = (self.error_ratio * champion_rate).max(self.error_rate_floor).min(0.5);
-        if let Some(f) = self.judge(
+        out.push(self.state(
             "error_rate",
             "errors",
             RateTest { x: candidate.errors, n, p0: error_limit, p1: (2.0 * error_limit).min(0.99) },
             &[("champion_error_rate", champion_rate)],
-        ) {
-            return Some(f);
-        }
-        if let Some(sla) = self.p99_sla_ms {
-            let ok = n.saturating_sub(candidate.errors);
-            if let Some(f) = self.judge(
-                "p99_latency",
-                &format!("requests slower than the {sla} ms SLA"),
-                RateTest { x: candidate.over_sla, n: ok, p0: 0.01, p1: 0.05 },
-                &[("sla_ms", sla), ("p99_ms", candidate.p99_ms.unwrap_or(f64::NAN))],
-            ) {
-                return Some(f);
+        ));
+        match self.p99_sla_ms {
+            Some(sla) => {
+                let ok = n.saturating_sub(candidate.errors);
+                out.push(self.state(
+                    "p99_latency",
+                    &format!("requests slower than the {sla} ms SLA"),
+                    RateTest { x: candidate.over_sla, n: ok, p0: 0.01, p1: 0.05 },
+                    &[("sla_ms", sla), ("p99_ms", candidate.p99_ms.unwrap_or(f64::NAN))],
+                ));
             }
+            None => out.push(TriggerState {
+                trigger: "p99_latency",
+                status: TriggerStatus::Off,
+                text: "off: no p99_sla_ms in model.toml [triggers]".to_string(),
+                numbers: BTreeMap::new(),
+            }),
         }
-        None
+        out
     }
+}
+
+/// Where a trigger's sequential test stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerStatus {
+    /// Too few requests in the window to judge.
+    Waiting,
+    /// Judged, not firing.
+    Ok,
+    /// The SPRT crossed its bound.
+    Fired,
+    /// Not configured.
+    Off,
+}
+
+impl TriggerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerStatus::Waiting => "waiting",
+            TriggerStatus::Ok => "ok",
+            TriggerStatus::Fired => "fired",
+            TriggerStatus::Off => "off",
+        }
+    }
+}
+
+/// One trigger's state with its numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriggerState {
+    pub trigger: &'static str,
+    pub status: TriggerStatus,
+    /// In words, e.g. "waiting: 12 of 50 samples in the window".
+    pub text: String,
+    pub numbers: BTreeMap<String, f64>,
+}
+
+/// 1070 → "1,070".
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -228,6 +315,28 @@ mod tests {
             TriggerConfig::default().evaluate(&champion, &w(200, 0, 0, 150)).is_none(),
             "no SLA, no trigger"
         );
+    }
+
+    #[test]
+    fn states_say_what_each_trigger_waits_for() {
+        let cfg = TriggerConfig::default();
+        let states = cfg.states(&w(1000, 0, 0, 0), &w(12, 0, 0, 0));
+        let names: Vec<_> = states.iter().map(|s| (s.trigger, s.status)).collect();
+        assert_eq!(
+            names,
+            [
+                ("nan_inf_rate", TriggerStatus::Waiting),
+                ("error_rate", TriggerStatus::Waiting),
+                ("p99_latency", TriggerStatus::Off)
+            ]
+        );
+        assert_eq!(states[0].text, "waiting: 12 of 50 samples in the window");
+        let states = cfg.states(&w(1000, 0, 0, 0), &w(500, 1, 0, 0));
+        assert_eq!(states[1].status, TriggerStatus::Ok);
+        assert_eq!(states[1].numbers["count"], 1.0);
+        assert_eq!(thousands(1070), "1,070");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000_000), "1,000,000");
     }
 
     #[test]

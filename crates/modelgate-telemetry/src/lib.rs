@@ -19,3 +19,10 @@ impl Default for VersionStats {
         Self { window: SlidingWindow::standard(), scores: ScoreSample::new(2000) }
     }
 }
+
+impl VersionStats {
+    /// Stats whose window is `intervals` intervals of `interval`.
+    pub fn new(interval: std::time::Duration, intervals: usize) -> Self {
+        Self { window: SlidingWindow::new(interval, intervals), scores: ScoreSample::new(2000) }
+    }
+}

@@ -55,6 +55,42 @@ pub struct WindowSnapshot {
 }
 
 impl WindowSnapshot {
+    /// Nothing recorded, covering `span`.
+    pub fn empty(span: Duration) -> Self {
+        Self { requests: 0, errors: 0, nan_inf: 0, latency_us: histogram(), span }
+    }
+
+    fn add_interval(&mut self, iv: &Interval) {
+        self.requests += iv.requests;
+        self.errors += iv.errors;
+        self.nan_inf += iv.nan_inf;
+        let _ = self.latency_us.add(&iv.latency_us);
+    }
+
+    /// Adds `other`'s counts and latencies to this one's.
+    pub fn add(&mut self, other: &WindowSnapshot) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.nan_inf += other.nan_inf;
+        let _ = self.latency_us.add(&other.latency_us);
+        self.span += other.span;
+    }
+
+    /// Mean latency of the successful requests, in microseconds.
+    pub fn mean_us(&self) -> Option<f64> {
+        (self.latency_us.len() > 0).then(|| self.latency_us.mean())
+    }
+
+    /// Sample variance of the successful requests' latency, in µs².
+    pub fn variance_us2(&self) -> Option<f64> {
+        let n = self.latency_us.len();
+        (n > 1).then(|| {
+            let sd = self.latency_us.stdev();
+            // hdrhistogram's stdev is the population one.
+            sd * sd * n as f64 / (n - 1) as f64
+        })
+    }
+
     pub fn p(&self, quantile: f64) -> Option<u64> {
         (!self.latency_us.is_empty()).then(|| self.latency_us.value_at_quantile(quantile))
     }
@@ -138,6 +174,29 @@ impl SlidingWindow {
         }
     }
 
+    /// The index of the interval `at` falls in; intervals are numbered from
+    /// the window's creation.
+    pub fn index_of(&self, at: Instant) -> u64 {
+        self.index_at(at)
+    }
+
+    /// Merges the intervals numbered `from..=to` that are still in the ring
+    /// (an interval leaves it `intervals` intervals after it began). The
+    /// controller uses it to fold closed intervals into running totals that
+    /// outlive the window.
+    pub fn merge_range(&self, from: u64, to: u64) -> WindowSnapshot {
+        let mut snap = WindowSnapshot::empty(self.interval * (to.saturating_sub(from) + 1) as u32);
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for iv in
+                shard.ring.iter().filter(|iv| iv.index != u64::MAX && iv.index >= from && iv.index <= to)
+            {
+                snap.add_interval(iv);
+            }
+        }
+        snap
+    }
+
     /// Merges every interval still inside the window.
     pub fn snapshot(&self) -> WindowSnapshot {
         self.snapshot_at(Instant::now())
@@ -146,24 +205,8 @@ impl SlidingWindow {
     pub fn snapshot_at(&self, at: Instant) -> WindowSnapshot {
         let now = self.index_at(at);
         let oldest = now.saturating_sub(self.intervals as u64 - 1);
-        let mut snap = WindowSnapshot {
-            requests: 0,
-            errors: 0,
-            nan_inf: 0,
-            latency_us: histogram(),
-            span: self.interval * self.intervals as u32,
-        };
-        for shard in &self.shards {
-            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            for iv in
-                shard.ring.iter().filter(|iv| iv.index != u64::MAX && iv.index >= oldest && iv.index <= now)
-            {
-                snap.requests += iv.requests;
-                snap.errors += iv.errors;
-                snap.nan_inf += iv.nan_inf;
-                let _ = snap.latency_us.add(&iv.latency_us);
-            }
-        }
+        let mut snap = self.merge_range(oldest, now);
+        snap.span = self.interval * self.intervals as u32;
         snap
     }
 }
@@ -191,6 +234,30 @@ mod tests {
         let s = w.snapshot_at(t0 + Duration::from_secs(10));
         assert_eq!(s.requests, 0);
         assert_eq!(s.p(0.5), None);
+    }
+
+    #[test]
+    fn ranges_fold_into_running_totals() {
+        let w = SlidingWindow::new(Duration::from_secs(1), 3);
+        let t0 = w.epoch;
+        for i in 0..5u64 {
+            let at = t0 + Duration::from_millis(i * 1000 + 10);
+            assert_eq!(w.index_of(at), i);
+            for _ in 0..=i {
+                w.record_at(at, Duration::from_micros(100 * (i + 1)), false, false);
+            }
+        }
+        // Intervals 2..=4 are in the ring; 0 and 1 have been overwritten.
+        let s = w.merge_range(0, 4);
+        assert_eq!(s.requests, 3 + 4 + 5);
+        let mut total = w.merge_range(2, 3);
+        total.add(&w.merge_range(4, 4));
+        assert_eq!(total.requests, 12);
+        let mean = total.mean_us().unwrap();
+        let want = (3.0 * 300.0 + 4.0 * 400.0 + 5.0 * 500.0) / 12.0;
+        assert!((mean - want).abs() < 1.0, "{mean} vs {want}");
+        assert!(total.variance_us2().unwrap() > 0.0);
+        assert_eq!(WindowSnapshot::empty(Duration::ZERO).mean_us(), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::Millis;
 use crate::audit::{Action, Actor, AuditEvent};
 use crate::observe::{AbArmProgress, AbProgress, ArmObservation, StepVerdict};
 use crate::plan::{CanaryStep, Plan, PromotionGate};
+use crate::triggers::thousands;
 
 /// A challenger that passed the automatic gate, with the numbers why.
 struct Winner {
@@ -172,7 +173,7 @@ impl Rollout {
                     .arms
                     .iter()
                     .filter(|a| a.samples < a.required)
-                    .map(|a| format!("{} {} of {} samples", a.name, a.samples, a.required))
+                    .map(|a| format!("{} {} of {} samples", a.name, thousands(a.samples), thousands(a.required)))
                     .collect();
                 if progress.elapsed_ms < progress.min_duration_ms {
                     unmet.push(fmt_progress(progress.elapsed_ms, progress.min_duration_ms / 1000));
@@ -224,7 +225,7 @@ impl Rollout {
         let mut unmet = Vec::new();
         let samples = stats.samples(candidate);
         if samples < step.min_samples {
-            unmet.push(format!("{samples} of {} samples", step.min_samples));
+            unmet.push(format!("{} of {} samples", thousands(samples), thousands(step.min_samples)));
         }
         let elapsed_ms = now_ms.saturating_sub(self.stage_started_ms);
         if elapsed_ms < step.min_duration_secs.saturating_mul(1000) {
@@ -238,6 +239,7 @@ impl Rollout {
         match &self.last_verdict {
             Some(StepVerdict::Healthy) => None,
             Some(StepVerdict::Inconclusive) => Some("safety analysis inconclusive".to_owned()),
+            Some(StepVerdict::Waiting(what)) => Some(what.clone()),
             Some(StepVerdict::Unhealthy(reason)) => Some(format!("safety analysis unhealthy: {reason}")),
             None => Some("a safety analysis".to_owned()),
         }
@@ -294,7 +296,17 @@ impl Rollout {
                     gain * 100.0,
                     threshold * 100.0
                 )),
-                Some(_) => {}
+                Some((version, _, _, _)) => {
+                    if let Some(p) =
+                        significance(&champion, &stats.kpi(version), *threshold, *higher_is_better)
+                        && p > crate::analysis::DEFAULT_ALPHA
+                    {
+                        unmet.push(format!(
+                            "challenger v{version}'s lift on '{kpi}' is not yet significant: always-valid p = {p:.3}, needs ≤ {}",
+                            crate::analysis::DEFAULT_ALPHA
+                        ));
+                    }
+                }
             }
         }
         match (champion, best) {
@@ -317,6 +329,30 @@ impl Rollout {
             _ => Err(unmet),
         }
     }
+}
+
+/// The always-valid one-sided p-value that `challenger` beats `champion`
+/// on the KPI (mSPRT with τ = the threshold's absolute size), when both
+/// report variances; `None` when they do not (the gate then goes by the
+/// means alone). Both variances 0 with different means is certainty: 0.
+fn significance(
+    champion: &crate::KpiSample,
+    challenger: &Option<crate::KpiSample>,
+    threshold: f64,
+    higher_is_better: bool,
+) -> Option<f64> {
+    let c = challenger.as_ref()?;
+    let (vc, vh) = (c.variance?, champion.variance?);
+    let diff = if higher_is_better { c.mean - champion.mean } else { champion.mean - c.mean };
+    let var_of_diff = vc / c.n.max(1) as f64 + vh / champion.n.max(1) as f64;
+    if var_of_diff <= 0.0 {
+        return Some(if diff > 0.0 { 0.0 } else { 1.0 });
+    }
+    let tau = (threshold * champion.mean.abs()).max(f64::MIN_POSITIVE.sqrt());
+    let seq = crate::analysis::sequential_diff(diff, var_of_diff, tau * tau, crate::analysis::DEFAULT_ALPHA)
+        .ok()?;
+    // One-sided: evidence in the challenger's favour only.
+    Some(if seq.diff > 0.0 { seq.p_value } else { 1.0 })
 }
 
 /// "waiting: a; b", or `None` when nothing is unmet.

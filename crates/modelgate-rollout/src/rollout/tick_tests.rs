@@ -152,7 +152,7 @@ fn ab_progress_and_readiness() {
     assert!(!progress.complete);
     assert_eq!(
         rollout.waiting_for(T0 + 86_400_000, &obs).unwrap(),
-        "waiting: control 1000 of 1570 samples; 1.0 d of 7.0 d"
+        "waiting: control 1,000 of 1,570 samples; 1.0 d of 7.0 d"
     );
     let week = T0 + 7 * 86_400_000;
     assert!(rollout.tick(week, &obs, &HEALTHY).is_empty());
@@ -266,4 +266,23 @@ fn clock_trait_accepts_closures() {
     use crate::Clock;
     let clock = || T0 + 5;
     assert_eq!(clock.now_ms(), T0 + 5);
+}
+
+#[test]
+fn automatic_gate_with_variances_waits_for_an_always_valid_lift() {
+    let hour = T0 + 3_600_000;
+    // A 4% lift on a conversion rate of 10%: with 600 samples a side the
+    // noise (σ² = 0.09) hides it, so the gate waits.
+    let noisy =
+        ArmObservation::new().with_kpi_variance(1, 0.100, 600, 0.09).with_kpi_variance(3, 0.104, 600, 0.0998);
+    let mut rollout = start(challenger_plan(gate(0.02, true)));
+    assert!(rollout.tick(hour, &noisy, &HEALTHY).is_empty());
+    let why = rollout.waiting_for(hour, &noisy).unwrap();
+    assert!(why.contains("not yet significant: always-valid p ="), "{why}");
+    // A 50% lift with 20,000 samples a side is beyond doubt.
+    let clear = ArmObservation::new()
+        .with_kpi_variance(1, 0.100, 20_000, 0.09)
+        .with_kpi_variance(3, 0.150, 20_000, 0.1275);
+    let events = rollout.tick(hour, &clear, &HEALTHY);
+    assert_eq!((events[0].action, events[0].version), (Action::Promoted, Some(3)));
 }
