@@ -211,3 +211,33 @@ pub async fn rollout_status(
         .expect("GetRollout succeeds")
         .into_inner()
 }
+
+/// The model's analysis over the admin RPC.
+pub async fn analysis(a: &mut modelgate::cli::admin::Client, model: &str) -> modelgate_proto::v1::Analysis {
+    a.get_analysis(modelgate_proto::v1::GetAnalysisRequest { model: model.into() })
+        .await
+        .expect("GetAnalysis succeeds")
+        .into_inner()
+}
+
+/// Sends keyed requests in rounds of 100 until `done` holds for the model's
+/// analysis, failing after `secs` seconds with the last analysis.
+pub async fn traffic_until(
+    c: &mut PredictClient<Channel>,
+    a: &mut modelgate::cli::admin::Client,
+    model: &str,
+    secs: u64,
+    mut done: impl FnMut(&modelgate_proto::v1::Analysis) -> bool,
+) -> modelgate_proto::v1::Analysis {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut i = 0u64;
+    loop {
+        let got = analysis(a, model).await;
+        if done(&got) {
+            return got;
+        }
+        assert!(std::time::Instant::now() < until, "gave up after {secs} s: {got:#?}");
+        versions_for_keys(c, model, (i..i + 100).map(|k| format!("t{k}"))).await;
+        i += 100;
+    }
+}

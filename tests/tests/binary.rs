@@ -177,6 +177,19 @@ fn operators_drive_a_canary_and_roll_back_with_one_command() {
     assert_eq!(doc[0]["strategy"], "canary");
     assert_eq!(doc[0]["arms"].as_array().unwrap().len(), 2);
 
+    let (ok, out, err) = run_cli(&[&["analysis", "breast-cancer"], &admin[..]].concat());
+    assert!(ok, "{err}");
+    assert!(out.contains("breast-cancer: canary running"), "{out}");
+    assert!(out.contains("verdict: waiting (v1 0 of 50 samples for the sequential tests)"), "{out}");
+    assert!(out.contains("trigger nan_inf_rate  waiting  waiting: 0 of 50 samples in the window"), "{out}");
+    let (ok, out, err) = run_cli(&[&["analysis", "breast-cancer"], &admin[..], &["--json"]].concat());
+    assert!(ok, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(doc["arms"].as_array().unwrap().len(), 2);
+    let (ok, _, err) = run_cli(&[&["analysis", "no-such-model"], &admin[..]].concat());
+    assert!(!ok);
+    assert!(err.contains("error: NOT_FOUND"), "{err}");
+
     let (ok, out, err) = run_cli(&[&["rollback", "breast-cancer"], &admin[..]].concat());
     assert!(ok, "{err}");
     assert!(out.contains("rolled_back"), "{out}");

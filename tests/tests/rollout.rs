@@ -330,12 +330,17 @@ async fn a_healthy_canary_advances_to_promotion_by_itself() {
         }
     }
     a.start_rollout(req).await.unwrap();
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut i = 0;
+    let mut healthy = None;
     loop {
         let keys: Vec<String> = (i..i + 100).map(|k| format!("a{k}")).collect();
         i += 100;
         versions_for_keys(&mut c, "breast-cancer", keys).await;
+        let x = analysis(&mut a, "breast-cancer").await;
+        if x.verdict == "healthy" && healthy.is_none() {
+            healthy = Some(x);
+        }
         let s = rollout_status(&mut a, "breast-cancer").await;
         if s.state == "promoted" {
             assert_eq!(s.champion, 1);
@@ -343,6 +348,26 @@ async fn a_healthy_canary_advances_to_promotion_by_itself() {
         }
         assert!(std::time::Instant::now() < until, "stuck: {s:?}");
     }
+    // What the analysis showed when it let the canary advance.
+    let x = healthy.expect("a healthy verdict before promotion");
+    assert_eq!(x.strategy, "canary");
+    let champion = x.arms.iter().find(|arm| arm.version == 2).unwrap();
+    let canary = x.arms.iter().find(|arm| arm.version == 1).unwrap();
+    assert!(champion.requests > 0 && canary.requests >= 50, "{x:?}");
+    for arm in [champion, canary] {
+        let ci = arm.latency_mean_ci.as_ref().unwrap();
+        assert!(ci.low <= arm.latency_mean_ms && arm.latency_mean_ms <= ci.high, "{arm:?}");
+        assert_eq!(arm.error_rate_ci.as_ref().unwrap().low, 0.0);
+    }
+    for cmp in [&canary.errors_vs_champion, &canary.latency_vs_champion] {
+        let cmp = cmp.as_ref().unwrap();
+        assert_eq!(cmp.verdict, "non_inferior");
+        assert!(cmp.confidence_sequence.as_ref().unwrap().high < cmp.margin, "{cmp:?}");
+    }
+    let states: Vec<(&str, &str)> =
+        canary.triggers.iter().map(|t| (t.trigger.as_str(), t.state.as_str())).collect();
+    assert_eq!(states, [("nan_inf_rate", "ok"), ("error_rate", "ok"), ("p99_latency", "off")]);
+    assert!(champion.triggers.is_empty());
     let events = a.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
     assert!(events.iter().filter(|e| e.action == "advanced").all(|e| e.who == "modelgate"));
     assert_eq!(events.last().unwrap().action, "promoted");
@@ -525,7 +550,7 @@ async fn outcomes_join_by_request_id_and_routing_key_and_drive_the_automatic_gat
             fraction_percent: Some(30.0),
             auto_kpi: "conversion".into(),
             auto_threshold: 0.10,
-            auto_window_secs: 2,
+            auto_window_secs: 5,
             auto_min_samples: Some(20),
             auto_lower_is_better: false,
         })),
@@ -556,14 +581,24 @@ async fn outcomes_join_by_request_id_and_routing_key_and_drive_the_automatic_gat
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
 
-    // The challenger converts twice as well as the champion.
+    // The automatic gate also needs the safety verdict: the challenger shown
+    // no worse than the champion on errors and latency, which takes a few
+    // hundred of its requests.
+    let healthy = traffic_until(&mut c, &mut a, "breast-cancer", 60, |x| x.verdict == "healthy").await;
+    let challenger = healthy.arms.iter().find(|x| x.version == 1).unwrap();
+    assert!(challenger.requests >= 50, "{challenger:?}");
+    assert_eq!(challenger.errors_vs_champion.as_ref().unwrap().verdict, "non_inferior");
+
+    // The challenger converts twice as well as the champion (60% against
+    // 30%, a fixed pattern so the test is deterministic).
     let mut by_key = 0;
     for i in 0..400 {
         let mut req = request("breast-cancer", &rows(1));
         req.routing_key = format!("cc{i}");
         req.request_id = format!("req-cc{i}");
         let resp = c.predict(req).await.unwrap().into_inner();
-        let value = if resp.version == 1 { 1.0 } else { 0.5 };
+        let value =
+            if resp.version == 1 { f64::from(u8::from(i % 5 < 3)) } else { f64::from(u8::from(i % 10 < 3)) };
         // Half join by request id, half by routing key.
         let (request_id, routing_key) = if i % 2 == 0 {
             (resp.request_id.clone(), String::new())
@@ -587,6 +622,12 @@ async fn outcomes_join_by_request_id_and_routing_key_and_drive_the_automatic_gat
         by_key += i % 2;
     }
     assert_eq!(by_key, 200);
+    let joined = analysis(&mut a, "breast-cancer").await;
+    let row = |v: i64| joined.metrics.iter().find(|m| m.version == v && m.metric == "conversion").unwrap();
+    assert_eq!(row(2).decision, "control");
+    assert!(row(1).n >= 80 && (row(1).mean - 0.6).abs() < 0.05, "{:?}", row(1));
+    assert!(row(1).always_valid_p_value.unwrap() < 0.05, "{:?}", row(1));
+    assert_eq!(row(1).decision, "better");
     let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let s = rollout_status(&mut a, "breast-cancer").await;

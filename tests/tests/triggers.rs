@@ -120,3 +120,134 @@ async fn a_prediction_shift_raises_an_alert_and_pauses_when_asked() {
     assert_eq!(events.iter().filter(|e| e.action == "alert").count(), 1, "raised once");
     server.stop().await.unwrap();
 }
+
+fn canary_plan(
+    candidate: i64,
+    percent: u32,
+    min_samples: u64,
+    auto_advance: bool,
+) -> pb::StartRolloutRequest {
+    pb::StartRolloutRequest {
+        model: "breast-cancer".into(),
+        plan: Some(pb::start_rollout_request::Plan::Canary(pb::CanaryPlan {
+            candidate,
+            steps: vec![
+                pb::CanaryStep { percent, min_duration_secs: 0, min_samples },
+                pb::CanaryStep { percent: 100, min_duration_secs: 0, min_samples },
+            ],
+            auto_advance,
+        })),
+        reason: String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_few_samples_neither_roll_back_nor_advance_and_say_why() {
+    let repo = TestRepo::new();
+    repo.add("breast-cancer", 1, NAN).add("breast-cancer", 2, V2);
+    let server = start(&repo, |c| c.tick = Duration::from_millis(50)).await;
+    let mut a = admin(&server, None).await;
+    let mut c = client(&server).await;
+    a.start_rollout(canary_plan(1, 50, 1070, true)).await.unwrap();
+    // 30 requests, about half to the candidate, most of those NaN: far over
+    // the 1% limit, but too few to judge.
+    let g = golden(2);
+    for i in 0..30 {
+        let mut req = request("breast-cancer", std::slice::from_ref(&g.rows[i % 16]));
+        req.routing_key = format!("few{i}");
+        c.predict(req).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let s = rollout_status(&mut a, "breast-cancer").await;
+    assert_eq!((s.state.as_str(), s.stage), ("running", 0), "{s:?}");
+    assert!(s.waiting_for.contains(" of 1,070 samples"), "{}", s.waiting_for);
+    let x = analysis(&mut a, "breast-cancer").await;
+    assert_eq!(x.verdict, "waiting", "{x:?}");
+    assert!(x.verdict_reason.contains("of 50 samples for the sequential tests"), "{}", x.verdict_reason);
+    let candidate = x.arms.iter().find(|arm| arm.version == 1).unwrap();
+    assert!(candidate.nan_inf > 0 && candidate.requests < 50, "{candidate:?}");
+    let nan = candidate.triggers.iter().find(|t| t.trigger == "nan_inf_rate").unwrap();
+    assert_eq!(nan.state, "waiting");
+    assert!(
+        nan.text.starts_with("waiting: ") && nan.text.ends_with(" of 50 samples in the window"),
+        "{}",
+        nan.text
+    );
+    assert_eq!(candidate.triggers.iter().find(|t| t.trigger == "p99_latency").unwrap().state, "off");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slower_candidate_is_held_and_alerted_by_the_sequential_test() {
+    let repo = TestRepo::new();
+    // No SLA: the hard latency trigger is off, so only the sequential
+    // comparison with the champion can catch the slow version.
+    repo.add("breast-cancer", 1, SLOW).add("breast-cancer", 2, V2);
+    let server = start(&repo, |c| c.tick = Duration::from_millis(50)).await;
+    let mut a = admin(&server, None).await;
+    let mut c = client(&server).await;
+    a.start_rollout(canary_plan(1, 50, 20, true)).await.unwrap();
+    let x = traffic_until(&mut c, &mut a, "breast-cancer", 60, |x| x.verdict == "unhealthy").await;
+    assert!(x.verdict_reason.contains("v1 mean latency"), "{}", x.verdict_reason);
+    let slow = x.arms.iter().find(|arm| arm.version == 1).unwrap();
+    let latency = slow.latency_vs_champion.as_ref().unwrap();
+    assert_eq!(latency.verdict, "regression");
+    assert!(latency.confidence_sequence.as_ref().unwrap().low > latency.margin, "{latency:?}");
+    // Held, not rolled back (no hard trigger fired), and alerted once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = rollout_status(&mut a, "breast-cancer").await;
+    assert_eq!((s.state.as_str(), s.stage), ("running", 0), "{s:?}");
+    assert!(s.waiting_for.contains("safety analysis unhealthy"), "{}", s.waiting_for);
+    let alerts: Vec<_> = s.alerts.iter().filter(|al| al.trigger == "latency_regression").collect();
+    assert_eq!(alerts.len(), 1, "{:?}", s.alerts);
+    assert_eq!(alerts[0].version, 1);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_business_metric_regression_raises_an_alert() {
+    let repo = TestRepo::breast_cancer();
+    repo.config("breast-cancer", "[analysis]\nkpi = \"revenue\"\nkpi_mde = 0.5\n");
+    let server = start(&repo, |c| c.tick = Duration::from_millis(50)).await;
+    let mut a = admin(&server, None).await;
+    let mut c = client(&server).await;
+    a.start_rollout(canary_plan(1, 50, 1_000_000, false)).await.unwrap();
+    // The candidate's users spend about 1.3 less per request.
+    for i in 0..300 {
+        let mut req = request("breast-cancer", &rows(1));
+        req.routing_key = format!("rev{i}");
+        let resp = c.predict(req).await.unwrap().into_inner();
+        let base = if resp.version == 1 { 2.0 } else { 3.3 };
+        c.record_outcome(pb::RecordOutcomeRequest {
+            model: "breast-cancer".into(),
+            request_id: resp.request_id,
+            metric: "revenue".into(),
+            value: base + f64::from(i % 7) * 0.2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let until = Instant::now() + Duration::from_secs(20);
+    let s = loop {
+        let s = rollout_status(&mut a, "breast-cancer").await;
+        if s.alerts.iter().any(|al| al.trigger == "kpi_regression") {
+            break s;
+        }
+        assert!(Instant::now() < until, "no alert: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let alert = s.alerts.iter().find(|al| al.trigger == "kpi_regression").unwrap();
+    assert_eq!(alert.version, 1);
+    assert!(alert.reason.contains("'revenue'"), "{}", alert.reason);
+    let x = analysis(&mut a, "breast-cancer").await;
+    let row = x.metrics.iter().find(|m| m.version == 1).unwrap();
+    assert_eq!(row.decision, "worse", "{row:?}");
+    assert!((row.diff.unwrap() + 1.3).abs() < 0.2, "{row:?}");
+    let control = x.metrics.iter().find(|m| m.version == 2).unwrap();
+    assert_eq!(control.decision, "control");
+    assert!(control.ci.as_ref().unwrap().low < 3.9 && control.ci.as_ref().unwrap().high > 3.9, "{control:?}");
+    let events = a.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
+    assert_eq!(events.iter().filter(|e| e.action == "alert").count(), 1, "raised once");
+    server.stop().await.unwrap();
+}

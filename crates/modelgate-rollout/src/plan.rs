@@ -69,6 +69,9 @@ pub enum Plan {
         /// The experiment's minimum length.
         #[serde(default = "default_ab_secs")]
         min_duration_secs: u64,
+        /// Whether a larger metric is better (conversion) or worse (latency).
+        #[serde(default = "default_true")]
+        higher_is_better: bool,
     },
     /// Challengers permanently share a fixed slice; one is promoted when it
     /// beats the champion.

@@ -361,6 +361,11 @@ impl Rollout {
         }
     }
 
+    /// The latest safety verdict a tick saw.
+    pub fn last_verdict(&self) -> Option<&StepVerdict> {
+        self.last_verdict.as_ref()
+    }
+
     /// Whether automatic decisions are paused.
     pub fn is_paused(&self) -> bool {
         self.state == RolloutState::Paused

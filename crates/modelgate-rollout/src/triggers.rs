@@ -96,21 +96,6 @@ impl TriggerConfig {
         ((1.0 - self.beta) / self.alpha).ln()
     }
 
-    fn judge(
-        &self,
-        trigger: &'static str,
-        what: &str,
-        test: RateTest,
-        extra: &[(&str, f64)],
-    ) -> Option<Fired> {
-        let state = self.state(trigger, what, test, extra);
-        (state.status == TriggerStatus::Fired).then(|| Fired {
-            trigger,
-            reason: state.text,
-            numbers: state.numbers,
-        })
-    }
-
     /// Where one trigger's test stands.
     fn state(
         &self,
@@ -258,7 +243,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

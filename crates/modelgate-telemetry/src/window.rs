@@ -78,7 +78,7 @@ impl WindowSnapshot {
 
     /// Mean latency of the successful requests, in microseconds.
     pub fn mean_us(&self) -> Option<f64> {
-        (self.latency_us.len() > 0).then(|| self.latency_us.mean())
+        (!self.latency_us.is_empty()).then(|| self.latency_us.mean())
     }
 
     /// Sample variance of the successful requests' latency, in µs².

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use modelgate_proto::v1 as pb;
 use modelgate_rollout::{
-    AbArm, Actor, CanaryStep, Plan, PromotionGate, Rollout, RolloutState, ShadowPlan, plan,
+    AbArm, Actor, CanaryStep, Plan, PromotionGate, Rollout, RolloutState, ShadowPlan, StepVerdict, plan,
 };
 use tonic::{Request, Response, Status};
 
@@ -32,6 +32,9 @@ impl AdminService {
         let obs =
             rollout.as_ref().map(|r| self.controller.observation(model, r, &counts)).unwrap_or_default();
         let mut status = status_of(model, rollout.as_ref(), &counts, &obs, champion);
+        if let Some(r) = &rollout {
+            status.alerts = self.controller.alerts(model, &r.id).iter().map(alert_of).collect();
+        }
         let table = self.gateway.table();
         if let Some(m) = table.models.get(model) {
             // Latency over the sliding window (default the last 60 s).
@@ -164,6 +167,17 @@ pub fn status_of(
         shadows: Vec::new(),
         srm_p_value: srm.map(|s| s.p_value),
         srm_mismatch: srm.is_some_and(|s| s.mismatch),
+        alerts: Vec::new(),
+    }
+}
+
+/// An ALERT audit event as the admin API shows it.
+pub fn alert_of(e: &modelgate_rollout::AuditEvent) -> pb::Alert {
+    pb::Alert {
+        at_ms: e.at_ms as i64,
+        trigger: e.trigger.clone().unwrap_or_default(),
+        reason: e.reason.clone().unwrap_or_default(),
+        version: e.numbers.get("version").map_or(0, |v| *v as i64),
     }
 }
 
@@ -213,6 +227,7 @@ pub fn plan_from_pb(p: pb::start_rollout_request::Plan) -> Result<Plan, Status> 
             power: a.power.unwrap_or(0.8),
             variance: a.variance,
             min_duration_secs: a.min_duration_secs.unwrap_or(plan::DEFAULT_AB_SECS),
+            higher_is_better: !a.lower_is_better,
         },
         P::ChampionChallenger(c) => Plan::ChampionChallenger {
             challengers: c
@@ -295,6 +310,23 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::GetRolloutRequest>,
     ) -> Result<Response<pb::RolloutStatus>, Status> {
         Ok(Response::new(self.status(&req.into_inner().model).await?))
+    }
+
+    async fn get_analysis(
+        &self,
+        req: Request<pb::GetAnalysisRequest>,
+    ) -> Result<Response<pb::Analysis>, Status> {
+        let model = req.into_inner().model;
+        if model.is_empty() {
+            return Err(Status::invalid_argument("model is empty; expected a model name"));
+        }
+        let view = self.controller.analysis(&model).await?;
+        let alerts = view
+            .rollout
+            .as_ref()
+            .map(|r| self.controller.alerts(&model, &r.id).iter().map(alert_of).collect())
+            .unwrap_or_default();
+        Ok(Response::new(analysis_of(&model, &view, alerts)))
     }
 
     async fn start_rollout(
@@ -424,4 +456,149 @@ impl AdminService {
             .map_err(|e: ControlError| Status::from(e))?;
         Ok(Response::new(self.status(&r.model).await?))
     }
+}
+
+fn interval(low: f64, high: f64) -> Option<pb::Interval> {
+    (low.is_finite() && high.is_finite()).then_some(pb::Interval { low, high })
+}
+
+fn comparison_of(c: &crate::analysis::Comparison) -> pb::Comparison {
+    pb::Comparison {
+        diff: c.seq.diff,
+        confidence_sequence: interval(c.seq.ci_low, c.seq.ci_high),
+        p_value: c.seq.p_value,
+        margin: c.margin,
+        verdict: match c.verdict {
+            modelgate_rollout::analysis::MarginVerdict::NonInferior => "non_inferior",
+            modelgate_rollout::analysis::MarginVerdict::Regression => "regression",
+            modelgate_rollout::analysis::MarginVerdict::Undecided => "undecided",
+        }
+        .to_string(),
+        fixed_horizon_p_value: c.fixed_p,
+    }
+}
+
+/// GetAnalysis's answer from the controller's view.
+pub fn analysis_of(
+    model: &str,
+    view: &crate::controller::AnalysisView,
+    alerts: Vec<pb::Alert>,
+) -> pb::Analysis {
+    use crate::analysis::{compare_errors, compare_latency, wilson};
+    let mut out = pb::Analysis {
+        model: model.to_string(),
+        champion: view.champion as i64,
+        alerts,
+        alpha: view.settings.as_ref().map_or(0.05, |s| s.alpha),
+        ..Default::default()
+    };
+    let Some(r) = &view.rollout else {
+        out.verdict = "none".into();
+        out.verdict_reason = "no rollout".into();
+        return out;
+    };
+    let live = matches!(r.state, RolloutState::Running | RolloutState::Paused);
+    let status = status_of(model, Some(r), &view.counts, &view.observation, view.champion);
+    out.rollout_id = r.id.clone();
+    out.strategy = status.strategy;
+    out.state = status.state;
+    out.waiting_for = status.waiting_for;
+    out.srm_p_value = status.srm_p_value;
+    out.srm_mismatch = status.srm_mismatch;
+    out.required_samples_per_arm = status.required_samples_per_arm;
+    if let Plan::Canary { steps, .. } = &r.plan {
+        out.step_min_samples = steps.get(r.stage).map_or(0, |s| s.min_samples);
+    }
+    if status.srm_p_value.is_some() {
+        let observed: Vec<(u64, f64)> = r
+            .routing_table()
+            .weights()
+            .iter()
+            .filter(|w| w.basis_points > 0)
+            .map(|w| (view.counts.samples.get(&w.version).copied().unwrap_or(0), f64::from(w.basis_points)))
+            .collect();
+        let (o, w): (Vec<u64>, Vec<f64>) = observed.into_iter().unzip();
+        out.srm_chi2 = modelgate_rollout::analysis::srm_chi_square(&o, &w).ok().map(|s| s.chi2);
+    }
+    let (verdict, reason) = match &view.verdict {
+        StepVerdict::Healthy => ("healthy", String::new()),
+        StepVerdict::Unhealthy(why) => ("unhealthy", why.clone()),
+        StepVerdict::Inconclusive => ("waiting", "inconclusive".to_string()),
+        StepVerdict::Waiting(why) => ("waiting", why.clone()),
+    };
+    out.verdict = if live { verdict.to_string() } else { "finished".to_string() };
+    out.verdict_reason = reason;
+    let alpha = out.alpha;
+    let champion = view.arms.iter().find(|a| a.version == view.champion);
+    let champion_window = champion.map(|c| c.window_counts(view.triggers.p99_sla_ms)).unwrap_or_default();
+    for a in &view.arms {
+        let t = &a.total;
+        let latency = a.latency_ms();
+        let (lat_lo, lat_hi) = latency
+            .as_ref()
+            .and_then(|s| modelgate_rollout::analysis::mean_interval(s, alpha).ok())
+            .unwrap_or((f64::NAN, f64::NAN));
+        let (err_lo, err_hi) = wilson(t.errors, t.requests, alpha);
+        let is_candidate = a.version != view.champion;
+        let (errors_vs, latency_vs) = match (champion, view.settings.as_ref()) {
+            (Some(ch), Some(s)) if is_candidate => (
+                compare_errors(&ch.total, &a.total, s).as_ref().map(comparison_of),
+                compare_latency(ch, a, s).as_ref().map(comparison_of),
+            ),
+            _ => (None, None),
+        };
+        let triggers = if is_candidate {
+            view.triggers
+                .states(&champion_window, &a.window_counts(view.triggers.p99_sla_ms))
+                .into_iter()
+                .map(|st| pb::TriggerState {
+                    version: a.version as i64,
+                    trigger: st.trigger.to_string(),
+                    state: st.status.as_str().to_string(),
+                    text: st.text,
+                    numbers: st.numbers.into_iter().collect(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        out.arms.push(pb::ArmAnalysis {
+            version: a.version as i64,
+            name: a.name.clone(),
+            weight_bp: a.weight_bp,
+            stage_samples: a.stage_samples,
+            requests: t.requests,
+            errors: t.errors,
+            nan_inf: t.nan_inf,
+            error_rate: if t.requests == 0 { 0.0 } else { t.errors as f64 / t.requests as f64 },
+            error_rate_ci: interval(err_lo, err_hi),
+            latency_mean_ms: latency.map_or(0.0, |l| l.mean),
+            latency_mean_ci: interval(lat_lo, lat_hi),
+            p50_ms: a.window.p(0.50).map_or(0.0, |us| us as f64 / 1000.0),
+            p99_ms: a.window.p(0.99).map_or(0.0, |us| us as f64 / 1000.0),
+            errors_vs_champion: errors_vs,
+            latency_vs_champion: latency_vs,
+            psi: view.psi.get(&a.version).copied(),
+            triggers,
+            window_requests: a.window.requests,
+        });
+    }
+    out.metrics = view
+        .metrics
+        .iter()
+        .map(|m| pb::MetricResult {
+            metric: m.metric.clone(),
+            arm: m.arm.clone(),
+            version: m.version as i64,
+            n: m.result.n,
+            mean: m.result.mean,
+            ci: interval(m.result.ci_low, m.result.ci_high),
+            p_value: m.result.welch.map(|w| w.p_value),
+            always_valid_p_value: m.result.sequential.map(|s| s.p_value),
+            diff: m.result.sequential.map(|s| s.diff).or(m.result.welch.map(|w| w.diff)),
+            decision: m.result.decision.as_str().to_string(),
+            required: m.required,
+        })
+        .collect();
+    out
 }

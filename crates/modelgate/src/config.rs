@@ -44,6 +44,13 @@ pub enum Command {
         #[command(flatten)]
         conn: crate::cli::admin::AdminConn,
     },
+    /// The statistics behind a model's automatic decisions: per arm n, means
+    /// and intervals, always-valid comparisons, triggers, SRM, PSI, metrics.
+    Analysis {
+        model: String,
+        #[command(flatten)]
+        conn: crate::cli::admin::AdminConn,
+    },
     /// Roll a model back to its champion now: the one-command rollback.
     Rollback {
         model: String,

@@ -14,10 +14,12 @@ use std::time::{Duration, SystemTime};
 use modelgate_registry::VersionState;
 use modelgate_rollout::{
     Actor, ArmObservation, AuditEvent, Millis, Plan, Rollout, RolloutSpec, RolloutState, StepVerdict,
+    TriggerConfig,
 };
 use serde::{Deserialize, Serialize};
 use tonic::{Code, Status};
 
+use crate::analysis;
 use crate::gateway::{Gateway, Policy};
 use crate::state::StateStore;
 use modelgate_rollout::analysis::PsiLevel;
@@ -65,40 +67,10 @@ struct Baseline {
     at_start: BTreeMap<u64, (u64, u64)>,
 }
 
-/// Judges a canary step for auto-advance. The safety issue replaces the
-/// default with windowed triggers and sequential tests.
-pub trait StepAnalysis: Send + Sync {
-    fn verdict(&self, model: &str, rollout: &Rollout, counts: &StageCounts) -> StepVerdict;
-}
-
-/// Until the statistical analysis lands: a step is healthy when its
-/// candidates served samples in this stage without a single inference error.
-#[derive(Debug, Default)]
-pub struct NoErrorsAnalysis;
-
-impl StepAnalysis for NoErrorsAnalysis {
-    fn verdict(&self, _model: &str, rollout: &Rollout, counts: &StageCounts) -> StepVerdict {
-        let candidates: Vec<u64> =
-            rollout.routing_table().versions().into_iter().filter(|v| *v != rollout.champion).collect();
-        if let Some(v) = candidates.iter().find(|v| counts.errors.get(v).copied().unwrap_or(0) > 0) {
-            return StepVerdict::Unhealthy(format!(
-                "version {v} failed {} requests in this stage",
-                counts.errors.get(v).copied().unwrap_or(0)
-            ));
-        }
-        if candidates.iter().all(|v| counts.samples.get(v).copied().unwrap_or(0) > 0) {
-            StepVerdict::Healthy
-        } else {
-            StepVerdict::Inconclusive
-        }
-    }
-}
-
 /// The control plane.
 pub struct Controller {
     gateway: Arc<Gateway>,
     store: Arc<dyn StateStore>,
-    analysis: Box<dyn StepAnalysis>,
     inner: tokio::sync::Mutex<Inner>,
     retirer: std::sync::OnceLock<Retirer>,
 }
@@ -108,6 +80,25 @@ struct Inner {
     baselines: BTreeMap<String, Baseline>,
     /// The highest PSI level already alerted per (rollout id, version).
     alerted: BTreeMap<(String, u64), PsiLevel>,
+    /// Other alerts already raised, per (rollout id, version, trigger).
+    raised: std::collections::BTreeSet<(String, u64, &'static str)>,
+    /// What each arm served since its rollout started.
+    running: analysis::RunningTotals,
+}
+
+/// Everything GetAnalysis shows for one model.
+#[derive(Debug, Clone)]
+pub struct AnalysisView {
+    pub rollout: Option<Rollout>,
+    pub champion: u64,
+    pub counts: StageCounts,
+    pub arms: Vec<analysis::ArmNumbers>,
+    pub settings: Option<analysis::Settings>,
+    pub triggers: TriggerConfig,
+    pub verdict: StepVerdict,
+    pub metrics: Vec<analysis::MetricRow>,
+    pub psi: BTreeMap<u64, f64>,
+    pub observation: ArmObservation,
 }
 
 /// Scores each side needs before PSI is computed.
@@ -172,11 +163,7 @@ fn is_live(r: &Rollout) -> bool {
 impl Controller {
     /// Restores the persisted state (champions, rollouts, counts) and
     /// publishes every model's routing.
-    pub fn open(
-        gateway: Arc<Gateway>,
-        store: Arc<dyn StateStore>,
-        analysis: Box<dyn StepAnalysis>,
-    ) -> Result<Self, ControlError> {
+    pub fn open(gateway: Arc<Gateway>, store: Arc<dyn StateStore>) -> Result<Self, ControlError> {
         let state = match store.load_snapshot()? {
             Some(bytes) => serde_json::from_slice::<ControlState>(&bytes)
                 .map_err(|e| ControlError::Precondition(format!("state snapshot does not parse: {e}")))?,
@@ -197,8 +184,13 @@ impl Controller {
         let controller = Self {
             gateway,
             store,
-            analysis,
-            inner: tokio::sync::Mutex::new(Inner { state, baselines, alerted: BTreeMap::new() }),
+            inner: tokio::sync::Mutex::new(Inner {
+                state,
+                baselines,
+                alerted: BTreeMap::new(),
+                raised: Default::default(),
+                running: Default::default(),
+            }),
             retirer: std::sync::OnceLock::new(),
         };
         {
@@ -573,55 +565,276 @@ impl Controller {
             let outcomes = self.gateway.outcomes();
             for v in std::iter::once(rollout.champion).chain(challengers.iter().copied()) {
                 if let Some(sum) = outcomes.summary(model, v, kpi, now, window_secs.saturating_mul(1000)) {
-                    obs = obs.with_kpi(v, sum.mean, sum.n);
+                    obs = obs.with_kpi_variance(v, sum.mean, sum.n, sum.variance);
                 }
             }
         }
         obs
     }
 
-    /// The first hard trigger any candidate of `rollout` fires, judged on the
-    /// versions' sliding windows against the champion's.
-    fn hard_trigger(&self, model: &str, rollout: &Rollout) -> Option<modelgate_rollout::Fired> {
+    /// The model's hard-trigger settings: model.toml over the strategy
+    /// notes' defaults.
+    fn trigger_config(&self, model: &str) -> TriggerConfig {
+        let defaults = TriggerConfig::default();
         let table = self.gateway.table();
-        let route = table.models.get(model)?;
+        let Some(route) = table.models.get(model) else { return defaults };
         let t = &route.entry.config.triggers;
-        let defaults = modelgate_rollout::TriggerConfig::default();
-        let cfg = modelgate_rollout::TriggerConfig {
+        TriggerConfig {
             nan_inf_rate: t.nan_inf_rate.unwrap_or(defaults.nan_inf_rate),
             error_ratio: t.error_ratio.unwrap_or(defaults.error_ratio),
             error_rate_floor: t.error_rate_floor.unwrap_or(defaults.error_rate_floor),
             p99_sla_ms: t.p99_sla_ms,
             min_samples: t.min_samples.unwrap_or(defaults.min_samples),
             ..defaults
-        };
-        let counts = |v: u64| -> modelgate_rollout::WindowCounts {
-            let Some(w) = route.windows.get(&v) else { return Default::default() };
-            let snap = w.window.snapshot();
-            let over_sla = cfg.p99_sla_ms.map_or(0, |sla| {
-                let sla_us = (sla * 1000.0) as u64;
-                let max = snap.latency_us.max();
-                if max > sla_us { snap.latency_us.count_between(sla_us + 1, max) } else { 0 }
-            });
-            modelgate_rollout::WindowCounts {
-                requests: snap.requests,
-                errors: snap.errors,
-                nan_inf: snap.nan_inf,
-                over_sla,
-                p99_ms: snap.p(0.99).map(|us| us as f64 / 1000.0),
+        }
+    }
+
+    /// Every arm of `rollout` (champion first) with its window, its totals
+    /// since the rollout started and its samples in this stage.
+    fn arm_numbers(
+        &self,
+        inner: &mut Inner,
+        model: &str,
+        rollout: &Rollout,
+        counts: &StageCounts,
+    ) -> Vec<analysis::ArmNumbers> {
+        let table = self.gateway.table();
+        let Some(route) = table.models.get(model) else { return Vec::new() };
+        let routing = rollout.routing_table();
+        let mut arms: Vec<(u64, String, u32)> = vec![(rollout.champion, "champion".to_string(), 0)];
+        for w in routing.weights() {
+            match arms.iter_mut().find(|(v, _, _)| *v == w.version) {
+                Some(a) => a.2 = w.basis_points,
+                None => arms.push((w.version, w.name.clone(), w.basis_points)),
             }
+        }
+        arms.into_iter()
+            .map(|(version, name, weight_bp)| {
+                let (window, total) = match route.windows.get(&version) {
+                    Some(stats) => {
+                        (stats.window.snapshot(), inner.running.total(&rollout.id, version, stats))
+                    }
+                    None => {
+                        let empty = modelgate_telemetry::WindowSnapshot::empty(Duration::ZERO);
+                        (empty.clone(), empty)
+                    }
+                };
+                analysis::ArmNumbers {
+                    version,
+                    name,
+                    weight_bp,
+                    stage_samples: counts.samples.get(&version).copied().unwrap_or(0),
+                    total,
+                    window,
+                }
+            })
+            .collect()
+    }
+
+    /// The first hard trigger any candidate of `rollout` fires, judged on the
+    /// versions' sliding windows against the champion's.
+    fn hard_trigger(
+        &self,
+        model: &str,
+        rollout: &Rollout,
+        arms: &[analysis::ArmNumbers],
+    ) -> Option<modelgate_rollout::Fired> {
+        let cfg = self.trigger_config(model);
+        let champion = arms.iter().find(|a| a.version == rollout.champion)?.window_counts(cfg.p99_sla_ms);
+        arms.iter().filter(|a| a.version != rollout.champion && a.weight_bp > 0).find_map(|a| {
+            cfg.evaluate(&champion, &a.window_counts(cfg.p99_sla_ms)).map(|mut f| {
+                f.numbers.insert("version".into(), a.version as f64);
+                f.reason = format!("version {}: {}", a.version, f.reason);
+                f
+            })
+        })
+    }
+
+    /// The step's safety verdict from the always-valid comparisons.
+    fn verdict(&self, model: &str, rollout: &Rollout, arms: &[analysis::ArmNumbers]) -> StepVerdict {
+        let table = self.gateway.table();
+        let Some(route) = table.models.get(model) else {
+            return StepVerdict::Waiting(format!("model {model} is not loaded"));
         };
-        let champion = counts(rollout.champion);
-        let table_now = rollout.routing_table();
-        table_now.arms().iter().filter(|a| a.version != rollout.champion && a.basis_points() > 0).find_map(
-            |a| {
-                cfg.evaluate(&champion, &counts(a.version)).map(|mut f| {
-                    f.numbers.insert("version".into(), a.version as f64);
-                    f.reason = format!("version {}: {}", a.version, f.reason);
-                    f
-                })
-            },
-        )
+        analysis::step_verdict(rollout.champion, arms, &analysis::Settings::of(&route.entry.config))
+    }
+
+    /// Soft triggers other than PSI: a business metric worse than the
+    /// control beyond its MDE, and a candidate the sequential tests show
+    /// worse than the champion beyond the margins. Each raises one ALERT
+    /// event per rollout, version and trigger; `pause_on_alert` pauses.
+    /// Returns whether the rollout changed.
+    fn regression_alerts(
+        &self,
+        inner: &mut Inner,
+        model: &str,
+        rollout: &mut Rollout,
+        verdict: &StepVerdict,
+    ) -> bool {
+        let table = self.gateway.table();
+        let Some(route) = table.models.get(model) else { return false };
+        let now = now_ms();
+        let mut found: Vec<(u64, &'static str, String, BTreeMap<String, f64>)> = Vec::new();
+        if let Some(plan) = analysis::metric_plan(rollout, &route.entry.config, now) {
+            for row in analysis::metric_rows(self.gateway.outcomes(), model, &plan, now) {
+                if let Some(reason) = analysis::kpi_regression(&row) {
+                    let seq = row.result.sequential;
+                    let numbers = BTreeMap::from([
+                        ("version".to_string(), row.version as f64),
+                        ("n".to_string(), row.result.n as f64),
+                        ("mean".to_string(), row.result.mean),
+                        ("diff".to_string(), seq.map_or(f64::NAN, |s| s.diff)),
+                        ("always_valid_p".to_string(), seq.map_or(f64::NAN, |s| s.p_value)),
+                        ("mde".to_string(), row.mde),
+                    ]);
+                    found.push((row.version, "kpi_regression", reason, numbers));
+                }
+            }
+        }
+        if let StepVerdict::Unhealthy(reason) = verdict {
+            for part in reason.split("; ") {
+                let Some(v) =
+                    part.strip_prefix('v').and_then(|r| r.split(' ').next()).and_then(|v| v.parse().ok())
+                else {
+                    continue;
+                };
+                let trigger =
+                    if part.contains("error rate") { "error_regression" } else { "latency_regression" };
+                found.push((
+                    v,
+                    trigger,
+                    part.to_string(),
+                    BTreeMap::from([("version".to_string(), v as f64)]),
+                ));
+            }
+        }
+        let mut changed = false;
+        for (version, trigger, reason, numbers) in found {
+            if !inner.raised.insert((rollout.id.clone(), version, trigger)) {
+                continue;
+            }
+            tracing::warn!(model, version, trigger, reason = %reason, "soft trigger");
+            let mut events = vec![rollout.alert(now, trigger, reason.clone(), numbers)];
+            if route.entry.config.triggers.pause_on_alert && !rollout.is_paused() {
+                match rollout.pause(now, &Actor::system(), Some(format!("pause_on_alert: {reason}"))) {
+                    Ok(ev) => {
+                        events.extend(ev);
+                        changed = true;
+                    }
+                    Err(e) => tracing::warn!(model, error = %e, "pause_on_alert could not pause"),
+                }
+            }
+            let lines: Vec<String> = events.iter().filter_map(|e| serde_json::to_string(e).ok()).collect();
+            if let Err(e) = self.store.append_events(&lines) {
+                tracing::error!(model, error = %e, "cannot record a soft-trigger alert");
+            }
+        }
+        if changed {
+            inner.state.rollouts.insert(model.to_string(), rollout.clone());
+            self.publish(&inner.state, model);
+        }
+        changed
+    }
+
+    /// PSI of each candidate's and shadow's recent scores against the
+    /// champion's, where both have enough.
+    fn psi_values(&self, model: &str, rollout: &Rollout) -> BTreeMap<u64, f64> {
+        let table = self.gateway.table();
+        let Some(route) = table.models.get(model) else { return BTreeMap::new() };
+        let Some(champion) = route.windows.get(&rollout.champion).map(|s| s.scores.values()) else {
+            return BTreeMap::new();
+        };
+        if champion.len() < PSI_MIN_SCORES {
+            return BTreeMap::new();
+        }
+        let routing = rollout.routing_table();
+        routing
+            .versions()
+            .into_iter()
+            .chain(routing.shadows().iter().map(|s| s.version))
+            .filter(|v| *v != rollout.champion)
+            .filter_map(|v| {
+                let candidate = route.windows.get(&v)?.scores.values();
+                if candidate.len() < PSI_MIN_SCORES {
+                    return None;
+                }
+                modelgate_rollout::analysis::psi(&champion, &candidate, PSI_BINS).ok().map(|p| (v, p.value))
+            })
+            .collect()
+    }
+
+    /// Everything the automatic decisions look at for `model`, as of now.
+    pub async fn analysis(&self, model: &str) -> Result<AnalysisView, ControlError> {
+        let mut inner = self.inner.lock().await;
+        if !self.gateway.table().models.contains_key(model) && !inner.state.rollouts.contains_key(model) {
+            return Err(ControlError::ModelNotFound(model.to_string()));
+        }
+        let champion = self.champion_of(&inner.state, model).unwrap_or(0);
+        let triggers = self.trigger_config(model);
+        let settings =
+            self.gateway.table().models.get(model).map(|r| analysis::Settings::of(&r.entry.config));
+        let Some(rollout) = inner.state.rollouts.get(model).cloned() else {
+            return Ok(AnalysisView {
+                rollout: None,
+                champion,
+                counts: StageCounts::default(),
+                arms: Vec::new(),
+                settings,
+                triggers,
+                verdict: StepVerdict::Waiting("no rollout".into()),
+                metrics: Vec::new(),
+                psi: BTreeMap::new(),
+                observation: ArmObservation::new(),
+            });
+        };
+        let live = is_live(&rollout);
+        let counts = if live {
+            self.observe(&mut inner, model, &rollout)
+        } else {
+            inner.state.counts.get(model).cloned().unwrap_or_default()
+        };
+        let arms = if live { self.arm_numbers(&mut inner, model, &rollout, &counts) } else { Vec::new() };
+        let verdict = if live {
+            self.verdict(model, &rollout, &arms)
+        } else {
+            rollout.last_verdict().cloned().unwrap_or(StepVerdict::Waiting("finished".into()))
+        };
+        let now = now_ms();
+        let metrics = self
+            .gateway
+            .table()
+            .models
+            .get(model)
+            .and_then(|r| analysis::metric_plan(&rollout, &r.entry.config, now))
+            .map(|plan| analysis::metric_rows(self.gateway.outcomes(), model, &plan, now))
+            .unwrap_or_default();
+        let observation = self.observation(model, &rollout, &counts);
+        let psi = if live { self.psi_values(model, &rollout) } else { BTreeMap::new() };
+        Ok(AnalysisView {
+            rollout: Some(rollout),
+            champion,
+            counts,
+            arms,
+            settings,
+            triggers,
+            verdict,
+            metrics,
+            psi,
+            observation,
+        })
+    }
+
+    /// The ALERT events of rollout `rollout_id`, oldest first.
+    pub fn alerts(&self, model: &str, rollout_id: &str) -> Vec<AuditEvent> {
+        self.events(Some(model), 0, 0)
+            .map(|events| {
+                events
+                    .into_iter()
+                    .map(|(e, _)| e)
+                    .filter(|e| e.rollout_id == rollout_id && e.action == modelgate_rollout::Action::Alert)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Prediction-distribution shift: PSI between the champion's recent scores
@@ -715,8 +928,9 @@ impl Controller {
         for model in models {
             let Some(mut rollout) = inner.state.rollouts.get(&model).cloned() else { continue };
             let counts = self.observe(&mut inner, &model, &rollout);
+            let arms = self.arm_numbers(&mut inner, &model, &rollout, &counts);
             // Hard triggers first: a firing one rolls back within this tick.
-            if let Some(fired) = self.hard_trigger(&model, &rollout) {
+            if let Some(fired) = self.hard_trigger(&model, &rollout, &arms) {
                 let now = now_ms();
                 inner.state.counts.insert(model.clone(), counts);
                 tracing::warn!(
@@ -736,11 +950,14 @@ impl Controller {
                 }
                 continue;
             }
+            let verdict = self.verdict(&model, &rollout, &arms);
             if self.soft_triggers(&mut inner, &model, &mut rollout) {
                 dirty = true;
             }
+            if self.regression_alerts(&mut inner, &model, &mut rollout, &verdict) {
+                dirty = true;
+            }
             let obs = self.observation(&model, &rollout, &counts);
-            let verdict = self.analysis.verdict(&model, &rollout, &counts);
             let changed_counts = inner
                 .state
                 .counts
@@ -749,6 +966,13 @@ impl Controller {
             inner.state.counts.insert(model.clone(), counts);
             let events = rollout.tick(now_ms(), &obs, &verdict);
             if events.is_empty() {
+                // The verdict is what GetRollout's "waiting for" reports. Its
+                // numbers change every tick, so it is kept in memory and
+                // written with the next snapshot rather than on its own.
+                let stored = inner.state.rollouts.get(&model);
+                if stored.is_some_and(|s| s.last_verdict() != rollout.last_verdict()) {
+                    inner.state.rollouts.insert(model.clone(), rollout);
+                }
                 dirty |= changed_counts;
                 continue;
             }
@@ -759,6 +983,9 @@ impl Controller {
                 tracing::error!(model = %model, error = %e, "cannot persist a rollout decision; routing unchanged");
             }
         }
+        let live: std::collections::BTreeSet<String> =
+            inner.state.rollouts.values().filter(|r| is_live(r)).map(|r| r.id.clone()).collect();
+        inner.running.retain(&live);
         // Finished blue/green rollouts too: blue goes once its retention ends,
         // however the rollout finished.
         let all: Vec<String> = inner.state.rollouts.keys().cloned().collect();

@@ -3,6 +3,7 @@
 //! gRPC statuses in [`error`], and [`server`] starts and stops it all.
 
 pub mod admin;
+pub mod analysis;
 pub mod auth;
 pub mod cli;
 pub mod config;

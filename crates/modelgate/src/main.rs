@@ -27,6 +27,7 @@ async fn main() -> ExitCode {
         Command::Predict(args) => modelgate::cli::predict::run(args).await,
         Command::Admin { conn, call } => modelgate::cli::admin::run(conn, call).await,
         Command::Status { model, conn } => modelgate::cli::admin::status(conn, model).await,
+        Command::Analysis { model, conn } => modelgate::cli::admin::analysis(conn, model).await,
         Command::Rollback { model, reason, conn } => {
             let call = modelgate::cli::admin::AdminCommand::Rollback(modelgate::cli::admin::ModelArg {
                 model,

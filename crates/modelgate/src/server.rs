@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use crate::admin::AdminService;
 use crate::auth::AdminAuth;
 use crate::config::ServeConfig;
-use crate::controller::{Controller, NoErrorsAnalysis};
+use crate::controller::Controller;
 use crate::error::oversize_to_resource_exhausted;
 use crate::gateway::{Gateway, ModelTable, ShadowRunner};
 use crate::service::PredictService;
@@ -112,8 +112,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let store = crate::state::FileStore::open(&config.state_dir)
         .with_context(|| format!("cannot open the state directory {}", config.state_dir.display()))?;
     let controller = Arc::new(
-        Controller::open(Arc::clone(&gateway), Arc::new(store), Box::new(NoErrorsAnalysis))
-            .context("cannot restore rollout state")?,
+        Controller::open(Arc::clone(&gateway), Arc::new(store)).context("cannot restore rollout state")?,
     );
     let ticker = controller.spawn_ticker(config.tick);
     let watcher = config.watch.then(|| {

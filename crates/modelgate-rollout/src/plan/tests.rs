@@ -23,6 +23,7 @@ fn ab(arms: &[(&str, u64, u32)]) -> Plan {
         power: 0.8,
         variance: 1.0,
         min_duration_secs: DEFAULT_AB_SECS,
+        higher_is_better: true,
     }
 }
 

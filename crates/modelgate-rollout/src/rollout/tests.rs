@@ -49,6 +49,7 @@ pub(super) fn ab_plan() -> Plan {
         power: 0.8,
         variance: 1.0,
         min_duration_secs: 7 * 24 * 3600,
+        higher_is_better: true,
     }
 }
 

@@ -173,7 +173,9 @@ impl Rollout {
                     .arms
                     .iter()
                     .filter(|a| a.samples < a.required)
-                    .map(|a| format!("{} {} of {} samples", a.name, thousands(a.samples), thousands(a.required)))
+                    .map(|a| {
+                        format!("{} {} of {} samples", a.name, thousands(a.samples), thousands(a.required))
+                    })
                     .collect();
                 if progress.elapsed_ms < progress.min_duration_ms {
                     unmet.push(fmt_progress(progress.elapsed_ms, progress.min_duration_ms / 1000));

@@ -1,0 +1,512 @@
+//! The controller's statistics: running totals per rollout arm, the
+//! always-valid comparisons that let a canary step advance, business-metric
+//! results from outcomes, and the numbers GetAnalysis shows.
+//!
+//! The hard triggers judge the sliding window (recent behaviour, fast
+//! rollback). The sequential comparisons here judge everything a version
+//! served since the rollout started, folded out of the same windows as their
+//! intervals close, so the hot path records once and the mSPRT sees a sample
+//! that only grows, as its always-valid guarantee requires. The totals live
+//! in memory: after a restart they start again (the stage counts, which the
+//! sample gates use, are persisted).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use modelgate_registry::ModelConfig;
+use modelgate_rollout::analysis::{self, MarginVerdict, SequentialDiff, Summary};
+use modelgate_rollout::{Millis, Plan, PromotionGate, Rollout, StepVerdict, TriggerConfig, WindowCounts};
+use modelgate_telemetry::{VersionStats, WindowSnapshot};
+
+use crate::outcome::OutcomeStore;
+
+/// One arm's totals since the rollout started, folded out of its window.
+#[derive(Debug)]
+struct Running {
+    /// Which window the indexes belong to (a reloaded version gets a new one).
+    window: usize,
+    /// The first interval not folded in yet.
+    next: u64,
+    total: WindowSnapshot,
+}
+
+/// Running totals per (rollout id, version).
+#[derive(Debug, Default)]
+pub struct RunningTotals {
+    map: BTreeMap<(String, u64), Running>,
+}
+
+impl RunningTotals {
+    /// Everything `version` served in rollout `rollout_id` since it was first
+    /// asked about: closed intervals are folded in for good, the open one is
+    /// added to the answer.
+    pub fn total(&mut self, rollout_id: &str, version: u64, stats: &Arc<VersionStats>) -> WindowSnapshot {
+        let w = &stats.window;
+        let id = Arc::as_ptr(stats) as usize;
+        let now = w.index_of(Instant::now());
+        let r = self.map.entry((rollout_id.to_string(), version)).or_insert_with(|| Running {
+            window: id,
+            next: now,
+            total: WindowSnapshot::empty(std::time::Duration::ZERO),
+        });
+        if r.window != id {
+            // The version was reloaded: its new window starts now.
+            r.window = id;
+            r.next = now;
+        }
+        if now > r.next {
+            let closed = w.merge_range(r.next, now - 1);
+            r.total.add(&closed);
+            r.next = now;
+        }
+        let mut out = r.total.clone();
+        out.add(&w.merge_range(now, now));
+        out
+    }
+
+    /// Forgets rollouts that are no longer live.
+    pub fn retain(&mut self, live: &BTreeSet<String>) {
+        self.map.retain(|(id, _), _| live.contains(id));
+    }
+}
+
+/// The analysis settings of a model (model.toml `[analysis]` and the
+/// trigger's `min_samples`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub error_margin: f64,
+    pub latency_margin: f64,
+    pub latency_margin_min_ms: f64,
+    pub alpha: f64,
+    pub min_samples: u64,
+}
+
+impl Settings {
+    pub fn of(config: &ModelConfig) -> Self {
+        let a = &config.analysis;
+        Settings {
+            error_margin: a.error_margin,
+            latency_margin: a.latency_margin,
+            latency_margin_min_ms: a.latency_margin_min_ms,
+            alpha: a.alpha,
+            min_samples: config.triggers.min_samples.unwrap_or(TriggerConfig::default().min_samples),
+        }
+    }
+}
+
+/// An always-valid comparison with the champion against a margin.
+#[derive(Debug, Clone, Copy)]
+pub struct Comparison {
+    pub seq: SequentialDiff,
+    pub margin: f64,
+    pub verdict: MarginVerdict,
+    /// The fixed-horizon test's p-value, for reference.
+    pub fixed_p: Option<f64>,
+}
+
+/// One arm's numbers.
+#[derive(Debug, Clone)]
+pub struct ArmNumbers {
+    pub version: u64,
+    pub name: String,
+    pub weight_bp: u32,
+    pub stage_samples: u64,
+    /// Since the rollout started.
+    pub total: WindowSnapshot,
+    /// The sliding window (what the hard triggers judge).
+    pub window: WindowSnapshot,
+}
+
+impl ArmNumbers {
+    pub fn window_counts(&self, sla_ms: Option<f64>) -> WindowCounts {
+        let snap = &self.window;
+        let over_sla = sla_ms.map_or(0, |sla| {
+            let sla_us = (sla * 1000.0) as u64;
+            let max = snap.latency_us.max();
+            if max > sla_us { snap.latency_us.count_between(sla_us + 1, max) } else { 0 }
+        });
+        WindowCounts {
+            requests: snap.requests,
+            errors: snap.errors,
+            nan_inf: snap.nan_inf,
+            over_sla,
+            p99_ms: snap.p(0.99).map(|us| us as f64 / 1000.0),
+        }
+    }
+
+    /// Mean and sample variance of the successful requests' latency, in ms.
+    pub fn latency_ms(&self) -> Option<Summary> {
+        let n = self.total.latency_us.len();
+        let mean = self.total.mean_us()? / 1000.0;
+        let variance = self.total.variance_us2().unwrap_or(0.0) / 1e6;
+        Some(Summary { n, mean, variance })
+    }
+}
+
+/// Error rate of the candidate minus the champion's, always valid.
+/// Rates use the (x+1)/(n+2) adjustment in the variance so that zero
+/// errors on both sides still give the interval a width.
+pub fn compare_errors(
+    champion: &WindowSnapshot,
+    candidate: &WindowSnapshot,
+    s: &Settings,
+) -> Option<Comparison> {
+    let (nh, nc) = (champion.requests, candidate.requests);
+    if nh == 0 || nc == 0 {
+        return None;
+    }
+    let (xh, xc) = (champion.errors, candidate.errors);
+    let rate = |x: u64, n: u64| x as f64 / n as f64;
+    let adjusted = |x: u64, n: u64| (x as f64 + 1.0) / (n as f64 + 2.0);
+    let var = |x: u64, n: u64| {
+        let p = adjusted(x, n);
+        p * (1.0 - p) / n as f64
+    };
+    let diff = rate(xc, nc) - rate(xh, nh);
+    let seq =
+        analysis::sequential_diff(diff, var(xh, nh) + var(xc, nc), s.error_margin.powi(2), s.alpha).ok()?;
+    let fixed_p = analysis::two_proportion_z_test(xh, nh, xc, nc).ok().map(|z| z.p_value);
+    Some(Comparison { seq, margin: s.error_margin, verdict: seq.against_margin(s.error_margin), fixed_p })
+}
+
+/// Mean latency of the candidate minus the champion's (ms), always valid;
+/// the margin is `latency_margin` × the champion's mean, at least
+/// `latency_margin_min_ms`.
+pub fn compare_latency(champion: &ArmNumbers, candidate: &ArmNumbers, s: &Settings) -> Option<Comparison> {
+    let (h, c) = (champion.latency_ms()?, candidate.latency_ms()?);
+    if h.n < 2 || c.n < 2 {
+        return None;
+    }
+    let var = h.variance / h.n as f64 + c.variance / c.n as f64;
+    let margin = (s.latency_margin * h.mean).max(s.latency_margin_min_ms);
+    let seq = analysis::sequential_diff(c.mean - h.mean, var, margin * margin, s.alpha).ok()?;
+    let fixed_p =
+        analysis::welch_t_test(h.mean, h.variance, h.n, c.mean, c.variance, c.n).ok().map(|t| t.p_value);
+    Some(Comparison { seq, margin, verdict: seq.against_margin(margin), fixed_p })
+}
+
+fn describe(what: &str, unit: &str, c: &Comparison, alpha: f64) -> String {
+    let scale = if unit == "pp" { 100.0 } else { 1.0 };
+    format!(
+        "{what} {:+.3} {unit} (always-valid {:.0}% CI {:+.3} to {:+.3}; margin {:.3} {unit})",
+        c.seq.diff * scale,
+        100.0 * (1.0 - alpha),
+        c.seq.ci_low * scale,
+        c.seq.ci_high * scale,
+        c.margin * scale
+    )
+}
+
+/// The safety verdict on the current step: healthy when every candidate is
+/// shown no worse than the champion beyond the margins on errors and mean
+/// latency; unhealthy when one is shown worse; waiting otherwise, saying
+/// for what.
+pub fn step_verdict(champion: u64, arms: &[ArmNumbers], s: &Settings) -> StepVerdict {
+    let Some(ch) = arms.iter().find(|a| a.version == champion) else {
+        return StepVerdict::Waiting("the champion's numbers".into());
+    };
+    let mut waiting = Vec::new();
+    let mut unhealthy = Vec::new();
+    for c in arms.iter().filter(|a| a.version != champion && a.weight_bp > 0) {
+        let v = c.version;
+        if c.total.requests < s.min_samples {
+            waiting.push(format!(
+                "v{v} {} of {} samples for the sequential tests",
+                modelgate_rollout::thousands(c.total.requests),
+                modelgate_rollout::thousands(s.min_samples)
+            ));
+            continue;
+        }
+        if ch.total.requests < s.min_samples {
+            if ch.weight_bp == 0 {
+                // Nothing to compare with (blue/green after the switch, a
+                // 100% step): the hard triggers' absolute limits stand guard.
+                continue;
+            }
+            waiting.push(format!(
+                "champion v{champion} {} of {} samples for the sequential tests",
+                modelgate_rollout::thousands(ch.total.requests),
+                modelgate_rollout::thousands(s.min_samples)
+            ));
+            continue;
+        }
+        let checks = [
+            ("error rate", "pp", compare_errors(&ch.total, &c.total, s)),
+            ("mean latency", "ms", compare_latency(ch, c, s)),
+        ];
+        for (what, unit, cmp) in checks {
+            match cmp {
+                None => waiting.push(format!("v{v} {what}: not enough data to compare")),
+                Some(cmp) => match cmp.verdict {
+                    MarginVerdict::NonInferior => {}
+                    MarginVerdict::Regression => unhealthy.push(format!(
+                        "v{v} {} regressed beyond the margin",
+                        describe(what, unit, &cmp, s.alpha)
+                    )),
+                    MarginVerdict::Undecided => waiting.push(format!(
+                        "v{v} {} not yet shown within the margin",
+                        describe(what, unit, &cmp, s.alpha)
+                    )),
+                },
+            }
+        }
+    }
+    if !unhealthy.is_empty() {
+        StepVerdict::Unhealthy(unhealthy.join("; "))
+    } else if !waiting.is_empty() {
+        StepVerdict::Waiting(waiting.join("; "))
+    } else {
+        StepVerdict::Healthy
+    }
+}
+
+/// The business metric a rollout is judged on, if any.
+#[derive(Debug, Clone)]
+pub struct MetricPlan {
+    pub metric: String,
+    /// The smallest change that matters (absolute)…
+    pub mde: Option<f64>,
+    /// …or relative to the control's mean (champion-challenger thresholds).
+    pub relative_mde: Option<f64>,
+    pub higher_is_better: bool,
+    pub from_ms: Millis,
+    pub required: u64,
+    pub alpha: f64,
+    /// (arm name, version), control first.
+    pub arms: Vec<(String, u64)>,
+}
+
+/// What metric (if any) `rollout` is judged on, and over which arms.
+pub fn metric_plan(rollout: &Rollout, config: &ModelConfig, now_ms: Millis) -> Option<MetricPlan> {
+    match &rollout.plan {
+        Plan::AbTest { arms, metric, mde, alpha, higher_is_better, .. } => {
+            let relative_mde = None;
+            let mut named: Vec<(String, u64)> = arms.iter().map(|a| (a.name.clone(), a.version)).collect();
+            // The arm running the champion is the control; else the first.
+            if let Some(i) = named.iter().position(|(_, v)| *v == rollout.champion) {
+                let control = named.remove(i);
+                named.insert(0, control);
+            }
+            Some(MetricPlan {
+                metric: metric.clone(),
+                mde: Some(*mde),
+                relative_mde,
+                higher_is_better: *higher_is_better,
+                from_ms: rollout.started_ms,
+                required: rollout.plan.required_samples_per_arm().unwrap_or(0),
+                alpha: *alpha,
+                arms: named,
+            })
+        }
+        Plan::ChampionChallenger {
+            challengers,
+            gate: PromotionGate::Automatic { kpi, threshold, window_secs, min_samples, higher_is_better },
+            ..
+        } => Some(MetricPlan {
+            metric: kpi.clone(),
+            mde: None,
+            relative_mde: Some(*threshold),
+            higher_is_better: *higher_is_better,
+            from_ms: now_ms.saturating_sub(window_secs.saturating_mul(1000)),
+            required: *min_samples,
+            alpha: analysis::DEFAULT_ALPHA,
+            arms: std::iter::once(("champion".to_string(), rollout.champion))
+                .chain(challengers.iter().map(|v| (format!("challenger v{v}"), *v)))
+                .collect(),
+        }),
+        _ => {
+            let kpi = config.analysis.kpi.clone()?;
+            let table = rollout.routing_table();
+            let arms = std::iter::once(("champion".to_string(), rollout.champion))
+                .chain(
+                    table
+                        .arms()
+                        .iter()
+                        .filter(|a| a.version != rollout.champion)
+                        .map(|a| (format!("v{}", a.version), a.version)),
+                )
+                .collect();
+            Some(MetricPlan {
+                metric: kpi,
+                mde: config.analysis.kpi_mde,
+                relative_mde: None,
+                higher_is_better: config.analysis.kpi_higher_is_better,
+                from_ms: rollout.started_ms,
+                required: 0,
+                alpha: config.analysis.alpha,
+                arms,
+            })
+        }
+    }
+}
+
+/// One arm's result on the rollout's metric.
+#[derive(Debug, Clone)]
+pub struct MetricRow {
+    pub metric: String,
+    pub arm: String,
+    pub version: u64,
+    pub mde: f64,
+    pub higher_is_better: bool,
+    pub required: u64,
+    pub result: analysis::ArmResult,
+}
+
+/// Every arm's result on the plan's metric, control first.
+pub fn metric_rows(
+    outcomes: &OutcomeStore,
+    model: &str,
+    plan: &MetricPlan,
+    now_ms: Millis,
+) -> Vec<MetricRow> {
+    let window = now_ms.saturating_sub(plan.from_ms).max(1);
+    let summary = |v: u64| {
+        outcomes
+            .summary(model, v, &plan.metric, now_ms, window)
+            .map(|s| Summary { n: s.n, mean: s.mean, variance: s.variance })
+            .unwrap_or(Summary { n: 0, mean: 0.0, variance: 0.0 })
+    };
+    let Some((_, control_version)) = plan.arms.first() else { return Vec::new() };
+    let control = summary(*control_version);
+    let mde = match (plan.mde, plan.relative_mde) {
+        (Some(m), _) => m,
+        // Champion-challenger: the threshold is relative to the champion's mean.
+        (None, Some(r)) if control.n > 0 && control.mean != 0.0 => control.mean.abs() * r,
+        _ => return Vec::new(),
+    };
+    plan.arms
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (name, v))| {
+            let arm = summary(*v);
+            let result = analysis::ab_arm_result(
+                &control,
+                &arm,
+                i == 0,
+                mde,
+                plan.alpha,
+                plan.required,
+                plan.higher_is_better,
+            )
+            .ok()?;
+            Some(MetricRow {
+                metric: plan.metric.clone(),
+                arm: name.clone(),
+                version: *v,
+                mde,
+                higher_is_better: plan.higher_is_better,
+                required: plan.required,
+                result,
+            })
+        })
+        .collect()
+}
+
+/// A business-metric regression: significantly worse than the control
+/// (always-valid) by at least the MDE.
+pub fn kpi_regression(row: &MetricRow) -> Option<String> {
+    let seq = row.result.sequential?;
+    let worse_by = if row.higher_is_better { -seq.diff } else { seq.diff };
+    (seq.p_value <= analysis::DEFAULT_ALPHA && worse_by >= row.mde).then(|| {
+        format!(
+            "business metric '{}' of {} is worse than the control's by {:.4} (MDE {:.4}; always-valid p = {:.4}, n = {})",
+            row.metric, row.arm, worse_by, row.mde, seq.p_value, row.result.n
+        )
+    })
+}
+
+/// The Wilson score interval for `x` of `n` at `1 − alpha`.
+pub fn wilson(x: u64, n: u64, alpha: f64) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let z = modelgate_rollout::normal_quantile(1.0 - alpha / 2.0);
+    let (n, p) = (n as f64, x as f64 / n as f64);
+    let z2 = z * z;
+    let center = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = z / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    ((center - half).max(0.0), (center + half).min(1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn settings() -> Settings {
+        Settings {
+            error_margin: 0.01,
+            latency_margin: 0.2,
+            latency_margin_min_ms: 0.1,
+            alpha: 0.05,
+            min_samples: 50,
+        }
+    }
+
+    fn arm(version: u64, weight_bp: u32, latencies_us: &[u64], errors: u64) -> ArmNumbers {
+        let w = modelgate_telemetry::SlidingWindow::new(Duration::from_secs(3600), 1);
+        for &l in latencies_us {
+            w.record(Duration::from_micros(l), false, false);
+        }
+        for _ in 0..errors {
+            w.record(Duration::ZERO, true, false);
+        }
+        let total = w.snapshot();
+        ArmNumbers {
+            version,
+            name: format!("v{version}"),
+            weight_bp,
+            stage_samples: total.requests,
+            window: total.clone(),
+            total,
+        }
+    }
+
+    fn spread(n: usize, base: u64) -> Vec<u64> {
+        (0..n).map(|i| base + (i as u64 * 7919) % 40).collect()
+    }
+
+    #[test]
+    fn a_candidate_like_the_champion_is_healthy_once_there_is_enough_data() {
+        let s = settings();
+        let ch = arm(2, 8000, &spread(5000, 300), 0);
+        let few = arm(1, 2000, &spread(20, 300), 0);
+        match step_verdict(2, &[ch.clone(), few], &s) {
+            StepVerdict::Waiting(w) => assert!(w.contains("v1 20 of 50 samples"), "{w}"),
+            v => panic!("{v:?}"),
+        }
+        let enough = arm(1, 2000, &spread(2000, 302), 0);
+        assert_eq!(step_verdict(2, &[ch, enough], &s), StepVerdict::Healthy);
+    }
+
+    #[test]
+    fn a_slower_or_failing_candidate_is_unhealthy_and_a_close_one_waits() {
+        let s = settings();
+        let ch = arm(2, 8000, &spread(5000, 300), 0);
+        let slow = arm(1, 2000, &spread(2000, 600), 0);
+        match step_verdict(2, &[ch.clone(), slow], &s) {
+            StepVerdict::Unhealthy(r) => assert!(r.contains("v1 mean latency"), "{r}"),
+            v => panic!("{v:?}"),
+        }
+        let failing = arm(1, 2000, &spread(2000, 300), 200);
+        match step_verdict(2, &[ch.clone(), failing], &s) {
+            StepVerdict::Unhealthy(r) => assert!(r.contains("v1 error rate"), "{r}"),
+            v => panic!("{v:?}"),
+        }
+        // 9 failures in 500: 1.8%, close to the 1 pp margin: not decided yet.
+        let close = arm(1, 2000, &spread(491, 300), 9);
+        match step_verdict(2, &[ch, close], &s) {
+            StepVerdict::Waiting(w) => assert!(w.contains("v1 error rate"), "{w}"),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn wilson_matches_a_known_value() {
+        // 10 of 100 at 95%: statsmodels proportion_confint(method="wilson").
+        let (lo, hi) = wilson(10, 100, 0.05);
+        assert!((lo - 0.055_229_2).abs() < 1e-6 && (hi - 0.174_365_7).abs() < 1e-6, "{lo} {hi}");
+        assert_eq!(wilson(0, 0, 0.05), (0.0, 1.0));
+    }
+}
