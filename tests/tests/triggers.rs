@@ -144,7 +144,11 @@ fn canary_plan(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_few_samples_neither_roll_back_nor_advance_and_say_why() {
     let repo = TestRepo::new();
-    repo.add("breast-cancer", 1, NAN).add("breast-cancer", 2, V2);
+    // A short window (2 × 0.1 s) shows the triggers' window aging out while
+    // the analysis keeps its running totals.
+    repo.add("breast-cancer", 1, NAN)
+        .add("breast-cancer", 2, V2)
+        .config("breast-cancer", "[triggers]\nwindow_interval_secs = 0.1\nwindow_intervals = 2\n");
     let server = start(&repo, |c| c.tick = Duration::from_millis(50)).await;
     let mut a = admin(&server, None).await;
     let mut c = client(&server).await;
@@ -166,6 +170,7 @@ async fn too_few_samples_neither_roll_back_nor_advance_and_say_why() {
     assert!(x.verdict_reason.contains("of 50 samples for the sequential tests"), "{}", x.verdict_reason);
     let candidate = x.arms.iter().find(|arm| arm.version == 1).unwrap();
     assert!(candidate.nan_inf > 0 && candidate.requests < 50, "{candidate:?}");
+    assert_eq!(candidate.window_requests, 0, "the 0.2 s window has moved on: {candidate:?}");
     let nan = candidate.triggers.iter().find(|t| t.trigger == "nan_inf_rate").unwrap();
     assert_eq!(nan.state, "waiting");
     assert!(

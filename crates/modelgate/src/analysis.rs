@@ -426,7 +426,9 @@ pub fn wilson(x: u64, n: u64, alpha: f64) -> (f64, f64) {
     let z2 = z * z;
     let center = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
     let half = z / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
-    ((center - half).max(0.0), (center + half).min(1.0))
+    let low = if x == 0 { 0.0 } else { (center - half).max(0.0) };
+    let high = if x as f64 == n { 1.0 } else { (center + half).min(1.0) };
+    (low, high)
 }
 
 #[cfg(test)]

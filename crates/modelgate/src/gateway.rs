@@ -308,7 +308,11 @@ impl Gateway {
                                 .any(|x| x.version == ready.version && Arc::ptr_eq(x.model(), ready.model()))
                         })
                         .map(|(_, w)| Arc::clone(w));
-                    r.windows.insert(ready.version, kept.unwrap_or_default());
+                    let (interval, intervals) = r.entry.config.triggers.window();
+                    r.windows.insert(
+                        ready.version,
+                        kept.unwrap_or_else(|| Arc::new(VersionStats::new(interval, intervals))),
+                    );
                 }
             }
             let Some(policy) = policies.get(name) else { continue };
