@@ -20,6 +20,7 @@ fn canary(candidate: i64, steps: &[u32]) -> pb::StartRolloutRequest {
             auto_advance: false,
         })),
         reason: "test".into(),
+        triggers: None,
     }
 }
 
@@ -102,6 +103,7 @@ async fn blue_green_switches_in_one_step_and_rolls_back_instantly() {
             retention_secs: Some(60),
         })),
         reason: String::new(),
+        triggers: None,
     };
     a.start_rollout(start).await.unwrap();
     let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
@@ -421,6 +423,7 @@ async fn blue_is_unloaded_when_its_retention_ends_and_stays_unloaded_after_a_res
             retention_secs: Some(1),
         })),
         reason: String::new(),
+        triggers: None,
     };
     a.start_rollout(start_bg).await.unwrap();
     a.advance(rr("switch")).await.unwrap();
@@ -476,6 +479,7 @@ async fn champion_challenger_keeps_a_fixed_slice_and_promotion_is_audited() {
             ..Default::default()
         })),
         reason: "standing challenger".into(),
+        triggers: None,
     };
     a.start_rollout(start_cc).await.unwrap();
     let keys: Vec<String> = (0..3000).map(|i| format!("c{i}")).collect();
@@ -521,6 +525,7 @@ async fn an_ab_test_splits_by_weight_and_shows_its_required_sample_size() {
             ..Default::default()
         })),
         reason: String::new(),
+        triggers: None,
     };
     let s = a.start_rollout(ab).await.unwrap().into_inner();
     assert_eq!(s.strategy, "ab_test");
@@ -548,6 +553,7 @@ async fn a_shadow_keeps_mirroring_after_a_restart() {
             fraction_percent: None,
         })),
         reason: String::new(),
+        triggers: None,
     };
     a.start_rollout(shadow).await.unwrap();
     server.stop().await.unwrap();
@@ -590,6 +596,7 @@ async fn outcomes_join_by_request_id_and_routing_key_and_drive_the_automatic_gat
             auto_lower_is_better: false,
         })),
         reason: String::new(),
+        triggers: None,
     };
     a.start_rollout(cc).await.unwrap();
 
@@ -702,6 +709,7 @@ async fn a_shadow_runs_beside_a_canary_in_either_order() {
             fraction_percent: None,
         })),
         reason: String::new(),
+        triggers: None,
     };
     a.start_rollout(shadow(2)).await.unwrap();
     let s = a.start_rollout(canary(1, &[20, 100])).await.unwrap().into_inner();

@@ -8,7 +8,12 @@ use std::time::{Duration, Instant};
 use modelgate_proto::v1 as pb;
 use modelgate_tests::*;
 
-async fn canary_rolls_back(candidate_file: &str, config: &str, trigger: &str) {
+async fn canary_rolls_back(
+    candidate_file: &str,
+    config: &str,
+    overrides: Option<pb::TriggerOverrides>,
+    trigger: &str,
+) {
     let repo = TestRepo::new();
     // v1 = the faulty candidate, v2 = a healthy champion (the highest READY).
     repo.add("breast-cancer", 1, candidate_file).add("breast-cancer", 2, V2).config("breast-cancer", config);
@@ -26,6 +31,7 @@ async fn canary_rolls_back(candidate_file: &str, config: &str, trigger: &str) {
             auto_advance: false,
         })),
         reason: String::new(),
+        triggers: overrides,
     };
     a.start_rollout(start_canary).await.unwrap();
     let g = golden(2);
@@ -68,12 +74,34 @@ async fn canary_rolls_back(candidate_file: &str, config: &str, trigger: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nan_canary_rolls_back_by_itself() {
-    canary_rolls_back(NAN, "", "nan_inf_rate").await;
+    canary_rolls_back(NAN, "", None, "nan_inf_rate").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_over_its_latency_sla_rolls_back_by_itself() {
-    canary_rolls_back(SLOW, "sessions = 1\n[triggers]\np99_sla_ms = 2.0\n", "p99_latency").await;
+    canary_rolls_back(SLOW, "sessions = 1\n[triggers]\np99_sla_ms = 2.0\n", None, "p99_latency").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plans_own_sla_overrides_the_models() {
+    // model.toml's SLA (1 s) would never fire; the plan's 2 ms does.
+    let plan = pb::TriggerOverrides { p99_sla_ms: Some(2.0), ..Default::default() };
+    canary_rolls_back(SLOW, "sessions = 1\n[triggers]\np99_sla_ms = 1000.0\n", Some(plan), "p99_latency")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_range_override_is_invalid_argument() {
+    let repo = TestRepo::breast_cancer();
+    let server = start(&repo, |_| {}).await;
+    let mut a = admin(&server, None).await;
+    let mut req = canary_plan(1, 10, 100, false);
+    req.triggers = Some(pb::TriggerOverrides { nan_inf_rate: Some(2.0), ..Default::default() });
+    let e = a.start_rollout(req).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert_eq!(e.message(), "triggers.nan_inf_rate is 2; expected a rate above 0 and at most 1");
+    assert_eq!(rollout_status(&mut a, "breast-cancer").await.rollout_id, "", "nothing started");
+    server.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,6 +121,7 @@ async fn a_prediction_shift_raises_an_alert_and_pauses_when_asked() {
             auto_advance: true,
         })),
         reason: String::new(),
+        triggers: None,
     };
     a.start_rollout(start_canary).await.unwrap();
     // The PSI arithmetic is fixture-tested against numpy; here the scores
@@ -138,6 +167,7 @@ fn canary_plan(
             auto_advance,
         })),
         reason: String::new(),
+        triggers: None,
     }
 }
 

@@ -36,7 +36,9 @@ pub use routing::{
     shadow_sampled,
 };
 pub use stats::{StatsError, normal_quantile, sample_size_means, sample_size_proportions};
-pub use triggers::{Fired, TriggerConfig, TriggerState, TriggerStatus, WindowCounts, thousands};
+pub use triggers::{
+    Fired, TriggerConfig, TriggerOverrides, TriggerState, TriggerStatus, WindowCounts, thousands,
+};
 
 /// A point in time or a duration in milliseconds; points are unix epoch ms.
 pub type Millis = u64;

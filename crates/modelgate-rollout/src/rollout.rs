@@ -19,6 +19,7 @@ use crate::audit::{Action, Actor, AuditEvent};
 use crate::observe::StepVerdict;
 use crate::plan::{Plan, PlanError, ShadowPlan, percent_to_bp};
 use crate::routing::{ArmWeight, Role, RoutingTable, ShadowTarget};
+use crate::triggers::TriggerOverrides;
 
 mod ops;
 mod tick;
@@ -41,6 +42,9 @@ pub struct RolloutSpec {
     /// Shadows to run beside the plan; not allowed with a shadow plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowPlan>,
+    /// Hard-trigger settings for this rollout, over the model's.
+    #[serde(default, skip_serializing_if = "TriggerOverrides::is_empty")]
+    pub triggers: TriggerOverrides,
 }
 
 /// Where a rollout is in its life.
@@ -102,6 +106,9 @@ pub enum RolloutError {
     /// The plan failed validation.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// A trigger override is out of range.
+    #[error("{0}")]
+    Triggers(String),
     /// The rollout is over.
     #[error("cannot {operation} rollout '{id}': it is already {state}")]
     Finished {
@@ -216,6 +223,9 @@ pub struct Rollout {
     /// The latest verdict `tick` saw for this stage; reported by `waiting_for`.
     #[serde(default)]
     last_verdict: Option<StepVerdict>,
+    /// Hard-trigger settings for this rollout, over the model's.
+    #[serde(default, skip_serializing_if = "TriggerOverrides::is_empty")]
+    pub triggers: TriggerOverrides,
 }
 
 impl Rollout {
@@ -229,6 +239,7 @@ impl Rollout {
         reason: Option<String>,
     ) -> Result<(Rollout, Vec<AuditEvent>), RolloutError> {
         spec.plan.validate(spec.champion, ready_versions)?;
+        spec.triggers.validate().map_err(RolloutError::Triggers)?;
         if let Some(shadow) = &spec.shadow {
             if matches!(spec.plan, Plan::Shadow(_)) {
                 return Err(RolloutError::NestedShadow);
@@ -248,6 +259,7 @@ impl Rollout {
             _ => 0,
         };
         let rollout = Rollout {
+            triggers: spec.triggers.clone(),
             ab_required_per_arm: spec.plan.required_samples_per_arm(),
             id: spec.id,
             model: spec.model,

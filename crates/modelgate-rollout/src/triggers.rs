@@ -52,6 +52,59 @@ impl Default for TriggerConfig {
     }
 }
 
+/// Per-plan trigger settings: each one set replaces the model's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TriggerOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99_sla_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nan_inf_rate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_rate_floor: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_samples: Option<u64>,
+}
+
+impl TriggerOverrides {
+    /// Whether nothing is overridden.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Checks each value's range; the error names the field and the range.
+    pub fn validate(&self) -> Result<(), String> {
+        let check = |name: &str, v: Option<f64>, lo: f64, hi: f64, expected: &str| match v {
+            Some(v) if !(v.is_finite() && v >= lo && v <= hi) => {
+                Err(format!("triggers.{name} is {v}; expected {expected}"))
+            }
+            _ => Ok(()),
+        };
+        check("p99_sla_ms", self.p99_sla_ms, 0.001, 600_000.0, "0.001 to 600000 ms")?;
+        check("nan_inf_rate", self.nan_inf_rate, 1e-9, 1.0, "a rate above 0 and at most 1")?;
+        check("error_ratio", self.error_ratio, 1.0, 1e6, "at least 1")?;
+        check("error_rate_floor", self.error_rate_floor, 1e-9, 1.0, "a rate above 0 and at most 1")?;
+        if self.min_samples == Some(0) {
+            return Err("triggers.min_samples is 0; expected at least 1".to_string());
+        }
+        Ok(())
+    }
+
+    /// `base` with every overridden value replaced.
+    pub fn apply(&self, base: TriggerConfig) -> TriggerConfig {
+        TriggerConfig {
+            p99_sla_ms: self.p99_sla_ms.or(base.p99_sla_ms),
+            nan_inf_rate: self.nan_inf_rate.unwrap_or(base.nan_inf_rate),
+            error_ratio: self.error_ratio.unwrap_or(base.error_ratio),
+            error_rate_floor: self.error_rate_floor.unwrap_or(base.error_rate_floor),
+            min_samples: self.min_samples.unwrap_or(base.min_samples),
+            ..base
+        }
+    }
+}
+
 /// One version's window, as plain numbers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct WindowCounts {
@@ -322,6 +375,22 @@ mod tests {
         assert_eq!(thousands(1070), "1,070");
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1_000_000), "1,000,000");
+    }
+
+    #[test]
+    fn overrides_replace_only_what_they_set_and_are_checked() {
+        let base = TriggerConfig { p99_sla_ms: Some(100.0), ..Default::default() };
+        let o = TriggerOverrides { p99_sla_ms: Some(2.0), min_samples: Some(10), ..Default::default() };
+        let c = o.apply(base.clone());
+        assert_eq!((c.p99_sla_ms, c.min_samples, c.nan_inf_rate), (Some(2.0), 10, 0.01));
+        assert_eq!(TriggerOverrides::default().apply(base.clone()), base);
+        let bad = TriggerOverrides { nan_inf_rate: Some(1.5), ..Default::default() };
+        assert_eq!(
+            bad.validate().unwrap_err(),
+            "triggers.nan_inf_rate is 1.5; expected a rate above 0 and at most 1"
+        );
+        assert!(TriggerOverrides { min_samples: Some(0), ..Default::default() }.validate().is_err());
+        assert!(o.validate().is_ok());
     }
 
     #[test]

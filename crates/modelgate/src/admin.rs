@@ -336,7 +336,18 @@ impl pb::admin_server::Admin for AdminService {
         let who = actor(&req);
         let r = req.into_inner();
         let plan = plan_from_pb(r.plan.ok_or_else(|| Status::invalid_argument("plan is not set"))?)?;
-        self.controller.start(&r.model, plan, &who, reason(&r.reason)).await?;
+        let triggers = r
+            .triggers
+            .map(|t| modelgate_rollout::TriggerOverrides {
+                p99_sla_ms: t.p99_sla_ms,
+                nan_inf_rate: t.nan_inf_rate,
+                error_ratio: t.error_ratio,
+                error_rate_floor: t.error_rate_floor,
+                min_samples: t.min_samples,
+            })
+            .unwrap_or_default();
+        triggers.validate().map_err(Status::invalid_argument)?;
+        self.controller.start(&r.model, plan, triggers, &who, reason(&r.reason)).await?;
         Ok(Response::new(self.status(&r.model).await?))
     }
 

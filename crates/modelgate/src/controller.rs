@@ -318,6 +318,7 @@ impl Controller {
         &self,
         model: &str,
         plan: Plan,
+        triggers: modelgate_rollout::TriggerOverrides,
         actor: &Actor,
         reason: Option<String>,
     ) -> Result<Rollout, ControlError> {
@@ -373,7 +374,7 @@ impl Controller {
         let salt: u64 = uuid::Uuid::new_v4().as_u64_pair().0;
         let id = format!("{model}-{now}");
         let (rollout, started) = Rollout::start(
-            RolloutSpec { id, model: model.to_string(), salt, champion, plan, shadow: side_shadow },
+            RolloutSpec { id, model: model.to_string(), salt, champion, plan, shadow: side_shadow, triggers },
             &ready,
             now,
             actor,
@@ -572,9 +573,17 @@ impl Controller {
         obs
     }
 
-    /// The model's hard-trigger settings: model.toml over the strategy
-    /// notes' defaults.
-    fn trigger_config(&self, model: &str) -> TriggerConfig {
+    /// The hard-trigger settings for `rollout`: its plan's overrides over
+    /// model.toml's over the strategy notes' defaults.
+    fn trigger_config(&self, model: &str, rollout: Option<&Rollout>) -> TriggerConfig {
+        let model_config = self.model_trigger_config(model);
+        match rollout {
+            Some(r) => r.triggers.apply(model_config),
+            None => model_config,
+        }
+    }
+
+    fn model_trigger_config(&self, model: &str) -> TriggerConfig {
         let defaults = TriggerConfig::default();
         let table = self.gateway.table();
         let Some(route) = table.models.get(model) else { return defaults };
@@ -639,7 +648,7 @@ impl Controller {
         rollout: &Rollout,
         arms: &[analysis::ArmNumbers],
     ) -> Option<modelgate_rollout::Fired> {
-        let cfg = self.trigger_config(model);
+        let cfg = self.trigger_config(model, Some(rollout));
         let champion = arms.iter().find(|a| a.version == rollout.champion)?.window_counts(cfg.p99_sla_ms);
         arms.iter().filter(|a| a.version != rollout.champion && a.weight_bp > 0).find_map(|a| {
             cfg.evaluate(&champion, &a.window_counts(cfg.p99_sla_ms)).map(|mut f| {
@@ -770,7 +779,7 @@ impl Controller {
             return Err(ControlError::ModelNotFound(model.to_string()));
         }
         let champion = self.champion_of(&inner.state, model).unwrap_or(0);
-        let triggers = self.trigger_config(model);
+        let triggers = self.trigger_config(model, inner.state.rollouts.get(model));
         let settings =
             self.gateway.table().models.get(model).map(|r| analysis::Settings::of(&r.entry.config));
         let Some(rollout) = inner.state.rollouts.get(model).cloned() else {

@@ -296,7 +296,7 @@ impl RepositoryListener for RepositoryHooks {
         let strategy = plan.strategy();
         self.runtime.spawn(async move {
             let reason = format!("version {version} was dropped into the repository; on_new_version = {strategy}");
-            match controller.start(&model, plan, &modelgate_rollout::Actor::system(), Some(reason)).await {
+            match controller.start(&model, plan, Default::default(), &modelgate_rollout::Actor::system(), Some(reason)).await {
                 Ok(r) => tracing::info!(model = %model, version, rollout = %r.id, strategy, "started by on_new_version"),
                 Err(e) => tracing::warn!(model = %model, version, error = %e, "on_new_version could not start its plan"),
             }

@@ -23,6 +23,7 @@ pub(super) fn start_with(plan: Plan, shadow: Option<ShadowPlan>) -> Rollout {
         champion: 1,
         plan,
         shadow,
+        triggers: Default::default(),
     };
     Rollout::start(spec, &READY, T0, &alice(), Some("ship it".to_owned())).unwrap().0
 }
@@ -66,6 +67,7 @@ fn start_validates_the_plan() {
         champion: 1,
         plan: Plan::canary(9),
         shadow: None,
+        triggers: Default::default(),
     };
     let err = Rollout::start(spec.clone(), &READY, T0, &alice(), None).unwrap_err();
     assert_eq!(err.to_string(), "version 9 is not ready; expected one of the ready versions [1, 2, 3, 4]");
@@ -95,6 +97,7 @@ fn start_records_who_why_and_the_first_split() {
         champion: 1,
         plan: Plan::canary(2),
         shadow: None,
+        triggers: Default::default(),
     };
     let (rollout, events) = Rollout::start(spec, &READY, T0, &alice(), Some("ship it".to_owned())).unwrap();
     assert_eq!(rollout.state, RolloutState::Running);

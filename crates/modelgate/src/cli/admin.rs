@@ -148,6 +148,21 @@ pub struct StartArgs {
     pub model: String,
     #[arg(long, default_value = "")]
     pub reason: String,
+    /// This rollout's p99 latency SLA in ms (over model.toml's).
+    #[arg(long)]
+    pub p99_sla_ms: Option<f64>,
+    /// This rollout's NaN/Inf output rate limit (over model.toml's).
+    #[arg(long)]
+    pub nan_inf_rate: Option<f64>,
+    /// This rollout's error-rate multiple of the champion's (over model.toml's).
+    #[arg(long)]
+    pub error_ratio: Option<f64>,
+    /// This rollout's error-rate floor (over model.toml's).
+    #[arg(long)]
+    pub error_rate_floor: Option<f64>,
+    /// Requests a window needs before a trigger may fire (over model.toml's).
+    #[arg(long)]
+    pub trigger_min_samples: Option<u64>,
     #[command(subcommand)]
     pub plan: PlanArgs,
 }
@@ -301,7 +316,20 @@ pub fn start_request(a: &StartArgs) -> anyhow::Result<pb::StartRolloutRequest> {
             auto_lower_is_better: *auto_lower_is_better,
         }),
     };
-    Ok(pb::StartRolloutRequest { model: a.model.clone(), plan: Some(plan), reason: a.reason.clone() })
+    let triggers = pb::TriggerOverrides {
+        p99_sla_ms: a.p99_sla_ms,
+        nan_inf_rate: a.nan_inf_rate,
+        error_ratio: a.error_ratio,
+        error_rate_floor: a.error_rate_floor,
+        min_samples: a.trigger_min_samples,
+    };
+    let triggers = (triggers != pb::TriggerOverrides::default()).then_some(triggers);
+    Ok(pb::StartRolloutRequest {
+        model: a.model.clone(),
+        plan: Some(plan),
+        reason: a.reason.clone(),
+        triggers,
+    })
 }
 
 fn role_name(role: i32) -> String {
