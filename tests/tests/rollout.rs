@@ -538,6 +538,33 @@ async fn an_ab_test_splits_by_weight_and_shows_its_required_sample_size() {
     assert!((treated as f64 / 2000.0 - 0.5).abs() < 0.04, "treatment share {treated}");
     // Deterministic per user.
     assert_eq!(versions_for_keys(&mut c, "breast-cancer", keys[..100].to_vec()).await, got[..100].to_vec());
+
+    // Per-arm results on the metric, joined by routing key: the treatment
+    // converts at 0.6 against the control's 0.3 (fixed patterns).
+    for (i, (key, version, _)) in got.iter().enumerate().take(600) {
+        let converted = if *version == 1 { i % 5 < 3 } else { i % 10 < 3 };
+        c.record_outcome(pb::RecordOutcomeRequest {
+            model: "breast-cancer".into(),
+            routing_key: key.clone(),
+            metric: "conversion".into(),
+            value: f64::from(u8::from(converted)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let x = analysis(&mut a, "breast-cancer").await;
+    let arm = |name: &str| x.metrics.iter().find(|m| m.arm == name).unwrap().clone();
+    let (control, treatment) = (arm("control"), arm("treatment"));
+    assert_eq!((control.version, control.decision.as_str()), (2, "control"));
+    assert_eq!(control.n + treatment.n, 600);
+    assert_eq!((treatment.required, treatment.version), (1570, 1));
+    assert!((treatment.mean - 0.6).abs() < 0.03 && (control.mean - 0.3).abs() < 0.03, "{x:?}");
+    let ci = treatment.ci.as_ref().unwrap();
+    assert!(ci.low < treatment.mean && treatment.mean < ci.high);
+    assert!(treatment.p_value.unwrap() < 1e-6, "{treatment:?}");
+    // A 0.3 lift against an MDE of 0.1 is clear long before 1570 per arm.
+    assert_eq!(treatment.decision, "better", "{treatment:?}");
     server.stop().await.unwrap();
 }
 
