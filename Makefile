@@ -4,7 +4,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:50051
 MODELS ?= models/repository
 
-.PHONY: run test ort build lint bench models clean
+.PHONY: run test test-deps ort build lint bench models clean
 
 ## ONNX Runtime's shared library, from the pinned onnxruntime wheel on PyPI.
 ort:
@@ -21,8 +21,12 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+## Debian packages the tests use (promtool); installs only what is missing.
+test-deps:
+	@scripts/install-test-deps.sh
+
 ## Lints, unit tests and the black-box suite (real ORT, real gRPC on loopback).
-test: ort lint
+test: ort test-deps lint
 	$(CARGO) build -p modelgate
 	@# nextest ends on one summary line of every test run; cargo test would
 	@# end on an empty doc-test section.

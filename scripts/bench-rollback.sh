@@ -9,7 +9,7 @@ rm -rf "$out" && mkdir -p "$out/repo/breast-cancer/1" "$out/repo/breast-cancer/2
 cp models/faults/nan.onnx "$out/repo/breast-cancer/1/model.onnx"
 cp models/repository/breast-cancer/2/model.onnx "$out/repo/breast-cancer/2/model.onnx"
 bin=target/release/modelgate
-$bin serve --models "$out/repo" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+$bin serve --models "$out/repo" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
   --state-dir "$out/state" >"$out/server.out" 2>"$out/server.log" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT

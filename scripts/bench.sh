@@ -17,7 +17,7 @@ results=$out/results.jsonl
 
 log=$out/server.log
 target/release/modelgate serve --models models/repository --listen 127.0.0.1:0 \
-  --admin-listen 127.0.0.1:0 --state-dir "$out/state" >"$out/server.out" 2>"$log" &
+  --admin-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --state-dir "$out/state" >"$out/server.out" 2>"$log" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do

@@ -28,7 +28,7 @@ fn serve(repo: &TestRepo) -> Served {
         .arg(repo.path())
         .arg("--state-dir")
         .arg(repo.path().join(".state"))
-        .args(["--admin-listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
         .env_remove("ORT_DYLIB_PATH")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -123,7 +123,15 @@ fn predict_errors_exit_non_zero_with_the_status() {
 fn a_missing_onnx_runtime_is_one_clear_error() {
     let repo = TestRepo::breast_cancer();
     let out = Command::new(binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
         .args(["--ort-lib", "/nonexistent/libonnxruntime.so", "--models"])
         .arg(repo.path())
         .output()
@@ -136,7 +144,15 @@ fn a_missing_onnx_runtime_is_one_clear_error() {
 #[test]
 fn a_missing_model_repository_is_one_clear_error() {
     let out = Command::new(binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
         .args(["--models", "/nonexistent/models"])
         .output()
         .expect("run serve");

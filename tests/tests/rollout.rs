@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+use std::collections::HashMap;
+
 use modelgate_proto::v1 as pb;
 use modelgate_tests::*;
 use tonic::Code;
@@ -541,8 +543,12 @@ async fn an_ab_test_splits_by_weight_and_shows_its_required_sample_size() {
 
     // Per-arm results on the metric, joined by routing key: the treatment
     // converts at 0.6 against the control's 0.3 (fixed patterns).
-    for (i, (key, version, _)) in got.iter().enumerate().take(600) {
-        let converted = if *version == 1 { i % 5 < 3 } else { i % 10 < 3 };
+    // Counted per arm, so each arm's mean is exact whatever the salt.
+    let mut seen: HashMap<i64, usize> = HashMap::new();
+    for (key, version, _) in got.iter().take(600) {
+        let n = seen.entry(*version).or_default();
+        *n += 1;
+        let converted = if *version == 1 { *n % 5 < 3 } else { *n % 10 < 3 };
         c.record_outcome(pb::RecordOutcomeRequest {
             model: "breast-cancer".into(),
             routing_key: key.clone(),
@@ -661,13 +667,17 @@ async fn outcomes_join_by_request_id_and_routing_key_and_drive_the_automatic_gat
     // The challenger converts twice as well as the champion (60% against
     // 30%, a fixed pattern so the test is deterministic).
     let mut by_key = 0;
+    let mut seen: HashMap<i64, usize> = HashMap::new();
     for i in 0..400 {
         let mut req = request("breast-cancer", &rows(1));
         req.routing_key = format!("cc{i}");
         req.request_id = format!("req-cc{i}");
         let resp = c.predict(req).await.unwrap().into_inner();
-        let value =
-            if resp.version == 1 { f64::from(u8::from(i % 5 < 3)) } else { f64::from(u8::from(i % 10 < 3)) };
+        // Counted per arm, so each arm's mean is exact whatever the salt.
+        let n = seen.entry(resp.version).or_default();
+        *n += 1;
+        let converted = if resp.version == 1 { *n % 5 < 3 } else { *n % 10 < 3 };
+        let value = f64::from(u8::from(converted));
         // Half join by request id, half by routing key.
         let (request_id, routing_key) = if i % 2 == 0 {
             (resp.request_id.clone(), String::new())

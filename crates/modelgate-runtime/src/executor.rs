@@ -31,6 +31,31 @@ pub struct InferJob {
     pub deadline: Option<Instant>,
     pub enqueued: Instant,
     pub reply: oneshot::Sender<Result<InferOutput, RunError>>,
+    /// Tracing: the span the job's work belongs under, and the queue-wait
+    /// span (closed when a thread picks the job up). `None` when no one
+    /// collects spans.
+    pub trace: Option<JobTrace>,
+}
+
+/// The spans a job carries across to the executor thread.
+#[derive(Debug)]
+pub struct JobTrace {
+    pub parent: tracing::Span,
+    pub queue: tracing::Span,
+}
+
+/// Target of the spans exported as traces (kept out of the log output).
+pub const SPAN_TARGET: &str = "modelgate::span";
+
+impl JobTrace {
+    /// Spans under `parent`, or `None` when `parent` is not recorded.
+    pub fn under(parent: tracing::Span) -> Option<Self> {
+        if parent.is_disabled() {
+            return None;
+        }
+        let queue = tracing::info_span!(target: "modelgate::span", parent: &parent, "queue");
+        Some(Self { parent, queue })
+    }
 }
 
 impl InferJob {
@@ -40,7 +65,13 @@ impl InferJob {
         deadline: Option<Instant>,
     ) -> (Self, oneshot::Receiver<Result<InferOutput, RunError>>) {
         let (reply, rx) = oneshot::channel();
-        (Self { inputs, outputs, deadline, enqueued: Instant::now(), reply }, rx)
+        (Self { inputs, outputs, deadline, enqueued: Instant::now(), reply, trace: None }, rx)
+    }
+
+    /// The same job, traced under `parent`.
+    pub fn traced(mut self, parent: tracing::Span) -> Self {
+        self.trace = JobTrace::under(parent);
+        self
     }
 }
 
@@ -233,8 +264,21 @@ fn worker(slot: usize, tickets: crossbeam_channel::Receiver<Arc<VersionQueue>>) 
     }
 }
 
-fn run_job(slot: usize, queue: &VersionQueue, job: InferJob) {
+fn run_job(slot: usize, queue: &VersionQueue, mut job: InferJob) {
     let started = Instant::now();
+    // The queue wait ends here; the run gets its own span.
+    let span = job.trace.take().map(|t| {
+        drop(t.queue);
+        let rows = job.inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(1);
+        tracing::info_span!(
+            target: "modelgate::span",
+            parent: &t.parent,
+            "inference",
+            batch_size = rows,
+            thread = slot,
+        )
+    });
+    let _entered = span.as_ref().map(tracing::Span::enter);
     let queue_wait = started.duration_since(job.enqueued);
     if job.reply.is_closed() {
         // The client went away (cancelled, or its deadline fired in the handler).

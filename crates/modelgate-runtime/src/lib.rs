@@ -8,7 +8,10 @@ pub mod model;
 pub mod signature;
 pub mod tensor;
 
-pub use executor::{Executor, ExecutorConfig, InferJob, InferOutput, RunError, SubmitError, VersionQueue};
+pub use executor::{
+    Executor, ExecutorConfig, InferJob, InferOutput, JobTrace, RunError, SPAN_TARGET, SubmitError,
+    VersionQueue,
+};
 pub use library::{LibraryError, LibrarySource};
 pub use model::{LoadError, LoadedModel, ModelOptions};
 pub use signature::{Dim, InputError, Signature, TensorSpec};

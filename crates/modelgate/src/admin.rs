@@ -85,7 +85,7 @@ fn version(v: i64, what: &str) -> Result<u64, Status> {
         .ok_or_else(|| Status::invalid_argument(format!("{what} must be a positive version, got {v}")))
 }
 
-fn state_name(s: &RolloutState) -> &'static str {
+pub fn state_name(s: &RolloutState) -> &'static str {
     match s {
         RolloutState::Running => "running",
         RolloutState::Paused => "paused",

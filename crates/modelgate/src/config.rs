@@ -120,6 +120,35 @@ pub struct ServeArgs {
     /// Rotate a shadow record file when it reaches this many bytes.
     #[arg(long, env = "MODELGATE_SHADOW_FILE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub shadow_file_bytes: u64,
+    /// Address of the Prometheus `/metrics` listener; `off` disables it.
+    #[arg(long, env = "MODELGATE_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: String,
+    /// OTLP/gRPC endpoint for traces (e.g. `http://otel-collector:4317`). Unset: no export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of exported spans.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "modelgate")]
+    pub service_name: String,
+    /// Trace sampler: always_on, always_off, traceidratio, parentbased_always_on,
+    /// parentbased_always_off, parentbased_traceidratio.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER", default_value = "parentbased_always_on")]
+    pub trace_sampler: String,
+    /// The ratio of the `*traceidratio` samplers.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG")]
+    pub trace_sampler_arg: Option<f64>,
+}
+
+impl ServeArgs {
+    /// The tracing settings these flags name (`OTEL_RESOURCE_ATTRIBUTES` is
+    /// read by the SDK itself).
+    pub fn trace_config(&self) -> crate::otel::TraceConfig {
+        crate::otel::TraceConfig {
+            endpoint: self.otlp_endpoint.clone().filter(|e| !e.is_empty()),
+            service_name: Some(self.service_name.clone()),
+            sampler: Some(self.trace_sampler.clone()),
+            sampler_arg: self.trace_sampler_arg,
+        }
+    }
 }
 
 /// Everything the server needs, independent of how it was configured.
@@ -144,6 +173,8 @@ pub struct ServeConfig {
     /// Named admin tokens; empty: the admin listener needs none.
     pub admin_tokens: Vec<crate::auth::Token>,
     pub tick: Duration,
+    /// Where `/metrics` is served; `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// `modelgate-state` beside the model repository.
@@ -165,6 +196,7 @@ impl ServeConfig {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_tokens: Vec::new(),
             tick: Duration::from_millis(500),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             models,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             ort_lib: None,
@@ -200,7 +232,15 @@ impl TryFrom<ServeArgs> for ServeConfig {
         if let Some(f) = &a.admin_token_file {
             admin_tokens.extend(crate::auth::read_token_file(f)?);
         }
+        let metrics_listen = match a.metrics_listen.trim() {
+            "" | "off" | "none" => None,
+            addr => Some(addr.parse::<SocketAddr>().map_err(|e| {
+                anyhow::anyhow!("--metrics-listen must be host:port or off, got '{addr}': {e}")
+            })?),
+        };
+        crate::otel::sampler(Some(&a.trace_sampler), a.trace_sampler_arg)?;
         Ok(Self {
+            metrics_listen,
             admin_listen: a.admin_listen,
             admin_tokens,
             tick: Duration::from_millis(a.tick_ms.max(10)),

@@ -67,10 +67,20 @@ struct Baseline {
     at_start: BTreeMap<u64, (u64, u64)>,
 }
 
+/// What a metrics scrape reads, kept outside the async lock.
+#[derive(Debug, Default, Clone)]
+pub struct ScrapeView {
+    /// model → (strategy, state, stage) of its latest rollout.
+    pub rollouts: BTreeMap<String, (String, &'static str, usize)>,
+    /// (model, version) → the latest PSI against the champion.
+    pub psi: BTreeMap<(String, u64), f64>,
+}
+
 /// The control plane.
 pub struct Controller {
     gateway: Arc<Gateway>,
     store: Arc<dyn StateStore>,
+    scrape: std::sync::Mutex<ScrapeView>,
     inner: tokio::sync::Mutex<Inner>,
     retirer: std::sync::OnceLock<Retirer>,
 }
@@ -184,6 +194,7 @@ impl Controller {
         let controller = Self {
             gateway,
             store,
+            scrape: std::sync::Mutex::new(ScrapeView::default()),
             inner: tokio::sync::Mutex::new(Inner {
                 state,
                 baselines,
@@ -254,6 +265,23 @@ impl Controller {
 
     /// Publishes `model`'s policy from the state.
     fn publish(&self, state: &ControlState, model: &str) {
+        {
+            let mut scrape = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+            match state.rollouts.get(model) {
+                Some(r) => {
+                    scrape.rollouts.insert(
+                        model.to_string(),
+                        (r.plan.strategy().to_string(), crate::admin::state_name(&r.state), r.stage),
+                    );
+                }
+                None => {
+                    scrape.rollouts.remove(model);
+                }
+            }
+            if !state.rollouts.get(model).is_some_and(is_live) {
+                scrape.psi.retain(|(m, _), _| m != model);
+            }
+        }
         let Some(champion) = self.champion_of(state, model) else { return };
         let policy = match state.rollouts.get(model) {
             Some(r) if is_live(r) => {
@@ -275,7 +303,48 @@ impl Controller {
         }
         let bytes = serde_json::to_vec(state).map_err(|e| ControlError::Precondition(e.to_string()))?;
         self.store.save_snapshot(&bytes)?;
+        self.count_events(events);
         Ok(())
+    }
+
+    /// Counts recorded audit events in the metrics: every action, rollbacks
+    /// by trigger ("manual" for an operator's), alerts by trigger.
+    fn count_events(&self, events: &[AuditEvent]) {
+        let metrics = self.gateway.metrics();
+        for e in events {
+            let action = serde_json::to_value(e.action).ok();
+            let action = action.as_ref().and_then(|v| v.as_str()).unwrap_or("unknown");
+            metrics.rollout_event(&e.model, action);
+            // Each decision is its own short trace, with its numbers.
+            let span = tracing::info_span!(
+                target: "modelgate::span",
+                parent: None,
+                "rollout.decision",
+                model = %e.model,
+                action,
+                rollout.id = %e.rollout_id,
+                who = %e.actor.who,
+                version = e.version.map(|v| v as i64),
+                trigger = e.trigger.as_deref(),
+                reason = e.reason.as_deref(),
+            );
+            if !span.is_disabled() {
+                use tracing_opentelemetry::OpenTelemetrySpanExt;
+                for (k, v) in &e.numbers {
+                    span.set_attribute(format!("numbers.{k}"), *v);
+                }
+            }
+            drop(span);
+            match e.action {
+                modelgate_rollout::Action::RolledBack => {
+                    metrics.rollback(&e.model, e.trigger.as_deref().unwrap_or("manual"))
+                }
+                modelgate_rollout::Action::Alert => {
+                    metrics.alert(&e.model, e.trigger.as_deref().unwrap_or("unknown"))
+                }
+                _ => {}
+            }
+        }
     }
 
     fn ready_versions(&self, model: &str) -> Result<Vec<u64>, ControlError> {
@@ -734,8 +803,9 @@ impl Controller {
                 }
             }
             let lines: Vec<String> = events.iter().filter_map(|e| serde_json::to_string(e).ok()).collect();
-            if let Err(e) = self.store.append_events(&lines) {
-                tracing::error!(model, error = %e, "cannot record a soft-trigger alert");
+            match self.store.append_events(&lines) {
+                Ok(()) => self.count_events(&events),
+                Err(e) => tracing::error!(model, error = %e, "cannot record a soft-trigger alert"),
             }
         }
         if changed {
@@ -877,6 +947,11 @@ impl Controller {
                 continue;
             }
             let Ok(psi) = modelgate_rollout::analysis::psi(&champion, &candidate, PSI_BINS) else { continue };
+            self.scrape
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .psi
+                .insert((model.to_string(), v), psi.value);
             if psi.level == PsiLevel::Ok {
                 continue;
             }
@@ -917,8 +992,9 @@ impl Controller {
                 }
             }
             let lines: Vec<String> = events.iter().filter_map(|e| serde_json::to_string(e).ok()).collect();
-            if let Err(e) = self.store.append_events(&lines) {
-                tracing::error!(model, error = %e, "cannot record a soft-trigger alert");
+            match self.store.append_events(&lines) {
+                Ok(()) => self.count_events(&events),
+                Err(e) => tracing::error!(model, error = %e, "cannot record a soft-trigger alert"),
             }
         }
         if changed {
@@ -1020,6 +1096,20 @@ impl Controller {
                 me.tick().await;
             }
         })
+    }
+
+    /// Writes the current state (champions, rollouts, stage counts) now.
+    pub async fn save(&self) -> Result<(), ControlError> {
+        let inner = self.inner.lock().await;
+        let bytes =
+            serde_json::to_vec(&inner.state).map_err(|e| ControlError::Precondition(e.to_string()))?;
+        self.store.save_snapshot(&bytes)?;
+        Ok(())
+    }
+
+    /// What a metrics scrape shows about rollouts.
+    pub fn scrape_view(&self) -> ScrapeView {
+        self.scrape.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Whether `version` of `model` takes part in a live rollout (so it must

@@ -71,6 +71,8 @@ pub struct ModelRoute {
     /// Each READY version's sliding window of latencies, errors and NaN/Inf
     /// outputs, kept across snapshot rebuilds.
     pub windows: HashMap<u64, Arc<VersionStats>>,
+    /// Each READY version's Prometheus handles.
+    pub metrics: HashMap<u64, Arc<crate::metrics::VersionMetrics>>,
 }
 
 /// What the controller decides for a model: its champion and, while a
@@ -125,6 +127,7 @@ impl ModelTable {
                         rollout_id: None,
                         shadows: Vec::new(),
                         windows: HashMap::new(),
+                        metrics: HashMap::new(),
                     }),
                 )
             })
@@ -153,6 +156,7 @@ pub struct Gateway {
     /// The controller's policy per model; applied on every publish.
     policies: std::sync::Mutex<HashMap<String, Policy>>,
     outcomes: Arc<OutcomeStore>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The shadow side: its executor, where records go, and running totals.
@@ -181,7 +185,13 @@ impl Gateway {
             // Outcomes usually arrive within minutes; an hour of request ids
             // (up to a million) covers that with bounded memory.
             outcomes: Arc::new(OutcomeStore::new(1_000_000, std::time::Duration::from_secs(3600))),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         }
+    }
+
+    /// The Prometheus metrics every part of the gateway records into.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// The current snapshot of models.
@@ -234,6 +244,7 @@ impl Gateway {
                     None => route.champion().map(|c| (c.version, Role::Champion)),
                 }
             });
+        self.metrics.outcome(model, joined.is_some());
         match joined {
             Some((version, role)) => {
                 self.outcomes.record(model, version, metric, value, at_ms);
@@ -313,6 +324,7 @@ impl Gateway {
                         ready.version,
                         kept.unwrap_or_else(|| Arc::new(VersionStats::new(interval, intervals))),
                     );
+                    r.metrics.insert(ready.version, self.metrics.version(name, ready.version));
                 }
             }
             let Some(policy) = policies.get(name) else { continue };
@@ -440,10 +452,45 @@ impl Gateway {
 
     /// Serves one request. Validation happens before queueing, so a bad
     /// request never occupies a queue slot or an executor thread.
-    pub async fn infer(&self, mut req: InferRequest) -> Result<InferResponse, GatewayError> {
-        let model = self.model(&req.model)?;
+    pub async fn infer(&self, req: InferRequest) -> Result<InferResponse, GatewayError> {
+        let model = self.model(&req.model).inspect_err(|e| self.metrics.rejected(None, e.code()))?;
         let key = req.routing_key.as_deref().unwrap_or(&req.request_id).as_bytes();
-        let (version, role) = Self::route(&model, req.version, key)?;
+        let (version, role) = Self::route(&model, req.version, key)
+            .inspect_err(|e| self.metrics.rejected(Some(&model.name), e.code()))?;
+        let span = tracing::Span::current();
+        if !span.is_disabled() {
+            span.record("model", model.name.as_str());
+            span.record("version", version.version);
+            span.record("role", role.as_str());
+            span.record("request_id", req.request_id.as_str());
+            if let Some(id) = &model.rollout_id {
+                span.record("rollout.id", id.as_str());
+            }
+            if let Some(routing) = &model.routing {
+                span.record("bucket", modelgate_rollout::bucket(routing.salt(), key));
+            }
+            if let Some(k) = &req.routing_key {
+                // Never the key itself: it may identify a user.
+                span.record("routing_key.hash", routing_key_hash(k).as_str());
+            }
+        }
+        let metrics = model.metrics.get(&version.version).cloned();
+        let result = self.infer_on(&model, version, role, req, metrics.as_deref()).await;
+        if let (Err(e), Some(m)) = (&result, &metrics) {
+            m.failed(role, e.code());
+        }
+        result
+    }
+
+    /// Serves a request on the version routing chose.
+    async fn infer_on(
+        &self,
+        model: &Arc<ModelRoute>,
+        version: Arc<ReadyVersion>,
+        role: Role,
+        mut req: InferRequest,
+        metrics: Option<&crate::metrics::VersionMetrics>,
+    ) -> Result<InferResponse, GatewayError> {
         let signature = version.model().signature();
         // An unnamed single input binds to the model's only input, so simple
         // clients need not know its name.
@@ -460,8 +507,9 @@ impl Gateway {
 
         let submitted = Instant::now();
         let inputs: Arc<[Tensor]> = req.inputs.into();
-        let shadows = self.offer_shadows(&model, &inputs, &req.request_id, req.routing_key.as_deref());
+        let shadows = self.offer_shadows(model, &inputs, &req.request_id, req.routing_key.as_deref());
         let (job, rx) = InferJob::new(inputs, req.outputs, req.deadline);
+        let job = job.traced(tracing::Span::current());
         self.executor.submit(&version.queue, job).map_err(|e| match e {
             SubmitError::QueueFull { capacity } => {
                 GatewayError::QueueFull { model: model.name.clone(), version: version.version, capacity }
@@ -476,13 +524,18 @@ impl Gateway {
             },
             None => wait.await?,
         };
+        let latency = submitted.elapsed();
+        let nan_inf = matches!(&result, Ok(out) if has_nan_inf(&out.outputs));
+        if let (Ok(_), Some(m)) = (&result, metrics) {
+            m.ok(role, latency, nan_inf);
+        }
         if let Some(stats) = model.windows.get(&version.version) {
             match &result {
                 Ok(out) => {
-                    stats.window.record(submitted.elapsed(), false, has_nan_inf(&out.outputs));
+                    stats.window.record(latency, false, nan_inf);
                     stats.scores.record(scores(&out.outputs));
                 }
-                Err(RunError::Inference(_)) => stats.window.record(submitted.elapsed(), true, false),
+                Err(RunError::Inference(_)) => stats.window.record(latency, true, false),
                 Err(RunError::DeadlineExceeded { .. }) => {}
             }
         }
@@ -498,7 +551,7 @@ impl Gateway {
             .served(&req.request_id, Served { model: model.name.clone(), version: version.version, role });
         if !shadows.is_empty() {
             self.compare_shadows(
-                &model,
+                model,
                 version.version,
                 &req.request_id,
                 req.routing_key.as_deref(),
@@ -554,7 +607,22 @@ impl Gateway {
             if !modelgate_rollout::shadow_sampled(salt, request_id.as_bytes(), target.fraction_bp) {
                 continue;
             }
-            let (job, rx) = InferJob::new(Arc::clone(inputs), Vec::new(), None);
+            let (mut job, rx) = InferJob::new(Arc::clone(inputs), Vec::new(), None);
+            let request = tracing::Span::current();
+            if !request.is_disabled() {
+                // Its own trace, linked to the request's: the shadow is off the
+                // request's critical path and may finish after the reply.
+                let span = tracing::info_span!(
+                    target: "modelgate::span",
+                    parent: None,
+                    "shadow",
+                    model = %model.name,
+                    version = target.version.version,
+                    role = "shadow",
+                );
+                span.follows_from(&request);
+                job = job.traced(span);
+            }
             match self.shadow.executor.submit(&target.queue, job) {
                 Ok(()) => pending.push(PendingShadow { version: target.version.version, rx }),
                 Err(_) => self.shadow.stats.record_drop(&model.name, target.version.version),

@@ -11,6 +11,8 @@ pub mod controller;
 pub mod convert;
 pub mod error;
 pub mod gateway;
+pub mod metrics;
+pub mod otel;
 pub mod outcome;
 pub mod server;
 pub mod service;

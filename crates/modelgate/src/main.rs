@@ -5,25 +5,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use modelgate::cli::predict::CallError;
 use modelgate::config::{Cli, Command, LogFormat, ServeConfig};
-use tracing_subscriber::EnvFilter;
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => {
-            init_logging(cli.log_format);
-            serve(args).await
-        }
+        Command::Serve(args) => serve(cli.log_format, args).await,
         Command::Predict(args) => modelgate::cli::predict::run(args).await,
         Command::Admin { conn, call } => modelgate::cli::admin::run(conn, call).await,
         Command::Status { model, conn } => modelgate::cli::admin::status(conn, model).await,
@@ -49,13 +36,21 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: modelgate::config::ServeArgs) -> anyhow::Result<()> {
+async fn serve(log_format: LogFormat, args: modelgate::config::ServeArgs) -> anyhow::Result<()> {
+    let telemetry = modelgate::otel::init(log_format, &args.trace_config())?;
     let config = ServeConfig::try_from(args)?;
     let server = modelgate::start(config).await?;
     let table = server.gateway.table();
     let program = std::env::args().next().unwrap_or_else(|| "modelgate".into());
     println!("modelgate ready: Predict (modelgate.v1) on {}", server.addr);
+    println!("  KServe v2 (inference.GRPCInferenceService), gRPC health and reflection on the same port");
     println!("  admin on {}", server.admin_addr);
+    if let Some(m) = server.metrics_addr {
+        println!("  metrics on http://{m}/metrics");
+    }
+    if telemetry.exporting() {
+        println!("  traces exported over OTLP");
+    }
     for line in modelgate::server::describe_table(&table) {
         println!("{line}");
     }
@@ -64,8 +59,12 @@ async fn serve(args: modelgate::config::ServeArgs) -> anyhow::Result<()> {
         None => println!("no READY model to try; check the log above"),
     }
     shutdown_signal().await;
-    tracing::info!("shutting down: draining in-flight requests");
-    server.stop().await
+    tracing::info!("shutting down: NOT_SERVING, draining in-flight requests");
+    let stopped = server.stop().await;
+    // Spans still queued go out last, after the drain.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    tracing::info!("stopped");
+    stopped
 }
 
 async fn shutdown_signal() {

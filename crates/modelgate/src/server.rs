@@ -22,10 +22,17 @@ use crate::gateway::{Gateway, ModelTable, ShadowRunner};
 use crate::service::PredictService;
 use modelgate_proto::v1::admin_server::AdminServer;
 
+/// gRPC service names reported by the health service.
+pub const HEALTH_SERVICES: [&str; 3] = ["", "modelgate.v1.Predict", "inference.GRPCInferenceService"];
+
 /// A gateway serving on a bound address.
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
+    health: tonic_health::server::HealthReporter,
+    metrics_task: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     pub controller: Arc<Controller>,
     ticker: tokio::task::JoinHandle<()>,
     admin_task: JoinHandle<anyhow::Result<()>>,
@@ -46,6 +53,10 @@ impl RunningServer {
     /// Stops accepting, lets in-flight requests finish (bounded by the drain
     /// time), and returns when the server has stopped.
     pub async fn stop(mut self) -> anyhow::Result<()> {
+        // Load balancers and probes see NOT_SERVING first.
+        for service in HEALTH_SERVICES {
+            self.health.set_service_status(service, tonic_health::ServingStatus::NotServing).await;
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -59,6 +70,13 @@ impl RunningServer {
         let result = self.task.await.context("server task panicked")?;
         if let Some(sink) = self.gateway.shadow_sink() {
             sink.flush();
+        }
+        if let Err(e) = self.controller.save().await {
+            tracing::error!(error = %e, "cannot persist the rollout state at shutdown");
+        }
+        if let Some((stop, task)) = self.metrics_task.take() {
+            let _ = stop.send(());
+            let _ = task.await;
         }
         result
     }
@@ -114,6 +132,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let controller = Arc::new(
         Controller::open(Arc::clone(&gateway), Arc::new(store)).context("cannot restore rollout state")?,
     );
+    gateway.metrics().set_state_source(Arc::new(crate::metrics::GatewayState {
+        gateway: Arc::clone(&gateway),
+        controller: Arc::clone(&controller),
+    }));
     let ticker = controller.spawn_ticker(config.tick);
     let watcher = config.watch.then(|| {
         modelgate_registry::watch::watch(
@@ -148,9 +170,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     );
     let (admin_stop_tx, admin_stop_rx) = oneshot::channel::<()>();
     let admin_incoming = tonic::transport::server::TcpIncoming::from(admin_listener).with_nodelay(Some(true));
+    let admin_reflection = reflection()?;
     let admin_task = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(admin)
+            .add_service(admin_reflection)
             .serve_with_incoming_shutdown(admin_incoming, async move {
                 let _ = admin_stop_rx.await;
             })
@@ -172,6 +196,37 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let predict = PredictServer::new(PredictService::new(Arc::clone(&gateway)))
         .max_decoding_message_size(config.max_request_bytes)
         .max_encoding_message_size(usize::MAX);
+    // Health: every model was loaded and warmed before this point (start
+    // returns only then), so the services start SERVING; stop() turns them
+    // NOT_SERVING before draining.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for service in HEALTH_SERVICES {
+        health.set_service_status(service, tonic_health::ServingStatus::Serving).await;
+    }
+    let reflection_service = reflection()?;
+    let metrics_task = match config.metrics_listen {
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at} (metrics)"))?;
+            let metrics_addr = listener.local_addr()?;
+            let (tx, rx) = oneshot::channel::<()>();
+            let metrics = Arc::clone(gateway.metrics());
+            let task = tokio::spawn(async move {
+                if let Err(e) = crate::metrics::serve(listener, metrics, async move {
+                    let _ = rx.await;
+                })
+                .await
+                {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            });
+            Some((metrics_addr, tx, task))
+        }
+        None => None,
+    };
+    let metrics_addr = metrics_task.as_ref().map(|(a, _, _)| *a);
+    let metrics_task = metrics_task.map(|(_, tx, task)| (tx, task));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let draining = Arc::new(Notify::new());
     let drain = config.drain;
@@ -182,6 +237,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             let serve = tonic::transport::Server::builder()
                 .layer(tower::util::MapResponseLayer::new(oversize_to_resource_exhausted))
                 .add_service(predict)
+                .add_service(health_service)
+                .add_service(reflection_service)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop_rx.await;
                     notify.notify_one();
@@ -199,6 +256,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     Ok(RunningServer {
         addr,
         admin_addr,
+        metrics_addr,
+        health,
+        metrics_task,
         controller,
         ticker,
         admin_task,
@@ -208,6 +268,18 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         task,
         watcher,
     })
+}
+
+/// gRPC server reflection (v1) over every modelgate service, so grpcurl,
+/// grpcui and evans work without the protos.
+fn reflection() -> anyhow::Result<
+    tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(modelgate_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build the reflection service")
 }
 
 /// The ready line's sample command: a request of zeros shaped like the first

@@ -90,21 +90,55 @@ impl pb::predict_server::Predict for PredictService {
         &self,
         request: Request<pb::PredictRequest>,
     ) -> Result<Response<pb::PredictResponse>, Status> {
+        use tracing::Instrument;
+        let span = crate::otel::request_span(request.metadata(), "modelgate.v1.Predict/Predict");
+        let result = self.predict_in_span(request).instrument(span.clone()).await;
+        crate::otel::record_status(&span, result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        result
+    }
+
+    async fn record_outcome(
+        &self,
+        request: Request<pb::RecordOutcomeRequest>,
+    ) -> Result<Response<pb::RecordOutcomeResponse>, Status> {
+        self.record_outcome_impl(request).await
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        self.model_metadata_impl(request).await
+    }
+}
+
+impl PredictService {
+    async fn predict_in_span(
+        &self,
+        request: Request<pb::PredictRequest>,
+    ) -> Result<Response<pb::PredictResponse>, Status> {
         let deadline = deadline_of(request.metadata());
         let header_key =
             request.metadata().get("x-routing-key").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         let typed = req.typed_outputs;
-        let request_id = request_id_or_new(req.request_id).map_err(GatewayError::from)?;
+        let inputs = std::mem::take(&mut req.inputs);
+        // Mistakes caught while decoding never reach the gateway; count them here.
+        let rejected = |e: GatewayError| {
+            let known = self.gateway.table().models.contains_key(&req.model);
+            self.gateway.metrics().rejected(known.then_some(req.model.as_str()), e.code());
+            e
+        };
+        let request_id =
+            request_id_or_new(std::mem::take(&mut req.request_id)).map_err(|e| rejected(e.into()))?;
         if req.model.is_empty() {
-            return Err(GatewayError::from(BadRequest("model is not set".into())).into());
+            return Err(rejected(BadRequest("model is not set".into()).into()).into());
         }
-        let inputs = req
-            .inputs
+        let inputs = inputs
             .into_iter()
             .map(convert::tensor_from_pb)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(GatewayError::from)?;
+            .map_err(|e| rejected(e.into()))?;
         let routing_key = Some(req.routing_key).filter(|k| !k.is_empty()).or(header_key);
         let resp = self
             .gateway
@@ -127,7 +161,7 @@ impl pb::predict_server::Predict for PredictService {
         }))
     }
 
-    async fn record_outcome(
+    async fn record_outcome_impl(
         &self,
         request: Request<pb::RecordOutcomeRequest>,
     ) -> Result<Response<pb::RecordOutcomeResponse>, Status> {
@@ -152,7 +186,7 @@ impl pb::predict_server::Predict for PredictService {
         }))
     }
 
-    async fn model_metadata(
+    async fn model_metadata_impl(
         &self,
         request: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {

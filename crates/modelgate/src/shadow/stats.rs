@@ -92,6 +92,16 @@ impl ShadowStats {
     }
 
     /// A copy of one shadow's totals.
+    /// Every (model, version)'s totals.
+    pub fn all(&self) -> Vec<((String, u64), ShadowTotals)> {
+        self.totals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     pub fn get(&self, model: &str, version: u64) -> Option<ShadowTotals> {
         self.totals.lock().unwrap_or_else(|p| p.into_inner()).get(&(model.to_string(), version)).cloned()
     }

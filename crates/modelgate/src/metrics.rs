@@ -1,0 +1,629 @@
+//! Prometheus metrics, served as text on `--metrics-listen` (`/metrics`).
+//!
+//! Names follow Prometheus conventions: a `modelgate_` prefix, base units
+//! (seconds), `_total` on counters. Two kinds:
+//!
+//! - **events** counted where they happen: requests by model, version, role
+//!   and gRPC status code, their latency histogram, NaN/Inf outputs,
+//!   rollbacks by trigger, alerts, rollout decisions, outcomes;
+//! - **state** read at scrape time by [`StateCollector`] from the live
+//!   snapshot: queue depth and rejections, version load state, rollout stage
+//!   and weights, shadow comparisons. Reading at scrape time means a version
+//!   that is gone leaves no stale series behind.
+//!
+//! The hot path touches no label map: each (model, version) keeps handles to
+//! its counters and histograms ([`VersionMetrics`]), resolved once per role.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+use modelgate_rollout::Role;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Latency buckets in seconds: 50 µs to 10 s.
+const LATENCY_BUCKETS: [f64; 17] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub model: String,
+    pub version: String,
+    pub role: String,
+    pub code: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ArmLabels {
+    pub model: String,
+    pub version: String,
+    pub role: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub model: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabels {
+    pub model: String,
+    pub trigger: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub model: String,
+    pub action: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub model: String,
+    pub joined: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every event metric, and the registry they are encoded from.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: HistogramFamily<ArmLabels>,
+    nan_inf: Family<VersionLabels, Counter>,
+    rollbacks: Family<TriggerLabels, Counter>,
+    alerts: Family<TriggerLabels, Counter>,
+    decisions: Family<ActionLabels, Counter>,
+    outcomes: Family<OutcomeLabels, Counter>,
+    versions: RwLock<HashMap<(String, u64), Arc<VersionMetrics>>>,
+    collector: Arc<Mutex<Option<Arc<dyn StateSource>>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+const ROLES: [Role; 9] = [
+    Role::Champion,
+    Role::Canary,
+    Role::Challenger,
+    Role::Blue,
+    Role::Green,
+    Role::Control,
+    Role::Treatment,
+    Role::Shadow,
+    Role::Pinned,
+];
+
+fn role_index(role: Role) -> usize {
+    ROLES.iter().position(|r| *r == role).unwrap_or(ROLES.len() - 1)
+}
+
+/// One version's handles, so recording a request takes no lock and no
+/// allocation after the first request of each role.
+pub struct VersionMetrics {
+    model: String,
+    version: String,
+    ok: [OnceLock<Counter>; 9],
+    duration: [OnceLock<Histogram>; 9],
+    nan_inf: Counter,
+    requests: Family<RequestLabels, Counter>,
+    durations: HistogramFamily<ArmLabels>,
+}
+
+impl std::fmt::Debug for VersionMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VersionMetrics").field("model", &self.model).field("version", &self.version).finish()
+    }
+}
+
+impl VersionMetrics {
+    fn arm(&self, role: Role) -> ArmLabels {
+        ArmLabels {
+            model: self.model.clone(),
+            version: self.version.clone(),
+            role: role.as_str().to_string(),
+        }
+    }
+
+    /// A request this version answered with OK after `latency`.
+    pub fn ok(&self, role: Role, latency: Duration, nan_inf: bool) {
+        let i = role_index(role);
+        self.ok[i]
+            .get_or_init(|| {
+                let a = self.arm(role);
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        model: a.model,
+                        version: a.version,
+                        role: a.role,
+                        code: "OK".into(),
+                    })
+                    .clone()
+            })
+            .inc();
+        self.duration[i]
+            .get_or_init(|| self.durations.get_or_create(&self.arm(role)).clone())
+            .observe(latency.as_secs_f64());
+        if nan_inf {
+            self.nan_inf.inc();
+        }
+    }
+
+    /// A request routed to this version that failed with `code`.
+    pub fn failed(&self, role: Role, code: tonic::Code) {
+        let a = self.arm(role);
+        self.requests
+            .get_or_create(&RequestLabels {
+                model: a.model,
+                version: a.version,
+                role: a.role,
+                code: crate::cli::code_name(code).to_string(),
+            })
+            .inc();
+    }
+}
+
+/// What the state collector reads at scrape time.
+pub trait StateSource: Send + Sync {
+    /// Writes the state metrics.
+    fn collect(&self, out: &mut StateMetrics);
+}
+
+/// State metrics gathered for one scrape.
+#[derive(Debug, Default)]
+pub struct StateMetrics {
+    pub queue_depth: Vec<(VersionLabels, i64)>,
+    pub queue_rejected: Vec<(VersionLabels, u64)>,
+    pub queue_expired: Vec<(VersionLabels, u64)>,
+    /// (model, version, state) = 1 for every version the repository knows.
+    pub version_state: Vec<(VersionLabels, &'static str)>,
+    pub weights: Vec<(ArmLabels, f64)>,
+    pub rollout_stage: Vec<(String, String, i64)>,
+    pub rollout_state: Vec<(String, &'static str)>,
+    pub shadow_compared: Vec<(VersionLabels, u64)>,
+    pub shadow_errors: Vec<(VersionLabels, u64)>,
+    pub shadow_dropped: Vec<(VersionLabels, u64)>,
+    pub shadow_agreement: Vec<(VersionLabels, f64)>,
+    pub shadow_mean_abs_diff: Vec<(VersionLabels, f64)>,
+    pub psi: Vec<(VersionLabels, f64)>,
+}
+
+#[derive(Debug)]
+struct StateCollector {
+    source: Arc<Mutex<Option<Arc<dyn StateSource>>>>,
+}
+
+impl std::fmt::Debug for dyn StateSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateSource")
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    model: String,
+    version: String,
+    state: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    model: String,
+    strategy: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RolloutStateLabels {
+    model: String,
+    state: String,
+}
+
+fn gauges<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &[(L, f64)],
+) -> Result<(), std::fmt::Error> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in values {
+        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn counters<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &[(L, u64)],
+) -> Result<(), std::fmt::Error> {
+    if values.is_empty() {
+        return Ok(());
+    }
+    let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in values {
+        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn as_f64<L: Clone>(v: &[(L, i64)]) -> Vec<(L, f64)> {
+    v.iter().map(|(l, x)| (l.clone(), *x as f64)).collect()
+}
+
+impl Collector for StateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(source) = self.source.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+            return Ok(());
+        };
+        let mut s = StateMetrics::default();
+        source.collect(&mut s);
+        let e = &mut encoder;
+        gauges(
+            e,
+            "modelgate_queue_depth",
+            "Requests waiting in a version's queue.",
+            &as_f64(&s.queue_depth),
+        )?;
+        counters(
+            e,
+            "modelgate_queue_rejected",
+            "Requests answered RESOURCE_EXHAUSTED because the version's queue was full.",
+            &s.queue_rejected,
+        )?;
+        counters(
+            e,
+            "modelgate_queue_expired",
+            "Requests dropped unrun because their deadline passed in the queue.",
+            &s.queue_expired,
+        )?;
+        let states: Vec<(StateLabels, f64)> = s
+            .version_state
+            .iter()
+            .map(|(l, st)| {
+                (StateLabels { model: l.model.clone(), version: l.version.clone(), state: (*st).into() }, 1.0)
+            })
+            .collect();
+        gauges(
+            e,
+            "modelgate_model_version_state",
+            "1 for each version's load state (ready, failed).",
+            &states,
+        )?;
+        gauges(
+            e,
+            "modelgate_rollout_weight_ratio",
+            "Share of a model's traffic routed to each version (0 to 1).",
+            &s.weights,
+        )?;
+        let stages: Vec<(StageLabels, f64)> = s
+            .rollout_stage
+            .iter()
+            .map(|(m, st, v)| (StageLabels { model: m.clone(), strategy: st.clone() }, *v as f64))
+            .collect();
+        gauges(e, "modelgate_rollout_stage", "The live rollout's stage (0-based).", &stages)?;
+        let rstates: Vec<(RolloutStateLabels, f64)> = s
+            .rollout_state
+            .iter()
+            .map(|(m, st)| (RolloutStateLabels { model: m.clone(), state: (*st).into() }, 1.0))
+            .collect();
+        gauges(e, "modelgate_rollout_state", "1 for the state of each model's latest rollout.", &rstates)?;
+        counters(
+            e,
+            "modelgate_shadow_comparisons",
+            "Shadow copies compared with the champion.",
+            &s.shadow_compared,
+        )?;
+        counters(e, "modelgate_shadow_errors", "Shadow copies that failed.", &s.shadow_errors)?;
+        counters(
+            e,
+            "modelgate_shadow_dropped",
+            "Shadow copies not run because the shadow queue was full.",
+            &s.shadow_dropped,
+        )?;
+        gauges(
+            e,
+            "modelgate_shadow_agreement_ratio",
+            "Mean label agreement of a shadow with the champion (0 to 1).",
+            &s.shadow_agreement,
+        )?;
+        gauges(
+            e,
+            "modelgate_shadow_mean_abs_diff",
+            "Mean absolute difference of a shadow's numeric outputs from the champion's.",
+            &s.shadow_mean_abs_diff,
+        )?;
+        gauges(
+            e,
+            "modelgate_prediction_shift_psi",
+            "PSI of a candidate's or shadow's recent scores against the champion's.",
+            &s.psi,
+        )?;
+        Ok(())
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "modelgate_requests",
+            "Requests by model, version, role and gRPC status code",
+            requests.clone(),
+        );
+        let duration: HistogramFamily<ArmLabels> = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "modelgate_request_duration_seconds",
+            "Time from a request's submission to its answer (queue wait plus inference), successful requests",
+            duration.clone(),
+        );
+        let nan_inf = Family::<VersionLabels, Counter>::default();
+        registry.register(
+            "modelgate_nan_inf_outputs",
+            "Successful requests whose outputs held a NaN or an infinity",
+            nan_inf.clone(),
+        );
+        let rollbacks = Family::<TriggerLabels, Counter>::default();
+        registry.register(
+            "modelgate_rollbacks",
+            "Rollbacks by trigger (nan_inf_rate, error_rate, p99_latency, or manual)",
+            rollbacks.clone(),
+        );
+        let alerts = Family::<TriggerLabels, Counter>::default();
+        registry.register(
+            "modelgate_alerts",
+            "Soft-trigger alerts raised (psi, kpi_regression, latency_regression, error_regression)",
+            alerts.clone(),
+        );
+        let decisions = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "modelgate_rollout_events",
+            "Rollout audit events by action (started, advanced, promoted, rolled_back, ...)",
+            decisions.clone(),
+        );
+        let outcomes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "modelgate_outcomes",
+            "Outcomes reported with RecordOutcome, by whether they joined a served request",
+            outcomes.clone(),
+        );
+        let collector = Arc::new(Mutex::new(None));
+        registry.register_collector(Box::new(StateCollector { source: Arc::clone(&collector) }));
+        Self {
+            registry,
+            requests,
+            duration,
+            nan_inf,
+            rollbacks,
+            alerts,
+            decisions,
+            outcomes,
+            versions: RwLock::new(HashMap::new()),
+            collector,
+        }
+    }
+
+    /// Connects the state read at scrape time.
+    pub fn set_state_source(&self, source: Arc<dyn StateSource>) {
+        *self.collector.lock().unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    /// The handles of `model` `version`, created on first use.
+    pub fn version(&self, model: &str, version: u64) -> Arc<VersionMetrics> {
+        let key = (model.to_string(), version);
+        if let Some(v) = self.versions.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Arc::clone(v);
+        }
+        let mut map = self.versions.write().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(map.entry(key).or_insert_with(|| {
+            let labels = VersionLabels { model: model.to_string(), version: version.to_string() };
+            Arc::new(VersionMetrics {
+                model: model.to_string(),
+                version: version.to_string(),
+                ok: Default::default(),
+                duration: Default::default(),
+                nan_inf: self.nan_inf.get_or_create(&labels).clone(),
+                requests: self.requests.clone(),
+                durations: self.duration.clone(),
+            })
+        }))
+    }
+
+    /// A request that failed before a version was chosen. The model label is
+    /// kept only for models the gateway serves, so a client cannot create
+    /// series by sending made-up names.
+    pub fn rejected(&self, known_model: Option<&str>, code: tonic::Code) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                model: known_model.unwrap_or("").to_string(),
+                version: String::new(),
+                role: String::new(),
+                code: crate::cli::code_name(code).to_string(),
+            })
+            .inc();
+    }
+
+    pub fn rollback(&self, model: &str, trigger: &str) {
+        self.rollbacks.get_or_create(&TriggerLabels { model: model.into(), trigger: trigger.into() }).inc();
+    }
+
+    pub fn alert(&self, model: &str, trigger: &str) {
+        self.alerts.get_or_create(&TriggerLabels { model: model.into(), trigger: trigger.into() }).inc();
+    }
+
+    pub fn rollout_event(&self, model: &str, action: &str) {
+        self.decisions.get_or_create(&ActionLabels { model: model.into(), action: action.into() }).inc();
+    }
+
+    pub fn outcome(&self, model: &str, joined: bool) {
+        self.outcomes.get_or_create(&OutcomeLabels { model: model.into(), joined: joined.to_string() }).inc();
+    }
+
+    /// Everything, in the Prometheus text format (0.0.4).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+/// The state source of a running gateway: its live snapshot, the
+/// controller's rollout view and the shadow totals.
+pub struct GatewayState {
+    pub gateway: Arc<crate::gateway::Gateway>,
+    pub controller: Arc<crate::controller::Controller>,
+}
+
+impl StateSource for GatewayState {
+    fn collect(&self, out: &mut StateMetrics) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let labels = |model: &str, version: u64| VersionLabels {
+            model: model.to_string(),
+            version: version.to_string(),
+        };
+        let table = self.gateway.table();
+        let mut names: Vec<&String> = table.models.keys().collect();
+        names.sort();
+        for name in names {
+            let route = &table.models[name];
+            for v in route.versions.values() {
+                match &v.state {
+                    modelgate_registry::VersionState::Ready(r) => {
+                        out.version_state.push((labels(name, v.version), "ready"));
+                        let l = labels(name, v.version);
+                        out.queue_depth.push((l.clone(), r.queue.len() as i64));
+                        out.queue_rejected.push((l.clone(), r.queue.stats().rejected.load(Relaxed)));
+                        out.queue_expired.push((l, r.queue.stats().expired.load(Relaxed)));
+                    }
+                    modelgate_registry::VersionState::Failed(_) => {
+                        out.version_state.push((labels(name, v.version), "failed"));
+                    }
+                }
+            }
+            match &route.routing {
+                Some(routing) => {
+                    for w in routing.weights() {
+                        out.weights.push((
+                            ArmLabels {
+                                model: name.clone(),
+                                version: w.version.to_string(),
+                                role: w.role.as_str().to_string(),
+                            },
+                            f64::from(w.basis_points) / 10_000.0,
+                        ));
+                    }
+                }
+                None => {
+                    if let Some(c) = route.champion() {
+                        out.weights.push((
+                            ArmLabels {
+                                model: name.clone(),
+                                version: c.version.to_string(),
+                                role: "champion".into(),
+                            },
+                            1.0,
+                        ));
+                    }
+                }
+            }
+        }
+        let view = self.controller.scrape_view();
+        for (model, (strategy, state, stage)) in &view.rollouts {
+            out.rollout_state.push((model.clone(), state));
+            if matches!(*state, "running" | "paused") {
+                out.rollout_stage.push((model.clone(), strategy.clone(), *stage as i64));
+            }
+        }
+        for ((model, version), psi) in &view.psi {
+            out.psi.push((labels(model, *version), *psi));
+        }
+        for ((model, version), t) in self.gateway.shadow_stats().all() {
+            let l = labels(&model, version);
+            out.shadow_compared.push((l.clone(), t.compared));
+            out.shadow_errors.push((l.clone(), t.errors));
+            out.shadow_dropped.push((l.clone(), t.dropped));
+            if let Some(a) = t.agreement_rate() {
+                out.shadow_agreement.push((l.clone(), a));
+            }
+            if let Some(d) = t.mean_abs_diff() {
+                out.shadow_mean_abs_diff.push((l, d));
+            }
+        }
+    }
+}
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Serves `GET /metrics` on `listener` until `stop` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = Arc::clone(&metrics);
+            async move { ([(http::header::CONTENT_TYPE, CONTENT_TYPE)], metrics.encode()) }
+        }),
+    );
+    axum::serve(listener, app).with_graceful_shutdown(stop).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let m = Metrics::new();
+        let v = m.version("iris", 3);
+        v.ok(Role::Canary, Duration::from_micros(300), true);
+        v.failed(Role::Canary, tonic::Code::ResourceExhausted);
+        m.rejected(None, tonic::Code::NotFound);
+        m.rollback("iris", "nan_inf_rate");
+        let text = m.encode();
+        for want in [
+            r#"modelgate_requests_total{model="iris",version="3",role="canary",code="OK"} 1"#,
+            r#"modelgate_requests_total{model="iris",version="3",role="canary",code="RESOURCE_EXHAUSTED"} 1"#,
+            r#"modelgate_requests_total{model="",version="",role="",code="NOT_FOUND"} 1"#,
+            r#"modelgate_request_duration_seconds_bucket{model="iris",version="3",role="canary",le="0.0005"} 1"#,
+            r#"modelgate_nan_inf_outputs_total{model="iris",version="3"} 1"#,
+            r#"modelgate_rollbacks_total{model="iris",trigger="nan_inf_rate"} 1"#,
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+        assert!(Arc::ptr_eq(&m.version("iris", 3), &v), "handles are cached");
+    }
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# What the test suite needs beyond the Rust toolchain, from Debian's
+# packages: promtool (package prometheus) checks the metrics exposition and
+# the chart's alert rules. Installs only what is missing; needs root (or
+# sudo) the first time. The Python clients' venvs are made by the tests
+# themselves, from PyPI.
+set -euo pipefail
+missing=()
+command -v promtool >/dev/null || missing+=(prometheus)
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "test deps: installing ${missing[*]} (Debian packages)" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "test deps: run as root, or install: ${missing[*]}" >&2; exit 1; }
+  SUDO=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >/dev/null
+# --no-install-recommends: promtool comes with the server package; nothing
+# is started (policy-rc.d keeps the package's service down in containers).
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+command -v promtool >/dev/null || { echo "test deps: promtool still missing after install" >&2; exit 1; }
