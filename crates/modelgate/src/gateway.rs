@@ -460,14 +460,15 @@ impl Gateway {
         let span = tracing::Span::current();
         if !span.is_disabled() {
             span.record("model", model.name.as_str());
-            span.record("version", version.version);
+            // Signed: OpenTelemetry has no unsigned integers (u64 would be a string).
+            span.record("version", version.version as i64);
             span.record("role", role.as_str());
             span.record("request_id", req.request_id.as_str());
             if let Some(id) = &model.rollout_id {
                 span.record("rollout.id", id.as_str());
             }
             if let Some(routing) = &model.routing {
-                span.record("bucket", modelgate_rollout::bucket(routing.salt(), key));
+                span.record("bucket", i64::from(modelgate_rollout::bucket(routing.salt(), key)));
             }
             if let Some(k) = &req.routing_key {
                 // Never the key itself: it may identify a user.
@@ -617,7 +618,7 @@ impl Gateway {
                     parent: None,
                     "shadow",
                     model = %model.name,
-                    version = target.version.version,
+                    version = target.version.version as i64,
                     role = "shadow",
                 );
                 span.follows_from(&request);
