@@ -1,0 +1,137 @@
+//! Graceful shutdown of the real binary on SIGTERM: NOT_SERVING, stop
+//! accepting, finish what is in flight within the drain time, flush, persist,
+//! exit 0.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use modelgate_proto::v1 as pb;
+use modelgate_tests::*;
+
+struct Served {
+    child: Child,
+    addr: String,
+    log: std::path::PathBuf,
+}
+
+fn serve(repo: &TestRepo, drain_seconds: &str) -> Served {
+    let log = repo.path().join(".serve.log");
+    let mut child = Command::new(binary())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--drain-seconds", drain_seconds, "--no-watch", "--models"])
+        .arg(repo.path())
+        .arg("--state-dir")
+        .arg(repo.path().join(".state"))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn modelgate serve");
+    let stdout = child.stdout.take().unwrap();
+    let mut addr = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("modelgate ready: Predict (modelgate.v1) on ") {
+            addr = Some(rest.trim().to_string());
+        }
+        if line.starts_with("try: ") {
+            break;
+        }
+    }
+    Served { child, addr: addr.expect("ready line"), log }
+}
+
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success();
+    assert!(ok, "kill -TERM");
+}
+
+/// Waits (bounded) for the process to exit; returns its status and how long it took.
+fn wait_exit(child: &mut Child, within: Duration) -> (std::process::ExitStatus, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, start.elapsed());
+        }
+        assert!(start.elapsed() < within, "still running after {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn connect(addr: &str) -> Result<pb::predict_client::PredictClient<tonic::transport::Channel>, String> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(pb::predict_client::PredictClient::new(channel))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
+    let repo = TestRepo::new();
+    // The slow fault model: ~4 ms per row, so 300 rows take over a second.
+    repo.add("slow", 1, SLOW);
+    let served = serve(&repo, "20");
+    let mut in_flight = Vec::new();
+    for _ in 0..2 {
+        let mut c = connect(&served.addr).await.unwrap();
+        in_flight.push(tokio::spawn(async move { c.predict(request("slow", &rows(300))).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sigterm(&served.child);
+    // The listener closes: new connections are refused while the two finish.
+    let refused_by = Instant::now() + Duration::from_secs(3);
+    loop {
+        if connect(&served.addr).await.is_err() {
+            break;
+        }
+        assert!(Instant::now() < refused_by, "still accepting connections after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for r in in_flight {
+        let resp = r.await.unwrap().expect("an in-flight request finishes");
+        assert_eq!(resp.into_inner().outputs[0].shape[0], 300);
+    }
+    let log_path = served.log.clone();
+    let mut child = served.child;
+    let (status, _) =
+        tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(15))).await.unwrap();
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+    // Rollout state was written on the way out.
+    assert!(repo.path().join(".state/state.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_is_bounded() {
+    let repo = TestRepo::new();
+    repo.add("slow", 1, SLOW);
+    let mut served = serve(&repo, "0.5");
+    let mut c = connect(&served.addr).await.unwrap();
+    // ~8 s of work: far longer than the 0.5 s drain.
+    let stuck = tokio::spawn(async move { c.predict(request("slow", &rows(2000))).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sigterm(&served.child);
+    let (status, took) =
+        tokio::task::spawn_blocking(move || wait_exit(&mut served.child, Duration::from_secs(6)))
+            .await
+            .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(5), "exit took {took:?}");
+    // The request that outlived the drain was cut off, not answered.
+    assert!(stuck.await.unwrap().is_err());
+}
