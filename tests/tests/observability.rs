@@ -64,6 +64,8 @@ fn promtool_check(text: &str) {
 async fn metrics_are_scraped_and_parse() {
     let repo = TestRepo::new();
     repo.add("breast-cancer", 1, NAN).add("breast-cancer", 2, V2);
+    // An SLA the alert rules compare p99 with (never reached here).
+    repo.config("breast-cancer", "[triggers]\np99_sla_ms = 1000.0\n");
     let server = start(&repo, |c| c.tick = Duration::from_millis(50)).await;
     let mut c = client(&server).await;
     let mut a = admin(&server, None).await;
@@ -161,6 +163,7 @@ async fn metrics_are_scraped_and_parse() {
         ),
         Some(1.0)
     );
+    assert_eq!(value(&s, "modelgate_p99_sla_seconds", &[("model", "breast-cancer")]), Some(1.0));
     assert_eq!(
         value(&s, "modelgate_queue_depth", &[("model", "breast-cancer"), ("version", "2")]),
         Some(0.0)

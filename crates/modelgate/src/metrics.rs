@@ -203,6 +203,13 @@ pub struct StateMetrics {
     pub shadow_agreement: Vec<(VersionLabels, f64)>,
     pub shadow_mean_abs_diff: Vec<(VersionLabels, f64)>,
     pub psi: Vec<(VersionLabels, f64)>,
+    /// model → its p99 SLA in seconds (model.toml `[triggers] p99_sla_ms`).
+    pub sla: Vec<(String, f64)>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    model: String,
 }
 
 #[derive(Debug)]
@@ -352,6 +359,14 @@ impl Collector for StateCollector {
             "modelgate_shadow_mean_abs_diff",
             "Mean absolute difference of a shadow's numeric outputs from the champion's.",
             &s.shadow_mean_abs_diff,
+        )?;
+        let sla: Vec<(ModelLabels, f64)> =
+            s.sla.iter().map(|(m, v)| (ModelLabels { model: m.clone() }, *v)).collect();
+        gauges(
+            e,
+            "modelgate_p99_sla_seconds",
+            "A model's p99 latency SLA (model.toml [triggers] p99_sla_ms), for alert rules.",
+            &sla,
         )?;
         gauges(
             e,
@@ -515,6 +530,9 @@ impl StateSource for GatewayState {
         names.sort();
         for name in names {
             let route = &table.models[name];
+            if let Some(ms) = route.entry.config.triggers.p99_sla_ms {
+                out.sla.push((name.clone(), ms / 1000.0));
+            }
             for v in route.versions.values() {
                 match &v.state {
                     modelgate_registry::VersionState::Ready(r) => {
