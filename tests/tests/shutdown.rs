@@ -17,7 +17,7 @@ struct Served {
     log: std::path::PathBuf,
 }
 
-fn serve(repo: &TestRepo, drain_seconds: &str) -> Served {
+fn serve(repo: &TestRepo, drain_seconds: &str, log_format: &str) -> Served {
     let log = repo.path().join(".serve.log");
     let mut child = Command::new(binary())
         .args([
@@ -29,7 +29,7 @@ fn serve(repo: &TestRepo, drain_seconds: &str) -> Served {
             "--metrics-listen",
             "127.0.0.1:0",
         ])
-        .args(["--drain-seconds", drain_seconds, "--no-watch", "--models"])
+        .args(["--drain-seconds", drain_seconds, "--log-format", log_format, "--no-watch", "--models"])
         .arg(repo.path())
         .arg("--state-dir")
         .arg(repo.path().join(".state"))
@@ -83,7 +83,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
     let repo = TestRepo::new();
     // The slow fault model: ~4 ms per row, so 300 rows take over a second.
     repo.add("slow", 1, SLOW);
-    let served = serve(&repo, "20");
+    let served = serve(&repo, "20", "human");
     let mut in_flight = Vec::new();
     for _ in 0..2 {
         let mut c = connect(&served.addr).await.unwrap();
@@ -120,7 +120,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
 async fn the_drain_is_bounded() {
     let repo = TestRepo::new();
     repo.add("slow", 1, SLOW);
-    let mut served = serve(&repo, "0.5");
+    let mut served = serve(&repo, "0.5", "json");
     let mut c = connect(&served.addr).await.unwrap();
     // ~8 s of work: far longer than the 0.5 s drain.
     let stuck = tokio::spawn(async move { c.predict(request("slow", &rows(2000))).await });
@@ -134,4 +134,13 @@ async fn the_drain_is_bounded() {
     assert!(took < Duration::from_secs(5), "exit took {took:?}");
     // The request that outlived the drain was cut off, not answered.
     assert!(stuck.await.unwrap().is_err());
+    // --log-format json: every line is one JSON object with a level and a message.
+    let log = std::fs::read_to_string(&served.log).unwrap();
+    let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(lines.iter().all(|l| l["level"].is_string() && l["fields"]["message"].is_string()), "{log}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "WARN" && l["fields"]["message"].as_str().unwrap().contains("drain"))
+    );
 }

@@ -477,8 +477,16 @@ impl Gateway {
         }
         let metrics = model.metrics.get(&version.version).cloned();
         let result = self.infer_on(&model, version, role, req, metrics.as_deref()).await;
-        if let (Err(e), Some(m)) = (&result, &metrics) {
-            m.failed(role, e.code());
+        if let Err(e) = &result {
+            if let Some(m) = &metrics {
+                m.failed(role, e.code());
+            }
+            // Requests log at DEBUG; a failure of the model itself is WARN.
+            if e.code() == tonic::Code::Internal {
+                tracing::warn!(model = %model.name, role = role.as_str(), error = %e, "inference failed");
+            } else {
+                tracing::debug!(model = %model.name, role = role.as_str(), error = %e, "request refused");
+            }
         }
         result
     }
