@@ -104,8 +104,13 @@ async fn spans_reach_an_otlp_receiver_with_their_parents_links_and_attributes() 
     // A failing one: its span says so.
     let e = c.predict(request("breast-cancer", &[vec![0.0; 29]])).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
-    // Let the shadow copy finish, then stop and flush.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Let the shadow copy finish (it runs at the lowest priority, so on a
+    // busy machine it can take a while), then stop and flush.
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while rollout_status(&mut a, "breast-cancer").await.shadows.first().is_none_or(|s| s.compared == 0) {
+        assert!(std::time::Instant::now() < until, "the shadow copy never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.stop().await.unwrap();
     tokio::task::spawn_blocking(move || telemetry.shutdown()).await.unwrap();
 
