@@ -19,6 +19,14 @@ pub struct ModelConfig {
     /// Requests that may wait per version; one more is answered
     /// RESOURCE_EXHAUSTED at once.
     pub queue_capacity: usize,
+    /// Dynamic batching: queued requests of a version are stacked along the
+    /// first dimension up to this many rows and run once (only for models
+    /// whose inputs and outputs all have a dynamic first dimension). 1 turns
+    /// batching off.
+    pub max_batch: usize,
+    /// How long a partial batch may wait for more requests, in microseconds
+    /// (0: take what is already queued, never wait).
+    pub max_queue_delay_us: u64,
     /// What to start, with its defaults, when a new version of this model is
     /// dropped into the repository while serving.
     pub on_new_version: OnNewVersion,
@@ -116,6 +124,8 @@ impl Default for ModelConfig {
             intra_op_threads: 1,
             inter_op_threads: 1,
             queue_capacity: 256,
+            max_batch: 32,
+            max_queue_delay_us: 0,
             on_new_version: OnNewVersion::None,
             triggers: TriggerSettings::default(),
             analysis: AnalysisSettings::default(),
@@ -152,6 +162,14 @@ impl ModelConfig {
         check("intra_op_threads", self.intra_op_threads, 1, 256, "between 1 and 256")?;
         check("inter_op_threads", self.inter_op_threads, 1, 256, "between 1 and 256")?;
         check("queue_capacity", self.queue_capacity, 1, 1_000_000, "between 1 and 1000000")?;
+        check("max_batch", self.max_batch, 1, 65_536, "between 1 and 65536")?;
+        if self.max_queue_delay_us > 1_000_000 {
+            return Err(ConfigError::Invalid {
+                field: "max_queue_delay_us",
+                expected: "at most 1000000 (one second)",
+                got: usize::try_from(self.max_queue_delay_us).unwrap_or(usize::MAX),
+            });
+        }
         let number = |field, got: f64, lo: f64, hi: f64, expected| {
             if got.is_finite() && got >= lo && got <= hi {
                 Ok(())

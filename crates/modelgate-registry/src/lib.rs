@@ -188,7 +188,11 @@ pub fn load_version(
         (Some(b), Some(a)) => a.saturating_sub(b),
         _ => 0,
     };
-    let queue = VersionQueue::new(Arc::new(model), config.queue_capacity);
+    let batching = modelgate_runtime::Batching {
+        max_batch: config.max_batch,
+        max_queue_delay: std::time::Duration::from_micros(config.max_queue_delay_us),
+    };
+    let queue = VersionQueue::with_batching(Arc::new(model), config.queue_capacity, batching);
     Ok(Arc::new(ReadyVersion { version: dir.version, queue, warm_up, memory_bytes }))
 }
 

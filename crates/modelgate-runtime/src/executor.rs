@@ -103,6 +103,9 @@ pub enum SubmitError {
     Shutdown,
 }
 
+/// Upper bounds of the batch-size histogram's buckets (rows per run).
+pub const BATCH_BUCKETS: [u64; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
+
 /// Counters of one version queue, readable at any time.
 #[derive(Debug, Default)]
 pub struct QueueStats {
@@ -111,6 +114,41 @@ pub struct QueueStats {
     pub rejected: AtomicU64,
     pub expired: AtomicU64,
     pub abandoned: AtomicU64,
+    /// ORT runs, and the rows they carried (a batch of requests is one run).
+    pub runs: AtomicU64,
+    pub run_rows: AtomicU64,
+    /// Runs by rows, cumulative-free: `run_rows_buckets[i]` counts runs with
+    /// rows ≤ `BATCH_BUCKETS[i]` and more than the bucket before; the last
+    /// slot counts larger runs.
+    pub run_rows_buckets: [AtomicU64; 9],
+    /// Batched runs that failed and were retried request by request.
+    pub batch_retries: AtomicU64,
+}
+
+impl QueueStats {
+    fn record_run(&self, rows: usize) {
+        let rows = rows as u64;
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        self.run_rows.fetch_add(rows, Ordering::Relaxed);
+        let i = BATCH_BUCKETS.iter().position(|&b| rows <= b).unwrap_or(BATCH_BUCKETS.len());
+        self.run_rows_buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Dynamic batching of one version, the way Triton's dynamic batcher works:
+/// requests queued for the version are stacked along the first dimension up
+/// to `max_batch` rows, waiting at most `max_queue_delay` for more, run once
+/// and split back per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// Rows per run; 1 turns batching off.
+    pub max_batch: usize,
+    /// How long a partial batch waits for more requests (0: take what is queued).
+    pub max_queue_delay: Duration,
+}
+
+impl Batching {
+    pub const OFF: Batching = Batching { max_batch: 1, max_queue_delay: Duration::ZERO };
 }
 
 /// The bounded queue of one model version.
@@ -118,6 +156,7 @@ pub struct VersionQueue {
     model: Arc<LoadedModel>,
     jobs: ArrayQueue<InferJob>,
     stats: QueueStats,
+    batching: Batching,
 }
 
 impl std::fmt::Debug for VersionQueue {
@@ -132,7 +171,26 @@ impl std::fmt::Debug for VersionQueue {
 
 impl VersionQueue {
     pub fn new(model: Arc<LoadedModel>, capacity: usize) -> Arc<Self> {
-        Arc::new(Self { model, jobs: ArrayQueue::new(capacity.max(1)), stats: QueueStats::default() })
+        Self::with_batching(model, capacity, Batching::OFF)
+    }
+
+    /// A queue that batches as `batching` says, if the model allows it: every
+    /// input and output must have a dynamic first dimension (else it runs
+    /// requests one by one).
+    pub fn with_batching(model: Arc<LoadedModel>, capacity: usize, batching: Batching) -> Arc<Self> {
+        let batching =
+            if model.signature().batchable() && batching.max_batch > 1 { batching } else { Batching::OFF };
+        Arc::new(Self {
+            model,
+            jobs: ArrayQueue::new(capacity.max(1)),
+            stats: QueueStats::default(),
+            batching,
+        })
+    }
+
+    /// The batching in effect.
+    pub fn batching(&self) -> Batching {
+        self.batching
     }
 
     pub fn model(&self) -> &Arc<LoadedModel> {
@@ -260,47 +318,125 @@ fn worker(slot: usize, tickets: crossbeam_channel::Receiver<Arc<VersionQueue>>) 
         // Another thread may have taken this ticket's job already; a ticket is
         // a hint that the queue has work, not a claim on a particular job.
         let Some(job) = queue.jobs.pop() else { continue };
-        run_job(slot, &queue, job);
+        if queue.batching.max_batch <= 1 {
+            run_jobs(slot, &queue, vec![job]);
+        } else {
+            run_batches(slot, &queue, job);
+        }
     }
 }
 
-fn run_job(slot: usize, queue: &VersionQueue, mut job: InferJob) {
-    let started = Instant::now();
-    // The queue wait ends here; the run gets its own span.
-    let span = job.trace.take().map(|t| {
+/// Gathers batches starting with `first` and runs them until no job is left
+/// over. A job that would overflow a batch starts the next one.
+fn run_batches(slot: usize, queue: &VersionQueue, first: InferJob) {
+    let b = queue.batching;
+    let mut next = Some(first);
+    while let Some(first) = next.take() {
+        let mut rows = first.rows();
+        let mut jobs = vec![first];
+        let until = Instant::now() + b.max_queue_delay;
+        'gather: loop {
+            while rows < b.max_batch {
+                match queue.jobs.pop() {
+                    Some(j) if rows + j.rows() <= b.max_batch => {
+                        rows += j.rows();
+                        jobs.push(j);
+                    }
+                    Some(j) => {
+                        next = Some(j);
+                        break 'gather;
+                    }
+                    None => break,
+                }
+            }
+            let now = Instant::now();
+            if rows >= b.max_batch || now >= until {
+                break;
+            }
+            // Waiting for more (max_queue_delay > 0): a short sleep, not a spin.
+            std::thread::sleep((until - now).min(Duration::from_micros(50)));
+        }
+        run_jobs(slot, queue, jobs);
+    }
+}
+
+impl InferJob {
+    /// Rows of the job's first input (its batch size).
+    pub fn rows(&self) -> usize {
+        self.inputs.first().map_or(1, Tensor::rows).max(1)
+    }
+}
+
+/// Drops jobs nobody waits for any more and answers those whose deadline
+/// passed; returns the rest.
+fn admit(queue: &VersionQueue, jobs: Vec<InferJob>, started: Instant) -> Vec<InferJob> {
+    jobs.into_iter()
+        .filter_map(|job| {
+            if job.reply.is_closed() {
+                // The client went away (cancelled, or its deadline fired in the handler).
+                queue.stats.abandoned.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            if job.deadline.is_some_and(|d| d <= started) {
+                queue.stats.expired.fetch_add(1, Ordering::Relaxed);
+                let waited = started.duration_since(job.enqueued);
+                let _ = job.reply.send(Err(RunError::DeadlineExceeded { waited }));
+                return None;
+            }
+            Some(job)
+        })
+        .collect()
+}
+
+/// The inference span of one job (its queue wait ends here), and the job's
+/// parent span, kept open until the run is over (a shadow's parent is owned
+/// by the job alone).
+fn inference_span(
+    job: &mut InferJob,
+    batch_rows: usize,
+    slot: usize,
+) -> Option<(tracing::Span, tracing::Span)> {
+    job.trace.take().map(|t| {
         drop(t.queue);
-        let rows = job.inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(1);
-        tracing::info_span!(
+        let span = tracing::info_span!(
             target: "modelgate::span",
             parent: &t.parent,
             "inference",
-            batch_size = rows,
-            thread = slot,
-        )
-    });
-    let _entered = span.as_ref().map(tracing::Span::enter);
+            batch_size = batch_rows as i64,
+            requests_in_batch = tracing::field::Empty,
+            thread = slot as i64,
+        );
+        (span, t.parent)
+    })
+}
+
+/// Runs ORT, turning a panic inside it into an error.
+fn guarded_run(
+    slot: usize,
+    queue: &VersionQueue,
+    inputs: &[Tensor],
+    outputs: &[String],
+) -> Result<Vec<Tensor>, String> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| queue.model.run(slot, inputs, outputs))).unwrap_or_else(
+        |panic| {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(format!("panic inside inference: {msg}"))
+        },
+    )
+}
+
+fn reply(
+    queue: &VersionQueue,
+    job: InferJob,
+    result: Result<Vec<Tensor>, String>,
+    started: Instant,
+    run_time: Duration,
+) {
     let queue_wait = started.duration_since(job.enqueued);
-    if job.reply.is_closed() {
-        // The client went away (cancelled, or its deadline fired in the handler).
-        queue.stats.abandoned.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    if job.deadline.is_some_and(|d| d <= started) {
-        queue.stats.expired.fetch_add(1, Ordering::Relaxed);
-        let _ = job.reply.send(Err(RunError::DeadlineExceeded { waited: queue_wait }));
-        return;
-    }
-    let result =
-        std::panic::catch_unwind(AssertUnwindSafe(|| queue.model.run(slot, &job.inputs, &job.outputs)))
-            .unwrap_or_else(|panic| {
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                Err(format!("panic inside inference: {msg}"))
-            });
-    let run_time = started.elapsed();
     let reply = match result {
         Ok(outputs) => {
             queue.stats.completed.fetch_add(1, Ordering::Relaxed);
@@ -312,4 +448,112 @@ fn run_job(slot: usize, queue: &VersionQueue, mut job: InferJob) {
         }
     };
     let _ = job.reply.send(reply);
+}
+
+/// Runs one job on its own.
+fn run_one(slot: usize, queue: &VersionQueue, mut job: InferJob, started: Instant) {
+    let rows = job.rows();
+    let spans = inference_span(&mut job, rows, slot);
+    let entered = spans.as_ref().map(|(span, _)| span.enter());
+    let result = guarded_run(slot, queue, &job.inputs, &job.outputs);
+    // The spans end before the reply, so they end inside the request's.
+    drop(entered);
+    drop(spans);
+    queue.stats.record_run(rows);
+    reply(queue, job, result, started, started.elapsed());
+}
+
+/// Runs `jobs` (all of `queue`'s version): alone when there is one, else as
+/// one batch. A batch that cannot be stacked, or that fails, is run request
+/// by request, so an error lands only on the request that caused it.
+fn run_jobs(slot: usize, queue: &VersionQueue, jobs: Vec<InferJob>) {
+    let started = Instant::now();
+    let mut jobs = admit(queue, jobs, started);
+    if jobs.len() <= 1 {
+        if let Some(job) = jobs.pop() {
+            run_one(slot, queue, job, started);
+        }
+        return;
+    }
+    let Some(batch) = stack(queue, &jobs) else {
+        for job in jobs {
+            run_one(slot, queue, job, Instant::now());
+        }
+        return;
+    };
+    let rows: Vec<usize> = jobs.iter().map(InferJob::rows).collect();
+    let total: usize = rows.iter().sum();
+    let spans: Vec<_> = jobs.iter_mut().map(|j| inference_span(j, total, slot)).collect();
+    for (span, _) in spans.iter().flatten() {
+        span.record("requests_in_batch", jobs.len() as i64);
+    }
+    let result = guarded_run(slot, queue, &batch.inputs, &batch.outputs);
+    let run_time = started.elapsed();
+    let split = result.ok().and_then(|outputs| unstack(&outputs, &rows));
+    drop(spans);
+    match split {
+        Some(per_job) => {
+            queue.stats.record_run(total);
+            for (job, outputs) in jobs.into_iter().zip(per_job) {
+                let wanted = select(outputs, &job.outputs);
+                reply(queue, job, Ok(wanted), started, run_time);
+            }
+        }
+        None => {
+            queue.stats.batch_retries.fetch_add(1, Ordering::Relaxed);
+            for job in jobs {
+                run_one(slot, queue, job, Instant::now());
+            }
+        }
+    }
+}
+
+/// A batch's stacked inputs and the outputs it asks for.
+struct Stacked {
+    inputs: Vec<Tensor>,
+    outputs: Vec<String>,
+}
+
+/// Stacks the jobs' inputs by name, in the model's input order. `None` when
+/// they cannot be stacked (a non-batch dimension differs).
+fn stack(queue: &VersionQueue, jobs: &[InferJob]) -> Option<Stacked> {
+    let signature = queue.model.signature();
+    let inputs = signature
+        .inputs
+        .iter()
+        .map(|spec| {
+            let parts: Vec<&Tensor> =
+                jobs.iter().map(|j| j.inputs.iter().find(|t| t.name == spec.name)).collect::<Option<_>>()?;
+            Tensor::concat_rows(&parts)
+        })
+        .collect::<Option<Vec<_>>>()?;
+    // The same outputs for every job, or all of them (each job then gets
+    // what it asked for).
+    let outputs =
+        if jobs.iter().all(|j| j.outputs == jobs[0].outputs) { jobs[0].outputs.clone() } else { Vec::new() };
+    Some(Stacked { inputs, outputs })
+}
+
+/// Splits a batch's outputs back per job. `None` when an output's first
+/// dimension is not the batch's rows.
+fn unstack(outputs: &[Tensor], rows: &[usize]) -> Option<Vec<Vec<Tensor>>> {
+    let mut per_job: Vec<Vec<Tensor>> = rows.iter().map(|_| Vec::with_capacity(outputs.len())).collect();
+    for out in outputs {
+        for (i, piece) in out.split_rows(rows)?.into_iter().enumerate() {
+            per_job[i].push(piece);
+        }
+    }
+    Some(per_job)
+}
+
+/// The outputs a job asked for (all when it named none), in its order.
+fn select(outputs: Vec<Tensor>, wanted: &[String]) -> Vec<Tensor> {
+    if wanted.is_empty() {
+        return outputs;
+    }
+    let mut outputs: Vec<Option<Tensor>> = outputs.into_iter().map(Some).collect();
+    wanted
+        .iter()
+        .filter_map(|name| outputs.iter_mut().find(|o| o.as_ref().is_some_and(|t| &t.name == name))?.take())
+        .collect()
 }

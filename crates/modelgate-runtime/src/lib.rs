@@ -9,8 +9,8 @@ pub mod signature;
 pub mod tensor;
 
 pub use executor::{
-    Executor, ExecutorConfig, InferJob, InferOutput, JobTrace, RunError, SPAN_TARGET, SubmitError,
-    VersionQueue,
+    BATCH_BUCKETS, Batching, Executor, ExecutorConfig, InferJob, InferOutput, JobTrace, RunError,
+    SPAN_TARGET, SubmitError, VersionQueue,
 };
 pub use library::{LibraryError, LibrarySource};
 pub use model::{LoadError, LoadedModel, ModelOptions};

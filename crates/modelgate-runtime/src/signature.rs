@@ -84,6 +84,19 @@ pub struct Signature {
     pub outputs: Vec<TensorSpec>,
 }
 
+impl Signature {
+    /// Whether requests can be stacked along the first dimension: every input
+    /// and output has one, and it is dynamic.
+    pub fn batchable(&self) -> bool {
+        !self.inputs.is_empty()
+            && self
+                .inputs
+                .iter()
+                .chain(&self.outputs)
+                .all(|s| matches!(s.dims.first(), Some(Dim::Dynamic(_))))
+    }
+}
+
 /// Why a request's inputs do not fit a signature. Every message names the
 /// tensor, what was sent and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -238,6 +238,104 @@ impl Tensor {
     }
 }
 
+impl TensorData {
+    /// An empty buffer of `dtype` with room for `capacity` elements.
+    fn with_capacity(dtype: DataType, capacity: usize) -> Self {
+        match dtype {
+            DataType::Float32 => Self::Float32(Vec::with_capacity(capacity)),
+            DataType::Float64 => Self::Float64(Vec::with_capacity(capacity)),
+            DataType::Int32 => Self::Int32(Vec::with_capacity(capacity)),
+            DataType::Int64 => Self::Int64(Vec::with_capacity(capacity)),
+            DataType::Bool => Self::Bool(Vec::with_capacity(capacity)),
+            DataType::Uint8 => Self::Uint8(Vec::with_capacity(capacity)),
+            DataType::Int8 => Self::Int8(Vec::with_capacity(capacity)),
+            DataType::String => Self::String(Vec::with_capacity(capacity)),
+        }
+    }
+
+    /// Appends `other`'s elements; `false` (nothing appended) when the
+    /// dtypes differ.
+    fn extend_from(&mut self, other: &TensorData) -> bool {
+        match (self, other) {
+            (Self::Float32(a), Self::Float32(b)) => a.extend_from_slice(b),
+            (Self::Float64(a), Self::Float64(b)) => a.extend_from_slice(b),
+            (Self::Int32(a), Self::Int32(b)) => a.extend_from_slice(b),
+            (Self::Int64(a), Self::Int64(b)) => a.extend_from_slice(b),
+            (Self::Bool(a), Self::Bool(b)) => a.extend_from_slice(b),
+            (Self::Uint8(a), Self::Uint8(b)) => a.extend_from_slice(b),
+            (Self::Int8(a), Self::Int8(b)) => a.extend_from_slice(b),
+            (Self::String(a), Self::String(b)) => a.extend_from_slice(b),
+            _ => return false,
+        }
+        true
+    }
+
+    /// The elements `range`, copied.
+    fn slice(&self, range: std::ops::Range<usize>) -> Option<Self> {
+        Some(match self {
+            Self::Float32(v) => Self::Float32(v.get(range)?.to_vec()),
+            Self::Float64(v) => Self::Float64(v.get(range)?.to_vec()),
+            Self::Int32(v) => Self::Int32(v.get(range)?.to_vec()),
+            Self::Int64(v) => Self::Int64(v.get(range)?.to_vec()),
+            Self::Bool(v) => Self::Bool(v.get(range)?.to_vec()),
+            Self::Uint8(v) => Self::Uint8(v.get(range)?.to_vec()),
+            Self::Int8(v) => Self::Int8(v.get(range)?.to_vec()),
+            Self::String(v) => Self::String(v.get(range)?.to_vec()),
+        })
+    }
+}
+
+impl Tensor {
+    /// Rows: the first dimension (1 for a scalar).
+    pub fn rows(&self) -> usize {
+        self.shape.first().map_or(1, |&d| usize::try_from(d).unwrap_or(0))
+    }
+
+    /// Stacks tensors along the first dimension. `None` unless they share
+    /// name, dtype and every dimension but the first.
+    pub fn concat_rows(parts: &[&Tensor]) -> Option<Tensor> {
+        let first = parts.first()?;
+        let inner = first.shape.get(1..)?;
+        let mut rows: i64 = 0;
+        let mut len = 0;
+        for p in parts {
+            if p.name != first.name || p.dtype() != first.dtype() || p.shape.get(1..)? != inner {
+                return None;
+            }
+            rows = rows.checked_add(*p.shape.first()?)?;
+            len += p.data.len();
+        }
+        let mut data = TensorData::with_capacity(first.dtype(), len);
+        for p in parts {
+            if !data.extend_from(&p.data) {
+                return None;
+            }
+        }
+        let mut shape = first.shape.clone();
+        shape[0] = rows;
+        Some(Tensor::new(first.name.clone(), shape, data))
+    }
+
+    /// Splits along the first dimension into pieces of `rows` rows each.
+    /// `None` unless they add up to this tensor's rows.
+    pub fn split_rows(&self, rows: &[usize]) -> Option<Vec<Tensor>> {
+        if rows.iter().sum::<usize>() != self.rows() || self.shape.is_empty() {
+            return None;
+        }
+        let per_row = element_count(&self.shape[1..])?;
+        let mut at = 0;
+        rows.iter()
+            .map(|&n| {
+                let data = self.data.slice(at * per_row..(at + n) * per_row)?;
+                at += n;
+                let mut shape = self.shape.clone();
+                shape[0] = i64::try_from(n).ok()?;
+                Some(Tensor::new(self.name.clone(), shape, data))
+            })
+            .collect()
+    }
+}
+
 /// Number of elements a shape holds, or `None` if a dimension is negative or
 /// the product overflows.
 pub fn element_count(shape: &[i64]) -> Option<usize> {
@@ -250,6 +348,23 @@ pub fn element_count(shape: &[i64]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_concat_and_split_back() {
+        let a = Tensor::new("x", vec![1, 2], TensorData::Float32(vec![1.0, 2.0]));
+        let b = Tensor::new("x", vec![2, 2], TensorData::Float32(vec![3.0, 4.0, 5.0, 6.0]));
+        let both = Tensor::concat_rows(&[&a, &b]).unwrap();
+        assert_eq!(both.shape, vec![3, 2]);
+        assert_eq!(both.data, TensorData::Float32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
+        assert_eq!(both.split_rows(&[1, 2]).unwrap(), vec![a.clone(), b.clone()]);
+        assert!(both.split_rows(&[1, 1]).is_none(), "rows must add up");
+        let other_width = Tensor::new("x", vec![1, 3], TensorData::Float32(vec![0.0; 3]));
+        assert!(Tensor::concat_rows(&[&a, &other_width]).is_none());
+        let other_type = Tensor::new("x", vec![1, 2], TensorData::Int64(vec![0; 2]));
+        assert!(Tensor::concat_rows(&[&a, &other_type]).is_none());
+        let s = Tensor::new("s", vec![2], TensorData::String(vec!["a".into(), "b".into()]));
+        assert_eq!(s.split_rows(&[1, 1]).unwrap()[1].data, TensorData::String(vec!["b".into()]));
+    }
 
     #[test]
     fn raw_round_trips_every_dtype() {

@@ -361,7 +361,11 @@ impl Gateway {
                     .filter(|s| Arc::ptr_eq(s.queue.model(), ready.model()))
                     .map(|s| Arc::clone(&s.queue))
                     .unwrap_or_else(|| {
-                        VersionQueue::new(Arc::clone(ready.model()), self.shadow.queue_capacity)
+                        VersionQueue::with_batching(
+                            Arc::clone(ready.model()),
+                            self.shadow.queue_capacity,
+                            ready.queue.batching(),
+                        )
                     });
                 shadows.push(ShadowTarget { version: ready, queue, fraction_bp: target.fraction_bp });
             }

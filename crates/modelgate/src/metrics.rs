@@ -205,6 +205,10 @@ pub struct StateMetrics {
     pub psi: Vec<(VersionLabels, f64)>,
     /// model → its p99 SLA in seconds (model.toml `[triggers] p99_sla_ms`).
     pub sla: Vec<(String, f64)>,
+    /// Rows per ORT run (a dynamic batch is one run): sum, count and
+    /// per-bucket (non-cumulative) counts over `BATCH_BUCKETS` and +Inf.
+    pub batch_rows: Vec<(VersionLabels, u64, u64, Vec<u64>)>,
+    pub batch_retries: Vec<(VersionLabels, u64)>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -359,6 +363,38 @@ impl Collector for StateCollector {
             "modelgate_shadow_mean_abs_diff",
             "Mean absolute difference of a shadow's numeric outputs from the champion's.",
             &s.shadow_mean_abs_diff,
+        )?;
+        if !s.batch_rows.is_empty() {
+            let mut m = e.encode_descriptor(
+                "modelgate_batch_size_rows",
+                "Rows per ONNX Runtime run; requests stacked by the dynamic batcher run as one.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (labels, sum, count, per_bucket) in &s.batch_rows {
+                let mut cumulative = 0;
+                let mut buckets: Vec<(f64, u64)> = modelgate_runtime::BATCH_BUCKETS
+                    .iter()
+                    .zip(per_bucket)
+                    .map(|(&le, &n)| {
+                        cumulative += n;
+                        (le as f64, cumulative)
+                    })
+                    .collect();
+                buckets.push((f64::INFINITY, *count));
+                m.encode_family(labels)?.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    *sum as f64,
+                    *count,
+                    &buckets,
+                    None,
+                )?;
+            }
+        }
+        counters(
+            e,
+            "modelgate_batch_retries",
+            "Batched runs that failed and were retried request by request.",
+            &s.batch_retries,
         )?;
         let sla: Vec<(ModelLabels, f64)> =
             s.sla.iter().map(|(m, v)| (ModelLabels { model: m.clone() }, *v)).collect();
@@ -540,7 +576,17 @@ impl StateSource for GatewayState {
                         let l = labels(name, v.version);
                         out.queue_depth.push((l.clone(), r.queue.len() as i64));
                         out.queue_rejected.push((l.clone(), r.queue.stats().rejected.load(Relaxed)));
-                        out.queue_expired.push((l, r.queue.stats().expired.load(Relaxed)));
+                        out.queue_expired.push((l.clone(), r.queue.stats().expired.load(Relaxed)));
+                        let st = r.queue.stats();
+                        let per_bucket: Vec<u64> =
+                            st.run_rows_buckets.iter().map(|b| b.load(Relaxed)).collect();
+                        out.batch_rows.push((
+                            l.clone(),
+                            st.run_rows.load(Relaxed),
+                            st.runs.load(Relaxed),
+                            per_bucket,
+                        ));
+                        out.batch_retries.push((l, st.batch_retries.load(Relaxed)));
                     }
                     modelgate_registry::VersionState::Failed(_) => {
                         out.version_state.push((labels(name, v.version), "failed"));
