@@ -5,7 +5,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use ort::session::{Session, builder::GraphOptimizationLevel};
-use ort::value::{DynValue, Tensor as OrtTensor, ValueType};
+use ort::session::SessionInputValue;
+use ort::value::{DynValue, Tensor as OrtTensor, TensorRef, ValueType};
 use sha2::{Digest, Sha256};
 
 use crate::Runtime;
@@ -239,17 +240,26 @@ fn zero_tensor(spec: &TensorSpec) -> Tensor {
     Tensor::new(spec.name.clone(), shape, data)
 }
 
-fn to_ort(t: &Tensor) -> Result<DynValue, String> {
-    let shape = t.shape.clone();
+/// The tensor as an ORT input. Numeric tensors are borrowed views of the
+/// request's buffer (no copy); strings have to be converted.
+fn to_ort(t: &Tensor) -> Result<SessionInputValue<'_>, String> {
+    fn view<'a, T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static>(
+        shape: &'a [i64],
+        data: &'a [T],
+    ) -> ort::Result<SessionInputValue<'a>> {
+        TensorRef::from_array_view((shape, data)).map(SessionInputValue::from)
+    }
+    let shape = t.shape.as_slice();
     let r = match &t.data {
-        TensorData::Float32(v) => OrtTensor::from_array((shape, v.clone())).map(|x| x.into_dyn()),
-        TensorData::Float64(v) => OrtTensor::from_array((shape, v.clone())).map(|x| x.into_dyn()),
-        TensorData::Int32(v) => OrtTensor::from_array((shape, v.clone())).map(|x| x.into_dyn()),
-        TensorData::Int64(v) => OrtTensor::from_array((shape, v.clone())).map(|x| x.into_dyn()),
-        TensorData::Bool(v) => OrtTensor::from_array((shape, v.clone())).map(|x| x.into_dyn()),
-        TensorData::Uint8(v) => OrtTensor::from_array((shape, v.clone())).map(|x| x.into_dyn()),
-        TensorData::Int8(v) => OrtTensor::from_array((shape, v.clone())).map(|x| x.into_dyn()),
-        TensorData::String(v) => OrtTensor::from_string_array((shape, v.as_slice())).map(|x| x.into_dyn()),
+        TensorData::Float32(v) => view(shape, v),
+        TensorData::Float64(v) => view(shape, v),
+        TensorData::Int32(v) => view(shape, v),
+        TensorData::Int64(v) => view(shape, v),
+        TensorData::Bool(v) => view(shape, v),
+        TensorData::Uint8(v) => view(shape, v),
+        TensorData::Int8(v) => view(shape, v),
+        TensorData::String(v) => OrtTensor::from_string_array((shape.to_vec(), v.as_slice()))
+            .map(|x| SessionInputValue::from(x.into_dyn())),
     };
     r.map_err(|e| format!("input '{}': {e}", t.name))
 }
