@@ -6,7 +6,7 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let files = ["modelgate/v1/predict.proto", "modelgate/v1/admin.proto"];
-    for f in &files {
+    for f in files.iter().chain(&["inference/grpc_service.proto"]) {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }
     let fds = protox::compile(files, [&root])?;
@@ -17,6 +17,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".modelgate.v1.Tensor.raw")
         // Messages print as JSON in the CLI's --json mode.
         .type_attribute(".modelgate.v1", "#[derive(serde::Serialize)]")
+        .compile_fds(fds)?;
+
+    // KServe v2 (Open Inference Protocol), package `inference`.
+    let fds = protox::compile(["inference/grpc_service.proto"], [&root])?;
+    std::fs::write(out.join("inference_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
+    tonic_prost_build::configure()
+        .bytes(".inference.ModelInferRequest.raw_input_contents")
+        .bytes(".inference.ModelInferResponse.raw_output_contents")
         .compile_fds(fds)?;
     Ok(())
 }

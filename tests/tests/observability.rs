@@ -236,7 +236,12 @@ async fn health_reports_serving_and_reflection_lists_the_services() {
         MessageResponse::ListServicesResponse(l) => l.service.into_iter().map(|s| s.name).collect::<Vec<_>>(),
         other => panic!("{other:?}"),
     };
-    for want in ["modelgate.v1.Predict", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"] {
+    for want in [
+        "modelgate.v1.Predict",
+        "inference.GRPCInferenceService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
         assert!(listed.iter().any(|s| s == want), "{want} not in {listed:?}");
     }
     match stream.message().await.unwrap().unwrap().message_response.unwrap() {

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use ort::session::{Session, builder::GraphOptimizationLevel};
 use ort::session::SessionInputValue;
+use ort::session::{Session, builder::GraphOptimizationLevel};
 use ort::value::{DynValue, Tensor as OrtTensor, TensorRef, ValueType};
 use sha2::{Digest, Sha256};
 

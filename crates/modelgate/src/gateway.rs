@@ -395,6 +395,12 @@ impl Gateway {
         self.executor
     }
 
+    /// `NOT_FOUND` (naming the models served) unless `name` is served; lets
+    /// a handler answer the most basic mistake before decoding tensors.
+    pub fn check_model(&self, name: &str) -> Result<(), GatewayError> {
+        self.model(name).map(|_| ())
+    }
+
     fn model(&self, name: &str) -> Result<Arc<ModelRoute>, GatewayError> {
         let table = self.table.load();
         table

@@ -11,6 +11,7 @@ pub mod controller;
 pub mod convert;
 pub mod error;
 pub mod gateway;
+pub mod kserve;
 pub mod metrics;
 pub mod otel;
 pub mod outcome;

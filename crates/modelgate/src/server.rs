@@ -196,6 +196,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let predict = PredictServer::new(PredictService::new(Arc::clone(&gateway)))
         .max_decoding_message_size(config.max_request_bytes)
         .max_encoding_message_size(usize::MAX);
+    // KServe v2 on the same port, through the same gateway path.
+    let kserve = modelgate_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer::new(
+        crate::kserve::KserveService::new(Arc::clone(&gateway)),
+    )
+    .max_decoding_message_size(config.max_request_bytes)
+    .max_encoding_message_size(usize::MAX);
     // Health: every model was loaded and warmed before this point (start
     // returns only then), so the services start SERVING; stop() turns them
     // NOT_SERVING before draining.
@@ -237,6 +243,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             let serve = tonic::transport::Server::builder()
                 .layer(tower::util::MapResponseLayer::new(oversize_to_resource_exhausted))
                 .add_service(predict)
+                .add_service(kserve)
                 .add_service(health_service)
                 .add_service(reflection_service)
                 .serve_with_incoming_shutdown(incoming, async move {
@@ -277,6 +284,7 @@ fn reflection() -> anyhow::Result<
 > {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(modelgate_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(modelgate_proto::inference::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("cannot build the reflection service")

@@ -134,6 +134,7 @@ impl PredictService {
         if req.model.is_empty() {
             return Err(rejected(BadRequest("model is not set".into()).into()).into());
         }
+        self.gateway.check_model(&req.model).map_err(rejected)?;
         let inputs = inputs
             .into_iter()
             .map(convert::tensor_from_pb)

@@ -1,0 +1,432 @@
+//! KServe v2 / Open Inference Protocol (`inference.GRPCInferenceService`) on
+//! the Predict port, so Triton and KServe clients work unchanged. ModelInfer
+//! goes through the same [`Gateway::infer`] path as modelgate.v1.Predict:
+//! routing, rollouts, shadows, triggers, metrics and traces are shared.
+//!
+//! Differences of the protocol handled at this edge: datatype names (FP32,
+//! BYTES, ...), inputs as `raw_input_contents` or typed `contents`, outputs
+//! always in `raw_output_contents` (tritonclient decodes only those), the
+//! routing key in the `routing_key` request parameter, and the served
+//! version and role in the response parameters.
+
+use std::sync::Arc;
+
+use modelgate_proto::inference as kpb;
+use modelgate_registry::VersionState;
+use modelgate_runtime::tensor::element_count;
+use modelgate_runtime::{DataType, Dim, Tensor, TensorData, TensorSpec};
+use tonic::{Request, Response, Status};
+
+use crate::convert::BadRequest;
+use crate::error::GatewayError;
+use crate::gateway::{Gateway, InferRequest};
+use crate::service::{deadline_of, request_id_or_new};
+
+/// The KServe v2 gRPC service.
+#[derive(Debug, Clone)]
+pub struct KserveService {
+    gateway: Arc<Gateway>,
+}
+
+impl KserveService {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Self { gateway }
+    }
+}
+
+/// KServe's name of a datatype.
+pub fn datatype_name(dtype: DataType) -> &'static str {
+    match dtype {
+        DataType::Float32 => "FP32",
+        DataType::Float64 => "FP64",
+        DataType::Int32 => "INT32",
+        DataType::Int64 => "INT64",
+        DataType::Bool => "BOOL",
+        DataType::Uint8 => "UINT8",
+        DataType::Int8 => "INT8",
+        DataType::String => "BYTES",
+    }
+}
+
+const SUPPORTED: &str = "FP32, FP64, INT8, INT32, INT64, UINT8, BOOL, BYTES";
+
+fn datatype_from_name(name: &str) -> Option<DataType> {
+    Some(match name {
+        "FP32" => DataType::Float32,
+        "FP64" => DataType::Float64,
+        "INT32" => DataType::Int32,
+        "INT64" => DataType::Int64,
+        "BOOL" => DataType::Bool,
+        "UINT8" => DataType::Uint8,
+        "INT8" => DataType::Int8,
+        "BYTES" => DataType::String,
+        _ => return None,
+    })
+}
+
+fn shape_str(shape: &[i64]) -> String {
+    format!("{shape:?}")
+}
+
+fn tensor_metadata(spec: &TensorSpec) -> kpb::model_metadata_response::TensorMetadata {
+    kpb::model_metadata_response::TensorMetadata {
+        name: spec.name.clone(),
+        datatype: datatype_name(spec.dtype).to_string(),
+        shape: spec
+            .dims
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => *n,
+                Dim::Dynamic(_) => -1,
+            })
+            .collect(),
+    }
+}
+
+/// The typed contents of `dtype`, as our elements; errors name the field.
+fn typed_contents(dtype: DataType, c: kpb::InferTensorContents) -> Result<TensorData, String> {
+    fn narrow<T: TryFrom<From>, From: Copy + std::fmt::Display>(
+        v: Vec<From>,
+        dtype: DataType,
+    ) -> Result<Vec<T>, String> {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, x)| {
+                T::try_from(x).map_err(|_| format!("element {i} ({x}) does not fit {}", datatype_name(dtype)))
+            })
+            .collect()
+    }
+    Ok(match dtype {
+        DataType::Float32 => TensorData::Float32(c.fp32_contents),
+        DataType::Float64 => TensorData::Float64(c.fp64_contents),
+        DataType::Int32 => TensorData::Int32(c.int_contents),
+        DataType::Int8 => TensorData::Int8(narrow(c.int_contents, dtype)?),
+        DataType::Int64 => TensorData::Int64(c.int64_contents),
+        DataType::Uint8 => TensorData::Uint8(narrow(c.uint_contents, dtype)?),
+        DataType::Bool => TensorData::Bool(c.bool_contents),
+        DataType::String => TensorData::String(
+            c.bytes_contents
+                .into_iter()
+                .enumerate()
+                .map(|(i, b)| String::from_utf8(b).map_err(|_| format!("BYTES element {i} is not UTF-8")))
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+/// Which typed-contents fields carry elements.
+fn filled_fields(c: &kpb::InferTensorContents) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let mut note = |filled: bool, name| {
+        if filled {
+            out.push(name);
+        }
+    };
+    note(!c.bool_contents.is_empty(), "bool_contents");
+    note(!c.int_contents.is_empty(), "int_contents");
+    note(!c.int64_contents.is_empty(), "int64_contents");
+    note(!c.uint_contents.is_empty(), "uint_contents");
+    note(!c.uint64_contents.is_empty(), "uint64_contents");
+    note(!c.fp32_contents.is_empty(), "fp32_contents");
+    note(!c.fp64_contents.is_empty(), "fp64_contents");
+    note(!c.bytes_contents.is_empty(), "bytes_contents");
+    out
+}
+
+fn field_for(dtype: DataType) -> &'static str {
+    match dtype {
+        DataType::Float32 => "fp32_contents",
+        DataType::Float64 => "fp64_contents",
+        DataType::Int32 | DataType::Int8 => "int_contents",
+        DataType::Int64 => "int64_contents",
+        DataType::Uint8 => "uint_contents",
+        DataType::Bool => "bool_contents",
+        DataType::String => "bytes_contents",
+    }
+}
+
+/// Decodes a request's inputs (raw or typed, never both).
+pub fn inputs_from_request(
+    inputs: Vec<kpb::model_infer_request::InferInputTensor>,
+    raw: Vec<prost::bytes::Bytes>,
+) -> Result<Vec<Tensor>, BadRequest> {
+    if inputs.is_empty() {
+        return Err(BadRequest("no inputs; expected at least one".into()));
+    }
+    if !raw.is_empty() {
+        if raw.len() != inputs.len() {
+            return Err(BadRequest(format!(
+                "raw_input_contents has {} entries for {} inputs; expected one per input, in order",
+                raw.len(),
+                inputs.len()
+            )));
+        }
+        if let Some(both) =
+            inputs.iter().find(|i| i.contents.as_ref().is_some_and(|c| !filled_fields(c).is_empty()))
+        {
+            return Err(BadRequest(format!(
+                "input '{}': contents are given both in raw_input_contents and typed; give one",
+                both.name
+            )));
+        }
+    }
+    let mut raw = raw.into_iter();
+    inputs
+        .into_iter()
+        .map(|t| {
+            let bad = |msg: String| BadRequest(format!("input '{}': {msg}", t.name));
+            let dtype = datatype_from_name(&t.datatype)
+                .ok_or_else(|| bad(format!("datatype '{}' is not supported; expected one of {SUPPORTED}", t.datatype)))?;
+            let elements = element_count(&t.shape).ok_or_else(|| {
+                bad(format!("shape {} has a negative dimension or is too large", shape_str(&t.shape)))
+            })?;
+            let data = match raw.next() {
+                Some(bytes) => TensorData::from_raw(dtype, &bytes, elements).map_err(|e| bad(e.to_string()))?,
+                None => {
+                    let contents = t.contents.unwrap_or_default();
+                    let filled = filled_fields(&contents);
+                    let field = field_for(dtype);
+                    if let Some(other) = filled.iter().find(|f| **f != field) {
+                        return Err(bad(format!(
+                            "datatype is {} but elements are in {other}; use {field} or raw_input_contents",
+                            t.datatype
+                        )));
+                    }
+                    if filled.is_empty() && elements > 0 {
+                        return Err(bad(format!(
+                            "no contents for shape {} ({elements} elements): set {field} or raw_input_contents",
+                            shape_str(&t.shape)
+                        )));
+                    }
+                    let data = typed_contents(dtype, contents).map_err(bad)?;
+                    if data.len() != elements {
+                        return Err(bad(format!(
+                            "shape {} holds {elements} elements but {field} has {}",
+                            shape_str(&t.shape),
+                            data.len()
+                        )));
+                    }
+                    data
+                }
+            };
+            Ok(Tensor::new(t.name, t.shape, data))
+        })
+        .collect()
+}
+
+fn string_param(s: &str) -> kpb::InferParameter {
+    kpb::InferParameter {
+        parameter_choice: Some(kpb::infer_parameter::ParameterChoice::StringParam(s.into())),
+    }
+}
+
+fn int_param(v: i64) -> kpb::InferParameter {
+    kpb::InferParameter { parameter_choice: Some(kpb::infer_parameter::ParameterChoice::Int64Param(v)) }
+}
+
+fn version_of(model: &crate::gateway::ModelRoute, version: &str) -> Option<u64> {
+    if version.is_empty() {
+        return model.champion().map(|c| c.version);
+    }
+    version.parse::<u64>().ok().filter(|v| model.versions.contains_key(v))
+}
+
+#[tonic::async_trait]
+impl kpb::grpc_inference_service_server::GrpcInferenceService for KserveService {
+    async fn server_live(
+        &self,
+        _: Request<kpb::ServerLiveRequest>,
+    ) -> Result<Response<kpb::ServerLiveResponse>, Status> {
+        Ok(Response::new(kpb::ServerLiveResponse { live: true }))
+    }
+
+    /// Ready when every model has a READY version serving (the listener only
+    /// opens once every version is loaded and warm, or FAILED).
+    async fn server_ready(
+        &self,
+        _: Request<kpb::ServerReadyRequest>,
+    ) -> Result<Response<kpb::ServerReadyResponse>, Status> {
+        let table = self.gateway.table();
+        let ready = !table.models.is_empty() && table.models.values().all(|m| m.champion().is_some());
+        Ok(Response::new(kpb::ServerReadyResponse { ready }))
+    }
+
+    async fn model_ready(
+        &self,
+        request: Request<kpb::ModelReadyRequest>,
+    ) -> Result<Response<kpb::ModelReadyResponse>, Status> {
+        let r = request.into_inner();
+        let table = self.gateway.table();
+        // An unknown model is not ready: the question asked has an answer.
+        let ready = table.models.get(&r.name).is_some_and(|m| {
+            version_of(m, &r.version)
+                .and_then(|v| m.versions.get(&v))
+                .is_some_and(|v| matches!(v.state, VersionState::Ready(_)))
+        });
+        Ok(Response::new(kpb::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<kpb::ServerMetadataRequest>,
+    ) -> Result<Response<kpb::ServerMetadataResponse>, Status> {
+        Ok(Response::new(kpb::ServerMetadataResponse {
+            name: "modelgate".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: vec!["model_repository".into()],
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<kpb::ModelMetadataRequest>,
+    ) -> Result<Response<kpb::ModelMetadataResponse>, Status> {
+        let r = request.into_inner();
+        let table = self.gateway.table();
+        let model = table.models.get(&r.name).ok_or_else(|| {
+            let mut names: Vec<&str> = table.models.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            Status::not_found(format!("model '{}' not found; models served: {}", r.name, names.join(", ")))
+        })?;
+        let versions: Vec<String> = model.ready().map(|v| v.version.to_string()).collect();
+        let chosen =
+            version_of(model, &r.version).and_then(|v| model.versions.get(&v)).and_then(|v| match &v.state {
+                VersionState::Ready(ready) => Some(ready),
+                VersionState::Failed(_) => None,
+            });
+        let Some(ready) = chosen else {
+            return Err(Status::not_found(format!(
+                "version '{}' of model '{}' is not READY; READY versions: {}",
+                r.version,
+                r.name,
+                if versions.is_empty() { "none".to_string() } else { versions.join(", ") }
+            )));
+        };
+        let sig = ready.model().signature();
+        Ok(Response::new(kpb::ModelMetadataResponse {
+            name: r.name,
+            versions,
+            platform: "onnxruntime_onnx".into(),
+            inputs: sig.inputs.iter().map(tensor_metadata).collect(),
+            outputs: sig.outputs.iter().map(tensor_metadata).collect(),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<kpb::ModelInferRequest>,
+    ) -> Result<Response<kpb::ModelInferResponse>, Status> {
+        use tracing::Instrument;
+        let span = crate::otel::request_span(request.metadata(), "inference.GRPCInferenceService/ModelInfer");
+        let result = self.infer(request).instrument(span.clone()).await;
+        crate::otel::record_status(&span, result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        result
+    }
+
+    async fn repository_index(
+        &self,
+        request: Request<kpb::RepositoryIndexRequest>,
+    ) -> Result<Response<kpb::RepositoryIndexResponse>, Status> {
+        let only_ready = request.into_inner().ready;
+        let table = self.gateway.table();
+        let mut names: Vec<&String> = table.models.keys().collect();
+        names.sort();
+        let mut models = Vec::new();
+        for name in names {
+            for v in table.models[name].versions.values() {
+                let (state, reason) = match &v.state {
+                    VersionState::Ready(_) => ("READY", String::new()),
+                    VersionState::Failed(reason) => ("UNAVAILABLE", reason.clone()),
+                };
+                if only_ready && state != "READY" {
+                    continue;
+                }
+                models.push(kpb::repository_index_response::ModelIndex {
+                    name: name.clone(),
+                    version: v.version.to_string(),
+                    state: state.into(),
+                    reason,
+                });
+            }
+        }
+        Ok(Response::new(kpb::RepositoryIndexResponse { models }))
+    }
+}
+
+impl KserveService {
+    async fn infer(
+        &self,
+        request: Request<kpb::ModelInferRequest>,
+    ) -> Result<Response<kpb::ModelInferResponse>, Status> {
+        let deadline = deadline_of(request.metadata());
+        let header_key =
+            request.metadata().get("x-routing-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let mut r = request.into_inner();
+        // Mistakes caught while decoding never reach the gateway; count them here.
+        let rejected = |e: GatewayError| {
+            let known = self.gateway.table().models.contains_key(&r.model_name);
+            self.gateway.metrics().rejected(known.then_some(r.model_name.as_str()), e.code());
+            Status::from(e)
+        };
+        if r.model_name.is_empty() {
+            return Err(rejected(BadRequest("model_name is not set".into()).into()));
+        }
+        self.gateway.check_model(&r.model_name).map_err(rejected)?;
+        let version = match r.model_version.as_str() {
+            "" => None,
+            v => Some(v.parse::<i64>().map_err(|_| {
+                rejected(BadRequest(format!("model_version '{v}' is not a version number")).into())
+            })?),
+        };
+        let request_id = request_id_or_new(std::mem::take(&mut r.id)).map_err(|e| rejected(e.into()))?;
+        let routing_key = match r.parameters.get("routing_key").and_then(|p| p.parameter_choice.as_ref()) {
+            None => header_key,
+            Some(kpb::infer_parameter::ParameterChoice::StringParam(k)) if !k.is_empty() => Some(k.clone()),
+            Some(_) => {
+                return Err(rejected(
+                    BadRequest("parameter routing_key must be a non-empty string".into()).into(),
+                ));
+            }
+        };
+        let inputs =
+            inputs_from_request(std::mem::take(&mut r.inputs), std::mem::take(&mut r.raw_input_contents))
+                .map_err(|e| rejected(e.into()))?;
+        let outputs = r.outputs.iter().map(|o| o.name.clone()).collect();
+        let resp = self
+            .gateway
+            .infer(InferRequest {
+                model: r.model_name,
+                version,
+                routing_key,
+                request_id,
+                inputs,
+                outputs,
+                deadline,
+            })
+            .await?;
+        let mut out = kpb::ModelInferResponse {
+            model_name: resp.model,
+            model_version: resp.version.to_string(),
+            id: resp.request_id,
+            parameters: [
+                ("version".to_string(), int_param(i64::try_from(resp.version).unwrap_or(i64::MAX))),
+                ("role".to_string(), string_param(resp.role.as_str())),
+            ]
+            .into_iter()
+            .collect(),
+            outputs: Vec::with_capacity(resp.outputs.len()),
+            raw_output_contents: Vec::with_capacity(resp.outputs.len()),
+        };
+        for t in resp.outputs {
+            out.outputs.push(kpb::model_infer_response::InferOutputTensor {
+                name: t.name.clone(),
+                datatype: datatype_name(t.dtype()).into(),
+                shape: t.shape.clone(),
+                parameters: Default::default(),
+                contents: None,
+            });
+            out.raw_output_contents.push(t.data.to_raw().into());
+        }
+        Ok(Response::new(out))
+    }
+}
