@@ -11,6 +11,10 @@ Writes:
   repository/breast-cancer/2/model.onnx   GradientBoostingClassifier
   faults/{nan,slow,fail,other_signature,corrupt}.onnx
   golden/breast-cancer-{1,2}.json
+  repository/cnn/1/model.onnx             a small convolutional image classifier
+                                          (fixed random weights): the heavier
+                                          model of the benchmarks, ~1-2 ms per
+                                          48x48 image on one thread
 
 Pass --time to also measure the slow fault model (not needed to regenerate).
 """
@@ -343,6 +347,53 @@ def make_other_signature():
     return finish(g, "Different signature: y[N,1] = x[N,4] @ [1,2,3,4]^T + 0.5")
 
 
+CNN_SEED = 7
+CNN_CHANNELS = 64
+CNN_CLASSES = 10
+CNN_SIZE = 48
+
+
+def make_cnn():
+    """image[N,3,48,48] -> conv3x3(3->64)+ReLU -> conv3x3(64->64)+ReLU ->
+    global average pool -> dense(64->10) -> softmax probabilities[N,10],
+    label[N]. ~86 M multiply-adds per image, 39 K weights: compute-heavy,
+    small on disk. The weights are fixed random (He initialisation): this
+    model exists to be fast or slow, not right."""
+    rng = np.random.default_rng(CNN_SEED)
+    c = CNN_CHANNELS
+
+    def he(shape, fan_in):
+        return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+
+    inits = [
+        const("w1", he((c, 3, 3, 3), 3 * 9)),
+        const("b1", np.zeros(c, dtype=np.float32)),
+        const("w2", he((c, c, 3, 3), c * 9)),
+        const("b2", np.zeros(c, dtype=np.float32)),
+        const("wd", he((c, CNN_CLASSES), c)),
+        const("bd", np.zeros(CNN_CLASSES, dtype=np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["image", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "wd"], ["logits0"]),
+        helper.make_node("Add", ["logits0", "bd"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
+    ]
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [BATCH_DIM, 3, CNN_SIZE, CNN_SIZE])
+    outputs = [
+        helper.make_tensor_value_info("label", TensorProto.INT64, [BATCH_DIM]),
+        helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [BATCH_DIM, CNN_CLASSES]),
+    ]
+    graph = helper.make_graph(nodes, "cnn", [image], outputs, inits)
+    return finish(graph, "cnn v1: two 3x3 convolutions (64 channels) on 48x48 RGB, global pool, dense, softmax")
+
+
 def make_corrupt(v1_bytes):
     return v1_bytes[:200] + b"not an onnx model\n" * 16
 
@@ -476,6 +527,13 @@ def main():
     write(GOLDEN / "breast-cancer-1.json", golden(v1_model, 1, X32))
     write(GOLDEN / "breast-cancer-2.json", golden(v2_model, 2, X32))
 
+    cnn = make_cnn()
+    images = np.random.default_rng(CNN_SEED + 1).standard_normal((4, 3, CNN_SIZE, CNN_SIZE)).astype(np.float32)
+    label, probs = session(cnn).run(["label", "probabilities"], {"image": images})
+    assert probs.shape == (4, CNN_CLASSES) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    write(REPO / "cnn" / "model.toml", MODEL_TOML)
+    save(cnn, REPO / "cnn" / "1" / "model.onnx")
+
     print(f"accuracy on the full dataset: v1={acc['v1']:.4f} v2={acc['v2']:.4f}")
     print(f"fail.onnx run-time error: {fail_err.splitlines()[0][:200]}")
     print(f"corrupt.onnx load error: {corrupt_err.splitlines()[0][:200]}")
@@ -484,6 +542,14 @@ def main():
         for n in (1, 8, 32):
             ms = time_per_row(faults["slow"], X32[:n])
             print(f"slow.onnx: N={n:3d} {ms:.2f} ms/row (intra_op=1, inter_op=1)")
+        s = session(cnn)
+        for n in (1, 32):
+            x = np.random.default_rng(0).standard_normal((n, 3, CNN_SIZE, CNN_SIZE)).astype(np.float32)
+            s.run(None, {"image": x})
+            t0 = time.perf_counter()
+            for _ in range(20):
+                s.run(None, {"image": x})
+            print(f"cnn: N={n:3d} {(time.perf_counter() - t0) / 20 / n * 1000:.3f} ms/image (intra_op=1)")
     print(f"wrote {HERE}")
 
 
