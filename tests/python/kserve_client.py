@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Drives modelgate's KServe v2 gRPC endpoint with the real Triton client.
+"""Drives modelgate's KServe v2 gRPC endpoint with NVIDIA's real Triton client.
 
-    kserve_client.py <host:port> <golden-v2.json>
+    kserve_client.py <host:port> <golden-dir>
 
-Exits 0 and prints one JSON line of what it saw, or exits 1 with the first
-check that failed.
+The gateway serves breast-cancer v1 and v2 (champion v2) with a canary of v1
+running (tests/tests/kserve.rs starts it). Exits 0 and prints one JSON line of
+what it saw, or exits 1 naming the first check that failed.
 """
 import json
 import sys
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -15,12 +17,8 @@ import tritonclient.grpc as tc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-addr, golden_path = sys.argv[1], sys.argv[2]
-golden = json.load(open(golden_path))
-rows = np.array(golden["inputs"]["input"]["data"], dtype=np.float32).reshape(golden["inputs"]["input"]["shape"])
-want_probs = np.array(golden["outputs"]["probabilities"]["data"], dtype=np.float32).reshape(-1, 2)
-want_labels = np.array(golden["outputs"]["label"]["data"], dtype=np.int64)
 MODEL = "breast-cancer"
+addr, golden_dir = sys.argv[1], Path(sys.argv[2])
 seen = {}
 
 
@@ -30,6 +28,16 @@ def check(cond, what):
         sys.exit(1)
 
 
+def load_golden(version):
+    g = json.loads((golden_dir / f"breast-cancer-{version}.json").read_text())
+    rows = np.array(g["inputs"]["input"]["data"], dtype=np.float32).reshape(g["inputs"]["input"]["shape"])
+    probs = np.array(g["outputs"]["probabilities"]["data"], dtype=np.float32).reshape(-1, 2)
+    labels = np.array(g["outputs"]["label"]["data"], dtype=np.int64)
+    return rows, probs, labels
+
+
+golden = {v: load_golden(v) for v in (1, 2)}
+rows = golden[2][0]
 client = tc.InferenceServerClient(url=addr)
 
 # Health and metadata.
@@ -37,60 +45,79 @@ check(client.is_server_live(), "server live")
 check(client.is_server_ready(), "server ready")
 check(client.is_model_ready(MODEL), "model ready")
 check(client.is_model_ready(MODEL, "1"), "version 1 ready")
-check(not client.is_model_ready("no-such-model"), "unknown model is not ready (and not an error)")
-check(not client.is_model_ready(MODEL, "99"), "unknown version is not ready")
+check(not client.is_model_ready("no-such-model"), "an unknown model is not ready (and not an error)")
+check(not client.is_model_ready(MODEL, "99"), "an unknown version is not ready")
 meta = client.get_server_metadata(as_json=True)
-check(meta["name"] == "modelgate", f"server name {meta}")
+check(meta["name"] == "modelgate" and meta["version"], f"server metadata {meta}")
 seen["server_extensions"] = meta.get("extensions", [])
 mm = client.get_model_metadata(MODEL, as_json=True)
-check(mm["versions"] == ["1", "2"], f"versions {mm['versions']}")
+check(mm["name"] == MODEL and mm["versions"] == ["1", "2"], f"model metadata {mm}")
 check(mm["platform"] == "onnxruntime_onnx", f"platform {mm}")
 inp = mm["inputs"][0]
 check(inp["datatype"] == "FP32" and [int(d) for d in inp["shape"]] == [-1, 30], f"input {inp}")
-outs = {o["name"]: o["datatype"] for o in mm["outputs"]}
-check(outs == {"label": "INT64", "probabilities": "FP32"}, f"outputs {outs}")
+outs = {o["name"]: (o["datatype"], [int(d) for d in o["shape"]]) for o in mm["outputs"]}
+check(outs == {"label": ("INT64", [-1]), "probabilities": ("FP32", [-1, 2])}, f"outputs {outs}")
 input_name = inp["name"]
+index = client.get_model_repository_index(as_json=True)
+seen["repository"] = sorted([m["name"], m["version"], m["state"]] for m in index["models"])
+check(seen["repository"] == [[MODEL, "1", "READY"], [MODEL, "2", "READY"]], f"index {seen['repository']}")
 
 
-def infer(data, version="", outputs=None, name=None, datatype="FP32", params=None):
+def infer(data, version="", outputs=None, name=None, datatype="FP32", **kw):
     x = tc.InferInput(name or input_name, list(data.shape), datatype)
     x.set_data_from_numpy(data)
     req_outputs = [tc.InferRequestedOutput(o) for o in outputs] if outputs else None
-    return client.infer(MODEL, [x], model_version=version, outputs=req_outputs, parameters=params)
+    return client.infer(MODEL, [x], model_version=version, outputs=req_outputs, **kw)
 
 
-# Raw inputs (tritonclient's only way), routed to the champion (v2).
-r = infer(rows, params={"routing_key": "user-7"})
-probs = r.as_numpy("probabilities")
-check(np.allclose(probs, want_probs, atol=1e-5), "raw: probabilities match the golden outputs")
-check((r.as_numpy("label") == want_labels).all(), "raw: labels match")
-resp = r.get_response()
-check(resp.model_version == "2", f"served version {resp.model_version}")
-check(resp.parameters["version"].int64_param == 2, "version parameter")
-check(resp.parameters["role"].string_param == "champion", "role parameter")
-seen["routed"] = {"version": resp.model_version, "role": resp.parameters["role"].string_param}
+# Raw inputs (tritonclient's way) on each pinned version, against its golden
+# outputs. A pinned version keeps its role in the rollout.
+for v, role in ((1, "canary"), (2, "champion")):
+    want_rows, want_probs, want_labels = golden[v]
+    r = infer(want_rows, version=str(v), request_id=f"raw-{v}", client_timeout=30)
+    check(np.allclose(r.as_numpy("probabilities"), want_probs, atol=1e-5), f"v{v} raw: probabilities")
+    check((r.as_numpy("label") == want_labels).all(), f"v{v} raw: labels")
+    resp = r.get_response()
+    check(resp.model_name == MODEL and resp.model_version == str(v), f"served {resp.model_version}")
+    check(resp.id == f"raw-{v}", f"the request id is echoed: {resp.id!r}")
+    check(resp.parameters["version"].int64_param == v, "version parameter")
+    check(resp.parameters["role"].string_param == role, f"role parameter {resp.parameters['role']}")
 
-# One requested output only; a pinned version.
+# One requested output only.
 r = infer(rows[:3], version="1", outputs=["label"])
 check(r.as_numpy("probabilities") is None and r.as_numpy("label").shape == (3,), "only the requested output")
-check(r.get_response().model_version == "1", "pinned version 1")
+check(len(r.get_response().raw_output_contents) == 1, "one raw output")
+check(len(r.get_response().id) == 32, "a generated request id comes back")
 
-# Typed contents, through Triton's own generated stub.
+# Routed: the rollout decides, sticky on the routing_key parameter or the
+# x-routing-key metadata (the Rust side compares with Predict's routing).
+routed = {}
+for i in range(60):
+    key = f"user-{i}"
+    r = infer(rows[:1], parameters={"routing_key": key}).get_response()
+    h = infer(rows[:1], headers={"x-routing-key": key}).get_response()
+    got = [int(r.model_version), r.parameters["role"].string_param]
+    check(got == [int(h.model_version), h.parameters["role"].string_param], f"{key}: parameter vs header")
+    check(r.parameters["version"].int64_param == got[0], f"{key}: version parameter")
+    routed[key] = got
+seen["routed"] = routed
+
+# Typed contents, through Triton's own generated stub (tritonclient only sends raw).
 stub = service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(addr))
 req = service_pb2.ModelInferRequest(model_name=MODEL, model_version="2", id="typed-1")
 t = req.inputs.add(name=input_name, datatype="FP32", shape=list(rows.shape))
 t.contents.fp32_contents.extend(rows.flatten().tolist())
-typed = stub.ModelInfer(req)
-check(typed.id == "typed-1", "the request id is echoed")
-i = [o.name for o in typed.outputs].index("probabilities")
+typed = stub.ModelInfer(req, timeout=30)
+check(typed.id == "typed-1" and typed.model_version == "2", "typed: id and version")
+names = [o.name for o in typed.outputs]
+check(len(typed.raw_output_contents) == len(names) == 2, f"typed: outputs {names}")
+i = names.index("probabilities")
+check(list(typed.outputs[i].shape) == [16, 2] and typed.outputs[i].datatype == "FP32", "typed: output metadata")
 got = np.frombuffer(typed.raw_output_contents[i], dtype=np.float32).reshape(-1, 2)
-check(np.allclose(got, want_probs, atol=1e-5), "typed: probabilities match")
-index = stub.RepositoryIndex(service_pb2.RepositoryIndexRequest())
-seen["repository"] = sorted((m.name, m.version, m.state) for m in index.models)
-check(("breast-cancer", "2", "READY") in seen["repository"], f"repository index {seen['repository']}")
+check(np.allclose(got, golden[2][1], atol=1e-5), "typed: probabilities")
 
 
-def code_of(fn):
+def status_of(fn):
     try:
         fn()
     except InferenceServerException as e:
@@ -100,34 +127,33 @@ def code_of(fn):
     return None, None
 
 
+def raw_request(raw, typed=None):
+    req = service_pb2.ModelInferRequest(model_name=MODEL)
+    t = req.inputs.add(name=input_name, datatype="FP32", shape=[1, 30])
+    if typed is not None:
+        t.contents.fp32_contents.extend(typed)
+    req.raw_input_contents.append(raw)
+    return lambda: stub.ModelInfer(req, timeout=30)
+
+
 bad = {
     "wrong_shape": lambda: infer(rows[:, :29]),
     "wrong_dtype": lambda: infer(rows.astype(np.float64), datatype="FP64"),
     "wrong_name": lambda: infer(rows, name="nope"),
     "empty_batch": lambda: infer(np.zeros((0, 30), dtype=np.float32)),
     "unknown_output": lambda: infer(rows, outputs=["nope"]),
-    "unknown_model": lambda: client.infer("no-such-model", [tc.InferInput(input_name, [1, 30], "FP32")]),
     "unknown_datatype": lambda: infer(rows.astype(np.float16), datatype="FP16"),
+    "raw_byte_length": raw_request(b"\0" * 119),
+    "raw_and_typed": raw_request(b"\0" * 120, [0.0] * 30),
+    "unknown_model": lambda: client.infer("no-such-model", [tc.InferInput(input_name, [1, 30], "FP32")]),
+    "unknown_model_metadata": lambda: client.get_model_metadata("no-such-model"),
 }
-errors = {k: code_of(f) for k, f in bad.items()}
-
-
-def raw_request(raw):
-    req = service_pb2.ModelInferRequest(model_name=MODEL)
-    req.inputs.add(name=input_name, datatype="FP32", shape=[1, 30])
-    req.raw_input_contents.append(raw)
-    return lambda: stub.ModelInfer(req)
-
-
-errors["raw_byte_length"] = code_of(raw_request(b"\0" * 119))
-req = service_pb2.ModelInferRequest(model_name=MODEL)
-t = req.inputs.add(name=input_name, datatype="FP32", shape=[1, 30])
-t.contents.fp32_contents.extend([0.0] * 30)
-req.raw_input_contents.append(b"\0" * 120)
-errors["raw_and_typed"] = code_of(lambda: stub.ModelInfer(req))
-errors["unknown_model_metadata"] = code_of(lambda: client.get_model_metadata("no-such-model"))
+errors = {k: status_of(f) for k, f in bad.items()}
 for k, (code, msg) in errors.items():
     want = "StatusCode.NOT_FOUND" if k.startswith("unknown_model") else "StatusCode.INVALID_ARGUMENT"
     check(code == want, f"{k}: got {code} ({msg}), expected {want}")
 seen["errors"] = {k: [c, m] for k, (c, m) in errors.items()}
+# Triton's other RPCs are not served.
+code, msg = status_of(lambda: client.get_model_config(MODEL))
+check(code == "StatusCode.UNIMPLEMENTED", f"ModelConfig: got {code} ({msg}), expected UNIMPLEMENTED")
 print(json.dumps(seen))

@@ -6,8 +6,10 @@
 //! Differences of the protocol handled at this edge: datatype names (FP32,
 //! BYTES, ...), inputs as `raw_input_contents` or typed `contents`, outputs
 //! always in `raw_output_contents` (tritonclient decodes only those), the
-//! routing key in the `routing_key` request parameter, and the served
-//! version and role in the response parameters.
+//! routing key in the `routing_key` request parameter (or the `x-routing-key`
+//! metadata, as for Predict), and the served version and role in the response
+//! parameters. A request without an `id` gets a generated one, echoed in the
+//! response so that outcomes can be joined to it (RecordOutcome).
 
 use std::sync::Arc;
 
@@ -19,7 +21,7 @@ use tonic::{Request, Response, Status};
 
 use crate::convert::BadRequest;
 use crate::error::GatewayError;
-use crate::gateway::{Gateway, InferRequest};
+use crate::gateway::{Gateway, InferRequest, ModelTable};
 use crate::service::{deadline_of, request_id_or_new};
 
 /// The KServe v2 gRPC service.
@@ -32,6 +34,14 @@ impl KserveService {
     pub fn new(gateway: Arc<Gateway>) -> Self {
         Self { gateway }
     }
+}
+
+/// `NOT_FOUND` naming the model asked for and the models served (the same
+/// error Predict answers).
+fn model_not_found(table: &ModelTable, name: &str) -> GatewayError {
+    let mut names: Vec<&str> = table.models.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    GatewayError::ModelNotFound { model: name.to_string(), available: names.join(", ") }
 }
 
 /// KServe's name of a datatype.
@@ -145,14 +155,13 @@ fn field_for(dtype: DataType) -> &'static str {
     }
 }
 
-/// Decodes a request's inputs (raw or typed, never both).
+/// Decodes a request's inputs: all in `raw_input_contents` (one entry per
+/// input, in order) or all typed in `contents`, never both. No inputs at all
+/// is left to the gateway, whose message lists the inputs the model expects.
 pub fn inputs_from_request(
     inputs: Vec<kpb::model_infer_request::InferInputTensor>,
     raw: Vec<prost::bytes::Bytes>,
 ) -> Result<Vec<Tensor>, BadRequest> {
-    if inputs.is_empty() {
-        return Err(BadRequest("no inputs; expected at least one".into()));
-    }
     if !raw.is_empty() {
         if raw.len() != inputs.len() {
             return Err(BadRequest(format!(
@@ -240,8 +249,11 @@ impl kpb::grpc_inference_service_server::GrpcInferenceService for KserveService 
         Ok(Response::new(kpb::ServerLiveResponse { live: true }))
     }
 
-    /// Ready when every model has a READY version serving (the listener only
-    /// opens once every version is loaded and warm, or FAILED).
+    /// Ready when there is at least one model and every model has a READY
+    /// champion, i.e. every model served answers ModelInfer. A model whose
+    /// versions all FAILED makes the server not ready, though the other
+    /// models still serve; an empty repository is not ready either. The
+    /// listener only opens once every version is loaded and warm, or FAILED.
     async fn server_ready(
         &self,
         _: Request<kpb::ServerReadyRequest>,
@@ -283,11 +295,7 @@ impl kpb::grpc_inference_service_server::GrpcInferenceService for KserveService 
     ) -> Result<Response<kpb::ModelMetadataResponse>, Status> {
         let r = request.into_inner();
         let table = self.gateway.table();
-        let model = table.models.get(&r.name).ok_or_else(|| {
-            let mut names: Vec<&str> = table.models.keys().map(String::as_str).collect();
-            names.sort_unstable();
-            Status::not_found(format!("model '{}' not found; models served: {}", r.name, names.join(", ")))
-        })?;
+        let model = table.models.get(&r.name).ok_or_else(|| model_not_found(&table, &r.name))?;
         let versions: Vec<String> = model.ready().map(|v| v.version.to_string()).collect();
         let chosen =
             version_of(model, &r.version).and_then(|v| model.versions.get(&v)).and_then(|v| match &v.state {
@@ -371,6 +379,7 @@ impl KserveService {
         if r.model_name.is_empty() {
             return Err(rejected(BadRequest("model_name is not set".into()).into()));
         }
+        // An unknown model is NOT_FOUND before anything about its inputs.
         self.gateway.check_model(&r.model_name).map_err(rejected)?;
         let version = match r.model_version.as_str() {
             "" => None,
@@ -428,5 +437,120 @@ impl KserveService {
             out.raw_output_contents.push(t.data.to_raw().into());
         }
         Ok(Response::new(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kpb::model_infer_request::InferInputTensor;
+
+    fn input(
+        name: &str,
+        datatype: &str,
+        shape: Vec<i64>,
+        contents: Option<kpb::InferTensorContents>,
+    ) -> InferInputTensor {
+        InferInputTensor {
+            name: name.into(),
+            datatype: datatype.into(),
+            shape,
+            parameters: Default::default(),
+            contents,
+        }
+    }
+
+    #[test]
+    fn raw_and_typed_decode_alike() {
+        let raw = vec![[1.0f32.to_le_bytes(), 2.0f32.to_le_bytes()].concat().into()];
+        let a = inputs_from_request(vec![input("x", "FP32", vec![1, 2], None)], raw).unwrap();
+        let typed = kpb::InferTensorContents { fp32_contents: vec![1.0, 2.0], ..Default::default() };
+        let b = inputs_from_request(vec![input("x", "FP32", vec![1, 2], Some(typed))], vec![]).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a[0].data, TensorData::Float32(vec![1.0, 2.0]));
+    }
+
+    #[test]
+    fn bytes_int8_uint8_and_bool() {
+        let mut raw = Vec::new();
+        for s in ["ab", ""] {
+            raw.extend_from_slice(&u32::try_from(s.len()).unwrap().to_le_bytes());
+            raw.extend_from_slice(s.as_bytes());
+        }
+        let t = inputs_from_request(vec![input("s", "BYTES", vec![2], None)], vec![raw.into()]).unwrap();
+        assert_eq!(t[0].data, TensorData::String(vec!["ab".into(), String::new()]));
+        let c = kpb::InferTensorContents { bytes_contents: vec![b"x".to_vec()], ..Default::default() };
+        let t = inputs_from_request(vec![input("s", "BYTES", vec![1], Some(c))], vec![]).unwrap();
+        assert_eq!(t[0].data, TensorData::String(vec!["x".into()]));
+        let c = kpb::InferTensorContents { int_contents: vec![-128, 127], ..Default::default() };
+        let t = inputs_from_request(vec![input("i", "INT8", vec![2], Some(c))], vec![]).unwrap();
+        assert_eq!(t[0].data, TensorData::Int8(vec![-128, 127]));
+        let c = kpb::InferTensorContents { int_contents: vec![128], ..Default::default() };
+        let e = inputs_from_request(vec![input("i", "INT8", vec![1], Some(c))], vec![]).unwrap_err();
+        assert!(e.0.contains("element 0 (128) does not fit INT8"), "{}", e.0);
+        let c = kpb::InferTensorContents { uint_contents: vec![255], ..Default::default() };
+        let t = inputs_from_request(vec![input("u", "UINT8", vec![1], Some(c))], vec![]).unwrap();
+        assert_eq!(t[0].data, TensorData::Uint8(vec![255]));
+        let t =
+            inputs_from_request(vec![input("b", "BOOL", vec![2], None)], vec![vec![1u8, 0].into()]).unwrap();
+        assert_eq!(t[0].data, TensorData::Bool(vec![true, false]));
+        let e =
+            inputs_from_request(vec![input("b", "BOOL", vec![1], None)], vec![vec![2u8].into()]).unwrap_err();
+        assert!(e.0.starts_with("input 'b': BOOL elements must be 0 or 1"), "{}", e.0);
+    }
+
+    #[test]
+    fn mistakes_name_the_input_and_what_was_wrong() {
+        let err = |inputs, raw| inputs_from_request(inputs, raw).unwrap_err().0;
+        assert_eq!(
+            err(vec![input("x", "FP32", vec![1, 2], None)], vec![vec![0u8; 7].into()]),
+            "input 'x': raw contents are 7 bytes, expected 8 (2 FLOAT32 elements)"
+        );
+        let typed = kpb::InferTensorContents { fp32_contents: vec![0.0], ..Default::default() };
+        assert!(
+            err(vec![input("x", "FP32", vec![1], Some(typed))], vec![vec![0u8; 4].into()])
+                .contains("both in raw_input_contents and typed")
+        );
+        let typed = kpb::InferTensorContents { int64_contents: vec![1], ..Default::default() };
+        assert_eq!(
+            err(vec![input("x", "FP32", vec![1], Some(typed))], vec![]),
+            "input 'x': datatype is FP32 but elements are in int64_contents; use fp32_contents or raw_input_contents"
+        );
+        let typed = kpb::InferTensorContents { fp32_contents: vec![0.0; 3], ..Default::default() };
+        assert!(
+            err(vec![input("x", "FP32", vec![2], Some(typed))], vec![])
+                .contains("holds 2 elements but fp32_contents has 3")
+        );
+        assert!(
+            err(vec![input("x", "FP16", vec![1], None)], vec![]).contains("datatype 'FP16' is not supported")
+        );
+        assert!(err(vec![input("x", "FP32", vec![-1, 2], None)], vec![]).contains("negative dimension"));
+        assert!(
+            err(vec![input("x", "FP32", vec![1, 2], None)], vec![]).contains("no contents for shape [1, 2]")
+        );
+        assert!(
+            err(
+                vec![input("x", "FP32", vec![1], None), input("y", "FP32", vec![1], None)],
+                vec![vec![0u8; 4].into()]
+            )
+            .contains("raw_input_contents has 1 entries for 2 inputs")
+        );
+    }
+
+    #[test]
+    fn datatype_names_round_trip() {
+        for d in [
+            DataType::Float32,
+            DataType::Float64,
+            DataType::Int32,
+            DataType::Int64,
+            DataType::Bool,
+            DataType::Uint8,
+            DataType::Int8,
+            DataType::String,
+        ] {
+            assert_eq!(datatype_from_name(datatype_name(d)), Some(d));
+            assert!(SUPPORTED.contains(datatype_name(d)));
+        }
     }
 }
