@@ -40,7 +40,6 @@ test: ort test-deps lint
 bench: ort
 	$(CARGO) build --release -p modelgate -p modelgate-benches
 	scripts/bench.sh
-	scripts/bench-shadow.sh
 	scripts/bench-rollback.sh
 	target/release/window_bench
 

@@ -1,53 +1,137 @@
 #!/usr/bin/env bash
-# `make bench`: the gateway against raw in-process ONNX Runtime on
-# breast-cancer v1, batch 1, at concurrency 1, 8 and 32, measured back to back
-# in one run. Prints one JSON line per measurement and the overhead table.
+# `make bench`: everything measured side by side in one run, one table at the
+# end, every ratio computed from numbers of this run.
+#
+#   1. raw ONNX Runtime in process (same session settings) vs the gateway,
+#      batch 1: breast-cancer v1 at concurrency 1, 8, 32; the heavier cnn at
+#      concurrency 1 and = cores;
+#   2. dynamic batching off (max_batch = 1) vs on (32) at concurrency 32;
+#   3. shadow off/on alternated (scripts/bench-shadow.sh);
+#   4. a hand-rolled Python grpcio + onnxruntime server (benches/python)
+#      speaking the same Predict proto, same load and rows, concurrency 1 and 8.
 #
 #   BENCH_SECONDS=10   seconds measured per point (after 1 s warm-up)
-#   BENCH_CONCURRENCY="1 8 32"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 secs=${BENCH_SECONDS:-10}
-levels=${BENCH_CONCURRENCY:-1 8 32}
+cores=$(nproc)
 out=target/bench
 mkdir -p "$out"
 results=$out/results.jsonl
 : >"$results"
+bin=target/release/modelgate
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
 
-log=$out/server.log
-target/release/modelgate serve --models models/repository --listen 127.0.0.1:0 \
-  --admin-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --state-dir "$out/state" >"$out/server.out" 2>"$log" &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  grep -q '^modelgate ready' "$out/server.out" 2>/dev/null && break
-  sleep 0.1
+# serve <name> <repo>: starts a gateway, sets $addr.
+serve() {
+  local dir=$out/$1
+  rm -rf "$dir/state" && mkdir -p "$dir"
+  $bin serve --models "$2" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
+    --no-watch --state-dir "$dir/state" >"$dir/server.out" 2>"$dir/server.log" &
+  pids+=($!)
+  for _ in $(seq 1 200); do grep -q '^try:' "$dir/server.out" 2>/dev/null && break; sleep 0.1; done
+  addr=$(sed -n 's/^modelgate ready: Predict (modelgate.v1) on //p' "$dir/server.out")
+  [ -n "$addr" ] || { echo "bench: $1 did not start; see $dir/server.log" >&2; exit 1; }
+}
+load() { # load <label> <addr> <model> <concurrency>
+  target/release/loadgen --addr "$2" --model "$3" --concurrency "$4" --duration "$secs" --label "$1" | tee -a "$results"
+}
+raw() { # raw <label> <model file> <concurrency>
+  target/release/raw_ort --model "$2" --concurrency "$3" --duration "$secs" --label "$1" | tee -a "$results"
+}
+
+echo "machine: $cores cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+
+# 1. Raw ORT vs the gateway (the bundled repository, default settings).
+serve gateway models/repository
+gw=$addr
+for c in 1 8 32; do
+  raw "raw:breast-cancer:$c" models/repository/breast-cancer/1/model.onnx "$c"
+  load "gateway:breast-cancer:$c" "$gw" breast-cancer "$c"
 done
-addr=$(sed -n 's/^modelgate ready: Predict (modelgate.v1) on //p' "$out/server.out")
-[ -n "$addr" ] || { echo "bench: server did not start; see $log" >&2; exit 1; }
-
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-for c in $levels; do
-  target/release/raw_ort --model models/repository/breast-cancer/1/model.onnx --concurrency "$c" \
-    --duration "$secs" --label raw-ort | tee -a "$results"
-  target/release/loadgen --addr "$addr" --model breast-cancer --version 1 --concurrency "$c" \
-    --duration "$secs" --label gateway | tee -a "$results"
+for c in 1 "$cores"; do
+  raw "raw:cnn:$c" models/repository/cnn/1/model.onnx "$c"
+  load "gateway:cnn:$c" "$gw" cnn "$c"
 done
 
-python3 - "$results" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-by = {}
-for r in rows:
-    by.setdefault(r["concurrency"], {})[r["bench"]] = r
+# 2. Batching off vs on, concurrency 32, each in its own gateway.
+for mb in 1 32; do
+  repo=$out/batch-$mb/repo
+  rm -rf "$repo" && mkdir -p "$repo"
+  for m in breast-cancer cnn; do
+    mkdir -p "$repo/$m/1" && cp "models/repository/$m/1/model.onnx" "$repo/$m/1/"
+    printf 'intra_op_threads = 1\nqueue_capacity = 1024\nmax_batch = %s\n' "$mb" >"$repo/$m/model.toml"
+  done
+  serve "batch-$mb" "$repo"
+  load "batch$mb:breast-cancer:32" "$addr" breast-cancer 32
+  load "batch$mb:cnn:32" "$addr" cnn 32
+done
+
+# 3. Shadow isolation (its own gateway; alternated rounds).
+BENCH_SECONDS=$secs scripts/bench-shadow.sh >"$out/shadow.txt"
+cat "$out/shadow.txt"
+
+# 4. The hand-rolled Python baseline, then the gateway again right after.
+venv=.cache/venv-baseline
+if [ "$(cat "$venv/requirements.installed" 2>/dev/null)" != "$(cat benches/python/requirements.txt)" ]; then
+  rm -rf "$venv" && python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r benches/python/requirements.txt
+  cp benches/python/requirements.txt "$venv/requirements.installed"
+fi
+stubs=$out/pystubs
+rm -rf "$stubs" && mkdir -p "$stubs"
+"$venv/bin/python" -m grpc_tools.protoc -Iproto --python_out="$stubs" --grpc_python_out="$stubs" proto/modelgate/v1/predict.proto
+touch "$stubs/modelgate/__init__.py" "$stubs/modelgate/v1/__init__.py"
+"$venv/bin/python" benches/python/baseline_server.py "$stubs" models/repository/breast-cancer/1/model.onnx breast-cancer \
+  >"$out/python.out" 2>"$out/python.log" &
+pids+=($!)
+for _ in $(seq 1 200); do grep -q '^listening on' "$out/python.out" 2>/dev/null && break; sleep 0.1; done
+py=$(sed -n 's/^listening on //p' "$out/python.out")
+for c in 1 8; do
+  load "python:breast-cancer:$c" "$py" breast-cancer "$c"
+  load "gateway-again:breast-cancer:$c" "$gw" breast-cancer "$c"
+done
+
+python3 - "$results" "$out/shadow/results.jsonl" "$cores" <<'PY'
+import json, statistics, sys
+rows = {json.loads(l)["bench"]: json.loads(l) for l in open(sys.argv[1])}
+shadow = [json.loads(l) for l in open(sys.argv[2])]
+cores = int(sys.argv[3])
+g = lambda k: rows.get(k)
 print()
-print("breast-cancer v1, batch 1 (latency in µs; overhead = gateway − raw ORT, same run)")
-print(f"{'conc':>4} | {'raw p50':>8} {'raw p99':>8} {'raw rps':>9} | {'gw p50':>8} {'gw p99':>8} {'gw rps':>9} {'errors':>6} | {'+p50':>7} {'+p99':>7}")
-for c in sorted(by):
-    raw, gw = by[c].get("raw-ort"), by[c].get("gateway")
-    if not raw or not gw:
-        continue
-    print(f"{c:>4} | {raw['p50_us']:>8} {raw['p99_us']:>8} {raw['rps']:>9.0f} | {gw['p50_us']:>8} {gw['p99_us']:>8} "
-          f"{gw['rps']:>9.0f} {gw['errors']:>6} | {gw['p50_us']-raw['p50_us']:>+7} {gw['p99_us']-raw['p99_us']:>+7}")
+print(f"modelgate bench — {cores} cores, batch-1 requests, one run (µs; ratios from this run)")
+print()
+print("1. raw ONNX Runtime in process vs the gateway")
+print(f"   {'model':<14} {'conc':>4} | {'raw p50':>7} {'raw p99':>7} {'raw req/s':>9} | {'gw p50':>7} {'gw p99':>7} {'gw req/s':>9} | {'+p50':>6} {'+p99':>6} {'gw/raw req/s':>12}")
+for model, levels in (("breast-cancer", (1, 8, 32)), ("cnn", (1, cores))):
+    for c in levels:
+        r, w = g(f"raw:{model}:{c}"), g(f"gateway:{model}:{c}")
+        if r and w:
+            print(f"   {model:<14} {c:>4} | {r['p50_us']:>7} {r['p99_us']:>7} {r['rps']:>9.0f} | {w['p50_us']:>7} {w['p99_us']:>7} {w['rps']:>9.0f} | "
+                  f"{w['p50_us']-r['p50_us']:>+6} {w['p99_us']-r['p99_us']:>+6} {w['rps']/r['rps']:>12.2f}")
+print()
+print("2. dynamic batching at concurrency 32 (max_batch 1 vs 32)")
+print(f"   {'model':<14} | {'off rows/s':>10} {'off p99':>7} | {'on rows/s':>10} {'on p99':>7} | {'on/off rows/s':>13}")
+for model in ("breast-cancer", "cnn"):
+    a, b = g(f"batch1:{model}:32"), g(f"batch32:{model}:32")
+    if a and b:
+        print(f"   {model:<14} | {a['rows_per_s']:>10.0f} {a['p99_us']:>7} | {b['rows_per_s']:>10.0f} {b['p99_us']:>7} | {b['rows_per_s']/a['rows_per_s']:>13.2f}")
+print()
+off = [r for r in shadow if r["bench"] == "shadow-off"]
+on = [r for r in shadow if r["bench"] == "shadow-on"]
+if off and on:
+    med = statistics.median
+    print("3. shadow v2 mirroring 100% beside champion v1, concurrency 8, alternated rounds")
+    print(f"   champion p50 off/on (median) {med([r['p50_us'] for r in off]):.0f} / {med([r['p50_us'] for r in on]):.0f};"
+          f" p99 {med([r['p99_us'] for r in off]):.0f} / {med([r['p99_us'] for r in on]):.0f};"
+          f" p99 on/off {med([r['p99_us'] for r in on]) / max(med([r['p99_us'] for r in off]), 1):.2f} (drops: see the shadow table above)")
+    print()
+print("4. hand-rolled Python grpcio + onnxruntime vs the gateway, breast-cancer v1, same proto and rows")
+print(f"   {'conc':>4} | {'py p50':>7} {'py p99':>7} {'py req/s':>9} | {'gw p50':>7} {'gw p99':>7} {'gw req/s':>9} | {'gw/py req/s':>11}")
+for c in (1, 8):
+    p, w = g(f"python:breast-cancer:{c}"), g(f"gateway-again:breast-cancer:{c}")
+    if p and w:
+        print(f"   {c:>4} | {p['p50_us']:>7} {p['p99_us']:>7} {p['rps']:>9.0f} | {w['p50_us']:>7} {w['p99_us']:>7} {w['rps']:>9.0f} | {w['rps']/p['rps']:>11.2f}")
 PY

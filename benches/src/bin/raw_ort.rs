@@ -22,11 +22,10 @@ struct Args {
     duration: f64,
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// Rows per run (the input's first dimension); the other dimensions come
+    /// from the model (dynamic ones other than the first are set to 1).
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Width of the input's second dimension.
-    #[arg(long, default_value_t = 30)]
-    features: usize,
     #[arg(long, default_value = "raw-ort")]
     label: String,
 }
@@ -54,8 +53,16 @@ fn main() -> anyhow::Result<()> {
         };
         let mut session = build().map_err(|e| anyhow::anyhow!("build session: {e}"))?;
         let input_name = session.inputs()[0].name().to_string();
-        let data = modelgate_benches::features(args.batch, args.features);
-        let shape = vec![args.batch as i64, args.features as i64];
+        let ort::value::ValueType::Tensor { shape: dims, .. } = session.inputs()[0].dtype() else {
+            anyhow::bail!("the model's first input is not a tensor");
+        };
+        let shape: Vec<i64> = dims
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| if i == 0 { args.batch as i64 } else { d.max(1) })
+            .collect();
+        let width = shape.iter().skip(1).product::<i64>().max(1) as usize;
+        let data = modelgate_benches::features(args.batch, width);
         handles.push(std::thread::spawn(move || -> anyhow::Result<hdrhistogram::Histogram<u64>> {
             let mut h = modelgate_benches::histogram();
             loop {
