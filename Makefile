@@ -41,6 +41,7 @@ bench: ort
 	$(CARGO) build --release -p modelgate -p modelgate-benches
 	scripts/bench.sh
 	scripts/bench-rollback.sh
+	scripts/bench-memory.sh
 	target/release/window_bench
 
 ## Regenerate models/ (needs PyPI; see models/README.md).

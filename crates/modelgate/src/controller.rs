@@ -792,25 +792,43 @@ impl Controller {
                 continue;
             }
             tracing::warn!(model, version, trigger, reason = %reason, "soft trigger");
-            let mut events = vec![rollout.alert(now, trigger, reason.clone(), numbers)];
-            if route.entry.config.triggers.pause_on_alert && !rollout.is_paused() {
-                match rollout.pause(now, &Actor::system(), Some(format!("pause_on_alert: {reason}"))) {
-                    Ok(ev) => {
-                        events.extend(ev);
-                        changed = true;
-                    }
-                    Err(e) => tracing::warn!(model, error = %e, "pause_on_alert could not pause"),
-                }
-            }
-            let lines: Vec<String> = events.iter().filter_map(|e| serde_json::to_string(e).ok()).collect();
-            match self.store.append_events(&lines) {
-                Ok(()) => self.count_events(&events),
-                Err(e) => tracing::error!(model, error = %e, "cannot record a soft-trigger alert"),
-            }
+            let pause = route.entry.config.triggers.pause_on_alert;
+            changed |= self.raise_alert(model, rollout, trigger, reason, numbers, pause);
         }
         if changed {
             inner.state.rollouts.insert(model.to_string(), rollout.clone());
             self.publish(&inner.state, model);
+        }
+        changed
+    }
+
+    /// Records one ALERT audit event (and, when `pause`, pauses the rollout
+    /// for a person to decide). Returns whether the rollout changed.
+    fn raise_alert(
+        &self,
+        model: &str,
+        rollout: &mut Rollout,
+        trigger: &str,
+        reason: String,
+        numbers: BTreeMap<String, f64>,
+        pause: bool,
+    ) -> bool {
+        let now = now_ms();
+        let mut changed = false;
+        let mut events = vec![rollout.alert(now, trigger, reason.clone(), numbers)];
+        if pause && !rollout.is_paused() {
+            match rollout.pause(now, &Actor::system(), Some(format!("pause_on_alert: {reason}"))) {
+                Ok(ev) => {
+                    events.extend(ev);
+                    changed = true;
+                }
+                Err(e) => tracing::warn!(model, error = %e, "pause_on_alert could not pause"),
+            }
+        }
+        let lines: Vec<String> = events.iter().filter_map(|e| serde_json::to_string(e).ok()).collect();
+        match self.store.append_events(&lines) {
+            Ok(()) => self.count_events(&events),
+            Err(e) => tracing::error!(model, error = %e, "cannot record a soft-trigger alert"),
         }
         changed
     }
@@ -978,24 +996,8 @@ impl Controller {
                 ("champion_scores".to_string(), champion.len() as f64),
                 ("candidate_scores".to_string(), candidate.len() as f64),
             ]);
-            let mut events = vec![rollout.alert(now_ms(), "psi", reason.clone(), numbers)];
-            if psi.level == PsiLevel::Alert
-                && route.entry.config.triggers.pause_on_alert
-                && !rollout.is_paused()
-            {
-                match rollout.pause(now_ms(), &Actor::system(), Some(format!("pause_on_alert: {reason}"))) {
-                    Ok(ev) => {
-                        events.extend(ev);
-                        changed = true;
-                    }
-                    Err(e) => tracing::warn!(model, error = %e, "pause_on_alert could not pause"),
-                }
-            }
-            let lines: Vec<String> = events.iter().filter_map(|e| serde_json::to_string(e).ok()).collect();
-            match self.store.append_events(&lines) {
-                Ok(()) => self.count_events(&events),
-                Err(e) => tracing::error!(model, error = %e, "cannot record a soft-trigger alert"),
-            }
+            let pause = psi.level == PsiLevel::Alert && route.entry.config.triggers.pause_on_alert;
+            changed |= self.raise_alert(model, rollout, "psi", reason, numbers, pause);
         }
         if changed {
             inner.state.rollouts.insert(model.to_string(), rollout.clone());
