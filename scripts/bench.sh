@@ -5,7 +5,9 @@
 #   1. raw ONNX Runtime in process (same session settings) vs the gateway,
 #      batch 1: breast-cancer v1 at concurrency 1, 8, 32; the heavier cnn at
 #      concurrency 1 and = cores;
-#   2. dynamic batching off (max_batch = 1) vs on (32) at concurrency 32;
+#   2. dynamic batching off (max_batch = 1) vs on (32) at concurrency 32, for
+#      breast-cancer v1, the cnn and a wide MLP whose 16 MiB of weights are
+#      streamed per call (benches/python/make_mlp.py, generated here);
 #   3. shadow off/on alternated (scripts/bench-shadow.sh);
 #   4. a hand-rolled Python grpcio + onnxruntime server (benches/python)
 #      speaking the same Predict proto, same load and rows, concurrency 1 and 8.
@@ -42,6 +44,15 @@ raw() { # raw <label> <model file> <concurrency>
   target/release/raw_ort --model "$2" --concurrency "$3" --duration "$secs" --label "$1" | tee -a "$results"
 }
 
+# The Python side: the baseline server and the batching model's generator.
+venv=.cache/venv-baseline
+if [ "$(cat "$venv/requirements.installed" 2>/dev/null)" != "$(cat benches/python/requirements.txt)" ]; then
+  rm -rf "$venv" && python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r benches/python/requirements.txt
+  cp benches/python/requirements.txt "$venv/requirements.installed"
+fi
+"$venv/bin/python" benches/python/make_mlp.py "$out/mlp.onnx"
+
 echo "machine: $cores cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 
 # 1. Raw ORT vs the gateway (the bundled repository, default settings).
@@ -60,13 +71,15 @@ done
 for mb in 1 32; do
   repo=$out/batch-$mb/repo
   rm -rf "$repo" && mkdir -p "$repo"
-  for m in breast-cancer cnn; do
-    mkdir -p "$repo/$m/1" && cp "models/repository/$m/1/model.onnx" "$repo/$m/1/"
+  for m in breast-cancer cnn mlp; do
+    mkdir -p "$repo/$m/1"
+    if [ "$m" = mlp ]; then cp "$out/mlp.onnx" "$repo/$m/1/model.onnx"; else cp "models/repository/$m/1/model.onnx" "$repo/$m/1/"; fi
     printf 'intra_op_threads = 1\nqueue_capacity = 1024\nmax_batch = %s\n' "$mb" >"$repo/$m/model.toml"
   done
   serve "batch-$mb" "$repo"
-  load "batch$mb:breast-cancer:32" "$addr" breast-cancer 32
-  load "batch$mb:cnn:32" "$addr" cnn 32
+  for m in breast-cancer cnn mlp; do
+    load "batch$mb:$m:32" "$addr" "$m" 32
+  done
 done
 
 # 3. Shadow isolation (its own gateway; alternated rounds).
@@ -74,12 +87,6 @@ BENCH_SECONDS=$secs scripts/bench-shadow.sh >"$out/shadow.txt"
 cat "$out/shadow.txt"
 
 # 4. The hand-rolled Python baseline, then the gateway again right after.
-venv=.cache/venv-baseline
-if [ "$(cat "$venv/requirements.installed" 2>/dev/null)" != "$(cat benches/python/requirements.txt)" ]; then
-  rm -rf "$venv" && python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r benches/python/requirements.txt
-  cp benches/python/requirements.txt "$venv/requirements.installed"
-fi
 stubs=$out/pystubs
 rm -rf "$stubs" && mkdir -p "$stubs"
 "$venv/bin/python" -m grpc_tools.protoc -Iproto --python_out="$stubs" --grpc_python_out="$stubs" proto/modelgate/v1/predict.proto
@@ -114,7 +121,7 @@ for model, levels in (("breast-cancer", (1, 8, 32)), ("cnn", (1, cores))):
 print()
 print("2. dynamic batching at concurrency 32 (max_batch 1 vs 32)")
 print(f"   {'model':<14} | {'off rows/s':>10} {'off p99':>7} | {'on rows/s':>10} {'on p99':>7} | {'on/off rows/s':>13}")
-for model in ("breast-cancer", "cnn"):
+for model in ("breast-cancer", "cnn", "mlp"):
     a, b = g(f"batch1:{model}:32"), g(f"batch32:{model}:32")
     if a and b:
         print(f"   {model:<14} | {a['rows_per_s']:>10.0f} {a['p99_us']:>7} | {b['rows_per_s']:>10.0f} {b['p99_us']:>7} | {b['rows_per_s']/a['rows_per_s']:>13.2f}")
