@@ -42,6 +42,7 @@ bench: ort
 	scripts/bench.sh
 	scripts/bench-rollback.sh
 	scripts/bench-memory.sh
+	target/release/allocs_per_request
 	target/release/window_bench
 
 ## Regenerate models/ (needs PyPI; see models/README.md).

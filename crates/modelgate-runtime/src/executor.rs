@@ -319,7 +319,7 @@ fn worker(slot: usize, tickets: crossbeam_channel::Receiver<Arc<VersionQueue>>) 
         // a hint that the queue has work, not a claim on a particular job.
         let Some(job) = queue.jobs.pop() else { continue };
         if queue.batching.max_batch <= 1 {
-            run_jobs(slot, &queue, vec![job]);
+            run_jobs(slot, &queue, job, Vec::new());
         } else {
             run_batches(slot, &queue, job);
         }
@@ -333,14 +333,15 @@ fn run_batches(slot: usize, queue: &VersionQueue, first: InferJob) {
     let mut next = Some(first);
     while let Some(first) = next.take() {
         let mut rows = first.rows();
-        let mut jobs = vec![first];
+        // The rest of the batch: no allocation when the first job is alone.
+        let mut rest = Vec::new();
         let until = Instant::now() + b.max_queue_delay;
         'gather: loop {
             while rows < b.max_batch {
                 match queue.jobs.pop() {
                     Some(j) if rows + j.rows() <= b.max_batch => {
                         rows += j.rows();
-                        jobs.push(j);
+                        rest.push(j);
                     }
                     Some(j) => {
                         next = Some(j);
@@ -356,7 +357,7 @@ fn run_batches(slot: usize, queue: &VersionQueue, first: InferJob) {
             // Waiting for more (max_queue_delay > 0): a short sleep, not a spin.
             std::thread::sleep((until - now).min(Duration::from_micros(50)));
         }
-        run_jobs(slot, queue, jobs);
+        run_jobs(slot, queue, first, rest);
     }
 }
 
@@ -370,22 +371,23 @@ impl InferJob {
 /// Drops jobs nobody waits for any more and answers those whose deadline
 /// passed; returns the rest.
 fn admit(queue: &VersionQueue, jobs: Vec<InferJob>, started: Instant) -> Vec<InferJob> {
-    jobs.into_iter()
-        .filter_map(|job| {
-            if job.reply.is_closed() {
-                // The client went away (cancelled, or its deadline fired in the handler).
-                queue.stats.abandoned.fetch_add(1, Ordering::Relaxed);
-                return None;
-            }
-            if job.deadline.is_some_and(|d| d <= started) {
-                queue.stats.expired.fetch_add(1, Ordering::Relaxed);
-                let waited = started.duration_since(job.enqueued);
-                let _ = job.reply.send(Err(RunError::DeadlineExceeded { waited }));
-                return None;
-            }
-            Some(job)
-        })
-        .collect()
+    jobs.into_iter().filter_map(|job| admit_one(queue, job, started)).collect()
+}
+
+/// The job, unless nobody waits for it any more or its deadline passed.
+fn admit_one(queue: &VersionQueue, job: InferJob, started: Instant) -> Option<InferJob> {
+    if job.reply.is_closed() {
+        // The client went away (cancelled, or its deadline fired in the handler).
+        queue.stats.abandoned.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    if job.deadline.is_some_and(|d| d <= started) {
+        queue.stats.expired.fetch_add(1, Ordering::Relaxed);
+        let waited = started.duration_since(job.enqueued);
+        let _ = job.reply.send(Err(RunError::DeadlineExceeded { waited }));
+        return None;
+    }
+    Some(job)
 }
 
 /// The inference span of one job (its queue wait ends here), and the job's
@@ -466,8 +468,16 @@ fn run_one(slot: usize, queue: &VersionQueue, mut job: InferJob, started: Instan
 /// Runs `jobs` (all of `queue`'s version): alone when there is one, else as
 /// one batch. A batch that cannot be stacked, or that fails, is run request
 /// by request, so an error lands only on the request that caused it.
-fn run_jobs(slot: usize, queue: &VersionQueue, jobs: Vec<InferJob>) {
+fn run_jobs(slot: usize, queue: &VersionQueue, first: InferJob, rest: Vec<InferJob>) {
     let started = Instant::now();
+    if rest.is_empty() {
+        if let Some(job) = admit_one(queue, first, started) {
+            run_one(slot, queue, job, started);
+        }
+        return;
+    }
+    let mut jobs = rest;
+    jobs.insert(0, first);
     let mut jobs = admit(queue, jobs, started);
     if jobs.len() <= 1 {
         if let Some(job) = jobs.pop() {

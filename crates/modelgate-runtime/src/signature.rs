@@ -1,7 +1,6 @@
 //! A model's signature (input and output names, dtypes, shapes) and the check
 //! every request passes before it is queued.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use crate::tensor::{DataType, Tensor, element_count};
@@ -140,18 +139,29 @@ impl Signature {
         if inputs.is_empty() {
             return Err(InputError::NoInputs { expected: self.input_list() });
         }
-        let mut seen: HashMap<&str, &Tensor> = HashMap::with_capacity(inputs.len());
-        for t in inputs {
-            if seen.insert(t.name.as_str(), t).is_some() {
+        // Models have a handful of inputs: linear scans, no allocation on the
+        // request path.
+        for (i, t) in inputs.iter().enumerate() {
+            if inputs[..i].iter().any(|u| u.name == t.name) {
                 return Err(InputError::Duplicate { name: t.name.clone() });
             }
             if !self.inputs.iter().any(|s| s.name == t.name) {
                 return Err(InputError::Unknown { name: t.name.clone(), expected: self.input_list() });
             }
         }
-        let mut symbols: HashMap<&str, (&str, i64)> = HashMap::new();
-        for spec in &self.inputs {
-            let Some(t) = seen.get(spec.name.as_str()) else {
+        let find = |name: &str| inputs.iter().find(|t| t.name == name);
+        // The first value a symbolic dimension took, from the inputs before.
+        let first_value = |upto: usize, sym: &str| -> Option<(&str, i64)> {
+            self.inputs[..upto].iter().find_map(|spec| {
+                let t = find(&spec.name)?;
+                spec.dims.iter().zip(&t.shape).find_map(|(d, &v)| match d {
+                    Dim::Dynamic(Some(s)) if s == sym => Some((t.name.as_str(), v)),
+                    _ => None,
+                })
+            })
+        };
+        for (index, spec) in self.inputs.iter().enumerate() {
+            let Some(t) = find(&spec.name) else {
                 let given = inputs.iter().map(|t| format!("'{}'", t.name)).collect::<Vec<_>>().join(", ");
                 return Err(InputError::Missing {
                     name: spec.name.clone(),
@@ -171,25 +181,28 @@ impl Signature {
             if t.shape.len() != spec.dims.len() {
                 return Err(shape_err());
             }
-            for (&got, dim) in t.shape.iter().zip(&spec.dims) {
+            for (j, (&got, dim)) in t.shape.iter().zip(&spec.dims).enumerate() {
                 if got < 0 {
                     return Err(shape_err());
                 }
                 match dim {
                     Dim::Fixed(n) if *n != got => return Err(shape_err()),
                     Dim::Dynamic(Some(sym)) => {
-                        if let Some(&(first, value)) = symbols.get(sym.as_str()) {
-                            if value != got {
-                                return Err(InputError::SymbolMismatch {
-                                    symbol: sym.clone(),
-                                    first: first.to_string(),
-                                    first_value: value,
-                                    second: t.name.clone(),
-                                    second_value: got,
-                                });
-                            }
-                        } else {
-                            symbols.insert(sym.as_str(), (t.name.as_str(), got));
+                        // Earlier inputs first, then earlier dimensions of this one.
+                        let same_tensor = spec.dims[..j].iter().zip(&t.shape).find_map(|(d, &v)| match d {
+                            Dim::Dynamic(Some(s)) if s == sym => Some((t.name.as_str(), v)),
+                            _ => None,
+                        });
+                        if let Some((first, value)) = first_value(index, sym).or(same_tensor)
+                            && value != got
+                        {
+                            return Err(InputError::SymbolMismatch {
+                                symbol: sym.clone(),
+                                first: first.to_string(),
+                                first_value: value,
+                                second: t.name.clone(),
+                                second_value: got,
+                            });
                         }
                     }
                     _ => {}

@@ -566,8 +566,15 @@ impl Gateway {
                 GatewayError::Inference { model: model.name.clone(), version: version.version, message }
             }
         })?;
-        self.outcomes
-            .served(&req.request_id, Served { model: model.name.clone(), version: version.version, role });
+        // Remembered for joining outcomes by request id only while a rollout
+        // runs: outside one there is nothing to compare them with, and the
+        // cache costs several allocations per request.
+        if model.rollout_id.is_some() {
+            self.outcomes.served(
+                &req.request_id,
+                Served { model: model.name.clone(), version: version.version, role },
+            );
+        }
         if !shadows.is_empty() {
             self.compare_shadows(
                 model,
