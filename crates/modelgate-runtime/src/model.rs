@@ -249,7 +249,29 @@ fn to_ort(t: &Tensor) -> Result<SessionInputValue<'_>, String> {
     ) -> ort::Result<SessionInputValue<'a>> {
         TensorRef::from_array_view((shape, data)).map(SessionInputValue::from)
     }
+    /// Raw little-endian bytes read in place as `T` when the buffer is
+    /// aligned for it (and the host is little-endian); `None` otherwise.
+    fn cast<T: bytemuck::Pod>(bytes: &[u8]) -> Option<&[T]> {
+        if cfg!(target_endian = "little") { bytemuck::try_cast_slice(bytes).ok() } else { None }
+    }
     let shape = t.shape.as_slice();
+    if let TensorData::Raw { dtype, bytes } = &t.data {
+        let in_place = match dtype {
+            DataType::Float32 => cast::<f32>(bytes).map(|v| view(shape, v)),
+            DataType::Float64 => cast::<f64>(bytes).map(|v| view(shape, v)),
+            DataType::Int32 => cast::<i32>(bytes).map(|v| view(shape, v)),
+            DataType::Int64 => cast::<i64>(bytes).map(|v| view(shape, v)),
+            DataType::Uint8 => cast::<u8>(bytes).map(|v| view(shape, v)),
+            DataType::Int8 => cast::<i8>(bytes).map(|v| view(shape, v)),
+            DataType::Bool | DataType::String => None,
+        };
+        if let Some(r) = in_place {
+            return r.map_err(|e| format!("input '{}': {e}", t.name));
+        }
+        // Unaligned: decode into an owned tensor (the one copy).
+        let owned = Tensor::new(t.name.clone(), t.shape.clone(), t.data.owned().into_owned());
+        return to_ort_owned(owned);
+    }
     let r = match &t.data {
         TensorData::Float32(v) => view(shape, v),
         TensorData::Float64(v) => view(shape, v),
@@ -260,8 +282,26 @@ fn to_ort(t: &Tensor) -> Result<SessionInputValue<'_>, String> {
         TensorData::Int8(v) => view(shape, v),
         TensorData::String(v) => OrtTensor::from_string_array((shape.to_vec(), v.as_slice()))
             .map(|x| SessionInputValue::from(x.into_dyn())),
+        TensorData::Raw { .. } => unreachable!("handled above"),
     };
     r.map_err(|e| format!("input '{}': {e}", t.name))
+}
+
+/// An owned ORT input (for raw bytes that were not aligned).
+fn to_ort_owned(t: Tensor) -> Result<SessionInputValue<'static>, String> {
+    let shape = t.shape;
+    let r = match t.data {
+        TensorData::Float32(v) => OrtTensor::from_array((shape, v)).map(|x| x.into_dyn()),
+        TensorData::Float64(v) => OrtTensor::from_array((shape, v)).map(|x| x.into_dyn()),
+        TensorData::Int32(v) => OrtTensor::from_array((shape, v)).map(|x| x.into_dyn()),
+        TensorData::Int64(v) => OrtTensor::from_array((shape, v)).map(|x| x.into_dyn()),
+        TensorData::Uint8(v) => OrtTensor::from_array((shape, v)).map(|x| x.into_dyn()),
+        TensorData::Int8(v) => OrtTensor::from_array((shape, v)).map(|x| x.into_dyn()),
+        TensorData::Bool(v) => OrtTensor::from_array((shape, v)).map(|x| x.into_dyn()),
+        TensorData::String(v) => OrtTensor::from_string_array((shape, v.as_slice())).map(|x| x.into_dyn()),
+        TensorData::Raw { .. } => return Err(format!("input '{}': undecodable raw contents", t.name)),
+    };
+    r.map(SessionInputValue::from).map_err(|e| format!("input '{}': {e}", t.name))
 }
 
 fn from_ort(name: &str, dtype: DataType, value: &DynValue) -> Result<Tensor, String> {

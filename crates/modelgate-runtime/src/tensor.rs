@@ -67,7 +67,7 @@ impl fmt::Display for DataType {
 }
 
 /// Typed, row-major elements of a tensor.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum TensorData {
     Float32(Vec<f32>),
     Float64(Vec<f64>),
@@ -77,6 +77,34 @@ pub enum TensorData {
     Uint8(Vec<u8>),
     Int8(Vec<i8>),
     String(Vec<String>),
+    /// Little-endian numeric elements (not BOOL or STRING) still in the
+    /// request's buffer: ONNX Runtime reads them in place when the buffer is
+    /// aligned for the type (copied only when it is not). See
+    /// [`TensorData::from_raw_bytes`].
+    Raw {
+        dtype: DataType,
+        bytes: bytes::Bytes,
+    },
+}
+
+impl PartialEq for TensorData {
+    /// Equal when the dtypes and the elements are, however they are held.
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Raw { .. }, _) | (_, Self::Raw { .. }) => {
+                self.dtype() == other.dtype() && *self.owned() == *other.owned()
+            }
+            (Self::Float32(a), Self::Float32(b)) => a == b,
+            (Self::Float64(a), Self::Float64(b)) => a == b,
+            (Self::Int32(a), Self::Int32(b)) => a == b,
+            (Self::Int64(a), Self::Int64(b)) => a == b,
+            (Self::Bool(a), Self::Bool(b)) => a == b,
+            (Self::Uint8(a), Self::Uint8(b)) => a == b,
+            (Self::Int8(a), Self::Int8(b)) => a == b,
+            (Self::String(a), Self::String(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 impl TensorData {
@@ -90,6 +118,40 @@ impl TensorData {
             Self::Uint8(_) => DataType::Uint8,
             Self::Int8(_) => DataType::Int8,
             Self::String(_) => DataType::String,
+            Self::Raw { dtype, .. } => *dtype,
+        }
+    }
+
+    /// The elements in their typed form: borrowed unless they are still raw
+    /// bytes, which are decoded.
+    pub fn owned(&self) -> std::borrow::Cow<'_, TensorData> {
+        match self {
+            Self::Raw { dtype, bytes } => {
+                let n = dtype.element_size().map_or(0, |size| bytes.len() / size);
+                // The length was checked when the bytes were accepted.
+                std::borrow::Cow::Owned(Self::from_raw(*dtype, bytes, n).unwrap_or(Self::Uint8(Vec::new())))
+            }
+            other => std::borrow::Cow::Borrowed(other),
+        }
+    }
+
+    /// Like [`TensorData::from_raw`], but numeric elements stay in `bytes`
+    /// (no copy); BOOL and STRING are decoded (they must be checked).
+    pub fn from_raw_bytes(
+        dtype: DataType,
+        bytes: bytes::Bytes,
+        elements: usize,
+    ) -> Result<Self, RawDecodeError> {
+        match dtype {
+            DataType::Bool | DataType::String => Self::from_raw(dtype, &bytes, elements),
+            _ => {
+                let size = dtype.element_size().unwrap_or(1);
+                let expected = elements.checked_mul(size).ok_or(RawDecodeError::TooLarge)?;
+                if bytes.len() != expected {
+                    return Err(RawDecodeError::Length { got: bytes.len(), expected, elements, dtype });
+                }
+                Ok(Self::Raw { dtype, bytes })
+            }
         }
     }
 
@@ -104,6 +166,7 @@ impl TensorData {
             Self::Uint8(v) => v.len(),
             Self::Int8(v) => v.len(),
             Self::String(v) => v.len(),
+            Self::Raw { dtype, bytes } => dtype.element_size().map_or(0, |size| bytes.len() / size),
         }
     }
 
@@ -177,6 +240,7 @@ impl TensorData {
                 }
                 out
             }
+            Self::Raw { bytes, .. } => bytes.to_vec(),
         }
     }
 }
@@ -256,7 +320,8 @@ impl TensorData {
     /// Appends `other`'s elements; `false` (nothing appended) when the
     /// dtypes differ.
     fn extend_from(&mut self, other: &TensorData) -> bool {
-        match (self, other) {
+        let other = other.owned();
+        match (self, &*other) {
             (Self::Float32(a), Self::Float32(b)) => a.extend_from_slice(b),
             (Self::Float64(a), Self::Float64(b)) => a.extend_from_slice(b),
             (Self::Int32(a), Self::Int32(b)) => a.extend_from_slice(b),
@@ -272,7 +337,7 @@ impl TensorData {
 
     /// The elements `range`, copied.
     fn slice(&self, range: std::ops::Range<usize>) -> Option<Self> {
-        Some(match self {
+        Some(match &*self.owned() {
             Self::Float32(v) => Self::Float32(v.get(range)?.to_vec()),
             Self::Float64(v) => Self::Float64(v.get(range)?.to_vec()),
             Self::Int32(v) => Self::Int32(v.get(range)?.to_vec()),
@@ -281,6 +346,7 @@ impl TensorData {
             Self::Uint8(v) => Self::Uint8(v.get(range)?.to_vec()),
             Self::Int8(v) => Self::Int8(v.get(range)?.to_vec()),
             Self::String(v) => Self::String(v.get(range)?.to_vec()),
+            Self::Raw { .. } => return None,
         })
     }
 }

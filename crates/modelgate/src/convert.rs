@@ -104,7 +104,7 @@ pub fn tensor_from_pb(t: pb::Tensor) -> Result<Tensor, BadRequest> {
                 shape_str(&t.shape)
             )));
         }
-        TensorData::from_raw(dtype, &t.raw, elements).map_err(|e| bad(e.to_string()))?
+        TensorData::from_raw_bytes(dtype, t.raw, elements).map_err(|e| bad(e.to_string()))?
     } else {
         let data = typed_data(
             dtype,
@@ -171,10 +171,14 @@ pub fn tensor_to_pb(t: Tensor, typed: bool) -> pb::Tensor {
         ..Default::default()
     };
     if !typed {
-        out.raw = t.data.to_raw().into();
+        out.raw = match t.data {
+            // Still the bytes that came in: no copy.
+            TensorData::Raw { bytes, .. } => bytes,
+            data => data.to_raw().into(),
+        };
         return out;
     }
-    match t.data {
+    match t.data.owned().into_owned() {
         TensorData::Float32(v) => out.float_data = v,
         TensorData::Float64(v) => out.double_data = v,
         TensorData::Int32(v) => out.int_data = v,
@@ -183,6 +187,7 @@ pub fn tensor_to_pb(t: Tensor, typed: bool) -> pb::Tensor {
         TensorData::Int64(v) => out.int64_data = v,
         TensorData::Bool(v) => out.bool_data = v,
         TensorData::String(v) => out.string_data = v.into_iter().map(String::into_bytes).collect(),
+        TensorData::Raw { bytes, .. } => out.raw = bytes,
     }
     out
 }
@@ -190,7 +195,12 @@ pub fn tensor_to_pb(t: Tensor, typed: bool) -> pb::Tensor {
 /// Decodes a response tensor (raw or typed) back into a runtime tensor; used by
 /// the CLI and tests.
 pub fn output_from_pb(t: pb::Tensor) -> Result<Tensor, BadRequest> {
-    tensor_from_pb(t).map_err(|e| BadRequest(e.0.replacen("input", "output", 1)))
+    let mut t = tensor_from_pb(t).map_err(|e| BadRequest(e.0.replacen("input", "output", 1)))?;
+    // Callers read the elements: decode raw bytes once here.
+    if matches!(t.data, TensorData::Raw { .. }) {
+        t.data = t.data.owned().into_owned();
+    }
+    Ok(t)
 }
 
 /// A declared tensor as metadata.

@@ -190,7 +190,7 @@ pub fn inputs_from_request(
                 bad(format!("shape {} has a negative dimension or is too large", shape_str(&t.shape)))
             })?;
             let data = match raw.next() {
-                Some(bytes) => TensorData::from_raw(dtype, &bytes, elements).map_err(|e| bad(e.to_string()))?,
+                Some(bytes) => TensorData::from_raw_bytes(dtype, bytes, elements).map_err(|e| bad(e.to_string()))?,
                 None => {
                     let contents = t.contents.unwrap_or_default();
                     let filled = filled_fields(&contents);

@@ -252,6 +252,7 @@ fn element_json(data: &TensorData, i: usize) -> Value {
         TensorData::Uint8(v) => Value::from(v[i]),
         TensorData::Int8(v) => Value::from(v[i]),
         TensorData::String(v) => Value::from(v[i].clone()),
+        TensorData::Raw { .. } => element_json(&data.owned(), i),
     }
 }
 
