@@ -241,6 +241,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         let notify = Arc::clone(&draining);
         async move {
             let serve = tonic::transport::Server::builder()
+                // Tensors are large messages: HTTP/2's 64 KiB default windows
+                // would stall a client on WINDOW_UPDATE round trips.
+                .initial_stream_window_size(Some(1 << 20))
+                .initial_connection_window_size(Some(4 << 20))
                 .layer(tower::util::MapResponseLayer::new(oversize_to_resource_exhausted))
                 .add_service(predict)
                 .add_service(kserve)
