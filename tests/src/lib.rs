@@ -273,3 +273,28 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// A canary of `candidate` for breast-cancer: `percent`, then 100, each step
+/// needing `min_samples` and no minimum duration.
+pub fn canary_plan(
+    candidate: i64,
+    percent: u32,
+    min_samples: u64,
+    auto_advance: bool,
+) -> modelgate_proto::v1::StartRolloutRequest {
+    modelgate_proto::v1::StartRolloutRequest {
+        model: "breast-cancer".into(),
+        plan: Some(modelgate_proto::v1::start_rollout_request::Plan::Canary(
+            modelgate_proto::v1::CanaryPlan {
+                candidate,
+                steps: vec![
+                    modelgate_proto::v1::CanaryStep { percent, min_duration_secs: 0, min_samples },
+                    modelgate_proto::v1::CanaryStep { percent: 100, min_duration_secs: 0, min_samples },
+                ],
+                auto_advance,
+            },
+        )),
+        reason: String::new(),
+        triggers: None,
+    }
+}

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use modelgate_proto::v1 as pb;
 use modelgate_tests::*;
 
 fn labels(s: &prometheus_parse::Sample) -> HashMap<String, String> {
@@ -83,19 +82,7 @@ async fn metrics_are_scraped_and_parse() {
     assert_eq!(c.predict(short).await.unwrap_err().code(), tonic::Code::InvalidArgument);
 
     // A NaN canary that the hard trigger rolls back.
-    let plan = pb::StartRolloutRequest {
-        model: "breast-cancer".into(),
-        plan: Some(pb::start_rollout_request::Plan::Canary(pb::CanaryPlan {
-            candidate: 1,
-            steps: vec![
-                pb::CanaryStep { percent: 50, min_duration_secs: 3600, min_samples: 1_000_000 },
-                pb::CanaryStep { percent: 100, min_duration_secs: 3600, min_samples: 1_000_000 },
-            ],
-            auto_advance: false,
-        })),
-        reason: String::new(),
-        triggers: None,
-    };
+    let plan = canary_plan(1, 50, 1_000_000, false);
     a.start_rollout(plan).await.unwrap();
     let (_, mid) = scrape(&server).await;
     assert_eq!(

@@ -20,19 +20,9 @@ async fn canary_rolls_back(
     let server = start(&repo, |c| c.tick = Duration::from_millis(50)).await;
     let mut a = admin(&server, None).await;
     let mut c = client(&server).await;
-    let start_canary = pb::StartRolloutRequest {
-        model: "breast-cancer".into(),
-        plan: Some(pb::start_rollout_request::Plan::Canary(pb::CanaryPlan {
-            candidate: 1,
-            steps: vec![
-                pb::CanaryStep { percent: 50, min_duration_secs: 3600, min_samples: 1_000_000 },
-                pb::CanaryStep { percent: 100, min_duration_secs: 3600, min_samples: 1_000_000 },
-            ],
-            auto_advance: false,
-        })),
-        reason: String::new(),
-        triggers: overrides,
-    };
+    // Manual steps far out of reach: only a trigger moves this canary.
+    let mut start_canary = canary_plan(1, 50, 1_000_000, false);
+    start_canary.triggers = overrides;
     a.start_rollout(start_canary).await.unwrap();
     let g = golden(2);
     let until = Instant::now() + Duration::from_secs(30);
@@ -148,27 +138,6 @@ async fn a_prediction_shift_raises_an_alert_and_pauses_when_asked() {
     assert!(full["numbers"]["psi"].as_f64().unwrap() >= 0.25);
     assert_eq!(events.iter().filter(|e| e.action == "alert").count(), 1, "raised once");
     server.stop().await.unwrap();
-}
-
-fn canary_plan(
-    candidate: i64,
-    percent: u32,
-    min_samples: u64,
-    auto_advance: bool,
-) -> pb::StartRolloutRequest {
-    pb::StartRolloutRequest {
-        model: "breast-cancer".into(),
-        plan: Some(pb::start_rollout_request::Plan::Canary(pb::CanaryPlan {
-            candidate,
-            steps: vec![
-                pb::CanaryStep { percent, min_duration_secs: 0, min_samples },
-                pb::CanaryStep { percent: 100, min_duration_secs: 0, min_samples },
-            ],
-            auto_advance,
-        })),
-        reason: String::new(),
-        triggers: None,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
