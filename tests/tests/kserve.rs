@@ -120,7 +120,7 @@ async fn tritonclient_works_unchanged_through_the_same_gateway_path() {
     let message = |k: &str| errors[k][1].as_str().unwrap().to_string();
     assert_eq!(errors.len(), 10);
     assert!(message("wrong_shape").contains("[16, 29]"), "{}", message("wrong_shape"));
-    assert!(message("wrong_dtype").contains("dtype FLOAT64, expected FLOAT32"), "{}", message("wrong_dtype"));
+    assert!(message("wrong_dtype").contains("datatype FP64, expected FP32"), "{}", message("wrong_dtype"));
     assert!(message("wrong_name").contains("unknown input 'nope'"), "{}", message("wrong_name"));
     assert!(message("empty_batch").contains("empty batch"), "{}", message("empty_batch"));
     assert!(message("unknown_output").contains("'nope'"), "{}", message("unknown_output"));

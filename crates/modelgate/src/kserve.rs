@@ -223,6 +223,23 @@ pub fn inputs_from_request(
         .collect()
 }
 
+/// The gateway's status, with datatypes spelled the way KServe clients
+/// sent them (FP64, not FLOAT64).
+fn kserve_status(e: GatewayError) -> Status {
+    match e {
+        GatewayError::Input {
+            model,
+            version,
+            error: modelgate_runtime::InputError::DType { name, got, expected },
+        } => Status::invalid_argument(format!(
+            "model '{model}' version {version}: input '{name}' has datatype {}, expected {}",
+            datatype_name(got),
+            datatype_name(expected)
+        )),
+        other => other.into(),
+    }
+}
+
 fn string_param(s: &str) -> kpb::InferParameter {
     kpb::InferParameter {
         parameter_choice: Some(kpb::infer_parameter::ParameterChoice::StringParam(s.into())),
@@ -412,7 +429,8 @@ impl KserveService {
                 outputs,
                 deadline,
             })
-            .await?;
+            .await
+            .map_err(kserve_status)?;
         let mut out = kpb::ModelInferResponse {
             model_name: resp.model,
             model_version: resp.version.to_string(),
