@@ -109,3 +109,48 @@ async fn slow_and_nan_shadows_never_fail_or_alter_replies_and_drops_are_counted(
     assert_eq!(v.queue.stats().failed.load(Relaxed), 0);
     server.stop().await.unwrap();
 }
+
+/// Scheduling policy (field 41 of /proc/<pid>/task/<tid>/stat) of every thread
+/// of this process whose name starts with `prefix`.
+fn thread_policies(prefix: &str) -> Vec<(String, u32)> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        // The main thread carries the test binary's name (`shadow-<hash>`).
+        if dir.file_name().unwrap().to_str() == Some(&std::process::id().to_string()) {
+            continue;
+        }
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else { continue };
+        let comm = comm.trim().to_string();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        // The name may contain spaces: fields are counted after its ')'.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let policy = after.split(' ').nth(41 - 3).unwrap().parse().unwrap();
+        found.push((comm, policy));
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_threads_run_at_idle_priority_and_inference_threads_do_not() {
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_IDLE: u32 = 5;
+    let repo = TestRepo::breast_cancer();
+    let server = start(&repo, |c| c.shadow_threads = 2).await;
+    let shadow = thread_policies("shadow-");
+    let names: Vec<&str> = shadow.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["shadow-0", "shadow-1", "shadow-compare", "shadow-sink"], "{shadow:?}");
+    for (name, policy) in &shadow {
+        assert_eq!(*policy, SCHED_IDLE, "{name} must only get CPU the critical path leaves");
+    }
+    let infer = thread_policies("infer-");
+    assert!(!infer.is_empty());
+    for (name, policy) in &infer {
+        assert_eq!(*policy, SCHED_OTHER, "{name} serves clients at normal priority");
+    }
+    server.stop().await.unwrap();
+}

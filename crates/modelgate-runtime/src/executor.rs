@@ -220,10 +220,9 @@ pub struct ExecutorConfig {
     /// Thread name prefix, e.g. `infer` → `infer-0`, `infer-1`, ...
     pub name: String,
     pub threads: usize,
-    /// Nice value for the threads (Linux: 19 is the lowest priority); `None`
-    /// leaves them at the process's. The shadow executor runs at 19 so that it
-    /// only gets the CPU the critical path leaves.
-    pub niceness: Option<i32>,
+    /// Background threads run only on CPU the rest of the process leaves idle
+    /// (see [`make_background`]): the shadow executor's.
+    pub background: bool,
     /// Added to each thread's index to pick its session: the shadow executor's
     /// threads start after the critical ones, so with `threads + shadow
     /// threads` sessions per version they never share a session.
@@ -251,12 +250,12 @@ impl Executor {
         let mut threads = Vec::with_capacity(size);
         for slot in 0..size {
             let rx = rx.clone();
-            let niceness = config.niceness;
+            let background = config.background;
             let session_slot = slot + config.slot_offset;
             let handle =
                 std::thread::Builder::new().name(format!("{}-{slot}", config.name)).spawn(move || {
-                    if let Some(nice) = niceness {
-                        set_niceness(nice);
+                    if background {
+                        make_background();
                     }
                     worker(session_slot, rx)
                 })?;
@@ -290,27 +289,47 @@ impl Executor {
     }
 }
 
-/// Lowers this thread's priority (Linux: a thread id is a pid for setpriority).
-pub fn set_niceness(nice: i32) {
+/// Makes the calling thread a background thread: on Linux it moves to
+/// `SCHED_IDLE`, so it runs only when a core would otherwise idle and any
+/// normal thread that wakes up preempts it at once. Nice 19 alone is not
+/// enough for a p99 budget: under the EEVDF scheduler (Linux 6.6+) a running
+/// nice-19 thread may keep the core until its slice ends, which delays a
+/// critical thread's wakeup by up to a slice (~1.5 ms on two cores). Falls back
+/// to nice 19 where `SCHED_IDLE` is refused, and logs when neither works.
+pub fn make_background() {
     #[cfg(target_os = "linux")]
     {
-        let tid = rustix::thread::gettid();
-        if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
-            tracing::warn!(nice, error = %e, "cannot lower the thread's priority");
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy, set_thread_priority_and_policy,
+            thread_native_id,
+        };
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        if let Err(e) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle) {
+            tracing::warn!(error = ?e, "cannot move the thread to SCHED_IDLE; lowering its nice value instead");
+            let tid = rustix::thread::gettid();
+            if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
+                tracing::warn!(error = %e, "cannot lower the thread's priority");
+            }
         }
     }
     #[cfg(not(target_os = "linux"))]
-    tracing::warn!(nice, "thread priority is only set on Linux");
+    tracing::warn!("background thread priority is only set on Linux");
 }
 
-/// This thread's nice value (for tests and diagnostics).
-pub fn current_niceness() -> Option<i32> {
+/// Whether the calling thread is a background thread (`SCHED_IDLE` or nice
+/// 19): for tests and diagnostics.
+pub fn is_background() -> bool {
     #[cfg(target_os = "linux")]
     {
-        rustix::process::getpriority_process(Some(rustix::thread::gettid())).ok()
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadSchedulePolicy, thread_schedule_policy};
+        let idle = matches!(
+            thread_schedule_policy(),
+            Ok(ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle))
+        );
+        idle || rustix::process::getpriority_process(Some(rustix::thread::gettid())).ok() == Some(19)
     }
     #[cfg(not(target_os = "linux"))]
-    None
+    false
 }
 
 fn worker(slot: usize, tickets: crossbeam_channel::Receiver<Arc<VersionQueue>>) {

@@ -13,7 +13,7 @@ use modelgate_telemetry::VersionStats;
 
 use crate::outcome::{OutcomeStore, Served};
 
-use crate::shadow::{Comparer, ShadowOutcome, ShadowSink, ShadowStats};
+use crate::shadow::{Comparer, ShadowOutcome, ShadowSink, ShadowStats, routing_key_hash};
 
 use crate::error::GatewayError;
 
@@ -610,11 +610,6 @@ struct PendingShadow {
     rx: tokio::sync::oneshot::Receiver<Result<InferOutput, RunError>>,
 }
 
-fn routing_key_hash(key: &str) -> String {
-    use sha2::Digest;
-    hex::encode(&sha2::Sha256::digest(key.as_bytes())[..8])
-}
-
 impl Gateway {
     /// Offers the request to every shadow of the model: never waits, and a
     /// full shadow queue only drops the copy (counted).
@@ -668,37 +663,22 @@ impl Gateway {
         shadows: Vec<PendingShadow>,
     ) {
         let champion_outputs = Arc::new(champion.outputs.clone());
-        let champion_us = (champion.queue_wait + champion.run_time).as_micros() as u64;
-        let comparer = Arc::clone(&self.shadow.comparer);
-        let model_windows = &model.windows;
-        let model_name = model.name.clone();
-        let request_id = request_id.to_string();
-        let key_hash = routing_key.map(routing_key_hash);
-        // Only waiting happens here; comparing and writing run on the
-        // comparer's low-priority thread.
-        // Shadows' scores feed the same distribution-shift check as candidates'.
-        let stats: HashMap<u64, Arc<VersionStats>> = shadows
-            .iter()
-            .filter_map(|p| model_windows.get(&p.version).map(|w| (p.version, Arc::clone(w))))
-            .collect();
-        tokio::spawn(async move {
-            for s in shadows {
-                let Ok(result) = s.rx.await else { continue };
-                if let (Ok(out), Some(w)) = (&result, stats.get(&s.version)) {
-                    w.scores.record(scores(&out.outputs));
-                }
-                comparer.offer(ShadowOutcome {
-                    model: model_name.clone(),
-                    champion_version,
-                    shadow_version: s.version,
-                    request_id: request_id.clone(),
-                    routing_key_hash: key_hash.clone(),
-                    champion_outputs: Arc::clone(&champion_outputs),
-                    champion_latency_us: champion_us,
-                    result,
-                });
-            }
-        });
+        let champion_latency_us = (champion.queue_wait + champion.run_time).as_micros() as u64;
+        // Only handing over happens here: the comparer's background thread
+        // waits for each shadow, compares and writes.
+        for s in shadows {
+            self.shadow.comparer.offer(ShadowOutcome {
+                model: model.name.clone(),
+                champion_version,
+                shadow_version: s.version,
+                request_id: request_id.to_string(),
+                routing_key: routing_key.map(str::to_string),
+                champion_outputs: Arc::clone(&champion_outputs),
+                champion_latency_us,
+                result: s.rx,
+                windows: model.windows.get(&s.version).map(Arc::clone),
+            });
+        }
     }
 }
 

@@ -104,12 +104,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         .context("loading task panicked")??
     };
     let executor =
-        Executor::start(ExecutorConfig { name: "infer".into(), threads, niceness: None, slot_offset: 0 })
+        Executor::start(ExecutorConfig { name: "infer".into(), threads, background: false, slot_offset: 0 })
             .context("cannot start inference threads")?;
     let shadow_executor = Executor::start(ExecutorConfig {
         name: "shadow".into(),
         threads: config.shadow_threads,
-        niceness: Some(19),
+        background: true,
         slot_offset: threads,
     })
     .context("cannot start shadow threads")?;

@@ -14,18 +14,32 @@ pub use stats::{ShadowStats, ShadowTotals};
 use std::sync::Arc;
 
 use modelgate_runtime::{InferOutput, RunError, Tensor};
+use modelgate_telemetry::VersionStats;
 
-/// A finished shadow copy and what it is compared with.
+/// A shadow copy in flight and what it will be compared with. The comparer
+/// thread waits for its result, so the request path spends no task, timer or
+/// wakeup of its own runtime on a shadow.
 #[derive(Debug)]
 pub struct ShadowOutcome {
     pub model: String,
     pub champion_version: u64,
     pub shadow_version: u64,
     pub request_id: String,
-    pub routing_key_hash: Option<String>,
+    /// Hashed on the comparer thread; the raw key is never written.
+    pub routing_key: Option<String>,
     pub champion_outputs: Arc<Vec<Tensor>>,
     pub champion_latency_us: u64,
-    pub result: Result<InferOutput, RunError>,
+    pub result: tokio::sync::oneshot::Receiver<Result<InferOutput, RunError>>,
+    /// The shadow version's windows: its scores feed the same
+    /// distribution-shift check as a candidate's.
+    pub windows: Option<Arc<VersionStats>>,
+}
+
+/// The first 8 bytes of SHA-256 of a routing key, hex: lets records be joined
+/// per user without storing who the user is.
+pub fn routing_key_hash(key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(key.as_bytes())[..8])
 }
 
 /// Compares outcomes and writes records on its own lowest-priority thread, so
@@ -47,12 +61,19 @@ impl Comparer {
         let (tx, rx) = crossbeam_channel::bounded::<ShadowOutcome>(capacity.max(1));
         let thread_stats = Arc::clone(&stats);
         std::thread::Builder::new().name("shadow-compare".into()).spawn(move || {
-            modelgate_runtime::executor::set_niceness(19);
+            modelgate_runtime::executor::make_background();
             while let Ok(o) = rx.recv() {
+                // The shadow executor finishes copies in about the order they
+                // were queued, so waiting on each in turn costs little; a
+                // dropped sender means the copy never ran (shut down).
+                let Ok(result) = o.result.blocking_recv() else { continue };
+                if let (Ok(out), Some(w)) = (&result, &o.windows) {
+                    w.scores.record(crate::gateway::scores(&out.outputs));
+                }
                 let ts_ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as i64);
-                let (shadow_us, outputs, error) = match o.result {
+                let (shadow_us, outputs, error) = match result {
                     Ok(out) => {
                         let us = (out.queue_wait + out.run_time).as_micros() as u64;
                         (us, compare(&o.champion_outputs, &out.outputs), None)
@@ -70,7 +91,7 @@ impl Comparer {
                         champion_version: o.champion_version,
                         shadow_version: o.shadow_version,
                         request_id: o.request_id,
-                        routing_key_hash: o.routing_key_hash,
+                        routing_key_hash: o.routing_key.as_deref().map(routing_key_hash),
                         champion_latency_us: o.champion_latency_us,
                         shadow_latency_us: shadow_us,
                         shadow_error: error,

@@ -97,7 +97,7 @@ impl FileSink {
         let mut w = Writer { dir: dir.to_path_buf(), max_bytes: max_bytes.max(1), file: None, seq: 0 };
         let thread = std::thread::Builder::new().name("shadow-sink".into()).spawn(move || {
             // Records are for offline analysis: they only get spare CPU.
-            modelgate_runtime::executor::set_niceness(19);
+            modelgate_runtime::executor::make_background();
             loop {
                 match rx.recv_timeout(Duration::from_secs(1)) {
                     Ok(Msg::Record(r)) => match serde_json::to_vec(&r) {
