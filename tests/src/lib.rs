@@ -80,6 +80,10 @@ pub async fn start(repo: &TestRepo, tweak: impl FnOnce(&mut ServeConfig)) -> Run
     // Hidden: the repository watcher never scans it.
     config.state_dir = repo.path().join(".state");
     config.shadow_dir = config.state_dir.join("shadow");
+    // Tests that count comparisons exactly must not have copies skipped by
+    // the CPU budget (debug builds spend far more CPU per comparison); the
+    // budget's own test sets one.
+    config.shadow_cpu_cores = None;
     tweak(&mut config);
     modelgate::start(config).await.expect("gateway starts")
 }

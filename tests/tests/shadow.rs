@@ -154,3 +154,61 @@ async fn shadow_threads_run_at_idle_priority_and_inference_threads_do_not() {
     }
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_cpu_budget_skips_copies_and_never_touches_replies() {
+    let repo = TestRepo::breast_cancer();
+    // A millionth of a core with a 20 ms burst: the first few copies fit,
+    // then nearly every copy is skipped.
+    let server = start(&repo, |c| {
+        c.shadow_cpu_cores = Some(1e-6);
+        c.shadow_queue = 1000;
+    })
+    .await;
+    server.gateway.set_shadows("breast-cancer", vec![(1, 10_000)]);
+    let mut c = client(&server).await;
+    let g = golden(2);
+    let sent = 200;
+    for i in 0..sent {
+        let row = &g.rows[i % g.rows.len()];
+        let resp = c.predict(request("breast-cancer", std::slice::from_ref(row))).await.unwrap().into_inner();
+        assert_eq!(resp.version, 2);
+        assert_eq!(
+            output(&resp, "label").data,
+            modelgate_runtime::TensorData::Int64(vec![g.labels[i % g.rows.len()]])
+        );
+    }
+    let stats = std::sync::Arc::clone(server.gateway.shadow_stats());
+    // Every copy is either compared, failed or skipped; wait for the ones in flight.
+    wait_for("every copy accounted for", || {
+        stats.get("breast-cancer", 1).is_some_and(|t| t.compared + t.errors + t.dropped == sent as u64)
+    })
+    .await;
+    let t = stats.get("breast-cancer", 1).unwrap();
+    assert!(t.compared >= 1, "the burst lets the first copies run: {t:?}");
+    assert!(t.dropped >= sent as u64 - 20, "the spent budget skips the rest: {t:?}");
+    let budget = server.gateway.shadow_cpu_budget().unwrap();
+    assert!(budget.used() > Duration::ZERO, "shadow work was charged");
+
+    // The budget and what it has used are scraped.
+    let (code, body) = http_get(server.metrics_addr.unwrap(), "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("modelgate_shadow_cpu_budget_cores 1e-6")
+            || body.contains("modelgate_shadow_cpu_budget_cores 0.000001"),
+        "{body}"
+    );
+    let used: f64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("modelgate_shadow_cpu_seconds_total "))
+        .expect("shadow CPU counter")
+        .parse()
+        .unwrap();
+    assert!(used > 0.0);
+    let dropped = body
+        .lines()
+        .find(|l| l.starts_with("modelgate_shadow_dropped_total{") && l.contains("version=\"1\""))
+        .expect("drop counter");
+    assert!(dropped.ends_with(&format!(" {}", t.dropped)), "{dropped} vs {t:?}");
+    server.stop().await.unwrap();
+}

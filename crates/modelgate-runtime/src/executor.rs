@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 use tokio::sync::oneshot;
 
+use crate::budget::CpuBudget;
 use crate::model::LoadedModel;
 use crate::tensor::Tensor;
 
@@ -223,6 +224,9 @@ pub struct ExecutorConfig {
     /// Background threads run only on CPU the rest of the process leaves idle
     /// (see [`make_background`]): the shadow executor's.
     pub background: bool,
+    /// CPU time the threads may use (see [`CpuBudget`]); every run is charged
+    /// to it, and [`Executor::admits`] says whether more work fits.
+    pub cpu_budget: Option<Arc<CpuBudget>>,
     /// Added to each thread's index to pick its session: the shadow executor's
     /// threads start after the critical ones, so with `threads + shadow
     /// threads` sessions per version they never share a session.
@@ -234,6 +238,7 @@ pub struct Executor {
     tickets: crossbeam_channel::Sender<Arc<VersionQueue>>,
     threads: Vec<JoinHandle<()>>,
     size: usize,
+    budget: Option<Arc<CpuBudget>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -251,17 +256,28 @@ impl Executor {
         for slot in 0..size {
             let rx = rx.clone();
             let background = config.background;
+            let budget = config.cpu_budget.clone();
             let session_slot = slot + config.slot_offset;
             let handle =
                 std::thread::Builder::new().name(format!("{}-{slot}", config.name)).spawn(move || {
                     if background {
                         make_background();
                     }
-                    worker(session_slot, rx)
+                    worker(session_slot, rx, budget.as_deref())
                 })?;
             threads.push(handle);
         }
-        Ok(Self { tickets: tx, threads, size })
+        Ok(Self { tickets: tx, threads, size, budget: config.cpu_budget })
+    }
+
+    /// Whether the CPU budget (if any) has room for more work.
+    pub fn admits(&self) -> bool {
+        self.budget.as_ref().is_none_or(|b| b.admits())
+    }
+
+    /// The CPU budget, if the threads have one.
+    pub fn cpu_budget(&self) -> Option<&Arc<CpuBudget>> {
+        self.budget.as_ref()
     }
 
     /// Number of threads: also how many sessions a version needs so that no
@@ -332,15 +348,21 @@ pub fn is_background() -> bool {
     false
 }
 
-fn worker(slot: usize, tickets: crossbeam_channel::Receiver<Arc<VersionQueue>>) {
+fn worker(slot: usize, tickets: crossbeam_channel::Receiver<Arc<VersionQueue>>, budget: Option<&CpuBudget>) {
     while let Ok(queue) = tickets.recv() {
         // Another thread may have taken this ticket's job already; a ticket is
         // a hint that the queue has work, not a claim on a particular job.
         let Some(job) = queue.jobs.pop() else { continue };
-        if queue.batching.max_batch <= 1 {
-            run_jobs(slot, &queue, job, Vec::new());
-        } else {
-            run_batches(slot, &queue, job);
+        let run = || {
+            if queue.batching.max_batch <= 1 {
+                run_jobs(slot, &queue, job, Vec::new());
+            } else {
+                run_batches(slot, &queue, job);
+            }
+        };
+        match budget {
+            Some(b) => b.metered(run),
+            None => run(),
         }
     }
 }

@@ -2,12 +2,14 @@
 //! (session pool, signature, warm-up), the tensor type, and the executor whose
 //! OS threads run every inference. tokio worker threads never run ORT.
 
+pub mod budget;
 pub mod executor;
 pub mod library;
 pub mod model;
 pub mod signature;
 pub mod tensor;
 
+pub use budget::CpuBudget;
 pub use executor::{
     BATCH_BUCKETS, Batching, Executor, ExecutorConfig, InferJob, InferOutput, JobTrace, RunError,
     SPAN_TARGET, SubmitError, VersionQueue,

@@ -102,6 +102,11 @@ pub struct ServeArgs {
     /// Shadow copies that may wait per shadow version; more are dropped and counted.
     #[arg(long, env = "MODELGATE_SHADOW_QUEUE", default_value_t = 16)]
     pub shadow_queue: usize,
+    /// CPU the shadows may use, in cores (e.g. 0.1), or `off` for no limit
+    /// beyond idle priority. Over budget, copies are skipped (sampled) and
+    /// counted as drops. Default: 5% of the machine's cores.
+    #[arg(long, env = "MODELGATE_SHADOW_CPU_BUDGET", default_value = "auto")]
+    pub shadow_cpu_budget: String,
     /// Where shadow comparison records go (JSON lines). Default: `<state dir>/shadow`.
     #[arg(long, env = "MODELGATE_SHADOW_DIR")]
     pub shadow_dir: Option<PathBuf>,
@@ -167,6 +172,8 @@ pub struct ServeConfig {
     pub state_dir: PathBuf,
     pub shadow_threads: usize,
     pub shadow_queue: usize,
+    /// Cores' worth of CPU the shadows may use; `None`: no budget.
+    pub shadow_cpu_cores: Option<f64>,
     pub shadow_dir: PathBuf,
     pub shadow_file_bytes: u64,
     pub admin_listen: SocketAddr,
@@ -175,6 +182,26 @@ pub struct ServeConfig {
     pub tick: Duration,
     /// Where `/metrics` is served; `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
+}
+
+/// The default shadow CPU budget: 5% of the machine's cores (0.1 of a core on
+/// two cores). The README's "Shadow isolation" numbers show why it is small.
+pub fn default_shadow_cpu_cores() -> f64 {
+    0.05 * default_threads() as f64
+}
+
+/// `auto`, `off`, or a positive number of cores.
+fn parse_cpu_budget(s: &str) -> anyhow::Result<Option<f64>> {
+    match s.trim() {
+        "auto" | "" => Ok(Some(default_shadow_cpu_cores())),
+        "off" | "none" => Ok(None),
+        v => match v.parse::<f64>() {
+            Ok(c) if c.is_finite() && c > 0.0 && c <= 4096.0 => Ok(Some(c)),
+            _ => anyhow::bail!(
+                "--shadow-cpu-budget must be a number of cores above 0 (e.g. 0.1), auto or off, got '{v}'"
+            ),
+        },
+    }
 }
 
 /// `modelgate-state` beside the model repository.
@@ -192,6 +219,7 @@ impl ServeConfig {
             state_dir,
             shadow_threads: 1,
             shadow_queue: 16,
+            shadow_cpu_cores: Some(default_shadow_cpu_cores()),
             shadow_file_bytes: 64 * 1024 * 1024,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_tokens: Vec::new(),
@@ -248,6 +276,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
             state_dir,
             shadow_threads: a.shadow_threads.max(1),
             shadow_queue: a.shadow_queue.max(1),
+            shadow_cpu_cores: parse_cpu_budget(&a.shadow_cpu_budget)?,
             shadow_file_bytes: a.shadow_file_bytes,
             models: a.models,
             listen: a.listen,
@@ -259,5 +288,21 @@ impl TryFrom<ServeArgs> for ServeConfig {
             rescan: Duration::from_secs_f64(a.rescan_seconds.max(0.05)),
             settle: Duration::from_millis(a.settle_ms),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shadow_cpu_budget_is_auto_off_or_a_positive_number_of_cores() {
+        assert_eq!(parse_cpu_budget("auto").unwrap(), Some(default_shadow_cpu_cores()));
+        assert_eq!(parse_cpu_budget("off").unwrap(), None);
+        assert_eq!(parse_cpu_budget("0.25").unwrap(), Some(0.25));
+        for bad in ["0", "-1", "NaN", "inf", "lots"] {
+            let e = parse_cpu_budget(bad).unwrap_err().to_string();
+            assert!(e.contains("--shadow-cpu-budget") && e.contains(bad), "{e}");
+        }
     }
 }

@@ -54,6 +54,8 @@ pub struct ShadowTarget {
     pub queue: Arc<VersionQueue>,
     /// Share of requests mirrored, in basis points (10000 = all).
     pub fraction_bp: u32,
+    /// Copies not run (queue full, CPU budget spent): counted lock-free.
+    pub dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A model as the hot path sees it: its versions and who serves.
@@ -257,6 +259,11 @@ impl Gateway {
         }
     }
 
+    /// The shadows' CPU budget, if they have one.
+    pub fn shadow_cpu_budget(&self) -> Option<&Arc<modelgate_runtime::CpuBudget>> {
+        self.shadow.executor.cpu_budget()
+    }
+
     pub fn shadow_stats(&self) -> &Arc<ShadowStats> {
         &self.shadow.stats
     }
@@ -367,7 +374,13 @@ impl Gateway {
                             ready.queue.batching(),
                         )
                     });
-                shadows.push(ShadowTarget { version: ready, queue, fraction_bp: target.fraction_bp });
+                let dropped = self.shadow.stats.drop_counter(name, target.version);
+                shadows.push(ShadowTarget {
+                    version: ready,
+                    queue,
+                    fraction_bp: target.fraction_bp,
+                    dropped,
+                });
             }
             r.arms = arms;
             r.routing = Some(routing);
@@ -607,6 +620,7 @@ impl Gateway {
 /// A shadow copy in flight.
 struct PendingShadow {
     version: u64,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
     rx: tokio::sync::oneshot::Receiver<Result<InferOutput, RunError>>,
 }
 
@@ -628,6 +642,12 @@ impl Gateway {
             if !modelgate_rollout::shadow_sampled(salt, request_id.as_bytes(), target.fraction_bp) {
                 continue;
             }
+            // Over the CPU budget: skip the copy (sampling by budget) rather
+            // than queue work the shadow threads may not spend.
+            if !self.shadow.executor.admits() {
+                target.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
             let (mut job, rx) = InferJob::new(Arc::clone(inputs), Vec::new(), None);
             let request = tracing::Span::current();
             if !request.is_disabled() {
@@ -645,8 +665,14 @@ impl Gateway {
                 job = job.traced(span);
             }
             match self.shadow.executor.submit(&target.queue, job) {
-                Ok(()) => pending.push(PendingShadow { version: target.version.version, rx }),
-                Err(_) => self.shadow.stats.record_drop(&model.name, target.version.version),
+                Ok(()) => pending.push(PendingShadow {
+                    version: target.version.version,
+                    dropped: Arc::clone(&target.dropped),
+                    rx,
+                }),
+                Err(_) => {
+                    target.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
             }
         }
         pending
@@ -677,6 +703,7 @@ impl Gateway {
                 champion_latency_us,
                 result: s.rx,
                 windows: model.windows.get(&s.version).map(Arc::clone),
+                dropped: s.dropped,
             });
         }
     }

@@ -209,6 +209,8 @@ pub struct StateMetrics {
     /// per-bucket (non-cumulative) counts over `BATCH_BUCKETS` and +Inf.
     pub batch_rows: Vec<(VersionLabels, u64, u64, Vec<u64>)>,
     pub batch_retries: Vec<(VersionLabels, u64)>,
+    /// Shadow CPU: (seconds used, budget in cores), when there is a budget.
+    pub shadow_cpu: Option<(f64, f64)>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -349,9 +351,25 @@ impl Collector for StateCollector {
         counters(
             e,
             "modelgate_shadow_dropped",
-            "Shadow copies not run because the shadow queue was full.",
+            "Shadow copies not run: the shadow queue was full or the shadow CPU budget was spent.",
             &s.shadow_dropped,
         )?;
+        if let Some((used, cores)) = s.shadow_cpu {
+            let m = e.encode_descriptor(
+                "modelgate_shadow_cpu_seconds",
+                "CPU time spent on shadow copies, their comparison and records.",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(used).encode(m)?;
+            let m = e.encode_descriptor(
+                "modelgate_shadow_cpu_budget_cores",
+                "CPU the shadows may use, in cores (--shadow-cpu-budget).",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(cores).encode(m)?;
+        }
         gauges(
             e,
             "modelgate_shadow_agreement_ratio",
@@ -630,6 +648,7 @@ impl StateSource for GatewayState {
         for ((model, version), psi) in &view.psi {
             out.psi.push((labels(model, *version), *psi));
         }
+        out.shadow_cpu = self.gateway.shadow_cpu_budget().map(|b| (b.used().as_secs_f64(), b.cores()));
         for ((model, version), t) in self.gateway.shadow_stats().all() {
             let l = labels(&model, version);
             out.shadow_compared.push((l.clone(), t.compared));

@@ -103,21 +103,32 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         .await
         .context("loading task panicked")??
     };
-    let executor =
-        Executor::start(ExecutorConfig { name: "infer".into(), threads, background: false, slot_offset: 0 })
-            .context("cannot start inference threads")?;
+    let executor = Executor::start(ExecutorConfig {
+        name: "infer".into(),
+        threads,
+        background: false,
+        cpu_budget: None,
+        slot_offset: 0,
+    })
+    .context("cannot start inference threads")?;
+    // Shadow copies, their comparison and their records share one CPU budget.
+    let budget = config
+        .shadow_cpu_cores
+        .map(|c| Arc::new(modelgate_runtime::CpuBudget::new(c, std::time::Duration::from_millis(20))));
     let shadow_executor = Executor::start(ExecutorConfig {
         name: "shadow".into(),
         threads: config.shadow_threads,
         background: true,
+        cpu_budget: budget.clone(),
         slot_offset: threads,
     })
     .context("cannot start shadow threads")?;
-    let sink = crate::shadow::FileSink::start(&config.shadow_dir, config.shadow_file_bytes, 4096)
-        .with_context(|| format!("cannot write shadow records to {}", config.shadow_dir.display()))?;
+    let sink =
+        crate::shadow::FileSink::start(&config.shadow_dir, config.shadow_file_bytes, 4096, budget.clone())
+            .with_context(|| format!("cannot write shadow records to {}", config.shadow_dir.display()))?;
     let sink: Arc<dyn crate::shadow::ShadowSink> = Arc::new(sink);
     let stats = Arc::new(crate::shadow::ShadowStats::default());
-    let comparer = crate::shadow::Comparer::start(Arc::clone(&stats), Some(Arc::clone(&sink)), 4096)
+    let comparer = crate::shadow::Comparer::start(Arc::clone(&stats), Some(Arc::clone(&sink)), 4096, budget)
         .context("cannot start the shadow comparison thread")?;
     let shadow = ShadowRunner {
         executor: shadow_executor,

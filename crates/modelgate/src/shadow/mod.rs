@@ -33,6 +33,8 @@ pub struct ShadowOutcome {
     /// The shadow version's windows: its scores feed the same
     /// distribution-shift check as a candidate's.
     pub windows: Option<Arc<VersionStats>>,
+    /// Counted here if the comparer's queue is full.
+    pub dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The first 8 bytes of SHA-256 of a routing key, hex: lets records be joined
@@ -49,7 +51,6 @@ pub fn routing_key_hash(key: &str) -> String {
 #[derive(Debug)]
 pub struct Comparer {
     tx: crossbeam_channel::Sender<ShadowOutcome>,
-    stats: Arc<ShadowStats>,
 }
 
 impl Comparer {
@@ -57,6 +58,7 @@ impl Comparer {
         stats: Arc<ShadowStats>,
         sink: Option<Arc<dyn ShadowSink>>,
         capacity: usize,
+        budget: Option<Arc<modelgate_runtime::CpuBudget>>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = crossbeam_channel::bounded::<ShadowOutcome>(capacity.max(1));
         let thread_stats = Arc::clone(&stats);
@@ -67,52 +69,57 @@ impl Comparer {
                 // were queued, so waiting on each in turn costs little; a
                 // dropped sender means the copy never ran (shut down).
                 let Ok(result) = o.result.blocking_recv() else { continue };
-                if let (Ok(out), Some(w)) = (&result, &o.windows) {
-                    w.scores.record(crate::gateway::scores(&out.outputs));
-                }
-                let ts_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
-                let (shadow_us, outputs, error) = match result {
-                    Ok(out) => {
-                        let us = (out.queue_wait + out.run_time).as_micros() as u64;
-                        (us, compare(&o.champion_outputs, &out.outputs), None)
+                let process = || {
+                    if let (Ok(out), Some(w)) = (&result, &o.windows) {
+                        w.scores.record(crate::gateway::scores(&out.outputs));
                     }
-                    Err(e) => (0, Vec::new(), Some(e.to_string())),
+                    let ts_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    let (shadow_us, outputs, error) = match result {
+                        Ok(out) => {
+                            let us = (out.queue_wait + out.run_time).as_micros() as u64;
+                            (us, compare(&o.champion_outputs, &out.outputs), None)
+                        }
+                        Err(e) => (0, Vec::new(), Some(e.to_string())),
+                    };
+                    // Totals after the record is offered: whoever sees a count
+                    // can flush the sink and find the record.
+                    let totals = (o.model.clone(), o.shadow_version, shadow_us, error.is_some());
+                    let diffs = outputs.clone();
+                    if let Some(sink) = &sink {
+                        sink.offer(ShadowRecord {
+                            ts_ms,
+                            model: o.model,
+                            champion_version: o.champion_version,
+                            shadow_version: o.shadow_version,
+                            request_id: o.request_id,
+                            routing_key_hash: o.routing_key.as_deref().map(routing_key_hash),
+                            champion_latency_us: o.champion_latency_us,
+                            shadow_latency_us: shadow_us,
+                            shadow_error: error,
+                            outputs,
+                        });
+                    }
+                    let (model, version, us, failed) = totals;
+                    if failed {
+                        thread_stats.record_error(&model, version);
+                    } else {
+                        thread_stats.record(&model, version, us, &diffs);
+                    }
                 };
-                // Totals after the record is offered: whoever sees a count
-                // can flush the sink and find the record.
-                let totals = (o.model.clone(), o.shadow_version, shadow_us, error.is_some());
-                let diffs = outputs.clone();
-                if let Some(sink) = &sink {
-                    sink.offer(ShadowRecord {
-                        ts_ms,
-                        model: o.model,
-                        champion_version: o.champion_version,
-                        shadow_version: o.shadow_version,
-                        request_id: o.request_id,
-                        routing_key_hash: o.routing_key.as_deref().map(routing_key_hash),
-                        champion_latency_us: o.champion_latency_us,
-                        shadow_latency_us: shadow_us,
-                        shadow_error: error,
-                        outputs,
-                    });
-                }
-                let (model, version, us, failed) = totals;
-                if failed {
-                    thread_stats.record_error(&model, version);
-                } else {
-                    thread_stats.record(&model, version, us, &diffs);
+                match &budget {
+                    Some(b) => b.metered(process),
+                    None => process(),
                 }
             }
         })?;
-        Ok(Self { tx, stats })
+        Ok(Self { tx })
     }
 
     pub fn offer(&self, outcome: ShadowOutcome) {
         if let Err(e) = self.tx.try_send(outcome) {
-            let o = e.into_inner();
-            self.stats.record_drop(&o.model, o.shadow_version);
+            e.into_inner().dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

@@ -91,7 +91,13 @@ impl Writer {
 
 impl FileSink {
     /// Starts the writer thread; files rotate when they reach `max_bytes`.
-    pub fn start(dir: &Path, max_bytes: u64, capacity: usize) -> std::io::Result<Self> {
+    /// Encoding and writing are charged to `budget` when there is one.
+    pub fn start(
+        dir: &Path,
+        max_bytes: u64,
+        capacity: usize,
+        budget: Option<Arc<modelgate_runtime::CpuBudget>>,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let (tx, rx) = crossbeam_channel::bounded::<Msg>(capacity.max(1));
         let mut w = Writer { dir: dir.to_path_buf(), max_bytes: max_bytes.max(1), file: None, seq: 0 };
@@ -100,14 +106,20 @@ impl FileSink {
             modelgate_runtime::executor::make_background();
             loop {
                 match rx.recv_timeout(Duration::from_secs(1)) {
-                    Ok(Msg::Record(r)) => match serde_json::to_vec(&r) {
-                        Ok(line) => {
-                            if let Err(e) = w.write(&line) {
-                                tracing::warn!(error = %e, "shadow sink write failed");
+                    Ok(Msg::Record(r)) => {
+                        let mut write = || match serde_json::to_vec(&r) {
+                            Ok(line) => {
+                                if let Err(e) = w.write(&line) {
+                                    tracing::warn!(error = %e, "shadow sink write failed");
+                                }
                             }
+                            Err(e) => tracing::warn!(error = %e, "shadow record did not serialise"),
+                        };
+                        match &budget {
+                            Some(b) => b.metered(write),
+                            None => write(),
                         }
-                        Err(e) => tracing::warn!(error = %e, "shadow record did not serialise"),
-                    },
+                    }
                     Ok(Msg::Flush(done)) => {
                         let _ = w.flush();
                         let _ = done.send(());
@@ -180,7 +192,7 @@ mod tests {
     #[test]
     fn records_are_written_rotated_and_flushed() {
         let dir = tempfile::tempdir().unwrap();
-        let sink = FileSink::start(dir.path(), 400, 1024).unwrap();
+        let sink = FileSink::start(dir.path(), 400, 1024, None).unwrap();
         for i in 0..20 {
             sink.offer(record(i));
         }

@@ -1,7 +1,8 @@
 //! Running totals per (model, shadow version), read over the admin RPC.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::compare::OutputDiff;
 
@@ -52,11 +53,16 @@ impl ShadowTotals {
     }
 }
 
-/// Totals of every shadow, keyed by model and version. Updated off the
-/// request path (in the comparison task), so a Mutex is fine here.
+/// Totals of every shadow, keyed by model and version. Comparisons are
+/// recorded off the request path (on the comparer's background thread), so a
+/// Mutex is fine for them. Drops happen on the request path and must never
+/// wait for that Mutex: a background thread holding it can be preempted for a
+/// long time by busy normal threads (priority inversion), so drops go to
+/// lock-free counters handed out when the routing table is built.
 #[derive(Debug, Default)]
 pub struct ShadowStats {
     totals: Mutex<HashMap<(String, u64), ShadowTotals>>,
+    drops: Mutex<HashMap<(String, u64), Arc<AtomicU64>>>,
 }
 
 impl ShadowStats {
@@ -65,8 +71,16 @@ impl ShadowStats {
         f(map.entry((model.to_string(), version)).or_default());
     }
 
-    pub fn record_drop(&self, model: &str, version: u64) {
-        self.with(model, version, |t| t.dropped += 1);
+    /// The drop counter of one shadow, for the request path (`fetch_add`).
+    pub fn drop_counter(&self, model: &str, version: u64) -> Arc<AtomicU64> {
+        let mut map = self.drops.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(map.entry((model.to_string(), version)).or_default())
+    }
+
+    fn with_drops(&self, key: &(String, u64), mut t: ShadowTotals) -> ShadowTotals {
+        let drops = self.drops.lock().unwrap_or_else(|p| p.into_inner());
+        t.dropped = drops.get(key).map_or(0, |c| c.load(Ordering::Relaxed));
+        t
     }
 
     pub fn record_error(&self, model: &str, version: u64) {
@@ -91,18 +105,30 @@ impl ShadowStats {
         });
     }
 
-    /// A copy of one shadow's totals.
     /// Every (model, version)'s totals.
     pub fn all(&self) -> Vec<((String, u64), ShadowTotals)> {
-        self.totals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+        let mut keys: Vec<(String, u64)> =
+            self.totals.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        keys.extend(self.drops.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned());
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .filter_map(|k| {
+                let t = self.get(&k.0, k.1)?;
+                Some((k, t))
+            })
             .collect()
     }
 
+    /// A copy of one shadow's totals, drops included.
     pub fn get(&self, model: &str, version: u64) -> Option<ShadowTotals> {
-        self.totals.lock().unwrap_or_else(|p| p.into_inner()).get(&(model.to_string(), version)).cloned()
+        let key = (model.to_string(), version);
+        let known = self.drops.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&key);
+        let totals = self.totals.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        match totals {
+            Some(t) => Some(self.with_drops(&key, t)),
+            None if known => Some(self.with_drops(&key, ShadowTotals::default())),
+            None => None,
+        }
     }
 }
