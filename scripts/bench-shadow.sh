@@ -16,7 +16,7 @@ results=$out/results.jsonl
 
 bin=target/release/modelgate
 $bin serve --models "$out/repo" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
-  --state-dir "$out/state" --rescan-seconds 0.2 --settle-ms 200 >"$out/server.out" 2>"$out/server.log" &
+  --state-dir "$out/state" --rescan-seconds 0.2 --settle-ms 200 ${SERVE_ARGS:-} >"$out/server.out" 2>"$out/server.log" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do grep -q '^try:' "$out/server.out" 2>/dev/null && break; sleep 0.1; done

@@ -580,9 +580,11 @@ impl Gateway {
             }
         })?;
         // Remembered for joining outcomes by request id only while a rollout
-        // runs: outside one there is nothing to compare them with, and the
-        // cache costs several allocations per request.
-        if model.rollout_id.is_some() {
+        // splits traffic between arms: outside one (or in a shadow-only
+        // rollout, where every reply is the champion's) there is nothing to
+        // compare them with, and the cache insert costs several allocations
+        // and a share of the cache's housekeeping per request.
+        if model.rollout_id.is_some() && model.routing.as_ref().is_some_and(|t| t.arms().len() > 1) {
             self.outcomes.served(
                 &req.request_id,
                 Served { model: model.name.clone(), version: version.version, role },
