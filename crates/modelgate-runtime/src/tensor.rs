@@ -214,6 +214,39 @@ impl TensorData {
         })
     }
 
+    /// The raw little-endian layout as shared bytes, for a response: on a
+    /// little-endian machine numeric vectors are handed over as they are (the
+    /// allocation moves into the `Bytes`, nothing is copied); bools and
+    /// strings are encoded.
+    pub fn into_raw_bytes(self) -> bytes::Bytes {
+        /// A vector seen as its bytes; `T: Pod` makes the view safe.
+        struct AsBytes<T>(Vec<T>);
+        impl<T: bytemuck::Pod> AsRef<[u8]> for AsBytes<T> {
+            fn as_ref(&self) -> &[u8] {
+                bytemuck::cast_slice(&self.0)
+            }
+        }
+        fn owned<T: bytemuck::Pod + Send + 'static>(v: Vec<T>) -> bytes::Bytes {
+            bytes::Bytes::from_owner(AsBytes(v))
+        }
+        if cfg!(target_endian = "big") {
+            return match self {
+                Self::Raw { bytes, .. } => bytes,
+                other => other.to_raw().into(),
+            };
+        }
+        match self {
+            Self::Float32(v) => owned(v),
+            Self::Float64(v) => owned(v),
+            Self::Int32(v) => owned(v),
+            Self::Int64(v) => owned(v),
+            Self::Uint8(v) => v.into(),
+            Self::Int8(v) => owned(v),
+            Self::Raw { bytes, .. } => bytes,
+            other @ (Self::Bool(_) | Self::String(_)) => other.to_raw().into(),
+        }
+    }
+
     /// Encodes into the raw little-endian layout (see [`TensorData::from_raw`]).
     pub fn to_raw(&self) -> Vec<u8> {
         fn le<const N: usize, T: Copy>(v: &[T], f: fn(T) -> [u8; N]) -> Vec<u8> {
@@ -413,6 +446,24 @@ pub fn element_count(shape: &[i64]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn into_raw_bytes_matches_to_raw_for_every_type() {
+        let all = [
+            TensorData::Float32(vec![1.5, -0.0, f32::NAN, f32::INFINITY]),
+            TensorData::Float64(vec![1.5, -2.25]),
+            TensorData::Int32(vec![-1, 7]),
+            TensorData::Int64(vec![i64::MIN, 3]),
+            TensorData::Uint8(vec![0, 255]),
+            TensorData::Int8(vec![-128, 127]),
+            TensorData::Bool(vec![true, false]),
+            TensorData::String(vec!["a".into(), "bc".into()]),
+        ];
+        for d in all {
+            let expected = d.to_raw();
+            assert_eq!(d.into_raw_bytes().as_ref(), expected.as_slice());
+        }
+    }
     use super::*;
 
     #[test]

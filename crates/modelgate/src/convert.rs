@@ -171,11 +171,9 @@ pub fn tensor_to_pb(t: Tensor, typed: bool) -> pb::Tensor {
         ..Default::default()
     };
     if !typed {
-        out.raw = match t.data {
-            // Still the bytes that came in: no copy.
-            TensorData::Raw { bytes, .. } => bytes,
-            data => data.to_raw().into(),
-        };
+        // Raw bytes that came in stay as they are; a numeric output's vector
+        // becomes the response bytes without a copy.
+        out.raw = t.data.into_raw_bytes();
         return out;
     }
     match t.data.owned().into_owned() {

@@ -452,7 +452,7 @@ impl KserveService {
                 parameters: Default::default(),
                 contents: None,
             });
-            out.raw_output_contents.push(t.data.to_raw().into());
+            out.raw_output_contents.push(t.data.into_raw_bytes());
         }
         Ok(Response::new(out))
     }
