@@ -4,13 +4,17 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:50051
 MODELS ?= models/repository
 
-.PHONY: run test test-deps ort build lint bench models clean
+.PHONY: run test test-deps build-deps ort build lint bench models clean
 
 ## ONNX Runtime's shared library, from the pinned onnxruntime wheel on PyPI.
 ort:
 	@scripts/fetch-onnxruntime.sh >/dev/null
 
-build: ort
+## Debian packages the build uses (protoc for the etcd client); installs only what is missing.
+build-deps:
+	@scripts/install-build-deps.sh
+
+build: ort build-deps
 	$(CARGO) build --release -p modelgate
 
 ## Serve the bundled models on $(LISTEN); prints a ready line and a command to try.
@@ -21,12 +25,12 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## Debian packages the tests use (promtool); installs only what is missing.
+## Debian packages the tests use (promtool, etcd); installs only what is missing.
 test-deps:
 	@scripts/install-test-deps.sh
 
 ## Lints, unit tests and the black-box suite (real ORT, real gRPC on loopback).
-test: ort test-deps lint
+test: ort build-deps test-deps lint
 	$(CARGO) build -p modelgate
 	@# nextest ends on one summary line of every test run; cargo test would
 	@# end on an empty doc-test section.
@@ -37,7 +41,7 @@ test: ort test-deps lint
 	fi
 
 ## Load generator vs raw ONNX Runtime; prints the overhead table.
-bench: ort
+bench: ort build-deps
 	$(CARGO) build --release -p modelgate -p modelgate-benches
 	scripts/bench.sh
 	scripts/bench-rollback.sh

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # What the test suite needs beyond the Rust toolchain, from Debian's
 # packages: promtool (package prometheus) checks the metrics exposition and
-# the chart's alert rules. Installs only what is missing; needs root (or
+# the chart's alert rules; etcd (package etcd-server) backs the fleet tests,
+# each starting its own on loopback ports with a temporary data directory. Installs only what is missing; needs root (or
 # sudo) the first time. The Python clients' venvs are made by the tests
 # themselves, from PyPI.
 set -euo pipefail
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v etcd >/dev/null || missing+=(etcd-server)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "test deps: installing ${missing[*]} (Debian packages)" >&2
 SUDO=""
@@ -17,6 +19,8 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >/dev/null
 # --no-install-recommends: promtool comes with the server package; nothing
-# is started (policy-rc.d keeps the package's service down in containers).
+# is started (policy-rc.d keeps the packages' services down in containers;
+# the tests stop nothing they did not start).
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 command -v promtool >/dev/null || { echo "test deps: promtool still missing after install" >&2; exit 1; }
+command -v etcd >/dev/null || { echo "test deps: etcd still missing after install" >&2; exit 1; }

@@ -2,6 +2,8 @@
 //! models, an in-process gateway on an ephemeral loopback port, a client, the
 //! golden vectors, and the path of the built binary for process tests.
 
+pub mod fleet;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

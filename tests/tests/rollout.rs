@@ -27,7 +27,7 @@ fn canary(candidate: i64, steps: &[u32]) -> pb::StartRolloutRequest {
 }
 
 fn rr(reason: &str) -> pb::RolloutRequest {
-    pb::RolloutRequest { model: "breast-cancer".into(), reason: reason.into() }
+    pb::RolloutRequest { model: "breast-cancer".into(), reason: reason.into(), expected_stage: None }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,7 +146,7 @@ async fn plans_are_validated_before_they_start() {
     let e = a.start_rollout(canary(1, &[10, 100])).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("already has a running canary"), "{}", e.message());
-    let e = a.advance(pb::RolloutRequest { model: "nope".into(), reason: String::new() }).await.unwrap_err();
+    let e = a.advance(pb::RolloutRequest { model: "nope".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
     server.stop().await.unwrap();
 }

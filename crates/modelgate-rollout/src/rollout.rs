@@ -378,6 +378,11 @@ impl Rollout {
         self.last_verdict.as_ref()
     }
 
+    /// Forgets the latest verdict (to compare what routing depends on).
+    pub fn clear_verdict(&mut self) {
+        self.last_verdict = None;
+    }
+
     /// Whether automatic decisions are paused.
     pub fn is_paused(&self) -> bool {
         self.state == RolloutState::Paused

@@ -33,7 +33,7 @@ impl AdminService {
             rollout.as_ref().map(|r| self.controller.observation(model, r, &counts)).unwrap_or_default();
         let mut status = status_of(model, rollout.as_ref(), &counts, &obs, champion);
         if let Some(r) = &rollout {
-            status.alerts = self.controller.alerts(model, &r.id).iter().map(alert_of).collect();
+            status.alerts = self.controller.alerts(model, &r.id).await.iter().map(alert_of).collect();
         }
         let table = self.gateway.table();
         if let Some(m) = table.models.get(model) {
@@ -321,11 +321,10 @@ impl pb::admin_server::Admin for AdminService {
             return Err(Status::invalid_argument("model is empty; expected a model name"));
         }
         let view = self.controller.analysis(&model).await?;
-        let alerts = view
-            .rollout
-            .as_ref()
-            .map(|r| self.controller.alerts(&model, &r.id).iter().map(alert_of).collect())
-            .unwrap_or_default();
+        let alerts = match &view.rollout {
+            Some(r) => self.controller.alerts(&model, &r.id).await.iter().map(alert_of).collect(),
+            None => Vec::new(),
+        };
         Ok(Response::new(analysis_of(&model, &view, alerts)))
     }
 
@@ -363,7 +362,9 @@ impl pb::admin_server::Admin for AdminService {
                 r.candidate_percent
             )));
         }
-        self.controller.apply(&r.model, Op::SetWeights(r.candidate_percent), &who, reason(&r.reason)).await?;
+        self.controller
+            .apply(&r.model, Op::SetWeights(r.candidate_percent), &who, reason(&r.reason), None)
+            .await?;
         Ok(Response::new(self.status(&r.model).await?))
     }
 
@@ -383,7 +384,7 @@ impl pb::admin_server::Admin for AdminService {
         let who = actor(&req);
         let r = req.into_inner();
         let v = if r.version == 0 { None } else { Some(version(r.version, "version")?) };
-        self.controller.apply(&r.model, Op::Promote(v), &who, reason(&r.reason)).await?;
+        self.controller.apply(&r.model, Op::Promote(v), &who, reason(&r.reason), None).await?;
         Ok(Response::new(self.status(&r.model).await?))
     }
 
@@ -407,6 +408,7 @@ impl pb::admin_server::Admin for AdminService {
         let mut events = self
             .controller
             .events(model, u64::try_from(r.since_ms).unwrap_or(0), u64::try_from(r.until_ms).unwrap_or(0))
+            .await
             .map_err(Status::from)?;
         let limit = if r.limit == 0 { 1000 } else { r.limit as usize };
         if events.len() > limit {
@@ -462,7 +464,7 @@ impl AdminService {
         let who = actor(&req);
         let r = req.into_inner();
         self.controller
-            .apply(&r.model, op, &who, reason(&r.reason))
+            .apply(&r.model, op, &who, reason(&r.reason), r.expected_stage.map(|s| s as usize))
             .await
             .map_err(|e: ControlError| Status::from(e))?;
         Ok(Response::new(self.status(&r.model).await?))

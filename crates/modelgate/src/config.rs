@@ -96,6 +96,15 @@ pub struct ServeArgs {
     /// Rollout state and the audit log. Default: `modelgate-state` beside the model repository.
     #[arg(long, env = "MODELGATE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Where rollout state lives: `file` (the state directory, one process)
+    /// or `etcd://host:port[,host:port]/prefix` (fleet mode: every replica
+    /// with the same URL acts as one gateway).
+    #[arg(long, env = "MODELGATE_STATE", default_value = "file")]
+    pub state: String,
+    /// This replica's name in the fleet (its leases, published counts and
+    /// audit events). Default: host name and process id.
+    #[arg(long, env = "MODELGATE_REPLICA_ID")]
+    pub replica_id: Option<String>,
     /// Threads that run shadow copies, at the lowest OS priority.
     #[arg(long, env = "MODELGATE_SHADOW_THREADS", default_value_t = 1)]
     pub shadow_threads: usize,
@@ -170,6 +179,9 @@ pub struct ServeConfig {
     pub rescan: Duration,
     pub settle: Duration,
     pub state_dir: PathBuf,
+    /// Fleet mode's etcd, or `None` for the file store in `state_dir`.
+    pub etcd: Option<crate::state::etcd::EtcdUrl>,
+    pub replica_id: String,
     pub shadow_threads: usize,
     pub shadow_queue: usize,
     /// Cores' worth of CPU the shadows may use; `None`: no budget.
@@ -204,6 +216,31 @@ fn parse_cpu_budget(s: &str) -> anyhow::Result<Option<f64>> {
     }
 }
 
+/// `file`, or an etcd URL for fleet mode.
+pub fn parse_state_url(v: &str) -> anyhow::Result<Option<crate::state::etcd::EtcdUrl>> {
+    match v.trim() {
+        "" | "file" => Ok(None),
+        url if url.starts_with("etcd://") => {
+            Ok(Some(url.parse().map_err(|e: String| anyhow::anyhow!("--state: {e}"))?))
+        }
+        other => {
+            anyhow::bail!("--state must be `file` or etcd://host:port[,host:port]/prefix, got '{other}'")
+        }
+    }
+}
+
+/// The host name and process id: unique on a host and across a fleet.
+pub fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "modelgate".into());
+    let host: String =
+        host.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' }).collect();
+    format!("{host}-{}", std::process::id())
+}
+
 /// `modelgate-state` beside the model repository.
 pub fn default_state_dir(models: &std::path::Path) -> PathBuf {
     models.parent().map_or_else(|| PathBuf::from("modelgate-state"), |p| p.join("modelgate-state"))
@@ -217,6 +254,8 @@ impl ServeConfig {
         Self {
             shadow_dir: state_dir.join("shadow"),
             state_dir,
+            etcd: None,
+            replica_id: default_replica_id(),
             shadow_threads: 1,
             shadow_queue: 16,
             shadow_cpu_cores: Some(default_shadow_cpu_cores()),
@@ -274,6 +313,14 @@ impl TryFrom<ServeArgs> for ServeConfig {
             tick: Duration::from_millis(a.tick_ms.max(10)),
             shadow_dir: a.shadow_dir.unwrap_or_else(|| state_dir.join("shadow")),
             state_dir,
+            etcd: parse_state_url(&a.state)?,
+            replica_id: match a.replica_id.filter(|r| !r.is_empty()) {
+                Some(r) if r.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => r,
+                Some(r) => {
+                    anyhow::bail!("--replica-id may hold letters, digits, '-', '_' and '.', got '{r}'")
+                }
+                None => default_replica_id(),
+            },
             shadow_threads: a.shadow_threads.max(1),
             shadow_queue: a.shadow_queue.max(1),
             shadow_cpu_cores: parse_cpu_budget(&a.shadow_cpu_budget)?,

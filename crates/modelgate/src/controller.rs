@@ -21,7 +21,7 @@ use tonic::{Code, Status};
 
 use crate::analysis;
 use crate::gateway::{Gateway, Policy};
-use crate::state::StateStore;
+use crate::state::{EtcdStore, FleetEvent, Snapshot, StateStore, StoreError};
 use modelgate_rollout::analysis::PsiLevel;
 
 /// Unix milliseconds now.
@@ -80,13 +80,32 @@ pub struct ScrapeView {
 pub struct Controller {
     gateway: Arc<Gateway>,
     store: Arc<dyn StateStore>,
+    /// Fleet mode: the same store, seen as etcd (leadership, replica counts).
+    fleet: Option<Arc<EtcdStore>>,
     scrape: std::sync::Mutex<ScrapeView>,
     inner: tokio::sync::Mutex<Inner>,
     retirer: std::sync::OnceLock<Retirer>,
+    /// Alerts raised during a tick, written when it ends.
+    outbox: std::sync::Mutex<Vec<AuditEvent>>,
+    /// `inner.pending.len()`, for scrapes that must not wait for the lock.
+    pending_count: std::sync::atomic::AtomicUsize,
+}
+
+/// A rollback this replica made while etcd was unreachable, to be written
+/// back when it returns.
+#[derive(Debug, Clone)]
+struct PendingRollback {
+    model: String,
+    rollout: Rollout,
+    events: Vec<AuditEvent>,
 }
 
 struct Inner {
     state: ControlState,
+    /// The store revision `state` was read at or last written as.
+    revision: u64,
+    /// Fleet mode: local rollbacks etcd has not seen yet.
+    pending: Vec<PendingRollback>,
     baselines: BTreeMap<String, Baseline>,
     /// The highest PSI level already alerted per (rollout id, version).
     alerted: BTreeMap<(String, u64), PsiLevel>,
@@ -136,6 +155,9 @@ pub enum ControlError {
     Precondition(String),
     #[error("{0}")]
     Invalid(String),
+    /// Another replica changed the rollout first; this change was not made.
+    #[error("{0}")]
+    Conflict(String),
     #[error("state store: {0}")]
     Store(#[from] crate::state::StoreError),
 }
@@ -148,6 +170,7 @@ impl From<ControlError> for Status {
                 Code::FailedPrecondition
             }
             ControlError::Invalid(_) => Code::InvalidArgument,
+            ControlError::Conflict(_) => Code::Aborted,
             ControlError::Store(_) => Code::Unavailable,
         };
         Status::new(code, e.to_string())
@@ -173,11 +196,14 @@ fn is_live(r: &Rollout) -> bool {
 impl Controller {
     /// Restores the persisted state (champions, rollouts, counts) and
     /// publishes every model's routing.
-    pub fn open(gateway: Arc<Gateway>, store: Arc<dyn StateStore>) -> Result<Self, ControlError> {
-        let state = match store.load_snapshot()? {
-            Some(bytes) => serde_json::from_slice::<ControlState>(&bytes)
-                .map_err(|e| ControlError::Precondition(format!("state snapshot does not parse: {e}")))?,
-            None => ControlState::default(),
+    pub async fn open(
+        gateway: Arc<Gateway>,
+        store: Arc<dyn StateStore>,
+        fleet: Option<Arc<EtcdStore>>,
+    ) -> Result<Self, ControlError> {
+        let (state, revision) = match store.load_snapshot().await? {
+            Some(snap) => (parse_state(&snap.bytes)?, snap.revision),
+            None => (ControlState::default(), 0),
         };
         let mut baselines = BTreeMap::new();
         for (model, counts) in &state.counts {
@@ -194,9 +220,14 @@ impl Controller {
         let controller = Self {
             gateway,
             store,
+            fleet,
             scrape: std::sync::Mutex::new(ScrapeView::default()),
+            outbox: std::sync::Mutex::new(Vec::new()),
+            pending_count: Default::default(),
             inner: tokio::sync::Mutex::new(Inner {
                 state,
+                revision,
+                pending: Vec::new(),
                 baselines,
                 alerted: BTreeMap::new(),
                 raised: Default::default(),
@@ -292,19 +323,141 @@ impl Controller {
         self.gateway.set_policy(model, Some(policy));
     }
 
-    /// Persists events then the snapshot; called with the lock held.
-    fn persist(&self, state: &ControlState, events: &[AuditEvent]) -> Result<(), ControlError> {
-        if !events.is_empty() {
-            let lines = events
-                .iter()
-                .map(|e| serde_json::to_string(e).map_err(|e| ControlError::Precondition(e.to_string())))
-                .collect::<Result<Vec<_>, _>>()?;
-            self.store.append_events(&lines)?;
-        }
+    /// Persists events and the snapshot in one commit conditioned on the
+    /// revision `inner.state` was read at; called with the lock held. On a
+    /// conflict (another replica wrote first) nothing is written, the
+    /// current state is read back and published, and the caller's change is
+    /// refused.
+    async fn persist(
+        &self,
+        inner: &mut Inner,
+        state: &ControlState,
+        events: &[AuditEvent],
+    ) -> Result<(), ControlError> {
+        let lines = events
+            .iter()
+            .map(|e| serde_json::to_string(e).map_err(|e| ControlError::Precondition(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
         let bytes = serde_json::to_vec(state).map_err(|e| ControlError::Precondition(e.to_string()))?;
-        self.store.save_snapshot(&bytes)?;
-        self.count_events(events);
-        Ok(())
+        match self.store.commit(inner.revision, bytes, lines).await {
+            Ok(revision) => {
+                inner.revision = revision;
+                self.count_events(events);
+                Ok(())
+            }
+            Err(StoreError::Conflict { current }) => {
+                if let Ok(Some(snap)) = self.store.load_snapshot().await {
+                    self.adopt(inner, snap);
+                }
+                Err(ControlError::Conflict(format!(
+                    "the rollout state changed on another replica (revision {current}) before this change was written; nothing was changed here — look at the rollout again and retry"
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Takes a state written elsewhere (another replica, or etcd after a
+    /// reconnect) as this replica's, and publishes what changed.
+    fn adopt(&self, inner: &mut Inner, snap: Snapshot) -> bool {
+        if snap.revision <= inner.revision {
+            return false;
+        }
+        let mut state = match parse_state(&snap.bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(revision = snap.revision, error = %e, "ignoring a fleet state that does not parse");
+                return false;
+            }
+        };
+        // What this replica unloaded is its own business.
+        state.retired = std::mem::take(&mut inner.state.retired);
+        let old = std::mem::replace(&mut inner.state, state);
+        inner.revision = snap.revision;
+        let mut models: std::collections::BTreeSet<String> = old.rollouts.keys().cloned().collect();
+        models.extend(inner.state.rollouts.keys().cloned());
+        models.extend(old.champions.keys().cloned());
+        models.extend(inner.state.champions.keys().cloned());
+        let mut changed = 0;
+        for model in models {
+            let before = (old.rollouts.get(&model).map(rollout_key), old.champions.get(&model));
+            let after =
+                (inner.state.rollouts.get(&model).map(rollout_key), inner.state.champions.get(&model));
+            if before != after {
+                changed += 1;
+                tracing::info!(model = %model, revision = snap.revision, "applying a rollout change made elsewhere in the fleet");
+                inner.baselines.remove(&model);
+                self.publish(&inner.state, &model);
+            }
+        }
+        changed > 0
+    }
+
+    /// Applies what the etcd store reports, until the store goes away.
+    pub fn spawn_follower(
+        self: &Arc<Self>,
+        mut events: tokio::sync::mpsc::UnboundedReceiver<FleetEvent>,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                match event {
+                    FleetEvent::Changed(snap) => {
+                        let mut inner = me.inner.lock().await;
+                        me.adopt(&mut inner, snap);
+                    }
+                    FleetEvent::Connected(snap) => {
+                        let mut inner = me.inner.lock().await;
+                        me.resync(&mut inner, snap).await;
+                    }
+                    FleetEvent::Disconnected(reason) => {
+                        tracing::warn!(%reason, "fleet state store lost; serving the last known routing");
+                    }
+                }
+            }
+        })
+    }
+
+    /// After (re)connecting: writes back the rollbacks made while etcd was
+    /// away, then takes the fleet's state.
+    async fn resync(&self, inner: &mut Inner, snap: Option<Snapshot>) {
+        let mut snap = snap;
+        for p in std::mem::take(&mut inner.pending) {
+            let Some(current) = &snap else { break };
+            let Ok(remote) = parse_state(&current.bytes) else { break };
+            let lines: Vec<String> = p.events.iter().filter_map(|e| serde_json::to_string(e).ok()).collect();
+            let still_live =
+                remote.rollouts.get(&p.model).is_some_and(|r| r.id == p.rollout.id && is_live(r));
+            let result = if still_live {
+                // The fleet still runs what this replica rolled back: roll it
+                // back everywhere (safety first).
+                let mut next = remote.clone();
+                next.champions.insert(p.model.clone(), resulting_champion(&p.rollout));
+                next.rollouts.insert(p.model.clone(), p.rollout.clone());
+                let bytes = serde_json::to_vec(&next).unwrap_or_default();
+                self.store.commit(current.revision, bytes.clone(), lines).await.map(|rev| {
+                    snap = Some(Snapshot { bytes, revision: rev });
+                })
+            } else {
+                // Already over in the fleet: the local rollback is still a
+                // fact for the audit log.
+                self.store.append_events(lines).await
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!(model = %p.model, rollout = %p.rollout.id, written_back = still_live, "a rollback made while etcd was unreachable is recorded in the fleet")
+                }
+                Err(e) => {
+                    tracing::warn!(model = %p.model, error = %e, "cannot write back a local rollback yet");
+                    inner.pending.push(p);
+                }
+            }
+        }
+        self.pending_count.store(inner.pending.len(), std::sync::atomic::Ordering::Relaxed);
+        let Some(snap) = snap else { return };
+        // After a partition the fleet's revision can be anything: take it as is.
+        inner.revision = 0;
+        self.adopt(inner, snap);
     }
 
     /// Counts recorded audit events in the metrics: every action, rollbacks
@@ -416,7 +569,7 @@ impl Controller {
                     let ev = r
                         .attach_shadow(shadow.clone(), &ready, now_ms(), actor, reason)
                         .map_err(|e| ControlError::Precondition(e.to_string()))?;
-                    self.commit(&mut inner, model, r, ev)?;
+                    self.commit(&mut inner, model, r, ev).await?;
                     return Ok(inner.state.rollouts[model].clone());
                 }
                 (Plan::Shadow(shadow), _) => {
@@ -460,7 +613,7 @@ impl Controller {
                 ..Default::default()
             },
         );
-        self.persist(&next, &events)?;
+        self.persist(&mut inner, &next, &events).await?;
         inner.state = next;
         inner.baselines.remove(model);
         self.publish(&inner.state, model);
@@ -474,6 +627,7 @@ impl Controller {
         op: Op,
         actor: &Actor,
         reason: Option<String>,
+        expected_stage: Option<usize>,
     ) -> Result<Rollout, ControlError> {
         let mut inner = self.inner.lock().await;
         let mut rollout = inner
@@ -482,6 +636,17 @@ impl Controller {
             .get(model)
             .cloned()
             .ok_or_else(|| ControlError::NoRollout(model.to_string()))?;
+        if let Some(want) = expected_stage
+            && (rollout.stage != want || !is_live(&rollout))
+        {
+            return Err(ControlError::Conflict(format!(
+                "rollout {} of model '{model}' is {} at stage {}, not stage {} (stages numbered from 1): it changed since you looked; nothing was changed",
+                rollout.id,
+                crate::admin::state_name(&rollout.state),
+                rollout.stage + 1,
+                want + 1
+            )));
+        }
         let now = now_ms();
         let result = match op {
             Op::Advance => rollout.advance(now, actor, reason),
@@ -500,11 +665,11 @@ impl Controller {
             Op::SetWeights(p) => rollout.set_weights(p, now, actor, reason),
         };
         let events = result.map_err(|e| ControlError::Precondition(e.to_string()))?;
-        self.commit(&mut inner, model, rollout, events)?;
+        self.commit(&mut inner, model, rollout, events).await?;
         Ok(inner.state.rollouts[model].clone())
     }
 
-    fn commit(
+    async fn commit(
         &self,
         inner: &mut Inner,
         model: &str,
@@ -525,7 +690,7 @@ impl Controller {
             inner.baselines.remove(model);
         }
         next.rollouts.insert(model.to_string(), rollout);
-        self.persist(&next, &events)?;
+        self.persist(inner, &next, &events).await?;
         inner.state = next;
         self.publish(&inner.state, model);
         Ok(())
@@ -548,14 +713,14 @@ impl Controller {
     }
 
     /// The audit log, oldest first, filtered.
-    pub fn events(
+    pub async fn events(
         &self,
         model: Option<&str>,
         since_ms: Millis,
         until_ms: Millis,
     ) -> Result<Vec<(AuditEvent, String)>, ControlError> {
         let mut out = Vec::new();
-        for line in self.store.read_events()? {
+        for line in self.store.read_events().await? {
             let Ok(e) = serde_json::from_str::<AuditEvent>(&line) else { continue };
             if model.is_some_and(|m| m != e.model)
                 || e.at_ms < since_ms
@@ -583,7 +748,11 @@ impl Controller {
             }
         };
         let versions = rollout.routing_table().versions();
-        let carried = inner.state.counts.get(model).cloned().unwrap_or_default();
+        // In a fleet each replica counts only what it served; the leader sums.
+        let carried = match self.fleet {
+            None => inner.state.counts.get(model).cloned().unwrap_or_default(),
+            Some(_) => StageCounts::default(),
+        };
         let baseline = inner.baselines.entry(model.to_string()).or_insert_with(|| Baseline {
             stage: rollout.stage,
             stage_started_ms: rollout.stage_started_ms,
@@ -825,11 +994,7 @@ impl Controller {
                 Err(e) => tracing::warn!(model, error = %e, "pause_on_alert could not pause"),
             }
         }
-        let lines: Vec<String> = events.iter().filter_map(|e| serde_json::to_string(e).ok()).collect();
-        match self.store.append_events(&lines) {
-            Ok(()) => self.count_events(&events),
-            Err(e) => tracing::error!(model, error = %e, "cannot record a soft-trigger alert"),
-        }
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner()).extend(events);
         changed
     }
 
@@ -922,8 +1087,9 @@ impl Controller {
     }
 
     /// The ALERT events of rollout `rollout_id`, oldest first.
-    pub fn alerts(&self, model: &str, rollout_id: &str) -> Vec<AuditEvent> {
+    pub async fn alerts(&self, model: &str, rollout_id: &str) -> Vec<AuditEvent> {
         self.events(Some(model), 0, 0)
+            .await
             .map(|events| {
                 events
                     .into_iter()
@@ -1007,14 +1173,41 @@ impl Controller {
     }
 
     /// One controller pass over every live rollout: count, judge, decide.
+    ///
+    /// In a fleet every replica counts what it served and publishes it; any
+    /// replica rolls back on a hard trigger its own windows show; the leader
+    /// alone takes the decisions that must happen once (advance, promote,
+    /// complete, alerts), on the counts of the whole fleet.
     pub async fn tick(&self) {
+        let fleet = self.fleet.as_ref();
+        let leader = fleet.is_none_or(|f| f.is_leader());
+        // Network first, without the lock.
+        let others = match fleet {
+            Some(f) if leader => match f.fleet_counts().await {
+                Ok(list) => Some(list),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read the fleet's counts this tick");
+                    None
+                }
+            },
+            _ => None,
+        };
+        // A leader that cannot see the fleet's counts does not decide on its own.
+        let decide = leader && (fleet.is_none() || others.is_some());
         let mut inner = self.inner.lock().await;
         let models: Vec<String> =
             inner.state.rollouts.iter().filter(|(_, r)| is_live(r)).map(|(m, _)| m.clone()).collect();
         let mut dirty = false;
+        let mut local_counts: BTreeMap<String, StageCounts> = BTreeMap::new();
         for model in models {
             let Some(mut rollout) = inner.state.rollouts.get(&model).cloned() else { continue };
-            let counts = self.observe(&mut inner, &model, &rollout);
+            let mut counts = self.observe(&mut inner, &model, &rollout);
+            if let Some(others) = &others {
+                local_counts.insert(model.clone(), counts.clone());
+                counts = merge_counts(counts, &model, others, fleet.map(|f| f.replica()).unwrap_or_default());
+            } else if fleet.is_some() {
+                local_counts.insert(model.clone(), counts.clone());
+            }
             let arms = self.arm_numbers(&mut inner, &model, &rollout, &counts);
             // Hard triggers first: a firing one rolls back within this tick.
             if let Some(fired) = self.hard_trigger(&model, &rollout, &arms) {
@@ -1027,10 +1220,37 @@ impl Controller {
                     reason = %fired.reason,
                     "hard trigger fired; rolling back"
                 );
-                match rollout.rollback_triggered(now, fired.trigger, fired.reason, fired.numbers) {
+                let mut reason = fired.reason;
+                if let Some(f) = fleet {
+                    reason = format!("{reason} (seen by replica {})", f.replica());
+                }
+                match rollout.rollback_triggered(now, fired.trigger, reason, fired.numbers) {
                     Ok(events) => {
-                        if let Err(e) = self.commit(&mut inner, &model, rollout, events) {
-                            tracing::error!(model = %model, error = %e, "cannot persist an automatic rollback");
+                        let pending = PendingRollback {
+                            model: model.clone(),
+                            rollout: rollout.clone(),
+                            events: events.clone(),
+                        };
+                        match self.commit(&mut inner, &model, rollout, events).await {
+                            Ok(()) => {}
+                            Err(ControlError::Store(StoreError::Unavailable(e))) if fleet.is_some() => {
+                                // Fail static, but safe: roll back here now and
+                                // write it back when etcd returns.
+                                tracing::warn!(model = %model, error = %e, "etcd unreachable: rolling back on this replica only until it returns");
+                                self.count_events(&pending.events);
+                                inner
+                                    .state
+                                    .champions
+                                    .insert(model.clone(), resulting_champion(&pending.rollout));
+                                inner.state.rollouts.insert(model.clone(), pending.rollout.clone());
+                                self.publish(&inner.state, &model);
+                                inner.pending.push(pending);
+                                self.pending_count
+                                    .store(inner.pending.len(), std::sync::atomic::Ordering::Relaxed);
+                            }
+                            Err(e) => {
+                                tracing::error!(model = %model, error = %e, "cannot persist an automatic rollback")
+                            }
                         }
                     }
                     Err(e) => tracing::error!(model = %model, error = %e, "automatic rollback refused"),
@@ -1038,10 +1258,10 @@ impl Controller {
                 continue;
             }
             let verdict = self.verdict(&model, &rollout, &arms);
-            if self.soft_triggers(&mut inner, &model, &mut rollout) {
+            if decide && self.soft_triggers(&mut inner, &model, &mut rollout) {
                 dirty = true;
             }
-            if self.regression_alerts(&mut inner, &model, &mut rollout, &verdict) {
+            if decide && self.regression_alerts(&mut inner, &model, &mut rollout, &verdict) {
                 dirty = true;
             }
             let obs = self.observation(&model, &rollout, &counts);
@@ -1063,10 +1283,14 @@ impl Controller {
                 dirty |= changed_counts;
                 continue;
             }
+            if !decide {
+                // Not this replica's to take: the leader decides once.
+                continue;
+            }
             for e in &events {
                 tracing::info!(model = %model, action = ?e.action, reason = ?e.reason, "rollout decision");
             }
-            if let Err(e) = self.commit(&mut inner, &model, rollout, events) {
+            if let Err(e) = self.commit(&mut inner, &model, rollout, events).await {
                 tracing::error!(model = %model, error = %e, "cannot persist a rollout decision; routing unchanged");
             }
         }
@@ -1079,19 +1303,33 @@ impl Controller {
         for model in all {
             dirty |= self.retire_unused(&mut inner, &model, now_ms());
         }
-        if dirty {
+        // Alerts raised this tick.
+        let alerts = std::mem::take(&mut *self.outbox.lock().unwrap_or_else(|p| p.into_inner()));
+        if !alerts.is_empty() {
+            let lines: Vec<String> = alerts.iter().filter_map(|e| serde_json::to_string(e).ok()).collect();
+            match self.store.append_events(lines).await {
+                Ok(()) => self.count_events(&alerts),
+                Err(e) => tracing::error!(error = %e, "cannot record soft-trigger alerts"),
+            }
+        }
+        if dirty && fleet.is_none() {
             // Stage counts change on every tick under traffic. Writing them
-            // syncs the file twice; done on a tokio worker, that stalled every
-            // request queued behind it on the worker for the length of the
-            // sync (a p99 regression measured with the shadow bench), so it
-            // runs on the blocking pool. The controller lock stays held, so
-            // snapshots are still written in order.
-            let bytes = serde_json::to_vec(&inner.state).unwrap_or_default();
-            let store = Arc::clone(&self.store);
-            match tokio::task::spawn_blocking(move || store.save_snapshot(&bytes)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot persist stage counts"),
-                Err(e) => tracing::warn!(error = %e, "stage count writer panicked"),
+            // syncs the file twice; the file store does that on the blocking
+            // pool (done on a tokio worker, it stalled every request queued
+            // behind it: a p99 regression measured with the shadow bench).
+            // The controller lock stays held, so snapshots are written in order.
+            let state = inner.state.clone();
+            if let Err(e) = self.persist(&mut inner, &state, &[]).await {
+                tracing::warn!(error = %e, "cannot persist stage counts");
+            }
+        }
+        drop(inner);
+        if let Some(f) = fleet
+            && f.connected()
+        {
+            let bytes = serde_json::to_vec(&local_counts).unwrap_or_default();
+            if let Err(e) = f.publish_counts(bytes).await {
+                tracing::debug!(error = %e, "cannot publish this replica's counts");
             }
         }
     }
@@ -1110,12 +1348,25 @@ impl Controller {
     }
 
     /// Writes the current state (champions, rollouts, stage counts) now.
+    /// In a fleet every decision is written when it is taken and stage
+    /// counts are each replica's own, so there is nothing to save.
     pub async fn save(&self) -> Result<(), ControlError> {
-        let inner = self.inner.lock().await;
-        let bytes =
-            serde_json::to_vec(&inner.state).map_err(|e| ControlError::Precondition(e.to_string()))?;
-        self.store.save_snapshot(&bytes)?;
-        Ok(())
+        if self.fleet.is_some() {
+            return Ok(());
+        }
+        let mut inner = self.inner.lock().await;
+        let state = inner.state.clone();
+        self.persist(&mut inner, &state, &[]).await
+    }
+
+    /// Fleet mode: rollbacks made while etcd was unreachable, not yet written back.
+    pub fn pending_rollbacks(&self) -> usize {
+        self.pending_count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Fleet mode: whether etcd is reachable and whether this replica leads.
+    pub fn fleet_status(&self) -> Option<(bool, bool)> {
+        self.fleet.as_ref().map(|f| (f.connected(), f.is_leader()))
     }
 
     /// What a metrics scrape shows about rollouts.
@@ -1135,6 +1386,40 @@ impl Controller {
             })
             .unwrap_or(true)
     }
+}
+
+/// This replica's counts for `model` plus every other replica's, where they
+/// count the same stage.
+fn merge_counts(mut mine: StageCounts, model: &str, others: &[(String, Vec<u8>)], me: &str) -> StageCounts {
+    for (replica, bytes) in others {
+        if replica == me {
+            continue;
+        }
+        let Ok(theirs) = serde_json::from_slice::<BTreeMap<String, StageCounts>>(bytes) else { continue };
+        let Some(c) = theirs.get(model) else { continue };
+        if c.stage != mine.stage || c.stage_started_ms != mine.stage_started_ms {
+            continue;
+        }
+        for (v, n) in &c.samples {
+            *mine.samples.entry(*v).or_default() += n;
+        }
+        for (v, n) in &c.errors {
+            *mine.errors.entry(*v).or_default() += n;
+        }
+    }
+    mine
+}
+
+fn parse_state(bytes: &[u8]) -> Result<ControlState, ControlError> {
+    serde_json::from_slice::<ControlState>(bytes)
+        .map_err(|e| ControlError::Precondition(format!("state snapshot does not parse: {e}")))
+}
+
+/// What routing depends on in a rollout (not its last verdict's numbers).
+fn rollout_key(r: &Rollout) -> String {
+    let mut r = r.clone();
+    r.clear_verdict();
+    serde_json::to_string(&r).unwrap_or_default()
 }
 
 /// The champion once a rollout is over (or now, if it is live).

@@ -19,6 +19,7 @@ async fn main() -> ExitCode {
             let call = modelgate::cli::admin::AdminCommand::Rollback(modelgate::cli::admin::ModelArg {
                 model,
                 reason,
+                if_stage: None,
             });
             modelgate::cli::admin::run(conn, call).await
         }
@@ -39,6 +40,10 @@ async fn main() -> ExitCode {
 async fn serve(log_format: LogFormat, args: modelgate::config::ServeArgs) -> anyhow::Result<()> {
     let telemetry = modelgate::otel::init(log_format, &args.trace_config())?;
     let config = ServeConfig::try_from(args)?;
+    let fleet = config
+        .etcd
+        .as_ref()
+        .map(|u| format!("{} {} as replica {}", u.endpoints.join(","), u.prefix, config.replica_id));
     let server = modelgate::start(config).await?;
     let table = server.gateway.table();
     let program = std::env::args().next().unwrap_or_else(|| "modelgate".into());
@@ -47,6 +52,9 @@ async fn serve(log_format: LogFormat, args: modelgate::config::ServeArgs) -> any
     println!("  admin on {}", server.admin_addr);
     if let Some(m) = server.metrics_addr {
         println!("  metrics on http://{m}/metrics");
+    }
+    if let Some(f) = fleet {
+        println!("  fleet: rollout state in etcd {f}");
     }
     if telemetry.exporting() {
         println!("  traces exported over OTLP");

@@ -211,6 +211,8 @@ pub struct StateMetrics {
     pub batch_retries: Vec<(VersionLabels, u64)>,
     /// Shadow CPU: (seconds used, budget in cores), when there is a budget.
     pub shadow_cpu: Option<(f64, f64)>,
+    /// Fleet mode: (etcd reachable, this replica leads, local rollbacks not yet written back).
+    pub fleet: Option<(bool, bool, usize)>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -354,6 +356,29 @@ impl Collector for StateCollector {
             "Shadow copies not run: the shadow queue was full or the shadow CPU budget was spent.",
             &s.shadow_dropped,
         )?;
+        if let Some((connected, leader, pending)) = s.fleet {
+            let m = e.encode_descriptor(
+                "modelgate_fleet_store_connected",
+                "1 while the fleet's etcd answers; 0: serving the last known state (fail static).",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(i64::from(connected)).encode(m)?;
+            let m = e.encode_descriptor(
+                "modelgate_fleet_leader",
+                "1 on the replica that takes the fleet's once-only decisions.",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(i64::from(leader)).encode(m)?;
+            let m = e.encode_descriptor(
+                "modelgate_fleet_pending_rollbacks",
+                "Rollbacks made here while etcd was unreachable, not yet written back.",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(pending as i64).encode(m)?;
+        }
         if let Some((used, cores)) = s.shadow_cpu {
             let m = e.encode_descriptor(
                 "modelgate_shadow_cpu_seconds",
@@ -648,6 +673,7 @@ impl StateSource for GatewayState {
         for ((model, version), psi) in &view.psi {
             out.psi.push((labels(model, *version), *psi));
         }
+        out.fleet = self.controller.fleet_status().map(|(c, l)| (c, l, self.controller.pending_rollbacks()));
         out.shadow_cpu = self.gateway.shadow_cpu_budget().map(|b| (b.used().as_secs_f64(), b.cores()));
         for ((model, version), t) in self.gateway.shadow_stats().all() {
             let l = labels(&model, version);

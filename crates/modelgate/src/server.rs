@@ -25,6 +25,9 @@ use modelgate_proto::v1::admin_server::AdminServer;
 /// gRPC service names reported by the health service.
 pub const HEALTH_SERVICES: [&str; 3] = ["", "modelgate.v1.Predict", "inference.GRPCInferenceService"];
 
+/// The health service name that reports whether the fleet's etcd answers.
+pub const FLEET_HEALTH_SERVICE: &str = "modelgate.fleet";
+
 /// A gateway serving on a bound address.
 pub struct RunningServer {
     pub addr: SocketAddr,
@@ -41,6 +44,8 @@ pub struct RunningServer {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
     watcher: Option<RepositoryWatcher>,
+    /// Fleet mode: the etcd store and the tasks following it.
+    fleet: Option<(Arc<crate::state::EtcdStore>, Vec<JoinHandle<()>>)>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -64,6 +69,13 @@ impl RunningServer {
             let _ = stop.send(());
         }
         self.ticker.abort();
+        if let Some((store, tasks)) = self.fleet.take() {
+            for t in tasks {
+                t.abort();
+            }
+            // Gives up the lease: another replica leads at once.
+            store.close().await;
+        }
         // Stop loading new versions before draining.
         drop(self.watcher.take());
         let _ = (&mut self.admin_task).await;
@@ -138,11 +150,34 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         comparer: Arc::new(comparer),
     };
     let gateway = Arc::new(Gateway::new(ModelTable::new(entries.clone(), &HashMap::new()), executor, shadow));
-    let store = crate::state::FileStore::open(&config.state_dir)
-        .with_context(|| format!("cannot open the state directory {}", config.state_dir.display()))?;
+    let (store, etcd): (Arc<dyn crate::state::StateStore>, _) = match &config.etcd {
+        None => {
+            let store = crate::state::FileStore::open(&config.state_dir)
+                .with_context(|| format!("cannot open the state directory {}", config.state_dir.display()))?;
+            (Arc::new(store), None)
+        }
+        Some(url) => {
+            let (store, events) = crate::state::EtcdStore::start(
+                url.clone(),
+                config.replica_id.clone(),
+                config.state_dir.clone(),
+            )
+            .await
+            .context("cannot set up the etcd state store")?;
+            tracing::info!(endpoints = ?url.endpoints, prefix = %url.prefix, replica = %config.replica_id, "fleet mode: rollout state in etcd");
+            (Arc::clone(&store) as Arc<dyn crate::state::StateStore>, Some((store, events)))
+        }
+    };
+    let fleet_store = etcd.as_ref().map(|(s, _)| Arc::clone(s));
     let controller = Arc::new(
-        Controller::open(Arc::clone(&gateway), Arc::new(store)).context("cannot restore rollout state")?,
+        Controller::open(Arc::clone(&gateway), store, fleet_store.clone())
+            .await
+            .context("cannot restore rollout state")?,
     );
+    let mut fleet_tasks = Vec::new();
+    if let Some((_, events)) = etcd {
+        fleet_tasks.push(controller.spawn_follower(events));
+    }
     gateway.metrics().set_state_source(Arc::new(crate::metrics::GatewayState {
         gateway: Arc::clone(&gateway),
         controller: Arc::clone(&controller),
@@ -220,6 +255,29 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     for service in HEALTH_SERVICES {
         health.set_service_status(service, tonic_health::ServingStatus::Serving).await;
     }
+    // Fleet mode: "modelgate.fleet" is SERVING while etcd answers. Serving
+    // itself goes on without it (fail static), so the overall status stays
+    // SERVING and Kubernetes keeps the pod.
+    if let Some(store) = &fleet_store {
+        let health = health.clone();
+        let store = Arc::clone(store);
+        fleet_tasks.push(tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let up = store.connected();
+                if last != Some(up) {
+                    let status = if up {
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tonic_health::ServingStatus::NotServing
+                    };
+                    health.set_service_status(FLEET_HEALTH_SERVICE, status).await;
+                    last = Some(up);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }));
+    }
     let reflection_service = reflection()?;
     let metrics_task = match config.metrics_listen {
         Some(at) => {
@@ -289,6 +347,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         stop: Some(stop_tx),
         task,
         watcher,
+        fleet: fleet_store.map(|s| (s, fleet_tasks)),
     })
 }
 

@@ -88,6 +88,10 @@ pub struct ModelArg {
     /// Why, for the audit log.
     #[arg(long, default_value = "")]
     pub reason: String,
+    /// Only if the rollout is still at this stage (numbered from 1, as
+    /// get-rollout shows them); else ABORTED and nothing changes.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub if_stage: Option<u32>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -419,7 +423,11 @@ fn status_out(conn: &AdminConn, s: &pb::RolloutStatus) -> anyhow::Result<()> {
 /// Runs one admin call.
 pub async fn run(conn: AdminConn, cmd: AdminCommand) -> anyhow::Result<()> {
     let mut c = connect(&conn).await?;
-    let rr = |m: &ModelArg| pb::RolloutRequest { model: m.model.clone(), reason: m.reason.clone() };
+    let rr = |m: &ModelArg| pb::RolloutRequest {
+        model: m.model.clone(),
+        reason: m.reason.clone(),
+        expected_stage: m.if_stage.map(|s| s - 1),
+    };
     match cmd {
         AdminCommand::ListModels => {
             let r = c.list_models(pb::ListModelsRequest {}).await.map_err(CallError)?.into_inner();

@@ -9,19 +9,25 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use super::{StateStore, StoreError};
+use super::{Snapshot, StateStore, StoreError};
 
 const SNAPSHOT: &str = "state.json";
 const AUDIT: &str = "audit.jsonl";
 
 /// State in a local directory.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FileStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     dir: PathBuf,
-    // Appends from concurrent admin calls must not interleave.
-    audit: Mutex<File>,
+    // Appends from concurrent callers must not interleave; the revision
+    // counter moves under the same lock.
+    audit: Mutex<(File, u64)>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -50,25 +56,62 @@ impl FileStore {
         } else if !text.is_empty() {
             audit.set_len(0).map_err(io(&audit_path))?;
         }
-        Ok(Self { dir, audit: Mutex::new(audit) })
+        // One writer: revisions only count this process's commits, from 1
+        // for a snapshot found on disk.
+        let revision = u64::from(dir.join(SNAPSHOT).exists());
+        // A temporary snapshot left by a crash mid-write is not the snapshot.
+        let _ = std::fs::remove_file(dir.join(format!(".{SNAPSHOT}.tmp")));
+        Ok(Self { inner: Arc::new(Inner { dir, audit: Mutex::new((audit, revision)) }) })
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.inner.dir
+    }
+
+    /// Runs blocking file work off the async workers (an fsync can take
+    /// milliseconds; a tokio worker stalled on it stalls every request
+    /// queued behind it).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        match tokio::task::spawn_blocking(move || f(&inner)).await {
+            Ok(r) => r,
+            Err(e) => Err(StoreError::Io { path: self.inner.dir.clone(), source: std::io::Error::other(e) }),
+        }
     }
 }
 
-impl StateStore for FileStore {
-    fn load_snapshot(&self) -> Result<Option<Vec<u8>>, StoreError> {
+impl Inner {
+    fn load(&self) -> Result<Option<Snapshot>, StoreError> {
         let path = self.dir.join(SNAPSHOT);
         match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
+            Ok(bytes) => {
+                let revision = self.audit.lock().unwrap_or_else(|p| p.into_inner()).1.max(1);
+                Ok(Some(Snapshot { bytes, revision }))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::Io { path, source: e }),
         }
     }
 
-    fn save_snapshot(&self, bytes: &[u8]) -> Result<(), StoreError> {
+    fn append(&self, audit: &mut File, lines: &[String]) -> Result<(), StoreError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join(AUDIT);
+        let mut buf = String::new();
+        for line in lines {
+            debug_assert!(!line.contains('\n'), "audit events are single lines");
+            buf.push_str(line);
+            buf.push('\n');
+        }
+        audit.write_all(buf.as_bytes()).map_err(io(&path))?;
+        audit.sync_data().map_err(io(&path))
+    }
+
+    fn save(&self, bytes: &[u8]) -> Result<(), StoreError> {
         let path = self.dir.join(SNAPSHOT);
         let tmp = self.dir.join(format!(".{SNAPSHOT}.tmp"));
         {
@@ -80,19 +123,6 @@ impl StateStore for FileStore {
         // The rename is durable only once the directory entry is.
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
         Ok(())
-    }
-
-    fn append_events(&self, lines: &[String]) -> Result<(), StoreError> {
-        let path = self.dir.join(AUDIT);
-        let mut buf = String::new();
-        for line in lines {
-            debug_assert!(!line.contains('\n'), "audit events are single lines");
-            buf.push_str(line);
-            buf.push('\n');
-        }
-        let mut f = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        f.write_all(buf.as_bytes()).map_err(io(&path))?;
-        f.sync_data().map_err(io(&path))
     }
 
     fn read_events(&self) -> Result<Vec<String>, StoreError> {
@@ -111,39 +141,86 @@ impl StateStore for FileStore {
     }
 }
 
+#[async_trait::async_trait]
+impl StateStore for FileStore {
+    async fn load_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
+        self.blocking(|s| s.load()).await
+    }
+
+    async fn commit(&self, expected: u64, snapshot: Vec<u8>, events: Vec<String>) -> Result<u64, StoreError> {
+        self.blocking(move |s| {
+            let mut guard = s.audit.lock().unwrap_or_else(|p| p.into_inner());
+            let (audit, revision) = &mut *guard;
+            if *revision != expected {
+                return Err(StoreError::Conflict { current: *revision });
+            }
+            // Events first: a crash between the two leaves an acknowledged
+            // decision in the log and the old snapshot, never the reverse.
+            s.append(audit, &events)?;
+            s.save(&snapshot)?;
+            *revision += 1;
+            Ok(*revision)
+        })
+        .await
+    }
+
+    async fn append_events(&self, lines: Vec<String>) -> Result<(), StoreError> {
+        self.blocking(move |s| {
+            let mut guard = s.audit.lock().unwrap_or_else(|p| p.into_inner());
+            s.append(&mut guard.0, &lines)
+        })
+        .await
+    }
+
+    async fn read_events(&self) -> Result<Vec<String>, StoreError> {
+        self.blocking(|s| s.read_events()).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn snapshot_round_trips_and_replaces_whole() {
+    #[tokio::test]
+    async fn snapshot_round_trips_and_replaces_whole() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::open(dir.path()).unwrap();
-        assert_eq!(store.load_snapshot().unwrap(), None);
-        store.save_snapshot(b"{\"a\":1}").unwrap();
-        store.save_snapshot(b"{\"a\":2}").unwrap();
-        assert_eq!(store.load_snapshot().unwrap().as_deref(), Some(&b"{\"a\":2}"[..]));
+        assert_eq!(store.load_snapshot().await.unwrap(), None);
+        assert_eq!(store.commit(0, b"{\"a\":1}".to_vec(), vec![]).await.unwrap(), 1);
+        assert_eq!(store.commit(1, b"{\"a\":2}".to_vec(), vec![]).await.unwrap(), 2);
+        let snap = store.load_snapshot().await.unwrap().unwrap();
+        assert_eq!((snap.bytes.as_slice(), snap.revision), (&b"{\"a\":2}"[..], 2));
         assert!(!dir.path().join(".state.json.tmp").exists());
+        // A writer that did not see revision 2 is refused and writes nothing.
+        assert!(matches!(
+            store.commit(1, b"{\"a\":3}".to_vec(), vec!["{}".into()]).await,
+            Err(StoreError::Conflict { current: 2 })
+        ));
+        assert!(store.read_events().await.unwrap().is_empty());
+        // Reopened, the snapshot on disk is revision 1 of the new process.
+        drop(store);
+        let store = FileStore::open(dir.path()).unwrap();
+        assert_eq!(store.load_snapshot().await.unwrap().unwrap().revision, 1);
     }
 
-    #[test]
-    fn events_append_and_survive_reopen() {
+    #[tokio::test]
+    async fn events_append_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = FileStore::open(dir.path()).unwrap();
-            store.append_events(&["{\"n\":1}".into(), "{\"n\":2}".into()]).unwrap();
+            store.append_events(vec!["{\"n\":1}".into(), "{\"n\":2}".into()]).await.unwrap();
         }
         let store = FileStore::open(dir.path()).unwrap();
-        store.append_events(&["{\"n\":3}".into()]).unwrap();
-        assert_eq!(store.read_events().unwrap(), vec!["{\"n\":1}", "{\"n\":2}", "{\"n\":3}"]);
+        store.commit(0, b"{}".to_vec(), vec!["{\"n\":3}".into()]).await.unwrap();
+        assert_eq!(store.read_events().await.unwrap(), vec!["{\"n\":1}", "{\"n\":2}", "{\"n\":3}"]);
     }
 
-    #[test]
-    fn a_torn_tail_is_dropped_on_open_and_appends_stay_whole() {
+    #[tokio::test]
+    async fn a_torn_tail_is_dropped_on_open_and_appends_stay_whole() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(AUDIT), "{\"n\":1}\n{\"n\":").unwrap();
         let store = FileStore::open(dir.path()).unwrap();
-        store.append_events(&["{\"n\":2}".into()]).unwrap();
-        assert_eq!(store.read_events().unwrap(), vec!["{\"n\":1}", "{\"n\":2}"]);
+        store.append_events(vec!["{\"n\":2}".into()]).await.unwrap();
+        assert_eq!(store.read_events().await.unwrap(), vec!["{\"n\":1}", "{\"n\":2}"]);
     }
 }

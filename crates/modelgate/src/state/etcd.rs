@@ -1,0 +1,509 @@
+//! The etcd state store: fleet mode, N replicas acting as one gateway.
+//!
+//! Keys under the prefix (default `/modelgate`):
+//!
+//! - `<prefix>/state`: the rollout snapshot (JSON). Its etcd `mod_revision`
+//!   is the snapshot's revision; a commit is a transaction conditioned on
+//!   it, so two replicas cannot both change the state they both read.
+//! - `<prefix>/audit/<ms>-<replica>-<seq>`: one audit event each, written in
+//!   the same transaction as the state change they explain; read back in
+//!   creation order.
+//! - `<prefix>/leader`: the elected leader's replica id, bound to its lease.
+//!   Decisions that must happen once (auto-advance, promotion, alerts) are
+//!   the leader's; any replica may roll back on a hard trigger.
+//! - `<prefix>/replicas/<replica>`: what each replica counted this stage
+//!   (JSON), bound to its lease, so it disappears with the replica.
+//!
+//! A background task keeps a watch on the state key and turns what it sees
+//! into [`FleetEvent`]s for the controller: every change made through any
+//! replica arrives within one round trip. When etcd cannot be reached the
+//! store says so (`connected()` is false, commits fail with
+//! [`StoreError::Unavailable`] at once), the controller keeps serving the
+//! last state it knew (fail static), and on reconnect the task delivers the
+//! current state again so the replica resyncs.
+//!
+//! The last state seen is also kept in `<state dir>/etcd-cache.json`, so a
+//! replica that starts while etcd is down serves what the fleet last agreed.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, SortOrder, SortTarget,
+    Txn, TxnOp,
+};
+use tokio::sync::mpsc;
+
+use super::{Snapshot, StateStore, StoreError};
+
+/// Lease time-to-live: a dead replica's leadership and published counts
+/// expire this long after its last keep-alive.
+const LEASE_TTL_SECS: i64 = 5;
+/// How often leases are renewed and leadership is checked.
+const CAMPAIGN_EVERY: Duration = Duration::from_millis(1000);
+/// Wait between reconnection attempts.
+const RETRY_EVERY: Duration = Duration::from_millis(500);
+/// Bound on one etcd call; past it the store counts as unreachable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the store's background task tells the controller.
+#[derive(Debug, Clone)]
+pub enum FleetEvent {
+    /// (Re)connected: the state as it is in etcd now (None: never written).
+    Connected(Option<Snapshot>),
+    /// Another writer changed the state.
+    Changed(Snapshot),
+    /// etcd stopped answering; serving goes on with the last state.
+    Disconnected(String),
+}
+
+/// Where the fleet's state lives: `etcd://host:port[,host:port...]/prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdUrl {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+}
+
+impl std::str::FromStr for EtcdUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let rest = s
+            .strip_prefix("etcd://")
+            .ok_or_else(|| format!("'{s}' is not an etcd URL (etcd://host:port[,host:port]/prefix)"))?;
+        let (hosts, prefix) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        let prefix = if prefix.is_empty() { "/modelgate".to_string() } else { prefix.to_string() };
+        let endpoints: Vec<String> =
+            hosts.split(',').filter(|h| !h.is_empty()).map(|h| format!("http://{h}")).collect();
+        if endpoints.is_empty() {
+            return Err(format!("'{s}' names no etcd endpoint"));
+        }
+        for h in hosts.split(',') {
+            let ok = h
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                return Err(format!("etcd endpoint '{h}' in '{s}' is not host:port"));
+            }
+        }
+        Ok(Self { endpoints, prefix })
+    }
+}
+
+/// State in etcd, shared by every replica.
+pub struct EtcdStore {
+    client: Client,
+    url: EtcdUrl,
+    replica: String,
+    connected: AtomicBool,
+    leader: AtomicBool,
+    lease: AtomicI64,
+    seq: AtomicU64,
+    cache: PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.url.endpoints)
+            .field("prefix", &self.url.prefix)
+            .field("replica", &self.replica)
+            .field("connected", &self.connected())
+            .field("leader", &self.is_leader())
+            .finish()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl EtcdStore {
+    /// Creates the store and starts its watch and election tasks. Does not
+    /// wait for etcd: an unreachable etcd means fail-static, not failure.
+    pub async fn start(
+        url: EtcdUrl,
+        replica: String,
+        state_dir: PathBuf,
+    ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<FleetEvent>), StoreError> {
+        std::fs::create_dir_all(&state_dir)
+            .map_err(|source| StoreError::Io { path: state_dir.clone(), source })?;
+        let options = ConnectOptions::new()
+            .with_connect_timeout(CALL_TIMEOUT)
+            .with_timeout(CALL_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(1), CALL_TIMEOUT)
+            .with_keep_alive_while_idle(true);
+        let client = Client::connect(&url.endpoints, Some(options)).await.map_err(unavailable)?;
+        let store = Arc::new(Self {
+            client,
+            url,
+            replica,
+            connected: AtomicBool::new(false),
+            leader: AtomicBool::new(false),
+            lease: AtomicI64::new(0),
+            seq: AtomicU64::new(0),
+            cache: state_dir.join("etcd-cache.json"),
+            stop: tokio::sync::watch::channel(false).0,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut stop = store.stop.subscribe();
+        let follower = Arc::clone(&store);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = follower.follow(tx) => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        });
+        let mut stop = store.stop.subscribe();
+        let campaigner = Arc::clone(&store);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = campaigner.campaign() => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        });
+        Ok((store, rx))
+    }
+
+    /// Stops the background tasks and gives up the lease, so another
+    /// replica takes the leadership at once rather than after the TTL.
+    pub async fn close(&self) {
+        self.stop.send_replace(true);
+        self.leader.store(false, Ordering::Release);
+        let lease = self.lease.swap(0, Ordering::AcqRel);
+        if lease != 0 && self.connected() {
+            let _ = tokio::time::timeout(CALL_TIMEOUT, self.client.lease_client().revoke(lease)).await;
+        }
+        self.connected.store(false, Ordering::Release);
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}/{name}", self.url.prefix)
+    }
+
+    /// This replica's id.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// Whether etcd answered the last call and the watch is up.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// Whether this replica holds the leader key under its live lease.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Acquire) && self.connected()
+    }
+
+    fn write_cache(&self, snap: &Snapshot) {
+        let doc = serde_json::json!({
+            "revision": snap.revision,
+            "state": String::from_utf8_lossy(&snap.bytes),
+        });
+        let tmp = self.cache.with_extension("json.tmp");
+        let result = std::fs::write(&tmp, doc.to_string()).and_then(|()| std::fs::rename(&tmp, &self.cache));
+        if let Err(e) = result {
+            tracing::warn!(path = %self.cache.display(), error = %e, "cannot keep the local copy of the fleet state");
+        }
+    }
+
+    fn read_cache(&self) -> Option<Snapshot> {
+        let text = std::fs::read_to_string(&self.cache).ok()?;
+        let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
+        Some(Snapshot {
+            revision: doc.get("revision")?.as_u64()?,
+            bytes: doc.get("state")?.as_str()?.as_bytes().to_vec(),
+        })
+    }
+
+    async fn get_state(&self) -> Result<(Option<Snapshot>, i64), StoreError> {
+        let mut kv = self.client.kv_client();
+        let resp = kv.get(self.key("state"), None).await.map_err(unavailable)?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let snap = resp
+            .kvs()
+            .first()
+            .map(|kv| Snapshot { bytes: kv.value().to_vec(), revision: kv.mod_revision() as u64 });
+        Ok((snap, revision))
+    }
+
+    /// Watches the state key for as long as etcd answers; reconnects forever.
+    async fn follow(&self, tx: mpsc::UnboundedSender<FleetEvent>) {
+        loop {
+            let reason = match self.follow_once(&tx).await {
+                Ok(()) => return, // the controller is gone
+                Err(e) => e.to_string(),
+            };
+            if self.connected.swap(false, Ordering::AcqRel) {
+                self.leader.store(false, Ordering::Release);
+                tracing::warn!(error = %reason, "etcd unreachable: serving the last known rollout state; admin changes are refused until it returns");
+                if tx.send(FleetEvent::Disconnected(reason)).is_err() {
+                    return;
+                }
+            }
+            tokio::time::sleep(RETRY_EVERY).await;
+        }
+    }
+
+    async fn follow_once(&self, tx: &mpsc::UnboundedSender<FleetEvent>) -> Result<(), StoreError> {
+        let (snap, revision) = self.get_state().await?;
+        let mut watch = self.client.watch_client();
+        let mut stream = watch
+            .watch(
+                self.key("state"),
+                Some(etcd_client::WatchOptions::new().with_start_revision(revision + 1)),
+            )
+            .await
+            .map_err(unavailable)?;
+        if let Some(s) = &snap {
+            self.write_cache(s);
+        }
+        if !self.connected.swap(true, Ordering::AcqRel) {
+            tracing::info!(endpoints = ?self.url.endpoints, prefix = %self.url.prefix, "connected to etcd");
+        }
+        if tx.send(FleetEvent::Connected(snap)).is_err() {
+            return Ok(());
+        }
+        loop {
+            let Some(resp) = stream.message().await.map_err(unavailable)? else {
+                return Err(unavailable("the watch stream ended"));
+            };
+            if resp.canceled() {
+                return Err(unavailable(format!("the watch was cancelled: {}", resp.cancel_reason())));
+            }
+            for event in resp.events() {
+                let Some(kv) = event.kv() else { continue };
+                if event.event_type() != EventType::Put {
+                    tracing::warn!(key = %self.key("state"), "the fleet state key was deleted; keeping the last state");
+                    continue;
+                }
+                let snap = Snapshot { bytes: kv.value().to_vec(), revision: kv.mod_revision() as u64 };
+                self.write_cache(&snap);
+                if tx.send(FleetEvent::Changed(snap)).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Keeps a lease alive and holds (or waits for) the leader key.
+    async fn campaign(&self) {
+        let mut keeper: Option<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)> = None;
+        let mut interval = tokio::time::interval(CAMPAIGN_EVERY);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            if !self.connected() {
+                keeper = None;
+                self.lease.store(0, Ordering::Release);
+                self.leader.store(false, Ordering::Release);
+                continue;
+            }
+            match self.campaign_once(&mut keeper).await {
+                Ok(leader) => {
+                    if leader != self.leader.swap(leader, Ordering::AcqRel) {
+                        tracing::info!(replica = %self.replica, leader, "fleet leadership changed");
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "lease or election call failed");
+                    keeper = None;
+                    self.lease.store(0, Ordering::Release);
+                    self.leader.store(false, Ordering::Release);
+                }
+            }
+        }
+    }
+
+    async fn campaign_once(
+        &self,
+        keeper: &mut Option<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)>,
+    ) -> Result<bool, StoreError> {
+        match keeper {
+            Some((k, stream)) => {
+                k.keep_alive().await.map_err(unavailable)?;
+                let resp = tokio::time::timeout(CALL_TIMEOUT, stream.message())
+                    .await
+                    .map_err(|_| unavailable("lease keep-alive timed out"))?
+                    .map_err(unavailable)?
+                    .ok_or_else(|| unavailable("lease keep-alive stream ended"))?;
+                if resp.ttl() <= 0 {
+                    return Err(unavailable("the lease expired"));
+                }
+            }
+            None => {
+                let mut lease = self.client.lease_client();
+                let granted = lease.grant(LEASE_TTL_SECS, None).await.map_err(unavailable)?;
+                let pair = lease.keep_alive(granted.id()).await.map_err(unavailable)?;
+                self.lease.store(granted.id(), Ordering::Release);
+                *keeper = Some(pair);
+            }
+        }
+        let lease = self.lease.load(Ordering::Acquire);
+        let key = self.key("leader");
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.clone(),
+                self.replica.clone(),
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(key, None)]);
+        let resp = self.client.kv_client().txn(txn).await.map_err(unavailable)?;
+        if resp.succeeded() {
+            return Ok(true);
+        }
+        for op in resp.op_responses() {
+            if let etcd_client::TxnOpResponse::Get(get) = op
+                && let Some(kv) = get.kvs().first()
+            {
+                return Ok(kv.value() == self.replica.as_bytes() && kv.lease() == lease);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Publishes what this replica counted (JSON) under its lease.
+    pub async fn publish_counts(&self, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let lease = self.lease.load(Ordering::Acquire);
+        if !self.connected() || lease == 0 {
+            return Err(unavailable("not connected"));
+        }
+        let key = self.key(&format!("replicas/{}", self.replica));
+        self.client
+            .kv_client()
+            .put(key, bytes, Some(PutOptions::new().with_lease(lease)))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// What every live replica published: (replica id, JSON).
+    pub async fn fleet_counts(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        if !self.connected() {
+            return Err(unavailable("not connected"));
+        }
+        let prefix = self.key("replicas/");
+        let resp = self
+            .client
+            .kv_client()
+            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(unavailable)?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                let id = String::from_utf8_lossy(kv.key()).trim_start_matches(&prefix).to_string();
+                (id, kv.value().to_vec())
+            })
+            .collect())
+    }
+
+    fn audit_ops(&self, lines: Vec<String>) -> Vec<TxnOp> {
+        let now = crate::controller::now_ms();
+        lines
+            .into_iter()
+            .map(|line| {
+                let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+                TxnOp::put(self.key(&format!("audit/{now:013}-{}-{seq:08}", self.replica)), line, None)
+            })
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for EtcdStore {
+    async fn load_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
+        match self.get_state().await {
+            Ok((snap, _)) => Ok(snap),
+            Err(e) => match self.read_cache() {
+                Some(snap) => {
+                    tracing::warn!(error = %e, revision = snap.revision, "etcd unreachable at start: serving the fleet state last seen here");
+                    Ok(Some(snap))
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    async fn commit(&self, expected: u64, snapshot: Vec<u8>, events: Vec<String>) -> Result<u64, StoreError> {
+        if !self.connected() {
+            return Err(unavailable("not connected"));
+        }
+        let key = self.key("state");
+        let cond = if expected == 0 {
+            Compare::create_revision(key.clone(), CompareOp::Equal, 0)
+        } else {
+            Compare::mod_revision(key.clone(), CompareOp::Equal, expected as i64)
+        };
+        let mut ops = vec![TxnOp::put(key.clone(), snapshot, None)];
+        ops.extend(self.audit_ops(events));
+        let txn = Txn::new().when([cond]).and_then(ops).or_else([TxnOp::get(key, None)]);
+        let resp = self.client.kv_client().txn(txn).await.map_err(unavailable)?;
+        let revision = resp.header().map_or(0, |h| h.revision()) as u64;
+        if resp.succeeded() {
+            return Ok(revision);
+        }
+        let current = resp
+            .op_responses()
+            .into_iter()
+            .find_map(|op| match op {
+                etcd_client::TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.mod_revision() as u64),
+                _ => None,
+            })
+            .unwrap_or(0);
+        Err(StoreError::Conflict { current })
+    }
+
+    async fn append_events(&self, lines: Vec<String>) -> Result<(), StoreError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        if !self.connected() {
+            return Err(unavailable("not connected"));
+        }
+        let txn = Txn::new().and_then(self.audit_ops(lines));
+        self.client.kv_client().txn(txn).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn read_events(&self) -> Result<Vec<String>, StoreError> {
+        let prefix = self.key("audit/");
+        let resp = self
+            .client
+            .kv_client()
+            .get(prefix, Some(GetOptions::new().with_prefix().with_sort(SortTarget::Key, SortOrder::Ascend)))
+            .await
+            .map_err(unavailable)?;
+        let mut kvs: Vec<_> = resp.kvs().iter().collect();
+        // Commit order; events of one transaction keep their key order.
+        kvs.sort_by_key(|kv| kv.create_revision());
+        Ok(kvs.into_iter().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_with_a_default_prefix() {
+        let u: EtcdUrl = "etcd://127.0.0.1:2379/prod/gw".parse().unwrap();
+        assert_eq!(u.endpoints, vec!["http://127.0.0.1:2379"]);
+        assert_eq!(u.prefix, "/prod/gw");
+        let u: EtcdUrl = "etcd://a:1,b:2".parse().unwrap();
+        assert_eq!(u.endpoints, vec!["http://a:1", "http://b:2"]);
+        assert_eq!(u.prefix, "/modelgate");
+        assert!("etcd://a/x".parse::<EtcdUrl>().unwrap_err().contains("host:port"));
+        assert!("http://a:1".parse::<EtcdUrl>().unwrap_err().contains("not an etcd URL"));
+        assert!("etcd:///x".parse::<EtcdUrl>().is_err());
+    }
+}

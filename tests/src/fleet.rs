@@ -1,0 +1,269 @@
+//! Fleet-mode test support: a real etcd (Debian's `etcd-server`) on loopback
+//! ports with a temporary data directory, and gateway replicas as real
+//! `modelgate serve` processes sharing it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use modelgate_proto::v1::predict_client::PredictClient;
+use tonic::transport::Channel;
+
+use crate::{TestRepo, binary};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// The `etcd` binary: `ETCD_BIN`, else `etcd` on the PATH (`make test`
+/// installs Debian's `etcd-server`).
+pub fn etcd_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("ETCD_BIN") {
+        return PathBuf::from(p);
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join("etcd");
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("etcd not found: install Debian's etcd-server (make test does) or set ETCD_BIN");
+}
+
+/// One etcd member on loopback; killed when dropped.
+pub struct Etcd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    client: u16,
+    peer: u16,
+}
+
+impl Etcd {
+    pub fn start() -> Self {
+        let mut e = Self {
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            client: free_port(),
+            peer: free_port(),
+        };
+        e.spawn();
+        e
+    }
+
+    fn spawn(&mut self) {
+        let client = format!("http://127.0.0.1:{}", self.client);
+        let peer = format!("http://127.0.0.1:{}", self.peer);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("etcd.log"))
+            .expect("etcd log");
+        let child = Command::new(etcd_binary())
+            .args(["--name", "test", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("test={peer}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn etcd");
+        self.child = Some(child);
+        self.wait_healthy();
+    }
+
+    fn wait_healthy(&self) {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let req = format!(
+                    "GET /health HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+                    self.client
+                );
+                let mut body = String::new();
+                if s.write_all(req.as_bytes()).is_ok()
+                    && s.read_to_string(&mut body).is_ok()
+                    && body.contains("\"health\":\"true\"")
+                {
+                    return;
+                }
+            }
+            assert!(Instant::now() < until, "etcd did not become healthy; log: {}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `etcd://127.0.0.1:<port>/<prefix>`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("etcd://127.0.0.1:{}/{prefix}", self.client)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    }
+
+    /// kill -9: the fleet loses its store at once.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `modelgate serve` process in fleet mode; killed when dropped.
+pub struct Replica {
+    child: Option<Child>,
+    pub id: String,
+    pub addr: SocketAddr,
+    pub admin: String,
+    pub metrics: SocketAddr,
+    state_dir: PathBuf,
+    repo: PathBuf,
+    state_url: String,
+}
+
+impl Replica {
+    /// Starts replica `id` serving `repo`, its state in `etcd_url`, its local
+    /// files (cache, shadow records, log) in `state_dir`.
+    pub fn start(repo: &TestRepo, etcd_url: &str, id: &str, state_dir: &Path) -> Self {
+        let mut r = Self {
+            child: None,
+            id: id.to_string(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: String::new(),
+            metrics: SocketAddr::from(([127, 0, 0, 1], 0)),
+            state_dir: state_dir.to_path_buf(),
+            repo: repo.path().to_path_buf(),
+            state_url: etcd_url.to_string(),
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        std::fs::create_dir_all(&self.state_dir).expect("state dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state_dir.join("server.log"))
+            .expect("server log");
+        let mut child = Command::new(binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0", "--no-watch", "--threads", "1"])
+            .args(["--tick-ms", "100", "--drain-seconds", "1"])
+            .arg("--models")
+            .arg(&self.repo)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(["--state", &self.state_url, "--replica-id", &self.id])
+            .env_remove("ORT_DYLIB_PATH")
+            .env("MODELGATE_LOG_FORMAT", "human")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn modelgate serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut addr, mut admin, mut metrics) = (None, None, None);
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.strip_prefix("modelgate ready: Predict (modelgate.v1) on ") {
+                addr = rest.trim().parse().ok();
+            }
+            if let Some(rest) = line.strip_prefix("  admin on ") {
+                admin = Some(rest.trim().to_string());
+            }
+            if let Some(rest) = line.strip_prefix("  metrics on http://") {
+                metrics = rest.trim().trim_end_matches("/metrics").parse().ok();
+            }
+            if line.starts_with("try: ") || line.starts_with("no READY model") {
+                break;
+            }
+        }
+        // Keep the pipe drained so the process never blocks on stdout.
+        std::thread::spawn(move || for _ in lines {});
+        let log = std::fs::read_to_string(self.state_dir.join("server.log")).unwrap_or_default();
+        self.addr = addr.unwrap_or_else(|| panic!("replica {} did not start; log:\n{log}", self.id));
+        self.admin = admin.expect("admin line");
+        self.metrics = metrics.expect("metrics line");
+        self.child = Some(child);
+    }
+
+    /// kill -9, mid-whatever.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A new process with the same id, repository and state directory.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state_dir.join("server.log")).unwrap_or_default()
+    }
+
+    pub async fn admin(&self) -> modelgate::cli::admin::Client {
+        let conn =
+            modelgate::cli::admin::AdminConn { admin_addr: self.admin.clone(), token: None, json: false };
+        modelgate::cli::admin::connect(&conn).await.expect("connect to the admin listener")
+    }
+
+    pub async fn client(&self) -> PredictClient<Channel> {
+        PredictClient::connect(format!("http://{}", self.addr)).await.expect("connect to Predict")
+    }
+
+    /// One gauge or counter from `/metrics` (no labels), if present.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = crate::http_get(self.metrics, "/metrics").await;
+        body.lines().find_map(|l| {
+            l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
+        })
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `check` every 50 ms until it returns Some, for at most `secs`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> (T, Duration)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return (v, start.elapsed());
+        }
+        assert!(start.elapsed() < Duration::from_secs(secs), "gave up after {secs} s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,326 @@
+//! Fleet mode: three `modelgate serve` processes sharing a real etcd act as
+//! one gateway. A change through any replica reaches all of them; they
+//! assign every key alike; a hard trigger seen by one rolls back all; a
+//! replica killed with -9 comes back in the same state; two replicas racing
+//! to advance cannot both win; and with etcd gone they keep serving, refuse
+//! changes, still roll back, and resync when it returns.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use modelgate_proto::v1 as pb;
+use modelgate_tests::fleet::{Etcd, Replica, eventually};
+use modelgate_tests::*;
+
+struct Fleet {
+    etcd: Etcd,
+    replicas: Vec<Replica>,
+    _dirs: tempfile::TempDir,
+}
+
+/// etcd and three replicas (a, b, c) serving `repo`.
+fn fleet(repo: &TestRepo) -> Fleet {
+    let etcd = Etcd::start();
+    let dirs = tempfile::tempdir().unwrap();
+    let url = etcd.url("fleet-test");
+    let replicas =
+        ["a", "b", "c"].iter().map(|id| Replica::start(repo, &url, id, &dirs.path().join(id))).collect();
+    Fleet { etcd, replicas, _dirs: dirs }
+}
+
+/// A repository whose v1 is `candidate` and v2 the healthy champion.
+fn repo_with_candidate(candidate: &str) -> TestRepo {
+    let repo = TestRepo::new();
+    repo.add("breast-cancer", 1, candidate).add("breast-cancer", 2, V2);
+    repo
+}
+
+fn rr(expected_stage: Option<u32>) -> pb::RolloutRequest {
+    pb::RolloutRequest { model: "breast-cancer".into(), reason: "fleet test".into(), expected_stage }
+}
+
+/// Waits until replica `r` reports the rollout `id` in `state` at `stage`.
+async fn sees(r: &Replica, id: &str, state: &str, stage: u32) -> std::time::Duration {
+    let mut a = r.admin().await;
+    let what = format!("replica {} to show rollout {id} {state} at stage {stage}", r.id);
+    let (_, took) = eventually(10, &what, || {
+        let mut a = a.clone();
+        async move {
+            let s = rollout_status(&mut a, "breast-cancer").await;
+            (s.rollout_id == id && s.state == state && s.stage == stage).then_some(())
+        }
+    })
+    .await;
+    let _ = &mut a;
+    took
+}
+
+/// The version each key is served by on `r`, with a row the NaN fault model
+/// answers cleanly (feature 0 under 15), so looking moves no trigger.
+async fn assignments(r: &Replica, keys: std::ops::Range<u64>) -> Vec<(String, i64)> {
+    let mut c = r.client().await;
+    let g = golden(1);
+    let row = g.rows.iter().find(|row| row[0] < 15.0).unwrap().clone();
+    let mut out = Vec::new();
+    for k in keys {
+        let mut req = request("breast-cancer", std::slice::from_ref(&row));
+        req.routing_key = format!("user-{k}");
+        let resp = c.predict(req).await.expect("predict succeeds").into_inner();
+        out.push((format!("user-{k}"), resp.version));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_through_one_replica_reaches_all_and_they_assign_alike() {
+    let repo = repo_with_candidate(V1);
+    let f = fleet(&repo);
+    let (a, b, c) = (&f.replicas[0], &f.replicas[1], &f.replicas[2]);
+    let mut admin_a = a.admin().await;
+    let started = admin_a.start_rollout(canary_plan(1, 30, 1_000_000, false)).await.unwrap().into_inner();
+    assert_eq!((started.state.as_str(), started.stage), ("running", 0));
+    for r in [b, c] {
+        let took = sees(r, &started.rollout_id, "running", 0).await;
+        eprintln!("start through a seen by {} after {took:?}", r.id);
+    }
+    // Sticky assignment is the same function of the key on every replica.
+    let on_a = assignments(a, 0..300).await;
+    assert!(on_a.iter().any(|(_, v)| *v == 1) && on_a.iter().any(|(_, v)| *v == 2), "30% canary splits keys");
+    assert_eq!(assignments(b, 0..300).await, on_a);
+    assert_eq!(assignments(c, 0..300).await, on_a);
+
+    // A stage change through b reaches a and c: into the 100% step, which
+    // is the promotion.
+    let mut admin_b = b.admin().await;
+    let advanced = admin_b.advance(rr(Some(0))).await.unwrap().into_inner();
+    assert_eq!((advanced.state.as_str(), advanced.stage), ("promoted", 1));
+    for r in [a, c] {
+        let took = sees(r, &started.rollout_id, "promoted", 1).await;
+        eprintln!("advance through b seen by {} after {took:?}", r.id);
+    }
+    assert!(assignments(c, 0..50).await.iter().all(|(_, v)| *v == 1), "v1 is everyone's champion now");
+
+    // The audit log is the fleet's: read through c, written through a and b.
+    let mut admin_c = c.admin().await;
+    let events = admin_c.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["started", "promoted"], "{events:#?}");
+
+    // Exactly one replica leads.
+    let mut leaders = 0.0;
+    for r in &f.replicas {
+        assert_eq!(r.metric("modelgate_fleet_store_connected").await, Some(1.0));
+        leaders += r.metric("modelgate_fleet_leader").await.unwrap();
+    }
+    assert_eq!(leaders, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_racing_to_advance_the_same_stage_one_wins() {
+    let repo = repo_with_candidate(V1);
+    let f = fleet(&repo);
+    let (a, b, c) = (&f.replicas[0], &f.replicas[1], &f.replicas[2]);
+    let mut admin_a = a.admin().await;
+    let mut plan = canary_plan(1, 10, 1_000_000, false);
+    if let Some(pb::start_rollout_request::Plan::Canary(canary)) = &mut plan.plan {
+        for (i, percent) in [30, 50].into_iter().enumerate() {
+            canary.steps.insert(1 + i, pb::CanaryStep { percent, min_duration_secs: 0, min_samples: 1_000_000 });
+        }
+    }
+    let started = admin_a.start_rollout(plan).await.unwrap().into_inner();
+    sees(b, &started.rollout_id, "running", 0).await;
+    let mut admin_b = b.admin().await;
+    for round in 0..2u32 {
+        // Both replicas were asked to advance stage `round` at the same moment.
+        let (ra, rb) = tokio::join!(admin_a.advance(rr(Some(round))), admin_b.advance(rr(Some(round))));
+        let results = [ra.map(|r| r.into_inner().stage), rb.map(|r| r.into_inner().stage)];
+        let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(won, [&(round + 1)], "exactly one advance of stage {round} wins: {results:?}");
+        let lost = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+        assert_eq!(lost.code(), tonic::Code::Aborted, "{lost:?}");
+        assert!(lost.message().contains("nothing was changed"), "{}", lost.message());
+        for r in [a, b, c] {
+            sees(r, &started.rollout_id, "running", round + 1).await;
+        }
+    }
+    let events = admin_a.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
+    assert_eq!(events.iter().filter(|e| e.action == "advanced").count(), 2, "{events:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_steps_are_taken_once_for_the_whole_fleet() {
+    let repo = repo_with_candidate(V1);
+    let f = fleet(&repo);
+    let a = &f.replicas[0];
+    let mut admin_a = a.admin().await;
+    // Each step needs 60 candidate samples; traffic is spread over the three
+    // replicas, so the leader must count the fleet's, not its own.
+    let mut plan = canary_plan(1, 50, 60, true);
+    if let Some(pb::start_rollout_request::Plan::Canary(canary)) = &mut plan.plan {
+        canary.steps.insert(1, pb::CanaryStep { percent: 75, min_duration_secs: 0, min_samples: 60 });
+    }
+    let started = admin_a.start_rollout(plan).await.unwrap().into_inner();
+    let mut clients = Vec::new();
+    for r in &f.replicas {
+        clients.push(r.client().await);
+    }
+    let row = rows(1);
+    let mut i = 0u64;
+    let (_, took) = eventually(60, "the canary to be promoted by the leader", || {
+        let mut clients = clients.clone();
+        let mut admin = admin_a.clone();
+        let row = row.clone();
+        let base = i;
+        i += 30;
+        async move {
+            for k in base..base + 30 {
+                let c = &mut clients[(k % 3) as usize];
+                let mut req = request("breast-cancer", &row);
+                req.routing_key = format!("u{k}");
+                c.predict(req).await.unwrap();
+            }
+            let s = rollout_status(&mut admin, "breast-cancer").await;
+            (s.state == "promoted").then_some(())
+        }
+    })
+    .await;
+    eprintln!("promoted after {took:?}");
+    let events = admin_a.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
+    let mine: Vec<&str> =
+        events.iter().filter(|e| e.rollout_id == started.rollout_id).map(|e| e.action.as_str()).collect();
+    // 50% → 75%, then into the 100% step, which is the promotion.
+    assert_eq!(mine, ["started", "advanced", "promoted"], "{events:#?}");
+}
+
+/// Sends golden rows (most give NaN on the fault model) to `r` until its
+/// rollout is rolled back.
+async fn nan_traffic_until_rolled_back(r: &Replica) {
+    let mut c = r.client().await;
+    let mut admin = r.admin().await;
+    let g = golden(2);
+    let mut i = 0usize;
+    eventually(30, &format!("replica {} to roll the NaN canary back", r.id), || {
+        let mut c = c.clone();
+        let mut admin = admin.clone();
+        let base = i;
+        i += 20;
+        let g = g.rows.clone();
+        async move {
+            for k in base..base + 20 {
+                let mut req = request("breast-cancer", std::slice::from_ref(&g[k % 16]));
+                req.routing_key = format!("k{k}");
+                c.predict(req).await.expect("requests keep succeeding");
+            }
+            (rollout_status(&mut admin, "breast-cancer").await.state == "rolled_back").then_some(())
+        }
+    })
+    .await;
+    let _ = (&mut c, &mut admin);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nan_canary_seen_by_one_replica_is_rolled_back_on_all() {
+    let repo = repo_with_candidate(NAN);
+    let f = fleet(&repo);
+    let (a, b, c) = (&f.replicas[0], &f.replicas[1], &f.replicas[2]);
+    let mut admin_a = a.admin().await;
+    let started = admin_a.start_rollout(canary_plan(1, 50, 1_000_000, false)).await.unwrap().into_inner();
+    sees(b, &started.rollout_id, "running", 0).await;
+    // Only b gets traffic, so only b's windows show the NaNs.
+    nan_traffic_until_rolled_back(b).await;
+    for r in [a, c] {
+        let took = sees(r, &started.rollout_id, "rolled_back", 0).await;
+        eprintln!("b's rollback seen by {} after {took:?}", r.id);
+        assert!(assignments(r, 0..100).await.iter().all(|(_, v)| *v == 2), "{} routes to the champion", r.id);
+    }
+    let events = admin_a.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
+    let rb: Vec<_> = events.iter().filter(|e| e.action == "rolled_back").collect();
+    assert_eq!(rb.len(), 1, "one rollback, written once: {events:#?}");
+    let full: serde_json::Value = serde_json::from_str(&rb[0].event_json).unwrap();
+    assert_eq!(full["trigger"], "nan_inf_rate");
+    assert!(full["reason"].as_str().unwrap().contains("seen by replica b"), "{full}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_rollout_comes_back_in_the_same_state() {
+    let repo = repo_with_candidate(V1);
+    let mut f = fleet(&repo);
+    let mut admin_a = f.replicas[0].admin().await;
+    let mut plan = canary_plan(1, 10, 1_000_000, false);
+    if let Some(pb::start_rollout_request::Plan::Canary(canary)) = &mut plan.plan {
+        canary.steps.insert(1, pb::CanaryStep { percent: 40, min_duration_secs: 0, min_samples: 1_000_000 });
+    }
+    let started = admin_a.start_rollout(plan).await.unwrap().into_inner();
+    admin_a.advance(rr(Some(0))).await.unwrap();
+    sees(&f.replicas[1], &started.rollout_id, "running", 1).await;
+    let before = assignments(&f.replicas[0], 0..200).await;
+    // kill -9 b, move the fleet on without it, and start it again.
+    f.replicas[1].kill9();
+    admin_a.pause(rr(Some(1))).await.unwrap();
+    f.replicas[1].restart();
+    let b = &f.replicas[1];
+    sees(b, &started.rollout_id, "paused", 1).await;
+    assert_eq!(assignments(b, 0..200).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_etcd_the_fleet_serves_refuses_changes_rolls_back_and_resyncs() {
+    let repo = repo_with_candidate(NAN);
+    let mut f = fleet(&repo);
+    let mut admin_a = f.replicas[0].admin().await;
+    let started = admin_a.start_rollout(canary_plan(1, 50, 1_000_000, false)).await.unwrap().into_inner();
+    for r in &f.replicas {
+        sees(r, &started.rollout_id, "running", 0).await;
+    }
+    let before = assignments(&f.replicas[2], 0..200).await;
+
+    f.etcd.kill();
+    for r in &f.replicas {
+        eventually(10, &format!("replica {} to notice etcd is gone", r.id), || async {
+            (r.metric("modelgate_fleet_store_connected").await == Some(0.0)).then_some(())
+        })
+        .await;
+    }
+    // Serving goes on with the last routing; changes are refused, clearly.
+    assert_eq!(assignments(&f.replicas[2], 0..200).await, before);
+    let refused = admin_a.advance(rr(None)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("etcd is unreachable"), "{}", refused.message());
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", f.replicas[0].addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let fleet_health = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "modelgate.fleet".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(fleet_health, tonic_health::pb::health_check_response::ServingStatus::NotServing as i32);
+    let overall = health
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(overall.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+    // A hard trigger still rolls back, locally, at once.
+    nan_traffic_until_rolled_back(&f.replicas[1]).await;
+    assert_eq!(f.replicas[1].metric("modelgate_fleet_pending_rollbacks").await, Some(1.0));
+    assert_eq!(rollout_status(&mut admin_a, "breast-cancer").await.state, "running", "a cannot know yet");
+
+    // etcd returns: b writes its rollback back and everyone follows.
+    f.etcd.restart();
+    for r in &f.replicas {
+        sees(r, &started.rollout_id, "rolled_back", 0).await;
+    }
+    assert_eq!(f.replicas[1].metric("modelgate_fleet_pending_rollbacks").await, Some(0.0));
+    assert!(assignments(&f.replicas[0], 0..100).await.iter().all(|(_, v)| *v == 2));
+    // Changes are accepted again.
+    let mut admin_c = f.replicas[2].admin().await;
+    let events = admin_c.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
+    assert_eq!(events.iter().filter(|e| e.action == "rolled_back").count(), 1, "{events:#?}");
+    let again = admin_c.start_rollout(canary_plan(1, 5, 1_000_000, false)).await.unwrap().into_inner();
+    sees(&f.replicas[0], &again.rollout_id, "running", 0).await;
+}
