@@ -4,7 +4,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:50051
 MODELS ?= models/repository
 
-.PHONY: run test test-deps build-deps ort build lint bench models clean
+.PHONY: run test test-deps build-deps ort build lint bench bench-pinned models clean
 
 ## ONNX Runtime's shared library, from the pinned onnxruntime wheel on PyPI.
 ort:
@@ -48,6 +48,11 @@ bench: ort build-deps
 	scripts/bench-memory.sh
 	target/release/allocs_per_request
 	target/release/window_bench
+
+## After `make bench`: gateway on core 0, load generator on core 1 (taskset).
+bench-pinned: ort build-deps
+	$(CARGO) build --release -p modelgate -p modelgate-benches
+	scripts/bench-pinned.sh
 
 ## Regenerate models/ (needs PyPI; see models/README.md).
 models:
