@@ -123,7 +123,9 @@ async fn two_replicas_racing_to_advance_the_same_stage_one_wins() {
     let mut plan = canary_plan(1, 10, 1_000_000, false);
     if let Some(pb::start_rollout_request::Plan::Canary(canary)) = &mut plan.plan {
         for (i, percent) in [30, 50].into_iter().enumerate() {
-            canary.steps.insert(1 + i, pb::CanaryStep { percent, min_duration_secs: 0, min_samples: 1_000_000 });
+            canary
+                .steps
+                .insert(1 + i, pb::CanaryStep { percent, min_duration_secs: 0, min_samples: 1_000_000 });
         }
     }
     let started = admin_a.start_rollout(plan).await.unwrap().into_inner();
