@@ -102,7 +102,7 @@ async fn kill_9_during_writes_loses_no_acknowledged_event_and_leaves_a_whole_sta
         let racing = tokio::spawn(async move {
             let _ = if paused { in_flight.resume(req).await } else { in_flight.pause(req).await };
         });
-        tokio::time::sleep(Duration::from_millis(u64::from(round % 3))).await;
+        tokio::time::sleep(Duration::from_millis(round % 3)).await;
         child.kill().unwrap();
         child.wait().unwrap();
         let _ = racing.await;
