@@ -115,6 +115,42 @@ async fn a_change_through_one_replica_reaches_all_and_they_assign_alike() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_reports_the_whole_fleets_numbers() {
+    let repo = repo_with_candidate(V1);
+    let f = fleet(&repo);
+    let mut admin_a = f.replicas[0].admin().await;
+    let started = admin_a.start_rollout(canary_plan(1, 50, 1_000_000, false)).await.unwrap().into_inner();
+    for r in &f.replicas {
+        sees(r, &started.rollout_id, "running", 0).await;
+    }
+    // 40 distinct users on each replica: each serves a third of the traffic.
+    for (i, r) in f.replicas.iter().enumerate() {
+        let i = i as u64;
+        assignments(r, i * 40..(i + 1) * 40).await;
+    }
+    for r in &f.replicas {
+        let admin = r.admin().await;
+        let (got, _) = eventually(10, &format!("replica {} to count all 120 requests", r.id), || {
+            let mut admin = admin.clone();
+            async move {
+                let got = analysis(&mut admin, "breast-cancer").await;
+                let total: u64 = got.arms.iter().map(|a| a.requests).sum();
+                let stage: u64 = got.arms.iter().map(|a| a.stage_samples).sum();
+                let window: u64 = got.arms.iter().map(|a| a.window_requests).sum();
+                (total == 120 && stage == 120 && window == 120).then_some(got)
+            }
+        })
+        .await;
+        // SRM and latency come from the merged numbers too.
+        assert!(got.srm_p_value.is_some(), "{got:#?}");
+        assert!(got.arms.iter().all(|a| a.requests > 0 && a.p99_ms > 0.0), "{got:#?}");
+        let status = rollout_status(&mut r.admin().await, "breast-cancer").await;
+        let counted: u64 = status.arms.iter().map(|a| a.requests).sum();
+        assert_eq!(counted, 120, "GetRollout on {} counts the fleet: {status:#?}", r.id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_racing_to_advance_the_same_stage_one_wins() {
     let repo = repo_with_candidate(V1);
     let f = fleet(&repo);

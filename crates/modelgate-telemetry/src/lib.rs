@@ -5,7 +5,7 @@ pub mod scores;
 pub mod window;
 
 pub use scores::ScoreSample;
-pub use window::{SlidingWindow, WindowSnapshot};
+pub use window::{SlidingWindow, WindowSnapshot, WireSnapshot};
 
 /// What one version records about its requests.
 #[derive(Debug)]

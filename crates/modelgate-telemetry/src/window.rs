@@ -54,7 +54,60 @@ pub struct WindowSnapshot {
     pub span: Duration,
 }
 
+/// A [`WindowSnapshot`] as it travels between replicas of a fleet: the
+/// counts, and the latency histogram in HDR's own V2 encoding (base64), so
+/// the receiver merges full distributions, not quantiles.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WireSnapshot {
+    pub requests: u64,
+    pub errors: u64,
+    pub nan_inf: u64,
+    pub span_ms: u64,
+    pub latency_us: String,
+}
+
 impl WindowSnapshot {
+    /// The snapshot in its wire form.
+    pub fn to_wire(&self) -> WireSnapshot {
+        use base64::Engine;
+        use hdrhistogram::serialization::Serializer;
+        let mut buf = Vec::new();
+        // V2 serialization of an in-memory histogram into a Vec cannot fail
+        // but for a histogram it cannot represent; an empty one is sent then.
+        if hdrhistogram::serialization::V2Serializer::new().serialize(&self.latency_us, &mut buf).is_err() {
+            buf.clear();
+        }
+        WireSnapshot {
+            requests: self.requests,
+            errors: self.errors,
+            nan_inf: self.nan_inf,
+            span_ms: self.span.as_millis() as u64,
+            latency_us: base64::engine::general_purpose::STANDARD.encode(buf),
+        }
+    }
+
+    /// Reads a snapshot another replica sent.
+    pub fn from_wire(w: &WireSnapshot) -> Result<Self, String> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&w.latency_us)
+            .map_err(|e| format!("latency histogram is not base64: {e}"))?;
+        let mut latency_us = histogram();
+        if !bytes.is_empty() {
+            let h: Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+                .deserialize(&mut bytes.as_slice())
+                .map_err(|e| format!("latency histogram does not decode: {e:?}"))?;
+            latency_us.add(&h).map_err(|e| format!("latency histogram out of range: {e:?}"))?;
+        }
+        Ok(Self {
+            requests: w.requests,
+            errors: w.errors,
+            nan_inf: w.nan_inf,
+            latency_us,
+            span: Duration::from_millis(w.span_ms),
+        })
+    }
+
     /// Nothing recorded, covering `span`.
     pub fn empty(span: Duration) -> Self {
         Self { requests: 0, errors: 0, nan_inf: 0, latency_us: histogram(), span }
@@ -214,6 +267,34 @@ impl SlidingWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshots_cross_the_wire_whole_and_merge_like_local_ones() {
+        let w = SlidingWindow::new(Duration::from_secs(1), 3);
+        let t0 = w.epoch;
+        for i in 1..=500u64 {
+            w.record_at(t0, Duration::from_micros(i * 7), i % 50 == 0, i % 100 == 0);
+        }
+        let s = w.snapshot_at(t0);
+        let wire = s.to_wire();
+        // As JSON, as replicas publish it.
+        let json = serde_json::to_string(&wire).unwrap();
+        let back = WindowSnapshot::from_wire(&serde_json::from_str(&json).unwrap()).unwrap();
+        assert_eq!((back.requests, back.errors, back.nan_inf), (s.requests, s.errors, s.nan_inf));
+        assert_eq!(back.latency_us, s.latency_us);
+        assert_eq!(back.p(0.99), s.p(0.99));
+        // Two replicas' halves add up to the whole.
+        let mut merged = WindowSnapshot::from_wire(&wire).unwrap();
+        merged.add(&back);
+        assert_eq!(merged.requests, 2 * s.requests);
+        assert_eq!(merged.p(0.99), s.p(0.99));
+        // An empty one and a damaged one.
+        let empty = WindowSnapshot::empty(Duration::ZERO);
+        assert_eq!(WindowSnapshot::from_wire(&empty.to_wire()).unwrap().requests, 0);
+        let mut bad = wire.clone();
+        bad.latency_us = "not base64!".into();
+        assert!(WindowSnapshot::from_wire(&bad).unwrap_err().contains("base64"));
+    }
 
     #[test]
     fn records_merge_and_age_out() {

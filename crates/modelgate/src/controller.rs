@@ -698,6 +698,7 @@ impl Controller {
 
     /// The rollout of `model`, if any, with this stage's counts.
     pub async fn get(&self, model: &str) -> Result<(Option<Rollout>, StageCounts, u64), ControlError> {
+        let others = self.fleet_reports().await;
         let mut inner = self.inner.lock().await;
         if !self.gateway.table().models.contains_key(model) && !inner.state.rollouts.contains_key(model) {
             return Err(ControlError::ModelNotFound(model.to_string()));
@@ -706,7 +707,13 @@ impl Controller {
         let rollout = inner.state.rollouts.get(model).cloned();
         // Live rollouts show counts as of now, not as of the last tick.
         let counts = match &rollout {
-            Some(r) if is_live(r) => self.observe(&mut inner, model, r),
+            Some(r) if is_live(r) => {
+                let local = self.observe(&mut inner, model, r);
+                match &others {
+                    Some(o) => merge_counts(local, model, o),
+                    None => local,
+                }
+            }
             _ => inner.state.counts.get(model).cloned().unwrap_or_default(),
         };
         Ok((rollout, counts, champion))
@@ -1027,6 +1034,8 @@ impl Controller {
 
     /// Everything the automatic decisions look at for `model`, as of now.
     pub async fn analysis(&self, model: &str) -> Result<AnalysisView, ControlError> {
+        // In a fleet, any replica shows the whole fleet's numbers.
+        let others = self.fleet_reports().await;
         let mut inner = self.inner.lock().await;
         if !self.gateway.table().models.contains_key(model) && !inner.state.rollouts.contains_key(model) {
             return Err(ControlError::ModelNotFound(model.to_string()));
@@ -1051,11 +1060,18 @@ impl Controller {
         };
         let live = is_live(&rollout);
         let counts = if live {
-            self.observe(&mut inner, model, &rollout)
+            let local = self.observe(&mut inner, model, &rollout);
+            match &others {
+                Some(o) => merge_counts(local, model, o),
+                None => local,
+            }
         } else {
             inner.state.counts.get(model).cloned().unwrap_or_default()
         };
-        let arms = if live { self.arm_numbers(&mut inner, model, &rollout, &counts) } else { Vec::new() };
+        let mut arms = if live { self.arm_numbers(&mut inner, model, &rollout, &counts) } else { Vec::new() };
+        if let Some(o) = &others {
+            merge_arms(&mut arms, model, &rollout.id, o);
+        }
         let verdict = if live {
             self.verdict(model, &rollout, &arms)
         } else {
@@ -1182,33 +1198,32 @@ impl Controller {
         let fleet = self.fleet.as_ref();
         let leader = fleet.is_none_or(|f| f.is_leader());
         // Network first, without the lock.
-        let others = match fleet {
-            Some(f) if leader => match f.fleet_counts().await {
-                Ok(list) => Some(list),
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot read the fleet's counts this tick");
-                    None
-                }
-            },
-            _ => None,
-        };
+        let others = if leader { self.fleet_reports().await } else { None };
         // A leader that cannot see the fleet's counts does not decide on its own.
         let decide = leader && (fleet.is_none() || others.is_some());
         let mut inner = self.inner.lock().await;
         let models: Vec<String> =
             inner.state.rollouts.iter().filter(|(_, r)| is_live(r)).map(|(m, _)| m.clone()).collect();
         let mut dirty = false;
-        let mut local_counts: BTreeMap<String, StageCounts> = BTreeMap::new();
+        let mut report = ReplicaReport::default();
         for model in models {
             let Some(mut rollout) = inner.state.rollouts.get(&model).cloned() else { continue };
             let mut counts = self.observe(&mut inner, &model, &rollout);
-            if let Some(others) = &others {
-                local_counts.insert(model.clone(), counts.clone());
-                counts = merge_counts(counts, &model, others, fleet.map(|f| f.replica()).unwrap_or_default());
-            } else if fleet.is_some() {
-                local_counts.insert(model.clone(), counts.clone());
+            if fleet.is_some() {
+                report.counts.insert(model.clone(), counts.clone());
             }
-            let arms = self.arm_numbers(&mut inner, &model, &rollout, &counts);
+            if let Some(others) = &others {
+                counts = merge_counts(counts, &model, others);
+            }
+            let mut arms = self.arm_numbers(&mut inner, &model, &rollout, &counts);
+            if fleet.is_some() {
+                report.arms.insert(model.clone(), ArmReport::of(&rollout.id, &arms));
+            }
+            if let Some(others) = &others {
+                // The leader judges the fleet: every replica's windows, totals
+                // and samples, so sample sizes, SRM and p99 count them all.
+                merge_arms(&mut arms, &model, &rollout.id, others);
+            }
             // Hard triggers first: a firing one rolls back within this tick.
             if let Some(fired) = self.hard_trigger(&model, &rollout, &arms) {
                 let now = now_ms();
@@ -1327,7 +1342,7 @@ impl Controller {
         if let Some(f) = fleet
             && f.connected()
         {
-            let bytes = serde_json::to_vec(&local_counts).unwrap_or_default();
+            let bytes = serde_json::to_vec(&report).unwrap_or_default();
             if let Err(e) = f.publish_counts(bytes).await {
                 tracing::debug!(error = %e, "cannot publish this replica's counts");
             }
@@ -1359,6 +1374,18 @@ impl Controller {
         self.persist(&mut inner, &state, &[]).await
     }
 
+    /// Fleet mode: what the other replicas last published, if etcd answers.
+    async fn fleet_reports(&self) -> Option<Vec<(String, ReplicaReport)>> {
+        let f = self.fleet.as_ref()?;
+        match f.fleet_counts().await {
+            Ok(list) => Some(parse_reports(list, f.replica())),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the fleet's reports");
+                None
+            }
+        }
+    }
+
     /// Fleet mode: rollbacks made while etcd was unreachable, not yet written back.
     pub fn pending_rollbacks(&self) -> usize {
         self.pending_count.load(std::sync::atomic::Ordering::Relaxed)
@@ -1388,15 +1415,51 @@ impl Controller {
     }
 }
 
+/// What one replica of a fleet publishes each tick under its lease: its own
+/// stage counts and, per live rollout, each arm's window and running total.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ReplicaReport {
+    counts: BTreeMap<String, StageCounts>,
+    #[serde(default)]
+    arms: BTreeMap<String, ArmReport>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ArmReport {
+    rollout_id: String,
+    /// version → (sliding window, total since the rollout started).
+    versions: BTreeMap<u64, (modelgate_telemetry::WireSnapshot, modelgate_telemetry::WireSnapshot)>,
+}
+
+impl ArmReport {
+    fn of(rollout_id: &str, arms: &[analysis::ArmNumbers]) -> Self {
+        Self {
+            rollout_id: rollout_id.to_string(),
+            versions: arms.iter().map(|a| (a.version, (a.window.to_wire(), a.total.to_wire()))).collect(),
+        }
+    }
+}
+
+/// The other replicas' reports (this replica's own is left out: its numbers
+/// are fresher in memory); unreadable ones are skipped and logged.
+fn parse_reports(list: Vec<(String, Vec<u8>)>, me: &str) -> Vec<(String, ReplicaReport)> {
+    list.into_iter()
+        .filter(|(replica, _)| replica != me)
+        .filter_map(|(replica, bytes)| match serde_json::from_slice::<ReplicaReport>(&bytes) {
+            Ok(r) => Some((replica, r)),
+            Err(e) => {
+                tracing::warn!(%replica, error = %e, "skipping a replica's unreadable report");
+                None
+            }
+        })
+        .collect()
+}
+
 /// This replica's counts for `model` plus every other replica's, where they
 /// count the same stage.
-fn merge_counts(mut mine: StageCounts, model: &str, others: &[(String, Vec<u8>)], me: &str) -> StageCounts {
-    for (replica, bytes) in others {
-        if replica == me {
-            continue;
-        }
-        let Ok(theirs) = serde_json::from_slice::<BTreeMap<String, StageCounts>>(bytes) else { continue };
-        let Some(c) = theirs.get(model) else { continue };
+fn merge_counts(mut mine: StageCounts, model: &str, others: &[(String, ReplicaReport)]) -> StageCounts {
+    for (_, report) in others {
+        let Some(c) = report.counts.get(model) else { continue };
         if c.stage != mine.stage || c.stage_started_ms != mine.stage_started_ms {
             continue;
         }
@@ -1408,6 +1471,38 @@ fn merge_counts(mut mine: StageCounts, model: &str, others: &[(String, Vec<u8>)]
         }
     }
     mine
+}
+
+/// Adds every other replica's window and total of the same rollout to each arm.
+fn merge_arms(
+    arms: &mut [analysis::ArmNumbers],
+    model: &str,
+    rollout_id: &str,
+    others: &[(String, ReplicaReport)],
+) {
+    for (replica, report) in others {
+        let Some(theirs) = report.arms.get(model).filter(|a| a.rollout_id == rollout_id) else { continue };
+        for arm in arms.iter_mut() {
+            let Some((window, total)) = theirs.versions.get(&arm.version) else { continue };
+            match (
+                modelgate_telemetry::WindowSnapshot::from_wire(window),
+                modelgate_telemetry::WindowSnapshot::from_wire(total),
+            ) {
+                (Ok(w), Ok(t)) => {
+                    // Each replica's window covers the same wall-clock span.
+                    let span = arm.window.span;
+                    arm.window.add(&w);
+                    arm.window.span = span;
+                    let span = arm.total.span;
+                    arm.total.add(&t);
+                    arm.total.span = span.max(t.span);
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(%replica, version = arm.version, error = %e, "skipping a replica's unreadable window")
+                }
+            }
+        }
+    }
 }
 
 fn parse_state(bytes: &[u8]) -> Result<ControlState, ControlError> {
