@@ -22,3 +22,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 app.kubernetes.io/name: {{ include "modelgate.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+
+{{- define "modelgate.fleet" -}}
+{{- if or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled -}}
+{{- if not .Values.fleet.etcd.endpoints -}}
+{{- fail "more than one replica (replicaCount > 1 or autoscaling.enabled) needs fleet.etcd.endpoints: replicas must share rollout state" -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.fleet.etcd.endpoints -}}
+{{- $prefix := .Values.fleet.etcd.prefix | default (printf "/modelgate/%s" .Release.Name) -}}
+{{- printf "etcd://%s%s" (join "," .Values.fleet.etcd.endpoints) $prefix -}}
+{{- end -}}
+{{- end -}}
