@@ -228,8 +228,12 @@ impl Replica {
     }
 
     pub async fn admin(&self) -> modelgate::cli::admin::Client {
-        let conn =
-            modelgate::cli::admin::AdminConn { admin_addr: self.admin.clone(), token: None, json: false };
+        let conn = modelgate::cli::admin::AdminConn {
+            admin_addr: self.admin.clone(),
+            token: None,
+            json: false,
+            tls: Default::default(),
+        };
         modelgate::cli::admin::connect(&conn).await.expect("connect to the admin listener")
     }
 

@@ -3,6 +3,7 @@
 //! golden vectors, and the path of the built binary for process tests.
 
 pub mod fleet;
+pub mod pki;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -186,6 +187,7 @@ pub async fn admin(server: &RunningServer, token: Option<&str>) -> modelgate::cl
         admin_addr: server.admin_addr.to_string(),
         token: token.map(str::to_string),
         json: false,
+        tls: Default::default(),
     };
     modelgate::cli::admin::connect(&conn).await.expect("connect to the admin listener")
 }

@@ -59,7 +59,12 @@ async fn kill_9_during_writes_loses_no_acknowledged_event_and_leaves_a_whole_sta
     let rounds = 25;
     for round in 0..rounds {
         let (mut child, admin_addr) = serve(&repo, &state);
-        let conn = modelgate::cli::admin::AdminConn { admin_addr, token: None, json: false };
+        let conn = modelgate::cli::admin::AdminConn {
+            admin_addr,
+            token: None,
+            json: false,
+            tls: Default::default(),
+        };
         let mut a = modelgate::cli::admin::connect(&conn).await.unwrap();
         // The state left by the last kill restored whole.
         let s = rollout_status(&mut a, "breast-cancer").await;

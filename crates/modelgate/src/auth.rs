@@ -5,6 +5,11 @@
 //! say which operator acted. With no token configured the admin listener is
 //! open, which is why it binds loopback by default; the actor is then the peer
 //! address.
+//!
+//! With mutual TLS (`--admin-client-ca`) the TLS layer has already refused
+//! clients without a certificate from that CA; the certificate's subject is
+//! then the actor, or is added to the token's name when tokens are also
+//! configured (both are then needed): `alice (cert CN=alice-laptop)`.
 
 use std::path::Path;
 
@@ -52,7 +57,8 @@ pub fn read_token_file(path: &Path) -> anyhow::Result<Vec<Token>> {
     Ok(tokens)
 }
 
-/// Who made an admin call: a token's name or, with auth off, the peer address.
+/// Who made an admin call: a token's name, a client certificate's subject,
+/// both, or with neither the peer address.
 #[derive(Debug, Clone)]
 pub struct Actor(pub String);
 
@@ -72,8 +78,11 @@ impl AdminAuth {
     }
 
     pub fn check<T>(&self, mut req: Request<T>) -> Result<Request<T>, Status> {
+        let subject = crate::tls::client_subject(&req);
         let actor = if self.tokens.is_empty() {
-            req.remote_addr().map_or_else(|| "unknown".to_string(), |a| a.to_string())
+            subject
+                .clone()
+                .unwrap_or_else(|| req.remote_addr().map_or_else(|| "unknown".to_string(), |a| a.to_string()))
         } else {
             let header = req
                 .metadata()
@@ -89,7 +98,10 @@ impl AdminAuth {
                 .iter()
                 .find(|t| constant_time_eq(t.secret.as_bytes(), presented.trim().as_bytes()))
                 .ok_or_else(|| Status::unauthenticated("admin token not recognised"))?;
-            token.name.clone()
+            match &subject {
+                Some(subject) => format!("{} (cert {subject})", token.name),
+                None => token.name.clone(),
+            }
         };
         req.extensions_mut().insert(Actor(actor));
         Ok(req)

@@ -128,6 +128,24 @@ pub struct ServeArgs {
     /// File of `name token` lines: named admin tokens.
     #[arg(long, env = "MODELGATE_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM, leaf first) of the Predict/KServe
+    /// listener. Reloaded when the file's contents change. Unset: plaintext.
+    #[arg(long, env = "MODELGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "MODELGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// TLS certificate chain (PEM) of the admin listener. Reloaded when it changes. Unset: plaintext.
+    #[arg(long, env = "MODELGATE_ADMIN_TLS_CERT", requires = "admin_tls_key")]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--admin-tls-cert`.
+    #[arg(long, env = "MODELGATE_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
+    pub admin_tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) for mutual TLS on the admin listener: every
+    /// admin client must present a certificate they signed, and its subject
+    /// is the audit log's "who". Needs `--admin-tls-cert`.
+    #[arg(long, env = "MODELGATE_ADMIN_CLIENT_CA", requires = "admin_tls_cert")]
+    pub admin_client_ca: Option<PathBuf>,
     /// How often the controller judges running rollouts, in milliseconds.
     #[arg(long, env = "MODELGATE_TICK_MS", default_value_t = 500)]
     pub tick_ms: u64,
@@ -191,6 +209,12 @@ pub struct ServeConfig {
     pub admin_listen: SocketAddr,
     /// Named admin tokens; empty: the admin listener needs none.
     pub admin_tokens: Vec<crate::auth::Token>,
+    /// TLS on the Predict/KServe listener; `None`: plaintext.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// TLS (and with a client CA, mutual TLS) on the admin listener.
+    pub admin_tls: Option<crate::tls::TlsFiles>,
+    /// How often the TLS files are checked for changes.
+    pub tls_poll: Duration,
     pub tick: Duration,
     /// Where `/metrics` is served; `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
@@ -262,6 +286,9 @@ impl ServeConfig {
             shadow_file_bytes: 64 * 1024 * 1024,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_tokens: Vec::new(),
+            tls: None,
+            admin_tls: None,
+            tls_poll: crate::tls::DEFAULT_POLL,
             tick: Duration::from_millis(500),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             models,
@@ -306,7 +333,18 @@ impl TryFrom<ServeArgs> for ServeConfig {
             })?),
         };
         crate::otel::sampler(Some(&a.trace_sampler), a.trace_sampler_arg)?;
+        let tls = tls_files("--tls-cert", a.tls_cert, "--tls-key", a.tls_key, None)?;
+        let admin_tls = tls_files(
+            "--admin-tls-cert",
+            a.admin_tls_cert,
+            "--admin-tls-key",
+            a.admin_tls_key,
+            a.admin_client_ca,
+        )?;
         Ok(Self {
+            tls,
+            admin_tls,
+            tls_poll: crate::tls::DEFAULT_POLL,
             metrics_listen,
             admin_listen: a.admin_listen,
             admin_tokens,
@@ -335,6 +373,24 @@ impl TryFrom<ServeArgs> for ServeConfig {
             rescan: Duration::from_secs_f64(a.rescan_seconds.max(0.05)),
             settle: Duration::from_millis(a.settle_ms),
         })
+    }
+}
+
+/// A listener's TLS files: both or neither of certificate and key (clap
+/// checks this too; the config may come from elsewhere).
+fn tls_files(
+    cert_flag: &str,
+    cert: Option<PathBuf>,
+    key_flag: &str,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> anyhow::Result<Option<crate::tls::TlsFiles>> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsFiles { cert, key, client_ca })),
+        (None, None) if client_ca.is_none() => Ok(None),
+        (None, None) => anyhow::bail!("--admin-client-ca needs --admin-tls-cert and --admin-tls-key"),
+        (Some(_), None) => anyhow::bail!("{cert_flag} needs {key_flag}"),
+        (None, Some(_)) => anyhow::bail!("{key_flag} needs {cert_flag}"),
     }
 }
 

@@ -19,6 +19,7 @@ pub mod server;
 pub mod service;
 pub mod shadow;
 pub mod state;
+pub mod tls;
 
 pub use config::ServeConfig;
 pub use server::{RunningServer, start};

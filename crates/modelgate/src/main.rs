@@ -50,6 +50,22 @@ async fn serve(log_format: LogFormat, args: modelgate::config::ServeArgs) -> any
     println!("modelgate ready: Predict (modelgate.v1) on {}", server.addr);
     println!("  KServe v2 (inference.GRPCInferenceService), gRPC health and reflection on the same port");
     println!("  admin on {}", server.admin_addr);
+    if let Some(tls) = &server.tls {
+        println!(
+            "  TLS on the Predict port: certificate {}, reloaded when it changes",
+            tls.files().cert.display()
+        );
+    }
+    if let Some(tls) = &server.admin_tls {
+        match &tls.files().client_ca {
+            Some(ca) => println!(
+                "  mutual TLS on the admin port: certificate {}, client certificates signed by {}",
+                tls.files().cert.display(),
+                ca.display()
+            ),
+            None => println!("  TLS on the admin port: certificate {}", tls.files().cert.display()),
+        }
+    }
     if let Some(m) = server.metrics_addr {
         println!("  metrics on http://{m}/metrics");
     }
@@ -62,7 +78,11 @@ async fn serve(log_format: LogFormat, args: modelgate::config::ServeArgs) -> any
     for line in modelgate::server::describe_table(&table) {
         println!("{line}");
     }
-    match modelgate::server::sample_predict_command(&program, server.addr, &table) {
+    let addr = match server.tls {
+        Some(_) => format!("https://{}", server.addr),
+        None => server.addr.to_string(),
+    };
+    match modelgate::server::sample_predict_command(&program, &addr, &table) {
         Some(cmd) => println!("try: {cmd}"),
         None => println!("no READY model to try; check the log above"),
     }

@@ -24,7 +24,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -77,6 +77,17 @@ pub struct OutcomeLabels {
     pub joined: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TlsReloadLabels {
+    pub listener: String,
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every event metric, and the registry they are encoded from.
@@ -89,6 +100,8 @@ pub struct Metrics {
     alerts: Family<TriggerLabels, Counter>,
     decisions: Family<ActionLabels, Counter>,
     outcomes: Family<OutcomeLabels, Counter>,
+    tls_reloads: Family<TlsReloadLabels, Counter>,
+    tls_not_after: Family<ListenerLabels, Gauge>,
     versions: RwLock<HashMap<(String, u64), Arc<VersionMetrics>>>,
     collector: Arc<Mutex<Option<Arc<dyn StateSource>>>>,
 }
@@ -508,6 +521,18 @@ impl Metrics {
             "Outcomes reported with RecordOutcome, by whether they joined a served request",
             outcomes.clone(),
         );
+        let tls_reloads = Family::<TlsReloadLabels, Counter>::default();
+        registry.register(
+            "modelgate_tls_reloads",
+            "TLS certificate reloads by listener and outcome (ok, or error: the old certificate kept serving)",
+            tls_reloads.clone(),
+        );
+        let tls_not_after = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "modelgate_tls_cert_not_after_seconds",
+            "The serving certificate's notAfter, unix seconds, by listener",
+            tls_not_after.clone(),
+        );
         let collector = Arc::new(Mutex::new(None));
         registry.register_collector(Box::new(StateCollector { source: Arc::clone(&collector) }));
         Self {
@@ -519,6 +544,8 @@ impl Metrics {
             alerts,
             decisions,
             outcomes,
+            tls_reloads,
+            tls_not_after,
             versions: RwLock::new(HashMap::new()),
             collector,
         }
@@ -578,6 +605,18 @@ impl Metrics {
 
     pub fn outcome(&self, model: &str, joined: bool) {
         self.outcomes.get_or_create(&OutcomeLabels { model: model.into(), joined: joined.to_string() }).inc();
+    }
+
+    /// A TLS reload attempt on `listener`: `ok` or `error`.
+    pub fn tls_reload(&self, listener: &str, outcome: &str) {
+        self.tls_reloads
+            .get_or_create(&TlsReloadLabels { listener: listener.into(), outcome: outcome.into() })
+            .inc();
+    }
+
+    /// The notAfter of the certificate `listener` serves, unix seconds.
+    pub fn tls_not_after(&self, listener: &str, unix_seconds: i64) {
+        self.tls_not_after.get_or_create(&ListenerLabels { listener: listener.into() }).set(unix_seconds);
     }
 
     /// Everything, in the Prometheus text format (0.0.4).
@@ -722,6 +761,8 @@ mod tests {
         v.failed(Role::Canary, tonic::Code::ResourceExhausted);
         m.rejected(None, tonic::Code::NotFound);
         m.rollback("iris", "nan_inf_rate");
+        m.tls_reload("admin", "error");
+        m.tls_not_after("predict", 1_900_000_000);
         let text = m.encode();
         for want in [
             r#"modelgate_requests_total{model="iris",version="3",role="canary",code="OK"} 1"#,
@@ -730,6 +771,8 @@ mod tests {
             r#"modelgate_request_duration_seconds_bucket{model="iris",version="3",role="canary",le="0.0005"} 1"#,
             r#"modelgate_nan_inf_outputs_total{model="iris",version="3"} 1"#,
             r#"modelgate_rollbacks_total{model="iris",trigger="nan_inf_rate"} 1"#,
+            r#"modelgate_tls_reloads_total{listener="admin",outcome="error"} 1"#,
+            r#"modelgate_tls_cert_not_after_seconds{listener="predict"} 1900000000"#,
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }

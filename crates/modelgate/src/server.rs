@@ -20,6 +20,7 @@ use crate::controller::Controller;
 use crate::error::oversize_to_resource_exhausted;
 use crate::gateway::{Gateway, ModelTable, ShadowRunner};
 use crate::service::PredictService;
+use crate::tls::ReloadingConfig;
 use modelgate_proto::v1::admin_server::AdminServer;
 
 /// gRPC service names reported by the health service.
@@ -46,6 +47,12 @@ pub struct RunningServer {
     watcher: Option<RepositoryWatcher>,
     /// Fleet mode: the etcd store and the tasks following it.
     fleet: Option<(Arc<crate::state::EtcdStore>, Vec<JoinHandle<()>>)>,
+    /// TLS on the Predict/KServe listener, if on.
+    pub tls: Option<Arc<ReloadingConfig>>,
+    /// TLS on the admin listener, if on.
+    pub admin_tls: Option<Arc<ReloadingConfig>>,
+    /// The tasks that reload the TLS files.
+    tls_watchers: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -69,6 +76,9 @@ impl RunningServer {
             let _ = stop.send(());
         }
         self.ticker.abort();
+        for w in self.tls_watchers.drain(..) {
+            w.abort();
+        }
         if let Some((store, tasks)) = self.fleet.take() {
             for t in tasks {
                 t.abort();
@@ -97,6 +107,19 @@ impl RunningServer {
 /// Loads ONNX Runtime and every model, binds `config.listen` and starts serving.
 /// Returns once the listener is bound and every version is READY or FAILED.
 pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
+    // Before the slow part: a wrong TLS path fails at once, naming the file.
+    let tls = config
+        .tls
+        .clone()
+        .map(|files| ReloadingConfig::load("predict", files))
+        .transpose()
+        .context("TLS on the Predict listener")?;
+    let admin_tls = config
+        .admin_tls
+        .clone()
+        .map(|files| ReloadingConfig::load("admin", files))
+        .transpose()
+        .context("TLS on the admin listener")?;
     let threads = config.threads.max(1);
     // One session per critical thread and per shadow thread: no two threads share.
     let sessions = threads + config.shadow_threads;
@@ -183,6 +206,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         controller: Arc::clone(&controller),
     }));
     let ticker = controller.spawn_ticker(config.tick);
+    let tls_watchers: Vec<JoinHandle<()>> = [&tls, &admin_tls]
+        .into_iter()
+        .flatten()
+        .map(|c| c.spawn_watch(config.tls_poll, Arc::clone(gateway.metrics())))
+        .collect();
     let watcher = config.watch.then(|| {
         modelgate_registry::watch::watch(
             runtime.clone(),
@@ -206,8 +234,13 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
     let admin_addr = admin_listener.local_addr()?;
-    if config.admin_tokens.is_empty() && !admin_addr.ip().is_loopback() {
-        tracing::warn!(%admin_addr, "the admin listener is not on loopback and has no token: anyone who reaches it can change rollouts");
+    let mutual = admin_tls.as_ref().is_some_and(|c| c.mutual());
+    if !admin_addr.ip().is_loopback() {
+        if config.admin_tokens.is_empty() && !mutual {
+            tracing::warn!(%admin_addr, "the admin listener is not on loopback and has no token or client CA: anyone who reaches it can change rollouts");
+        } else if admin_tls.is_none() {
+            tracing::warn!(%admin_addr, "the admin listener is not on loopback and has no TLS: its tokens cross the network in plaintext");
+        }
     }
     let auth = AdminAuth::new(config.admin_tokens.clone());
     let admin = AdminServer::with_interceptor(
@@ -215,29 +248,41 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         move |req| auth.check(req),
     );
     let (admin_stop_tx, admin_stop_rx) = oneshot::channel::<()>();
-    let admin_incoming = tonic::transport::server::TcpIncoming::from(admin_listener).with_nodelay(Some(true));
     let admin_reflection = reflection()?;
-    let admin_task = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(admin)
-            .add_service(admin_reflection)
-            .serve_with_incoming_shutdown(admin_incoming, async move {
+    let admin_router = tonic::transport::Server::builder().add_service(admin).add_service(admin_reflection);
+    let admin_task = tokio::spawn({
+        let admin_tls = admin_tls.clone();
+        async move {
+            let stop = async move {
                 let _ = admin_stop_rx.await;
-            })
-            .await
+            };
+            match admin_tls {
+                Some(tls) => {
+                    admin_router
+                        .serve_with_incoming_shutdown(crate::tls::incoming(admin_listener, tls, None), stop)
+                        .await
+                }
+                None => {
+                    let incoming =
+                        tonic::transport::server::TcpIncoming::from(admin_listener).with_nodelay(Some(true));
+                    admin_router.serve_with_incoming_shutdown(incoming, stop).await
+                }
+            }
             .context("admin server failed")
+        }
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    // NOTE: Server::builder().tcp_nodelay() only applies to listeners tonic
-    // binds itself; ours must ask for it, or Nagle plus delayed ACKs add
-    // ~40 ms to the tail.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(std::time::Duration::from_secs(60)));
+    if tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "the Predict listener is not on loopback and has no TLS (--tls-cert/--tls-key): requests cross the network in plaintext");
+    }
+    for c in [&tls, &admin_tls].into_iter().flatten() {
+        tracing::info!(listener = c.listener(), cert = %c.files().cert.display(), not_after = c.not_after(), mutual = c.mutual(), "TLS on");
+    }
+    let keepalive = Some(std::time::Duration::from_secs(60));
 
     let predict = PredictServer::new(PredictService::new(Arc::clone(&gateway)))
         .max_decoding_message_size(config.max_request_bytes)
@@ -308,8 +353,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let task = tokio::spawn({
         let draining = Arc::clone(&draining);
         let notify = Arc::clone(&draining);
+        let tls = tls.clone();
         async move {
-            let serve = tonic::transport::Server::builder()
+            let router = tonic::transport::Server::builder()
                 // Tensors are large messages: HTTP/2's 64 KiB default windows
                 // would stall a client on WINDOW_UPDATE round trips.
                 .initial_stream_window_size(Some(1 << 20))
@@ -318,11 +364,32 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
                 .add_service(predict)
                 .add_service(kserve)
                 .add_service(health_service)
-                .add_service(reflection_service)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stop_rx.await;
-                    notify.notify_one();
-                });
+                .add_service(reflection_service);
+            let stop = async move {
+                let _ = stop_rx.await;
+                notify.notify_one();
+            };
+            let serve = async move {
+                match tls {
+                    Some(tls) => {
+                        router
+                            .serve_with_incoming_shutdown(
+                                crate::tls::incoming(listener, tls, keepalive),
+                                stop,
+                            )
+                            .await
+                    }
+                    None => {
+                        // NOTE: Server::builder().tcp_nodelay() only applies to
+                        // listeners tonic binds itself; ours must ask for it, or
+                        // Nagle plus delayed ACKs add ~40 ms to the tail.
+                        let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                            .with_nodelay(Some(true))
+                            .with_keepalive(keepalive);
+                        router.serve_with_incoming_shutdown(incoming, stop).await
+                    }
+                }
+            };
             tokio::pin!(serve);
             tokio::select! {
                 r = &mut serve => r.context("gRPC server failed"),
@@ -348,6 +415,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         task,
         watcher,
         fleet: fleet_store.map(|s| (s, fleet_tasks)),
+        tls,
+        admin_tls,
+        tls_watchers,
     })
 }
 
@@ -366,7 +436,7 @@ fn reflection() -> anyhow::Result<
 
 /// The ready line's sample command: a request of zeros shaped like the first
 /// READY model's inputs, which every model accepts.
-pub fn sample_predict_command(program: &str, addr: SocketAddr, table: &ModelTable) -> Option<String> {
+pub fn sample_predict_command(program: &str, addr: &str, table: &ModelTable) -> Option<String> {
     let mut names: Vec<&String> = table.models.keys().collect();
     names.sort();
     let model = names.into_iter().find_map(|n| table.models.get(n).filter(|m| m.champion().is_some()))?;

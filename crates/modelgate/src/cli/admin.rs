@@ -9,13 +9,12 @@ use modelgate_proto::v1::admin_client::AdminClient;
 use tonic::service::Interceptor;
 use tonic::transport::Channel;
 
-use crate::cli::endpoint_uri;
 use crate::cli::predict::CallError;
 
 /// How to reach the admin listener.
 #[derive(Debug, Clone, Args)]
 pub struct AdminConn {
-    /// Admin address (`host:port` or `http://host:port`).
+    /// Admin address (`host:port`, `http://host:port` or `https://host:port`).
     #[arg(long, env = "MODELGATE_ADMIN_ADDR", default_value = "127.0.0.1:50052", global = true)]
     pub admin_addr: String,
     /// Bearer token for the admin listener.
@@ -24,6 +23,8 @@ pub struct AdminConn {
     /// Print one JSON document instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    #[command(flatten)]
+    pub tls: crate::cli::ClientTls,
 }
 
 #[derive(Debug, Clone)]
@@ -42,8 +43,9 @@ pub type Client = AdminClient<tonic::service::interceptor::InterceptedService<Ch
 
 /// Connects to the admin listener, attaching the token to every call.
 pub async fn connect(conn: &AdminConn) -> anyhow::Result<Client> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint_uri(&conn.admin_addr))
-        .with_context(|| format!("bad --admin-addr {}", conn.admin_addr))?
+    let channel = conn
+        .tls
+        .endpoint("--admin-addr", &conn.admin_addr)?
         .connect()
         .await
         .with_context(|| format!("cannot connect to the admin listener at {}", conn.admin_addr))?;

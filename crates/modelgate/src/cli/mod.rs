@@ -3,7 +3,12 @@
 pub mod admin;
 pub mod predict;
 
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
 use tonic::Code;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// gRPC's canonical name of a status code, e.g. `INVALID_ARGUMENT`.
 pub fn code_name(code: Code) -> &'static str {
@@ -28,7 +33,65 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// Accepts `host:port` as well as a full `http://host:port` URI.
-pub fn endpoint_uri(addr: &str) -> String {
-    if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") }
+/// Accepts `host:port` as well as a full `http://host:port` URI; `tls`
+/// makes a bare `host:port` an `https://` one.
+pub fn endpoint_uri(addr: &str, tls: bool) -> String {
+    match (addr.contains("://"), tls) {
+        (true, _) => addr.to_string(),
+        (false, true) => format!("https://{addr}"),
+        (false, false) => format!("http://{addr}"),
+    }
+}
+
+/// TLS to the gateway. An `https://` address or any of these flags turns it
+/// on; the gateway's certificate is checked against `--tls-ca`, or the
+/// system's roots without it.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClientTls {
+    /// CA certificate(s) (PEM) the gateway's certificate must chain to. Unset: the system's roots.
+    #[arg(long, env = "MODELGATE_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; with `--tls-key`.
+    #[arg(long, env = "MODELGATE_CLIENT_CERT", requires = "tls_key", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "MODELGATE_CLIENT_KEY", requires = "tls_cert", global = true)]
+    pub tls_key: Option<PathBuf>,
+    /// The name the gateway's certificate must carry. Default: the address's host.
+    #[arg(long, env = "MODELGATE_TLS_SERVER_NAME", global = true)]
+    pub tls_server_name: Option<String>,
+}
+
+impl ClientTls {
+    fn requested(&self) -> bool {
+        self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_server_name.is_some()
+    }
+
+    /// The endpoint for `addr` (named `flag` in errors), with TLS when asked for.
+    pub fn endpoint(&self, flag: &str, addr: &str) -> anyhow::Result<Endpoint> {
+        let uri = endpoint_uri(addr, self.requested());
+        let endpoint = Endpoint::from_shared(uri.clone()).with_context(|| format!("bad {flag} {addr}"))?;
+        if !uri.starts_with("https://") {
+            if self.requested() {
+                anyhow::bail!("{flag} {addr} is plaintext http://, but TLS flags were given: use https://");
+            }
+            return Ok(endpoint);
+        }
+        let read = |what: &str, path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))
+        };
+        let mut config = ClientTlsConfig::new();
+        config = match &self.tls_ca {
+            Some(ca) => config.ca_certificate(Certificate::from_pem(read("CA certificate", ca)?)),
+            None => config.with_native_roots(),
+        };
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config = config
+                .identity(Identity::from_pem(read("client certificate", cert)?, read("client key", key)?));
+        }
+        if let Some(name) = &self.tls_server_name {
+            config = config.domain_name(name.clone());
+        }
+        endpoint.tls_config(config).context("cannot set up TLS")
+    }
 }

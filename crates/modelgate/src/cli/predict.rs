@@ -9,13 +9,13 @@ use modelgate_proto::v1 as pb;
 use modelgate_runtime::{DataType, Tensor, TensorData};
 use serde_json::{Map, Value};
 
-use crate::cli::{code_name, endpoint_uri};
+use crate::cli::code_name;
 use crate::convert;
 
 /// Flags of `modelgate predict`.
 #[derive(Debug, Clone, Args)]
 pub struct PredictArgs {
-    /// Gateway address (`host:port` or `http://host:port`).
+    /// Gateway address (`host:port`, `http://host:port` or `https://host:port`).
     #[arg(long, env = "MODELGATE_ADDR", default_value = "127.0.0.1:50051")]
     pub addr: String,
     /// Model name.
@@ -43,6 +43,8 @@ pub struct PredictArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 30.0)]
     pub timeout_seconds: f64,
+    #[command(flatten)]
+    pub tls: crate::cli::ClientTls,
 }
 
 /// A failed call, reported with the server's status.
@@ -60,8 +62,9 @@ pub async fn run(args: PredictArgs) -> anyhow::Result<()> {
     };
     let json: Value = serde_json::from_str(&text).context("--input is not valid JSON")?;
     let timeout = Duration::from_secs_f64(args.timeout_seconds.max(0.001));
-    let channel = tonic::transport::Endpoint::from_shared(endpoint_uri(&args.addr))
-        .with_context(|| format!("bad --addr {}", args.addr))?
+    let channel = args
+        .tls
+        .endpoint("--addr", &args.addr)?
         .timeout(timeout)
         .connect_timeout(timeout)
         .connect()
