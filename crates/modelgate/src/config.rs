@@ -408,4 +408,21 @@ mod tests {
             assert!(e.contains("--shadow-cpu-budget") && e.contains(bad), "{e}");
         }
     }
+
+    #[test]
+    fn tls_flags_come_in_pairs() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        let both = tls_files("--tls-cert", p("c.pem"), "--tls-key", p("k.pem"), None).unwrap().unwrap();
+        assert_eq!(
+            (both.cert, both.key, both.client_ca),
+            (PathBuf::from("c.pem"), PathBuf::from("k.pem"), None)
+        );
+        assert!(tls_files("--tls-cert", None, "--tls-key", None, None).unwrap().is_none());
+        let e = tls_files("--tls-cert", p("c.pem"), "--tls-key", None, None).unwrap_err().to_string();
+        assert_eq!(e, "--tls-cert needs --tls-key");
+        let e = tls_files("--admin-tls-cert", None, "--admin-tls-key", None, p("ca.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--admin-client-ca needs --admin-tls-cert"), "{e}");
+    }
 }

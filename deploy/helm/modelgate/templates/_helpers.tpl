@@ -23,6 +23,28 @@ app.kubernetes.io/name: {{ include "modelgate.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{- /* "true" when the admin listener may leave the pod's loopback: a token,
+or mutual TLS, guards it. */ -}}
+{{- define "modelgate.adminExposed" -}}
+{{- if and .Values.admin.tls.clientCASecret (not .Values.admin.tls.secretName) -}}
+{{- fail "admin.tls.clientCASecret (mutual TLS) needs admin.tls.secretName" -}}
+{{- end -}}
+{{- if or .Values.admin.tokenSecret .Values.admin.tls.clientCASecret -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- /* The probe handler: gRPC health, or the TCP port when it speaks TLS. */ -}}
+{{- define "modelgate.probe" -}}
+{{- if .Values.tls.secretName -}}
+tcpSocket:
+  port: {{ .Values.service.grpcPort }}
+{{- else -}}
+grpc:
+  port: {{ .Values.service.grpcPort }}
+{{- end -}}
+{{- end -}}
+
 {{- define "modelgate.fleet" -}}
 {{- if or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled -}}
 {{- if not .Values.fleet.etcd.endpoints -}}
