@@ -206,11 +206,6 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         controller: Arc::clone(&controller),
     }));
     let ticker = controller.spawn_ticker(config.tick);
-    let tls_watchers: Vec<JoinHandle<()>> = [&tls, &admin_tls]
-        .into_iter()
-        .flatten()
-        .map(|c| c.spawn_watch(config.tls_poll, Arc::clone(gateway.metrics())))
-        .collect();
     let watcher = config.watch.then(|| {
         modelgate_registry::watch::watch(
             runtime.clone(),
@@ -400,6 +395,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             }
         }
     });
+    let tls_watchers = [&tls, &admin_tls]
+        .into_iter()
+        .flatten()
+        .map(|c| c.spawn_watch(config.tls_poll, Arc::clone(gateway.metrics())))
+        .collect();
     Ok(RunningServer {
         addr,
         admin_addr,
