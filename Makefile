@@ -4,7 +4,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:50051
 MODELS ?= models/repository
 
-.PHONY: run test test-deps build-deps ort build lint bench bench-pinned models clean
+.PHONY: run test test-deps build-deps ort build lint bench bench-pinned soak models clean
 
 ## ONNX Runtime's shared library, from the pinned onnxruntime wheel on PyPI.
 ort:
@@ -53,6 +53,14 @@ bench: ort build-deps
 bench-pinned: ort build-deps
 	$(CARGO) build --release -p modelgate -p modelgate-benches
 	scripts/bench-pinned.sh
+
+## Overload soak (~5 min): hot version drops, promotions, NaN rollbacks and
+## removals every few seconds at 128 in flight; fails on any error but
+## RESOURCE_EXHAUSTED, an unanswered admin call or RSS growth over 1.2x.
+SOAK_SECONDS ?= 300
+soak: ort build-deps
+	$(CARGO) build --release -p modelgate -p modelgate-benches
+	target/release/soak --seconds $(SOAK_SECONDS)
 
 ## Regenerate models/ (needs PyPI; see models/README.md).
 models:

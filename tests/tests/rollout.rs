@@ -664,6 +664,12 @@ async fn outcomes_join_by_request_id_and_routing_key_and_drive_the_automatic_gat
     assert!(challenger.requests >= 50, "{challenger:?}");
     assert_eq!(challenger.errors_vs_champion.as_ref().unwrap().verdict, "non_inferior");
 
+    // Paused while the outcomes arrive: the gate would otherwise promote as
+    // soon as 20 of them show the difference, mid-loop, and routing-key joins
+    // need the live rollout. Resumed below to let it decide.
+    let pause =
+        pb::RolloutRequest { model: "breast-cancer".into(), reason: "outcomes".into(), expected_stage: None };
+    a.pause(pause.clone()).await.unwrap();
     // The challenger converts twice as well as the champion (60% against
     // 30%, a fixed pattern so the test is deterministic).
     let mut by_key = 0;
@@ -707,6 +713,7 @@ async fn outcomes_join_by_request_id_and_routing_key_and_drive_the_automatic_gat
     assert!(row(1).n >= 80 && (row(1).mean - 0.6).abs() < 0.05, "{:?}", row(1));
     assert!(row(1).always_valid_p_value.unwrap() < 0.05, "{:?}", row(1));
     assert_eq!(row(1).decision, "better");
+    a.resume(pause).await.unwrap();
     let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let s = rollout_status(&mut a, "breast-cancer").await;
