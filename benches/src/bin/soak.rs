@@ -223,7 +223,12 @@ async fn main() -> anyhow::Result<()> {
         }));
     }
 
-    let conn = modelgate::cli::admin::AdminConn { admin_addr: admin_addr.clone(), token: None, json: false };
+    let conn = modelgate::cli::admin::AdminConn {
+        admin_addr: admin_addr.clone(),
+        token: None,
+        json: false,
+        tls: Default::default(),
+    };
     let admin = modelgate::cli::admin::connect(&conn).await?;
 
     // Watchdog: the admin RPC must answer every second.
