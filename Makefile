@@ -56,7 +56,7 @@ fuzz-deps:
 # are replayed first, new inputs go to fuzz/target/corpus/ (not committed), a
 # crash stops with its input in fuzz/artifacts/<target>/.
 define fuzz_each
-	set -e; for t in $(TARGET); do \
+	@set -e; for t in $(TARGET); do \
 	  mkdir -p fuzz/target/corpus/$$t fuzz/corpus/$$t fuzz/regressions/$$t; \
 	  echo "fuzz: $$t for $(1) s (log: fuzz/target/$$t.log)"; \
 	  if ! ($(FUZZ_RUN) run $$t target/corpus/$$t corpus/$$t regressions/$$t -- \
