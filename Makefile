@@ -4,7 +4,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:50051
 MODELS ?= models/repository
 
-.PHONY: run test test-deps build-deps ort build lint bench bench-pinned soak models clean
+.PHONY: run test test-deps build-deps ort build lint bench bench-pinned soak models clean fuzz-deps fuzz-smoke fuzz
 
 ## ONNX Runtime's shared library, from the pinned onnxruntime wheel on PyPI.
 ort:
@@ -39,6 +39,43 @@ test: ort build-deps test-deps lint
 	else \
 	  $(CARGO) test --workspace --lib --bins --tests; \
 	fi
+
+## Fuzzing (README "Fuzzing"). cargo-fuzz needs nightly flags: RUSTC_BOOTSTRAP=1
+## lets the pinned stable toolchain take them (CI has no nightly).
+FUZZ_TARGETS := predict_decode kserve_decode model_toml rollout_plan rollout_plan_structured
+TARGET ?= $(FUZZ_TARGETS)
+FUZZ_SECONDS ?= 600
+SMOKE_SECONDS ?= 30
+FUZZ_RUN = cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz
+
+## cargo-fuzz itself, from crates.io, when missing.
+fuzz-deps:
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+
+# Runs $(TARGET) for $(1) seconds each: the committed seeds and saved crashes
+# are replayed first, new inputs go to fuzz/target/corpus/ (not committed), a
+# crash stops with its input in fuzz/artifacts/<target>/.
+define fuzz_each
+	@set -e; for t in $(TARGET); do \
+	  mkdir -p fuzz/target/corpus/$$t fuzz/corpus/$$t fuzz/regressions/$$t; \
+	  echo "fuzz: $$t for $(1) s (log: fuzz/target/$$t.log)"; \
+	  if ! ($(FUZZ_RUN) run $$t target/corpus/$$t corpus/$$t regressions/$$t -- \
+	      -max_total_time=$(1) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1) >fuzz/target/$$t.log 2>&1; then \
+	    tail -n 60 fuzz/target/$$t.log; echo "fuzz: $$t FAILED; the input is in fuzz/artifacts/$$t/"; exit 1; \
+	  fi; \
+	  grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' fuzz/target/$$t.log; \
+	done
+endef
+
+## Builds every fuzz target and runs each for $(SMOKE_SECONDS) s (CI).
+fuzz-smoke: fuzz-deps build-deps
+	$(FUZZ_RUN) build
+	$(call fuzz_each,$(SMOKE_SECONDS))
+
+## Longer runs: make fuzz [TARGET=predict_decode] [FUZZ_SECONDS=600].
+fuzz: fuzz-deps build-deps
+	$(FUZZ_RUN) build $(if $(filter 1,$(words $(TARGET))),$(TARGET))
+	$(call fuzz_each,$(FUZZ_SECONDS))
 
 ## Load generator vs raw ONNX Runtime; prints the overhead table.
 bench: ort build-deps

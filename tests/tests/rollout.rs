@@ -133,8 +133,43 @@ async fn plans_are_validated_before_they_start() {
     assert!(e.message().contains('3'), "{}", e.message());
     let e = a.start_rollout(canary(9, &[10, 100])).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    // A plan wrong whatever the server holds is the client's mistake.
     let e = a.start_rollout(canary(1, &[50, 10])).await.unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    assert!(e.message().contains("strictly increasing"), "{}", e.message());
+    // Found by fuzzing (fuzz/regressions/rollout_plan*): an A/B arm too light
+    // for one bucket, and a challenger slice that rounds to all traffic.
+    let ab = pb::StartRolloutRequest {
+        model: "breast-cancer".into(),
+        plan: Some(pb::start_rollout_request::Plan::AbTest(pb::AbTestPlan {
+            arms: vec![
+                pb::AbArm { name: "control".into(), version: 2, weight: 100_000 },
+                pb::AbArm { name: "treatment".into(), version: 1, weight: 1 },
+            ],
+            metric: "ctr".into(),
+            mde: 0.01,
+            variance: 0.04,
+            ..Default::default()
+        })),
+        reason: String::new(),
+        triggers: None,
+    };
+    let e = a.start_rollout(ab).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    assert!(e.message().contains("arm 'treatment'"), "{}", e.message());
+    let cc = pb::StartRolloutRequest {
+        model: "breast-cancer".into(),
+        plan: Some(pb::start_rollout_request::Plan::ChampionChallenger(pb::ChampionChallengerPlan {
+            challengers: vec![1],
+            fraction_percent: Some(99.996),
+            ..Default::default()
+        })),
+        reason: String::new(),
+        triggers: None,
+    };
+    let e = a.start_rollout(cc).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    assert!(e.message().contains("champion"), "{}", e.message());
     // Incompatible input signature (other: champion v2 is x[N,4]; v1 takes input[N,30]).
     let mut req = canary(1, &[10, 100]);
     req.model = "other".into();

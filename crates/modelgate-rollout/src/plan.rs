@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::routing::BUCKETS;
+use crate::routing::{BUCKETS, split_by_weight};
 use crate::stats;
 
 /// Blue is kept loaded this long after the switch so rollback stays instant.
@@ -239,6 +239,29 @@ pub enum PlanError {
         /// The arm's name.
         name: String,
     },
+    /// An arm whose weight is too small a share of the total for one bucket
+    /// would be listed but never served.
+    #[error(
+        "arm '{name}' has weight {weight} of a total {total}, less than one bucket (0.01%) of traffic; expected each arm's weight to be at least 1/10000 of the total"
+    )]
+    ArmTooSmall {
+        /// The arm's name.
+        name: String,
+        /// Its weight.
+        weight: u32,
+        /// The sum of all arms' weights.
+        total: u64,
+    },
+    /// The challengers' slice must leave the champion at least one bucket.
+    #[error(
+        "fraction_percent {fraction_percent} rounds to {basis_points} of 10000 buckets, leaving the champion no traffic; expected at most 99.99"
+    )]
+    SliceTooLarge {
+        /// The requested share.
+        fraction_percent: f64,
+        /// That share in buckets.
+        basis_points: u32,
+    },
     /// Each challenger needs at least one bucket.
     #[error(
         "fraction_percent {fraction_percent} gives {basis_points} buckets to {challengers} challengers; expected at least one bucket (0.01%) each"
@@ -316,6 +339,12 @@ impl Plan {
                     });
                 }
                 let basis_points = percent_to_bp(*fraction_percent);
+                if basis_points >= BUCKETS {
+                    return Err(PlanError::SliceTooLarge {
+                        fraction_percent: *fraction_percent,
+                        basis_points,
+                    });
+                }
                 if (basis_points as usize) < challengers.len() {
                     return Err(PlanError::SliceTooSmall {
                         fraction_percent: *fraction_percent,
@@ -453,6 +482,14 @@ fn check_arms(arms: &[AbArm], champion: u64, ready: &[u64]) -> Result<(), PlanEr
         if arms[..i].iter().any(|b| b.version == a.version) {
             return Err(PlanError::DuplicateVersion { version: a.version });
         }
+    }
+    // The routing table sizes arms by exactly this split; an arm rounded down
+    // to no bucket would never be served.
+    let weights: Vec<u32> = arms.iter().map(|a| a.weight).collect();
+    let sizes = split_by_weight(&weights).unwrap_or_default();
+    if let Some((a, _)) = arms.iter().zip(&sizes).find(|(_, size)| **size == 0) {
+        let total = weights.iter().map(|w| u64::from(*w)).sum();
+        return Err(PlanError::ArmTooSmall { name: a.name.clone(), weight: a.weight, total });
     }
     let treatments: Vec<u64> = arms.iter().map(|a| a.version).filter(|v| *v != champion).collect();
     check_versions(&treatments, champion, ready)

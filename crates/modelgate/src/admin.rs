@@ -251,6 +251,28 @@ pub fn plan_from_pb(p: pb::start_rollout_request::Plan) -> Result<Plan, Status> 
     })
 }
 
+/// A StartRollout request's plan and trigger overrides, defaults filled in
+/// and the overrides range-checked (the plan itself is validated against the
+/// model's versions by the controller). Takes the plan out of `r`.
+pub fn start_from_pb(
+    r: &mut pb::StartRolloutRequest,
+) -> Result<(Plan, modelgate_rollout::TriggerOverrides), Status> {
+    let plan = plan_from_pb(r.plan.take().ok_or_else(|| Status::invalid_argument("plan is not set"))?)?;
+    let triggers = r
+        .triggers
+        .take()
+        .map(|t| modelgate_rollout::TriggerOverrides {
+            p99_sla_ms: t.p99_sla_ms,
+            nan_inf_rate: t.nan_inf_rate,
+            error_ratio: t.error_ratio,
+            error_rate_floor: t.error_rate_floor,
+            min_samples: t.min_samples,
+        })
+        .unwrap_or_default();
+    triggers.validate().map_err(Status::invalid_argument)?;
+    Ok((plan, triggers))
+}
+
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminService {
     async fn list_models(
@@ -333,19 +355,8 @@ impl pb::admin_server::Admin for AdminService {
         req: Request<pb::StartRolloutRequest>,
     ) -> Result<Response<pb::RolloutStatus>, Status> {
         let who = actor(&req);
-        let r = req.into_inner();
-        let plan = plan_from_pb(r.plan.ok_or_else(|| Status::invalid_argument("plan is not set"))?)?;
-        let triggers = r
-            .triggers
-            .map(|t| modelgate_rollout::TriggerOverrides {
-                p99_sla_ms: t.p99_sla_ms,
-                nan_inf_rate: t.nan_inf_rate,
-                error_ratio: t.error_ratio,
-                error_rate_floor: t.error_rate_floor,
-                min_samples: t.min_samples,
-            })
-            .unwrap_or_default();
-        triggers.validate().map_err(Status::invalid_argument)?;
+        let mut r = req.into_inner();
+        let (plan, triggers) = start_from_pb(&mut r)?;
         self.controller.start(&r.model, plan, triggers, &who, reason(&r.reason)).await?;
         Ok(Response::new(self.status(&r.model).await?))
     }

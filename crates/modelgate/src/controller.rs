@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use modelgate_registry::VersionState;
 use modelgate_rollout::{
-    Actor, ArmObservation, AuditEvent, Millis, Plan, Rollout, RolloutSpec, RolloutState, StepVerdict,
-    TriggerConfig,
+    Actor, ArmObservation, AuditEvent, Millis, Plan, PlanError, Rollout, RolloutError, RolloutSpec,
+    RolloutState, StepVerdict, TriggerConfig,
 };
 use serde::{Deserialize, Serialize};
 use tonic::{Code, Status};
@@ -174,6 +174,24 @@ impl From<ControlError> for Status {
             ControlError::Store(_) => Code::Unavailable,
         };
         Status::new(code, e.to_string())
+    }
+}
+
+/// A plan the rollout crate refused. A plan that is wrong whatever the
+/// server holds (a step out of range, a duplicate, an arm too small for a
+/// bucket) is the client's mistake, INVALID_ARGUMENT; one naming a version
+/// that is not READY, or the champion itself, depends on the server's state,
+/// FAILED_PRECONDITION.
+pub fn plan_refused(e: impl Into<RolloutError>) -> ControlError {
+    let e = e.into();
+    match &e {
+        RolloutError::Plan(PlanError::VersionNotReady { .. } | PlanError::IsChampion { .. }) => {
+            ControlError::Precondition(e.to_string())
+        }
+        RolloutError::Plan(_) | RolloutError::Triggers(_) | RolloutError::NestedShadow => {
+            ControlError::Invalid(e.to_string())
+        }
+        _ => ControlError::Precondition(e.to_string()),
     }
 }
 
@@ -549,7 +567,7 @@ impl Controller {
         let champion = self
             .champion_of(&inner.state, model)
             .ok_or_else(|| ControlError::Precondition(format!("model '{model}' has no READY champion")))?;
-        plan.validate(champion, &ready).map_err(|e| ControlError::Precondition(e.to_string()))?;
+        plan.validate(champion, &ready).map_err(plan_refused)?;
         self.check_signatures(model, champion, &plan.versions(champion))?;
         // One traffic-splitting plan at a time; a shadow runs beside any of them.
         let mut side_shadow = None;
@@ -568,7 +586,7 @@ impl Controller {
                     let mut r = live.clone();
                     let ev = r
                         .attach_shadow(shadow.clone(), &ready, now_ms(), actor, reason)
-                        .map_err(|e| ControlError::Precondition(e.to_string()))?;
+                        .map_err(plan_refused)?;
                     self.commit(&mut inner, model, r, ev).await?;
                     return Ok(inner.state.rollouts[model].clone());
                 }
@@ -602,7 +620,7 @@ impl Controller {
             actor,
             reason,
         )
-        .map_err(|e| ControlError::Precondition(e.to_string()))?;
+        .map_err(plan_refused)?;
         events.extend(started);
         next.rollouts.insert(model.to_string(), rollout.clone());
         next.counts.insert(
@@ -1522,5 +1540,30 @@ fn resulting_champion(r: &Rollout) -> u64 {
     match &r.state {
         RolloutState::Promoted { version } => *version,
         _ => r.champion,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(e: impl Into<RolloutError>) -> Code {
+        Status::from(plan_refused(e)).code()
+    }
+
+    #[test]
+    fn a_wrong_plan_is_invalid_argument_a_missing_version_a_precondition() {
+        assert_eq!(
+            code(PlanError::StepsNotIncreasing { index: 1, percent: 10, previous: 50 }),
+            Code::InvalidArgument
+        );
+        assert_eq!(code(PlanError::ZeroWeight { name: "b".into() }), Code::InvalidArgument);
+        assert_eq!(code(PlanError::Empty { field: "steps" }), Code::InvalidArgument);
+        assert_eq!(code(RolloutError::Triggers("triggers.min_samples is 0".into())), Code::InvalidArgument);
+        assert_eq!(
+            code(PlanError::VersionNotReady { version: 9, ready: vec![1, 2] }),
+            Code::FailedPrecondition
+        );
+        assert_eq!(code(PlanError::IsChampion { version: 2 }), Code::FailedPrecondition);
     }
 }

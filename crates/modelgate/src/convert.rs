@@ -128,6 +128,11 @@ pub fn tensor_from_pb(t: pb::Tensor) -> Result<Tensor, BadRequest> {
     Ok(Tensor::new(t.name, t.shape, data))
 }
 
+/// Decodes a Predict request's inputs, stopping at the first mistake.
+pub fn inputs_from_pb(inputs: Vec<pb::Tensor>) -> Result<Vec<Tensor>, BadRequest> {
+    inputs.into_iter().map(tensor_from_pb).collect()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn typed_data(
     dtype: DataType,

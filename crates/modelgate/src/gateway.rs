@@ -524,18 +524,11 @@ impl Gateway {
         metrics: Option<&crate::metrics::VersionMetrics>,
     ) -> Result<InferResponse, GatewayError> {
         let signature = version.model().signature();
-        // An unnamed single input binds to the model's only input, so simple
-        // clients need not know its name.
-        if let [only] = req.inputs.as_mut_slice()
-            && only.name.is_empty()
-            && let [spec] = signature.inputs.as_slice()
-        {
-            only.name = spec.name.clone();
-        }
-        let input_err =
-            |error| GatewayError::Input { model: model.name.clone(), version: version.version, error };
-        signature.check_inputs(&req.inputs).map_err(input_err)?;
-        signature.check_outputs(&req.outputs).map_err(input_err)?;
+        check_request(signature, &mut req.inputs, &req.outputs).map_err(|error| GatewayError::Input {
+            model: model.name.clone(),
+            version: version.version,
+            error,
+        })?;
 
         let submitted = Instant::now();
         let inputs: Arc<[Tensor]> = req.inputs.into();
@@ -766,4 +759,23 @@ impl Gateway {
         m.champion().is_some_and(|c| c.version == version)
             || m.routing.as_ref().is_some_and(|t| t.versions().contains(&version))
     }
+}
+
+/// The checks a decoded request passes against the version's signature
+/// before it is queued. An unnamed single input binds to the model's only
+/// input, so simple clients need not know its name. Pure: the fuzz targets
+/// (see [`crate::hostile`]) call exactly this.
+pub fn check_request(
+    signature: &modelgate_runtime::Signature,
+    inputs: &mut [Tensor],
+    outputs: &[String],
+) -> Result<(), modelgate_runtime::InputError> {
+    if let [only] = inputs
+        && only.name.is_empty()
+        && let [spec] = signature.inputs.as_slice()
+    {
+        only.name = spec.name.clone();
+    }
+    signature.check_inputs(inputs)?;
+    signature.check_outputs(outputs)
 }

@@ -1,6 +1,7 @@
 //! modelgate: the gateway binary's library. The request path lives in
 //! [`gateway`], protocol edges in [`service`] and [`convert`], errors map to
 //! gRPC statuses in [`error`], and [`server`] starts and stops it all.
+//! [`hostile`] runs untrusted bytes through the decoders for the fuzz targets.
 
 pub mod admin;
 pub mod analysis;
@@ -11,6 +12,7 @@ pub mod controller;
 pub mod convert;
 pub mod error;
 pub mod gateway;
+pub mod hostile;
 pub mod kserve;
 pub mod metrics;
 pub mod otel;

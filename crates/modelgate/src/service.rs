@@ -135,11 +135,7 @@ impl PredictService {
             return Err(rejected(BadRequest("model is not set".into()).into()).into());
         }
         self.gateway.check_model(&req.model).map_err(rejected)?;
-        let inputs = inputs
-            .into_iter()
-            .map(convert::tensor_from_pb)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| rejected(e.into()))?;
+        let inputs = convert::inputs_from_pb(inputs).map_err(|e| rejected(e.into()))?;
         let routing_key = Some(req.routing_key).filter(|k| !k.is_empty()).or(header_key);
         let resp = self
             .gateway

@@ -301,3 +301,25 @@ fn plan_versions_leave_out_the_control() {
     assert_eq!(ab(&[("control", 1, 1), ("b", 2, 1)]).versions(1), [2]);
     assert_eq!(challenger(vec![3, 2], 10.0, PromotionGate::Manual).versions(1), [3, 2]);
 }
+
+/// Found by fuzzing (fuzz/regressions/rollout_plan_structured/): the arm got
+/// 0 of 10000 buckets and was listed but never served.
+#[test]
+fn an_ab_arm_too_light_for_one_bucket_is_refused() {
+    let e = check(&ab(&[("a", 1, 100_000), ("b", 3, 1)])).unwrap_err();
+    assert_eq!(e, PlanError::ArmTooSmall { name: "b".to_owned(), weight: 1, total: 100_001 });
+    assert!(e.to_string().starts_with("arm 'b' has weight 1 of a total 100001"), "{e}");
+    // 1 of 10000 still gets its bucket.
+    assert_eq!(check(&ab(&[("a", 1, 9_999), ("b", 3, 1)])), Ok(()));
+}
+
+/// Found by fuzzing (fuzz/regressions/rollout_plan_structured/): 99.996%
+/// rounded to all 10000 buckets and the champion got no traffic.
+#[test]
+fn a_challenger_slice_rounding_to_all_traffic_is_refused() {
+    assert_eq!(
+        check(&challenger(vec![2], 99.996, PromotionGate::Manual)),
+        Err(PlanError::SliceTooLarge { fraction_percent: 99.996, basis_points: 10_000 })
+    );
+    assert_eq!(check(&challenger(vec![2], 99.99, PromotionGate::Manual)), Ok(()));
+}
