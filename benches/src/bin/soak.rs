@@ -29,8 +29,9 @@ struct Args {
     /// How long to run.
     #[arg(long, default_value_t = 300.0)]
     seconds: f64,
-    /// Seconds before the warm-up memory sample.
-    #[arg(long, default_value_t = 30.0)]
+    /// Seconds before the warm-up memory sample: long enough for the
+    /// outcome-join cache to reach its memory bound at this load.
+    #[arg(long, default_value_t = 60.0)]
     warmup: f64,
     /// Requests in flight (closed loop); far above what the queues take.
     #[arg(long, default_value_t = 128)]

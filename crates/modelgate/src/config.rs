@@ -149,6 +149,11 @@ pub struct ServeArgs {
     /// How often the controller judges running rollouts, in milliseconds.
     #[arg(long, env = "MODELGATE_TICK_MS", default_value_t = 500)]
     pub tick_ms: u64,
+    /// Memory for remembering which version served each request id, so
+    /// outcomes reported later (RecordOutcome) join it; ~250 bytes an id,
+    /// kept up to an hour, the oldest dropped first.
+    #[arg(long, env = "MODELGATE_OUTCOME_JOIN_MIB", default_value_t = 32)]
+    pub outcome_join_mib: u32,
     /// Rotate a shadow record file when it reaches this many bytes.
     #[arg(long, env = "MODELGATE_SHADOW_FILE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub shadow_file_bytes: u64,
@@ -206,6 +211,8 @@ pub struct ServeConfig {
     pub shadow_cpu_cores: Option<f64>,
     pub shadow_dir: PathBuf,
     pub shadow_file_bytes: u64,
+    /// MiB for request ids kept for outcome joins.
+    pub outcome_join_mib: u64,
     pub admin_listen: SocketAddr,
     /// Named admin tokens; empty: the admin listener needs none.
     pub admin_tokens: Vec<crate::auth::Token>,
@@ -284,6 +291,7 @@ impl ServeConfig {
             shadow_queue: 16,
             shadow_cpu_cores: Some(default_shadow_cpu_cores()),
             shadow_file_bytes: 64 * 1024 * 1024,
+            outcome_join_mib: 32,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_tokens: Vec::new(),
             tls: None,
@@ -363,6 +371,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
             shadow_queue: a.shadow_queue.max(1),
             shadow_cpu_cores: parse_cpu_budget(&a.shadow_cpu_budget)?,
             shadow_file_bytes: a.shadow_file_bytes,
+            outcome_join_mib: u64::from(a.outcome_join_mib),
             models: a.models,
             listen: a.listen,
             ort_lib: a.ort_lib,

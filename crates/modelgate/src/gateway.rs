@@ -177,16 +177,18 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    pub fn new(table: ModelTable, executor: Executor, shadow: ShadowRunner) -> Self {
+    /// `outcome_join_bytes` bounds the memory of request ids remembered for
+    /// outcome joins (`--outcome-join-mib`).
+    pub fn new(table: ModelTable, executor: Executor, shadow: ShadowRunner, outcome_join_bytes: u64) -> Self {
         Self {
             table: ArcSwap::from_pointee(table),
             executor,
             shadow,
             publish_lock: std::sync::Mutex::new(()),
             policies: std::sync::Mutex::new(HashMap::new()),
-            // Outcomes usually arrive within minutes; an hour of request ids
-            // (up to a million) covers that with bounded memory.
-            outcomes: Arc::new(OutcomeStore::new(1_000_000, std::time::Duration::from_secs(3600))),
+            // Outcomes usually arrive within minutes: request ids are kept
+            // for up to an hour, within a memory budget.
+            outcomes: Arc::new(OutcomeStore::new(outcome_join_bytes, std::time::Duration::from_secs(3600))),
             metrics: Arc::new(crate::metrics::Metrics::new()),
         }
     }

@@ -46,10 +46,22 @@ const BUCKET_MS: Millis = 10_000;
 const KEEP_MS: Millis = 24 * 3600 * 1000;
 
 impl OutcomeStore {
-    /// Remembers up to `capacity` request ids for `ttl`.
-    pub fn new(capacity: u64, ttl: Duration) -> Self {
+    /// Remembers request ids for `ttl`, in at most about `budget_bytes` of
+    /// memory (the oldest go first). Counted in bytes, not entries: the soak
+    /// showed a count bound (it was a million ids) let resident memory climb
+    /// by ~4 MiB a minute for many minutes before reaching it.
+    pub fn new(budget_bytes: u64, ttl: Duration) -> Self {
         Self {
-            served: moka::sync::Cache::builder().max_capacity(capacity).time_to_live(ttl).build(),
+            served: moka::sync::Cache::builder()
+                .max_capacity(budget_bytes)
+                .weigher(|id: &String, s: &Served| {
+                    // The two strings plus an estimate of the entry's own cost
+                    // in the cache (value, key and node allocations, deque
+                    // and hash slots).
+                    u32::try_from(id.len() + s.model.len() + 192).unwrap_or(u32::MAX)
+                })
+                .time_to_live(ttl)
+                .build(),
             buckets: Mutex::new(HashMap::new()),
             unjoined: std::sync::atomic::AtomicU64::new(0),
         }
@@ -120,7 +132,7 @@ mod tests {
 
     #[test]
     fn summaries_cover_the_window_only() {
-        let s = OutcomeStore::new(100, Duration::from_secs(60));
+        let s = OutcomeStore::new(1 << 20, Duration::from_secs(60));
         let t = 1_000_000_000;
         for v in [1.0, 2.0, 3.0] {
             s.record("m", 1, "ctr", v, t);
@@ -136,7 +148,7 @@ mod tests {
 
     #[test]
     fn request_ids_are_remembered() {
-        let s = OutcomeStore::new(100, Duration::from_secs(60));
+        let s = OutcomeStore::new(1 << 20, Duration::from_secs(60));
         s.served("r1", Served { model: "m".into(), version: 3, role: Role::Canary });
         assert_eq!(s.lookup("r1").map(|x| x.version), Some(3));
         assert!(s.lookup("r2").is_none());

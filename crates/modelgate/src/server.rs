@@ -172,7 +172,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         stats,
         comparer: Arc::new(comparer),
     };
-    let gateway = Arc::new(Gateway::new(ModelTable::new(entries.clone(), &HashMap::new()), executor, shadow));
+    let gateway = Arc::new(Gateway::new(
+        ModelTable::new(entries.clone(), &HashMap::new()),
+        executor,
+        shadow,
+        config.outcome_join_mib.saturating_mul(1024 * 1024),
+    ));
     let (store, etcd): (Arc<dyn crate::state::StateStore>, _) = match &config.etcd {
         None => {
             let store = crate::state::FileStore::open(&config.state_dir)
