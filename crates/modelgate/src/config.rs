@@ -28,7 +28,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the models in a model repository over gRPC.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Call Predict on a running gateway and print the outputs.
     Predict(crate::cli::predict::PredictArgs),
     /// Admin calls: rollouts, models, audit events, sample sizes.
@@ -105,6 +105,28 @@ pub struct ServeArgs {
     /// audit events). Default: host name and process id.
     #[arg(long, env = "MODELGATE_REPLICA_ID")]
     pub replica_id: Option<String>,
+    /// CA certificates (PEM) that signed etcd's server certificates: talk
+    /// to etcd over TLS. Fleet mode only.
+    #[arg(long, env = "MODELGATE_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's `--client-cert-auth`. Needs
+    /// `--etcd-ca` and `--etcd-key`; re-read when it changes.
+    #[arg(long, env = "MODELGATE_ETCD_CERT", requires_all = ["etcd_key", "etcd_ca"])]
+    pub etcd_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--etcd-cert`.
+    #[arg(long, env = "MODELGATE_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user (etcd auth). Needs `--etcd-password-file`.
+    #[arg(long, env = "MODELGATE_ETCD_USER", requires = "etcd_password_file")]
+    pub etcd_user: Option<String>,
+    /// File holding the etcd user's password (a trailing newline is
+    /// ignored); re-read when it changes.
+    #[arg(long, env = "MODELGATE_ETCD_PASSWORD_FILE", requires = "etcd_user")]
+    pub etcd_password_file: Option<PathBuf>,
+    /// Audit events kept in etcd; the leader deletes the oldest beyond this
+    /// every minute.
+    #[arg(long, env = "MODELGATE_ETCD_AUDIT_KEEP", default_value_t = crate::state::etcd::DEFAULT_AUDIT_KEEP)]
+    pub etcd_audit_keep: u64,
     /// Threads that run shadow copies, at the lowest OS priority.
     #[arg(long, env = "MODELGATE_SHADOW_THREADS", default_value_t = 1)]
     pub shadow_threads: usize,
@@ -150,8 +172,9 @@ pub struct ServeArgs {
     #[arg(long, env = "MODELGATE_TICK_MS", default_value_t = 500)]
     pub tick_ms: u64,
     /// Memory for remembering which version served each request id, so
-    /// outcomes reported later (RecordOutcome) join it; ~250 bytes an id,
-    /// kept up to an hour, the oldest dropped first.
+    /// outcomes reported later (RecordOutcome) join it. Reserved in full
+    /// when a rollout first splits traffic; 25 bytes an id (32 MiB keep the
+    /// latest ~460k ids at least), the oldest dropped first; 0 turns it off.
     #[arg(long, env = "MODELGATE_OUTCOME_JOIN_MIB", default_value_t = 32)]
     pub outcome_join_mib: u32,
     /// Rotate a shadow record file when it reaches this many bytes.
@@ -204,6 +227,10 @@ pub struct ServeConfig {
     pub state_dir: PathBuf,
     /// Fleet mode's etcd, or `None` for the file store in `state_dir`.
     pub etcd: Option<crate::state::etcd::EtcdUrl>,
+    /// TLS and credentials for the fleet's etcd.
+    pub etcd_access: crate::state::etcd::EtcdAccess,
+    /// Audit events kept in etcd.
+    pub etcd_audit_keep: u64,
     pub replica_id: String,
     pub shadow_threads: usize,
     pub shadow_queue: usize,
@@ -286,6 +313,8 @@ impl ServeConfig {
             shadow_dir: state_dir.join("shadow"),
             state_dir,
             etcd: None,
+            etcd_access: crate::state::etcd::EtcdAccess::default(),
+            etcd_audit_keep: crate::state::etcd::DEFAULT_AUDIT_KEEP,
             replica_id: default_replica_id(),
             shadow_threads: 1,
             shadow_queue: 16,
@@ -349,9 +378,24 @@ impl TryFrom<ServeArgs> for ServeConfig {
             a.admin_tls_key,
             a.admin_client_ca,
         )?;
+        let etcd = parse_state_url(&a.state)?;
+        let etcd_access = crate::state::etcd::EtcdAccess {
+            ca: a.etcd_ca,
+            identity: a.etcd_cert.zip(a.etcd_key),
+            user: a.etcd_user.zip(a.etcd_password_file),
+        };
+        if etcd.is_none() && etcd_access != crate::state::etcd::EtcdAccess::default() {
+            anyhow::bail!("--etcd-ca, --etcd-cert and --etcd-user need --state etcd://host:port/prefix");
+        }
+        if a.etcd_audit_keep == 0 {
+            anyhow::bail!("--etcd-audit-keep must keep at least 1 audit event");
+        }
         Ok(Self {
             tls,
             admin_tls,
+            etcd,
+            etcd_access,
+            etcd_audit_keep: a.etcd_audit_keep,
             tls_poll: crate::tls::DEFAULT_POLL,
             metrics_listen,
             admin_listen: a.admin_listen,
@@ -359,7 +403,6 @@ impl TryFrom<ServeArgs> for ServeConfig {
             tick: Duration::from_millis(a.tick_ms.max(10)),
             shadow_dir: a.shadow_dir.unwrap_or_else(|| state_dir.join("shadow")),
             state_dir,
-            etcd: parse_state_url(&a.state)?,
             replica_id: match a.replica_id.filter(|r| !r.is_empty()) {
                 Some(r) if r.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => r,
                 Some(r) => {

@@ -188,7 +188,7 @@ impl Gateway {
             policies: std::sync::Mutex::new(HashMap::new()),
             // Outcomes usually arrive within minutes: request ids are kept
             // for up to an hour, within a memory budget.
-            outcomes: Arc::new(OutcomeStore::new(outcome_join_bytes, std::time::Duration::from_secs(3600))),
+            outcomes: Arc::new(OutcomeStore::new(outcome_join_bytes)),
             metrics: Arc::new(crate::metrics::Metrics::new()),
         }
     }
@@ -233,8 +233,8 @@ impl Gateway {
         let route = self.model(model)?;
         let joined = self
             .outcomes
-            .lookup(request_id)
-            .filter(|s| !request_id.is_empty() && s.model == model)
+            .lookup(model, request_id)
+            .filter(|_| !request_id.is_empty())
             .map(|s| (s.version, s.role))
             .or_else(|| {
                 if routing_key.is_empty() {
@@ -577,13 +577,10 @@ impl Gateway {
         // Remembered for joining outcomes by request id only while a rollout
         // splits traffic between arms: outside one (or in a shadow-only
         // rollout, where every reply is the champion's) there is nothing to
-        // compare them with, and the cache insert costs several allocations
-        // and a share of the cache's housekeeping per request.
+        // compare them with, and a gateway that never splits traffic never
+        // reserves the memory (`OutcomeStore`).
         if model.rollout_id.is_some() && model.routing.as_ref().is_some_and(|t| t.arms().len() > 1) {
-            self.outcomes.served(
-                &req.request_id,
-                Served { model: model.name.clone(), version: version.version, role },
-            );
+            self.outcomes.served(&model.name, &req.request_id, Served { version: version.version, role });
         }
         if !shadows.is_empty() {
             self.compare_shadows(

@@ -10,7 +10,7 @@ use modelgate::config::{Cli, Command, LogFormat, ServeConfig};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(cli.log_format, args).await,
+        Command::Serve(args) => serve(cli.log_format, *args).await,
         Command::Predict(args) => modelgate::cli::predict::run(args).await,
         Command::Admin { conn, call } => modelgate::cli::admin::run(conn, call).await,
         Command::Status { model, conn } => modelgate::cli::admin::status(conn, model).await,

@@ -187,12 +187,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         Some(url) => {
             let (store, events) = crate::state::EtcdStore::start(
                 url.clone(),
+                config.etcd_access.clone(),
+                config.etcd_audit_keep,
                 config.replica_id.clone(),
                 config.state_dir.clone(),
             )
             .await
             .context("cannot set up the etcd state store")?;
-            tracing::info!(endpoints = ?url.endpoints, prefix = %url.prefix, replica = %config.replica_id, "fleet mode: rollout state in etcd");
+            tracing::info!(endpoints = ?url.endpoints, prefix = %url.prefix, replica = %config.replica_id, tls = config.etcd_access.tls(), user = config.etcd_access.user.as_ref().map(|u| u.0.as_str()), "fleet mode: rollout state in etcd");
             (Arc::clone(&store) as Arc<dyn crate::state::StateStore>, Some((store, events)))
         }
     };

@@ -24,16 +24,29 @@
 //!
 //! The last state seen is also kept in `<state dir>/etcd-cache.json`, so a
 //! replica that starts while etcd is down serves what the fleet last agreed.
+//!
+//! A secured etcd ([`EtcdAccess`]): TLS with the CA that signed etcd's
+//! certificates, a client certificate for etcd's `--client-cert-auth`, an
+//! etcd user whose password is read from a file. The files are read again
+//! every second; when they change (cert-manager renewing the client
+//! certificate, a rotated password) a new client is built and tried, and it
+//! replaces the old one only if etcd accepts it.
+//!
+//! Audit events are kept in etcd up to a count (`--etcd-audit-keep`): the
+//! leader deletes the oldest beyond it, so the keyspace stays inside etcd's
+//! quota. etcd's own history still needs the server's auto-compaction.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, SortOrder, SortTarget,
-    Txn, TxnOp,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, Identity,
+    PutOptions, SortOrder, SortTarget, TlsOptions, Txn, TxnOp,
 };
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::{Snapshot, StateStore, StoreError};
@@ -47,6 +60,78 @@ const CAMPAIGN_EVERY: Duration = Duration::from_millis(1000);
 const RETRY_EVERY: Duration = Duration::from_millis(500);
 /// Bound on one etcd call; past it the store counts as unreachable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the leader trims the audit log, and the access files are read.
+const TRIM_EVERY: Duration = Duration::from_secs(60);
+const ACCESS_POLL: Duration = Duration::from_secs(1);
+/// Audit events kept in etcd by default.
+pub const DEFAULT_AUDIT_KEEP: u64 = 100_000;
+
+/// How replicas reach a secured etcd. Every field is optional; none set is
+/// plaintext without authentication (etcd on loopback or a private network).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdAccess {
+    /// CA certificates (PEM) that signed etcd's server certificates. Set:
+    /// connect with TLS.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key (PEM) for etcd's `--client-cert-auth`.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// An etcd user and the file holding its password (etcd auth).
+    pub user: Option<(String, PathBuf)>,
+}
+
+/// What was read from an [`EtcdAccess`]'s files.
+struct AccessRead {
+    options: ConnectOptions,
+    fingerprint: [u8; 32],
+}
+
+impl EtcdAccess {
+    pub fn tls(&self) -> bool {
+        self.ca.is_some()
+    }
+
+    fn read(&self) -> Result<AccessRead, StoreError> {
+        fn file(path: &Path) -> Result<Vec<u8>, StoreError> {
+            std::fs::read(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })
+        }
+        let mut h = Sha256::new();
+        let mut part = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(CALL_TIMEOUT)
+            .with_timeout(CALL_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(1), CALL_TIMEOUT)
+            .with_keep_alive_while_idle(true);
+        if let Some(ca) = &self.ca {
+            let ca = file(ca)?;
+            part(&ca);
+            let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
+            if let Some((cert, key)) = &self.identity {
+                let (cert, key) = (file(cert)?, file(key)?);
+                part(&cert);
+                part(&key);
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(tls);
+        }
+        if let Some((name, password_file)) = &self.user {
+            let password = String::from_utf8(file(password_file)?).map_err(|_| StoreError::Corrupt {
+                path: password_file.clone(),
+                reason: "the etcd password file is not UTF-8".into(),
+            })?;
+            // Secret files often end with a newline the password does not have.
+            let password = password.trim_end_matches(['\n', '\r']);
+            part(name.as_bytes());
+            part(password.as_bytes());
+            // etcd's tokens expire (simple tokens after 5 minutes idle): get
+            // a new one when a call is refused for that.
+            options = options.with_user(name.clone(), password).with_auto_token_refresh(true);
+        }
+        Ok(AccessRead { options, fingerprint: h.finalize().into() })
+    }
+}
 
 /// What the store's background task tells the controller.
 #[derive(Debug, Clone)]
@@ -97,7 +182,14 @@ impl std::str::FromStr for EtcdUrl {
 
 /// State in etcd, shared by every replica.
 pub struct EtcdStore {
-    client: Client,
+    /// None until the first connection succeeds (an etcd user authenticates
+    /// when connecting, which needs etcd up); replaced when the access files
+    /// change and the new client works.
+    client: ArcSwapOption<Client>,
+    access: EtcdAccess,
+    /// The access files' fingerprint the current client was built from.
+    access_seen: std::sync::Mutex<[u8; 32]>,
+    audit_keep: u64,
     url: EtcdUrl,
     replica: String,
     connected: AtomicBool,
@@ -124,24 +216,55 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// The URL's endpoints, https:// when the access has a CA.
+fn endpoints(url: &EtcdUrl, access: &EtcdAccess) -> Vec<String> {
+    url.endpoints
+        .iter()
+        .map(|e| match (access.tls(), e.strip_prefix("http://")) {
+            (true, Some(rest)) => format!("https://{rest}"),
+            _ => e.clone(),
+        })
+        .collect()
+}
+
+/// The access's connect options without its user: connecting with them
+/// does not call etcd.
+fn without_user(access: &EtcdAccess) -> Result<ConnectOptions, StoreError> {
+    let access = EtcdAccess { user: None, ..access.clone() };
+    Ok(access.read()?.options)
+}
+
 impl EtcdStore {
     /// Creates the store and starts its watch and election tasks. Does not
     /// wait for etcd: an unreachable etcd means fail-static, not failure.
+    ///
+    /// The access files must be readable and their certificates usable: a
+    /// mistake there is a deployment error, reported at start.
     pub async fn start(
         url: EtcdUrl,
+        access: EtcdAccess,
+        audit_keep: u64,
         replica: String,
         state_dir: PathBuf,
     ) -> Result<(Arc<Self>, mpsc::UnboundedReceiver<FleetEvent>), StoreError> {
         std::fs::create_dir_all(&state_dir)
             .map_err(|source| StoreError::Io { path: state_dir.clone(), source })?;
-        let options = ConnectOptions::new()
-            .with_connect_timeout(CALL_TIMEOUT)
-            .with_timeout(CALL_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(1), CALL_TIMEOUT)
-            .with_keep_alive_while_idle(true);
-        let client = Client::connect(&url.endpoints, Some(options)).await.map_err(unavailable)?;
+        let read = access.read()?;
+        let endpoints = endpoints(&url, &access);
+        // Without a user, connecting only builds the channel (it connects on
+        // first use), so this checks the TLS files without needing etcd.
+        // With one, it authenticates, which needs etcd: the follow task
+        // connects (and retries) instead, and the check is done without it.
+        let probe = if access.user.is_some() { without_user(&access)? } else { read.options.clone() };
+        let client = Client::connect(&endpoints, Some(probe)).await.map_err(|e| StoreError::Corrupt {
+            path: PathBuf::from("--etcd-ca/--etcd-cert/--etcd-key"),
+            reason: e.to_string(),
+        })?;
         let store = Arc::new(Self {
-            client,
+            client: ArcSwapOption::new(access.user.is_none().then(|| Arc::new(client))),
+            access_seen: std::sync::Mutex::new(read.fingerprint),
+            access,
+            audit_keep,
             url,
             replica,
             connected: AtomicBool::new(false),
@@ -171,14 +294,72 @@ impl EtcdStore {
         Ok((store, rx))
     }
 
+    /// The client, or Unavailable before the first successful connection.
+    fn client(&self) -> Result<Arc<Client>, StoreError> {
+        self.client.load_full().ok_or_else(|| unavailable("not connected yet"))
+    }
+
+    /// A new client from the access files as they are now.
+    async fn connect(&self) -> Result<(Client, [u8; 32]), StoreError> {
+        let read = self.access.read()?;
+        let client = Client::connect(endpoints(&self.url, &self.access), Some(read.options))
+            .await
+            .map_err(unavailable)?;
+        Ok((client, read.fingerprint))
+    }
+
+    /// Rebuilds the client when the access files changed, keeping the old
+    /// one unless etcd accepts the new. Returns whether it was replaced.
+    async fn reload_access(&self) -> bool {
+        let seen = *self.access_seen.lock().unwrap_or_else(|p| p.into_inner());
+        match self.access.read() {
+            Ok(read) if read.fingerprint == seen => return false,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the etcd access files; keeping the current connection");
+                return false;
+            }
+        }
+        let tried = async {
+            let (client, fingerprint) = self.connect().await?;
+            client
+                .kv_client()
+                .get(self.key("state"), Some(GetOptions::new().with_count_only()))
+                .await
+                .map_err(unavailable)?;
+            Ok::<_, StoreError>((client, fingerprint))
+        };
+        match tokio::time::timeout(CALL_TIMEOUT * 2, tried).await {
+            Ok(Ok((client, fingerprint))) => {
+                self.client.store(Some(Arc::new(client)));
+                *self.access_seen.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint;
+                tracing::info!("etcd access files changed: reconnected with them");
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "etcd refused the changed access files; keeping the current connection");
+                false
+            }
+            Err(_) => {
+                tracing::error!(
+                    "etcd did not answer with the changed access files; keeping the current connection"
+                );
+                false
+            }
+        }
+    }
+
     /// Stops the background tasks and gives up the lease, so another
     /// replica takes the leadership at once rather than after the TTL.
     pub async fn close(&self) {
         self.stop.send_replace(true);
         self.leader.store(false, Ordering::Release);
         let lease = self.lease.swap(0, Ordering::AcqRel);
-        if lease != 0 && self.connected() {
-            let _ = tokio::time::timeout(CALL_TIMEOUT, self.client.lease_client().revoke(lease)).await;
+        if lease != 0
+            && self.connected()
+            && let Ok(client) = self.client()
+        {
+            let _ = tokio::time::timeout(CALL_TIMEOUT, client.lease_client().revoke(lease)).await;
         }
         self.connected.store(false, Ordering::Release);
     }
@@ -224,7 +405,7 @@ impl EtcdStore {
     }
 
     async fn get_state(&self) -> Result<(Option<Snapshot>, i64), StoreError> {
-        let mut kv = self.client.kv_client();
+        let mut kv = self.client()?.kv_client();
         let resp = kv.get(self.key("state"), None).await.map_err(unavailable)?;
         let revision = resp.header().map_or(0, |h| h.revision());
         let snap = resp
@@ -253,8 +434,13 @@ impl EtcdStore {
     }
 
     async fn follow_once(&self, tx: &mpsc::UnboundedSender<FleetEvent>) -> Result<(), StoreError> {
+        if self.client.load().is_none() {
+            let (client, fingerprint) = self.connect().await?;
+            self.client.store(Some(Arc::new(client)));
+            *self.access_seen.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint;
+        }
         let (snap, revision) = self.get_state().await?;
-        let mut watch = self.client.watch_client();
+        let mut watch = self.client()?.watch_client();
         let mut stream = watch
             .watch(
                 self.key("state"),
@@ -271,8 +457,19 @@ impl EtcdStore {
         if tx.send(FleetEvent::Connected(snap)).is_err() {
             return Ok(());
         }
+        let mut poll = tokio::time::interval(ACCESS_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let Some(resp) = stream.message().await.map_err(unavailable)? else {
+            let message = tokio::select! {
+                m = stream.message() => m,
+                _ = poll.tick() => {
+                    // The watch stays on the connection it started on; new
+                    // calls take the new client.
+                    self.reload_access().await;
+                    continue;
+                }
+            };
+            let Some(resp) = message.map_err(unavailable)? else {
                 return Err(unavailable("the watch stream ended"));
             };
             if resp.canceled() {
@@ -298,8 +495,21 @@ impl EtcdStore {
         let mut keeper: Option<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)> = None;
         let mut interval = tokio::time::interval(CAMPAIGN_EVERY);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_trim: Option<tokio::time::Instant> = None;
         loop {
             interval.tick().await;
+            if self.is_leader() && last_trim.is_none_or(|t| t.elapsed() >= TRIM_EVERY) {
+                last_trim = Some(tokio::time::Instant::now());
+                match self.trim_audit().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        deleted = n,
+                        keep = self.audit_keep,
+                        "trimmed the oldest audit events in etcd"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "cannot trim the audit events in etcd"),
+                }
+            }
             if !self.connected() {
                 keeper = None;
                 self.lease.store(0, Ordering::Release);
@@ -339,7 +549,7 @@ impl EtcdStore {
                 }
             }
             None => {
-                let mut lease = self.client.lease_client();
+                let mut lease = self.client()?.lease_client();
                 let granted = lease.grant(LEASE_TTL_SECS, None).await.map_err(unavailable)?;
                 let pair = lease.keep_alive(granted.id()).await.map_err(unavailable)?;
                 self.lease.store(granted.id(), Ordering::Release);
@@ -356,7 +566,7 @@ impl EtcdStore {
                 Some(PutOptions::new().with_lease(lease)),
             )])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self.client.kv_client().txn(txn).await.map_err(unavailable)?;
+        let resp = self.client()?.kv_client().txn(txn).await.map_err(unavailable)?;
         if resp.succeeded() {
             return Ok(true);
         }
@@ -377,7 +587,7 @@ impl EtcdStore {
             return Err(unavailable("not connected"));
         }
         let key = self.key(&format!("replicas/{}", self.replica));
-        self.client
+        self.client()?
             .kv_client()
             .put(key, bytes, Some(PutOptions::new().with_lease(lease)))
             .await
@@ -392,7 +602,7 @@ impl EtcdStore {
         }
         let prefix = self.key("replicas/");
         let resp = self
-            .client
+            .client()?
             .kv_client()
             .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
             .await
@@ -405,6 +615,48 @@ impl EtcdStore {
                 (id, kv.value().to_vec())
             })
             .collect())
+    }
+
+    /// Deletes the oldest audit events beyond the `audit_keep` newest, at
+    /// most 10,000 a call (a larger backlog goes over the next minutes).
+    /// Keys sort by time (`<ms>-<replica>-<seq>`), so the oldest are the
+    /// first keys. Returns how many were deleted.
+    pub async fn trim_audit(&self) -> Result<u64, StoreError> {
+        const MAX_PER_CALL: u64 = 10_000;
+        let prefix = self.key("audit/");
+        let mut kv = self.client()?.kv_client();
+        let count = kv
+            .get(prefix.clone(), Some(GetOptions::new().with_prefix().with_count_only()))
+            .await
+            .map_err(unavailable)?
+            .count();
+        let excess = (count.max(0) as u64).saturating_sub(self.audit_keep).min(MAX_PER_CALL);
+        if excess == 0 {
+            return Ok(0);
+        }
+        let oldest = kv
+            .get(
+                prefix.clone(),
+                Some(
+                    GetOptions::new()
+                        .with_prefix()
+                        .with_keys_only()
+                        .with_sort(SortTarget::Key, SortOrder::Ascend)
+                        .with_limit(excess as i64),
+                ),
+            )
+            .await
+            .map_err(unavailable)?;
+        let Some(last) = oldest.kvs().last() else { return Ok(0) };
+        // [prefix, last key + NUL): every audit key up to and including the last.
+        let mut end = last.key().to_vec();
+        end.push(0);
+        let deleted = kv
+            .delete(prefix, Some(DeleteOptions::new().with_range(end)))
+            .await
+            .map_err(unavailable)?
+            .deleted();
+        Ok(deleted.max(0) as u64)
     }
 
     fn audit_ops(&self, lines: Vec<String>) -> Vec<TxnOp> {
@@ -447,7 +699,7 @@ impl StateStore for EtcdStore {
         let mut ops = vec![TxnOp::put(key.clone(), snapshot, None)];
         ops.extend(self.audit_ops(events));
         let txn = Txn::new().when([cond]).and_then(ops).or_else([TxnOp::get(key, None)]);
-        let resp = self.client.kv_client().txn(txn).await.map_err(unavailable)?;
+        let resp = self.client()?.kv_client().txn(txn).await.map_err(unavailable)?;
         let revision = resp.header().map_or(0, |h| h.revision()) as u64;
         if resp.succeeded() {
             return Ok(revision);
@@ -471,14 +723,14 @@ impl StateStore for EtcdStore {
             return Err(unavailable("not connected"));
         }
         let txn = Txn::new().and_then(self.audit_ops(lines));
-        self.client.kv_client().txn(txn).await.map_err(unavailable)?;
+        self.client()?.kv_client().txn(txn).await.map_err(unavailable)?;
         Ok(())
     }
 
     async fn read_events(&self) -> Result<Vec<String>, StoreError> {
         let prefix = self.key("audit/");
         let resp = self
-            .client
+            .client()?
             .kv_client()
             .get(prefix, Some(GetOptions::new().with_prefix().with_sort(SortTarget::Key, SortOrder::Ascend)))
             .await
