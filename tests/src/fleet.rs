@@ -41,23 +41,58 @@ pub struct Etcd {
     dir: tempfile::TempDir,
     client: u16,
     peer: u16,
+    /// Plain-HTTP /health and /metrics, whatever the client port speaks.
+    metrics: u16,
+    /// Clients speak TLS; with `client_cert_auth`, they need a certificate
+    /// the test CA signed.
+    tls: Option<EtcdTls>,
+}
+
+struct EtcdTls {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    client_cert_auth: bool,
 }
 
 impl Etcd {
     pub fn start() -> Self {
-        let mut e = Self {
-            child: None,
-            dir: tempfile::tempdir().expect("tempdir"),
-            client: free_port(),
-            peer: free_port(),
-        };
+        let mut e = Self::new(None);
         e.spawn();
         e
     }
 
+    /// etcd serving clients over TLS with a server certificate from `ca`;
+    /// with `client_cert_auth`, every client must present one `ca` signed.
+    pub fn start_tls(ca: &crate::pki::Ca, client_cert_auth: bool) -> Self {
+        let mut e = Self::new(None);
+        let server = ca.server("etcd");
+        e.tls = Some(EtcdTls {
+            cert: crate::pki::write(e.dir.path(), "server.crt", &server.cert_pem),
+            key: crate::pki::write(e.dir.path(), "server.key", &server.key_pem),
+            ca: crate::pki::write(e.dir.path(), "ca.crt", &ca.pem()),
+            client_cert_auth,
+        });
+        e.spawn();
+        e
+    }
+
+    fn new(tls: Option<EtcdTls>) -> Self {
+        Self {
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            client: free_port(),
+            peer: free_port(),
+            metrics: free_port(),
+            tls,
+        }
+    }
+
     fn spawn(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", self.client);
         let peer = format!("http://127.0.0.1:{}", self.peer);
+        let metrics = format!("http://127.0.0.1:{}", self.metrics);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -69,6 +104,21 @@ impl Etcd {
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("test={peer}")])
+            .args(["--listen-metrics-urls", &metrics])
+            .args(self.tls.iter().flat_map(|t| {
+                let mut a = vec![
+                    "--cert-file".into(),
+                    t.cert.clone().into_os_string(),
+                    "--key-file".into(),
+                    t.key.clone().into_os_string(),
+                    "--trusted-ca-file".into(),
+                    t.ca.clone().into_os_string(),
+                ];
+                if t.client_cert_auth {
+                    a.push("--client-cert-auth".into());
+                }
+                a
+            }))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
@@ -80,11 +130,11 @@ impl Etcd {
     fn wait_healthy(&self) {
         let until = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client)) {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.metrics)) {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
                 let req = format!(
                     "GET /health HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
-                    self.client
+                    self.metrics
                 );
                 let mut body = String::new();
                 if s.write_all(req.as_bytes()).is_ok()
@@ -106,6 +156,19 @@ impl Etcd {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    }
+
+    /// A client of this (plaintext) etcd, as `user` when given: for setting
+    /// up users and looking at keys from the test.
+    pub async fn client(&self, user: Option<(&str, &str)>) -> etcd_client::Client {
+        assert!(self.tls.is_none(), "the test client speaks plaintext");
+        let mut options = etcd_client::ConnectOptions::new().with_timeout(Duration::from_secs(5));
+        if let Some((name, password)) = user {
+            options = options.with_user(name, password);
+        }
+        etcd_client::Client::connect([format!("http://127.0.0.1:{}", self.client)], Some(options))
+            .await
+            .expect("connect to the test etcd")
     }
 
     /// kill -9: the fleet loses its store at once.
@@ -139,12 +202,26 @@ pub struct Replica {
     state_dir: PathBuf,
     repo: PathBuf,
     state_url: String,
+    extra: Vec<std::ffi::OsString>,
 }
 
 impl Replica {
     /// Starts replica `id` serving `repo`, its state in `etcd_url`, its local
     /// files (cache, shadow records, log) in `state_dir`.
     pub fn start(repo: &TestRepo, etcd_url: &str, id: &str, state_dir: &Path) -> Self {
+        Self::try_start(repo, etcd_url, id, state_dir, &[])
+            .unwrap_or_else(|log| panic!("replica {id} did not start; log:\n{log}"))
+    }
+
+    /// Like [`Replica::start`] with more flags; Err(its log) when it exits
+    /// instead of serving.
+    pub fn try_start(
+        repo: &TestRepo,
+        etcd_url: &str,
+        id: &str,
+        state_dir: &Path,
+        extra: &[std::ffi::OsString],
+    ) -> Result<Self, String> {
         let mut r = Self {
             child: None,
             id: id.to_string(),
@@ -154,12 +231,19 @@ impl Replica {
             state_dir: state_dir.to_path_buf(),
             repo: repo.path().to_path_buf(),
             state_url: etcd_url.to_string(),
+            extra: extra.to_vec(),
         };
-        r.spawn();
-        r
+        r.try_spawn()?;
+        Ok(r)
     }
 
     fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("replica {} did not start; log:\n{log}", self.id);
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
         std::fs::create_dir_all(&self.state_dir).expect("state dir");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -175,6 +259,7 @@ impl Replica {
             .arg("--state-dir")
             .arg(&self.state_dir)
             .args(["--state", &self.state_url, "--replica-id", &self.id])
+            .args(&self.extra)
             .env_remove("ORT_DYLIB_PATH")
             .env("MODELGATE_LOG_FORMAT", "human")
             .env("NO_COLOR", "1")
@@ -202,11 +287,16 @@ impl Replica {
         }
         // Keep the pipe drained so the process never blocks on stdout.
         std::thread::spawn(move || for _ in lines {});
-        let log = std::fs::read_to_string(self.state_dir.join("server.log")).unwrap_or_default();
-        self.addr = addr.unwrap_or_else(|| panic!("replica {} did not start; log:\n{log}", self.id));
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::fs::read_to_string(self.state_dir.join("server.log")).unwrap_or_default());
+        };
+        self.addr = addr;
         self.admin = admin.expect("admin line");
         self.metrics = metrics.expect("metrics line");
         self.child = Some(child);
+        Ok(())
     }
 
     /// kill -9, mid-whatever.

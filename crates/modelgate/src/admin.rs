@@ -33,7 +33,8 @@ impl AdminService {
             rollout.as_ref().map(|r| self.controller.observation(model, r, &counts)).unwrap_or_default();
         let mut status = status_of(model, rollout.as_ref(), &counts, &obs, champion);
         if let Some(r) = &rollout {
-            status.alerts = self.controller.alerts(model, &r.id).await.iter().map(alert_of).collect();
+            status.alerts =
+                self.controller.alerts(model, &r.id, r.started_ms).await.iter().map(alert_of).collect();
         }
         let table = self.gateway.table();
         if let Some(m) = table.models.get(model) {
@@ -344,7 +345,9 @@ impl pb::admin_server::Admin for AdminService {
         }
         let view = self.controller.analysis(&model).await?;
         let alerts = match &view.rollout {
-            Some(r) => self.controller.alerts(&model, &r.id).await.iter().map(alert_of).collect(),
+            Some(r) => {
+                self.controller.alerts(&model, &r.id, r.started_ms).await.iter().map(alert_of).collect()
+            }
             None => Vec::new(),
         };
         Ok(Response::new(analysis_of(&model, &view, alerts)))

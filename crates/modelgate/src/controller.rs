@@ -158,7 +158,7 @@ pub enum ControlError {
     /// Another replica changed the rollout first; this change was not made.
     #[error("{0}")]
     Conflict(String),
-    #[error("state store: {0}")]
+    #[error(transparent)]
     Store(#[from] crate::state::StoreError),
 }
 
@@ -745,7 +745,7 @@ impl Controller {
         until_ms: Millis,
     ) -> Result<Vec<(AuditEvent, String)>, ControlError> {
         let mut out = Vec::new();
-        for line in self.store.read_events().await? {
+        for line in self.store.read_events_since(since_ms).await? {
             let Ok(e) = serde_json::from_str::<AuditEvent>(&line) else { continue };
             if model.is_some_and(|m| m != e.model)
                 || e.at_ms < since_ms
@@ -1121,8 +1121,9 @@ impl Controller {
     }
 
     /// The ALERT events of rollout `rollout_id`, oldest first.
-    pub async fn alerts(&self, model: &str, rollout_id: &str) -> Vec<AuditEvent> {
-        self.events(Some(model), 0, 0)
+    /// The ALERT events of a rollout that started at `started_ms`.
+    pub async fn alerts(&self, model: &str, rollout_id: &str, started_ms: Millis) -> Vec<AuditEvent> {
+        self.events(Some(model), started_ms, 0)
             .await
             .map(|events| {
                 events

@@ -186,6 +186,9 @@ pub struct EtcdStore {
     /// when connecting, which needs etcd up); replaced when the access files
     /// change and the new client works.
     client: ArcSwapOption<Client>,
+    /// Why the last attempt to build a client failed, for the errors of
+    /// calls made before one exists.
+    last_error: std::sync::Mutex<Option<String>>,
     access: EtcdAccess,
     /// The access files' fingerprint the current client was built from.
     access_seen: std::sync::Mutex<[u8; 32]>,
@@ -260,8 +263,22 @@ impl EtcdStore {
             path: PathBuf::from("--etcd-ca/--etcd-cert/--etcd-key"),
             reason: e.to_string(),
         })?;
+        let mut last_error = None;
+        let client = if access.user.is_some() {
+            match Client::connect(&endpoints, Some(read.options)).await {
+                Ok(client) => Some(client),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot log in to etcd; retrying in the background");
+                    last_error = Some(e.to_string());
+                    None
+                }
+            }
+        } else {
+            Some(client)
+        };
         let store = Arc::new(Self {
-            client: ArcSwapOption::new(access.user.is_none().then(|| Arc::new(client))),
+            client: ArcSwapOption::new(client.map(Arc::new)),
+            last_error: std::sync::Mutex::new(last_error),
             access_seen: std::sync::Mutex::new(read.fingerprint),
             access,
             audit_keep,
@@ -296,7 +313,10 @@ impl EtcdStore {
 
     /// The client, or Unavailable before the first successful connection.
     fn client(&self) -> Result<Arc<Client>, StoreError> {
-        self.client.load_full().ok_or_else(|| unavailable("not connected yet"))
+        self.client.load_full().ok_or_else(|| {
+            let why = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+            unavailable(format!("not connected yet: {}", why.as_deref().unwrap_or("connecting")))
+        })
     }
 
     /// A new client from the access files as they are now.
@@ -435,7 +455,9 @@ impl EtcdStore {
 
     async fn follow_once(&self, tx: &mpsc::UnboundedSender<FleetEvent>) -> Result<(), StoreError> {
         if self.client.load().is_none() {
-            let (client, fingerprint) = self.connect().await?;
+            let (client, fingerprint) = self.connect().await.inspect_err(|e| {
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            })?;
             self.client.store(Some(Arc::new(client)));
             *self.access_seen.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint;
         }
@@ -681,7 +703,12 @@ impl StateStore for EtcdStore {
                     tracing::warn!(error = %e, revision = snap.revision, "etcd unreachable at start: serving the fleet state last seen here");
                     Ok(Some(snap))
                 }
-                None => Err(e),
+                None => Err(match e {
+                    StoreError::Unavailable(reason) => {
+                        StoreError::NoFleetState { reason, cache: self.cache.clone() }
+                    }
+                    other => other,
+                }),
             },
         }
     }
@@ -728,11 +755,19 @@ impl StateStore for EtcdStore {
     }
 
     async fn read_events(&self) -> Result<Vec<String>, StoreError> {
-        let prefix = self.key("audit/");
+        self.read_events_since(0).await
+    }
+
+    /// Keys start with the writer's clock in ms, so this is a key range:
+    /// `[audit/<since - 60 s>, audit0)`, the minute's slack for replicas'
+    /// clocks being apart.
+    async fn read_events_since(&self, since_ms: u64) -> Result<Vec<String>, StoreError> {
+        let from = self.key(&format!("audit/{:013}", since_ms.saturating_sub(60_000)));
+        let end = self.key("audit0"); // '0' follows '/'
         let resp = self
             .client()?
             .kv_client()
-            .get(prefix, Some(GetOptions::new().with_prefix().with_sort(SortTarget::Key, SortOrder::Ascend)))
+            .get(from, Some(GetOptions::new().with_range(end).with_sort(SortTarget::Key, SortOrder::Ascend)))
             .await
             .map_err(unavailable)?;
         let mut kvs: Vec<_> = resp.kvs().iter().collect();

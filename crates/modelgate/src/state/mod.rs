@@ -29,6 +29,13 @@ pub enum StoreError {
         "the fleet's etcd is unreachable ({0}): rollout changes are refused until it returns; serving goes on with the last known state"
     )]
     Unavailable(String),
+    /// etcd cannot be reached at start and this replica never kept a copy
+    /// of the fleet's state: it has nothing it may serve.
+    #[error(
+        "the fleet's etcd is unreachable ({reason}) and this replica has no copy of the fleet state ({}) to serve from; it can start once etcd answers",
+        cache.display()
+    )]
+    NoFleetState { reason: String, cache: std::path::PathBuf },
     /// Another replica changed the state since this one last read it;
     /// nothing was written.
     #[error("the rollout state changed on another replica (now at revision {current}); re-read and retry")]
@@ -57,4 +64,11 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     async fn append_events(&self, lines: Vec<String>) -> Result<(), StoreError>;
     /// Every audit event, oldest first.
     async fn read_events(&self) -> Result<Vec<String>, StoreError>;
+    /// The audit events written at or after `since_ms` (and maybe some
+    /// written a little before: callers filter on the event's own time),
+    /// oldest first. Stores that index by time read only those.
+    async fn read_events_since(&self, since_ms: u64) -> Result<Vec<String>, StoreError> {
+        let _ = since_ms;
+        self.read_events().await
+    }
 }
