@@ -362,3 +362,65 @@ async fn without_etcd_the_fleet_serves_refuses_changes_rolls_back_and_resyncs() 
     let again = admin_c.start_rollout(canary_plan(1, 5, 1_000_000, false)).await.unwrap().into_inner();
     sees(&f.replicas[0], &again.rollout_id, "running", 0).await;
 }
+
+/// (requests since the rollout started, this stage's samples, requests in
+/// the sliding window) summed over the arms, as `r` reports the fleet's.
+async fn fleet_numbers(r: &Replica) -> (u64, u64, u64) {
+    let got = analysis(&mut r.admin().await, "breast-cancer").await;
+    (
+        got.arms.iter().map(|a| a.requests).sum(),
+        got.arms.iter().map(|a| a.stage_samples).sum(),
+        got.arms.iter().map(|a| a.window_requests).sum(),
+    )
+}
+
+async fn reports_to(r: &Replica, want: (u64, u64, u64), what: &str) {
+    let what = format!("replica {} to report {want:?} {what}", r.id);
+    eventually(15, &what, || async { (fleet_numbers(r).await == want).then_some(()) }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_replica_adds_to_what_its_last_process_counted() {
+    let repo = repo_with_candidate(V1);
+    let mut f = fleet(&repo);
+    let mut admin_a = f.replicas[0].admin().await;
+    let started = admin_a.start_rollout(canary_plan(1, 50, 1_000_000, false)).await.unwrap().into_inner();
+    for r in &f.replicas {
+        sees(r, &started.rollout_id, "running", 0).await;
+    }
+    assignments(&f.replicas[1], 0..60).await;
+    reports_to(&f.replicas[0], (60, 60, 60), "after b served 60").await;
+
+    // kill -9 b. Once its lease is gone (5 s) its window no longer counts,
+    // as it no longer describes traffic; what it counted this stage and its
+    // totals still do.
+    f.replicas[1].kill9();
+    reports_to(&f.replicas[0], (60, 60, 0), "once b's process is dead").await;
+
+    // A new process of b counts on top of the old one's, and sees them too.
+    f.replicas[1].restart();
+    sees(&f.replicas[1], &started.rollout_id, "running", 0).await;
+    assignments(&f.replicas[1], 60..100).await;
+    reports_to(&f.replicas[0], (100, 100, 40), "after b's new process served 40").await;
+    reports_to(&f.replicas[1], (100, 100, 40), "on b itself").await;
+
+    // When the rollout is over nothing needs the dead process's report: the
+    // leader deletes it and the three live ones remain.
+    admin_a.advance(rr(Some(0))).await.unwrap();
+    let mut etcd = f.etcd.client(None).await;
+    eventually(15, "the dead process's report to be deleted", || {
+        let mut etcd = etcd.clone();
+        async move {
+            let keys = etcd
+                .get(
+                    "/fleet-test/reports/",
+                    Some(etcd_client::GetOptions::new().with_prefix().with_keys_only()),
+                )
+                .await
+                .ok()?;
+            (keys.kvs().len() == 3).then_some(())
+        }
+    })
+    .await;
+    let _ = &mut etcd;
+}

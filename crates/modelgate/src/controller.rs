@@ -1357,7 +1357,25 @@ impl Controller {
                 tracing::warn!(error = %e, "cannot persist stage counts");
             }
         }
+        // The leader forgets dead processes' reports that nothing live
+        // counts any more (their rollout ended or moved to another stage).
+        let forget: Vec<String> = match (&others, decide) {
+            (Some(others), true) => others
+                .iter()
+                .filter(|(_, r)| !r.alive && !r.counts_for(&inner.state))
+                .map(|(id, _)| id.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
         drop(inner);
+        if let Some(f) = fleet
+            && !forget.is_empty()
+        {
+            match f.delete_reports(&forget).await {
+                Ok(()) => tracing::debug!(reports = ?forget, "forgot the reports of dead processes"),
+                Err(e) => tracing::debug!(error = %e, "cannot delete dead processes' reports"),
+            }
+        }
         if let Some(f) = fleet
             && f.connected()
         {
@@ -1397,7 +1415,7 @@ impl Controller {
     async fn fleet_reports(&self) -> Option<Vec<(String, ReplicaReport)>> {
         let f = self.fleet.as_ref()?;
         match f.fleet_counts().await {
-            Ok(list) => Some(parse_reports(list, f.replica())),
+            Ok(list) => Some(parse_reports(list, f.incarnation())),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read the fleet's reports");
                 None
@@ -1441,6 +1459,21 @@ struct ReplicaReport {
     counts: BTreeMap<String, StageCounts>,
     #[serde(default)]
     arms: BTreeMap<String, ArmReport>,
+    /// Whether the process that wrote it still holds its lease; a dead
+    /// one's counts and totals still count, its windows no longer do.
+    #[serde(skip)]
+    alive: bool,
+}
+
+impl ReplicaReport {
+    /// Whether anything in it still counts: stage counts of a live
+    /// rollout's current stage, or arm totals of a live rollout.
+    fn counts_for(&self, state: &ControlState) -> bool {
+        let live = |model: &str| state.rollouts.get(model).filter(|r| is_live(r));
+        self.counts.iter().any(|(model, c)| {
+            live(model).is_some_and(|r| r.stage == c.stage && r.stage_started_ms == c.stage_started_ms)
+        }) || self.arms.iter().any(|(model, a)| live(model).is_some_and(|r| r.id == a.rollout_id))
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -1459,13 +1492,14 @@ impl ArmReport {
     }
 }
 
-/// The other replicas' reports (this replica's own is left out: its numbers
-/// are fresher in memory); unreadable ones are skipped and logged.
-fn parse_reports(list: Vec<(String, Vec<u8>)>, me: &str) -> Vec<(String, ReplicaReport)> {
+/// Every report but this process's own (its numbers are fresher in
+/// memory), earlier incarnations of this replica included; unreadable ones
+/// are skipped and logged.
+fn parse_reports(list: Vec<(String, Vec<u8>, bool)>, me: &str) -> Vec<(String, ReplicaReport)> {
     list.into_iter()
-        .filter(|(replica, _)| replica != me)
-        .filter_map(|(replica, bytes)| match serde_json::from_slice::<ReplicaReport>(&bytes) {
-            Ok(r) => Some((replica, r)),
+        .filter(|(replica, _, _)| replica != me)
+        .filter_map(|(replica, bytes, alive)| match serde_json::from_slice::<ReplicaReport>(&bytes) {
+            Ok(r) => Some((replica, ReplicaReport { alive, ..r })),
             Err(e) => {
                 tracing::warn!(%replica, error = %e, "skipping a replica's unreadable report");
                 None
@@ -1508,10 +1542,13 @@ fn merge_arms(
                 modelgate_telemetry::WindowSnapshot::from_wire(total),
             ) {
                 (Ok(w), Ok(t)) => {
-                    // Each replica's window covers the same wall-clock span.
-                    let span = arm.window.span;
-                    arm.window.add(&w);
-                    arm.window.span = span;
+                    // Each replica's window covers the same wall-clock span;
+                    // a dead process's window no longer describes traffic.
+                    if report.alive {
+                        let span = arm.window.span;
+                        arm.window.add(&w);
+                        arm.window.span = span;
+                    }
                     let span = arm.total.span;
                     arm.total.add(&t);
                     arm.total.span = span.max(t.span);

@@ -11,8 +11,14 @@
 //! - `<prefix>/leader`: the elected leader's replica id, bound to its lease.
 //!   Decisions that must happen once (auto-advance, promotion, alerts) are
 //!   the leader's; any replica may roll back on a hard trigger.
-//! - `<prefix>/replicas/<replica>`: what each replica counted this stage
-//!   (JSON), bound to its lease, so it disappears with the replica.
+//! - `<prefix>/reports/<replica>.<incarnation>`: what one process of a
+//!   replica counted (JSON: stage counts, each arm's window and running
+//!   total). Not bound to a lease: when the process dies its counts still
+//!   count for the stage they were made in, and a restarted replica (a new
+//!   incarnation) adds to them rather than replacing them. The leader
+//!   deletes a dead incarnation's report once nothing live needs it.
+//! - `<prefix>/alive/<replica>.<incarnation>`: bound to the process's lease:
+//!   whose reports are live (only live windows describe current traffic).
 //!
 //! A background task keeps a watch on the state key and turns what it sees
 //! into [`FleetEvent`]s for the controller: every change made through any
@@ -199,6 +205,8 @@ pub struct EtcdStore {
     leader: AtomicBool,
     lease: AtomicI64,
     seq: AtomicU64,
+    /// `<replica>.<start ms>-<pid>`: this process's reports.
+    incarnation: String,
     cache: PathBuf,
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -238,8 +246,11 @@ fn without_user(access: &EtcdAccess) -> Result<ConnectOptions, StoreError> {
 }
 
 impl EtcdStore {
-    /// Creates the store and starts its watch and election tasks. Does not
-    /// wait for etcd: an unreachable etcd means fail-static, not failure.
+    /// Creates the store and starts its watch and election tasks. Waits up
+    /// to two seconds for the first connection, so a replica that starts
+    /// with etcd up has joined the fleet (and takes admin changes) when it
+    /// says it is ready; past that an unreachable etcd means fail-static,
+    /// not failure.
     ///
     /// The access files must be readable and their certificates usable: a
     /// mistake there is a deployment error, reported at start.
@@ -276,6 +287,7 @@ impl EtcdStore {
         } else {
             Some(client)
         };
+        let incarnation = format!("{replica}.{}-{}", crate::controller::now_ms(), std::process::id());
         let store = Arc::new(Self {
             client: ArcSwapOption::new(client.map(Arc::new)),
             last_error: std::sync::Mutex::new(last_error),
@@ -288,6 +300,7 @@ impl EtcdStore {
             leader: AtomicBool::new(false),
             lease: AtomicI64::new(0),
             seq: AtomicU64::new(0),
+            incarnation,
             cache: state_dir.join("etcd-cache.json"),
             stop: tokio::sync::watch::channel(false).0,
         });
@@ -308,6 +321,10 @@ impl EtcdStore {
                 _ = stop.wait_for(|s| *s) => {}
             }
         });
+        let joined = tokio::time::Instant::now() + CALL_TIMEOUT;
+        while !store.connected() && tokio::time::Instant::now() < joined {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         Ok((store, rx))
     }
 
@@ -391,6 +408,11 @@ impl EtcdStore {
     /// This replica's id.
     pub fn replica(&self) -> &str {
         &self.replica
+    }
+
+    /// This process's report id: `<replica>.<start ms>-<pid>`.
+    pub fn incarnation(&self) -> &str {
+        &self.incarnation
     }
 
     /// Whether etcd answered the last call and the watch is up.
@@ -574,6 +596,15 @@ impl EtcdStore {
                 let mut lease = self.client()?.lease_client();
                 let granted = lease.grant(LEASE_TTL_SECS, None).await.map_err(unavailable)?;
                 let pair = lease.keep_alive(granted.id()).await.map_err(unavailable)?;
+                self.client()?
+                    .kv_client()
+                    .put(
+                        self.key(&format!("alive/{}", self.incarnation)),
+                        self.replica.clone(),
+                        Some(PutOptions::new().with_lease(granted.id())),
+                    )
+                    .await
+                    .map_err(unavailable)?;
                 self.lease.store(granted.id(), Ordering::Release);
                 *keeper = Some(pair);
             }
@@ -602,41 +633,59 @@ impl EtcdStore {
         Ok(false)
     }
 
-    /// Publishes what this replica counted (JSON) under its lease.
+    /// Publishes what this process counted (JSON).
     pub async fn publish_counts(&self, bytes: Vec<u8>) -> Result<(), StoreError> {
-        let lease = self.lease.load(Ordering::Acquire);
-        if !self.connected() || lease == 0 {
+        if !self.connected() || self.lease.load(Ordering::Acquire) == 0 {
             return Err(unavailable("not connected"));
         }
-        let key = self.key(&format!("replicas/{}", self.replica));
-        self.client()?
-            .kv_client()
-            .put(key, bytes, Some(PutOptions::new().with_lease(lease)))
-            .await
-            .map_err(unavailable)?;
+        let key = self.key(&format!("reports/{}", self.incarnation));
+        self.client()?.kv_client().put(key, bytes, None).await.map_err(unavailable)?;
         Ok(())
     }
 
-    /// What every live replica published: (replica id, JSON).
-    pub async fn fleet_counts(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    /// Every report in etcd, live or not: (incarnation, JSON, alive).
+    pub async fn fleet_counts(&self) -> Result<Vec<(String, Vec<u8>, bool)>, StoreError> {
         if !self.connected() {
             return Err(unavailable("not connected"));
         }
-        let prefix = self.key("replicas/");
-        let resp = self
-            .client()?
-            .kv_client()
-            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(unavailable)?;
-        Ok(resp
+        let (reports, alive) = (self.key("reports/"), self.key("alive/"));
+        let txn = Txn::new().and_then([
+            TxnOp::get(reports.clone(), Some(GetOptions::new().with_prefix())),
+            TxnOp::get(alive.clone(), Some(GetOptions::new().with_prefix().with_keys_only())),
+        ]);
+        let resp = self.client()?.kv_client().txn(txn).await.map_err(unavailable)?;
+        let mut gets = resp.op_responses().into_iter().filter_map(|op| match op {
+            etcd_client::TxnOpResponse::Get(get) => Some(get),
+            _ => None,
+        });
+        let (Some(report_kvs), Some(alive_kvs)) = (gets.next(), gets.next()) else {
+            return Err(unavailable("etcd answered the reports read without its two ranges"));
+        };
+        let live: std::collections::HashSet<String> = alive_kvs
+            .kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.key()).trim_start_matches(&alive).to_string())
+            .collect();
+        Ok(report_kvs
             .kvs()
             .iter()
             .map(|kv| {
-                let id = String::from_utf8_lossy(kv.key()).trim_start_matches(&prefix).to_string();
-                (id, kv.value().to_vec())
+                let id = String::from_utf8_lossy(kv.key()).trim_start_matches(&reports).to_string();
+                let alive = live.contains(&id);
+                (id, kv.value().to_vec(), alive)
             })
             .collect())
+    }
+
+    /// Deletes the reports of dead incarnations nothing live counts any more.
+    pub async fn delete_reports(&self, incarnations: &[String]) -> Result<(), StoreError> {
+        if incarnations.is_empty() {
+            return Ok(());
+        }
+        let ops: Vec<TxnOp> =
+            incarnations.iter().map(|i| TxnOp::delete(self.key(&format!("reports/{i}")), None)).collect();
+        self.client()?.kv_client().txn(Txn::new().and_then(ops)).await.map_err(unavailable)?;
+        Ok(())
     }
 
     /// Deletes the oldest audit events beyond the `audit_keep` newest, at
