@@ -330,6 +330,52 @@ async fn mutual_tls_on_admin_refuses_strangers_and_audits_the_certificate_subjec
     server.stop().await.unwrap();
 }
 
+/// A Predict client trusting `ca`, presenting `identity` if given.
+async fn mutual_client(addr: SocketAddr, ca: &Path, identity: Option<(&Path, &Path)>) -> Result<i64, String> {
+    let tls = ClientTls {
+        tls_ca: Some(ca.to_path_buf()),
+        tls_cert: identity.map(|(c, _)| c.to_path_buf()),
+        tls_key: identity.map(|(_, k)| k.to_path_buf()),
+        tls_server_name: None,
+    };
+    let call = async {
+        let channel = tls
+            .endpoint("--addr", &addr.to_string())
+            .map_err(|e| format!("{e:#}"))?
+            .connect()
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        predict_once(&mut PredictClient::new(channel)).await
+    };
+    tokio::time::timeout(Duration::from_secs(15), call).await.map_err(|_| "timed out".to_string())?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_on_predict_serves_only_clients_with_a_certificate_the_ca_signed() {
+    let serving = Ca::new("serving CA");
+    let clients = Ca::new("client apps CA");
+    let secret = SecretDir::new();
+    secret.publish(&serving.server("gateway"), &serving.pem());
+    let repo = TestRepo::breast_cancer();
+    let client_ca = write(repo.path(), "apps-ca.pem", &clients.pem());
+    let server = start(&repo, |c| {
+        c.tls = Some(secret.files(Some(client_ca)));
+        c.tls_poll = POLL;
+    })
+    .await;
+    let ca = secret.ca();
+
+    let none = mutual_client(server.addr, &ca, None).await;
+    assert!(none.is_err(), "no client certificate, no prediction: {none:?}");
+    let rogue = Ca::new("client apps CA"); // same name, another key
+    let (rc, rk) = client_files(repo.path(), &rogue, "intruder");
+    let forged = mutual_client(server.addr, &ca, Some((&rc, &rk))).await;
+    assert!(forged.is_err(), "a certificate from another CA is refused: {forged:?}");
+    let (ac, ak) = client_files(repo.path(), &clients, "checkout-service");
+    assert_eq!(mutual_client(server.addr, &ca, Some((&ac, &ak))).await.unwrap(), 2);
+    server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_and_a_certificate_are_both_named_and_both_needed() {
     let m = MutualAdmin::new();
@@ -510,6 +556,13 @@ fn bad_tls_flags_stop_the_server_with_a_message_naming_the_problem() {
     assert!(e.contains("--admin-tls-cert"), "{e}");
     let e = serve_with(&["--admin-client-ca", &cert]);
     assert!(e.contains("--admin-tls-cert"), "{e}");
+    let e = serve_with(&["--tls-client-ca", &cert]);
+    assert!(e.contains("--tls-cert"), "{e}");
+    // etcd security flags mean nothing without etcd.
+    let e = serve_with(&["--etcd-ca", &cert]);
+    assert!(e.contains("--state etcd://"), "{e}");
+    let e = serve_with(&["--etcd-user", "root"]);
+    assert!(e.contains("--etcd-password-file"), "{e}");
     let e = serve_with(&["--tls-cert", &cert, "--tls-key", &key]);
     assert!(
         e.contains("TLS on the Predict listener") && e.contains("cannot read") && e.contains(&cert),

@@ -157,6 +157,11 @@ pub struct ServeArgs {
     /// The private key (PEM) of `--tls-cert`.
     #[arg(long, env = "MODELGATE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) for mutual TLS on the Predict/KServe listener:
+    /// every client must present a certificate they signed. Needs
+    /// `--tls-cert`; reloaded with it.
+    #[arg(long, env = "MODELGATE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// TLS certificate chain (PEM) of the admin listener. Reloaded when it changes. Unset: plaintext.
     #[arg(long, env = "MODELGATE_ADMIN_TLS_CERT", requires = "admin_tls_key")]
     pub admin_tls_cert: Option<PathBuf>,
@@ -370,7 +375,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
             })?),
         };
         crate::otel::sampler(Some(&a.trace_sampler), a.trace_sampler_arg)?;
-        let tls = tls_files("--tls-cert", a.tls_cert, "--tls-key", a.tls_key, None)?;
+        let tls = tls_files("--tls-cert", a.tls_cert, "--tls-key", a.tls_key, a.tls_client_ca)?;
         let admin_tls = tls_files(
             "--admin-tls-cert",
             a.admin_tls_cert,
@@ -440,7 +445,11 @@ fn tls_files(
     match (cert, key) {
         (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsFiles { cert, key, client_ca })),
         (None, None) if client_ca.is_none() => Ok(None),
-        (None, None) => anyhow::bail!("--admin-client-ca needs --admin-tls-cert and --admin-tls-key"),
+        (None, None) => {
+            let ca_flag =
+                if cert_flag.starts_with("--admin") { "--admin-client-ca" } else { "--tls-client-ca" };
+            anyhow::bail!("{ca_flag} needs {cert_flag} and {key_flag}")
+        }
         (Some(_), None) => anyhow::bail!("{cert_flag} needs {key_flag}"),
         (None, Some(_)) => anyhow::bail!("{key_flag} needs {cert_flag}"),
     }
