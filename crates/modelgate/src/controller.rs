@@ -338,6 +338,15 @@ impl Controller {
             }
             _ => Policy { champion, routing: None, rollout_id: None },
         };
+        if policy.routing.as_ref().is_some_and(|t| t.arms().len() > 1) {
+            // Requests of a traffic split are remembered for outcome joins:
+            // reserve that memory (~10 ms for the default 32 MiB, once) off
+            // the request path.
+            let outcomes = std::sync::Arc::clone(self.gateway.outcomes());
+            if !outcomes.reserved() {
+                std::thread::spawn(move || outcomes.reserve());
+            }
+        }
         self.gateway.set_policy(model, Some(policy));
     }
 

@@ -64,6 +64,19 @@ impl OutcomeStore {
         self.served.get(model, request_id)
     }
 
+    /// Reserves (and touches) the memory for request ids now, if not yet
+    /// done; the first remembered id does it otherwise.
+    pub fn reserve(&self) {
+        if self.served.per_table() > 0 {
+            self.served.shards();
+        }
+    }
+
+    /// Whether the memory for request ids is reserved.
+    pub fn reserved(&self) -> bool {
+        self.served.shards.get().is_some()
+    }
+
     /// How many request ids are guaranteed to be remembered: the most
     /// recent this many always are (up to twice as many may be).
     pub fn join_capacity(&self) -> usize {
@@ -307,7 +320,9 @@ mod tests {
     fn request_ids_are_remembered_per_model() {
         let s = OutcomeStore::new(1 << 20);
         assert!(s.lookup("m", "r1").is_none(), "nothing remembered, nothing reserved");
+        assert!(!s.reserved());
         s.served("m", "r1", Served { version: 3, role: Role::Canary });
+        assert!(s.reserved(), "the first id reserves the memory");
         assert_eq!(s.lookup("m", "r1"), Some(Served { version: 3, role: Role::Canary }));
         assert!(s.lookup("m", "r2").is_none());
         assert!(s.lookup("other", "r1").is_none(), "the same id of another model is another request");
