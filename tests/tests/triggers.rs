@@ -255,3 +255,100 @@ async fn a_business_metric_regression_raises_an_alert() {
     assert_eq!(events.iter().filter(|e| e.action == "alert").count(), 1, "raised once");
     server.stop().await.unwrap();
 }
+
+/// Row `i` of a stream of plausible, varied breast-cancer rows: blends of
+/// two golden rows.
+fn blended_row(g: &Golden, i: usize) -> Vec<f32> {
+    let (a, b) = (&g.rows[i % 16], &g.rows[(i * 7 + 3) % 16]);
+    let t = (i % 11) as f32 / 10.0;
+    a.iter().zip(b).map(|(x, y)| x * t + y * (1.0 - t)).collect()
+}
+
+/// Sends `n` one-row requests with distinct routing keys.
+async fn send_rows(
+    c: &mut modelgate_proto::v1::predict_client::PredictClient<tonic::transport::Channel>,
+    g: &Golden,
+    n: usize,
+    tag: &str,
+) {
+    for i in 0..n {
+        let mut req = request("breast-cancer", &[blended_row(g, i)]);
+        req.routing_key = format!("{tag}-{i}");
+        c.predict(req).await.expect("predict succeeds");
+    }
+}
+
+/// The feature-importance shift the gateway exports for `version`, once it has one.
+async fn importance_shift(server: &modelgate::RunningServer, version: u64) -> f64 {
+    let series =
+        format!(r#"modelgate_feature_importance_shift{{model="breast-cancer",version="{version}"}}"#);
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = http_get(server.metrics_addr.unwrap(), "/metrics").await;
+        if let Some(v) =
+            body.lines().find_map(|l| l.strip_prefix(&series).and_then(|v| v.trim().parse().ok()))
+        {
+            return v;
+        }
+        assert!(Instant::now() < until, "no {series} on /metrics");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_leaning_on_other_features_raises_an_importance_alert_and_its_twin_does_not() {
+    // Champion v3 is the gradient-boosted v2's file; v2 is its twin; v1 is
+    // the logistic regression, which weighs all 30 features, where the
+    // trees lean on a few.
+    let repo = TestRepo::new();
+    repo.add("breast-cancer", 1, V1).add("breast-cancer", 2, V2).add("breast-cancer", 3, V2);
+    let server = start(&repo, |c| c.tick = Duration::from_millis(50)).await;
+    let mut a = admin(&server, None).await;
+    let mut c = client(&server).await;
+    let g = golden(1);
+    let events = |a: &mut modelgate::cli::admin::Client| {
+        let mut a = a.clone();
+        async move { a.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events }
+    };
+
+    // The twin: the same model relies on the same features.
+    a.start_rollout(canary_plan(2, 50, 1_000_000, false)).await.unwrap();
+    send_rows(&mut c, &g, 400, "twin").await;
+    let twin = importance_shift(&server, 2).await;
+    assert!(twin < 1e-9, "the same model, the same reliance: {twin}");
+    let rr =
+        pb::RolloutRequest { model: "breast-cancer".into(), reason: "next".into(), expected_stage: None };
+    a.rollback(rr).await.unwrap();
+    assert!(!events(&mut a).await.iter().any(|e| e.action == "alert"), "no alert for the twin");
+
+    // The logistic regression scores the same rows on other evidence.
+    a.start_rollout(canary_plan(1, 50, 1_000_000, false)).await.unwrap();
+    send_rows(&mut c, &g, 400, "lr").await;
+    let shift = importance_shift(&server, 1).await;
+    eprintln!("feature-importance shift, logistic regression vs gradient boosting: {shift:.3}");
+    let until = Instant::now() + Duration::from_secs(20);
+    let alert = loop {
+        let found =
+            events(&mut a).await.into_iter().find(|e| e.action == "alert" && e.reason.contains("relies on"));
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(Instant::now() < until, "no feature-importance alert (shift {shift})");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(alert.reason.contains("relies on the inputs differently"), "{}", alert.reason);
+    let full: serde_json::Value = serde_json::from_str(&alert.event_json).unwrap();
+    assert_eq!(full["trigger"], "feature_importance", "{full}");
+    assert!(full["numbers"]["importance_shift"].as_f64().unwrap() >= 0.2, "{full}");
+    let status = rollout_status(&mut a, "breast-cancer").await;
+    assert!(status.alerts.iter().any(|x| x.reason.contains("feature-importance shift")), "{status:?}");
+    // The chart's ModelgateSoftTrigger rule tickets on this counter.
+    let (_, body) = http_get(server.metrics_addr.unwrap(), "/metrics").await;
+    assert!(
+        body.lines().any(|l| l.starts_with("modelgate_alerts_total{")
+            && l.contains(r#"trigger="feature_importance""#)
+            && l.ends_with(" 1")),
+        "{body}"
+    );
+    server.stop().await.unwrap();
+}

@@ -32,6 +32,9 @@ pub struct InferJob {
     pub deadline: Option<Instant>,
     pub enqueued: Instant,
     pub reply: oneshot::Sender<Result<InferOutput, RunError>>,
+    /// Whether the job is traffic: the gateway's own checks (feature
+    /// importance) are not, and do not count as completed or failed.
+    pub traffic: bool,
     /// Tracing: the span the job's work belongs under, and the queue-wait
     /// span (closed when a thread picks the job up). `None` when no one
     /// collects spans.
@@ -66,7 +69,13 @@ impl InferJob {
         deadline: Option<Instant>,
     ) -> (Self, oneshot::Receiver<Result<InferOutput, RunError>>) {
         let (reply, rx) = oneshot::channel();
-        (Self { inputs, outputs, deadline, enqueued: Instant::now(), reply, trace: None }, rx)
+        (Self { inputs, outputs, deadline, enqueued: Instant::now(), reply, trace: None, traffic: true }, rx)
+    }
+
+    /// The same job, not counted as traffic (the gateway's own checks).
+    pub fn internal(mut self) -> Self {
+        self.traffic = false;
+        self
     }
 
     /// The same job, traced under `parent`.
@@ -482,11 +491,15 @@ fn reply(
     let queue_wait = started.duration_since(job.enqueued);
     let reply = match result {
         Ok(outputs) => {
-            queue.stats.completed.fetch_add(1, Ordering::Relaxed);
+            if job.traffic {
+                queue.stats.completed.fetch_add(1, Ordering::Relaxed);
+            }
             Ok(InferOutput { outputs, queue_wait, run_time })
         }
         Err(e) => {
-            queue.stats.failed.fetch_add(1, Ordering::Relaxed);
+            if job.traffic {
+                queue.stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
             Err(RunError::Inference(e))
         }
     };

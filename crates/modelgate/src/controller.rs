@@ -74,7 +74,31 @@ pub struct ScrapeView {
     pub rollouts: BTreeMap<String, (String, &'static str, usize)>,
     /// (model, version) → the latest PSI against the champion.
     pub psi: BTreeMap<(String, u64), f64>,
+    /// (model, version) → the latest feature-importance shift from the champion.
+    pub importance_shift: BTreeMap<(String, u64), f64>,
 }
+
+/// The feature-importance checks (`importance.rs`): when each model's last
+/// one started, which are running, and what they found.
+#[derive(Debug, Default)]
+struct ImportanceChecks {
+    /// model → (rollout id, ms) of its last check.
+    last: BTreeMap<String, (String, Millis)>,
+    running: std::collections::BTreeSet<String>,
+    /// (rollout id, version) → what the latest check found.
+    found: BTreeMap<(String, u64), ImportanceFinding>,
+}
+
+#[derive(Debug, Clone)]
+struct ImportanceFinding {
+    shift: f64,
+    rows: usize,
+    /// The features whose share moved most: (index, champion's, candidate's).
+    moves: Vec<(usize, f64, f64)>,
+}
+
+/// How often a running rollout's feature importance is measured again.
+const IMPORTANCE_EVERY_MS: Millis = 60_000;
 
 /// The control plane.
 pub struct Controller {
@@ -83,6 +107,7 @@ pub struct Controller {
     /// Fleet mode: the same store, seen as etcd (leadership, replica counts).
     fleet: Option<Arc<EtcdStore>>,
     scrape: std::sync::Mutex<ScrapeView>,
+    importance: Arc<std::sync::Mutex<ImportanceChecks>>,
     inner: tokio::sync::Mutex<Inner>,
     retirer: std::sync::OnceLock<Retirer>,
     /// Alerts raised during a tick, written when it ends.
@@ -240,6 +265,7 @@ impl Controller {
             store,
             fleet,
             scrape: std::sync::Mutex::new(ScrapeView::default()),
+            importance: Arc::default(),
             outbox: std::sync::Mutex::new(Vec::new()),
             pending_count: Default::default(),
             inner: tokio::sync::Mutex::new(Inner {
@@ -329,6 +355,8 @@ impl Controller {
             }
             if !state.rollouts.get(model).is_some_and(is_live) {
                 scrape.psi.retain(|(m, _), _| m != model);
+                scrape.importance_shift.retain(|(m, _), _| m != model);
+                self.gateway.forget_input_samples(model);
             }
         }
         let Some(champion) = self.champion_of(state, model) else { return };
@@ -1216,6 +1244,161 @@ impl Controller {
         changed
     }
 
+    /// The versions a rollout compares with its champion: candidates that
+    /// take traffic, and shadows.
+    fn compared_versions(rollout: &Rollout) -> Vec<u64> {
+        let routing = rollout.routing_table();
+        let mut versions: Vec<u64> = routing
+            .arms()
+            .iter()
+            .filter(|a| a.version != rollout.champion && a.basis_points() > 0)
+            .map(|a| a.version)
+            .chain(routing.shadows().iter().map(|s| s.version))
+            .collect();
+        versions.sort_unstable();
+        versions.dedup();
+        versions
+    }
+
+    /// Starts a feature-importance check of a rollout's versions against
+    /// its champion, in its own task, when the last one is a minute old (or
+    /// there was none) and enough tabular rows were sampled.
+    fn check_importance(&self, model: &str, rollout: &Rollout) {
+        let versions = Self::compared_versions(rollout);
+        if versions.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        {
+            let checks = self.importance.lock().unwrap_or_else(|p| p.into_inner());
+            if checks.running.contains(model)
+                || checks.last.get(model).is_some_and(|(id, at)| {
+                    *id == rollout.id && now.saturating_sub(*at) < IMPORTANCE_EVERY_MS
+                })
+            {
+                return;
+            }
+        }
+        let Some(rows) = crate::importance::Rows::gather(&self.gateway.input_samples(model)) else { return };
+        {
+            let mut checks = self.importance.lock().unwrap_or_else(|p| p.into_inner());
+            checks.running.insert(model.to_string());
+            checks.last.insert(model.to_string(), (rollout.id.clone(), now));
+        }
+        let (gateway, checks) = (Arc::clone(&self.gateway), Arc::clone(&self.importance));
+        let (model, rollout_id, champion) = (model.to_string(), rollout.id.clone(), rollout.champion);
+        tokio::spawn(async move {
+            let measured = async {
+                let base = crate::importance::profile(&gateway, &model, champion, &rows).await?;
+                let mut found = Vec::new();
+                for v in versions {
+                    let p = crate::importance::profile(&gateway, &model, v, &rows).await?;
+                    found.push((
+                        v,
+                        ImportanceFinding {
+                            shift: crate::importance::shift(&base, &p),
+                            rows: rows.len(),
+                            moves: crate::importance::top_moves(&base, &p, 3),
+                        },
+                    ));
+                }
+                Ok::<_, String>(found)
+            };
+            let result = measured.await;
+            let mut checks = checks.lock().unwrap_or_else(|p| p.into_inner());
+            checks.running.remove(&model);
+            match result {
+                Ok(found) => {
+                    for (v, f) in found {
+                        tracing::debug!(model = %model, version = v, shift = f.shift, rows = f.rows, "feature importance measured");
+                        checks.found.insert((rollout_id.clone(), v), f);
+                    }
+                }
+                Err(e) => tracing::debug!(model = %model, error = %e, "feature importance not measured"),
+            }
+        });
+    }
+
+    /// Soft trigger on the latest feature-importance findings: a candidate
+    /// or shadow whose reliance on the inputs moved from the champion's by
+    /// the total variation [`crate::importance::WARN`] warns and
+    /// [`crate::importance::ALERT`] alerts (each once per rollout and
+    /// version; `pause_on_alert` pauses at ALERT). Returns whether the
+    /// rollout changed.
+    fn importance_triggers(&self, inner: &mut Inner, model: &str, rollout: &mut Rollout) -> bool {
+        let table = self.gateway.table();
+        let Some(route) = table.models.get(model) else { return false };
+        let pause_on_alert = route.entry.config.triggers.pause_on_alert;
+        let mut changed = false;
+        for v in Self::compared_versions(rollout) {
+            let Some(f) = self
+                .importance
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .found
+                .get(&(rollout.id.clone(), v))
+                .cloned()
+            else {
+                continue;
+            };
+            self.scrape
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .importance_shift
+                .insert((model.to_string(), v), f.shift);
+            let (level, key) = if f.shift >= crate::importance::ALERT {
+                ("alert", "importance_alert")
+            } else if f.shift >= crate::importance::WARN {
+                ("warn", "importance_warn")
+            } else {
+                continue;
+            };
+            if !inner.raised.insert((rollout.id.clone(), v, key)) {
+                continue;
+            }
+            if level == "warn" && inner.raised.contains(&(rollout.id.clone(), v, "importance_alert")) {
+                continue;
+            }
+            let moved: Vec<String> = f
+                .moves
+                .iter()
+                .map(|(j, a, b)| format!("feature {j} {:.0}% → {:.0}%", a * 100.0, b * 100.0))
+                .collect();
+            let reason = format!(
+                "version {v} relies on the inputs differently from the champion: feature-importance shift {:.2} ({level}; {} warns, {} alerts) on {} live rows; moved most: {}",
+                f.shift,
+                crate::importance::WARN,
+                crate::importance::ALERT,
+                f.rows,
+                moved.join(", ")
+            );
+            tracing::warn!(
+                model,
+                version = v,
+                shift = f.shift,
+                level,
+                "soft trigger: anomalous feature importance"
+            );
+            let mut numbers = BTreeMap::from([
+                ("importance_shift".to_string(), f.shift),
+                ("version".to_string(), v as f64),
+                ("rows".to_string(), f.rows as f64),
+            ]);
+            if let Some((j, a, b)) = f.moves.first() {
+                numbers.insert("top_feature".to_string(), *j as f64);
+                numbers.insert("top_feature_champion_share".to_string(), *a);
+                numbers.insert("top_feature_candidate_share".to_string(), *b);
+            }
+            let pause = level == "alert" && pause_on_alert;
+            changed |= self.raise_alert(model, rollout, "feature_importance", reason, numbers, pause);
+        }
+        if changed {
+            inner.state.rollouts.insert(model.to_string(), rollout.clone());
+            self.publish(&inner.state, model);
+        }
+        changed
+    }
+
     /// One controller pass over every live rollout: count, judge, decide.
     ///
     /// In a fleet every replica counts what it served and publishes it; any
@@ -1303,6 +1486,12 @@ impl Controller {
             let verdict = self.verdict(&model, &rollout, &arms);
             if decide && self.soft_triggers(&mut inner, &model, &mut rollout) {
                 dirty = true;
+            }
+            if decide {
+                self.check_importance(&model, &rollout);
+                if self.importance_triggers(&mut inner, &model, &mut rollout) {
+                    dirty = true;
+                }
             }
             if decide && self.regression_alerts(&mut inner, &model, &mut rollout, &verdict) {
                 dirty = true;

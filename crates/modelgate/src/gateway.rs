@@ -159,7 +159,20 @@ pub struct Gateway {
     policies: std::sync::Mutex<HashMap<String, Policy>>,
     outcomes: Arc<OutcomeStore>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Recent inputs per model while a rollout runs, sampled for the
+    /// feature-importance check (`importance.rs`): the requests' own tensors,
+    /// shared, not copied.
+    input_samples: std::sync::Mutex<HashMap<String, std::collections::VecDeque<Arc<[Tensor]>>>>,
+    input_counter: std::sync::atomic::AtomicU64,
 }
+
+/// One request in this many is sampled for the feature-importance check,
+/// and this many are kept per model.
+const INPUT_SAMPLE_EVERY: u64 = 8;
+const INPUT_SAMPLE_KEEP: usize = 128;
+/// A sampled request larger than this keeps only its first rows (so a
+/// model's samples stay under ~0.5 MiB).
+const INPUT_SAMPLE_BYTES: usize = 4096;
 
 /// The shadow side: its executor, where records go, and running totals.
 pub struct ShadowRunner {
@@ -186,10 +199,98 @@ impl Gateway {
             shadow,
             publish_lock: std::sync::Mutex::new(()),
             policies: std::sync::Mutex::new(HashMap::new()),
-            // Outcomes usually arrive within minutes: request ids are kept
-            // for up to an hour, within a memory budget.
             outcomes: Arc::new(OutcomeStore::new(outcome_join_bytes)),
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            input_samples: std::sync::Mutex::new(HashMap::new()),
+            input_counter: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Keeps one request in [`INPUT_SAMPLE_EVERY`] of a model in a rollout,
+    /// if it is one 2-D input (a tabular model's rows).
+    fn sample_inputs(&self, model: &str, inputs: &Arc<[Tensor]>) {
+        if inputs.len() != 1
+            || inputs[0].shape.len() != 2
+            || !self
+                .input_counter
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .is_multiple_of(INPUT_SAMPLE_EVERY)
+        {
+            return;
+        }
+        let t = &inputs[0];
+        let width = t.shape[1].max(1) as usize;
+        let rows = t.shape[0].max(0) as usize;
+        // A big request is not kept whole: its first rows are copied out.
+        let sample = if rows * width * 4 <= INPUT_SAMPLE_BYTES {
+            Arc::clone(inputs)
+        } else {
+            let data = t.data.owned();
+            let modelgate_runtime::TensorData::Float32(v) = &*data else { return };
+            let keep = (INPUT_SAMPLE_BYTES / 4 / width).max(1).min(rows);
+            let Some(head) = v.get(..keep * width) else { return };
+            Arc::from(vec![Tensor::new(
+                t.name.clone(),
+                vec![keep as i64, width as i64],
+                modelgate_runtime::TensorData::Float32(head.to_vec()),
+            )])
+        };
+        let mut samples = self.input_samples.lock().unwrap_or_else(|p| p.into_inner());
+        let kept = match samples.get_mut(model) {
+            Some(kept) => kept,
+            None => samples.entry(model.to_string()).or_default(),
+        };
+        if kept.len() >= INPUT_SAMPLE_KEEP {
+            kept.pop_front();
+        }
+        kept.push_back(sample);
+    }
+
+    /// The model's recently sampled inputs, oldest first.
+    pub fn input_samples(&self, model: &str) -> Vec<Arc<[Tensor]>> {
+        let samples = self.input_samples.lock().unwrap_or_else(|p| p.into_inner());
+        samples.get(model).map(|k| k.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Forgets a model's sampled inputs (its rollout is over).
+    pub fn forget_input_samples(&self, model: &str) {
+        self.input_samples.lock().unwrap_or_else(|p| p.into_inner()).remove(model);
+    }
+
+    /// Runs `inputs` on one READY version of `model` through its queue,
+    /// outside any routing, metrics or windows: the controller's own checks.
+    pub async fn run_version(
+        &self,
+        model: &str,
+        version: u64,
+        inputs: Vec<Tensor>,
+    ) -> Result<Vec<Tensor>, GatewayError> {
+        let route = self.model(model)?;
+        let ready = match route.versions.get(&version).map(|e| &e.state) {
+            Some(VersionState::Ready(r)) => Arc::clone(r),
+            _ => {
+                return Err(GatewayError::VersionNotFound {
+                    model: model.to_string(),
+                    version: version as i64,
+                    known: describe_versions(&route),
+                });
+            }
+        };
+        let (job, rx) = InferJob::new(inputs.into(), Vec::new(), None);
+        self.executor.submit(&ready.queue, job.internal()).map_err(|e| match e {
+            SubmitError::QueueFull { capacity } => {
+                GatewayError::QueueFull { model: model.to_string(), version, capacity }
+            }
+            SubmitError::Shutdown => GatewayError::ShuttingDown,
+        })?;
+        match rx.await.map_err(|_| GatewayError::ShuttingDown)? {
+            Ok(out) => Ok(out.outputs),
+            Err(RunError::Inference(message)) => {
+                Err(GatewayError::Inference { model: model.to_string(), version, message })
+            }
+            Err(RunError::DeadlineExceeded { waited }) => {
+                Err(GatewayError::DeadlineExceeded { model: model.to_string(), version, waited })
+            }
         }
     }
 
@@ -534,6 +635,9 @@ impl Gateway {
 
         let submitted = Instant::now();
         let inputs: Arc<[Tensor]> = req.inputs.into();
+        if model.rollout_id.is_some() {
+            self.sample_inputs(&model.name, &inputs);
+        }
         let shadows = self.offer_shadows(model, &inputs, &req.request_id, req.routing_key.as_deref());
         let (job, rx) = InferJob::new(inputs, req.outputs, req.deadline);
         let job = job.traced(tracing::Span::current());

@@ -13,6 +13,7 @@ pub mod convert;
 pub mod error;
 pub mod gateway;
 pub mod hostile;
+pub mod importance;
 pub mod kserve;
 pub mod metrics;
 pub mod otel;

@@ -216,6 +216,7 @@ pub struct StateMetrics {
     pub shadow_agreement: Vec<(VersionLabels, f64)>,
     pub shadow_mean_abs_diff: Vec<(VersionLabels, f64)>,
     pub psi: Vec<(VersionLabels, f64)>,
+    pub importance_shift: Vec<(VersionLabels, f64)>,
     /// model → its p99 SLA in seconds (model.toml `[triggers] p99_sla_ms`).
     pub sla: Vec<(String, f64)>,
     /// Rows per ORT run (a dynamic batch is one run): sum, count and
@@ -466,6 +467,12 @@ impl Collector for StateCollector {
             "PSI of a candidate's or shadow's recent scores against the champion's.",
             &s.psi,
         )?;
+        gauges(
+            e,
+            "modelgate_feature_importance_shift",
+            "Total variation between a candidate's or shadow's permutation-importance profile and the champion's, on the same live rows (0 same reliance, 1 disjoint).",
+            &s.importance_shift,
+        )?;
         Ok(())
     }
 }
@@ -711,6 +718,9 @@ impl StateSource for GatewayState {
         }
         for ((model, version), psi) in &view.psi {
             out.psi.push((labels(model, *version), *psi));
+        }
+        for ((model, version), shift) in &view.importance_shift {
+            out.importance_shift.push((labels(model, *version), *shift));
         }
         out.fleet = self.controller.fleet_status().map(|(c, l)| (c, l, self.controller.pending_rollbacks()));
         out.shadow_cpu = self.gateway.shadow_cpu_budget().map(|b| (b.used().as_secs_f64(), b.cores()));
