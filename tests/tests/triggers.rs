@@ -342,6 +342,10 @@ async fn a_candidate_leaning_on_other_features_raises_an_importance_alert_and_it
     assert!(full["numbers"]["importance_shift"].as_f64().unwrap() >= 0.2, "{full}");
     let status = rollout_status(&mut a, "breast-cancer").await;
     assert!(status.alerts.iter().any(|x| x.reason.contains("feature-importance shift")), "{status:?}");
+    // GetAnalysis shows it per arm.
+    let got = analysis(&mut a, "breast-cancer").await;
+    let arm = got.arms.iter().find(|x| x.version == 1).unwrap();
+    assert_eq!(arm.importance_shift, Some(shift), "{arm:?}");
     // The chart's ModelgateSoftTrigger rule tickets on this counter.
     let (_, body) = http_get(server.metrics_addr.unwrap(), "/metrics").await;
     assert!(

@@ -606,6 +606,7 @@ pub fn analysis_of(
             errors_vs_champion: errors_vs,
             latency_vs_champion: latency_vs,
             psi: view.psi.get(&a.version).copied(),
+            importance_shift: view.importance_shift.get(&a.version).copied(),
             triggers,
             window_requests: a.window.requests,
         });

@@ -152,6 +152,8 @@ pub struct AnalysisView {
     pub verdict: StepVerdict,
     pub metrics: Vec<analysis::MetricRow>,
     pub psi: BTreeMap<u64, f64>,
+    /// version → the latest feature-importance shift from the champion.
+    pub importance_shift: BTreeMap<u64, f64>,
     pub observation: ArmObservation,
 }
 
@@ -1110,6 +1112,7 @@ impl Controller {
                 verdict: StepVerdict::Waiting("no rollout".into()),
                 metrics: Vec::new(),
                 psi: BTreeMap::new(),
+                importance_shift: BTreeMap::new(),
                 observation: ArmObservation::new(),
             });
         };
@@ -1143,6 +1146,15 @@ impl Controller {
             .unwrap_or_default();
         let observation = self.observation(model, &rollout, &counts);
         let psi = if live { self.psi_values(model, &rollout) } else { BTreeMap::new() };
+        let importance_shift = {
+            let checks = self.importance.lock().unwrap_or_else(|p| p.into_inner());
+            checks
+                .found
+                .iter()
+                .filter(|((id, _), _)| *id == rollout.id)
+                .map(|((_, v), f)| (*v, f.shift))
+                .collect()
+        };
         Ok(AnalysisView {
             rollout: Some(rollout),
             champion,
@@ -1153,6 +1165,7 @@ impl Controller {
             verdict,
             metrics,
             psi,
+            importance_shift,
             observation,
         })
     }

@@ -595,10 +595,11 @@ pub fn format_analysis(a: &pb::Analysis) -> String {
         ));
     }
     out.push_str(
-        "  arm             version  share   stage n   total n  errors (rate, CI)             latency mean ms (CI)          p50     p99  PSI\n",
+        "  arm             version  share   stage n   total n  errors (rate, CI)             latency mean ms (CI)          p50     p99  PSI    importance shift\n",
     );
     for arm in &a.arms {
         let psi = arm.psi.map_or("-".to_string(), |p| format!("{p:.3}"));
+        let importance = arm.importance_shift.map_or("-".to_string(), |p| format!("{p:.2}"));
         let errors = format!(
             "{} ({:.2}% {})",
             arm.errors,
@@ -607,7 +608,7 @@ pub fn format_analysis(a: &pb::Analysis) -> String {
         );
         let latency = format!("{:.3} {}", arm.latency_mean_ms, fmt_interval(&arm.latency_mean_ci, 1.0, 3));
         out.push_str(&format!(
-            "  {:<15} v{:<7} {:>5.1}%  {:>7}  {:>8}  {errors:<28}  {latency:<26} {:>6.3}  {:>6.3}  {psi}\n",
+            "  {:<15} v{:<7} {:>5.1}%  {:>7}  {:>8}  {errors:<28}  {latency:<26} {:>6.3}  {:>6.3}  {psi:<6} {importance}\n",
             arm.name,
             arm.version,
             f64::from(arm.weight_bp) / 100.0,
