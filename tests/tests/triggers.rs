@@ -356,3 +356,22 @@ async fn a_candidate_leaning_on_other_features_raises_an_importance_alert_and_it
     );
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn importance_levels_come_from_model_toml() {
+    // The same 0.52 shift under a warn level of 0.6 raises nothing.
+    let repo = TestRepo::breast_cancer();
+    repo.config("breast-cancer", "[triggers]\nimportance_warn = 0.6\nimportance_alert = 0.9\n");
+    let server = start(&repo, |c| c.tick = Duration::from_millis(50)).await;
+    let mut a = admin(&server, None).await;
+    let mut c = client(&server).await;
+    a.start_rollout(canary_plan(1, 50, 1_000_000, false)).await.unwrap();
+    send_rows(&mut c, &golden(1), 400, "quiet").await;
+    let shift = importance_shift(&server, 1).await;
+    assert!((0.2..0.6).contains(&shift), "measured {shift}");
+    // Ticks go on; still no alert.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = a.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
+    assert!(!events.iter().any(|e| e.action == "alert" && e.reason.contains("relies on")), "{events:?}");
+    server.stop().await.unwrap();
+}

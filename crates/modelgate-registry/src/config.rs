@@ -93,9 +93,18 @@ pub struct TriggerSettings {
     /// of `window_interval_secs` (default 6 × 10 s).
     pub window_interval_secs: Option<f64>,
     pub window_intervals: Option<usize>,
+    /// Feature-importance shift (total variation, 0..1) that warns
+    /// (default 0.2) and that alerts (default 0.4).
+    pub importance_warn: Option<f64>,
+    pub importance_alert: Option<f64>,
 }
 
 impl TriggerSettings {
+    /// The feature-importance shift that warns and the one that alerts.
+    pub fn importance_levels(&self) -> (f64, f64) {
+        (self.importance_warn.unwrap_or(0.2), self.importance_alert.unwrap_or(0.4))
+    }
+
     /// The window's interval and interval count.
     pub fn window(&self) -> (std::time::Duration, usize) {
         (
@@ -197,6 +206,15 @@ impl ModelConfig {
         if let Some(v) = t.window_intervals {
             check("triggers.window_intervals", v, 1, 1000, "between 1 and 1000")?;
         }
+        let (warn, alert) = t.importance_levels();
+        number("triggers.importance_warn", warn, 1e-6, 1.0, "a shift above 0 and at most 1")?;
+        number(
+            "triggers.importance_alert",
+            alert,
+            warn,
+            1.0,
+            "a shift at least importance_warn and at most 1",
+        )?;
         let a = &self.analysis;
         number("analysis.error_margin", a.error_margin, 1e-6, 1.0, rate)?;
         number("analysis.latency_margin", a.latency_margin, 0.0, 100.0, "between 0 and 100 (relative)")?;
@@ -291,6 +309,18 @@ mod tests {
         assert!(e.to_string().contains("triggers.nan_inf_rate"), "{e}");
         let c = ModelConfig::parse("[triggers]\nwindow_interval_secs = 0.5\nwindow_intervals = 4\n").unwrap();
         assert_eq!(c.triggers.window(), (std::time::Duration::from_millis(500), 4));
+        assert_eq!(ModelConfig::default().triggers.importance_levels(), (0.2, 0.4));
+        let c = ModelConfig::parse("[triggers]\nimportance_warn = 0.1\nimportance_alert = 0.3\n").unwrap();
+        assert_eq!(c.triggers.importance_levels(), (0.1, 0.3));
+        let e = ModelConfig::parse("[triggers]\nimportance_warn = 0.5\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "model.toml: triggers.importance_alert must be a shift at least importance_warn and at most 1, got 0.4"
+        );
+        let e = ModelConfig::parse("[triggers]\nimportance_alert = 1.5\n").unwrap_err();
+        assert!(e.to_string().contains("triggers.importance_alert"), "{e}");
+        let e = ModelConfig::parse("[triggers]\nimportance_warn = 0\n").unwrap_err();
+        assert!(e.to_string().contains("triggers.importance_warn"), "{e}");
     }
 
     #[test]

@@ -1334,14 +1334,15 @@ impl Controller {
 
     /// Soft trigger on the latest feature-importance findings: a candidate
     /// or shadow whose reliance on the inputs moved from the champion's by
-    /// the total variation [`crate::importance::WARN`] warns and
-    /// [`crate::importance::ALERT`] alerts (each once per rollout and
-    /// version; `pause_on_alert` pauses at ALERT). Returns whether the
-    /// rollout changed.
+    /// the model's `importance_warn` total variation warns and by
+    /// `importance_alert` alerts (each once per rollout and version;
+    /// `pause_on_alert` pauses at ALERT). Returns whether the rollout
+    /// changed.
     fn importance_triggers(&self, inner: &mut Inner, model: &str, rollout: &mut Rollout) -> bool {
         let table = self.gateway.table();
         let Some(route) = table.models.get(model) else { return false };
         let pause_on_alert = route.entry.config.triggers.pause_on_alert;
+        let (warn, alert) = route.entry.config.triggers.importance_levels();
         let mut changed = false;
         for v in Self::compared_versions(rollout) {
             let Some(f) = self
@@ -1359,9 +1360,9 @@ impl Controller {
                 .unwrap_or_else(|p| p.into_inner())
                 .importance_shift
                 .insert((model.to_string(), v), f.shift);
-            let (level, key) = if f.shift >= crate::importance::ALERT {
+            let (level, key) = if f.shift >= alert {
                 ("alert", "importance_alert")
-            } else if f.shift >= crate::importance::WARN {
+            } else if f.shift >= warn {
                 ("warn", "importance_warn")
             } else {
                 continue;
@@ -1380,8 +1381,8 @@ impl Controller {
             let reason = format!(
                 "version {v} relies on the inputs differently from the champion: feature-importance shift {:.2} ({level}; {} warns, {} alerts) on {} live rows; moved most: {}",
                 f.shift,
-                crate::importance::WARN,
-                crate::importance::ALERT,
+                warn,
+                alert,
                 f.rows,
                 moved.join(", ")
             );

@@ -11,7 +11,8 @@
 //! The shift is the total variation distance between the two profiles
 //! (each normalised to sum to 1): the share of importance that moved from
 //! some features to others. 0 is the same reliance, 1 is disjoint. 0.2 warns
-//! and 0.4 alerts (an ALERT event, `pause_on_alert` applies).
+//! and 0.4 alerts by default (model.toml `[triggers] importance_warn`,
+//! `importance_alert`); an ALERT event, `pause_on_alert` applies.
 //!
 //! Only for models that take one 2-D float input of at most
 //! [`MAX_FEATURES`] columns (tabular models); every minute while a rollout
@@ -30,9 +31,6 @@ pub const MIN_ROWS: usize = 32;
 pub const MAX_ROWS: usize = 256;
 /// Wider inputs (images, embeddings) are not checked.
 pub const MAX_FEATURES: usize = 256;
-/// Total-variation shift that warns, and that alerts.
-pub const WARN: f64 = 0.2;
-pub const ALERT: f64 = 0.4;
 
 /// Recent live rows of a model as one row-major `rows × features` matrix.
 #[derive(Debug, Clone, PartialEq)]
