@@ -116,6 +116,21 @@ fn request(row: &[f32], key: String) -> pb::PredictRequest {
     }
 }
 
+/// A canary of `candidate` at 50% then 100%, advanced only by hand.
+fn canary(candidate: i64, reason: &str) -> pb::StartRolloutRequest {
+    let step = |percent| pb::CanaryStep { percent, min_duration_secs: 0, min_samples: 1_000_000 };
+    pb::StartRolloutRequest {
+        model: "breast-cancer".into(),
+        plan: Some(pb::start_rollout_request::Plan::Canary(pb::CanaryPlan {
+            candidate,
+            steps: vec![step(50), step(100)],
+            auto_advance: false,
+        })),
+        reason: reason.into(),
+        triggers: None,
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
@@ -300,19 +315,7 @@ async fn main() -> anyhow::Result<()> {
             }
             1 if !live => {
                 let candidate = next_version as i64 - 1;
-                let plan = pb::StartRolloutRequest {
-                    model: "breast-cancer".into(),
-                    plan: Some(pb::start_rollout_request::Plan::Canary(pb::CanaryPlan {
-                        candidate,
-                        steps: vec![
-                            pb::CanaryStep { percent: 50, min_duration_secs: 0, min_samples: 1_000_000 },
-                            pb::CanaryStep { percent: 100, min_duration_secs: 0, min_samples: 1_000_000 },
-                        ],
-                        auto_advance: false,
-                    })),
-                    reason: "soak".into(),
-                    triggers: None,
-                };
+                let plan = canary(candidate, "soak");
                 match admin.start_rollout(plan).await {
                     Ok(_) => admin.advance(rr("soak")).await.map(|_| "canary promoted"),
                     Err(e) => Err(e),
@@ -325,19 +328,7 @@ async fn main() -> anyhow::Result<()> {
                 next_version += 1;
                 // Give the watcher time to load it (settle 200 ms, rescan 500 ms).
                 tokio::time::sleep(Duration::from_millis(1500)).await;
-                let plan = pb::StartRolloutRequest {
-                    model: "breast-cancer".into(),
-                    plan: Some(pb::start_rollout_request::Plan::Canary(pb::CanaryPlan {
-                        candidate,
-                        steps: vec![
-                            pb::CanaryStep { percent: 50, min_duration_secs: 0, min_samples: 1_000_000 },
-                            pb::CanaryStep { percent: 100, min_duration_secs: 0, min_samples: 1_000_000 },
-                        ],
-                        auto_advance: false,
-                    })),
-                    reason: "soak nan".into(),
-                    triggers: None,
-                };
+                let plan = canary(candidate, "soak nan");
                 admin.start_rollout(plan).await.map(|_| "nan canary started")
             }
             // Remove versions no rollout uses, keeping the newest few.

@@ -1199,18 +1199,8 @@ impl Controller {
         if champion.len() < PSI_MIN_SCORES {
             return false;
         }
-        let routing = rollout.routing_table();
-        let mut versions: Vec<u64> = routing
-            .arms()
-            .iter()
-            .filter(|a| a.version != rollout.champion && a.basis_points() > 0)
-            .map(|a| a.version)
-            .chain(routing.shadows().iter().map(|s| s.version))
-            .collect();
-        versions.sort_unstable();
-        versions.dedup();
         let mut changed = false;
-        for v in versions {
+        for v in Self::compared_versions(rollout) {
             let Some(candidate) = route.windows.get(&v).map(|s| s.scores.values()) else { continue };
             if candidate.len() < PSI_MIN_SCORES {
                 continue;
