@@ -27,6 +27,16 @@ pub struct ModelConfig {
     /// How long a partial batch may wait for more requests, in microseconds
     /// (0: take what is already queued, never wait).
     pub max_queue_delay_us: u64,
+    /// The longest one inference of this model may run, in milliseconds,
+    /// whatever the client's deadline (none at all, or a long one): a longer
+    /// run is stopped through ONNX Runtime's terminate flag and answered
+    /// DEADLINE_EXCEEDED. Default: `--max-run-ms` (30000).
+    pub max_run_ms: Option<u64>,
+    /// The most bytes one declared input or output may take at its smallest
+    /// legal shape (and all inputs together); a version over it is FAILED
+    /// before anything is allocated for it. Default: `--max-tensor-bytes`
+    /// (256 MiB).
+    pub max_tensor_bytes: Option<u64>,
     /// What to start, with its defaults, when a new version of this model is
     /// dropped into the repository while serving.
     pub on_new_version: OnNewVersion,
@@ -135,12 +145,19 @@ impl Default for ModelConfig {
             queue_capacity: 256,
             max_batch: 32,
             max_queue_delay_us: 0,
+            max_run_ms: None,
+            max_tensor_bytes: None,
             on_new_version: OnNewVersion::None,
             triggers: TriggerSettings::default(),
             analysis: AnalysisSettings::default(),
         }
     }
 }
+
+/// The largest `max_run_ms` (one day).
+pub const MAX_RUN_MS_CEILING: u64 = 86_400_000;
+/// The largest `max_tensor_bytes` (1 TiB).
+pub const MAX_TENSOR_BYTES_CEILING: u64 = 1 << 40;
 
 /// A model.toml that cannot be used.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -177,6 +194,24 @@ impl ModelConfig {
                 field: "max_queue_delay_us",
                 expected: "at most 1000000 (one second)",
                 got: usize::try_from(self.max_queue_delay_us).unwrap_or(usize::MAX),
+            });
+        }
+        if let Some(ms) = self.max_run_ms
+            && !(1..=MAX_RUN_MS_CEILING).contains(&ms)
+        {
+            return Err(ConfigError::Invalid {
+                field: "max_run_ms",
+                expected: "between 1 and 86400000 (one day)",
+                got: usize::try_from(ms).unwrap_or(usize::MAX),
+            });
+        }
+        if let Some(bytes) = self.max_tensor_bytes
+            && !(1..=MAX_TENSOR_BYTES_CEILING).contains(&bytes)
+        {
+            return Err(ConfigError::Invalid {
+                field: "max_tensor_bytes",
+                expected: "between 1 and 1099511627776 (1 TiB)",
+                got: usize::try_from(bytes).unwrap_or(usize::MAX),
             });
         }
         let number = |field, got: f64, lo: f64, hi: f64, expected| {

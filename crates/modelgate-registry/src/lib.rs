@@ -13,12 +13,13 @@ pub mod config;
 pub mod watch;
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{AnalysisSettings, ConfigError, ModelConfig, OnNewVersion, TriggerSettings};
-use modelgate_runtime::{LoadedModel, ModelOptions, Runtime, VersionQueue};
+use modelgate_runtime::{LoadedModel, ModelOptions, RunStop, Runtime, VersionQueue};
 
 /// File name of a version's model inside its folder.
 pub const MODEL_FILE: &str = "model.onnx";
@@ -39,6 +40,21 @@ pub struct ModelDir {
     pub path: PathBuf,
     pub config: Result<ModelConfig, ConfigError>,
     pub versions: Vec<VersionDir>,
+    /// Folders that are not versions, with why: the caller warns once each.
+    pub skipped: Vec<(String, &'static str)>,
+}
+
+/// Why a folder is not a version, if it is not.
+fn version_number(name: &str) -> Result<u64, &'static str> {
+    const WHY: &str = "version folders are positive integers without leading zeros";
+    match name.parse::<u64>() {
+        Ok(n) if n > 0 && name == n.to_string() => {
+            // Versions travel as int64 (Predict, pins, plans): a larger
+            // number could be listed but never named by a client.
+            if n > i64::MAX as u64 { Err("versions must be at most 9223372036854775807 (int64)") } else { Ok(n) }
+        }
+        _ => Err(WHY),
+    }
 }
 
 /// The repository folder itself cannot be read.
@@ -49,8 +65,10 @@ pub struct ScanError {
     pub source: std::io::Error,
 }
 
-/// Lists models and versions without loading anything. Hidden entries and
-/// folders whose name is not a positive integer are skipped with a warning.
+/// Lists models and versions without loading anything. Hidden entries are
+/// skipped; folders whose name is not a version are listed in
+/// [`ModelDir::skipped`] for the caller to warn about (once: the watcher
+/// scans every few seconds).
 pub fn scan(root: &Path) -> Result<Vec<ModelDir>, ScanError> {
     let err = |source| ScanError { path: root.to_path_buf(), source };
     let mut models = Vec::new();
@@ -67,6 +85,7 @@ pub fn scan(root: &Path) -> Result<Vec<ModelDir>, ScanError> {
             Err(e) => Err(ConfigError::Parse(format!("cannot read: {e}"))),
         };
         let mut versions = Vec::new();
+        let mut skipped = Vec::new();
         let Ok(dir) = std::fs::read_dir(&path) else {
             continue;
         };
@@ -75,22 +94,33 @@ pub fn scan(root: &Path) -> Result<Vec<ModelDir>, ScanError> {
             if !v.path().is_dir() || vname.starts_with('.') {
                 continue;
             }
-            match vname.parse::<u64>() {
-                Ok(n) if n > 0 && vname == n.to_string() => {
-                    versions.push(VersionDir { version: n, path: v.path() })
-                }
-                _ => tracing::warn!(
-                    model = %name,
-                    folder = %vname,
-                    "skipping folder: version folders are positive integers without leading zeros"
-                ),
+            match version_number(&vname) {
+                Ok(n) => versions.push(VersionDir { version: n, path: v.path() }),
+                Err(why) => skipped.push((vname, why)),
             }
         }
         versions.sort_by_key(|v| v.version);
-        models.push(ModelDir { name, path, config, versions });
+        skipped.sort();
+        models.push(ModelDir { name, path, config, versions, skipped });
     }
     models.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(models)
+}
+
+/// Warns about `dir`'s folders that are not versions, once per folder for
+/// the life of the process (the watcher rescans every few seconds).
+pub fn warn_skipped(dir: &ModelDir) {
+    static WARNED: std::sync::Mutex<Option<std::collections::HashSet<PathBuf>>> = std::sync::Mutex::new(None);
+    if dir.skipped.is_empty() {
+        return;
+    }
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    let warned = warned.get_or_insert_with(Default::default);
+    for (folder, why) in &dir.skipped {
+        if warned.insert(dir.path.join(folder)) {
+            tracing::warn!(model = %dir.name, %folder, "skipping folder: {why}");
+        }
+    }
 }
 
 /// A version loaded, warmed and ready to serve.
@@ -163,14 +193,60 @@ impl ModelEntry {
 pub struct LoadSettings {
     /// Sessions per version when model.toml does not say: the executor's threads.
     pub default_sessions: usize,
+    /// `max_tensor_bytes` when model.toml does not say (`--max-tensor-bytes`).
+    pub max_tensor_bytes: u64,
+    /// `max_run_ms` when model.toml does not say (`--max-run-ms`; `None`: no
+    /// limit but the client's deadline).
+    pub max_run: Option<Duration>,
+    /// How long one warm-up run may take (`--warm-up-limit-seconds`).
+    pub warm_up_limit: Duration,
 }
 
-/// Loads one version: sessions, signature, warm-up.
+impl Default for LoadSettings {
+    fn default() -> Self {
+        Self {
+            default_sessions: 1,
+            max_tensor_bytes: modelgate_runtime::DEFAULT_MAX_TENSOR_BYTES,
+            max_run: Some(DEFAULT_MAX_RUN),
+            warm_up_limit: DEFAULT_WARM_UP_LIMIT,
+        }
+    }
+}
+
+/// Default `--max-run-ms`.
+pub const DEFAULT_MAX_RUN: Duration = Duration::from_secs(30);
+/// Default `--warm-up-limit-seconds`.
+pub const DEFAULT_WARM_UP_LIMIT: Duration = Duration::from_secs(60);
+
+/// The text of a caught panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Loads one version: sessions, signature, budget check, warm-up (watched
+/// by `stop`). A panic anywhere in it makes the version FAILED with the
+/// panic's message; it never takes the caller down.
 pub fn load_version(
     runtime: &Runtime,
     dir: &VersionDir,
     config: &ModelConfig,
     settings: &LoadSettings,
+    stop: &RunStop,
+) -> Result<Arc<ReadyVersion>, String> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| load_version_unguarded(runtime, dir, config, settings, stop)))
+        .unwrap_or_else(|panic| Err(format!("loading panicked: {}", panic_message(panic.as_ref()))))
+}
+
+fn load_version_unguarded(
+    runtime: &Runtime,
+    dir: &VersionDir,
+    config: &ModelConfig,
+    settings: &LoadSettings,
+    stop: &RunStop,
 ) -> Result<Arc<ReadyVersion>, String> {
     let file = dir.path.join(MODEL_FILE);
     if !file.is_file() {
@@ -180,10 +256,11 @@ pub fn load_version(
         sessions: config.sessions.unwrap_or(settings.default_sessions).max(1),
         intra_op_threads: config.intra_op_threads,
         inter_op_threads: config.inter_op_threads,
+        max_tensor_bytes: config.max_tensor_bytes.unwrap_or(settings.max_tensor_bytes),
     };
     let before = resident_bytes();
     let model = LoadedModel::load(runtime, &file, &options).map_err(|e| e.to_string())?;
-    let warm_up = model.warm_up().map_err(|e| e.to_string())?;
+    let warm_up = model.warm_up(stop, settings.warm_up_limit).map_err(|e| e.to_string())?;
     let memory_bytes = match (before, resident_bytes()) {
         (Some(b), Some(a)) => a.saturating_sub(b),
         _ => 0,
@@ -192,7 +269,8 @@ pub fn load_version(
         max_batch: config.max_batch,
         max_queue_delay: std::time::Duration::from_micros(config.max_queue_delay_us),
     };
-    let queue = VersionQueue::with_batching(Arc::new(model), config.queue_capacity, batching);
+    let max_run = config.max_run_ms.map(Duration::from_millis).or(settings.max_run);
+    let queue = VersionQueue::with_limits(Arc::new(model), config.queue_capacity, batching, max_run);
     Ok(Arc::new(ReadyVersion { version: dir.version, queue, warm_up, memory_bytes }))
 }
 
@@ -204,7 +282,9 @@ pub fn load_repository(
     settings: &LoadSettings,
 ) -> Result<Vec<ModelEntry>, ScanError> {
     let mut out = Vec::new();
+    let stop = RunStop::new().map_err(|e| ScanError { path: root.to_path_buf(), source: std::io::Error::other(e) })?;
     for dir in scan(root)? {
+        warn_skipped(&dir);
         let (config, config_err) = match dir.config {
             Ok(c) => (c, None),
             Err(e) => (ModelConfig::default(), Some(e.to_string())),
@@ -213,7 +293,7 @@ pub fn load_repository(
         for v in &dir.versions {
             let state = match &config_err {
                 Some(e) => VersionState::Failed(e.clone()),
-                None => match load_version(runtime, v, &config, settings) {
+                None => match load_version(runtime, v, &config, settings, &stop) {
                     Ok(ready) => {
                         tracing::info!(
                             model = %dir.name,
@@ -246,7 +326,7 @@ mod tests {
     fn scan_reads_layout_and_skips_non_versions() {
         let tmp = tempfile::tempdir().unwrap();
         let m = tmp.path().join("m");
-        for v in ["1", "10", "2", "01", "x", "0"] {
+        for v in ["1", "10", "2", "01", "x", "0", "18446744073709551615", "9223372036854775808", "9223372036854775807"] {
             std::fs::create_dir_all(m.join(v)).unwrap();
         }
         std::fs::create_dir_all(tmp.path().join(".hidden/1")).unwrap();
@@ -255,7 +335,10 @@ mod tests {
         assert_eq!(models.len(), 1);
         assert_eq!(models[0].name, "m");
         let versions: Vec<u64> = models[0].versions.iter().map(|v| v.version).collect();
-        assert_eq!(versions, vec![1, 2, 10]);
+        assert_eq!(versions, vec![1, 2, 10, 9223372036854775807]);
+        let skipped: Vec<&str> = models[0].skipped.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(skipped, vec!["0", "01", "18446744073709551615", "9223372036854775808", "x"]);
+        assert!(models[0].skipped.iter().any(|(f, why)| f == "9223372036854775808" && why.contains("int64")));
         assert_eq!(models[0].config.as_ref().unwrap().queue_capacity, 3);
     }
 

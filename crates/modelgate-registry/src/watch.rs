@@ -10,14 +10,22 @@
 //!
 //! A version whose folder disappears is unloaded only when it serves no
 //! traffic; until then the removal is refused with a warning and re-checked.
+//!
+//! Nothing in a model file may stop the watcher: each load runs under
+//! `catch_unwind` (a panic makes that version FAILED), a warm-up is stopped
+//! at its time limit, and a panic anywhere else in a pass is logged,
+//! reported to the listener (a metric) and the watcher goes on with its next
+//! pass. Dropping the watcher stops a warm-up in progress instead of waiting
+//! for it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use modelgate_runtime::Runtime;
+use modelgate_runtime::{RunStop, Runtime};
 use notify::Watcher;
 
 use crate::{
@@ -33,6 +41,9 @@ pub trait RepositoryListener: Send + Sync + 'static {
     /// A version appeared while serving and is READY (called after `publish`,
     /// so it is already routable), with its model's settings.
     fn version_ready(&self, _model: &str, _version: u64, _config: &ModelConfig) {}
+    /// A pass of the watcher panicked (the message); it goes on with the next
+    /// pass. Count it where an operator sees it.
+    fn watcher_panicked(&self, _message: &str) {}
 }
 
 /// How often to look, and how long a new file must be still.
@@ -67,6 +78,8 @@ pub struct RepositoryWatcher {
     handle: WatchHandle,
     stop: Option<crossbeam_channel::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    /// Stops a warm-up in progress when the watcher is dropped.
+    runs: Option<Arc<RunStop>>,
     _fs: Option<notify::RecommendedWatcher>,
 }
 
@@ -82,11 +95,18 @@ impl RepositoryWatcher {
     }
 }
 
+/// How long dropping the watcher waits for its thread (a load may be inside
+/// ONNX Runtime's session builder, which cannot be stopped).
+const STOP_WAIT: Duration = Duration::from_secs(3);
+
 impl Drop for RepositoryWatcher {
     fn drop(&mut self) {
         self.stop.take();
+        if let Some(runs) = &self.runs {
+            runs.shut_down();
+        }
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            modelgate_runtime::executor::join_within(vec![t], STOP_WAIT);
         }
     }
 }
@@ -116,7 +136,9 @@ struct State {
     /// Removals already warned about.
     refused: HashMap<(String, u64), Instant>,
     /// Versions unloaded on request; never loaded again by this process.
-    retired: std::collections::HashSet<(String, u64)>,
+    retired: HashSet<(String, u64)>,
+    /// Watches warm-ups (time limit, shutdown).
+    runs: Arc<RunStop>,
 }
 
 /// Starts watching `root`. `initial` is what was loaded at start.
@@ -160,7 +182,21 @@ pub fn watch(
             }
         }
     }
+    let runs = match RunStop::new() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch the model repository");
+            return RepositoryWatcher {
+                handle: WatchHandle { commands: crossbeam_channel::unbounded().0 },
+                stop: None,
+                thread: None,
+                runs: None,
+                _fs: fs,
+            };
+        }
+    };
     let mut state = State {
+        runs,
         runtime,
         root: root.to_path_buf(),
         load,
@@ -169,50 +205,84 @@ pub fn watch(
         pending: HashMap::new(),
         known,
         refused: HashMap::new(),
-        retired: std::collections::HashSet::new(),
+        retired: HashSet::new(),
     };
     let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<(String, u64)>();
+    let runs = Arc::clone(&state.runs);
     let thread = std::thread::Builder::new()
         .name("model-watch".into())
         .spawn(move || {
             loop {
-                let timeout =
-                    if state.pending.is_empty() { state.settings.rescan } else { state.settings.settle / 2 };
-                crossbeam_channel::select! {
-                    recv(stop_rx) -> _ => return,
-                    recv(cmd_rx) -> cmd => {
-                        if let Ok((model, version)) = cmd
-                            && state.retire(&model, version)
-                        {
-                            let entries: Vec<ModelEntry> = state.entries.values().cloned().collect();
-                            listener.publish(&entries);
-                        }
-                        continue;
-                    }
-                    recv(wake_rx) -> _ => {
-                        // Let a burst of events (a copy, a rename) finish first.
-                        std::thread::sleep(Duration::from_millis(50));
-                        while wake_rx.try_recv().is_ok() {}
-                    }
-                    default(timeout) => {}
-                }
-                let added = state.rescan(listener.as_ref());
-                if let Some(added) = added {
-                    let entries: Vec<ModelEntry> = state.entries.values().cloned().collect();
-                    listener.publish(&entries);
-                    for (model, version) in added {
-                        if let Some(m) = state.entries.get(&model) {
-                            listener.version_ready(&model, version, &m.config);
-                        }
+                // A panic in a pass is reported and the next pass goes on:
+                // the watcher never stops while the gateway serves.
+                let pass = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    state.pass(listener.as_ref(), &stop_rx, &cmd_rx, &wake_rx)
+                }));
+                match pass {
+                    Ok(Pass::Continue) => {}
+                    Ok(Pass::Stop) => return,
+                    Err(panic) => {
+                        let message = crate::panic_message(panic.as_ref());
+                        tracing::error!(%message, "the model watcher's pass panicked; it goes on with the next pass");
+                        listener.watcher_panicked(&message);
+                        // Never a hot loop, whatever keeps panicking.
+                        std::thread::sleep(state.settings.rescan.min(Duration::from_secs(1)));
                     }
                 }
             }
         })
         .ok();
-    RepositoryWatcher { handle: WatchHandle { commands: cmd_tx }, stop: Some(stop_tx), thread, _fs: fs }
+    RepositoryWatcher { handle: WatchHandle { commands: cmd_tx }, stop: Some(stop_tx), thread, runs: Some(runs), _fs: fs }
+}
+
+/// What the watcher does after a pass.
+enum Pass {
+    Continue,
+    Stop,
 }
 
 impl State {
+    /// Waits for something to do (a stop, a command, a filesystem event or
+    /// the rescan period) and does it.
+    fn pass(
+        &mut self,
+        listener: &dyn RepositoryListener,
+        stop_rx: &crossbeam_channel::Receiver<()>,
+        cmd_rx: &crossbeam_channel::Receiver<(String, u64)>,
+        wake_rx: &crossbeam_channel::Receiver<()>,
+    ) -> Pass {
+        let timeout = if self.pending.is_empty() { self.settings.rescan } else { self.settings.settle / 2 };
+        crossbeam_channel::select! {
+            recv(stop_rx) -> _ => return Pass::Stop,
+            recv(cmd_rx) -> cmd => {
+                if let Ok((model, version)) = cmd
+                    && self.retire(&model, version)
+                {
+                    let entries: Vec<ModelEntry> = self.entries.values().cloned().collect();
+                    listener.publish(&entries);
+                }
+                return Pass::Continue;
+            }
+            recv(wake_rx) -> _ => {
+                // Let a burst of events (a copy, a rename) finish first.
+                std::thread::sleep(Duration::from_millis(50));
+                while wake_rx.try_recv().is_ok() {}
+            }
+            default(timeout) => {}
+        }
+        let added = self.rescan(listener);
+        if let Some(added) = added {
+            let entries: Vec<ModelEntry> = self.entries.values().cloned().collect();
+            listener.publish(&entries);
+            for (model, version) in added {
+                if let Some(m) = self.entries.get(&model) {
+                    listener.version_ready(&model, version, &m.config);
+                }
+            }
+        }
+        Pass::Continue
+    }
+
     /// Unloads a version; true if it was loaded.
     fn retire(&mut self, model: &str, version: u64) -> bool {
         self.retired.insert((model.to_string(), version));
@@ -238,6 +308,7 @@ impl State {
         let now = Instant::now();
         let mut present: HashMap<(String, u64), ()> = HashMap::new();
         for dir in dirs {
+            crate::warn_skipped(&dir);
             let config = match &dir.config {
                 Ok(c) => c.clone(),
                 Err(_) => ModelConfig::default(),
@@ -275,7 +346,7 @@ impl State {
                 }
                 let state = match &dir.config {
                     Err(e) => VersionState::Failed(e.to_string()),
-                    Ok(_) => match load_version(&self.runtime, v, &config, &self.load) {
+                    Ok(_) => match load_version(&self.runtime, v, &config, &self.load, &self.runs) {
                         Ok(ready) => {
                             tracing::info!(model = %dir.name, version = v.version, sha256 = %ready.model().sha256(), "new version READY");
                             added.push((dir.name.clone(), v.version));

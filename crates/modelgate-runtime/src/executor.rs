@@ -11,7 +11,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use crate::budget::CpuBudget;
 use crate::model::LoadedModel;
 use crate::tensor::Tensor;
+use crate::watchdog::{RunStop, StopReason};
 
 /// One inference request, validated and ready to run.
 pub struct InferJob {
@@ -39,6 +40,10 @@ pub struct InferJob {
     /// span (closed when a thread picks the job up). `None` when no one
     /// collects spans.
     pub trace: Option<JobTrace>,
+    /// Set when a thread starts running the job, for a caller that stops
+    /// waiting (its deadline) to say whether the request ran. `None`: no one
+    /// asks (see [`InferJob::report_start`]).
+    pub started: Option<Arc<AtomicBool>>,
 }
 
 /// The spans a job carries across to the executor thread.
@@ -69,7 +74,33 @@ impl InferJob {
         deadline: Option<Instant>,
     ) -> (Self, oneshot::Receiver<Result<InferOutput, RunError>>) {
         let (reply, rx) = oneshot::channel();
-        (Self { inputs, outputs, deadline, enqueued: Instant::now(), reply, trace: None, traffic: true }, rx)
+        (
+            Self {
+                inputs,
+                outputs,
+                deadline,
+                enqueued: Instant::now(),
+                reply,
+                trace: None,
+                traffic: true,
+                started: None,
+            },
+            rx,
+        )
+    }
+
+    /// The same job, setting the returned flag when a thread starts running
+    /// it (one allocation: only for callers that may stop waiting early).
+    pub fn report_start(mut self) -> (Self, Arc<AtomicBool>) {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.started = Some(Arc::clone(&flag));
+        (self, flag)
+    }
+
+    /// Whether nobody waits for the job any more at `now`: its caller went
+    /// away, or its deadline passed.
+    pub fn abandoned(&self, now: Instant) -> bool {
+        self.reply.is_closed() || self.deadline.is_some_and(|d| d <= now)
     }
 
     /// The same job, not counted as traffic (the gateway's own checks).
@@ -100,8 +131,23 @@ pub struct InferOutput {
 pub enum RunError {
     #[error("deadline exceeded after {waited:?} in the queue; the request was not run")]
     DeadlineExceeded { waited: Duration },
+    /// The run was terminated through ONNX Runtime's terminate flag.
+    #[error("the run was stopped after {ran:?}: {reason}")]
+    Stopped { reason: StopReason, ran: Duration },
+    /// ONNX Runtime could not allocate what the run needed (a tensor sized by
+    /// the request, most often).
+    #[error("ONNX Runtime could not allocate memory for this request: {0}")]
+    OutOfMemory(String),
     #[error("inference failed: {0}")]
     Inference(String),
+}
+
+impl RunError {
+    /// The error for a failed ORT run, by what ORT said.
+    fn from_ort(message: String) -> Self {
+        const OOM: [&str; 4] = ["Failed to allocate memory", "bad_alloc", "bad allocation", "out of memory"];
+        if OOM.iter().any(|m| message.contains(m)) { Self::OutOfMemory(message) } else { Self::Inference(message) }
+    }
 }
 
 /// A job could not be queued.
@@ -167,6 +213,8 @@ pub struct VersionQueue {
     jobs: ArrayQueue<InferJob>,
     stats: QueueStats,
     batching: Batching,
+    /// A run longer than this is stopped (model.toml `max_run_ms`).
+    max_run: Option<Duration>,
 }
 
 impl std::fmt::Debug for VersionQueue {
@@ -195,7 +243,28 @@ impl VersionQueue {
             jobs: ArrayQueue::new(capacity.max(1)),
             stats: QueueStats::default(),
             batching,
+            max_run: None,
         })
+    }
+
+    /// A queue as [`Self::with_batching`] whose runs are stopped after
+    /// `max_run` (none: only deadlines and cancellation stop them).
+    pub fn with_limits(
+        model: Arc<LoadedModel>,
+        capacity: usize,
+        batching: Batching,
+        max_run: Option<Duration>,
+    ) -> Arc<Self> {
+        let mut queue = Self::with_batching(model, capacity, batching);
+        if let Some(q) = Arc::get_mut(&mut queue) {
+            q.max_run = max_run;
+        }
+        queue
+    }
+
+    /// How long one run may take before it is stopped.
+    pub fn max_run(&self) -> Option<Duration> {
+        self.max_run
     }
 
     /// The batching in effect.
@@ -246,6 +315,8 @@ pub struct ExecutorConfig {
 pub struct Executor {
     tickets: crossbeam_channel::Sender<Arc<VersionQueue>>,
     threads: Vec<JoinHandle<()>>,
+    /// Each thread's stop handle: how shutdown ends runs still going.
+    stops: Vec<Arc<RunStop>>,
     size: usize,
     budget: Option<Arc<CpuBudget>>,
 }
@@ -262,21 +333,25 @@ impl Executor {
         let size = config.threads.max(1);
         let (tx, rx) = crossbeam_channel::unbounded::<Arc<VersionQueue>>();
         let mut threads = Vec::with_capacity(size);
+        let mut stops = Vec::with_capacity(size);
         for slot in 0..size {
             let rx = rx.clone();
             let background = config.background;
             let budget = config.cpu_budget.clone();
             let session_slot = slot + config.slot_offset;
+            let stop = RunStop::new().map_err(std::io::Error::other)?;
+            stops.push(Arc::clone(&stop));
             let handle =
                 std::thread::Builder::new().name(format!("{}-{slot}", config.name)).spawn(move || {
                     if background {
                         make_background();
                     }
-                    worker(session_slot, rx, budget.as_deref())
+                    let mut runner = Runner { slot: session_slot, stop, pending: Vec::new() };
+                    worker(&mut runner, rx, budget.as_deref())
                 })?;
             threads.push(handle);
         }
-        Ok(Self { tickets: tx, threads, size, budget: config.cpu_budget })
+        Ok(Self { tickets: tx, threads, stops, size, budget: config.cpu_budget })
     }
 
     /// Whether the CPU budget (if any) has room for more work.
@@ -304,13 +379,17 @@ impl Executor {
         self.tickets.send(Arc::clone(queue)).map_err(|_| SubmitError::Shutdown)
     }
 
-    /// Stops accepting work, lets the threads finish what is queued, and joins them.
+    /// Stops accepting work, stops runs still going (ORT's terminate flag;
+    /// what is still queued is answered at once) and joins the threads,
+    /// waiting at most `SHUTDOWN_JOIN` for them: a run stuck inside one node
+    /// cannot be stopped, and shutdown must not wait on it.
     pub fn shutdown(self) {
-        let Self { tickets, threads, .. } = self;
+        let Self { tickets, threads, stops, .. } = self;
         drop(tickets);
-        for t in threads {
-            let _ = t.join();
+        for stop in &stops {
+            stop.shut_down();
         }
+        join_within(threads, SHUTDOWN_JOIN);
     }
 }
 
@@ -357,16 +436,46 @@ pub fn is_background() -> bool {
     false
 }
 
-fn worker(slot: usize, tickets: crossbeam_channel::Receiver<Arc<VersionQueue>>, budget: Option<&CpuBudget>) {
+/// How long [`Executor::shutdown`] waits for its threads.
+pub const SHUTDOWN_JOIN: Duration = Duration::from_secs(3);
+
+/// Joins `threads`, giving up (and leaving them detached) after `within`.
+pub fn join_within(threads: Vec<JoinHandle<()>>, within: Duration) {
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
+    let joiner = std::thread::Builder::new().name("join".into()).spawn(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+        let _ = done_tx.send(());
+    });
+    if joiner.is_ok() && done_rx.recv_timeout(within).is_err() {
+        tracing::warn!(
+            seconds = within.as_secs_f64(),
+            "inference threads still busy in ONNX Runtime after shutdown; not waiting for them"
+        );
+    }
+}
+
+/// One executor thread's own state.
+struct Runner {
+    /// The session slot this thread uses.
+    slot: usize,
+    stop: Arc<RunStop>,
+    /// The jobs of the run in progress, while the watchdog does not hold
+    /// them (kept to reuse its allocation).
+    pending: Vec<InferJob>,
+}
+
+fn worker(runner: &mut Runner, tickets: crossbeam_channel::Receiver<Arc<VersionQueue>>, budget: Option<&CpuBudget>) {
     while let Ok(queue) = tickets.recv() {
         // Another thread may have taken this ticket's job already; a ticket is
         // a hint that the queue has work, not a claim on a particular job.
         let Some(job) = queue.jobs.pop() else { continue };
         let run = || {
             if queue.batching.max_batch <= 1 {
-                run_jobs(slot, &queue, job, Vec::new());
+                run_jobs(runner, &queue, job, Vec::new());
             } else {
-                run_batches(slot, &queue, job);
+                run_batches(runner, &queue, job);
             }
         };
         match budget {
@@ -378,7 +487,7 @@ fn worker(slot: usize, tickets: crossbeam_channel::Receiver<Arc<VersionQueue>>, 
 
 /// Gathers batches starting with `first` and runs them until no job is left
 /// over. A job that would overflow a batch starts the next one.
-fn run_batches(slot: usize, queue: &VersionQueue, first: InferJob) {
+fn run_batches(runner: &mut Runner, queue: &VersionQueue, first: InferJob) {
     let b = queue.batching;
     let mut next = Some(first);
     while let Some(first) = next.take() {
@@ -407,7 +516,7 @@ fn run_batches(slot: usize, queue: &VersionQueue, first: InferJob) {
             // Waiting for more (max_queue_delay > 0): a short sleep, not a spin.
             std::thread::sleep((until - now).min(Duration::from_micros(50)));
         }
-        run_jobs(slot, queue, first, rest);
+        run_jobs(runner, queue, first, rest);
     }
 }
 
@@ -462,14 +571,63 @@ fn inference_span(
     })
 }
 
+/// Runs ORT under `runner`'s watch (the jobs it answers are in
+/// `runner.pending`), turning a panic inside it into an error and a stop
+/// into [`RunError::Stopped`] for each job, by what that job was waiting for.
+fn watched_run(
+    runner: &mut Runner,
+    queue: &VersionQueue,
+    inputs: &[Tensor],
+    outputs: &[String],
+) -> (Result<Vec<Tensor>, RunError>, Option<StopReason>) {
+    let started = Instant::now();
+    for job in &runner.pending {
+        if let Some(flag) = &job.started {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+    let slot = runner.slot;
+    let options = runner.stop.options();
+    let (result, stopped) = runner.stop.watch(queue.max_run, &mut runner.pending, || {
+        guarded_run(slot, queue, inputs, outputs, options)
+    });
+    let result = match stopped {
+        // Terminated: whatever ORT said, the reason is ours (a run that
+        // finished just as the flag was set still answers its result).
+        Some(reason) if result.is_err() => Err(RunError::Stopped { reason, ran: started.elapsed() }),
+        _ => result.map_err(RunError::from_ort),
+    };
+    (result, stopped)
+}
+
+/// The error a stopped run gives `job`: the run's own limit or shutdown
+/// if that stopped it, else what this job was waiting for.
+fn stop_for(job: &InferJob, error: &RunError, now: Instant) -> RunError {
+    match error {
+        RunError::Stopped { reason: reason @ (StopReason::Deadline | StopReason::Cancelled), ran } => {
+            let reason = if job.deadline.is_some_and(|d| d <= now) {
+                StopReason::Deadline
+            } else if job.reply.is_closed() {
+                StopReason::Cancelled
+            } else {
+                *reason
+            };
+            RunError::Stopped { reason, ran: *ran }
+        }
+        other => other.clone(),
+    }
+}
+
 /// Runs ORT, turning a panic inside it into an error.
 fn guarded_run(
     slot: usize,
     queue: &VersionQueue,
     inputs: &[Tensor],
     outputs: &[String],
+    options: &ort::session::RunOptions,
 ) -> Result<Vec<Tensor>, String> {
-    std::panic::catch_unwind(AssertUnwindSafe(|| queue.model.run(slot, inputs, outputs))).unwrap_or_else(
+    std::panic::catch_unwind(AssertUnwindSafe(|| queue.model.run_with(slot, inputs, outputs, Some(options))))
+        .unwrap_or_else(
         |panic| {
             let msg = panic
                 .downcast_ref::<&str>()
@@ -484,7 +642,7 @@ fn guarded_run(
 fn reply(
     queue: &VersionQueue,
     job: InferJob,
-    result: Result<Vec<Tensor>, String>,
+    result: Result<Vec<Tensor>, RunError>,
     started: Instant,
     run_time: Duration,
 ) {
@@ -500,18 +658,24 @@ fn reply(
             if job.traffic {
                 queue.stats.failed.fetch_add(1, Ordering::Relaxed);
             }
-            Err(RunError::Inference(e))
+            Err(stop_for(&job, &e, Instant::now()))
         }
     };
     let _ = job.reply.send(reply);
 }
 
 /// Runs one job on its own.
-fn run_one(slot: usize, queue: &VersionQueue, mut job: InferJob, started: Instant) {
+fn run_one(runner: &mut Runner, queue: &VersionQueue, mut job: InferJob, started: Instant) {
     let rows = job.rows();
-    let spans = inference_span(&mut job, rows, slot);
+    let spans = inference_span(&mut job, rows, runner.slot);
     let entered = spans.as_ref().map(|(span, _)| span.enter());
-    let result = guarded_run(slot, queue, &job.inputs, &job.outputs);
+    // The watchdog holds the job while it runs; its inputs and outputs stay here.
+    let inputs = Arc::clone(&job.inputs);
+    let outputs = std::mem::take(&mut job.outputs);
+    runner.pending.push(job);
+    let (result, _) = watched_run(runner, queue, &inputs, &outputs);
+    let Some(mut job) = runner.pending.pop() else { return };
+    job.outputs = outputs;
     // The spans end before the reply, so they end inside the request's.
     drop(entered);
     drop(spans);
@@ -522,11 +686,11 @@ fn run_one(slot: usize, queue: &VersionQueue, mut job: InferJob, started: Instan
 /// Runs `jobs` (all of `queue`'s version): alone when there is one, else as
 /// one batch. A batch that cannot be stacked, or that fails, is run request
 /// by request, so an error lands only on the request that caused it.
-fn run_jobs(slot: usize, queue: &VersionQueue, first: InferJob, rest: Vec<InferJob>) {
+fn run_jobs(runner: &mut Runner, queue: &VersionQueue, first: InferJob, rest: Vec<InferJob>) {
     let started = Instant::now();
     if rest.is_empty() {
         if let Some(job) = admit_one(queue, first, started) {
-            run_one(slot, queue, job, started);
+            run_one(runner, queue, job, started);
         }
         return;
     }
@@ -535,26 +699,38 @@ fn run_jobs(slot: usize, queue: &VersionQueue, first: InferJob, rest: Vec<InferJ
     let mut jobs = admit(queue, jobs, started);
     if jobs.len() <= 1 {
         if let Some(job) = jobs.pop() {
-            run_one(slot, queue, job, started);
+            run_one(runner, queue, job, started);
         }
         return;
     }
     let Some(batch) = stack(queue, &jobs) else {
         for job in jobs {
-            run_one(slot, queue, job, Instant::now());
+            run_one(runner, queue, job, Instant::now());
         }
         return;
     };
     let rows: Vec<usize> = jobs.iter().map(InferJob::rows).collect();
     let total: usize = rows.iter().sum();
-    let spans: Vec<_> = jobs.iter_mut().map(|j| inference_span(j, total, slot)).collect();
+    let spans: Vec<_> = jobs.iter_mut().map(|j| inference_span(j, total, runner.slot)).collect();
     for (span, _) in spans.iter().flatten() {
         span.record("requests_in_batch", jobs.len() as i64);
     }
-    let result = guarded_run(slot, queue, &batch.inputs, &batch.outputs);
+    // The watchdog holds the batch's jobs while it runs.
+    let mut watched = std::mem::replace(&mut runner.pending, jobs);
+    let (result, stopped) = watched_run(runner, queue, &batch.inputs, &batch.outputs);
+    std::mem::swap(&mut runner.pending, &mut watched);
+    let jobs = watched;
     let run_time = started.elapsed();
-    let split = result.ok().and_then(|outputs| unstack(&outputs, &rows));
     drop(spans);
+    if let (Some(_), Err(error)) = (stopped, &result) {
+        // Stopped: every job gets the stop, none is retried.
+        queue.stats.record_run(total);
+        for job in jobs {
+            reply(queue, job, Err(error.clone()), started, run_time);
+        }
+        return;
+    }
+    let split = result.ok().and_then(|outputs| unstack(&outputs, &rows));
     match split {
         Some(per_job) => {
             queue.stats.record_run(total);
@@ -566,7 +742,7 @@ fn run_jobs(slot: usize, queue: &VersionQueue, first: InferJob, rest: Vec<InferJ
         None => {
             queue.stats.batch_retries.fetch_add(1, Ordering::Relaxed);
             for job in jobs {
-                run_one(slot, queue, job, Instant::now());
+                run_one(runner, queue, job, Instant::now());
             }
         }
     }

@@ -8,6 +8,7 @@ pub mod library;
 pub mod model;
 pub mod signature;
 pub mod tensor;
+pub mod watchdog;
 
 pub use budget::CpuBudget;
 pub use executor::{
@@ -15,7 +16,8 @@ pub use executor::{
     SPAN_TARGET, SubmitError, VersionQueue,
 };
 pub use library::{LibraryError, LibrarySource};
-pub use model::{LoadError, LoadedModel, ModelOptions};
+pub use model::{DEFAULT_MAX_TENSOR_BYTES, LoadError, LoadedModel, ModelOptions};
+pub use watchdog::{RunStop, StopReason};
 pub use signature::{Dim, InputError, Signature, TensorSpec};
 pub use tensor::{DataType, Tensor, TensorData};
 

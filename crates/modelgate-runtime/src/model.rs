@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use ort::session::SessionInputValue;
+use ort::session::{RunOptions, SessionInputValue};
 use ort::session::{Session, builder::GraphOptimizationLevel};
 use ort::value::{DynValue, Tensor as OrtTensor, TensorRef, ValueType};
 use sha2::{Digest, Sha256};
@@ -12,6 +12,13 @@ use sha2::{Digest, Sha256};
 use crate::Runtime;
 use crate::signature::{Dim, Signature, TensorSpec};
 use crate::tensor::{DataType, Tensor, TensorData, element_count};
+use crate::watchdog::{RunStop, StopReason};
+
+/// Default budget for a version's declared tensor sizes
+/// ([`ModelOptions::max_tensor_bytes`]): 256 MiB, four times the default
+/// request limit (a fixed input larger than a request can carry could never
+/// be served anyway).
+pub const DEFAULT_MAX_TENSOR_BYTES: u64 = 256 << 20;
 
 /// How a version's sessions are built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,11 +30,15 @@ pub struct ModelOptions {
     pub intra_op_threads: usize,
     /// ORT inter-op threads per session.
     pub inter_op_threads: usize,
+    /// The most bytes one declared input or output may take at its smallest
+    /// legal shape (dynamic dimensions at 1), and all inputs together: a
+    /// version over it is refused before anything is allocated for it.
+    pub max_tensor_bytes: u64,
 }
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        Self { sessions: 1, intra_op_threads: 1, inter_op_threads: 1 }
+        Self { sessions: 1, intra_op_threads: 1, inter_op_threads: 1, max_tensor_bytes: DEFAULT_MAX_TENSOR_BYTES }
     }
 }
 
@@ -42,6 +53,13 @@ pub enum LoadError {
     UnsupportedType { which: &'static str, name: String, ty: String },
     #[error("warm-up inference failed: {0}")]
     WarmUp(String),
+    #[error("warm-up stopped: {0}")]
+    WarmUpStopped(StopReason),
+    #[error(
+        "{which} '{name}' declares shape {shape} of {dtype}: {size}, over the budget of {budget} bytes for a \
+         version's declared tensors (max_tensor_bytes in model.toml, --max-tensor-bytes)"
+    )]
+    TooLarge { which: &'static str, name: String, shape: String, dtype: DataType, size: String, budget: u64 },
     #[error("sessions must be at least 1")]
     NoSessions,
 }
@@ -86,12 +104,18 @@ impl LoadedModel {
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let prepacked = ort::session::builder::PrepackedWeights::new();
         let mut sessions = Vec::with_capacity(options.sessions);
-        for _ in 0..options.sessions {
+        let first =
+            build_session(runtime, &bytes, options, &prepacked).map_err(|e| LoadError::Ort(e.to_string()))?;
+        let signature = read_signature(&first)?;
+        // Before anything is allocated for the declared shapes (more sessions,
+        // warm-up tensors): a 75-byte file may declare a 4 TB input.
+        check_budget(&signature, options.max_tensor_bytes)?;
+        sessions.push(first);
+        for _ in 1..options.sessions {
             let session = build_session(runtime, &bytes, options, &prepacked)
                 .map_err(|e| LoadError::Ort(e.to_string()))?;
             sessions.push(session);
         }
-        let signature = read_signature(&sessions[0])?;
         Ok(Self {
             path: path.to_path_buf(),
             signature,
@@ -132,15 +156,25 @@ impl LoadedModel {
         self.sessions.len()
     }
 
-    /// Runs one inference on every session with a batch of one (dynamic
-    /// dimensions set to 1, zeros or empty strings), so the first real request
-    /// does not pay for ORT's first-run allocations. Returns the slowest run.
-    pub fn warm_up(&self) -> Result<Duration, LoadError> {
+    /// Runs one inference on every session with the smallest legal inputs
+    /// (dynamic dimensions set to 1, zeros or empty strings), so the first
+    /// real request does not pay for ORT's first-run allocations. Each run is
+    /// watched by `stop` and terminated after `limit` (or when `stop` shuts
+    /// down): a model whose graph never ends is FAILED, not a pinned core.
+    /// Returns the slowest run.
+    pub fn warm_up(&self, stop: &RunStop, limit: Duration) -> Result<Duration, LoadError> {
         let inputs: Vec<Tensor> = self.signature.inputs.iter().map(zero_tensor).collect();
         let mut slowest = Duration::ZERO;
+        let mut no_jobs = Vec::new();
         for i in 0..self.sessions.len() {
             let start = Instant::now();
-            self.run(i, &inputs, &[]).map_err(|e| LoadError::WarmUp(e.to_string()))?;
+            let (result, stopped) =
+                stop.watch(Some(limit), &mut no_jobs, || self.run_with(i, &inputs, &[], Some(stop.options())));
+            match (result, stopped) {
+                (Ok(_), _) => {}
+                (Err(_), Some(reason)) => return Err(LoadError::WarmUpStopped(reason)),
+                (Err(e), None) => return Err(LoadError::WarmUp(e)),
+            }
             slowest = slowest.max(start.elapsed());
         }
         Ok(slowest)
@@ -150,13 +184,29 @@ impl LoadedModel {
     /// passed [`Signature::check_inputs`]; `outputs` empty means all outputs.
     /// Blocking: call it from an executor thread, never from async code.
     pub fn run(&self, slot: usize, inputs: &[Tensor], outputs: &[String]) -> Result<Vec<Tensor>, String> {
+        self.run_with(slot, inputs, outputs, None)
+    }
+
+    /// [`Self::run`] with run options: those of a [`RunStop`], so that the
+    /// run can be terminated.
+    pub fn run_with(
+        &self,
+        slot: usize,
+        inputs: &[Tensor],
+        outputs: &[String],
+        options: Option<&RunOptions>,
+    ) -> Result<Vec<Tensor>, String> {
         let values =
             inputs.iter().map(|t| to_ort(t).map(|v| (t.name.as_str(), v))).collect::<Result<Vec<_>, _>>()?;
         let idx = slot % self.sessions.len();
         // A poisoned lock only means an earlier run panicked mid-call; the
         // session itself holds no Rust invariants, so keep using it.
         let mut session = self.sessions[idx].lock().unwrap_or_else(|p| p.into_inner());
-        let result = session.run(values).map_err(|e| e.to_string())?;
+        let result = match options {
+            Some(options) => session.run_with_options(values, options),
+            None => session.run(values),
+        }
+        .map_err(|e| e.to_string())?;
         let wanted: Vec<&TensorSpec> = if outputs.is_empty() {
             self.signature.outputs.iter().collect()
         } else {
@@ -222,6 +272,45 @@ fn read_signature(session: &Session) -> Result<Signature, LoadError> {
             .map(|o| spec("output", o.name(), o.dtype()))
             .collect::<Result<_, _>>()?,
     })
+}
+
+/// Bytes of `spec` at its smallest legal shape, or `None` when the count
+/// overflows. Strings count as the `String` each element becomes.
+fn declared_bytes(spec: &TensorSpec) -> Option<u128> {
+    let elements = spec.unit_shape().iter().try_fold(1u128, |acc, &d| acc.checked_mul(u128::try_from(d).ok()?))?;
+    let size = spec.dtype.element_size().unwrap_or(std::mem::size_of::<String>()) as u128;
+    elements.checked_mul(size)
+}
+
+/// Refuses a signature whose declared tensors (each input and output, and
+/// the inputs together, at their smallest legal shape) exceed `budget` bytes.
+pub fn check_budget(signature: &Signature, budget: u64) -> Result<(), LoadError> {
+    let too_large = |which: &'static str, spec: &TensorSpec, bytes: Option<u128>| LoadError::TooLarge {
+        which,
+        name: spec.name.chars().take(128).collect(),
+        shape: crate::signature::DimsDisplay(&spec.dims).to_string(),
+        dtype: spec.dtype,
+        size: bytes.map_or_else(|| "more bytes than a 128-bit count holds".into(), |b| format!("{b} bytes")),
+        budget,
+    };
+    let mut inputs_total: u128 = 0;
+    for (which, specs) in [("input", &signature.inputs), ("output", &signature.outputs)] {
+        for spec in specs {
+            let bytes = declared_bytes(spec);
+            match bytes {
+                Some(b) if b <= u128::from(budget) => {
+                    if which == "input" {
+                        inputs_total = inputs_total.saturating_add(b);
+                        if inputs_total > u128::from(budget) {
+                            return Err(too_large("input", spec, Some(inputs_total)));
+                        }
+                    }
+                }
+                _ => return Err(too_large(which, spec, bytes)),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn zero_tensor(spec: &TensorSpec) -> Tensor {

@@ -84,6 +84,24 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish, in seconds.
     #[arg(long, env = "MODELGATE_DRAIN_SECONDS", default_value_t = 10.0)]
     pub drain_seconds: f64,
+    /// The most bytes one declared input or output of a model may take at its
+    /// smallest legal shape (and all inputs together); a version over it is
+    /// FAILED before anything is allocated for it. model.toml
+    /// `max_tensor_bytes` overrides it per model.
+    #[arg(long, env = "MODELGATE_MAX_TENSOR_BYTES", default_value_t = modelgate_runtime::DEFAULT_MAX_TENSOR_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..=modelgate_registry::config::MAX_TENSOR_BYTES_CEILING))]
+    pub max_tensor_bytes: u64,
+    /// The longest one inference may run, in milliseconds, whatever the
+    /// client's deadline; a longer run is stopped (DEADLINE_EXCEEDED). 0: no
+    /// limit but the client's deadline. model.toml `max_run_ms` overrides it.
+    #[arg(long, env = "MODELGATE_MAX_RUN_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(0..=modelgate_registry::config::MAX_RUN_MS_CEILING))]
+    pub max_run_ms: u64,
+    /// The longest one warm-up run of a new version may take, in seconds;
+    /// over it the version is FAILED.
+    #[arg(long, env = "MODELGATE_WARM_UP_LIMIT_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub warm_up_limit_seconds: u64,
     /// Do not watch the model repository for new versions after start.
     #[arg(long, env = "MODELGATE_NO_WATCH")]
     pub no_watch: bool,
@@ -229,6 +247,8 @@ pub struct ServeConfig {
     pub watch: bool,
     pub rescan: Duration,
     pub settle: Duration,
+    /// How versions are loaded: declared-size budget, run and warm-up limits.
+    pub limits: LoadLimits,
     pub state_dir: PathBuf,
     /// Fleet mode's etcd, or `None` for the file store in `state_dir`.
     pub etcd: Option<crate::state::etcd::EtcdUrl>,
@@ -342,6 +362,39 @@ impl ServeConfig {
             watch: true,
             rescan: Duration::from_secs(2),
             settle: Duration::from_millis(500),
+            limits: LoadLimits::default(),
+        }
+    }
+}
+
+/// What a model version may cost: `--max-tensor-bytes`, `--max-run-ms`,
+/// `--warm-up-limit-seconds`.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadLimits {
+    pub max_tensor_bytes: u64,
+    /// `None`: no limit but the client's deadline.
+    pub max_run: Option<Duration>,
+    pub warm_up: Duration,
+}
+
+impl Default for LoadLimits {
+    fn default() -> Self {
+        Self {
+            max_tensor_bytes: modelgate_runtime::DEFAULT_MAX_TENSOR_BYTES,
+            max_run: Some(modelgate_registry::DEFAULT_MAX_RUN),
+            warm_up: modelgate_registry::DEFAULT_WARM_UP_LIMIT,
+        }
+    }
+}
+
+impl LoadLimits {
+    /// The registry's load settings, with `sessions` per version by default.
+    pub fn settings(&self, sessions: usize) -> modelgate_registry::LoadSettings {
+        modelgate_registry::LoadSettings {
+            default_sessions: sessions,
+            max_tensor_bytes: self.max_tensor_bytes,
+            max_run: self.max_run,
+            warm_up_limit: self.warm_up,
         }
     }
 }
@@ -429,6 +482,11 @@ impl TryFrom<ServeArgs> for ServeConfig {
             watch: !a.no_watch,
             rescan: Duration::from_secs_f64(a.rescan_seconds.max(0.05)),
             settle: Duration::from_millis(a.settle_ms),
+            limits: LoadLimits {
+                max_tensor_bytes: a.max_tensor_bytes,
+                max_run: (a.max_run_ms > 0).then(|| Duration::from_millis(a.max_run_ms)),
+                warm_up: Duration::from_secs(a.warm_up_limit_seconds),
+            },
         })
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use modelgate_runtime::InputError;
+use modelgate_runtime::{InputError, StopReason};
 use tonic::{Code, Status};
 
 use crate::convert::BadRequest;
@@ -27,6 +27,15 @@ pub enum GatewayError {
     QueueFull { model: String, version: u64, capacity: usize },
     #[error("model '{model}' version {version}: deadline exceeded after {waited:?}; the request was not run")]
     DeadlineExceeded { model: String, version: u64, waited: Duration },
+    #[error(
+        "model '{model}' version {version}: deadline exceeded after {after:?} while the request ran; the run is \
+         being stopped"
+    )]
+    DeadlineExceededRunning { model: String, version: u64, after: Duration },
+    #[error("model '{model}' version {version}: the run was stopped after {ran:?}: {reason}")]
+    Stopped { model: String, version: u64, reason: StopReason, ran: Duration },
+    #[error("model '{model}' version {version}: ONNX Runtime could not allocate memory for this request: {message}")]
+    OutOfMemory { model: String, version: u64, message: String },
     #[error("model '{model}' version {version}: inference failed in ONNX Runtime: {message}")]
     Inference { model: String, version: u64, message: String },
     #[error("the gateway is shutting down")]
@@ -42,8 +51,30 @@ impl GatewayError {
             Self::NoReadyVersion { .. } | Self::ShuttingDown => Code::Unavailable,
             Self::BadRequest(_) | Self::Input { .. } => Code::InvalidArgument,
             Self::QueueFull { .. } => Code::ResourceExhausted,
-            Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            Self::DeadlineExceeded { .. } | Self::DeadlineExceededRunning { .. } => Code::DeadlineExceeded,
+            Self::Stopped { reason, .. } => match reason {
+                // The model's own max_run_ms: the run took too long, which a
+                // client cannot fix by retrying at once.
+                StopReason::Deadline | StopReason::TimeLimit(_) => Code::DeadlineExceeded,
+                StopReason::Cancelled => Code::Cancelled,
+                StopReason::Shutdown => Code::Unavailable,
+            },
+            Self::OutOfMemory { .. } => Code::ResourceExhausted,
             Self::Inference { .. } => Code::Internal,
+        }
+    }
+}
+
+impl GatewayError {
+    /// The error for a run of `model`'s `version` that produced no outputs.
+    pub fn from_run(model: &str, version: u64, error: modelgate_runtime::RunError) -> Self {
+        use modelgate_runtime::RunError;
+        let model = model.to_string();
+        match error {
+            RunError::DeadlineExceeded { waited } => Self::DeadlineExceeded { model, version, waited },
+            RunError::Stopped { reason, ran } => Self::Stopped { model, version, reason, ran },
+            RunError::OutOfMemory(message) => Self::OutOfMemory { model, version, message },
+            RunError::Inference(message) => Self::Inference { model, version, message },
         }
     }
 }

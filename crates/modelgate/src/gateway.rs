@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use modelgate_registry::{ModelEntry, ReadyVersion, VersionState};
-use modelgate_runtime::{Executor, InferJob, InferOutput, RunError, SubmitError, Tensor, VersionQueue};
+use modelgate_runtime::{
+    Executor, InferJob, InferOutput, RunError, StopReason, SubmitError, Tensor, VersionQueue,
+};
 
 use modelgate_telemetry::VersionStats;
 
@@ -285,12 +287,7 @@ impl Gateway {
         })?;
         match rx.await.map_err(|_| GatewayError::ShuttingDown)? {
             Ok(out) => Ok(out.outputs),
-            Err(RunError::Inference(message)) => {
-                Err(GatewayError::Inference { model: model.to_string(), version, message })
-            }
-            Err(RunError::DeadlineExceeded { waited }) => {
-                Err(GatewayError::DeadlineExceeded { model: model.to_string(), version, waited })
-            }
+            Err(e) => Err(GatewayError::from_run(model, version, e)),
         }
     }
 
@@ -471,10 +468,11 @@ impl Gateway {
                     .filter(|s| Arc::ptr_eq(s.queue.model(), ready.model()))
                     .map(|s| Arc::clone(&s.queue))
                     .unwrap_or_else(|| {
-                        VersionQueue::with_batching(
+                        VersionQueue::with_limits(
                             Arc::clone(ready.model()),
                             self.shadow.queue_capacity,
                             ready.queue.batching(),
+                            ready.queue.max_run(),
                         )
                     });
                 let dropped = self.shadow.stats.drop_counter(name, target.version);
@@ -641,6 +639,16 @@ impl Gateway {
         let shadows = self.offer_shadows(model, &inputs, &req.request_id, req.routing_key.as_deref());
         let (job, rx) = InferJob::new(inputs, req.outputs, req.deadline);
         let job = job.traced(tracing::Span::current());
+        // With a deadline, the handler may stop waiting before the executor
+        // answers; it then says whether the request had started to run (the
+        // run itself is stopped by the executor's watchdog).
+        let (job, started) = match req.deadline {
+            Some(_) => {
+                let (job, flag) = job.report_start();
+                (job, Some(flag))
+            }
+            None => (job, None),
+        };
         self.executor.submit(&version.queue, job).map_err(|e| match e {
             SubmitError::QueueFull { capacity } => {
                 GatewayError::QueueFull { model: model.name.clone(), version: version.version, capacity }
@@ -651,6 +659,21 @@ impl Gateway {
         let result = match req.deadline {
             Some(deadline) => match tokio::time::timeout_at(deadline.into(), wait).await {
                 Ok(r) => r?,
+                Err(_) if started.as_ref().is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)) => {
+                    self.metrics
+                        .runs_stopped
+                        .get_or_create(&crate::metrics::StopLabels {
+                            model: model.name.clone(),
+                            version: version.version.to_string(),
+                            reason: "deadline".into(),
+                        })
+                        .inc();
+                    return Err(GatewayError::DeadlineExceededRunning {
+                        model: model.name.clone(),
+                        version: version.version,
+                        after: submitted.elapsed(),
+                    });
+                }
                 Err(_) => Err(RunError::DeadlineExceeded { waited: submitted.elapsed() }),
             },
             None => wait.await?,
@@ -666,18 +689,31 @@ impl Gateway {
                     stats.window.record(latency, false, nan_inf);
                     stats.scores.record(scores(&out.outputs));
                 }
-                Err(RunError::Inference(_)) => stats.window.record(latency, true, false),
-                Err(RunError::DeadlineExceeded { .. }) => {}
+                // A run stopped at the model's own time limit is the
+                // version's failure; one the client stopped waiting for is not.
+                Err(RunError::Inference(_) | RunError::Stopped { reason: StopReason::TimeLimit(_), .. }) => {
+                    stats.window.record(latency, true, false)
+                }
+                Err(RunError::DeadlineExceeded { .. } | RunError::Stopped { .. } | RunError::OutOfMemory(_)) => {}
             }
         }
-        let output = result.map_err(|e| match e {
-            RunError::DeadlineExceeded { waited } => {
-                GatewayError::DeadlineExceeded { model: model.name.clone(), version: version.version, waited }
-            }
-            RunError::Inference(message) => {
-                GatewayError::Inference { model: model.name.clone(), version: version.version, message }
-            }
-        })?;
+        if let Err(RunError::Stopped { reason, .. }) = &result {
+            let reason = match reason {
+                StopReason::Deadline => "deadline",
+                StopReason::Cancelled => "cancelled",
+                StopReason::TimeLimit(_) => "time_limit",
+                StopReason::Shutdown => "shutdown",
+            };
+            self.metrics
+                .runs_stopped
+                .get_or_create(&crate::metrics::StopLabels {
+                    model: model.name.clone(),
+                    version: version.version.to_string(),
+                    reason: reason.into(),
+                })
+                .inc();
+        }
+        let output = result.map_err(|e| GatewayError::from_run(&model.name, version.version, e))?;
         // Remembered for joining outcomes by request id only while a rollout
         // splits traffic between arms: outside one (or in a shadow-only
         // rollout, where every reply is the champion's) there is nothing to

@@ -66,6 +66,14 @@ pub struct TriggerLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StopLabels {
+    pub model: String,
+    pub version: String,
+    /// `deadline`, `cancelled`, `time_limit` or `shutdown`.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
     pub model: String,
     pub action: String,
@@ -102,6 +110,11 @@ pub struct Metrics {
     outcomes: Family<OutcomeLabels, Counter>,
     tls_reloads: Family<TlsReloadLabels, Counter>,
     tls_not_after: Family<ListenerLabels, Gauge>,
+    /// Inference runs stopped through ONNX Runtime's terminate flag.
+    pub runs_stopped: Family<StopLabels, Counter>,
+    /// Passes of the model-repository watcher that panicked (and were
+    /// survived: the watcher goes on).
+    pub watcher_panics: Counter,
     versions: RwLock<HashMap<(String, u64), Arc<VersionMetrics>>>,
     collector: Arc<Mutex<Option<Arc<dyn StateSource>>>>,
 }
@@ -540,6 +553,18 @@ impl Metrics {
             "The serving certificate's notAfter, unix seconds, by listener",
             tls_not_after.clone(),
         );
+        let runs_stopped = Family::<StopLabels, Counter>::default();
+        registry.register(
+            "modelgate_inference_runs_stopped",
+            "Inference runs stopped before they finished, by reason (deadline, cancelled, time_limit: the model's max_run_ms, shutdown)",
+            runs_stopped.clone(),
+        );
+        let watcher_panics = Counter::default();
+        registry.register(
+            "modelgate_model_watcher_panics",
+            "Passes of the model-repository watcher that panicked; the watcher goes on with the next pass (the log has the message)",
+            watcher_panics.clone(),
+        );
         let collector = Arc::new(Mutex::new(None));
         registry.register_collector(Box::new(StateCollector { source: Arc::clone(&collector) }));
         Self {
@@ -553,6 +578,8 @@ impl Metrics {
             outcomes,
             tls_reloads,
             tls_not_after,
+            runs_stopped,
+            watcher_panics,
             versions: RwLock::new(HashMap::new()),
             collector,
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use modelgate_proto::v1::predict_server::PredictServer;
 use modelgate_registry::watch::{RepositoryListener, RepositoryWatcher, WatchSettings};
-use modelgate_registry::{LoadSettings, ModelEntry, VersionState};
+use modelgate_registry::{ModelEntry, VersionState};
 use modelgate_runtime::{Executor, ExecutorConfig, Runtime};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
@@ -131,7 +131,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             let entries = modelgate_registry::load_repository(
                 &runtime,
                 &config.models,
-                &LoadSettings { default_sessions: sessions },
+                &config.limits.settings(sessions),
             )?;
             Ok((runtime, entries))
         })
@@ -217,7 +217,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         modelgate_registry::watch::watch(
             runtime.clone(),
             &config.models,
-            LoadSettings { default_sessions: sessions },
+            config.limits.settings(sessions),
             WatchSettings { rescan: config.rescan, settle: config.settle },
             entries,
             Arc::new(RepositoryHooks {
@@ -507,6 +507,10 @@ impl RepositoryListener for RepositoryHooks {
 
     fn in_use(&self, model: &str, version: u64) -> bool {
         self.gateway.in_use(model, version) || self.controller.version_in_use(model, version)
+    }
+
+    fn watcher_panicked(&self, _message: &str) {
+        self.gateway.metrics().watcher_panics.inc();
     }
 
     fn version_ready(&self, model: &str, version: u64, config: &modelgate_registry::ModelConfig) {

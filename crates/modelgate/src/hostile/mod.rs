@@ -16,6 +16,8 @@
 //! (StartRollout), and [`controller::plan_refused`] (the status a refused
 //! plan becomes).
 
+pub mod onnx;
+
 use std::sync::OnceLock;
 
 use arbitrary::{Arbitrary, Unstructured};
