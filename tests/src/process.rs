@@ -36,7 +36,8 @@ impl Drop for Served {
 /// `<repo>/.state`) with `extra` flags, and waits for its ready line. The
 /// log goes to `<repo>/.state/serve-<n>.log`.
 pub fn serve(repo: &Path, extra: &[&str]) -> Served {
-    try_serve(repo, extra).unwrap_or_else(|log| panic!("modelgate serve exited before it was ready; its log:\n{log}"))
+    try_serve(repo, extra)
+        .unwrap_or_else(|log| panic!("modelgate serve exited before it was ready; its log:\n{log}"))
 }
 
 /// As [`serve`], or the log when the process exits before it is ready.
@@ -118,7 +119,8 @@ impl Served {
     pub fn cpu_time(&self) -> Duration {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
         // Fields after the command name (which may hold spaces) start at ')'.
-        let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
         let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
         // USER_HZ is 100 on Linux.
         Duration::from_millis(ticks * 10)
@@ -188,8 +190,7 @@ pub async fn metadata_until(
 
 /// A version's state and reason in a metadata answer.
 pub fn version_state(m: &pb::ModelMetadataResponse, version: i64) -> Option<(pb::VersionState, String)> {
-    m.versions
-        .iter()
-        .find(|v| v.version == version)
-        .map(|v| (pb::VersionState::try_from(v.state).unwrap_or(pb::VersionState::Unspecified), v.reason.clone()))
+    m.versions.iter().find(|v| v.version == version).map(|v| {
+        (pb::VersionState::try_from(v.state).unwrap_or(pb::VersionState::Unspecified), v.reason.clone())
+    })
 }

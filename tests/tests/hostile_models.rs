@@ -74,7 +74,10 @@ async fn declared_shapes_over_the_budget_are_failed_and_the_gateway_lives_on() {
     })
     .await;
     let (_, reason) = version_state(&m, 1).unwrap();
-    assert!(reason.contains("input 'x' declares shape [1099511627776] of FLOAT32: 4398046511104 bytes"), "{reason}");
+    assert!(
+        reason.contains("input 'x' declares shape [1099511627776] of FLOAT32: 4398046511104 bytes"),
+        "{reason}"
+    );
     assert!(reason.contains("max_tensor_bytes"), "{reason}");
     let (_, reason) = version_state(&m, 3).unwrap();
     assert!(reason.contains("bytes"), "{reason}");
@@ -95,7 +98,8 @@ async fn declared_shapes_over_the_budget_are_failed_and_the_gateway_lives_on() {
     drop(served);
     let mut again = serve(repo.path(), &FAST_WATCH);
     let mut c = again.client().await;
-    let m = metadata_until(&mut c, "huge", 30, |m| (1..=4).all(|v| failed_with(m, v, "over the budget"))).await;
+    let m =
+        metadata_until(&mut c, "huge", 30, |m| (1..=4).all(|v| failed_with(m, v, "over the budget"))).await;
     assert!(ready(&m, 5));
     c.predict(request("breast-cancer", &rows(1))).await.unwrap();
     assert!(again.alive());
@@ -255,11 +259,16 @@ async fn an_allocation_onnx_runtime_refuses_is_resource_exhausted() {
     publish(repo.path(), "zeros", 1, &onnx::constant_of_shape());
     let mut served = serve(repo.path(), &[]);
     let mut c = served.client().await;
-    let req = pb::PredictRequest { model: "zeros".into(), inputs: vec![int64("shape", 1 << 40)], ..Default::default() };
+    let req = pb::PredictRequest {
+        model: "zeros".into(),
+        inputs: vec![int64("shape", 1 << 40)],
+        ..Default::default()
+    };
     let status = c.predict(req).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("could not allocate memory"), "{status:?}");
-    let req = pb::PredictRequest { model: "zeros".into(), inputs: vec![int64("shape", 3)], ..Default::default() };
+    let req =
+        pb::PredictRequest { model: "zeros".into(), inputs: vec![int64("shape", 3)], ..Default::default() };
     let resp = c.predict(req).await.unwrap().into_inner();
     assert_eq!(output(&resp, "y").shape, vec![3]);
     assert!(served.alive());
@@ -283,7 +292,8 @@ async fn folders_that_are_not_versions_are_warned_about_once() {
     let versions: Vec<i64> = m.versions.iter().map(|v| v.version).collect();
     assert_eq!(versions, vec![1, 2, 3]);
     let log = served.log();
-    let warned = |folder: &str| log.lines().filter(|l| l.contains("skipping folder") && l.contains(folder)).count();
+    let warned =
+        |folder: &str| log.lines().filter(|l| l.contains("skipping folder") && l.contains(folder)).count();
     assert_eq!(warned("notes"), 1, "{log}");
     assert_eq!(warned("18446744073709551615"), 1, "{log}");
     assert_eq!(warned("9223372036854775808"), 1, "{log}");

@@ -51,7 +51,11 @@ fn version_number(name: &str) -> Result<u64, &'static str> {
         Ok(n) if n > 0 && name == n.to_string() => {
             // Versions travel as int64 (Predict, pins, plans): a larger
             // number could be listed but never named by a client.
-            if n > i64::MAX as u64 { Err("versions must be at most 9223372036854775807 (int64)") } else { Ok(n) }
+            if n > i64::MAX as u64 {
+                Err("versions must be at most 9223372036854775807 (int64)")
+            } else {
+                Ok(n)
+            }
         }
         _ => Err(WHY),
     }
@@ -237,8 +241,10 @@ pub fn load_version(
     settings: &LoadSettings,
     stop: &RunStop,
 ) -> Result<Arc<ReadyVersion>, String> {
-    std::panic::catch_unwind(AssertUnwindSafe(|| load_version_unguarded(runtime, dir, config, settings, stop)))
-        .unwrap_or_else(|panic| Err(format!("loading panicked: {}", panic_message(panic.as_ref()))))
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        load_version_unguarded(runtime, dir, config, settings, stop)
+    }))
+    .unwrap_or_else(|panic| Err(format!("loading panicked: {}", panic_message(panic.as_ref()))))
 }
 
 fn load_version_unguarded(
@@ -282,7 +288,8 @@ pub fn load_repository(
     settings: &LoadSettings,
 ) -> Result<Vec<ModelEntry>, ScanError> {
     let mut out = Vec::new();
-    let stop = RunStop::new().map_err(|e| ScanError { path: root.to_path_buf(), source: std::io::Error::other(e) })?;
+    let stop = RunStop::new()
+        .map_err(|e| ScanError { path: root.to_path_buf(), source: std::io::Error::other(e) })?;
     for dir in scan(root)? {
         warn_skipped(&dir);
         let (config, config_err) = match dir.config {
@@ -326,7 +333,17 @@ mod tests {
     fn scan_reads_layout_and_skips_non_versions() {
         let tmp = tempfile::tempdir().unwrap();
         let m = tmp.path().join("m");
-        for v in ["1", "10", "2", "01", "x", "0", "18446744073709551615", "9223372036854775808", "9223372036854775807"] {
+        for v in [
+            "1",
+            "10",
+            "2",
+            "01",
+            "x",
+            "0",
+            "18446744073709551615",
+            "9223372036854775808",
+            "9223372036854775807",
+        ] {
             std::fs::create_dir_all(m.join(v)).unwrap();
         }
         std::fs::create_dir_all(tmp.path().join(".hidden/1")).unwrap();

@@ -232,7 +232,13 @@ pub fn watch(
             }
         })
         .ok();
-    RepositoryWatcher { handle: WatchHandle { commands: cmd_tx }, stop: Some(stop_tx), thread, runs: Some(runs), _fs: fs }
+    RepositoryWatcher {
+        handle: WatchHandle { commands: cmd_tx },
+        stop: Some(stop_tx),
+        thread,
+        runs: Some(runs),
+        _fs: fs,
+    }
 }
 
 /// What the watcher does after a pass.

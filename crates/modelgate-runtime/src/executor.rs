@@ -146,7 +146,11 @@ impl RunError {
     /// The error for a failed ORT run, by what ORT said.
     fn from_ort(message: String) -> Self {
         const OOM: [&str; 4] = ["Failed to allocate memory", "bad_alloc", "bad allocation", "out of memory"];
-        if OOM.iter().any(|m| message.contains(m)) { Self::OutOfMemory(message) } else { Self::Inference(message) }
+        if OOM.iter().any(|m| message.contains(m)) {
+            Self::OutOfMemory(message)
+        } else {
+            Self::Inference(message)
+        }
     }
 }
 
@@ -466,7 +470,11 @@ struct Runner {
     pending: Vec<InferJob>,
 }
 
-fn worker(runner: &mut Runner, tickets: crossbeam_channel::Receiver<Arc<VersionQueue>>, budget: Option<&CpuBudget>) {
+fn worker(
+    runner: &mut Runner,
+    tickets: crossbeam_channel::Receiver<Arc<VersionQueue>>,
+    budget: Option<&CpuBudget>,
+) {
     while let Ok(queue) = tickets.recv() {
         // Another thread may have taken this ticket's job already; a ticket is
         // a hint that the queue has work, not a claim on a particular job.
@@ -588,9 +596,9 @@ fn watched_run(
     }
     let slot = runner.slot;
     let options = runner.stop.options();
-    let (result, stopped) = runner.stop.watch(queue.max_run, &mut runner.pending, || {
-        guarded_run(slot, queue, inputs, outputs, options)
-    });
+    let (result, stopped) = runner
+        .stop
+        .watch(queue.max_run, &mut runner.pending, || guarded_run(slot, queue, inputs, outputs, options));
     let result = match stopped {
         // Terminated: whatever ORT said, the reason is ours (a run that
         // finished just as the flag was set still answers its result).
@@ -627,16 +635,14 @@ fn guarded_run(
     options: &ort::session::RunOptions,
 ) -> Result<Vec<Tensor>, String> {
     std::panic::catch_unwind(AssertUnwindSafe(|| queue.model.run_with(slot, inputs, outputs, Some(options))))
-        .unwrap_or_else(
-        |panic| {
+        .unwrap_or_else(|panic| {
             let msg = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
             Err(format!("panic inside inference: {msg}"))
-        },
-    )
+        })
 }
 
 fn reply(

@@ -17,9 +17,9 @@ pub use executor::{
 };
 pub use library::{LibraryError, LibrarySource};
 pub use model::{DEFAULT_MAX_TENSOR_BYTES, LoadError, LoadedModel, ModelOptions};
-pub use watchdog::{RunStop, StopReason};
 pub use signature::{Dim, InputError, Signature, TensorSpec};
 pub use tensor::{DataType, Tensor, TensorData};
+pub use watchdog::{RunStop, StopReason};
 
 /// A loaded ONNX Runtime: the process-wide environment every session is built in.
 #[derive(Clone)]

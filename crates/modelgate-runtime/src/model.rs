@@ -38,7 +38,12 @@ pub struct ModelOptions {
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        Self { sessions: 1, intra_op_threads: 1, inter_op_threads: 1, max_tensor_bytes: DEFAULT_MAX_TENSOR_BYTES }
+        Self {
+            sessions: 1,
+            intra_op_threads: 1,
+            inter_op_threads: 1,
+            max_tensor_bytes: DEFAULT_MAX_TENSOR_BYTES,
+        }
     }
 }
 
@@ -168,8 +173,8 @@ impl LoadedModel {
         let mut no_jobs = Vec::new();
         for i in 0..self.sessions.len() {
             let start = Instant::now();
-            let (result, stopped) =
-                stop.watch(Some(limit), &mut no_jobs, || self.run_with(i, &inputs, &[], Some(stop.options())));
+            let (result, stopped) = stop
+                .watch(Some(limit), &mut no_jobs, || self.run_with(i, &inputs, &[], Some(stop.options())));
             match (result, stopped) {
                 (Ok(_), _) => {}
                 (Err(_), Some(reason)) => return Err(LoadError::WarmUpStopped(reason)),
@@ -277,7 +282,8 @@ fn read_signature(session: &Session) -> Result<Signature, LoadError> {
 /// Bytes of `spec` at its smallest legal shape, or `None` when the count
 /// overflows. Strings count as the `String` each element becomes.
 fn declared_bytes(spec: &TensorSpec) -> Option<u128> {
-    let elements = spec.unit_shape().iter().try_fold(1u128, |acc, &d| acc.checked_mul(u128::try_from(d).ok()?))?;
+    let elements =
+        spec.unit_shape().iter().try_fold(1u128, |acc, &d| acc.checked_mul(u128::try_from(d).ok()?))?;
     let size = spec.dtype.element_size().unwrap_or(std::mem::size_of::<String>()) as u128;
     elements.checked_mul(size)
 }

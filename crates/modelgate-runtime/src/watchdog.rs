@@ -80,7 +80,8 @@ struct RunState {
 impl RunStop {
     /// A stop handle, watched from now on (until it is dropped).
     pub fn new() -> Result<Arc<Self>, String> {
-        let options = RunOptions::new().map_err(|e| format!("cannot create ONNX Runtime run options: {e}"))?;
+        let options =
+            RunOptions::new().map_err(|e| format!("cannot create ONNX Runtime run options: {e}"))?;
         let stop = Arc::new(Self { options, state: Mutex::new(RunState::default()) });
         watchdog().add(&stop);
         Ok(stop)

@@ -34,7 +34,9 @@ pub enum GatewayError {
     DeadlineExceededRunning { model: String, version: u64, after: Duration },
     #[error("model '{model}' version {version}: the run was stopped after {ran:?}: {reason}")]
     Stopped { model: String, version: u64, reason: StopReason, ran: Duration },
-    #[error("model '{model}' version {version}: ONNX Runtime could not allocate memory for this request: {message}")]
+    #[error(
+        "model '{model}' version {version}: ONNX Runtime could not allocate memory for this request: {message}"
+    )]
     OutOfMemory { model: String, version: u64, message: String },
     #[error("model '{model}' version {version}: inference failed in ONNX Runtime: {message}")]
     Inference { model: String, version: u64, message: String },

@@ -694,7 +694,9 @@ impl Gateway {
                 Err(RunError::Inference(_) | RunError::Stopped { reason: StopReason::TimeLimit(_), .. }) => {
                     stats.window.record(latency, true, false)
                 }
-                Err(RunError::DeadlineExceeded { .. } | RunError::Stopped { .. } | RunError::OutOfMemory(_)) => {}
+                Err(
+                    RunError::DeadlineExceeded { .. } | RunError::Stopped { .. } | RunError::OutOfMemory(_),
+                ) => {}
             }
         }
         if let Err(RunError::Stopped { reason, .. }) = &result {

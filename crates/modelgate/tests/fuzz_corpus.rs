@@ -283,6 +283,22 @@ fn structured_seeds() -> Seeds {
         .collect()
 }
 
+/// `arbitrary` bytes for [`modelgate::hostile::model_fuzz::ModelInput`]:
+/// each byte string decodes to some model; these pick a spread of inputs,
+/// node kinds and sizes.
+fn hostile_model_seeds() -> Seeds {
+    let mut seeds: Seeds = Vec::new();
+    for (name, first) in [("float_small", 0u8), ("double_huge", 1), ("int64_dims", 2), ("string", 7)] {
+        let mut bytes = vec![first, 3, 0, 5, 1, 9, 2, 4];
+        bytes.extend((0u8..48).map(|i| i.wrapping_mul(37).wrapping_add(first)));
+        seeds.push((name, bytes));
+    }
+    seeds.push(("zeros", vec![0; 64]));
+    seeds.push(("ones", vec![1; 64]));
+    seeds.push(("ramp", (0u8..=255).collect()));
+    seeds
+}
+
 /// Named seed files of one target.
 type Seeds = Vec<(&'static str, Vec<u8>)>;
 
@@ -294,6 +310,7 @@ fn seeds() -> Vec<(&'static str, Seeds)> {
         ("model_toml", model_toml_seeds()),
         ("rollout_plan", rollout_plan_seeds()),
         ("rollout_plan_structured", structured_seeds()),
+        ("hostile_model", hostile_model_seeds()),
     ]
 }
 

@@ -16,7 +16,10 @@
 //! (StartRollout), and [`controller::plan_refused`] (the status a refused
 //! plan becomes).
 
+pub mod model_fuzz;
 pub mod onnx;
+
+pub use model_fuzz::fuzz_hostile_model;
 
 use std::sync::OnceLock;
 
@@ -588,10 +591,11 @@ impl PlanShape {
 pub type Target = fn(&[u8]);
 
 /// Every target's body by its cargo-fuzz name, for the replay test.
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("predict_decode", fuzz_predict_decode),
     ("kserve_decode", fuzz_kserve_decode),
     ("model_toml", fuzz_model_toml),
     ("rollout_plan", fuzz_rollout_plan),
     ("rollout_plan_structured", fuzz_rollout_plan_structured),
+    ("hostile_model", fuzz_hostile_model),
 ];

@@ -218,7 +218,12 @@ pub fn int64s(name: &str, dims: &[i64], data: &[i64]) -> TensorProto {
 
 /// A named bool scalar.
 pub fn bool_scalar(name: &str, v: bool) -> TensorProto {
-    TensorProto { name: name.into(), data_type: elem::BOOL, raw_data: vec![u8::from(v)], ..Default::default() }
+    TensorProto {
+        name: name.into(),
+        data_type: elem::BOOL,
+        raw_data: vec![u8::from(v)],
+        ..Default::default()
+    }
 }
 
 /// A model of one graph at IR version 8, opset 17.
@@ -286,7 +291,12 @@ pub fn loop_forever() -> Vec<u8> {
 pub fn loop_count() -> Vec<u8> {
     encode(&model(GraphProto {
         name: "loop_count".into(),
-        node: vec![node("Loop", &["n", "keep_going", "x"], &["y"], vec![graph_attr("body", counting_body())])],
+        node: vec![node(
+            "Loop",
+            &["n", "keep_going", "x"],
+            &["y"],
+            vec![graph_attr("body", counting_body())],
+        )],
         initializer: vec![bool_scalar("keep_going", true)],
         input: vec![value("n", elem::INT64, &[D::Fixed(1)]), value("x", elem::FLOAT, &[D::Fixed(1)])],
         output: vec![value("y", elem::FLOAT, &[D::Fixed(1)])],
