@@ -573,6 +573,32 @@ async fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_with_more_requests_in_flight_than_the_stream_limit_is_served_in_full() {
+    let repo = TestRepo::breast_cancer();
+    let server = start(&repo, |c| c.connections.http2_max_streams = 20).await;
+    let mut c = client(&server).await;
+    // NOTE: until the client has read the server's SETTINGS (one round trip)
+    // it may assume no limit, and streams it opens past the limit in that
+    // window are refused (REFUSED_STREAM, as with any HTTP/2 server). After
+    // it, the client queues its requests itself.
+    c.predict(request("breast-cancer", &rows(1))).await.unwrap();
+    let calls: Vec<_> = (0..400)
+        .map(|_| {
+            let mut c = c.clone();
+            tokio::spawn(async move { c.predict(request("breast-cancer", &rows(1))).await.map(|_| ()) })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for call in calls {
+        if let Err(s) = tokio::time::timeout(Duration::from_secs(120), call).await.unwrap().unwrap() {
+            failed.push(s);
+        }
+    }
+    assert!(failed.is_empty(), "{} of 400 failed, e.g. {:?}", failed.len(), failed.first());
+    server.stop().await.unwrap();
+}
+
 /// A TLS connection to `addr` trusting `ca_pem`, offering h2.
 async fn tls_connect(addr: SocketAddr, ca_pem: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
     use rustls::pki_types::pem::PemObject;
