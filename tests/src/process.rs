@@ -1,8 +1,10 @@
-//! The real `modelgate serve` as a child process: for tests that must see
-//! what a process does (crash, abort, exit on a signal, memory and CPU it
-//! uses), which an in-process server cannot show.
+//! A real `modelgate serve` process for tests that must see what a process
+//! does from outside (crash, abort, exit on a signal, memory and CPU it
+//! uses): its addresses from the ready lines, its resident memory, CPU time
+//! and open-file limit from /proc, its log and its metrics.
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,119 +13,113 @@ use modelgate_proto::v1 as pb;
 use modelgate_proto::v1::predict_client::PredictClient;
 use tonic::transport::Channel;
 
-use crate::binary;
+use crate::{TestRepo, binary};
 
-/// A running `modelgate serve`; killed when dropped.
-pub struct Served {
+/// A spawned `modelgate serve`, killed on drop.
+pub struct ServeProcess {
     pub child: Child,
-    /// Predict/KServe address, `host:port`.
-    pub addr: String,
-    pub admin: String,
-    /// The metrics listener, `host:port`.
-    pub metrics: Option<String>,
-    /// Its stderr (the log), in a file beside the repository.
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    /// Where its stderr (the log) goes.
     pub log: PathBuf,
 }
 
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl ServeProcess {
+    /// Serves `repo` on loopback ports, one inference thread, no watcher,
+    /// with `extra` flags.
+    pub fn spawn(repo: &TestRepo, extra: &[&str]) -> Self {
+        Self::spawn_with(repo.path(), None, &[&["--threads", "1", "--no-watch"], extra].concat())
     }
-}
 
-/// Starts `modelgate serve` on `repo` (loopback, ephemeral ports, state in
-/// `<repo>/.state`) with `extra` flags, and waits for its ready line. The
-/// log goes to `<repo>/.state/serve-<n>.log`.
-pub fn serve(repo: &Path, extra: &[&str]) -> Served {
-    try_serve(repo, extra)
-        .unwrap_or_else(|log| panic!("modelgate serve exited before it was ready; its log:\n{log}"))
-}
+    /// Like [`Self::spawn`], started with RLIMIT_NOFILE `soft:hard` (through
+    /// util-linux `prlimit`).
+    pub fn spawn_with_nofile(repo: &TestRepo, soft: u64, hard: u64, extra: &[&str]) -> Self {
+        Self::spawn_with(
+            repo.path(),
+            Some((soft, hard)),
+            &[&["--threads", "1", "--no-watch"], extra].concat(),
+        )
+    }
 
-/// As [`serve`], or the log when the process exits before it is ready.
-pub fn try_serve(repo: &Path, extra: &[&str]) -> Result<Served, String> {
-    let state = repo.join(".state");
-    std::fs::create_dir_all(&state).expect("create state dir");
-    let n = std::fs::read_dir(&state).map(|d| d.count()).unwrap_or(0);
-    let log = state.join(format!("serve-{n}.log"));
-    let stderr = std::fs::File::create(&log).expect("create log file");
-    let mut child = Command::new(binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--models"])
-        .arg(repo)
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["--admin-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--drain-seconds", "1"])
-        .args(extra)
-        .env_remove("ORT_DYLIB_PATH")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .expect("spawn modelgate serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut addr = None;
-    let mut admin = None;
-    let mut metrics = None;
-    for line in BufReader::new(stdout).lines() {
-        let Ok(line) = line else { break };
-        if let Some(rest) = line.strip_prefix("modelgate ready: Predict (modelgate.v1) on ") {
-            addr = Some(rest.trim().to_string());
+    /// Serves the repository at `repo` as `modelgate serve` does by default
+    /// (watching it, a thread per core), with a 1 s drain and `extra` flags.
+    pub fn serve(repo: &Path, extra: &[&str]) -> Self {
+        Self::spawn_with(repo, None, &[&["--drain-seconds", "1"], extra].concat())
+    }
+
+    fn spawn_with(repo: &Path, nofile: Option<(u64, u64)>, extra: &[&str]) -> Self {
+        let log = repo.join(".serve.log");
+        let mut cmd = match nofile {
+            Some((soft, hard)) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={soft}:{hard}")).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        let mut child = cmd
+            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0", "--models"])
+            .arg(repo)
+            .arg("--state-dir")
+            .arg(repo.join(".state"))
+            .args(extra)
+            .env_remove("ORT_DYLIB_PATH")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("create the log file"))
+            .spawn()
+            .expect("spawn modelgate serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (mut addr, mut admin, mut metrics) = (None, None, None);
+        for line in BufReader::new(stdout).lines() {
+            // The process may exit before it is ready: its log says why.
+            let Ok(line) = line else { break };
+            if let Some(a) = line.strip_prefix("modelgate ready: Predict (modelgate.v1) on ") {
+                addr = a.trim().parse().ok();
+            } else if let Some(a) = line.trim().strip_prefix("admin on ") {
+                admin = a.trim().parse().ok();
+            } else if let Some(a) = line.trim().strip_prefix("metrics on http://") {
+                metrics = a.trim().trim_end_matches("/metrics").parse().ok();
+            }
+            if line.starts_with("try: ") || line.starts_with("no READY model") {
+                break;
+            }
         }
-        if let Some(rest) = line.strip_prefix("  admin on ") {
-            admin = Some(rest.trim().to_string());
-        }
-        if let Some(rest) = line.strip_prefix("  metrics on http://") {
-            metrics = rest.strip_suffix("/metrics").map(str::to_string);
-        }
-        if line.starts_with("try: ") || line.starts_with("no READY model") {
-            break;
+        let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+        Self {
+            addr: addr.unwrap_or_else(|| panic!("no ready line; log:\n{}", log_text())),
+            admin_addr: admin.unwrap_or_else(|| panic!("no admin line; log:\n{}", log_text())),
+            metrics_addr: metrics.unwrap_or_else(|| panic!("no metrics line; log:\n{}", log_text())),
+            child,
+            log,
         }
     }
-    match (addr, admin) {
-        (Some(addr), Some(admin)) => Ok(Served { child, addr, admin, metrics, log }),
-        _ => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(std::fs::read_to_string(&log).unwrap_or_default())
-        }
-    }
-}
 
-impl Served {
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Resident memory, bytes (VmRSS).
+    pub fn rss_bytes(&self) -> u64 {
+        self.status_kib("VmRSS") * 1024
+    }
+
+    /// A line of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`: the peak).
+    pub fn status_kib(&self, key: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{key} in /proc/<pid>/status"))
     }
 
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Its log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// A line of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
-    pub fn status_kib(&self, key: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// CPU time the process has used (user + system), from `/proc/<pid>/stat`.
-    pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after the command name (which may hold spaces) start at ')'.
-        let fields: Vec<&str> =
-            stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-        let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
-        // USER_HZ is 100 on Linux.
-        Duration::from_millis(ticks * 10)
     }
 
     /// Sends `signal` (e.g. "TERM") to the process.
@@ -132,7 +128,7 @@ impl Served {
         assert!(ok.is_ok_and(|s| s.success()), "kill -{signal} failed");
     }
 
-    /// Waits up to `ceiling` for the process to exit; its exit status, or
+    /// Waits up to `ceiling` for the process to exit: its exit status, or
     /// `None` if it is still running.
     pub fn wait_exit(&mut self, ceiling: Duration) -> Option<std::process::ExitStatus> {
         let until = Instant::now() + ceiling;
@@ -147,6 +143,7 @@ impl Served {
         }
     }
 
+    /// A Predict client (and ModelMetadata, RecordOutcome) on its port.
     pub async fn client(&self) -> PredictClient<Channel> {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
             .expect("valid uri")
@@ -155,6 +152,60 @@ impl Served {
             .expect("connect to the gateway");
         PredictClient::new(channel).max_decoding_message_size(usize::MAX)
     }
+
+    /// User plus system CPU time so far, seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("read stat");
+        // The command name may hold spaces: fields are counted after its ')'.
+        let rest = &stat[stat.rfind(')').expect("comm in stat") + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 after comm.
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        ticks as f64 / clock_ticks_per_second()
+    }
+
+    /// The soft and hard RLIMIT_NOFILE in force, from /proc/<pid>/limits.
+    pub fn open_file_limit(&self) -> (String, String) {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.pid())).expect("read limits");
+        let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("Max open files line");
+        let v: Vec<&str> = line["Max open files".len()..].split_whitespace().collect();
+        (v[0].to_string(), v[1].to_string())
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// One sample of the metrics, 0 when the series does not exist yet:
+    /// `name` with exactly the label values in `labels` among its labels.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let (status, body) = crate::http_get(self.metrics_addr, "/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        body.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 /// Publishes `bytes` as `<repo>/<model>/<version>/model.onnx` the way the

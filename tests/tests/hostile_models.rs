@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use modelgate::hostile::onnx::{self, D, elem};
 use modelgate_proto::v1 as pb;
-use modelgate_tests::process::{metadata_until, publish, serve, version_state};
+use modelgate_tests::process::{ServeProcess, metadata_until, publish, version_state};
 use modelgate_tests::*;
 
 const FAST_WATCH: [&str; 4] = ["--rescan-seconds", "0.2", "--settle-ms", "100"];
@@ -56,7 +56,7 @@ fn ready(m: &pb::ModelMetadataResponse, version: i64) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declared_shapes_over_the_budget_are_failed_and_the_gateway_lives_on() {
     let repo = TestRepo::breast_cancer();
-    let mut served = serve(repo.path(), &FAST_WATCH);
+    let mut served = ServeProcess::serve(repo.path(), &FAST_WATCH);
     let mut c = served.client().await;
     let rss_before = served.status_kib("VmRSS");
 
@@ -96,7 +96,7 @@ async fn declared_shapes_over_the_budget_are_failed_and_the_gateway_lives_on() {
     // No crash loop: a restart with the files still there starts and serves.
     drop(c);
     drop(served);
-    let mut again = serve(repo.path(), &FAST_WATCH);
+    let mut again = ServeProcess::serve(repo.path(), &FAST_WATCH);
     let mut c = again.client().await;
     let m =
         metadata_until(&mut c, "huge", 30, |m| (1..=4).all(|v| failed_with(m, v, "over the budget"))).await;
@@ -109,7 +109,7 @@ async fn declared_shapes_over_the_budget_are_failed_and_the_gateway_lives_on() {
 async fn a_model_toml_budget_refuses_what_the_default_allows() {
     let repo = TestRepo::breast_cancer();
     repo.config("small", "max_tensor_bytes = 1000\n");
-    let served = serve(repo.path(), &FAST_WATCH);
+    let served = ServeProcess::serve(repo.path(), &FAST_WATCH);
     let mut c = served.client().await;
     publish(repo.path(), "small", 1, &onnx::identity(elem::FLOAT, &[D::Fixed(1024)]));
     let m = metadata_until(&mut c, "small", 60, |m| failed_with(m, 1, "over the budget of 1000 bytes")).await;
@@ -120,7 +120,8 @@ async fn a_model_toml_budget_refuses_what_the_default_allows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_up_that_never_ends_is_stopped_and_the_next_version_loads() {
     let repo = TestRepo::breast_cancer();
-    let mut served = serve(repo.path(), &[&FAST_WATCH[..], &["--warm-up-limit-seconds", "1"]].concat());
+    let mut served =
+        ServeProcess::serve(repo.path(), &[&FAST_WATCH[..], &["--warm-up-limit-seconds", "1"]].concat());
     let mut c = served.client().await;
     publish(repo.path(), "forever", 1, &onnx::loop_forever());
     let m = metadata_until(&mut c, "forever", 60, |m| failed_with(m, 1, "warm-up stopped")).await;
@@ -132,26 +133,27 @@ async fn a_warm_up_that_never_ends_is_stopped_and_the_next_version_loads() {
     metadata_until(&mut c, "breast-cancer", 60, |m| ready(m, 3)).await;
 
     // And no core stays pinned: over the next 2 s the process is idle.
-    let cpu = served.cpu_time();
+    let cpu = served.cpu_seconds();
     let wall = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let used = served.cpu_time() - cpu;
-    eprintln!("CPU after the stopped warm-up: {used:?} in {:?}", wall.elapsed());
-    assert!(used < Duration::from_millis(1000), "{used:?} of CPU in 2 s: a warm-up still spins");
+    let used = served.cpu_seconds() - cpu;
+    eprintln!("CPU after the stopped warm-up: {used} s in {:?}", wall.elapsed());
+    assert!(used < 1.0, "{used} s of CPU in 2 s: a warm-up still spins");
     assert!(served.alive());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_an_endless_warm_up_exits_at_once() {
     let repo = TestRepo::breast_cancer();
-    let mut served = serve(repo.path(), &[&FAST_WATCH[..], &["--warm-up-limit-seconds", "86400"]].concat());
+    let mut served =
+        ServeProcess::serve(repo.path(), &[&FAST_WATCH[..], &["--warm-up-limit-seconds", "86400"]].concat());
     publish(repo.path(), "forever", 1, &onnx::loop_forever());
     // Wait until the warm-up spins (the process burns a core).
     let until = Instant::now() + Duration::from_secs(60);
     loop {
-        let before = served.cpu_time();
+        let before = served.cpu_seconds();
         tokio::time::sleep(Duration::from_millis(500)).await;
-        if served.cpu_time() - before >= Duration::from_millis(300) {
+        if served.cpu_seconds() - before >= 0.3 {
             break;
         }
         assert!(Instant::now() < until, "the warm-up never started: {}", served.log());
@@ -165,7 +167,7 @@ async fn sigterm_during_an_endless_warm_up_exits_at_once() {
 async fn a_deadline_stops_a_running_inference_and_frees_its_thread() {
     let repo = TestRepo::breast_cancer();
     publish(repo.path(), "loop", 1, &onnx::loop_count());
-    let served = serve(repo.path(), &["--threads", "2"]);
+    let served = ServeProcess::serve(repo.path(), &["--threads", "2"]);
     let mut c = served.client().await;
 
     // Two runs of 2^62 iterations, one per executor thread, 2 s deadlines.
@@ -193,28 +195,16 @@ async fn a_deadline_stops_a_running_inference_and_frees_its_thread() {
     let y = output(&resp, "y");
     assert!(matches!(&y.data, modelgate_runtime::TensorData::Float32(v) if v == &[1000.0]), "{y:?}");
 
-    let (_, metrics) = http_get(metrics_addr(&served).await, "/metrics").await;
-    assert!(
-        metrics.lines().any(|l| l.starts_with("modelgate_inference_runs_stopped_total{")
-            && l.contains("reason=\"deadline\"")
-            && l.ends_with(" 2")),
-        "{metrics}"
-    );
+    let stopped = served.metric("modelgate_inference_runs_stopped_total", &[("reason", "deadline")]).await;
+    assert_eq!(stopped, 2.0);
 }
-
-/// The metrics listener the ready block named.
-async fn metrics_addr(served: &process::Served) -> std::net::SocketAddr {
-    served.metrics.as_deref().expect("metrics listener").parse().expect("metrics address")
-}
-
-use modelgate_tests::process;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_run_ms_stops_a_run_without_a_client_deadline() {
     let repo = TestRepo::breast_cancer();
     publish(repo.path(), "loop", 1, &onnx::loop_count());
     repo.config("loop", "max_run_ms = 500\n");
-    let served = serve(repo.path(), &["--threads", "1"]);
+    let served = ServeProcess::serve(repo.path(), &["--threads", "1"]);
     let mut c = served.client().await;
     let status = c.predict(loop_request("loop", 1 << 62)).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
@@ -230,7 +220,7 @@ async fn a_cancelled_request_stops_its_run() {
     let repo = TestRepo::breast_cancer();
     publish(repo.path(), "loop", 1, &onnx::loop_count());
     // No deadline, no max_run_ms: only the cancellation can stop it.
-    let served = serve(repo.path(), &["--threads", "1", "--max-run-ms", "0"]);
+    let served = ServeProcess::serve(repo.path(), &["--threads", "1", "--max-run-ms", "0"]);
     let c = served.client().await;
     let call = {
         let mut c = c.clone();
@@ -239,9 +229,9 @@ async fn a_cancelled_request_stops_its_run() {
     // Wait until it runs (the process burns CPU), then cancel.
     let until = Instant::now() + Duration::from_secs(60);
     loop {
-        let before = served.cpu_time();
+        let before = served.cpu_seconds();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        if served.cpu_time() - before >= Duration::from_millis(200) {
+        if served.cpu_seconds() - before >= 0.2 {
             break;
         }
         assert!(Instant::now() < until, "the run never started");
@@ -257,7 +247,7 @@ async fn a_cancelled_request_stops_its_run() {
 async fn an_allocation_onnx_runtime_refuses_is_resource_exhausted() {
     let repo = TestRepo::breast_cancer();
     publish(repo.path(), "zeros", 1, &onnx::constant_of_shape());
-    let mut served = serve(repo.path(), &[]);
+    let mut served = ServeProcess::serve(repo.path(), &[]);
     let mut c = served.client().await;
     let req = pb::PredictRequest {
         model: "zeros".into(),
@@ -282,7 +272,7 @@ async fn folders_that_are_not_versions_are_warned_about_once() {
     std::fs::copy(model_file(V1), repo.path().join("breast-cancer/18446744073709551615/model.onnx")).unwrap();
     std::fs::create_dir_all(repo.path().join("breast-cancer/9223372036854775808")).unwrap();
     std::fs::copy(model_file(V1), repo.path().join("breast-cancer/9223372036854775808/model.onnx")).unwrap();
-    let served = serve(repo.path(), &["--rescan-seconds", "0.05", "--settle-ms", "100"]);
+    let served = ServeProcess::serve(repo.path(), &["--rescan-seconds", "0.05", "--settle-ms", "100"]);
     let mut c = served.client().await;
     // Many rescans later (a version dropped in after them is READY)...
     tokio::time::sleep(Duration::from_secs(1)).await;

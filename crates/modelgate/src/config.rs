@@ -81,6 +81,9 @@ pub struct ServeArgs {
     /// Largest request accepted, in bytes; larger ones get RESOURCE_EXHAUSTED.
     #[arg(long, env = "MODELGATE_MAX_REQUEST_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_request_bytes: usize,
+    /// Connection caps, handshake and body limits, HTTP/2 settings.
+    #[command(flatten)]
+    pub connections: crate::connection::ConnectionArgs,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish, in seconds.
     #[arg(long, env = "MODELGATE_DRAIN_SECONDS", default_value_t = 10.0)]
     pub drain_seconds: f64,
@@ -242,6 +245,8 @@ pub struct ServeConfig {
     pub ort_lib: Option<PathBuf>,
     pub threads: usize,
     pub max_request_bytes: usize,
+    /// Connection caps, handshake and body limits, HTTP/2 settings.
+    pub connections: crate::connection::ConnectionLimits,
     pub drain: Duration,
     /// Watch the repository for new and removed versions.
     pub watch: bool,
@@ -358,6 +363,7 @@ impl ServeConfig {
             ort_lib: None,
             threads: default_threads(),
             max_request_bytes: 64 * 1024 * 1024,
+            connections: crate::connection::ConnectionLimits::default(),
             drain: Duration::from_secs(10),
             watch: true,
             rescan: Duration::from_secs(2),
@@ -477,6 +483,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
             listen: a.listen,
             ort_lib: a.ort_lib,
             threads: a.threads.unwrap_or_else(default_threads),
+            connections: crate::connection::ConnectionLimits::from_args(&a.connections, a.max_request_bytes)?,
             max_request_bytes: a.max_request_bytes,
             drain: Duration::from_secs_f64(a.drain_seconds),
             watch: !a.no_watch,

@@ -87,6 +87,19 @@ impl From<GatewayError> for Status {
     }
 }
 
+/// A body over a budget is the server's resource running out; a body that
+/// does not arrive in time has run past a deadline the server set.
+impl From<crate::request_body::BodyLimitError> for Status {
+    fn from(e: crate::request_body::BodyLimitError) -> Self {
+        use crate::request_body::BodyLimitError as E;
+        let code = match e {
+            E::ConnectionBudget { .. } | E::ListenerBudget { .. } => Code::ResourceExhausted,
+            E::Timeout { .. } => Code::DeadlineExceeded,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
 /// tonic answers a request over `max_decoding_message_size` with OUT_OF_RANGE;
 /// gRPC's convention (and every other server's) is RESOURCE_EXHAUSTED. This
 /// response map rewrites exactly that status, keeping tonic's numbers.

@@ -92,6 +92,12 @@ pub struct TlsReloadLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerReasonLabels {
+    pub listener: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
     pub listener: String,
 }
@@ -115,6 +121,11 @@ pub struct Metrics {
     /// Passes of the model-repository watcher that panicked (and were
     /// survived: the watcher goes on).
     pub watcher_panics: Counter,
+    connections_refused: Family<ListenerReasonLabels, Counter>,
+    connections_closed: Family<ListenerReasonLabels, Counter>,
+    connections_open: Family<ListenerLabels, Gauge>,
+    connections_limit: Family<ListenerLabels, Gauge>,
+    bodies_refused: Family<ListenerReasonLabels, Counter>,
     versions: RwLock<HashMap<(String, u64), Arc<VersionMetrics>>>,
     collector: Arc<Mutex<Option<Arc<dyn StateSource>>>>,
 }
@@ -565,6 +576,36 @@ impl Metrics {
             "Passes of the model-repository watcher that panicked; the watcher goes on with the next pass (the log has the message)",
             watcher_panics.clone(),
         );
+        let connections_refused = Family::<ListenerReasonLabels, Counter>::default();
+        registry.register(
+            "modelgate_connections_refused",
+            "Connections refused at accept, by listener and reason (limit: over --max-connections, accepted and closed; out_of_files: accept failed for want of descriptors or memory, retried after a pause)",
+            connections_refused.clone(),
+        );
+        let connections_closed = Family::<ListenerReasonLabels, Counter>::default();
+        registry.register(
+            "modelgate_connections_closed",
+            "Connections closed before serving, by listener and reason (handshake_timeout: no TLS handshake and HTTP/2 preface within --handshake-timeout-seconds; bad_handshake)",
+            connections_closed.clone(),
+        );
+        let connections_open = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "modelgate_connections_open",
+            "Connections holding a listener slot now, by listener",
+            connections_open.clone(),
+        );
+        let connections_limit = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "modelgate_connections_limit",
+            "The listener's connection cap in force (after fitting the open-file limit)",
+            connections_limit.clone(),
+        );
+        let bodies_refused = Family::<ListenerReasonLabels, Counter>::default();
+        registry.register(
+            "modelgate_request_bodies_refused",
+            "Requests ended while their body arrived, by listener and reason (connection_budget, listener_budget, body_timeout)",
+            bodies_refused.clone(),
+        );
         let collector = Arc::new(Mutex::new(None));
         registry.register_collector(Box::new(StateCollector { source: Arc::clone(&collector) }));
         Self {
@@ -580,6 +621,11 @@ impl Metrics {
             tls_not_after,
             runs_stopped,
             watcher_panics,
+            connections_refused,
+            connections_closed,
+            connections_open,
+            connections_limit,
+            bodies_refused,
             versions: RwLock::new(HashMap::new()),
             collector,
         }
@@ -651,6 +697,41 @@ impl Metrics {
     /// The notAfter of the certificate `listener` serves, unix seconds.
     pub fn tls_not_after(&self, listener: &str, unix_seconds: i64) {
         self.tls_not_after.get_or_create(&ListenerLabels { listener: listener.into() }).set(unix_seconds);
+    }
+
+    /// A connection refused at accept on `listener`.
+    pub fn connection_refused(&self, listener: &str, reason: &str) {
+        self.connections_refused
+            .get_or_create(&ListenerReasonLabels { listener: listener.into(), reason: reason.into() })
+            .inc();
+    }
+
+    /// A connection closed before it was served.
+    pub fn connection_closed(&self, listener: &str, reason: &str) {
+        self.connections_closed
+            .get_or_create(&ListenerReasonLabels { listener: listener.into(), reason: reason.into() })
+            .inc();
+    }
+
+    pub fn connection_opened(&self, listener: &str) {
+        self.connections_open.get_or_create(&ListenerLabels { listener: listener.into() }).inc();
+    }
+
+    pub fn connection_ended(&self, listener: &str) {
+        self.connections_open.get_or_create(&ListenerLabels { listener: listener.into() }).dec();
+    }
+
+    pub fn connection_limit(&self, listener: &str, limit: usize) {
+        self.connections_limit
+            .get_or_create(&ListenerLabels { listener: listener.into() })
+            .set(i64::try_from(limit).unwrap_or(i64::MAX));
+    }
+
+    /// A request ended while its body arrived: over a budget or too slow.
+    pub fn request_body_refused(&self, listener: &str, reason: &str) {
+        self.bodies_refused
+            .get_or_create(&ListenerReasonLabels { listener: listener.into(), reason: reason.into() })
+            .inc();
     }
 
     /// Everything, in the Prometheus text format (0.0.4).

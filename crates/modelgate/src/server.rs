@@ -16,9 +16,11 @@ use tokio::task::JoinHandle;
 use crate::admin::AdminService;
 use crate::auth::AdminAuth;
 use crate::config::ServeConfig;
+use crate::connection::{Gate, incoming};
 use crate::controller::Controller;
 use crate::error::oversize_to_resource_exhausted;
 use crate::gateway::{Gateway, ModelTable, ShadowRunner};
+use crate::request_body::{BodyBudget, BodyLimitLayer};
 use crate::service::PredictService;
 use crate::tls::ReloadingConfig;
 use modelgate_proto::v1::admin_server::AdminServer;
@@ -120,6 +122,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         .map(|files| ReloadingConfig::load("admin", files))
         .transpose()
         .context("TLS on the admin listener")?;
+    // Before anything opens files: models, state and clients all need them.
+    let open_files = crate::connection::raise_open_file_limit();
     let threads = config.threads.max(1);
     // One session per critical thread and per shadow thread: no two threads share.
     let sessions = threads + config.shadow_threads;
@@ -251,7 +255,29 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     );
     let (admin_stop_tx, admin_stop_rx) = oneshot::channel::<()>();
     let admin_reflection = reflection()?;
-    let admin_router = tonic::transport::Server::builder().add_service(admin).add_service(admin_reflection);
+    let limits = &config.connections;
+    limits.check(config.max_request_bytes)?;
+    let (predict_cap, admin_cap) = crate::connection::fit_to_open_files(limits, open_files);
+    let gate = |listener: &'static str, cap: usize, tcp_keepalive: Option<std::time::Duration>| {
+        let bodies = BodyBudget::new(
+            listener,
+            limits.body_budget_bytes,
+            limits.connection_body_bytes,
+            limits.body_timeout,
+            Arc::clone(gateway.metrics()),
+        );
+        let gate = Gate::new(
+            listener,
+            cap,
+            limits.handshake_timeout,
+            tcp_keepalive,
+            Arc::clone(&bodies),
+            Arc::clone(gateway.metrics()),
+        );
+        (gate, BodyLimitLayer::new(bodies))
+    };
+    let (admin_gate, admin_bodies) = gate("admin", admin_cap, None);
+    let admin_router = limits.server().layer(admin_bodies).add_service(admin).add_service(admin_reflection);
     let admin_task = tokio::spawn({
         let admin_tls = admin_tls.clone();
         async move {
@@ -260,13 +286,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             };
             match admin_tls {
                 Some(tls) => {
-                    admin_router
-                        .serve_with_incoming_shutdown(crate::tls::incoming(admin_listener, tls, None), stop)
-                        .await
+                    let incoming = incoming(admin_listener, admin_gate, crate::tls::handshake(tls));
+                    admin_router.serve_with_incoming_shutdown(incoming, stop).await
                 }
                 None => {
-                    let incoming =
-                        tonic::transport::server::TcpIncoming::from(admin_listener).with_nodelay(Some(true));
+                    let incoming = incoming(admin_listener, admin_gate, plaintext);
                     admin_router.serve_with_incoming_shutdown(incoming, stop).await
                 }
             }
@@ -285,6 +309,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         tracing::info!(listener = c.listener(), cert = %c.files().cert.display(), not_after = c.not_after(), mutual = c.mutual(), "TLS on");
     }
     let keepalive = Some(std::time::Duration::from_secs(60));
+    let (predict_gate, predict_bodies) = gate("predict", predict_cap, keepalive);
+    let predict_server = limits.server();
 
     let predict = PredictServer::new(PredictService::new(Arc::clone(&gateway)))
         .max_decoding_message_size(config.max_request_bytes)
@@ -357,11 +383,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         let notify = Arc::clone(&draining);
         let tls = tls.clone();
         async move {
-            let router = tonic::transport::Server::builder()
+            let router = predict_server
                 // Tensors are large messages: HTTP/2's 64 KiB default windows
                 // would stall a client on WINDOW_UPDATE round trips.
                 .initial_stream_window_size(Some(1 << 20))
                 .initial_connection_window_size(Some(4 << 20))
+                .layer(predict_bodies)
                 .layer(tower::util::MapResponseLayer::new(oversize_to_resource_exhausted))
                 .add_service(predict)
                 .add_service(kserve)
@@ -374,20 +401,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             let serve = async move {
                 match tls {
                     Some(tls) => {
-                        router
-                            .serve_with_incoming_shutdown(
-                                crate::tls::incoming(listener, tls, keepalive),
-                                stop,
-                            )
-                            .await
+                        let incoming = incoming(listener, predict_gate, crate::tls::handshake(tls));
+                        router.serve_with_incoming_shutdown(incoming, stop).await
                     }
                     None => {
-                        // NOTE: Server::builder().tcp_nodelay() only applies to
-                        // listeners tonic binds itself; ours must ask for it, or
-                        // Nagle plus delayed ACKs add ~40 ms to the tail.
-                        let incoming = tonic::transport::server::TcpIncoming::from(listener)
-                            .with_nodelay(Some(true))
-                            .with_keepalive(keepalive);
+                        let incoming = incoming(listener, predict_gate, plaintext);
                         router.serve_with_incoming_shutdown(incoming, stop).await
                     }
                 }
@@ -426,6 +444,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         admin_tls,
         tls_watchers,
     })
+}
+
+/// A plaintext connection needs no handshake before its HTTP/2 preface.
+fn plaintext(stream: tokio::net::TcpStream) -> std::future::Ready<std::io::Result<tokio::net::TcpStream>> {
+    std::future::ready(Ok(stream))
 }
 
 /// gRPC server reflection (v1) over every modelgate service, so grpcurl,

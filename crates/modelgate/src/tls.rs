@@ -1,6 +1,7 @@
 //! Transport security for the Predict and admin listeners: rustls server
 //! configurations built from PEM files, rebuilt while serving when the files
-//! change, and an acceptor that hands tonic finished TLS streams.
+//! change, and the handshake [`crate::connection::incoming`] runs on each
+//! accepted connection.
 //!
 //! cert-manager (and most secret mounts) rotate a certificate by swapping a
 //! symlink, so a file's mtime says little; [`ReloadingConfig`] compares a hash
@@ -10,7 +11,6 @@
 //! poll that sees whole files picks them up.
 
 use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -23,16 +23,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
-use tokio_rustls::server::TlsStream;
-
-/// How long a client may take to finish its handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Handshakes in progress at once per listener; past this the accept loop
-/// waits, so a flood of idle connections cannot exhaust memory.
-const MAX_HANDSHAKES: usize = 1024;
+use tokio::net::TcpStream;
 
 /// How often the PEM files are read again.
 pub const DEFAULT_POLL: Duration = Duration::from_secs(1);
@@ -295,80 +286,13 @@ impl ReloadingConfig {
     }
 }
 
-/// Accepts TCP connections on `listener` and yields them once their TLS
-/// handshake with the current configuration is done. Each handshake runs in
-/// its own task under [`HANDSHAKE_TIMEOUT`], so a slow or hostile client never
-/// holds up the accept loop; a failed handshake is logged at debug and
-/// dropped. The loop ends when the returned stream is dropped.
-pub fn incoming(
-    listener: TcpListener,
+/// The TLS handshake for a connection the listener accepted, with the
+/// configuration current at its accept. The time limit is the caller's
+/// ([`crate::connection::incoming`] bounds handshake and HTTP/2 preface together).
+pub fn handshake(
     config: Arc<ReloadingConfig>,
-    keepalive: Option<Duration>,
-) -> tokio_stream::wrappers::ReceiverStream<io::Result<TlsStream<TcpStream>>> {
-    let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(async move {
-        let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                () = tx.closed() => return,
-            };
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off and go on.
-                    tracing::warn!(listener = config.listener(), error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
-            prepare(&stream, keepalive);
-            let acceptor = tokio_rustls::TlsAcceptor::from(config.current());
-            let tx = tx.clone();
-            let listener_name = config.listener();
-            tokio::spawn(async move {
-                let _permit = permit;
-                match handshake(acceptor, stream, peer).await {
-                    Ok(tls) => {
-                        let _ = tx.send(Ok(tls)).await;
-                    }
-                    Err(e) => {
-                        tracing::debug!(listener = listener_name, %peer, error = %e, "TLS handshake failed")
-                    }
-                }
-            });
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
-}
-
-async fn handshake(
-    acceptor: tokio_rustls::TlsAcceptor,
-    stream: TcpStream,
-    peer: SocketAddr,
-) -> io::Result<TlsStream<TcpStream>> {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(r) => r,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("no handshake from {peer} within {} s", HANDSHAKE_TIMEOUT.as_secs()),
-        )),
-    }
-}
-
-/// TCP_NODELAY (Nagle plus delayed ACKs would add ~40 ms to the tail) and
-/// keepalive, as tonic sets them on its own listeners.
-fn prepare(stream: &TcpStream, keepalive: Option<Duration>) {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-    }
-    if let Some(idle) = keepalive {
-        let ka = socket2::TcpKeepalive::new().with_time(idle);
-        if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
-            tracing::debug!(error = %e, "cannot set TCP keepalive");
-        }
-    }
+) -> impl Fn(TcpStream) -> tokio_rustls::Accept<TcpStream> + Send + 'static {
+    move |stream| tokio_rustls::TlsAcceptor::from(config.current()).accept(stream)
 }
 
 /// The subject of the client certificate of an admin request over mutual
