@@ -122,16 +122,17 @@ async fn the_drain_is_bounded() {
     repo.add("slow", 1, SLOW);
     let mut served = serve(&repo, "0.5", "json");
     let mut c = connect(&served.addr).await.unwrap();
-    // ~8 s of work: far longer than the 0.5 s drain.
-    let stuck = tokio::spawn(async move { c.predict(request("slow", &rows(2000))).await });
+    // ~60 s of work: far longer than the 0.5 s drain (and than the generous
+    // ceiling below, which only has to hold on a loaded machine).
+    let stuck = tokio::spawn(async move { c.predict(request("slow", &rows(15_000))).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     sigterm(&served.child);
     let (status, took) =
-        tokio::task::spawn_blocking(move || wait_exit(&mut served.child, Duration::from_secs(6)))
+        tokio::task::spawn_blocking(move || wait_exit(&mut served.child, Duration::from_secs(40)))
             .await
             .unwrap();
     assert!(status.success(), "{status:?}");
-    assert!(took < Duration::from_secs(5), "exit took {took:?}");
+    assert!(took < Duration::from_secs(30), "exit took {took:?}");
     // The request that outlived the drain was cut off, not answered.
     assert!(stuck.await.unwrap().is_err());
     // --log-format json: every line is one JSON object with a level and a message.

@@ -231,6 +231,7 @@ pub fn watch(
                 }
             }
         })
+        .map_err(|e| tracing::error!(error = %e, "cannot start the model watcher; new versions will not be loaded"))
         .ok();
     RepositoryWatcher {
         handle: WatchHandle { commands: cmd_tx },
