@@ -245,12 +245,18 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         }
     }
     let auth = AdminAuth::new(config.admin_tokens.clone());
-    let admin = AdminServer::with_interceptor(
-        AdminService::new(Arc::clone(&gateway), Arc::clone(&controller)),
-        move |req| auth.check(req),
-    );
+    let admin =
+        AdminServer::with_interceptor(AdminService::new(Arc::clone(&gateway), Arc::clone(&controller)), {
+            let auth = auth.clone();
+            move |req| auth.check(req)
+        });
     let (admin_stop_tx, admin_stop_rx) = oneshot::channel::<()>();
-    let admin_reflection = reflection()?;
+    // Reflection on the admin port passes the same check as Admin itself: it
+    // describes the admin API, and with tokens set nothing there answers a
+    // caller without one. (The Predict port's reflection stays public, like
+    // Predict.)
+    let admin_reflection =
+        tonic::service::interceptor::InterceptedService::new(reflection()?, move |req| auth.check(req));
     let admin_router = tonic::transport::Server::builder().add_service(admin).add_service(admin_reflection);
     let admin_task = tokio::spawn({
         let admin_tls = admin_tls.clone();
