@@ -128,7 +128,8 @@ impl Etcd {
     }
 
     fn wait_healthy(&self) {
-        let until = Instant::now() + Duration::from_secs(30);
+        // Generous: etcd fsyncs its WAL at start, slow on a busy disk.
+        let until = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.metrics)) {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(2)));

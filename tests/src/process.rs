@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use modelgate_proto::v1 as pb;
@@ -20,7 +20,8 @@ pub struct ServeProcess {
     pub child: Child,
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    pub metrics_addr: SocketAddr,
+    /// `None` when started with `--metrics-listen off`.
+    pub metrics_addr: Option<SocketAddr>,
     /// Where its stderr (the log) goes.
     pub log: PathBuf,
 }
@@ -49,7 +50,6 @@ impl ServeProcess {
     }
 
     fn spawn_with(repo: &Path, nofile: Option<(u64, u64)>, extra: &[&str]) -> Self {
-        let log = repo.join(".serve.log");
         let mut cmd = match nofile {
             Some((soft, hard)) => {
                 let mut c = Command::new("prlimit");
@@ -58,22 +58,31 @@ impl ServeProcess {
             }
             None => Command::new(binary()),
         };
-        let mut child = cmd
-            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .args(["--metrics-listen", "127.0.0.1:0", "--models"])
             .arg(repo)
             .arg("--state-dir")
             .arg(repo.join(".state"))
             .args(extra)
             .env_remove("ORT_DYLIB_PATH")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info");
+        Self::start(cmd, &repo.join(".serve.log"))
+            .unwrap_or_else(|log| panic!("modelgate serve exited before it was ready; its log:\n{log}"))
+    }
+
+    /// Spawns `cmd` (a `modelgate serve`, e.g. from [`serve_command`]) with
+    /// its stderr in `log` and waits for its ready lines; `Err(log)` when it
+    /// exits instead.
+    pub fn start(mut cmd: Command, log: &Path) -> Result<Self, String> {
+        let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("create the log file"))
+            .stderr(std::fs::File::create(log).expect("create the log file"))
+            .stdin(Stdio::null())
             .spawn()
             .expect("spawn modelgate serve");
-        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
         let (mut addr, mut admin, mut metrics) = (None, None, None);
-        for line in BufReader::new(stdout).lines() {
+        for line in lines.by_ref() {
             // The process may exit before it is ready: its log says why.
             let Ok(line) = line else { break };
             if let Some(a) = line.strip_prefix("modelgate ready: Predict (modelgate.v1) on ") {
@@ -87,14 +96,29 @@ impl ServeProcess {
                 break;
             }
         }
-        let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-        Self {
-            addr: addr.unwrap_or_else(|| panic!("no ready line; log:\n{}", log_text())),
-            admin_addr: admin.unwrap_or_else(|| panic!("no admin line; log:\n{}", log_text())),
-            metrics_addr: metrics.unwrap_or_else(|| panic!("no metrics line; log:\n{}", log_text())),
-            child,
-            log,
+        // Keep the pipe drained so the process never blocks on stdout.
+        std::thread::spawn(move || for _ in lines {});
+        match (addr, admin) {
+            (Some(addr), Some(admin_addr)) => {
+                Ok(Self { child, addr, admin_addr, metrics_addr: metrics, log: log.to_path_buf() })
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(std::fs::read_to_string(log).unwrap_or_default())
+            }
         }
+    }
+
+    /// An admin client, with `token` when given.
+    pub async fn admin(&self, token: Option<&str>) -> modelgate::cli::admin::Client {
+        let conn = modelgate::cli::admin::AdminConn {
+            admin_addr: self.admin_addr.to_string(),
+            token: token.map(str::to_string),
+            json: false,
+            tls: Default::default(),
+        };
+        modelgate::cli::admin::connect(&conn).await.expect("connect to the admin listener")
     }
 
     pub fn pid(&self) -> u32 {
@@ -181,7 +205,8 @@ impl ServeProcess {
     /// One sample of the metrics, 0 when the series does not exist yet:
     /// `name` with exactly the label values in `labels` among its labels.
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let (status, body) = crate::http_get(self.metrics_addr, "/metrics").await;
+        let (status, body) =
+            crate::http_get(self.metrics_addr.expect("a metrics listener"), "/metrics").await;
         assert_eq!(status, 200, "{body}");
         body.lines()
             .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
@@ -244,4 +269,61 @@ pub fn version_state(m: &pb::ModelMetadataResponse, version: i64) -> Option<(pb:
     m.versions.iter().find(|v| v.version == version).map(|v| {
         (pb::VersionState::try_from(v.state).unwrap_or(pb::VersionState::Unspecified), v.reason.clone())
     })
+}
+
+/// `modelgate serve` for `repo` with its state in `state_dir`: loopback
+/// ephemeral ports, no metrics listener, no repository watch, one thread.
+/// Add flags before running it.
+pub fn serve_command(repo: &Path, state_dir: &Path) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--metrics-listen", "off", "--no-watch", "--threads", "1"])
+        .arg("--models")
+        .arg(repo)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .env_remove("ORT_DYLIB_PATH")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// How a process that was expected to exit ended.
+#[derive(Debug)]
+pub struct Exited {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `cmd` to its exit, for at most `secs` seconds: past that it is
+/// killed and the test fails with what it printed.
+pub fn run_to_exit(mut cmd: Command, secs: u64) -> Exited {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = cmd
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn modelgate");
+    let until = Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for modelgate") {
+            break status;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "modelgate was still running after {secs} s; stderr:\n{}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Exited {
+        status,
+        stdout: std::fs::read_to_string(&out).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err).unwrap_or_default(),
+    }
 }

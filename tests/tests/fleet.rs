@@ -11,20 +11,54 @@ use modelgate_proto::v1 as pb;
 use modelgate_tests::fleet::{Etcd, Replica, eventually};
 use modelgate_tests::*;
 
+/// The ceiling on waiting for a state the fleet reaches by itself. Three
+/// debug-build replicas and etcd share the machine's cores with whatever
+/// else runs (`make test` runs test binaries in parallel), so a step that
+/// takes 100 ms when quiet can take many seconds; a passing run never waits
+/// this long, a failing one says what it waited for.
+const PATIENCE: u64 = 120;
+
 struct Fleet {
     etcd: Etcd,
     replicas: Vec<Replica>,
     _dirs: tempfile::TempDir,
 }
 
-/// etcd and three replicas (a, b, c) serving `repo`.
-fn fleet(repo: &TestRepo) -> Fleet {
+/// etcd and three replicas (a, b, c) serving `repo`, each connected to etcd
+/// and one of them leading.
+async fn fleet(repo: &TestRepo) -> Fleet {
     let etcd = Etcd::start();
     let dirs = tempfile::tempdir().unwrap();
     let url = etcd.url("fleet-test");
     let replicas =
         ["a", "b", "c"].iter().map(|id| Replica::start(repo, &url, id, &dirs.path().join(id))).collect();
-    Fleet { etcd, replicas, _dirs: dirs }
+    let f = Fleet { etcd, replicas, _dirs: dirs };
+    f.joined().await;
+    f
+}
+
+impl Fleet {
+    /// Waits until every replica is connected to etcd and exactly one leads.
+    /// A replica prints its ready line after at most 2 s of trying to reach
+    /// etcd (past that it serves fail-static and refuses changes), and
+    /// leadership takes a campaign round or two: on a busy machine neither
+    /// is done when the ready line appears.
+    async fn joined(&self) {
+        for r in &self.replicas {
+            eventually(PATIENCE, &format!("replica {} to connect to etcd", r.id), || async {
+                (r.metric("modelgate_fleet_store_connected").await == Some(1.0)).then_some(())
+            })
+            .await;
+        }
+        eventually(PATIENCE, "exactly one replica to lead", || async {
+            let mut leaders = 0.0;
+            for r in &self.replicas {
+                leaders += r.metric("modelgate_fleet_leader").await.unwrap_or(0.0);
+            }
+            (leaders == 1.0).then_some(())
+        })
+        .await;
+    }
 }
 
 /// A repository whose v1 is `candidate` and v2 the healthy champion.
@@ -40,18 +74,39 @@ fn rr(expected_stage: Option<u32>) -> pb::RolloutRequest {
 
 /// Waits until replica `r` reports the rollout `id` in `state` at `stage`.
 async fn sees(r: &Replica, id: &str, state: &str, stage: u32) -> std::time::Duration {
+    let what = format!("rollout {id} {state} at stage {stage}");
+    shows(r, &what, |s| s.rollout_id == id && s.state == state && s.stage == stage).await.1
+}
+
+/// Waits until replica `r`'s rollout status satisfies `done`; past
+/// [`PATIENCE`] fails with what it reported last and the end of its log.
+async fn shows(
+    r: &Replica,
+    what: &str,
+    done: impl Fn(&pb::RolloutStatus) -> bool,
+) -> (pb::RolloutStatus, std::time::Duration) {
     let mut a = r.admin().await;
-    let what = format!("replica {} to show rollout {id} {state} at stage {stage}", r.id);
-    let (_, took) = eventually(10, &what, || {
-        let mut a = a.clone();
-        async move {
-            let s = rollout_status(&mut a, "breast-cancer").await;
-            (s.rollout_id == id && s.state == state && s.stage == stage).then_some(())
+    let start = std::time::Instant::now();
+    loop {
+        let s = rollout_status(&mut a, "breast-cancer").await;
+        if done(&s) {
+            return (s, start.elapsed());
         }
-    })
-    .await;
-    let _ = &mut a;
-    took
+        if start.elapsed() > std::time::Duration::from_secs(PATIENCE) {
+            let log = r.log();
+            let mut tail: Vec<&str> = log.lines().rev().take(60).collect();
+            tail.reverse();
+            panic!(
+                "gave up after {PATIENCE} s waiting for replica {} to show {what}; it shows {} {} at stage {}; its log ends:\n{}",
+                r.id,
+                s.rollout_id,
+                s.state,
+                s.stage,
+                tail.join("\n")
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// The version each key is served by on `r`, with a row the NaN fault model
@@ -73,7 +128,7 @@ async fn assignments(r: &Replica, keys: std::ops::Range<u64>) -> Vec<(String, i6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_through_one_replica_reaches_all_and_they_assign_alike() {
     let repo = repo_with_candidate(V1);
-    let f = fleet(&repo);
+    let f = fleet(&repo).await;
     let (a, b, c) = (&f.replicas[0], &f.replicas[1], &f.replicas[2]);
     let mut admin_a = a.admin().await;
     let started = admin_a.start_rollout(canary_plan(1, 30, 1_000_000, false)).await.unwrap().into_inner();
@@ -117,7 +172,7 @@ async fn a_change_through_one_replica_reaches_all_and_they_assign_alike() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_replica_reports_the_whole_fleets_numbers() {
     let repo = repo_with_candidate(V1);
-    let f = fleet(&repo);
+    let f = fleet(&repo).await;
     let mut admin_a = f.replicas[0].admin().await;
     let started = admin_a.start_rollout(canary_plan(1, 50, 1_000_000, false)).await.unwrap().into_inner();
     for r in &f.replicas {
@@ -130,7 +185,7 @@ async fn every_replica_reports_the_whole_fleets_numbers() {
     }
     for r in &f.replicas {
         let admin = r.admin().await;
-        let (got, _) = eventually(10, &format!("replica {} to count all 120 requests", r.id), || {
+        let (got, _) = eventually(PATIENCE, &format!("replica {} to count all 120 requests", r.id), || {
             let mut admin = admin.clone();
             async move {
                 let got = analysis(&mut admin, "breast-cancer").await;
@@ -153,7 +208,7 @@ async fn every_replica_reports_the_whole_fleets_numbers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_racing_to_advance_the_same_stage_one_wins() {
     let repo = repo_with_candidate(V1);
-    let f = fleet(&repo);
+    let f = fleet(&repo).await;
     let (a, b, c) = (&f.replicas[0], &f.replicas[1], &f.replicas[2]);
     let mut admin_a = a.admin().await;
     let mut plan = canary_plan(1, 10, 1_000_000, false);
@@ -187,7 +242,14 @@ async fn two_replicas_racing_to_advance_the_same_stage_one_wins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn automatic_steps_are_taken_once_for_the_whole_fleet() {
     let repo = repo_with_candidate(V1);
-    let f = fleet(&repo);
+    // The steps wait for the safety analysis to show the candidate no worse
+    // than the champion, mean latency included. On a loaded machine latency
+    // is scheduling noise: it can stay "not yet shown" for long, or be
+    // "shown worse" and hold the step with an ALERT. This test is about who
+    // takes the steps, not latency, so any latency difference under a
+    // minute counts as none.
+    repo.config("breast-cancer", "[analysis]\nlatency_margin_min_ms = 60000\n");
+    let f = fleet(&repo).await;
     let a = &f.replicas[0];
     let mut admin_a = a.admin().await;
     // Each step needs 60 candidate samples; traffic is spread over the three
@@ -203,7 +265,7 @@ async fn automatic_steps_are_taken_once_for_the_whole_fleet() {
     }
     let row = rows(1);
     let mut i = 0u64;
-    let (_, took) = eventually(60, "the canary to be promoted by the leader", || {
+    let (_, took) = eventually(PATIENCE, "the canary to be promoted by the leader", || {
         let mut clients = clients.clone();
         let mut admin = admin_a.clone();
         let row = row.clone();
@@ -221,10 +283,17 @@ async fn automatic_steps_are_taken_once_for_the_whole_fleet() {
         }
     })
     .await;
-    eprintln!("promoted after {took:?}");
     let events = admin_a.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
-    let mine: Vec<&str> =
-        events.iter().filter(|e| e.rollout_id == started.rollout_id).map(|e| e.action.as_str()).collect();
+    let all: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    eprintln!("promoted after {took:?}; audit actions {all:?}");
+    // Soft-trigger ALERTs (prediction shift, feature importance) depend on
+    // how many requests arrived before the leader acted, which depends on
+    // the machine's load; they change nothing and are not steps.
+    let mine: Vec<&str> = events
+        .iter()
+        .filter(|e| e.rollout_id == started.rollout_id && e.action != "alert")
+        .map(|e| e.action.as_str())
+        .collect();
     // 50% → 75%, then into the 100% step, which is the promotion.
     assert_eq!(mine, ["started", "advanced", "promoted"], "{events:#?}");
 }
@@ -236,7 +305,7 @@ async fn nan_traffic_until_rolled_back(r: &Replica) {
     let mut admin = r.admin().await;
     let g = golden(2);
     let mut i = 0usize;
-    eventually(30, &format!("replica {} to roll the NaN canary back", r.id), || {
+    eventually(PATIENCE, &format!("replica {} to roll the NaN canary back", r.id), || {
         let mut c = c.clone();
         let mut admin = admin.clone();
         let base = i;
@@ -258,7 +327,7 @@ async fn nan_traffic_until_rolled_back(r: &Replica) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nan_canary_seen_by_one_replica_is_rolled_back_on_all() {
     let repo = repo_with_candidate(NAN);
-    let f = fleet(&repo);
+    let f = fleet(&repo).await;
     let (a, b, c) = (&f.replicas[0], &f.replicas[1], &f.replicas[2]);
     let mut admin_a = a.admin().await;
     let started = admin_a.start_rollout(canary_plan(1, 50, 1_000_000, false)).await.unwrap().into_inner();
@@ -281,7 +350,7 @@ async fn a_nan_canary_seen_by_one_replica_is_rolled_back_on_all() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_mid_rollout_comes_back_in_the_same_state() {
     let repo = repo_with_candidate(V1);
-    let mut f = fleet(&repo);
+    let mut f = fleet(&repo).await;
     let mut admin_a = f.replicas[0].admin().await;
     let mut plan = canary_plan(1, 10, 1_000_000, false);
     if let Some(pb::start_rollout_request::Plan::Canary(canary)) = &mut plan.plan {
@@ -303,7 +372,7 @@ async fn a_replica_killed_mid_rollout_comes_back_in_the_same_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_etcd_the_fleet_serves_refuses_changes_rolls_back_and_resyncs() {
     let repo = repo_with_candidate(NAN);
-    let mut f = fleet(&repo);
+    let mut f = fleet(&repo).await;
     let mut admin_a = f.replicas[0].admin().await;
     let started = admin_a.start_rollout(canary_plan(1, 50, 1_000_000, false)).await.unwrap().into_inner();
     for r in &f.replicas {
@@ -313,7 +382,7 @@ async fn without_etcd_the_fleet_serves_refuses_changes_rolls_back_and_resyncs() 
 
     f.etcd.kill();
     for r in &f.replicas {
-        eventually(10, &format!("replica {} to notice etcd is gone", r.id), || async {
+        eventually(PATIENCE, &format!("replica {} to notice etcd is gone", r.id), || async {
             (r.metric("modelgate_fleet_store_connected").await == Some(0.0)).then_some(())
         })
         .await;
@@ -329,13 +398,22 @@ async fn without_etcd_the_fleet_serves_refuses_changes_rolls_back_and_resyncs() 
         .await
         .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let fleet_health = health
-        .check(tonic_health::pb::HealthCheckRequest { service: "modelgate.fleet".into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .status;
-    assert_eq!(fleet_health, tonic_health::pb::health_check_response::ServingStatus::NotServing as i32);
+    // The health service follows the store's connection on its own poll
+    // (every 200 ms), after the metric already shows it.
+    eventually(PATIENCE, "modelgate.fleet health to turn NOT_SERVING", || {
+        let mut health = health.clone();
+        async move {
+            let status = health
+                .check(tonic_health::pb::HealthCheckRequest { service: "modelgate.fleet".into() })
+                .await
+                .unwrap()
+                .into_inner()
+                .status;
+            (status == tonic_health::pb::health_check_response::ServingStatus::NotServing as i32)
+                .then_some(())
+        }
+    })
+    .await;
     let overall = health
         .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
         .await
@@ -345,7 +423,12 @@ async fn without_etcd_the_fleet_serves_refuses_changes_rolls_back_and_resyncs() 
 
     // A hard trigger still rolls back, locally, at once.
     nan_traffic_until_rolled_back(&f.replicas[1]).await;
-    assert_eq!(f.replicas[1].metric("modelgate_fleet_pending_rollbacks").await, Some(1.0));
+    // The rollback is published to routing (and GetRollout) a moment before
+    // it is counted as pending.
+    eventually(PATIENCE, "b to count one rollback to write back", || async {
+        (f.replicas[1].metric("modelgate_fleet_pending_rollbacks").await == Some(1.0)).then_some(())
+    })
+    .await;
     assert_eq!(rollout_status(&mut admin_a, "breast-cancer").await.state, "running", "a cannot know yet");
 
     // etcd returns: b writes its rollback back and everyone follows.
@@ -353,14 +436,27 @@ async fn without_etcd_the_fleet_serves_refuses_changes_rolls_back_and_resyncs() 
     for r in &f.replicas {
         sees(r, &started.rollout_id, "rolled_back", 0).await;
     }
-    assert_eq!(f.replicas[1].metric("modelgate_fleet_pending_rollbacks").await, Some(0.0));
+    // a and c see the written-back rollback through etcd's watch, possibly
+    // before b has counted its commit done.
+    eventually(PATIENCE, "b to have nothing left to write back", || async {
+        (f.replicas[1].metric("modelgate_fleet_pending_rollbacks").await == Some(0.0)).then_some(())
+    })
+    .await;
     assert!(assignments(&f.replicas[0], 0..100).await.iter().all(|(_, v)| *v == 2));
     // Changes are accepted again.
     let mut admin_c = f.replicas[2].admin().await;
     let events = admin_c.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
     assert_eq!(events.iter().filter(|e| e.action == "rolled_back").count(), 1, "{events:#?}");
     let again = admin_c.start_rollout(canary_plan(1, 5, 1_000_000, false)).await.unwrap().into_inner();
-    sees(&f.replicas[0], &again.rollout_id, "running", 0).await;
+    // a follows it. v1's sliding window still holds the NaNs that rolled the
+    // first canary back, so the NaN trigger may roll this one back at the
+    // next tick: on a busy machine before a is looked at. Either is the
+    // fleet following c's change.
+    let what = format!("rollout {} running or rolled back", again.rollout_id);
+    shows(&f.replicas[0], &what, |s| {
+        s.rollout_id == again.rollout_id && matches!(s.state.as_str(), "running" | "rolled_back")
+    })
+    .await;
 }
 
 /// (requests since the rollout started, this stage's samples, requests in
@@ -376,13 +472,13 @@ async fn fleet_numbers(r: &Replica) -> (u64, u64, u64) {
 
 async fn reports_to(r: &Replica, want: (u64, u64, u64), what: &str) {
     let what = format!("replica {} to report {want:?} {what}", r.id);
-    eventually(15, &what, || async { (fleet_numbers(r).await == want).then_some(()) }).await;
+    eventually(PATIENCE, &what, || async { (fleet_numbers(r).await == want).then_some(()) }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_replica_adds_to_what_its_last_process_counted() {
     let repo = repo_with_candidate(V1);
-    let mut f = fleet(&repo);
+    let mut f = fleet(&repo).await;
     let mut admin_a = f.replicas[0].admin().await;
     let started = admin_a.start_rollout(canary_plan(1, 50, 1_000_000, false)).await.unwrap().into_inner();
     for r in &f.replicas {
@@ -408,7 +504,7 @@ async fn a_restarted_replica_adds_to_what_its_last_process_counted() {
     // leader deletes it and the three live ones remain.
     admin_a.advance(rr(Some(0))).await.unwrap();
     let mut etcd = f.etcd.client(None).await;
-    eventually(15, "the dead process's report to be deleted", || {
+    eventually(PATIENCE, "the dead process's report to be deleted", || {
         let mut etcd = etcd.clone();
         async move {
             let keys = etcd

@@ -89,7 +89,7 @@ async fn an_out_of_range_override_is_invalid_argument() {
     req.triggers = Some(pb::TriggerOverrides { nan_inf_rate: Some(2.0), ..Default::default() });
     let e = a.start_rollout(req).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
-    assert_eq!(e.message(), "triggers.nan_inf_rate is 2; expected a rate above 0 and at most 1");
+    assert_eq!(e.message(), "triggers.nan_inf_rate must be a rate above 0 and at most 1, got 2");
     assert_eq!(rollout_status(&mut a, "breast-cancer").await.rollout_id, "", "nothing started");
     server.stop().await.unwrap();
 }

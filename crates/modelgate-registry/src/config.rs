@@ -1,6 +1,7 @@
 //! `<repo>/<model>/model.toml`: per-model settings. Unknown keys are errors,
 //! so a typo never silently falls back to a default.
 
+use modelgate_rollout::{TriggerOverrides, TriggerRangeError};
 use serde::Deserialize;
 
 /// Per-model settings. Every field is optional in the file.
@@ -110,6 +111,18 @@ pub struct TriggerSettings {
 }
 
 impl TriggerSettings {
+    /// The settings a rollout's trigger overrides can also set, in their
+    /// form: what [`TriggerOverrides::validate`] checks for both.
+    pub fn overrides(&self) -> TriggerOverrides {
+        TriggerOverrides {
+            p99_sla_ms: self.p99_sla_ms,
+            nan_inf_rate: self.nan_inf_rate,
+            error_ratio: self.error_ratio,
+            error_rate_floor: self.error_rate_floor,
+            min_samples: self.min_samples,
+        }
+    }
+
     /// The feature-importance shift that warns and the one that alerts.
     pub fn importance_levels(&self) -> (f64, f64) {
         (self.importance_warn.unwrap_or(0.2), self.importance_alert.unwrap_or(0.4))
@@ -168,6 +181,10 @@ pub enum ConfigError {
     Invalid { field: &'static str, expected: &'static str, got: usize },
     #[error("model.toml: {field} must be {expected}, got {got}")]
     InvalidNumber { field: &'static str, expected: &'static str, got: f64 },
+    /// A `[triggers]` setting a rollout can also override, refused with the
+    /// admin API's words.
+    #[error("model.toml: {0}")]
+    Trigger(#[from] TriggerRangeError),
 }
 
 impl ModelConfig {
@@ -223,18 +240,7 @@ impl ModelConfig {
         };
         let t = &self.triggers;
         let rate = "a rate above 0 and at most 1";
-        if let Some(v) = t.p99_sla_ms {
-            number("triggers.p99_sla_ms", v, 0.001, 600_000.0, "between 0.001 and 600000 ms")?;
-        }
-        if let Some(v) = t.nan_inf_rate {
-            number("triggers.nan_inf_rate", v, 1e-9, 1.0, rate)?;
-        }
-        if let Some(v) = t.error_ratio {
-            number("triggers.error_ratio", v, 1.0, 1e6, "at least 1")?;
-        }
-        if let Some(v) = t.error_rate_floor {
-            number("triggers.error_rate_floor", v, 1e-9, 1.0, rate)?;
-        }
+        t.overrides().validate()?;
         if let Some(v) = t.window_interval_secs {
             number("triggers.window_interval_secs", v, 0.01, 3600.0, "between 0.01 and 3600 s")?;
         }
@@ -356,6 +362,43 @@ mod tests {
         assert!(e.to_string().contains("triggers.importance_alert"), "{e}");
         let e = ModelConfig::parse("[triggers]\nimportance_warn = 0\n").unwrap_err();
         assert!(e.to_string().contains("triggers.importance_warn"), "{e}");
+    }
+
+    /// model.toml's `[triggers]` is refused exactly as the admin API refuses
+    /// the same value in a rollout's overrides: one validation, one message.
+    #[test]
+    fn trigger_settings_are_refused_with_the_admin_apis_words() {
+        let cases: [(&str, TriggerOverrides); 7] = [
+            ("min_samples = 0", TriggerOverrides { min_samples: Some(0), ..Default::default() }),
+            (
+                "min_samples = 2000000000",
+                TriggerOverrides { min_samples: Some(2_000_000_000), ..Default::default() },
+            ),
+            ("p99_sla_ms = 0.0", TriggerOverrides { p99_sla_ms: Some(0.0), ..Default::default() }),
+            ("nan_inf_rate = 1.5", TriggerOverrides { nan_inf_rate: Some(1.5), ..Default::default() }),
+            ("error_ratio = 0.5", TriggerOverrides { error_ratio: Some(0.5), ..Default::default() }),
+            (
+                "error_ratio = inf",
+                TriggerOverrides { error_ratio: Some(f64::INFINITY), ..Default::default() },
+            ),
+            (
+                "error_rate_floor = nan",
+                TriggerOverrides { error_rate_floor: Some(f64::NAN), ..Default::default() },
+            ),
+        ];
+        for (line, overrides) in cases {
+            let admin = overrides.validate().unwrap_err().to_string();
+            let file = ModelConfig::parse(&format!("[triggers]\n{line}\n")).unwrap_err().to_string();
+            assert_eq!(file, format!("model.toml: {admin}"), "{line}");
+        }
+        assert_eq!(
+            ModelConfig::parse("[triggers]\nmin_samples = 0\n").unwrap_err().to_string(),
+            "model.toml: triggers.min_samples must be between 1 and 1000000000, got 0"
+        );
+        // And what one accepts the other accepts.
+        let c = ModelConfig::parse("[triggers]\nmin_samples = 1\nerror_ratio = 1.0\np99_sla_ms = 0.001\n")
+            .unwrap();
+        assert_eq!(c.triggers.overrides().validate(), Ok(()));
     }
 
     #[test]

@@ -37,7 +37,8 @@ pub use routing::{
 };
 pub use stats::{StatsError, normal_quantile, sample_size_means, sample_size_proportions};
 pub use triggers::{
-    Fired, TriggerConfig, TriggerOverrides, TriggerState, TriggerStatus, WindowCounts, thousands,
+    Fired, MAX_MIN_SAMPLES, TriggerConfig, TriggerOverrides, TriggerRangeError, TriggerState, TriggerStatus,
+    WindowCounts, thousands,
 };
 
 /// A point in time or a duration in milliseconds; points are unix epoch ms.

@@ -107,8 +107,8 @@ pub enum RolloutError {
     #[error(transparent)]
     Plan(#[from] PlanError),
     /// A trigger override is out of range.
-    #[error("{0}")]
-    Triggers(String),
+    #[error(transparent)]
+    Triggers(#[from] crate::triggers::TriggerRangeError),
     /// The rollout is over.
     #[error("cannot {operation} rollout '{id}': it is already {state}")]
     Finished {
@@ -239,7 +239,7 @@ impl Rollout {
         reason: Option<String>,
     ) -> Result<(Rollout, Vec<AuditEvent>), RolloutError> {
         spec.plan.validate(spec.champion, ready_versions)?;
-        spec.triggers.validate().map_err(RolloutError::Triggers)?;
+        spec.triggers.validate()?;
         if let Some(shadow) = &spec.shadow {
             if matches!(spec.plan, Plan::Shadow(_)) {
                 return Err(RolloutError::NestedShadow);

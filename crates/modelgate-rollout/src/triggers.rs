@@ -52,6 +52,23 @@ impl Default for TriggerConfig {
     }
 }
 
+/// The largest `min_samples` accepted: more requests than any window holds
+/// would silently turn the triggers off.
+pub const MAX_MIN_SAMPLES: u64 = 1_000_000_000;
+
+/// A trigger setting outside its range, as model.toml and the admin API both
+/// report it: `triggers.min_samples must be between 1 and 1000000000, got 0`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("triggers.{field} must be {expected}, got {got}")]
+pub struct TriggerRangeError {
+    /// The setting, without the `triggers.` prefix.
+    pub field: &'static str,
+    /// The range it must be in, in words.
+    pub expected: &'static str,
+    /// The value given.
+    pub got: String,
+}
+
 /// Per-plan trigger settings: each one set replaces the model's.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -75,21 +92,32 @@ impl TriggerOverrides {
     }
 
     /// Checks each value's range; the error names the field and the range.
-    pub fn validate(&self) -> Result<(), String> {
-        let check = |name: &str, v: Option<f64>, lo: f64, hi: f64, expected: &str| match v {
+    ///
+    /// This is the one check of these settings: model.toml's `[triggers]`
+    /// (the registry) and a rollout's overrides (the admin API) both call
+    /// it, so a value one refuses the other refuses too, in the same words.
+    pub fn validate(&self) -> Result<(), TriggerRangeError> {
+        let number = |field, v: Option<f64>, lo: f64, hi: f64, expected| match v {
             Some(v) if !(v.is_finite() && v >= lo && v <= hi) => {
-                Err(format!("triggers.{name} is {v}; expected {expected}"))
+                Err(TriggerRangeError { field, expected, got: v.to_string() })
             }
             _ => Ok(()),
         };
-        check("p99_sla_ms", self.p99_sla_ms, 0.001, 600_000.0, "0.001 to 600000 ms")?;
-        check("nan_inf_rate", self.nan_inf_rate, 1e-9, 1.0, "a rate above 0 and at most 1")?;
-        check("error_ratio", self.error_ratio, 1.0, 1e6, "at least 1")?;
-        check("error_rate_floor", self.error_rate_floor, 1e-9, 1.0, "a rate above 0 and at most 1")?;
-        if self.min_samples == Some(0) {
-            return Err("triggers.min_samples is 0; expected at least 1".to_string());
+        let rate = "a rate above 0 and at most 1";
+        number("p99_sla_ms", self.p99_sla_ms, 0.001, 600_000.0, "between 0.001 and 600000 ms")?;
+        number("nan_inf_rate", self.nan_inf_rate, 1e-9, 1.0, rate)?;
+        number("error_ratio", self.error_ratio, 1.0, 1e6, "between 1 and 1000000")?;
+        number("error_rate_floor", self.error_rate_floor, 1e-9, 1.0, rate)?;
+        match self.min_samples {
+            // 0 would let one request fire a trigger; past the ceiling no
+            // window ever holds enough requests and the triggers are off.
+            Some(n) if !(1..=MAX_MIN_SAMPLES).contains(&n) => Err(TriggerRangeError {
+                field: "min_samples",
+                expected: "between 1 and 1000000000",
+                got: n.to_string(),
+            }),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// `base` with every overridden value replaced.
@@ -386,11 +414,46 @@ mod tests {
         assert_eq!(TriggerOverrides::default().apply(base.clone()), base);
         let bad = TriggerOverrides { nan_inf_rate: Some(1.5), ..Default::default() };
         assert_eq!(
-            bad.validate().unwrap_err(),
-            "triggers.nan_inf_rate is 1.5; expected a rate above 0 and at most 1"
+            bad.validate().unwrap_err().to_string(),
+            "triggers.nan_inf_rate must be a rate above 0 and at most 1, got 1.5"
         );
-        assert!(TriggerOverrides { min_samples: Some(0), ..Default::default() }.validate().is_err());
         assert!(o.validate().is_ok());
+    }
+
+    /// Every field at, just inside and just outside its range (and NaN and
+    /// infinities), so model.toml and the admin API, which both call this,
+    /// agree on every value.
+    #[test]
+    fn every_trigger_setting_is_range_checked_by_the_one_validation() {
+        let with = |f: &dyn Fn(&mut TriggerOverrides)| {
+            let mut o = TriggerOverrides::default();
+            f(&mut o);
+            o.validate().map_err(|e| e.to_string())
+        };
+        type Set = fn(&mut TriggerOverrides, f64);
+        let numbers: [(&str, Set, f64, f64); 4] = [
+            ("p99_sla_ms", |o, v| o.p99_sla_ms = Some(v), 0.001, 600_000.0),
+            ("nan_inf_rate", |o, v| o.nan_inf_rate = Some(v), 1e-9, 1.0),
+            ("error_ratio", |o, v| o.error_ratio = Some(v), 1.0, 1e6),
+            ("error_rate_floor", |o, v| o.error_rate_floor = Some(v), 1e-9, 1.0),
+        ];
+        for (field, set, lo, hi) in numbers {
+            for ok in [lo, hi, (lo + hi) / 2.0] {
+                assert_eq!(with(&|o| set(o, ok)), Ok(()), "{field} = {ok}");
+            }
+            for bad in [lo / 2.0, hi * 2.0, 0.0, -1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+                let e = with(&|o| set(o, bad)).unwrap_err();
+                assert!(e.starts_with(&format!("triggers.{field} must be ")), "{field} = {bad}: {e}");
+                assert!(e.ends_with(&format!(", got {bad}")), "{e}");
+            }
+        }
+        assert_eq!(
+            with(&|o| o.min_samples = Some(0)),
+            Err("triggers.min_samples must be between 1 and 1000000000, got 0".to_string())
+        );
+        assert!(with(&|o| o.min_samples = Some(MAX_MIN_SAMPLES + 1)).is_err());
+        assert_eq!(with(&|o| o.min_samples = Some(1)), Ok(()));
+        assert_eq!(with(&|o| o.min_samples = Some(MAX_MIN_SAMPLES)), Ok(()));
     }
 
     #[test]

@@ -270,7 +270,8 @@ pub fn start_from_pb(
             min_samples: t.min_samples,
         })
         .unwrap_or_default();
-    triggers.validate().map_err(Status::invalid_argument)?;
+    // The same check model.toml's [triggers] passes, so both refuse alike.
+    triggers.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
     Ok((plan, triggers))
 }
 

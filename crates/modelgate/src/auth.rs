@@ -62,8 +62,12 @@ pub fn read_token_file(path: &Path) -> anyhow::Result<Vec<Token>> {
 #[derive(Debug, Clone)]
 pub struct Actor(pub String);
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether `presented` is exactly `secret`, in time that depends on neither
+/// (both are hashed first, so not even the secret's length leaks).
+fn token_matches(secret: &str, presented: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(secret.as_bytes()), Sha256::digest(presented.as_bytes()));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The interceptor: checks the bearer token and records the [`Actor`].
@@ -93,11 +97,21 @@ impl AdminAuth {
                 .ok()
                 .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
                 .ok_or_else(|| Status::unauthenticated("authorization metadata must be `Bearer <token>`"))?;
-            let token = self
-                .tokens
-                .iter()
-                .find(|t| constant_time_eq(t.secret.as_bytes(), presented.trim().as_bytes()))
-                .ok_or_else(|| Status::unauthenticated("admin token not recognised"))?;
+            // Exactly the configured bytes: a token with spaces around it is a
+            // different token (a pasted newline or a shell quoting slip), and
+            // the message says so without echoing what was sent.
+            if presented.trim() != presented || presented.is_empty() {
+                return Err(Status::unauthenticated(
+                    "admin token not recognised: it is empty or has leading or trailing whitespace; send exactly `Bearer <token>` with one space",
+                ));
+            }
+            // Every token is compared, so the time taken does not say which
+            // one (or whether any) matched.
+            let matched = self.tokens.iter().fold(None, |found, t| {
+                let hit = token_matches(&t.secret, presented);
+                found.or(hit.then_some(t))
+            });
+            let token = matched.ok_or_else(|| Status::unauthenticated("admin token not recognised"))?;
             match &subject {
                 Some(subject) => format!("{} (cert {subject})", token.name),
                 None => token.name.clone(),
@@ -123,6 +137,28 @@ mod tests {
         bad.metadata_mut().insert("authorization", "Bearer nope".parse().unwrap());
         assert_eq!(auth.check(bad).unwrap_err().code(), tonic::Code::Unauthenticated);
         assert_eq!(auth.check(Request::new(())).unwrap_err().code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn only_the_exact_token_is_accepted_and_never_echoed() {
+        let auth = AdminAuth::new(vec![Token::new("alice", "s3cret"), Token::new("bob", "0ther")]);
+        let with = |value: &str| {
+            let mut req = Request::new(());
+            req.metadata_mut().insert("authorization", value.parse().unwrap());
+            auth.check(req)
+        };
+        assert_eq!(with("Bearer 0ther").unwrap().extensions().get::<Actor>().unwrap().0, "bob");
+        for bad in ["Bearer  s3cret", "Bearer s3cret ", "Bearer \ts3cret", "Bearer s3cret\t", "Bearer "] {
+            let e = with(bad).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::Unauthenticated, "{bad:?}");
+            assert!(e.message().contains("leading or trailing whitespace"), "{bad:?}: {}", e.message());
+            assert!(!e.message().contains("s3cret"), "{}", e.message());
+        }
+        for bad in ["Bearer s3cre", "Bearer s3cretx", "Bearer S3CRET"] {
+            let e = with(bad).unwrap_err();
+            assert_eq!(e.message(), "admin token not recognised", "{bad:?}");
+        }
+        assert!(token_matches("s3cret", "s3cret") && !token_matches("s3cret", "s3cret "));
     }
 
     #[test]

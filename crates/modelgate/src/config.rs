@@ -84,8 +84,15 @@ pub struct ServeArgs {
     /// Connection caps, handshake and body limits, HTTP/2 settings.
     #[command(flatten)]
     pub connections: crate::connection::ConnectionArgs,
-    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish, in seconds.
-    #[arg(long, env = "MODELGATE_DRAIN_SECONDS", default_value_t = 10.0)]
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish,
+    /// in seconds (0 to 86400).
+    #[arg(
+        long,
+        env = "MODELGATE_DRAIN_SECONDS",
+        default_value_t = 10.0,
+        allow_hyphen_values = true,
+        value_parser = seconds(0.0, limits::DRAIN_SECONDS_MAX)
+    )]
     pub drain_seconds: f64,
     /// The most bytes one declared input or output of a model may take at its
     /// smallest legal shape (and all inputs together); a version over it is
@@ -108,11 +115,24 @@ pub struct ServeArgs {
     /// Do not watch the model repository for new versions after start.
     #[arg(long, env = "MODELGATE_NO_WATCH")]
     pub no_watch: bool,
-    /// Rescan the repository this often (seconds), besides filesystem events.
-    #[arg(long, env = "MODELGATE_RESCAN_SECONDS", default_value_t = 2.0)]
+    /// Rescan the repository this often (seconds, 0.05 to 3600), besides filesystem events.
+    #[arg(
+        long,
+        env = "MODELGATE_RESCAN_SECONDS",
+        default_value_t = 2.0,
+        allow_hyphen_values = true,
+        value_parser = seconds(limits::RESCAN_SECONDS_MIN, limits::RESCAN_SECONDS_MAX)
+    )]
     pub rescan_seconds: f64,
-    /// A new model file must keep its size and mtime this long (ms) before it is loaded.
-    #[arg(long, env = "MODELGATE_SETTLE_MS", default_value_t = 500)]
+    /// A new model file must keep its size and mtime this long (ms, 0 to
+    /// 600000) before it is loaded.
+    #[arg(
+        long,
+        env = "MODELGATE_SETTLE_MS",
+        default_value_t = 500,
+        allow_hyphen_values = true,
+        value_parser = millis(0, limits::SETTLE_MS_MAX)
+    )]
     pub settle_ms: u64,
     /// Rollout state and the audit log. Default: `modelgate-state` beside the model repository.
     #[arg(long, env = "MODELGATE_STATE_DIR")]
@@ -194,8 +214,15 @@ pub struct ServeArgs {
     /// is the audit log's "who". Needs `--admin-tls-cert`.
     #[arg(long, env = "MODELGATE_ADMIN_CLIENT_CA", requires = "admin_tls_cert")]
     pub admin_client_ca: Option<PathBuf>,
-    /// How often the controller judges running rollouts, in milliseconds.
-    #[arg(long, env = "MODELGATE_TICK_MS", default_value_t = 500)]
+    /// How often the controller judges running rollouts, in milliseconds
+    /// (10 to 60000).
+    #[arg(
+        long,
+        env = "MODELGATE_TICK_MS",
+        default_value_t = 500,
+        allow_hyphen_values = true,
+        value_parser = millis(limits::TICK_MS_MIN, limits::TICK_MS_MAX)
+    )]
     pub tick_ms: u64,
     /// Memory for remembering which version served each request id, so
     /// outcomes reported later (RecordOutcome) join it. Reserved in full
@@ -282,6 +309,44 @@ pub struct ServeConfig {
     pub tick: Duration,
     /// Where `/metrics` is served; `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
+}
+
+/// The ranges of the duration flags. A value outside them (negative, NaN,
+/// infinite, or so large that a deadline computed from it would overflow) is
+/// a usage error naming the flag and the range (exit code 2), never a panic
+/// later in start-up: `--drain-seconds 1e300` once aborted in
+/// `Duration::from_secs_f64`.
+pub mod limits {
+    /// `--drain-seconds`: a day; nothing in flight needs longer.
+    pub const DRAIN_SECONDS_MAX: f64 = 86_400.0;
+    /// `--rescan-seconds`: faster than 50 ms is a busy loop; an hour at most.
+    pub const RESCAN_SECONDS_MIN: f64 = 0.05;
+    pub const RESCAN_SECONDS_MAX: f64 = 3_600.0;
+    /// `--settle-ms`: ten minutes.
+    pub const SETTLE_MS_MAX: u64 = 600_000;
+    /// `--tick-ms`: 10 ms to a minute (triggers judge on every tick).
+    pub const TICK_MS_MIN: u64 = 10;
+    pub const TICK_MS_MAX: u64 = 60_000;
+    /// `modelgate predict --timeout-seconds`: 1 ms to a day.
+    pub const CALL_TIMEOUT_SECONDS_MIN: f64 = 0.001;
+    pub const CALL_TIMEOUT_SECONDS_MAX: f64 = 86_400.0;
+}
+
+/// A clap value parser for a number of seconds in `lo..=hi`; clap puts the
+/// flag's name in front of the message.
+pub fn seconds(lo: f64, hi: f64) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+    move |s: &str| match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= lo && v <= hi => Ok(v),
+        _ => Err(format!("expected a number of seconds from {lo} to {hi}")),
+    }
+}
+
+/// A clap value parser for a whole number of milliseconds in `lo..=hi`.
+pub fn millis(lo: u64, hi: u64) -> impl Fn(&str) -> Result<u64, String> + Clone + Send + Sync + 'static {
+    move |s: &str| match s.trim().parse::<u64>() {
+        Ok(v) if (lo..=hi).contains(&v) => Ok(v),
+        _ => Err(format!("expected a whole number of milliseconds from {lo} to {hi}")),
+    }
 }
 
 /// The default shadow CPU budget: 5% of the machine's cores (0.1 of a core on
@@ -416,9 +481,6 @@ impl TryFrom<ServeArgs> for ServeConfig {
         if a.threads == Some(0) {
             anyhow::bail!("--threads must be at least 1");
         }
-        if !(a.drain_seconds.is_finite() && a.drain_seconds >= 0.0) {
-            anyhow::bail!("--drain-seconds must be a non-negative number");
-        }
         let state_dir = a.state_dir.unwrap_or_else(|| default_state_dir(&a.models));
         let mut admin_tokens = Vec::new();
         if let Some(t) = a.admin_token.filter(|t| !t.is_empty()) {
@@ -464,7 +526,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
             metrics_listen,
             admin_listen: a.admin_listen,
             admin_tokens,
-            tick: Duration::from_millis(a.tick_ms.max(10)),
+            tick: Duration::from_millis(a.tick_ms),
             shadow_dir: a.shadow_dir.unwrap_or_else(|| state_dir.join("shadow")),
             state_dir,
             replica_id: match a.replica_id.filter(|r| !r.is_empty()) {
@@ -487,7 +549,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
             max_request_bytes: a.max_request_bytes,
             drain: Duration::from_secs_f64(a.drain_seconds),
             watch: !a.no_watch,
-            rescan: Duration::from_secs_f64(a.rescan_seconds.max(0.05)),
+            rescan: Duration::from_secs_f64(a.rescan_seconds),
             settle: Duration::from_millis(a.settle_ms),
             limits: LoadLimits {
                 max_tensor_bytes: a.max_tensor_bytes,
@@ -533,6 +595,44 @@ mod tests {
             let e = parse_cpu_budget(bad).unwrap_err().to_string();
             assert!(e.contains("--shadow-cpu-budget") && e.contains(bad), "{e}");
         }
+    }
+
+    /// Every duration flag refuses what would panic or overflow later, in
+    /// clap's words (exit code 2) naming the flag and the range.
+    #[test]
+    fn duration_flags_are_range_checked_by_clap() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["modelgate", "serve"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all)
+        };
+        for (flag, bad, range) in [
+            ("--drain-seconds", "1e300", "from 0 to 86400"),
+            ("--drain-seconds", "-1", "from 0 to 86400"),
+            ("--drain-seconds", "NaN", "from 0 to 86400"),
+            ("--drain-seconds", "inf", "from 0 to 86400"),
+            ("--drain-seconds", "86401", "from 0 to 86400"),
+            ("--rescan-seconds", "0", "from 0.05 to 3600"),
+            ("--rescan-seconds", "-inf", "from 0.05 to 3600"),
+            ("--settle-ms", "18446744073709551615", "from 0 to 600000"),
+            ("--settle-ms", "-5", "from 0 to 600000"),
+            ("--tick-ms", "0", "from 10 to 60000"),
+            ("--tick-ms", "99999999999", "from 10 to 60000"),
+        ] {
+            let e = parse(&[flag, bad]).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{flag} {bad}");
+            let text = e.to_string();
+            assert!(text.contains(flag) && text.contains(range), "{flag} {bad}: {text}");
+        }
+        let Command::Serve(ok) =
+            parse(&["--drain-seconds", "86400", "--tick-ms", "10", "--rescan-seconds", "0.05"])
+                .unwrap()
+                .command
+        else {
+            panic!("serve")
+        };
+        let config = ServeConfig::try_from(*ok).unwrap();
+        assert_eq!((config.drain, config.tick), (Duration::from_secs(86_400), Duration::from_millis(10)));
     }
 
     #[test]

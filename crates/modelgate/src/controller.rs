@@ -41,8 +41,15 @@ pub struct StageCounts {
     pub errors: BTreeMap<u64, u64>,
 }
 
+/// The format of the state snapshot this build writes.
+pub const STATE_FORMAT: u32 = 0;
+/// Every snapshot format this build reads. A snapshot in any other (written
+/// by a newer build) stops start-up rather than being misread and then
+/// overwritten.
+pub const KNOWN_STATE_FORMATS: &[u32] = &[STATE_FORMAT];
+
 /// Everything persisted: champions, rollouts, and their stage counts.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ControlState {
     pub format: u32,
     pub champions: BTreeMap<String, u64>,
@@ -52,6 +59,18 @@ pub struct ControlState {
     /// retention); unloaded again after a restart.
     #[serde(default)]
     pub retired: BTreeMap<String, Vec<u64>>,
+}
+
+impl Default for ControlState {
+    fn default() -> Self {
+        Self {
+            format: STATE_FORMAT,
+            champions: BTreeMap::new(),
+            rollouts: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            retired: BTreeMap::new(),
+        }
+    }
 }
 
 /// Unloads a version from the registry.
@@ -187,6 +206,11 @@ pub enum ControlError {
     Conflict(String),
     #[error(transparent)]
     Store(#[from] crate::state::StoreError),
+    /// The stored state was written in a format this build does not read.
+    #[error(
+        "{origin} holds rollout state in format {found}, which this build does not read (it knows format {known}); nothing was read or written: run the modelgate that wrote it, or move the state aside to start without rollout state"
+    )]
+    UnknownStateFormat { origin: String, found: String, known: String },
 }
 
 impl From<ControlError> for Status {
@@ -199,6 +223,7 @@ impl From<ControlError> for Status {
             ControlError::Invalid(_) => Code::InvalidArgument,
             ControlError::Conflict(_) => Code::Aborted,
             ControlError::Store(_) => Code::Unavailable,
+            ControlError::UnknownStateFormat { .. } => Code::FailedPrecondition,
         };
         Status::new(code, e.to_string())
     }
@@ -247,7 +272,7 @@ impl Controller {
         fleet: Option<Arc<EtcdStore>>,
     ) -> Result<Self, ControlError> {
         let (state, revision) = match store.load_snapshot().await? {
-            Some(snap) => (parse_state(&snap.bytes)?, snap.revision),
+            Some(snap) => (parse_state(&snap)?, snap.revision),
             None => (ControlState::default(), 0),
         };
         let mut baselines = BTreeMap::new();
@@ -420,7 +445,7 @@ impl Controller {
         if snap.revision <= inner.revision {
             return false;
         }
-        let mut state = match parse_state(&snap.bytes) {
+        let mut state = match parse_state(&snap) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(revision = snap.revision, error = %e, "ignoring a fleet state that does not parse");
@@ -481,7 +506,7 @@ impl Controller {
         let mut snap = snap;
         for p in std::mem::take(&mut inner.pending) {
             let Some(current) = &snap else { break };
-            let Ok(remote) = parse_state(&current.bytes) else { break };
+            let Ok(remote) = parse_state(current) else { break };
             let lines: Vec<String> = p.events.iter().filter_map(|e| serde_json::to_string(e).ok()).collect();
             let still_live =
                 remote.rollouts.get(&p.model).is_some_and(|r| r.id == p.rollout.id && is_live(r));
@@ -492,8 +517,9 @@ impl Controller {
                 next.champions.insert(p.model.clone(), resulting_champion(&p.rollout));
                 next.rollouts.insert(p.model.clone(), p.rollout.clone());
                 let bytes = serde_json::to_vec(&next).unwrap_or_default();
+                let origin = current.origin.clone();
                 self.store.commit(current.revision, bytes.clone(), lines).await.map(|rev| {
-                    snap = Some(Snapshot { bytes, revision: rev });
+                    snap = Some(Snapshot { bytes, revision: rev, origin });
                 })
             } else {
                 // Already over in the fleet: the local rollback is still a
@@ -889,15 +915,7 @@ impl Controller {
         let defaults = TriggerConfig::default();
         let table = self.gateway.table();
         let Some(route) = table.models.get(model) else { return defaults };
-        let t = &route.entry.config.triggers;
-        TriggerConfig {
-            nan_inf_rate: t.nan_inf_rate.unwrap_or(defaults.nan_inf_rate),
-            error_ratio: t.error_ratio.unwrap_or(defaults.error_ratio),
-            error_rate_floor: t.error_rate_floor.unwrap_or(defaults.error_rate_floor),
-            p99_sla_ms: t.p99_sla_ms,
-            min_samples: t.min_samples.unwrap_or(defaults.min_samples),
-            ..defaults
-        }
+        route.entry.config.triggers.overrides().apply(defaults)
     }
 
     /// Every arm of `rollout` (champion first) with its window, its totals
@@ -1763,9 +1781,31 @@ fn merge_arms(
     }
 }
 
-fn parse_state(bytes: &[u8]) -> Result<ControlState, ControlError> {
-    serde_json::from_slice::<ControlState>(bytes)
-        .map_err(|e| ControlError::Precondition(format!("state snapshot does not parse: {e}")))
+/// A stored snapshot, if its format is one this build reads.
+fn parse_state(snap: &Snapshot) -> Result<ControlState, ControlError> {
+    /// Only the format, whatever else a newer build put beside it.
+    #[derive(Deserialize)]
+    struct Head {
+        format: Option<serde_json::Value>,
+    }
+    if let Ok(Head { format: Some(found) }) = serde_json::from_slice::<Head>(&snap.bytes) {
+        let known = found
+            .as_u64()
+            .and_then(|f| u32::try_from(f).ok())
+            .is_some_and(|f| KNOWN_STATE_FORMATS.contains(&f));
+        if !known {
+            let mut found = found.to_string();
+            found.truncate(64);
+            return Err(ControlError::UnknownStateFormat {
+                origin: snap.origin.clone(),
+                found,
+                known: KNOWN_STATE_FORMATS.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
+            });
+        }
+    }
+    serde_json::from_slice::<ControlState>(&snap.bytes).map_err(|e| {
+        ControlError::Precondition(format!("the rollout state in {} does not parse: {e}", snap.origin))
+    })
 }
 
 /// What routing depends on in a rollout (not its last verdict's numbers).
@@ -1792,6 +1832,29 @@ mod tests {
     }
 
     #[test]
+    fn a_state_in_an_unknown_format_is_refused_naming_where_and_which() {
+        let snap = |text: &str| Snapshot { bytes: text.into(), revision: 1, origin: "/s/state.json".into() };
+        let written = serde_json::to_string(&ControlState::default()).unwrap();
+        assert!(written.contains("\"format\":0"), "{written}");
+        assert!(parse_state(&snap(&written)).is_ok());
+        for (text, found) in [
+            (r#"{"format":7,"champions":{},"rollouts":{},"counts":{},"future":[]}"#, "7"),
+            (r#"{"format":"v2"}"#, "\"v2\""),
+            (r#"{"format":-1}"#, "-1"),
+            (r#"{"format":4294967296}"#, "4294967296"),
+        ] {
+            let e = parse_state(&snap(text)).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("/s/state.json holds rollout state in format {found}, "))
+                    && e.contains("it knows format 0"),
+                "{e}"
+            );
+        }
+        let e = parse_state(&snap("{\"format\":0,")).unwrap_err().to_string();
+        assert!(e.starts_with("the rollout state in /s/state.json does not parse"), "{e}");
+    }
+
+    #[test]
     fn a_wrong_plan_is_invalid_argument_a_missing_version_a_precondition() {
         assert_eq!(
             code(PlanError::StepsNotIncreasing { index: 1, percent: 10, previous: 50 }),
@@ -1799,7 +1862,14 @@ mod tests {
         );
         assert_eq!(code(PlanError::ZeroWeight { name: "b".into() }), Code::InvalidArgument);
         assert_eq!(code(PlanError::Empty { field: "steps" }), Code::InvalidArgument);
-        assert_eq!(code(RolloutError::Triggers("triggers.min_samples is 0".into())), Code::InvalidArgument);
+        assert_eq!(
+            code(RolloutError::Triggers(modelgate_rollout::TriggerRangeError {
+                field: "min_samples",
+                expected: "between 1 and 1000000000",
+                got: "0".into(),
+            })),
+            Code::InvalidArgument
+        );
         assert_eq!(
             code(PlanError::VersionNotReady { version: 9, ready: vec![1, 2] }),
             Code::FailedPrecondition

@@ -249,12 +249,18 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         }
     }
     let auth = AdminAuth::new(config.admin_tokens.clone());
-    let admin = AdminServer::with_interceptor(
-        AdminService::new(Arc::clone(&gateway), Arc::clone(&controller)),
-        move |req| auth.check(req),
-    );
+    let admin =
+        AdminServer::with_interceptor(AdminService::new(Arc::clone(&gateway), Arc::clone(&controller)), {
+            let auth = auth.clone();
+            move |req| auth.check(req)
+        });
     let (admin_stop_tx, admin_stop_rx) = oneshot::channel::<()>();
-    let admin_reflection = reflection()?;
+    // Reflection on the admin port passes the same check as Admin itself: it
+    // describes the admin API, and with tokens set nothing there answers a
+    // caller without one. (The Predict port's reflection stays public, like
+    // Predict.)
+    let admin_reflection =
+        tonic::service::interceptor::InterceptedService::new(reflection()?, move |req| auth.check(req));
     let limits = &config.connections;
     limits.check(config.max_request_bytes)?;
     let (predict_cap, admin_cap) = crate::connection::fit_to_open_files(limits, open_files);

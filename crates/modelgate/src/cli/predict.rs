@@ -40,8 +40,16 @@ pub struct PredictArgs {
     /// Print one JSON object (outputs by name, version, role, request_id).
     #[arg(long)]
     pub json: bool,
-    /// Give up after this many seconds.
-    #[arg(long, default_value_t = 30.0)]
+    /// Give up after this many seconds (0.001 to 86400).
+    #[arg(
+        long,
+        default_value_t = 30.0,
+        allow_hyphen_values = true,
+        value_parser = crate::config::seconds(
+            crate::config::limits::CALL_TIMEOUT_SECONDS_MIN,
+            crate::config::limits::CALL_TIMEOUT_SECONDS_MAX
+        )
+    )]
     pub timeout_seconds: f64,
     #[command(flatten)]
     pub tls: crate::cli::ClientTls,
@@ -61,7 +69,7 @@ pub async fn run(args: PredictArgs) -> anyhow::Result<()> {
         None => args.input.clone(),
     };
     let json: Value = serde_json::from_str(&text).context("--input is not valid JSON")?;
-    let timeout = Duration::from_secs_f64(args.timeout_seconds.max(0.001));
+    let timeout = Duration::from_secs_f64(args.timeout_seconds);
     let channel = args
         .tls
         .endpoint("--addr", &args.addr)?

@@ -425,6 +425,11 @@ impl EtcdStore {
         self.leader.load(Ordering::Acquire) && self.connected()
     }
 
+    /// The state key and the etcd it lives in, for messages about it.
+    fn state_origin(&self) -> String {
+        format!("etcd key {} at {}", self.key("state"), self.url.endpoints.join(","))
+    }
+
     fn write_cache(&self, snap: &Snapshot) {
         let doc = serde_json::json!({
             "revision": snap.revision,
@@ -443,6 +448,7 @@ impl EtcdStore {
         Some(Snapshot {
             revision: doc.get("revision")?.as_u64()?,
             bytes: doc.get("state")?.as_str()?.as_bytes().to_vec(),
+            origin: format!("{} (the local copy of the fleet state)", self.cache.display()),
         })
     }
 
@@ -450,10 +456,11 @@ impl EtcdStore {
         let mut kv = self.client()?.kv_client();
         let resp = kv.get(self.key("state"), None).await.map_err(unavailable)?;
         let revision = resp.header().map_or(0, |h| h.revision());
-        let snap = resp
-            .kvs()
-            .first()
-            .map(|kv| Snapshot { bytes: kv.value().to_vec(), revision: kv.mod_revision() as u64 });
+        let snap = resp.kvs().first().map(|kv| Snapshot {
+            bytes: kv.value().to_vec(),
+            revision: kv.mod_revision() as u64,
+            origin: self.state_origin(),
+        });
         Ok((snap, revision))
     }
 
@@ -525,7 +532,11 @@ impl EtcdStore {
                     tracing::warn!(key = %self.key("state"), "the fleet state key was deleted; keeping the last state");
                     continue;
                 }
-                let snap = Snapshot { bytes: kv.value().to_vec(), revision: kv.mod_revision() as u64 };
+                let snap = Snapshot {
+                    bytes: kv.value().to_vec(),
+                    revision: kv.mod_revision() as u64,
+                    origin: self.state_origin(),
+                };
                 self.write_cache(&snap);
                 if tx.send(FleetEvent::Changed(snap)).is_err() {
                     return Ok(());

@@ -3,8 +3,9 @@
 //! Snapshots are written to a temporary file, fsynced, renamed over the old
 //! one and the directory fsynced, so a crash leaves one whole snapshot. Audit
 //! events are appended and fsynced before the call returns, so an
-//! acknowledged event survives a crash; a torn last line (a write that never
-//! returned) is dropped when the log is opened.
+//! acknowledged event survives a crash. A last line without its newline is
+//! mended when the log is opened, never dropped: a whole event gets its
+//! newline, a torn write is moved aside to `audit.jsonl.torn-<ms>`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -48,14 +49,7 @@ impl FileStore {
             .map_err(io(&audit_path))?;
         let mut text = Vec::new();
         audit.read_to_end(&mut text).map_err(io(&audit_path))?;
-        if let Some(last_newline) = text.iter().rposition(|&b| b == b'\n') {
-            if last_newline + 1 != text.len() {
-                tracing::warn!(path = %audit_path.display(), "dropping a torn last audit line (its write never completed)");
-                audit.set_len(last_newline as u64 + 1).map_err(io(&audit_path))?;
-            }
-        } else if !text.is_empty() {
-            audit.set_len(0).map_err(io(&audit_path))?;
-        }
+        repair_tail(&dir, &mut audit, &text)?;
         // One writer: revisions only count this process's commits, from 1
         // for a snapshot found on disk.
         let revision = u64::from(dir.join(SNAPSHOT).exists());
@@ -83,13 +77,50 @@ impl FileStore {
     }
 }
 
+/// Mends an audit log whose last line has no newline, keeping every byte.
+///
+/// A last line that is a whole JSON event (written by hand, or a crash
+/// between the event and its newline) is kept and gets its newline. Anything
+/// else (a write that never finished) cannot be read as an event: it is
+/// moved to `audit.jsonl.torn-<unix ms>` beside the log with a WARN naming
+/// that file, and the log continues after the last whole line.
+fn repair_tail(dir: &Path, audit: &mut File, text: &[u8]) -> Result<(), StoreError> {
+    let audit_path = dir.join(AUDIT);
+    let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let tail = &text[whole..];
+    if tail.is_empty() {
+        return Ok(());
+    }
+    if serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(tail).is_ok() {
+        audit.write_all(b"\n").map_err(io(&audit_path))?;
+        audit.sync_data().map_err(io(&audit_path))?;
+        tracing::warn!(path = %audit_path.display(), "the last audit event had no newline; it is whole, so it was kept and the newline added");
+        return Ok(());
+    }
+    let aside = dir.join(format!("{AUDIT}.torn-{}", crate::controller::now_ms()));
+    {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&aside).map_err(io(&aside))?;
+        f.write_all(tail).map_err(io(&aside))?;
+        f.sync_all().map_err(io(&aside))?;
+    }
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    audit.set_len(whole as u64).map_err(io(&audit_path))?;
+    tracing::warn!(
+        path = %audit_path.display(),
+        moved_to = %aside.display(),
+        bytes = tail.len(),
+        "the last audit line is not a whole event (its write never finished); moved it aside, the log goes on after the last whole line"
+    );
+    Ok(())
+}
+
 impl Inner {
     fn load(&self) -> Result<Option<Snapshot>, StoreError> {
         let path = self.dir.join(SNAPSHOT);
         match std::fs::read(&path) {
             Ok(bytes) => {
                 let revision = self.audit.lock().unwrap_or_else(|p| p.into_inner()).1.max(1);
-                Ok(Some(Snapshot { bytes, revision }))
+                Ok(Some(Snapshot { bytes, revision, origin: path.display().to_string() }))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::Io { path, source: e }),
@@ -215,12 +246,42 @@ mod tests {
         assert_eq!(store.read_events().await.unwrap(), vec!["{\"n\":1}", "{\"n\":2}", "{\"n\":3}"]);
     }
 
+    fn torn_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut out: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("audit.jsonl.torn-"))
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+            .collect();
+        out.sort();
+        out
+    }
+
     #[tokio::test]
-    async fn a_torn_tail_is_dropped_on_open_and_appends_stay_whole() {
+    async fn a_torn_tail_is_moved_aside_on_open_and_appends_stay_whole() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(AUDIT), "{\"n\":1}\n{\"n\":").unwrap();
         let store = FileStore::open(dir.path()).unwrap();
         store.append_events(vec!["{\"n\":2}".into()]).await.unwrap();
         assert_eq!(store.read_events().await.unwrap(), vec!["{\"n\":1}", "{\"n\":2}"]);
+        let torn = torn_files(dir.path());
+        assert_eq!(torn.len(), 1, "{torn:?}");
+        assert_eq!(torn[0].1, b"{\"n\":");
+    }
+
+    #[tokio::test]
+    async fn a_whole_last_event_without_its_newline_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(AUDIT), "{\"n\":1}").unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        store.append_events(vec!["{\"n\":2}".into()]).await.unwrap();
+        assert_eq!(store.read_events().await.unwrap(), vec!["{\"n\":1}", "{\"n\":2}"]);
+        assert!(torn_files(dir.path()).is_empty());
+        // An only line that is not an event is moved aside, not emptied away.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(AUDIT), "{\"n\":1, \"act").unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        assert!(store.read_events().await.unwrap().is_empty());
+        assert_eq!(torn_files(dir.path())[0].1, b"{\"n\":1, \"act");
     }
 }

@@ -48,6 +48,8 @@ pub struct Snapshot {
     pub bytes: Vec<u8>,
     /// Increases with every commit; 0 means no snapshot was ever written.
     pub revision: u64,
+    /// Where it was read (a file's path, an etcd key), for messages about it.
+    pub origin: String,
 }
 
 /// Where rollout state and audit events live.
