@@ -176,8 +176,11 @@ async fn a_deadline_stops_a_running_inference_and_frees_its_thread() {
     for _ in 0..2 {
         let mut c = c.clone();
         calls.push(tokio::spawn(async move {
+            // The deadline travels as grpc-timeout without a client-side
+            // timer, so the answer is the server's (tonic's own timer would
+            // race it and answer CANCELLED locally).
             let mut req = tonic::Request::new(loop_request("loop", 1 << 62));
-            req.set_timeout(Duration::from_secs(2));
+            req.metadata_mut().insert("grpc-timeout", "2S".parse().unwrap());
             c.predict(req).await
         }));
     }
