@@ -183,6 +183,8 @@ pub struct QueueStats {
     pub run_rows_buckets: [AtomicU64; 9],
     /// Batched runs that failed and were retried request by request.
     pub batch_retries: AtomicU64,
+    /// Requests whose run was stopped, by [`StopReason::index`].
+    pub stopped: [AtomicU64; 4],
 }
 
 impl QueueStats {
@@ -664,7 +666,11 @@ fn reply(
             if job.traffic {
                 queue.stats.failed.fetch_add(1, Ordering::Relaxed);
             }
-            Err(stop_for(&job, &e, Instant::now()))
+            let e = stop_for(&job, &e, Instant::now());
+            if let RunError::Stopped { reason, .. } = &e {
+                queue.stats.stopped[reason.index()].fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e)
         }
     };
     let _ = job.reply.send(reply);

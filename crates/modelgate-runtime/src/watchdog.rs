@@ -42,6 +42,21 @@ pub enum StopReason {
     Shutdown,
 }
 
+impl StopReason {
+    /// Every reason's name, in [`Self::index`] order (metric labels).
+    pub const NAMES: [&'static str; 4] = ["deadline", "cancelled", "time_limit", "shutdown"];
+
+    /// The reason's slot in per-reason counters.
+    pub fn index(self) -> usize {
+        match self {
+            Self::Deadline => 0,
+            Self::Cancelled => 1,
+            Self::TimeLimit(_) => 2,
+            Self::Shutdown => 3,
+        }
+    }
+}
+
 impl std::fmt::Display for StopReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -660,14 +660,6 @@ impl Gateway {
             Some(deadline) => match tokio::time::timeout_at(deadline.into(), wait).await {
                 Ok(r) => r?,
                 Err(_) if started.as_ref().is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)) => {
-                    self.metrics
-                        .runs_stopped
-                        .get_or_create(&crate::metrics::StopLabels {
-                            model: model.name.clone(),
-                            version: version.version.to_string(),
-                            reason: "deadline".into(),
-                        })
-                        .inc();
                     return Err(GatewayError::DeadlineExceededRunning {
                         model: model.name.clone(),
                         version: version.version,
@@ -698,22 +690,6 @@ impl Gateway {
                     RunError::DeadlineExceeded { .. } | RunError::Stopped { .. } | RunError::OutOfMemory(_),
                 ) => {}
             }
-        }
-        if let Err(RunError::Stopped { reason, .. }) = &result {
-            let reason = match reason {
-                StopReason::Deadline => "deadline",
-                StopReason::Cancelled => "cancelled",
-                StopReason::TimeLimit(_) => "time_limit",
-                StopReason::Shutdown => "shutdown",
-            };
-            self.metrics
-                .runs_stopped
-                .get_or_create(&crate::metrics::StopLabels {
-                    model: model.name.clone(),
-                    version: version.version.to_string(),
-                    reason: reason.into(),
-                })
-                .inc();
         }
         let output = result.map_err(|e| GatewayError::from_run(&model.name, version.version, e))?;
         // Remembered for joining outcomes by request id only while a rollout

@@ -116,8 +116,6 @@ pub struct Metrics {
     outcomes: Family<OutcomeLabels, Counter>,
     tls_reloads: Family<TlsReloadLabels, Counter>,
     tls_not_after: Family<ListenerLabels, Gauge>,
-    /// Inference runs stopped through ONNX Runtime's terminate flag.
-    pub runs_stopped: Family<StopLabels, Counter>,
     /// Passes of the model-repository watcher that panicked (and were
     /// survived: the watcher goes on).
     pub watcher_panics: Counter,
@@ -229,6 +227,7 @@ pub struct StateMetrics {
     pub queue_depth: Vec<(VersionLabels, i64)>,
     pub queue_rejected: Vec<(VersionLabels, u64)>,
     pub queue_expired: Vec<(VersionLabels, u64)>,
+    pub runs_stopped: Vec<(StopLabels, u64)>,
     /// (model, version, state) = 1 for every version the repository knows.
     pub version_state: Vec<(VersionLabels, &'static str)>,
     pub weights: Vec<(ArmLabels, f64)>,
@@ -349,6 +348,12 @@ impl Collector for StateCollector {
             "modelgate_queue_expired",
             "Requests dropped unrun because their deadline passed in the queue.",
             &s.queue_expired,
+        )?;
+        counters(
+            e,
+            "modelgate_inference_runs_stopped",
+            "Requests whose inference run was stopped before it finished, by reason (deadline: the client's passed while it ran; cancelled: the client went away; time_limit: the model's max_run_ms; shutdown)",
+            &s.runs_stopped,
         )?;
         let states: Vec<(StateLabels, f64)> = s
             .version_state
@@ -564,12 +569,6 @@ impl Metrics {
             "The serving certificate's notAfter, unix seconds, by listener",
             tls_not_after.clone(),
         );
-        let runs_stopped = Family::<StopLabels, Counter>::default();
-        registry.register(
-            "modelgate_inference_runs_stopped",
-            "Inference runs stopped before they finished, by reason (deadline, cancelled, time_limit: the model's max_run_ms, shutdown)",
-            runs_stopped.clone(),
-        );
         let watcher_panics = Counter::default();
         registry.register(
             "modelgate_model_watcher_panics",
@@ -619,7 +618,6 @@ impl Metrics {
             outcomes,
             tls_reloads,
             tls_not_after,
-            runs_stopped,
             watcher_panics,
             connections_refused,
             connections_closed,
@@ -774,6 +772,16 @@ impl StateSource for GatewayState {
                         out.queue_depth.push((l.clone(), r.queue.len() as i64));
                         out.queue_rejected.push((l.clone(), r.queue.stats().rejected.load(Relaxed)));
                         out.queue_expired.push((l.clone(), r.queue.stats().expired.load(Relaxed)));
+                        for (i, reason) in modelgate_runtime::StopReason::NAMES.iter().enumerate() {
+                            out.runs_stopped.push((
+                                StopLabels {
+                                    model: l.model.clone(),
+                                    version: l.version.clone(),
+                                    reason: (*reason).into(),
+                                },
+                                r.queue.stats().stopped[i].load(Relaxed),
+                            ));
+                        }
                         let st = r.queue.stats();
                         let per_bucket: Vec<u64> =
                             st.run_rows_buckets.iter().map(|b| b.load(Relaxed)).collect();
