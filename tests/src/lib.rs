@@ -4,6 +4,7 @@
 
 pub mod fleet;
 pub mod pki;
+pub mod spawned;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
