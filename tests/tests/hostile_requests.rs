@@ -67,11 +67,20 @@ async fn repeated_output_names_are_refused_before_the_model_runs_and_memory_stay
     let reset = gw.reset_peak();
 
     // The attack of the issue: 10,000 rows, "probabilities" x 6000 (1.3 MB
-    // of names), a 480 MB response before the fix. Sent five times.
+    // of names), a 480 MB response before the fix. Sent five times; more
+    // names than any model has outputs are refused before decoding.
     let mut attack = ok.clone();
     attack.output_names = vec!["probabilities".to_string(); 6000];
     for _ in 0..5 {
         let e = c.predict(attack.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+        assert_eq!(e.message(), "request has more than 1024 output names");
+    }
+    // Under that cap, a repeated name is refused by name, before the model runs.
+    for n in [2, 1000] {
+        let mut attack = ok.clone();
+        attack.output_names = vec!["probabilities".to_string(); n];
+        let e = c.predict(attack).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
         assert_eq!(
             e.message(),
@@ -79,9 +88,10 @@ async fn repeated_output_names_are_refused_before_the_model_runs_and_memory_stay
         );
     }
     // The same over KServe's `outputs` list.
-    let names = vec!["probabilities"; 6000];
+    let e = k.model_infer(kserve_request(&rows, &vec!["probabilities"; 6000])).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "request has more than 1024 outputs"));
     for _ in 0..5 {
-        let e = k.model_infer(kserve_request(&rows, &names)).await.unwrap_err();
+        let e = k.model_infer(kserve_request(&rows, &["probabilities"; 1000])).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
         assert!(
             e.message().ends_with("output 'probabilities' is requested more than once"),
@@ -328,12 +338,70 @@ async fn megabyte_names_come_back_cut_in_the_status() {
     let meta = kpb::ModelMetadataRequest { name: "breast-cancer".into(), version: huge.clone() };
     assert_short(&k.model_metadata(meta).await.unwrap_err(), Code::NotFound);
 
-    // A shape of a million dimensions is shown by its first few.
+    // A long shape is shown by its first few dimensions.
     let mut req = request("breast-cancer", &rows(1));
-    req.inputs[0].shape = vec![1; 1_000_000];
-    req.inputs[0].shape[999_999] = -1;
+    req.inputs[0].shape = vec![1; 60];
+    req.inputs[0].shape[59] = -1;
     let e = c.predict(req).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().len() < 512 && e.message().contains("(1000000 dims)"), "{}", head(e.message()));
+    assert!(e.message().len() < 256 && e.message().contains(", …] (60 dims)"), "{}", head(e.message()));
     server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_empty_structures_are_refused_before_they_are_decoded() {
+    let repo = TestRepo::breast_cancer();
+    let gw = Spawned::serve(&repo, &["--threads", "1"]);
+    let mut c = gw.client().await;
+    let mut k = kserve(gw.channel().await);
+    c.predict(request("breast-cancer", &rows(1))).await.unwrap();
+    let before = gw.memory();
+    let reset = gw.reset_peak();
+
+    // 8 MiB of empty tensors: 4M x 232 bytes once decoded (16 MiB of them
+    // peaked at 1.9 GB before the fix).
+    let mut req = request("breast-cancer", &rows(1));
+    req.inputs = vec![pb::Tensor::default(); 4 << 20];
+    let e = c.predict(req).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "request has more than 1024 inputs"));
+    // 8 MiB of empty output names (16 MiB peaked at 225 MB).
+    let mut req = request("breast-cancer", &rows(1));
+    req.output_names = vec![String::new(); 4 << 20];
+    let e = c.predict(req).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "request has more than 1024 output names"));
+    // A shape of 8M zero dimensions and no data (16M peaked at 160 MB).
+    let mut req = request("breast-cancer", &rows(1));
+    req.inputs[0].shape = vec![0; 8 << 20];
+    req.inputs[0].raw = Default::default();
+    let e = c.predict(req).await.unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::InvalidArgument, "a tensor's shape has more than 64 dimensions")
+    );
+    // KServe: empty inputs, raw contents and requested outputs.
+    let mut infer = kserve_request(&rows(1), &[]);
+    infer.inputs = vec![Default::default(); 4 << 20];
+    assert_eq!(k.model_infer(infer).await.unwrap_err().message(), "request has more than 1024 inputs");
+    let mut infer = kserve_request(&rows(1), &[]);
+    infer.raw_input_contents = vec![Default::default(); 4 << 20];
+    assert_eq!(
+        k.model_infer(infer).await.unwrap_err().message(),
+        "request has more than 1024 raw_input_contents"
+    );
+    let mut infer = kserve_request(&rows(1), &[]);
+    infer.outputs = vec![Default::default(); 4 << 20];
+    assert_eq!(k.model_infer(infer).await.unwrap_err().message(), "request has more than 1024 outputs");
+
+    // Ordinary requests still pass.
+    assert!(c.predict(request("breast-cancer", &rows(3))).await.is_ok());
+    assert!(k.model_infer(kserve_request(&rows(3), &[])).await.is_ok());
+    let after = gw.memory();
+    let (rss, peak) = growth(before, after);
+    eprintln!(
+        "repeated structures: RSS {before:?} -> {after:?}; growth {rss} KiB, peak growth {peak} KiB (peak reset: {reset})"
+    );
+    assert!(rss < 50 * MIB as i64, "RSS grew {rss} KiB");
+    if reset {
+        assert!(peak < 100 * MIB as i64, "peak grew {peak} KiB");
+    }
 }
