@@ -82,6 +82,18 @@ impl Spawned {
         Memory { rss_kib: field("VmRSS:"), hwm_kib: field("VmHWM:") }
     }
 
+    /// CPU time the process has used (user + system), in milliseconds,
+    /// from `/proc/<pid>/stat` (clock ticks of 10 ms).
+    pub fn cpu_ms(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("read stat");
+        // The fields after the command name, which is in parentheses.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // utime and stime, fields 14 and 15 of stat.
+        (ticks(11) + ticks(12)) * 10
+    }
+
     /// Resets VmHWM to the current RSS (`clear_refs` 5), so the next reading
     /// is the peak from now on. False where the kernel does not allow it;
     /// VmHWM is then the peak since start, a stricter bound.

@@ -65,6 +65,7 @@ async fn repeated_output_names_are_refused_before_the_model_runs_and_memory_stay
     k.model_infer(kserve_request(&rows, &["probabilities"])).await.unwrap();
     let before = gw.memory();
     let reset = gw.reset_peak();
+    let cpu = gw.cpu_ms();
 
     // The attack of the issue: 10,000 rows, "probabilities" x 6000 (1.3 MB
     // of names), a 480 MB response before the fix. Sent five times; more
@@ -118,7 +119,8 @@ async fn repeated_output_names_are_refused_before_the_model_runs_and_memory_stay
     let after = gw.memory();
     let (rss, peak) = growth(before, after);
     eprintln!(
-        "repeated outputs: RSS {before:?} -> {after:?}; growth {rss} KiB, peak growth {peak} KiB (peak reset: {reset})"
+        "repeated outputs: RSS {before:?} -> {after:?}; growth {rss} KiB, peak growth {peak} KiB (peak reset: {reset}); server CPU {} ms",
+        gw.cpu_ms() - cpu
     );
     assert!(rss < 50 * MIB as i64, "RSS grew {rss} KiB");
     if reset {
@@ -197,6 +199,7 @@ async fn outcomes_without_a_rollout_are_not_stored_and_huge_metric_names_are_ref
     c.record_outcome(outcome("m".repeat(1 << 20))).await.unwrap_err();
     let before = gw.memory();
     let reset = gw.reset_peak();
+    let cpu = gw.cpu_ms();
 
     // The attack of the issue: no rollout, 400 distinct 1 MB metric names
     // (415 MB kept before the fix).
@@ -215,7 +218,8 @@ async fn outcomes_without_a_rollout_are_not_stored_and_huge_metric_names_are_ref
     let after = gw.memory();
     let (rss, peak) = growth(before, after);
     eprintln!(
-        "outcome names: RSS {before:?} -> {after:?}; growth {rss} KiB, peak growth {peak} KiB (peak reset: {reset})"
+        "outcome names: RSS {before:?} -> {after:?}; growth {rss} KiB, peak growth {peak} KiB (peak reset: {reset}); server CPU {} ms",
+        gw.cpu_ms() - cpu
     );
     assert!(rss < 30 * MIB as i64, "RSS grew {rss} KiB");
     if reset {
@@ -357,6 +361,7 @@ async fn repeated_empty_structures_are_refused_before_they_are_decoded() {
     c.predict(request("breast-cancer", &rows(1))).await.unwrap();
     let before = gw.memory();
     let reset = gw.reset_peak();
+    let cpu = gw.cpu_ms();
 
     // 8 MiB of empty tensors: 4M x 232 bytes once decoded (16 MiB of them
     // peaked at 1.9 GB before the fix).
@@ -398,7 +403,8 @@ async fn repeated_empty_structures_are_refused_before_they_are_decoded() {
     let after = gw.memory();
     let (rss, peak) = growth(before, after);
     eprintln!(
-        "repeated structures: RSS {before:?} -> {after:?}; growth {rss} KiB, peak growth {peak} KiB (peak reset: {reset})"
+        "repeated structures: RSS {before:?} -> {after:?}; growth {rss} KiB, peak growth {peak} KiB (peak reset: {reset}); server CPU {} ms",
+        gw.cpu_ms() - cpu
     );
     assert!(rss < 50 * MIB as i64, "RSS grew {rss} KiB");
     if reset {
