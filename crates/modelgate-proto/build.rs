@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".modelgate.v1.Tensor.raw")
         // Messages print as JSON in the CLI's --json mode.
         .type_attribute(".modelgate.v1", "#[derive(serde::Serialize)]")
+        // Requests are scanned for absurd repetition before decoding.
+        .codec_path("crate::bounded::BoundedCodec")
         .compile_fds(fds)?;
 
     // KServe v2 (Open Inference Protocol), package `inference`.
@@ -25,6 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .bytes(".inference.ModelInferRequest.raw_input_contents")
         .bytes(".inference.ModelInferResponse.raw_output_contents")
+        .codec_path("crate::bounded::BoundedCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -15,6 +15,14 @@ use tonic::transport::Channel;
 
 use crate::{TestRepo, binary};
 
+/// Resident memory of a process, in KiB: now (VmRSS) and at its peak
+/// (VmHWM, since start or the last [`ServeProcess::reset_peak`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    pub rss_kib: u64,
+    pub hwm_kib: u64,
+}
+
 /// A spawned `modelgate serve`, killed on drop.
 pub struct ServeProcess {
     pub child: Child,
@@ -169,12 +177,35 @@ impl ServeProcess {
 
     /// A Predict client (and ModelMetadata, RecordOutcome) on its port.
     pub async fn client(&self) -> PredictClient<Channel> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+        PredictClient::new(self.channel().await)
+            .max_encoding_message_size(usize::MAX)
+            .max_decoding_message_size(usize::MAX)
+    }
+
+    /// A channel to its Predict/KServe port.
+    pub async fn channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
             .expect("valid uri")
             .connect()
             .await
-            .expect("connect to the gateway");
-        PredictClient::new(channel).max_decoding_message_size(usize::MAX)
+            .expect("connect to the gateway")
+    }
+
+    /// VmRSS and VmHWM now.
+    pub fn memory(&self) -> Memory {
+        Memory { rss_kib: self.status_kib("VmRSS"), hwm_kib: self.status_kib("VmHWM") }
+    }
+
+    /// CPU time the process has used (user + system), in milliseconds.
+    pub fn cpu_ms(&self) -> u64 {
+        (self.cpu_seconds() * 1000.0).round() as u64
+    }
+
+    /// Resets VmHWM to the current RSS (`clear_refs` 5), so the next reading
+    /// is the peak from now on. False where the kernel does not allow it;
+    /// VmHWM is then the peak since start, a stricter bound.
+    pub fn reset_peak(&self) -> bool {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5").is_ok()
     }
 
     /// User plus system CPU time so far, seconds.

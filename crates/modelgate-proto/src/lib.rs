@@ -1,5 +1,7 @@
 //! Generated gRPC code for modelgate's protocols. Nothing hand-written lives
-//! here but the module tree.
+//! here but the module tree and the codec the services use ([`bounded`]).
+
+pub mod bounded;
 
 /// `modelgate.v1`: the Predict service and its messages.
 pub mod v1 {

@@ -6,6 +6,7 @@ pub mod budget;
 pub mod executor;
 pub mod library;
 pub mod model;
+pub mod quote;
 pub mod signature;
 pub mod tensor;
 pub mod watchdog;
@@ -17,6 +18,7 @@ pub use executor::{
 };
 pub use library::{LibraryError, LibrarySource};
 pub use model::{DEFAULT_MAX_TENSOR_BYTES, LoadError, LoadedModel, ModelOptions};
+pub use quote::quoted;
 pub use signature::{Dim, InputError, Signature, TensorSpec};
 pub use tensor::{DataType, Tensor, TensorData};
 pub use watchdog::{RunStop, StopReason};

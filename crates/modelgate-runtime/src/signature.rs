@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::quote::quoted;
 use crate::tensor::{DataType, Tensor, element_count};
 
 /// One dimension of a declared shape.
@@ -72,8 +73,7 @@ impl fmt::Display for DimsDisplay<'_> {
 }
 
 fn shape_str(shape: &[i64]) -> String {
-    let parts: Vec<String> = shape.iter().map(i64::to_string).collect();
-    format!("[{}]", parts.join(", "))
+    crate::quote::shape(shape).to_string()
 }
 
 /// The inputs and outputs of a model version.
@@ -102,26 +102,32 @@ impl Signature {
 pub enum InputError {
     #[error("no inputs given; the model expects {expected}")]
     NoInputs { expected: String },
-    #[error("missing input '{name}' ({dtype} {dims}); inputs given: {given}")]
+    #[error("missing input {} ({dtype} {dims}); inputs given: {given}", quoted(.name))]
     Missing { name: String, dtype: DataType, dims: String, given: String },
-    #[error("unknown input '{name}'; the model's inputs are: {expected}")]
+    #[error("unknown input {}; the model's inputs are: {expected}", quoted(.name))]
     Unknown { name: String, expected: String },
-    #[error("input '{name}' is given more than once")]
+    #[error("input {} is given more than once", quoted(.name))]
     Duplicate { name: String },
-    #[error("input '{name}' has dtype {got}, expected {expected}")]
+    #[error("input {} has dtype {got}, expected {expected}", quoted(.name))]
     DType { name: String, got: DataType, expected: DataType },
-    #[error("input '{name}' has shape {got}, expected {expected}")]
+    #[error("input {} has shape {got}, expected {expected}", quoted(.name))]
     Shape { name: String, got: String, expected: String },
-    #[error("input '{name}' has shape {got}: an empty batch (a zero dimension) cannot be served")]
+    #[error("input {} has shape {got}: an empty batch (a zero dimension) cannot be served", quoted(.name))]
     Empty { name: String, got: String },
-    #[error("input '{name}' has shape {got} but {elements} elements")]
+    #[error("input {} has shape {got} but {elements} elements", quoted(.name))]
     Elements { name: String, got: String, elements: usize },
     #[error(
-        "inputs disagree on dimension '{symbol}': '{first}' has {first_value}, '{second}' has {second_value}"
+        "inputs disagree on dimension '{symbol}': {} has {first_value}, {} has {second_value}",
+        quoted(.first),
+        quoted(.second)
     )]
     SymbolMismatch { symbol: String, first: String, first_value: i64, second: String, second_value: i64 },
-    #[error("unknown output '{name}' requested; the model's outputs are: {expected}")]
+    #[error("unknown output {} requested; the model's outputs are: {expected}", quoted(.name))]
     UnknownOutput { name: String, expected: String },
+    /// Each name is one copy of the output in the reply: repeating a name
+    /// would multiply the response (and the memory behind it) for nothing.
+    #[error("output {} is requested more than once", quoted(.name))]
+    DuplicateOutput { name: String },
 }
 
 impl Signature {
@@ -162,7 +168,7 @@ impl Signature {
         };
         for (index, spec) in self.inputs.iter().enumerate() {
             let Some(t) = find(&spec.name) else {
-                let given = inputs.iter().map(|t| format!("'{}'", t.name)).collect::<Vec<_>>().join(", ");
+                let given = inputs.iter().map(|t| quoted(&t.name).to_string()).collect::<Vec<_>>().join(", ");
                 return Err(InputError::Missing {
                     name: spec.name.clone(),
                     dtype: spec.dtype,
@@ -222,13 +228,18 @@ impl Signature {
         Ok(())
     }
 
-    /// Checks that every requested output exists.
+    /// Checks that every requested output exists and is asked for once.
     pub fn check_outputs(&self, requested: &[String]) -> Result<(), InputError> {
-        for name in requested {
+        for (i, name) in requested.iter().enumerate() {
             if !self.outputs.iter().any(|s| &s.name == name) {
                 let expected =
                     self.outputs.iter().map(|s| format!("'{}'", s.name)).collect::<Vec<_>>().join(", ");
                 return Err(InputError::UnknownOutput { name: name.clone(), expected });
+            }
+            // Every name before this one is a known output, so there are
+            // at most as many as the model has: a short scan.
+            if requested[..i].contains(name) {
+                return Err(InputError::DuplicateOutput { name: name.clone() });
             }
         }
         Ok(())
@@ -302,6 +313,10 @@ mod tests {
         assert!(matches!(e, InputError::Elements { elements: 5, .. }));
         let e = s.check_outputs(&["nope".into()]).unwrap_err();
         assert_eq!(e.to_string(), "unknown output 'nope' requested; the model's outputs are: 'label'");
+        let e = s.check_outputs(&["label".into(), "label".into()]).unwrap_err();
+        assert_eq!(e.to_string(), "output 'label' is requested more than once");
+        let e = s.check_outputs(&["x".repeat(1 << 20)]).unwrap_err().to_string();
+        assert!(e.len() < 300 && e.contains("(1048576 bytes)"), "{e}");
     }
 
     #[test]

@@ -84,6 +84,11 @@ pub struct ServeArgs {
     /// Connection caps, handshake and body limits, HTTP/2 settings.
     #[command(flatten)]
     pub connections: crate::connection::ConnectionArgs,
+    /// Largest response sent, in bytes (Predict and KServe ModelInfer): a
+    /// request whose outputs would be larger gets RESOURCE_EXHAUSTED, checked
+    /// before the response is encoded. Default: `--max-request-bytes`.
+    #[arg(long, env = "MODELGATE_MAX_RESPONSE_BYTES")]
+    pub max_response_bytes: Option<usize>,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish,
     /// in seconds (0 to 86400).
     #[arg(
@@ -230,6 +235,15 @@ pub struct ServeArgs {
     /// latest ~460k ids at least), the oldest dropped first; 0 turns it off.
     #[arg(long, env = "MODELGATE_OUTCOME_JOIN_MIB", default_value_t = 32)]
     pub outcome_join_mib: u32,
+    /// Memory for the outcome sums (RecordOutcome) of running rollouts: 32
+    /// bytes per metric, version and 10-second bucket kept for a day; past
+    /// it the oldest buckets of any metric are dropped first.
+    #[arg(long, env = "MODELGATE_OUTCOME_STORE_MIB", default_value_t = 64)]
+    pub outcome_store_mib: u32,
+    /// Distinct RecordOutcome metric names kept per model; a new name past
+    /// it gets RESOURCE_EXHAUSTED.
+    #[arg(long, env = "MODELGATE_OUTCOME_METRICS_PER_MODEL", default_value_t = 32)]
+    pub outcome_metrics_per_model: usize,
     /// Rotate a shadow record file when it reaches this many bytes.
     #[arg(long, env = "MODELGATE_SHADOW_FILE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub shadow_file_bytes: u64,
@@ -274,6 +288,8 @@ pub struct ServeConfig {
     pub max_request_bytes: usize,
     /// Connection caps, handshake and body limits, HTTP/2 settings.
     pub connections: crate::connection::ConnectionLimits,
+    /// Largest response; `None`: `max_request_bytes`.
+    pub max_response_bytes: Option<usize>,
     pub drain: Duration,
     /// Watch the repository for new and removed versions.
     pub watch: bool,
@@ -297,6 +313,10 @@ pub struct ServeConfig {
     pub shadow_file_bytes: u64,
     /// MiB for request ids kept for outcome joins.
     pub outcome_join_mib: u64,
+    /// MiB for the outcome sums.
+    pub outcome_store_mib: u64,
+    /// Distinct outcome metric names per model.
+    pub outcome_metrics_per_model: usize,
     pub admin_listen: SocketAddr,
     /// Named admin tokens; empty: the admin listener needs none.
     pub admin_tokens: Vec<crate::auth::Token>,
@@ -400,6 +420,18 @@ pub fn default_state_dir(models: &std::path::Path) -> PathBuf {
 }
 
 impl ServeConfig {
+    /// What a client may make the gateway hold.
+    pub fn limits(&self) -> crate::gateway::Limits {
+        crate::gateway::Limits {
+            max_response_bytes: self.max_response_bytes.unwrap_or(self.max_request_bytes),
+            outcomes: crate::outcome::OutcomeLimits {
+                join_bytes: self.outcome_join_mib.saturating_mul(1024 * 1024),
+                store_bytes: self.outcome_store_mib.saturating_mul(1024 * 1024),
+                metrics_per_model: self.outcome_metrics_per_model,
+            },
+        }
+    }
+
     /// Defaults for a repository: loopback on an ephemeral port, one thread per core.
     pub fn new(models: impl Into<PathBuf>) -> Self {
         let models = models.into();
@@ -416,6 +448,8 @@ impl ServeConfig {
             shadow_cpu_cores: Some(default_shadow_cpu_cores()),
             shadow_file_bytes: 64 * 1024 * 1024,
             outcome_join_mib: 32,
+            outcome_store_mib: 64,
+            outcome_metrics_per_model: 32,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_tokens: Vec::new(),
             tls: None,
@@ -429,6 +463,7 @@ impl ServeConfig {
             threads: default_threads(),
             max_request_bytes: 64 * 1024 * 1024,
             connections: crate::connection::ConnectionLimits::default(),
+            max_response_bytes: None,
             drain: Duration::from_secs(10),
             watch: true,
             rescan: Duration::from_secs(2),
@@ -541,12 +576,15 @@ impl TryFrom<ServeArgs> for ServeConfig {
             shadow_cpu_cores: parse_cpu_budget(&a.shadow_cpu_budget)?,
             shadow_file_bytes: a.shadow_file_bytes,
             outcome_join_mib: u64::from(a.outcome_join_mib),
+            outcome_store_mib: u64::from(a.outcome_store_mib),
+            outcome_metrics_per_model: a.outcome_metrics_per_model,
             models: a.models,
             listen: a.listen,
             ort_lib: a.ort_lib,
             threads: a.threads.unwrap_or_else(default_threads),
             connections: crate::connection::ConnectionLimits::from_args(&a.connections, a.max_request_bytes)?,
             max_request_bytes: a.max_request_bytes,
+            max_response_bytes: a.max_response_bytes,
             drain: Duration::from_secs_f64(a.drain_seconds),
             watch: !a.no_watch,
             rescan: Duration::from_secs_f64(a.rescan_seconds),

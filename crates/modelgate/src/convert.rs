@@ -3,7 +3,7 @@
 
 use modelgate_proto::v1 as pb;
 use modelgate_runtime::tensor::element_count;
-use modelgate_runtime::{DataType, Tensor, TensorData, TensorSpec};
+use modelgate_runtime::{DataType, Tensor, TensorData, TensorSpec, quoted};
 
 /// A client's request could not be decoded; the text says why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,12 +73,12 @@ fn typed_field_for(dtype: DataType) -> &'static str {
 }
 
 fn shape_str(shape: &[i64]) -> String {
-    format!("{shape:?}")
+    modelgate_runtime::quote::shape(shape).to_string()
 }
 
 /// Decodes one request tensor.
 pub fn tensor_from_pb(t: pb::Tensor) -> Result<Tensor, BadRequest> {
-    let name = if t.name.is_empty() { "<unnamed>".to_string() } else { format!("'{}'", t.name) };
+    let name = if t.name.is_empty() { "<unnamed>".to_string() } else { quoted(&t.name).to_string() };
     let bad = |msg: String| BadRequest(format!("input {name}: {msg}"));
     let dtype = dtype_from_pb(t.dtype).ok_or_else(|| {
         bad(match pb::DataType::try_from(t.dtype) {

@@ -3,15 +3,17 @@
 
 use std::time::Duration;
 
+use modelgate_runtime::quote::{quoted, truncated};
 use modelgate_runtime::{InputError, StopReason};
 use tonic::{Code, Status};
 
 use crate::convert::BadRequest;
+use crate::outcome::OutcomeError;
 
 /// Why the gateway could not answer a request.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    #[error("model '{model}' not found; models served: {available}")]
+    #[error("model {} not found; models served: {available}", quoted(.model))]
     ModelNotFound { model: String, available: String },
     #[error("version {version} of model '{model}' not found; versions: {known}")]
     VersionNotFound { model: String, version: i64, known: String },
@@ -42,6 +44,12 @@ pub enum GatewayError {
     Inference { model: String, version: u64, message: String },
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    #[error(
+        "model '{model}' version {version}: the response would be {bytes} bytes, over the {limit}-byte limit (--max-response-bytes); ask for fewer rows or outputs"
+    )]
+    ResponseTooLarge { model: String, version: u64, bytes: usize, limit: usize },
+    #[error("{0}")]
+    Outcome(#[from] OutcomeError),
 }
 
 impl GatewayError {
@@ -52,7 +60,8 @@ impl GatewayError {
             }
             Self::NoReadyVersion { .. } | Self::ShuttingDown => Code::Unavailable,
             Self::BadRequest(_) | Self::Input { .. } => Code::InvalidArgument,
-            Self::QueueFull { .. } => Code::ResourceExhausted,
+            Self::QueueFull { .. } | Self::ResponseTooLarge { .. } => Code::ResourceExhausted,
+            Self::Outcome(e) => e.code(),
             Self::DeadlineExceeded { .. } | Self::DeadlineExceededRunning { .. } => Code::DeadlineExceeded,
             Self::Stopped { reason, .. } => match reason {
                 // The model's own max_run_ms: the run took too long, which a
@@ -81,9 +90,14 @@ impl GatewayError {
     }
 }
 
+/// Longest `grpc-message` sent. Client strings in messages are already cut
+/// ([`quoted`]); this bounds a message that lists many of them, well under
+/// the 16 KiB of headers HTTP/2 clients accept by default.
+pub const MAX_STATUS_MESSAGE_BYTES: usize = 4096;
+
 impl From<GatewayError> for Status {
     fn from(e: GatewayError) -> Self {
-        Status::new(e.code(), e.to_string())
+        bounded_status(e.code(), &e.to_string())
     }
 }
 
@@ -98,6 +112,11 @@ impl From<crate::request_body::BodyLimitError> for Status {
         };
         Status::new(code, e.to_string())
     }
+}
+
+/// A status whose message is at most [`MAX_STATUS_MESSAGE_BYTES`].
+pub fn bounded_status(code: Code, message: &str) -> Status {
+    Status::new(code, truncated(message, MAX_STATUS_MESSAGE_BYTES))
 }
 
 /// tonic answers a request over `max_decoding_message_size` with OUT_OF_RANGE;

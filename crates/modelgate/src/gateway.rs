@@ -13,7 +13,7 @@ use modelgate_runtime::{
 
 use modelgate_telemetry::VersionStats;
 
-use crate::outcome::{OutcomeStore, Served};
+use crate::outcome::{OutcomeLimits, OutcomeStore, Served};
 
 use crate::shadow::{Comparer, ShadowOutcome, ShadowSink, ShadowStats, routing_key_hash};
 
@@ -166,6 +166,23 @@ pub struct Gateway {
     /// shared, not copied.
     input_samples: std::sync::Mutex<HashMap<String, std::collections::VecDeque<Arc<[Tensor]>>>>,
     input_counter: std::sync::atomic::AtomicU64,
+    max_response_bytes: usize,
+}
+
+/// What a client may make the gateway hold, fixed at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest response, in bytes (`--max-response-bytes`).
+    pub max_response_bytes: usize,
+    pub outcomes: OutcomeLimits,
+}
+
+impl Default for Limits {
+    /// The flags' defaults: 64 MiB responses, 32 MiB of request ids for
+    /// outcome joins.
+    fn default() -> Self {
+        Self { max_response_bytes: 64 << 20, outcomes: OutcomeLimits::with_join_bytes(32 << 20) }
+    }
 }
 
 /// One request in this many is sampled for the feature-importance check,
@@ -192,20 +209,38 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// `outcome_join_bytes` bounds the memory of request ids remembered for
-    /// outcome joins (`--outcome-join-mib`).
-    pub fn new(table: ModelTable, executor: Executor, shadow: ShadowRunner, outcome_join_bytes: u64) -> Self {
+    pub fn new(table: ModelTable, executor: Executor, shadow: ShadowRunner, limits: Limits) -> Self {
         Self {
             table: ArcSwap::from_pointee(table),
             executor,
             shadow,
             publish_lock: std::sync::Mutex::new(()),
             policies: std::sync::Mutex::new(HashMap::new()),
-            outcomes: Arc::new(OutcomeStore::new(outcome_join_bytes)),
+            outcomes: Arc::new(OutcomeStore::new(limits.outcomes)),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             input_samples: std::sync::Mutex::new(HashMap::new()),
             input_counter: std::sync::atomic::AtomicU64::new(0),
+            max_response_bytes: limits.max_response_bytes,
         }
+    }
+
+    /// Largest response sent, in bytes (`--max-response-bytes`).
+    pub fn max_response_bytes(&self) -> usize {
+        self.max_response_bytes
+    }
+
+    /// RESOURCE_EXHAUSTED when a response of `bytes` would be over
+    /// `--max-response-bytes`.
+    pub fn check_response_size(&self, model: &str, version: u64, bytes: usize) -> Result<(), GatewayError> {
+        if bytes > self.max_response_bytes {
+            return Err(GatewayError::ResponseTooLarge {
+                model: model.to_string(),
+                version,
+                bytes,
+                limit: self.max_response_bytes,
+            });
+        }
+        Ok(())
     }
 
     /// Keeps one request in [`INPUT_SAMPLE_EVERY`] of a model in a rollout,
@@ -309,6 +344,14 @@ impl Gateway {
     /// id if it is remembered, else by re-hashing the routing key with the
     /// live routing table. Returns who served it, or `None` (counted) when
     /// it cannot be joined.
+    ///
+    /// Outcomes are stored only while the model has a live rollout (running
+    /// or paused): only a rollout's analysis and gates read them. Without
+    /// one the call still succeeds, as an A/B client reporting after an
+    /// experiment ended expects, but answers `joined: false` and is counted
+    /// (`modelgate_outcomes_total{joined="false"}`), so a stream of
+    /// outcomes, or of made-up metric names, costs no memory.
+    #[allow(clippy::too_many_arguments)]
     pub fn record_outcome(
         &self,
         model: &str,
@@ -316,11 +359,19 @@ impl Gateway {
         routing_key: &str,
         metric: &str,
         value: f64,
-        at_ms: u64,
+        at_ms: Option<u64>,
+        now_ms: u64,
     ) -> Result<Option<(u64, Role)>, GatewayError> {
+        use crate::outcome::{KEEP_MS, MAX_FUTURE_MS, MAX_METRIC_BYTES};
         let bad = |m: String| GatewayError::BadRequest(crate::convert::BadRequest(m));
         if metric.is_empty() {
             return Err(bad("metric is not set".into()));
+        }
+        if metric.len() > MAX_METRIC_BYTES {
+            return Err(bad(format!(
+                "metric name is {} bytes, at most {MAX_METRIC_BYTES} allowed",
+                metric.len()
+            )));
         }
         if !value.is_finite() {
             return Err(bad(format!("value must be a finite number, got {value}")));
@@ -328,7 +379,26 @@ impl Gateway {
         if request_id.is_empty() && routing_key.is_empty() {
             return Err(bad("give the request_id or the routing_key the outcome belongs to".into()));
         }
+        if request_id.len() > crate::service::MAX_REQUEST_ID_BYTES {
+            return Err(bad(format!(
+                "request_id is {} bytes, at most {} allowed",
+                request_id.len(),
+                crate::service::MAX_REQUEST_ID_BYTES
+            )));
+        }
+        let at_ms = at_ms.unwrap_or(now_ms);
+        if at_ms < now_ms.saturating_sub(KEEP_MS) || at_ms > now_ms.saturating_add(MAX_FUTURE_MS) {
+            return Err(bad(format!(
+                "timestamp_ms {at_ms} is outside the last 24 hours (server time {now_ms}, up to {} s ahead allowed); 0 means now",
+                MAX_FUTURE_MS / 1000
+            )));
+        }
         let route = self.model(model)?;
+        if route.rollout_id.is_none() {
+            self.metrics.outcome(model, false);
+            self.outcomes.count_unjoined();
+            return Ok(None);
+        }
         let joined = self
             .outcomes
             .lookup(model, request_id)
@@ -346,13 +416,14 @@ impl Gateway {
                     None => route.champion().map(|c| (c.version, Role::Champion)),
                 }
             });
-        self.metrics.outcome(model, joined.is_some());
         match joined {
             Some((version, role)) => {
-                self.outcomes.record(model, version, metric, value, at_ms);
+                self.outcomes.record(model, version, metric, value, at_ms, now_ms)?;
+                self.metrics.outcome(model, true);
                 Ok(Some((version, role)))
             }
             None => {
+                self.metrics.outcome(model, false);
                 self.outcomes.count_unjoined();
                 Ok(None)
             }
@@ -670,6 +741,11 @@ impl Gateway {
             },
             None => wait.await?,
         };
+        // A reply over the limit is refused before it is encoded: the outputs
+        // exist already (ONNX Runtime made them), but no response copy does.
+        if let Ok(out) = &result {
+            self.check_response_size(&model.name, version.version, response_bytes(&out.outputs))?;
+        }
         let latency = submitted.elapsed();
         let nan_inf = matches!(&result, Ok(out) if has_nan_inf(&out.outputs));
         if let (Ok(_), Some(m)) = (&result, metrics) {
@@ -842,6 +918,24 @@ pub fn scores(outputs: &[Tensor]) -> Vec<f64> {
         }
     }
     Vec::new()
+}
+
+/// What `outputs` take in a response: their elements in the raw layout
+/// (strings with their 4-byte length) plus each tensor's name and shape. A
+/// typed Predict response can be larger still; its handler checks the exact
+/// encoded size too.
+pub fn response_bytes(outputs: &[Tensor]) -> usize {
+    outputs
+        .iter()
+        .map(|t| {
+            let data = match &t.data {
+                modelgate_runtime::TensorData::String(v) => v.iter().map(|s| s.len() + 4).sum(),
+                modelgate_runtime::TensorData::Raw { bytes, .. } => bytes.len(),
+                d => d.len() * d.dtype().element_size().unwrap_or(1),
+            };
+            data + t.name.len() + t.shape.len() * 10 + 16
+        })
+        .sum()
 }
 
 /// Whether any floating-point output holds a NaN or an infinity.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use modelgate_proto::inference as kpb;
 use modelgate_registry::VersionState;
 use modelgate_runtime::tensor::element_count;
-use modelgate_runtime::{DataType, Dim, Tensor, TensorData, TensorSpec};
+use modelgate_runtime::{DataType, Dim, Tensor, TensorData, TensorSpec, quoted};
 use tonic::{Request, Response, Status};
 
 use crate::convert::BadRequest;
@@ -75,7 +75,7 @@ fn datatype_from_name(name: &str) -> Option<DataType> {
 }
 
 fn shape_str(shape: &[i64]) -> String {
-    format!("{shape:?}")
+    modelgate_runtime::quote::shape(shape).to_string()
 }
 
 fn tensor_metadata(spec: &TensorSpec) -> kpb::model_metadata_response::TensorMetadata {
@@ -174,8 +174,8 @@ pub fn inputs_from_request(
             inputs.iter().find(|i| i.contents.as_ref().is_some_and(|c| !filled_fields(c).is_empty()))
         {
             return Err(BadRequest(format!(
-                "input '{}': contents are given both in raw_input_contents and typed; give one",
-                both.name
+                "input {}: contents are given both in raw_input_contents and typed; give one",
+                quoted(&both.name)
             )));
         }
     }
@@ -183,9 +183,9 @@ pub fn inputs_from_request(
     inputs
         .into_iter()
         .map(|t| {
-            let bad = |msg: String| BadRequest(format!("input '{}': {msg}", t.name));
+            let bad = |msg: String| BadRequest(format!("input {}: {msg}", quoted(&t.name)));
             let dtype = datatype_from_name(&t.datatype)
-                .ok_or_else(|| bad(format!("datatype '{}' is not supported; expected one of {SUPPORTED}", t.datatype)))?;
+                .ok_or_else(|| bad(format!("datatype {} is not supported; expected one of {SUPPORTED}", quoted(&t.datatype))))?;
             let elements = element_count(&t.shape).ok_or_else(|| {
                 bad(format!("shape {} has a negative dimension or is too large", shape_str(&t.shape)))
             })?;
@@ -232,7 +232,8 @@ fn kserve_status(e: GatewayError) -> Status {
             version,
             error: modelgate_runtime::InputError::DType { name, got, expected },
         } => Status::invalid_argument(format!(
-            "model '{model}' version {version}: input '{name}' has datatype {}, expected {}",
+            "model '{model}' version {version}: input {} has datatype {}, expected {}",
+            quoted(&name),
             datatype_name(got),
             datatype_name(expected)
         )),
@@ -321,9 +322,9 @@ impl kpb::grpc_inference_service_server::GrpcInferenceService for KserveService 
             });
         let Some(ready) = chosen else {
             return Err(Status::not_found(format!(
-                "version '{}' of model '{}' is not READY; READY versions: {}",
-                r.version,
-                r.name,
+                "version {} of model {} is not READY; READY versions: {}",
+                quoted(&r.version),
+                quoted(&r.name),
                 if versions.is_empty() { "none".to_string() } else { versions.join(", ") }
             )));
         };
@@ -401,7 +402,7 @@ impl KserveService {
         let version = match r.model_version.as_str() {
             "" => None,
             v => Some(v.parse::<i64>().map_err(|_| {
-                rejected(BadRequest(format!("model_version '{v}' is not a version number")).into())
+                rejected(BadRequest(format!("model_version {} is not a version number", quoted(v))).into())
             })?),
         };
         let request_id = request_id_or_new(std::mem::take(&mut r.id)).map_err(|e| rejected(e.into()))?;
@@ -454,6 +455,10 @@ impl KserveService {
             });
             out.raw_output_contents.push(t.data.into_raw_bytes());
         }
+        // The gateway checked the outputs' size; this is the exact one.
+        self.gateway
+            .check_response_size(&out.model_name, resp.version, prost::Message::encoded_len(&out))
+            .map_err(kserve_status)?;
         Ok(Response::new(out))
     }
 }

@@ -2,11 +2,12 @@
 //! version that served the request, and kept as rolling per-version windows
 //! for experiments and promotion gates.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::{Mutex, OnceLock};
 
 use modelgate_rollout::{Millis, Role};
+use modelgate_runtime::quoted;
 
 /// Who served a request, remembered for joining outcomes by request id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,26 +33,104 @@ pub struct MetricSummary {
     pub variance: f64,
 }
 
+/// Why an outcome was not stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutcomeError {
+    #[error(
+        "model '{model}' already has {cap} metrics ({known}); metric {} would be one more (at most {cap} per model)",
+        quoted(.metric)
+    )]
+    TooManyMetrics { model: String, metric: String, cap: usize, known: String },
+}
+
+impl OutcomeError {
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            Self::TooManyMetrics { .. } => tonic::Code::ResourceExhausted,
+        }
+    }
+}
+
+/// How much the outcome sums may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutcomeLimits {
+    /// Memory for request ids remembered for joins (`--outcome-join-mib`).
+    pub join_bytes: u64,
+    /// Memory for the sums (`--outcome-store-mib`), counted as
+    /// [`BUCKET_BYTES`] a bucket and [`SERIES_BYTES`] plus the names a
+    /// series; past it the oldest buckets of any series go first.
+    pub store_bytes: u64,
+    /// Distinct metric names per model (`--outcome-metrics-per-model`).
+    pub metrics_per_model: usize,
+}
+
+impl OutcomeLimits {
+    /// The defaults of the flags, with `join_bytes` for request ids.
+    pub fn with_join_bytes(join_bytes: u64) -> Self {
+        Self { join_bytes, store_bytes: 64 << 20, metrics_per_model: 32 }
+    }
+}
+
+/// Longest metric name, in bytes.
+pub const MAX_METRIC_BYTES: usize = 128;
+
+/// What one bucket is counted as against `--outcome-store-mib`.
+pub const BUCKET_BYTES: u64 = std::mem::size_of::<Bucket>() as u64;
+/// What one series is counted as besides its buckets and names: its map
+/// entry, key and deque.
+pub const SERIES_BYTES: u64 = 128;
+
 /// Rolling outcome sums per (model, version, metric), in 10-second buckets
 /// kept for a day; summaries cover any window up to that.
+///
+/// Memory is bounded three ways, because every name here came from a
+/// client: metric names are at most [`MAX_METRIC_BYTES`] (checked by the
+/// caller) and [`OutcomeLimits::metrics_per_model`] per model; a series holds
+/// only buckets from the last day up to [`MAX_FUTURE_MS`] ahead of the
+/// server's clock (older ones are dropped on every write); and all series
+/// together stay within [`OutcomeLimits::store_bytes`], the oldest buckets of
+/// any series evicted first. The caller stores outcomes only while the model
+/// has a live rollout (see `Gateway::record_outcome`).
 #[derive(Debug)]
 pub struct OutcomeStore {
     served: RecentIds,
-    buckets: Mutex<HashMap<(String, u64, String), Vec<Bucket>>>,
+    sums: Mutex<Sums>,
+    limits: OutcomeLimits,
     unjoined: std::sync::atomic::AtomicU64,
 }
 
+#[derive(Debug, Default)]
+struct Sums {
+    /// model → (version, metric) → buckets, oldest first.
+    models: HashMap<String, HashMap<(u64, String), VecDeque<Bucket>>>,
+    /// What everything is counted as (see [`OutcomeLimits::store_bytes`]).
+    bytes: u64,
+    /// Buckets dropped to stay within the budget, ever.
+    evicted: u64,
+}
+
 const BUCKET_MS: Millis = 10_000;
-const KEEP_MS: Millis = 24 * 3600 * 1000;
+/// How long outcomes are kept.
+pub const KEEP_MS: Millis = 24 * 3600 * 1000;
+/// How far ahead of the server's clock an outcome's timestamp may be.
+pub const MAX_FUTURE_MS: Millis = 5 * 60 * 1000;
+
+fn series_bytes(model: &str, metric: &str) -> u64 {
+    SERIES_BYTES + model.len() as u64 + metric.len() as u64
+}
 
 impl OutcomeStore {
-    /// Remembers the most recent request ids in at most `budget_bytes`.
-    pub fn new(budget_bytes: u64) -> Self {
+    pub fn new(limits: OutcomeLimits) -> Self {
         Self {
-            served: RecentIds::new(budget_bytes),
-            buckets: Mutex::new(HashMap::new()),
+            served: RecentIds::new(limits.join_bytes),
+            sums: Mutex::new(Sums::default()),
+            limits,
             unjoined: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    pub fn limits(&self) -> &OutcomeLimits {
+        &self.limits
     }
 
     /// Remembers who served `request_id` of `model`.
@@ -91,21 +170,67 @@ impl OutcomeStore {
         self.unjoined.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Adds one observation of `metric` for `version` at `at_ms`.
-    pub fn record(&self, model: &str, version: u64, metric: &str, value: f64, at_ms: Millis) {
+    /// What the sums are counted as now, in bytes, and how many buckets
+    /// were evicted to stay within the budget.
+    pub fn usage(&self) -> (u64, u64) {
+        let sums = self.sums.lock().unwrap_or_else(|p| p.into_inner());
+        (sums.bytes, sums.evicted)
+    }
+
+    /// Adds one observation of `metric` for `version` at `at_ms` (which the
+    /// caller checked is within [`KEEP_MS`] before and [`MAX_FUTURE_MS`]
+    /// after `now_ms`).
+    pub fn record(
+        &self,
+        model: &str,
+        version: u64,
+        metric: &str,
+        value: f64,
+        at_ms: Millis,
+        now_ms: Millis,
+    ) -> Result<(), OutcomeError> {
         let start = at_ms - at_ms % BUCKET_MS;
-        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let buckets = map.entry((model.to_string(), version, metric.to_string())).or_default();
-        match buckets.iter_mut().find(|b| b.start_ms == start) {
-            Some(b) => {
+        let oldest = now_ms.saturating_sub(KEEP_MS);
+        let mut guard = self.sums.lock().unwrap_or_else(|p| p.into_inner());
+        let sums = &mut *guard;
+        let series = match sums.models.get_mut(model) {
+            Some(s) => s,
+            None => sums.models.entry(model.to_string()).or_default(),
+        };
+        let key = (version, metric.to_string());
+        if !series.contains_key(&key) {
+            let mut known: Vec<&str> = series.keys().map(|(_, m)| m.as_str()).collect();
+            known.sort_unstable();
+            known.dedup();
+            if known.len() >= self.limits.metrics_per_model && !known.contains(&metric) {
+                return Err(OutcomeError::TooManyMetrics {
+                    model: model.to_string(),
+                    metric: metric.to_string(),
+                    cap: self.limits.metrics_per_model,
+                    known: known.iter().map(|m| quoted(m).to_string()).collect::<Vec<_>>().join(", "),
+                });
+            }
+            sums.bytes += series_bytes(model, metric);
+        }
+        let buckets = series.entry(key).or_default();
+        while buckets.front().is_some_and(|b| b.start_ms < oldest) {
+            buckets.pop_front();
+            sums.bytes -= BUCKET_BYTES;
+        }
+        match buckets.binary_search_by_key(&start, |b| b.start_ms) {
+            Ok(i) => {
+                let b = &mut buckets[i];
                 b.n += 1;
                 b.sum += value;
                 b.sum_sq += value * value;
             }
-            None => buckets.push(Bucket { start_ms: start, n: 1, sum: value, sum_sq: value * value }),
+            Err(i) => {
+                buckets.insert(i, Bucket { start_ms: start, n: 1, sum: value, sum_sq: value * value });
+                sums.bytes += BUCKET_BYTES;
+            }
         }
-        let oldest = at_ms.saturating_sub(KEEP_MS);
-        buckets.retain(|b| b.start_ms >= oldest);
+        sums.evict_to(self.limits.store_bytes);
+        Ok(())
     }
 
     /// `metric` for `version` over the `window_ms` ending at `now_ms`.
@@ -117,8 +242,8 @@ impl OutcomeStore {
         now_ms: Millis,
         window_ms: Millis,
     ) -> Option<MetricSummary> {
-        let map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let buckets = map.get(&(model.to_string(), version, metric.to_string()))?;
+        let sums = self.sums.lock().unwrap_or_else(|p| p.into_inner());
+        let buckets = sums.models.get(model)?.get(&(version, metric.to_string()))?;
         let from = now_ms.saturating_sub(window_ms);
         let (n, sum, sum_sq) = buckets
             .iter()
@@ -130,6 +255,39 @@ impl OutcomeStore {
         let mean = sum / n as f64;
         let variance = if n > 1 { (sum_sq - n as f64 * mean * mean).max(0.0) / (n - 1) as f64 } else { 0.0 };
         Some(MetricSummary { n, mean, variance })
+    }
+}
+
+impl Sums {
+    /// Drops the oldest bucket of any series (and series left empty) until
+    /// everything fits `budget`. A scan of every series per bucket dropped:
+    /// there are at most models x versions x metrics-per-model of them, and
+    /// at the budget one bucket goes for each new one.
+    fn evict_to(&mut self, budget: u64) {
+        while self.bytes > budget {
+            let oldest = self
+                .models
+                .iter()
+                .flat_map(|(model, series)| {
+                    series.iter().map(move |(key, b)| (b.front().map_or(0, |b| b.start_ms), model, key))
+                })
+                .min_by_key(|(start, _, _)| *start)
+                .map(|(_, model, key)| (model.clone(), key.clone()));
+            let Some((model, key)) = oldest else { return };
+            let Some(series) = self.models.get_mut(&model) else { return };
+            let Some(buckets) = series.get_mut(&key) else { return };
+            if buckets.pop_front().is_some() {
+                self.bytes -= BUCKET_BYTES;
+                self.evicted += 1;
+            }
+            if buckets.is_empty() {
+                series.remove(&key);
+                self.bytes -= series_bytes(&model, &key.1);
+                if series.is_empty() {
+                    self.models.remove(&model);
+                }
+            }
+        }
     }
 }
 
@@ -302,12 +460,12 @@ mod tests {
 
     #[test]
     fn summaries_cover_the_window_only() {
-        let s = OutcomeStore::new(1 << 20);
+        let s = OutcomeStore::new(OutcomeLimits::with_join_bytes(1 << 20));
         let t = 1_000_000_000;
         for v in [1.0, 2.0, 3.0] {
-            s.record("m", 1, "ctr", v, t);
+            s.record("m", 1, "ctr", v, t, t).unwrap();
         }
-        s.record("m", 1, "ctr", 100.0, t - 3_600_000);
+        s.record("m", 1, "ctr", 100.0, t - 3_600_000, t).unwrap();
         let sum = s.summary("m", 1, "ctr", t, 60_000).unwrap();
         assert_eq!(sum.n, 3);
         assert!((sum.mean - 2.0).abs() < 1e-12);
@@ -317,8 +475,57 @@ mod tests {
     }
 
     #[test]
+    fn metric_names_per_model_are_capped() {
+        let limits = OutcomeLimits { metrics_per_model: 2, ..OutcomeLimits::with_join_bytes(0) };
+        let s = OutcomeStore::new(limits);
+        let t = 1_000_000_000;
+        s.record("m", 1, "a", 1.0, t, t).unwrap();
+        s.record("m", 2, "b", 1.0, t, t).unwrap();
+        s.record("m", 2, "a", 1.0, t, t).unwrap();
+        let e = s.record("m", 1, "c", 1.0, t, t).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            e.to_string(),
+            "model 'm' already has 2 metrics ('a', 'b'); metric 'c' would be one more (at most 2 per model)"
+        );
+        s.record("other", 1, "c", 1.0, t, t).unwrap();
+    }
+
+    #[test]
+    fn the_sums_stay_within_their_budget_oldest_buckets_first() {
+        let budget = 100 * BUCKET_BYTES + 2 * (SERIES_BYTES + 2);
+        let limits = OutcomeLimits { store_bytes: budget, ..OutcomeLimits::with_join_bytes(0) };
+        let s = OutcomeStore::new(limits);
+        let now = 1_000_000_000;
+        // One bucket a call, in two series: 300 buckets into room for 100.
+        for i in 0..150u64 {
+            let at = now - KEEP_MS + 1 + i * BUCKET_MS;
+            s.record("m", 1, "a", 1.0, at, now).unwrap();
+            s.record("m", 1, "b", 2.0, at, now).unwrap();
+        }
+        let (bytes, evicted) = s.usage();
+        assert!(bytes <= budget, "{bytes} > {budget}");
+        assert_eq!(evicted, 200);
+        // The newest are what is left.
+        let recent = s.summary("m", 1, "b", now, KEEP_MS - 100 * BUCKET_MS).unwrap();
+        assert_eq!((recent.n, recent.mean), (50, 2.0));
+        let all = s.summary("m", 1, "a", now, KEEP_MS).unwrap();
+        assert_eq!(all.n, 50);
+    }
+
+    #[test]
+    fn a_day_old_bucket_goes_on_the_next_write() {
+        let s = OutcomeStore::new(OutcomeLimits::with_join_bytes(0));
+        let now = 1_000_000_000;
+        s.record("m", 1, "a", 1.0, now - KEEP_MS, now).unwrap();
+        let (one, _) = s.usage();
+        s.record("m", 1, "a", 1.0, now, now + BUCKET_MS).unwrap();
+        assert_eq!(s.usage().0, one, "one bucket dropped, one added");
+    }
+
+    #[test]
     fn request_ids_are_remembered_per_model() {
-        let s = OutcomeStore::new(1 << 20);
+        let s = OutcomeStore::new(OutcomeLimits::with_join_bytes(1 << 20));
         assert!(s.lookup("m", "r1").is_none(), "nothing remembered, nothing reserved");
         assert!(!s.reserved());
         s.served("m", "r1", Served { version: 3, role: Role::Canary });
@@ -333,7 +540,7 @@ mod tests {
     #[test]
     fn the_most_recent_ids_are_kept_in_memory_that_never_grows() {
         // 1 MiB: 8 shards x 2 tables of 2048 buckets (25 bytes each).
-        let s = OutcomeStore::new(1 << 20);
+        let s = OutcomeStore::new(OutcomeLimits::with_join_bytes(1 << 20));
         let guaranteed = s.join_capacity();
         assert_eq!(guaranteed, 8 * 2048 / 8 * 7);
         let id = |i: usize| format!("req-{i}");
@@ -356,7 +563,7 @@ mod tests {
 
     #[test]
     fn a_budget_too_small_for_a_table_remembers_nothing() {
-        let s = OutcomeStore::new(1000);
+        let s = OutcomeStore::new(OutcomeLimits::with_join_bytes(1000));
         assert_eq!(s.join_capacity(), 0);
         s.served("m", "r1", Served { version: 3, role: Role::Canary });
         assert!(s.lookup("m", "r1").is_none());

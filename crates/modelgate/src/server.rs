@@ -180,7 +180,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         ModelTable::new(entries.clone(), &HashMap::new()),
         executor,
         shadow,
-        config.outcome_join_mib.saturating_mul(1024 * 1024),
+        config.limits(),
     ));
     let (store, etcd): (Arc<dyn crate::state::StateStore>, _) = match &config.etcd {
         None => {

@@ -13,7 +13,7 @@ use crate::error::GatewayError;
 use crate::gateway::{Gateway, InferRequest, Role};
 
 /// Longest request id accepted; ids are echoed and logged.
-const MAX_REQUEST_ID_BYTES: usize = 256;
+pub const MAX_REQUEST_ID_BYTES: usize = 256;
 
 /// How much earlier than the client's deadline the gateway gives up. tonic's
 /// own timeout layer answers CANCELLED at the deadline itself; answering a
@@ -149,13 +149,19 @@ impl PredictService {
                 deadline,
             })
             .await?;
-        Ok(Response::new(pb::PredictResponse {
+        let version = resp.version;
+        let out = pb::PredictResponse {
             model: resp.model,
             version: i64::try_from(resp.version).unwrap_or(i64::MAX),
             role: role_to_pb(resp.role) as i32,
             request_id: resp.request_id,
             outputs: resp.outputs.into_iter().map(|t| convert::tensor_to_pb(t, typed)).collect(),
-        }))
+        };
+        // The gateway checked the outputs' raw size; typed elements encode
+        // larger (a negative INT8 is a 10-byte varint), so check what tonic
+        // will encode, before it does.
+        self.gateway.check_response_size(&out.model, version, prost::Message::encoded_len(&out))?;
+        Ok(Response::new(out))
     }
 
     async fn record_outcome_impl(
@@ -163,8 +169,8 @@ impl PredictService {
         request: Request<pb::RecordOutcomeRequest>,
     ) -> Result<Response<pb::RecordOutcomeResponse>, Status> {
         let r = request.into_inner();
-        let at_ms =
-            u64::try_from(r.timestamp_ms).ok().filter(|t| *t > 0).unwrap_or_else(crate::controller::now_ms);
+        // Negative is as far out of the window as a timestamp gets.
+        let at_ms = (r.timestamp_ms != 0).then(|| u64::try_from(r.timestamp_ms).unwrap_or(0));
         let joined = self.gateway.record_outcome(
             &r.model,
             &r.request_id,
@@ -172,6 +178,7 @@ impl PredictService {
             &r.metric,
             r.value,
             at_ms,
+            crate::controller::now_ms(),
         )?;
         Ok(Response::new(match joined {
             Some((version, role)) => pb::RecordOutcomeResponse {
