@@ -6,6 +6,7 @@ pub mod budget;
 pub mod executor;
 pub mod library;
 pub mod model;
+pub mod onnx;
 pub mod quote;
 pub mod signature;
 pub mod tensor;

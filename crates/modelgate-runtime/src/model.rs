@@ -67,6 +67,8 @@ pub enum LoadError {
     TooLarge { which: &'static str, name: String, shape: String, dtype: DataType, size: String, budget: u64 },
     #[error("sessions must be at least 1")]
     NoSessions,
+    #[error("{which} '{name}' declares dimension {dim}: a dimension is at least 0 (or -1 for a dynamic one)")]
+    BadDimension { which: &'static str, name: String, dim: i64 },
 }
 
 /// A model version loaded into ONNX Runtime.
@@ -107,6 +109,7 @@ impl LoadedModel {
         }
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
+        crate::onnx::check_declared_dims(&bytes)?;
         let prepacked = ort::session::builder::PrepackedWeights::new();
         let mut sessions = Vec::with_capacity(options.sessions);
         let first =
