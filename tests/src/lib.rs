@@ -93,12 +93,18 @@ pub async fn start(repo: &TestRepo, tweak: impl FnOnce(&mut ServeConfig)) -> Run
 }
 
 pub async fn client(server: &RunningServer) -> PredictClient<Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+    PredictClient::new(channel_to(server.addr).await)
+        .max_encoding_message_size(usize::MAX)
+        .max_decoding_message_size(usize::MAX)
+}
+
+/// A plaintext channel to a gateway's Predict/KServe port at `addr`.
+pub async fn channel_to(addr: impl std::fmt::Display) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("valid uri")
         .connect()
         .await
-        .expect("connect to the gateway");
-    PredictClient::new(channel).max_encoding_message_size(usize::MAX).max_decoding_message_size(usize::MAX)
+        .expect("connect to the gateway")
 }
 
 /// Golden vectors written by models/make_models.py with onnxruntime.
@@ -184,8 +190,13 @@ pub fn binary() -> PathBuf {
 
 /// An admin client for a running gateway, optionally with a bearer token.
 pub async fn admin(server: &RunningServer, token: Option<&str>) -> modelgate::cli::admin::Client {
+    admin_at(server.admin_addr, token).await
+}
+
+/// An admin client for the admin listener at `addr`, optionally with a bearer token.
+pub async fn admin_at(addr: impl std::fmt::Display, token: Option<&str>) -> modelgate::cli::admin::Client {
     let conn = modelgate::cli::admin::AdminConn {
-        admin_addr: server.admin_addr.to_string(),
+        admin_addr: addr.to_string(),
         token: token.map(str::to_string),
         json: false,
         tls: Default::default(),

@@ -120,13 +120,7 @@ impl ServeProcess {
 
     /// An admin client, with `token` when given.
     pub async fn admin(&self, token: Option<&str>) -> modelgate::cli::admin::Client {
-        let conn = modelgate::cli::admin::AdminConn {
-            admin_addr: self.admin_addr.to_string(),
-            token: token.map(str::to_string),
-            json: false,
-            tls: Default::default(),
-        };
-        modelgate::cli::admin::connect(&conn).await.expect("connect to the admin listener")
+        crate::admin_at(self.admin_addr, token).await
     }
 
     pub fn pid(&self) -> u32 {
@@ -184,11 +178,7 @@ impl ServeProcess {
 
     /// A channel to its Predict/KServe port.
     pub async fn channel(&self) -> Channel {
-        tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
-            .expect("valid uri")
-            .connect()
-            .await
-            .expect("connect to the gateway")
+        crate::channel_to(self.addr).await
     }
 
     /// VmRSS and VmHWM now.

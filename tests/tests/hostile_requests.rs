@@ -294,11 +294,7 @@ fn assert_short(e: &tonic::Status, code: Code) {
 async fn megabyte_names_come_back_cut_in_the_status() {
     let repo = TestRepo::breast_cancer();
     let server = start(&repo, |_| {}).await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = channel_to(server.addr).await;
     let mut c = client(&server).await;
     let mut k = kserve(channel);
     let huge = "n".repeat(1 << 20);

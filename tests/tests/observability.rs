@@ -188,11 +188,7 @@ async fn health_reports_serving_and_reflection_lists_the_services() {
     use tonic_health::pb::health_client::HealthClient;
     let repo = TestRepo::breast_cancer();
     let server = start(&repo, |_| {}).await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = channel_to(server.addr).await;
     let mut health = HealthClient::new(channel.clone());
     for service in ["", "modelgate.v1.Predict", "inference.GRPCInferenceService"] {
         let r = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
