@@ -4,6 +4,7 @@
 
 pub mod budget;
 pub mod executor;
+pub mod job;
 pub mod library;
 pub mod model;
 pub mod onnx;
@@ -17,12 +18,13 @@ pub use executor::{
     BATCH_BUCKETS, Batching, Executor, ExecutorConfig, InferJob, InferOutput, JobTrace, RunError,
     SPAN_TARGET, SubmitError, VersionQueue,
 };
+pub use job::StopReason;
 pub use library::{LibraryError, LibrarySource};
 pub use model::{DEFAULT_MAX_TENSOR_BYTES, LoadError, LoadedModel, ModelOptions};
 pub use quote::quoted;
 pub use signature::{Dim, InputError, Signature, TensorSpec};
 pub use tensor::{DataType, Tensor, TensorData};
-pub use watchdog::{RunStop, StopReason};
+pub use watchdog::RunStop;
 
 /// A loaded ONNX Runtime: the process-wide environment every session is built in.
 #[derive(Clone)]

@@ -10,9 +10,10 @@ use ort::value::{DynValue, Tensor as OrtTensor, TensorRef, ValueType};
 use sha2::{Digest, Sha256};
 
 use crate::Runtime;
+use crate::job::StopReason;
 use crate::signature::{Dim, Signature, TensorSpec};
 use crate::tensor::{DataType, Tensor, TensorData, element_count};
-use crate::watchdog::{RunStop, StopReason};
+use crate::watchdog::RunStop;
 
 /// Default budget for a version's declared tensor sizes
 /// ([`ModelOptions::max_tensor_bytes`]): 256 MiB, four times the default
@@ -67,8 +68,8 @@ pub enum LoadError {
     TooLarge { which: &'static str, name: String, shape: String, dtype: DataType, size: String, budget: u64 },
     #[error("sessions must be at least 1")]
     NoSessions,
-    #[error("{which} '{name}' declares dimension {dim}: a dimension is at least 0 (or -1 for a dynamic one)")]
-    BadDimension { which: &'static str, name: String, dim: i64 },
+    #[error(transparent)]
+    BadDimension(#[from] crate::onnx::BadDimension),
 }
 
 /// A model version loaded into ONNX Runtime.

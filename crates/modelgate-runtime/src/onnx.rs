@@ -6,8 +6,6 @@
 
 use prost::Message;
 
-use crate::model::LoadError;
-
 /// ONNX element types (`TensorProto.DataType`).
 pub mod elem {
     pub const FLOAT: i32 = 1;
@@ -157,11 +155,20 @@ pub struct GraphDecl {
     pub output: Vec<ValueInfoProto>,
 }
 
+/// A declared dimension no tensor can have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{which} '{name}' declares dimension {dim}: a dimension is at least 0 (or -1 for a dynamic one)")]
+pub struct BadDimension {
+    pub which: &'static str,
+    pub name: String,
+    pub dim: i64,
+}
+
 /// Refuses a model file whose graph declares an input or output dimension
 /// below -1 (ONNX Runtime reads -1 as "symbolic"; anything lower is no
 /// size at all, and the `ort` crate panics on it). A file that does not
 /// decode is left to ONNX Runtime, which says why.
-pub fn check_declared_dims(bytes: &[u8]) -> Result<(), LoadError> {
+pub fn check_declared_dims(bytes: &[u8]) -> Result<(), BadDimension> {
     let Ok(model) = ModelDecl::decode(bytes) else {
         return Ok(());
     };
@@ -175,11 +182,7 @@ pub fn check_declared_dims(bytes: &[u8]) -> Result<(), LoadError> {
                 if let Some(n) = d.dim_value
                     && n < -1
                 {
-                    return Err(LoadError::BadDimension {
-                        which,
-                        name: v.name.chars().take(128).collect(),
-                        dim: n,
-                    });
+                    return Err(BadDimension { which, name: v.name.chars().take(128).collect(), dim: n });
                 }
             }
         }

@@ -24,49 +24,10 @@ use std::time::{Duration, Instant};
 
 use ort::session::RunOptions;
 
-use crate::executor::InferJob;
+use crate::job::{InferJob, StopReason};
 
 /// How often the watchdog looks: the precision of every stop.
 pub const TICK: Duration = Duration::from_millis(10);
-
-/// Why a run was stopped before it finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
-    /// The request's deadline passed while it ran.
-    Deadline,
-    /// The caller stopped waiting (cancelled, or its connection closed).
-    Cancelled,
-    /// The run took longer than the limit it was given.
-    TimeLimit(Duration),
-    /// The executor or warm-up owner is shutting down.
-    Shutdown,
-}
-
-impl StopReason {
-    /// Every reason's name, in [`Self::index`] order (metric labels).
-    pub const NAMES: [&'static str; 4] = ["deadline", "cancelled", "time_limit", "shutdown"];
-
-    /// The reason's slot in per-reason counters.
-    pub fn index(self) -> usize {
-        match self {
-            Self::Deadline => 0,
-            Self::Cancelled => 1,
-            Self::TimeLimit(_) => 2,
-            Self::Shutdown => 3,
-        }
-    }
-}
-
-impl std::fmt::Display for StopReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Deadline => write!(f, "the request's deadline passed"),
-            Self::Cancelled => write!(f, "the client cancelled the request"),
-            Self::TimeLimit(limit) => write!(f, "it ran longer than its limit of {} ms", limit.as_millis()),
-            Self::Shutdown => write!(f, "the gateway is shutting down"),
-        }
-    }
-}
 
 /// The stop handle of one runner (an executor thread, or a warm-up).
 pub struct RunStop {
