@@ -86,16 +86,7 @@ fn version(v: i64, what: &str) -> Result<u64, Status> {
         .ok_or_else(|| Status::invalid_argument(format!("{what} must be a positive version, got {v}")))
 }
 
-pub fn state_name(s: &RolloutState) -> &'static str {
-    match s {
-        RolloutState::Running => "running",
-        RolloutState::Paused => "paused",
-        RolloutState::Promoted { .. } => "promoted",
-        RolloutState::RolledBack { .. } => "rolled_back",
-        RolloutState::Aborted { .. } => "aborted",
-        RolloutState::Completed => "completed",
-    }
-}
+pub use crate::controller::state_name;
 
 /// A rollout as the admin API shows it.
 pub fn status_of(

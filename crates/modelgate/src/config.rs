@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 /// modelgate: a gRPC model-serving gateway for ONNX models.
 #[derive(Debug, Parser)]
@@ -19,11 +19,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Human,
-    Json,
-}
+pub use crate::otel::LogFormat;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

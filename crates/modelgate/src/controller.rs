@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use modelgate_registry::VersionState;
 use modelgate_rollout::{
@@ -24,9 +24,18 @@ use crate::gateway::{Gateway, Policy};
 use crate::state::{EtcdStore, FleetEvent, Snapshot, StateStore, StoreError};
 use modelgate_rollout::analysis::PsiLevel;
 
-/// Unix milliseconds now.
-pub fn now_ms() -> Millis {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as Millis)
+pub use crate::clock::now_ms;
+
+/// A rollout state's name in the API, metrics and the CLI.
+pub fn state_name(s: &RolloutState) -> &'static str {
+    match s {
+        RolloutState::Running => "running",
+        RolloutState::Paused => "paused",
+        RolloutState::Promoted { .. } => "promoted",
+        RolloutState::RolledBack { .. } => "rolled_back",
+        RolloutState::Aborted { .. } => "aborted",
+        RolloutState::Completed => "completed",
+    }
 }
 
 /// Counts a rollout's decisions need, carried across restarts.
@@ -373,7 +382,7 @@ impl Controller {
                 Some(r) => {
                     scrape.rollouts.insert(
                         model.to_string(),
-                        (r.plan.strategy().to_string(), crate::admin::state_name(&r.state), r.stage),
+                        (r.plan.strategy().to_string(), state_name(&r.state), r.stage),
                     );
                 }
                 None => {
@@ -725,7 +734,7 @@ impl Controller {
             return Err(ControlError::Conflict(format!(
                 "rollout {} of model '{model}' is {} at stage {}, not stage {} (stages numbered from 1): it changed since you looked; nothing was changed",
                 rollout.id,
-                crate::admin::state_name(&rollout.state),
+                state_name(&rollout.state),
                 rollout.stage + 1,
                 want + 1
             )));

@@ -22,6 +22,9 @@ use crate::error::GatewayError;
 pub use modelgate_rollout::Role;
 use modelgate_rollout::RoutingTable;
 
+/// Longest request id accepted; ids are echoed and logged.
+pub const MAX_REQUEST_ID_BYTES: usize = 256;
+
 /// A request, decoded from whichever protocol it came in on.
 #[derive(Debug)]
 pub struct InferRequest {
@@ -379,11 +382,11 @@ impl Gateway {
         if request_id.is_empty() && routing_key.is_empty() {
             return Err(bad("give the request_id or the routing_key the outcome belongs to".into()));
         }
-        if request_id.len() > crate::service::MAX_REQUEST_ID_BYTES {
+        if request_id.len() > MAX_REQUEST_ID_BYTES {
             return Err(bad(format!(
                 "request_id is {} bytes, at most {} allowed",
                 request_id.len(),
-                crate::service::MAX_REQUEST_ID_BYTES
+                MAX_REQUEST_ID_BYTES
             )));
         }
         let at_ms = at_ms.unwrap_or(now_ms);

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod analysis;
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod controller;

@@ -209,7 +209,7 @@ impl VersionMetrics {
                 model: a.model,
                 version: a.version,
                 role: a.role,
-                code: crate::cli::code_name(code).to_string(),
+                code: code_name(code).to_string(),
             })
             .inc();
     }
@@ -664,7 +664,7 @@ impl Metrics {
                 model: known_model.unwrap_or("").to_string(),
                 version: String::new(),
                 role: String::new(),
-                code: crate::cli::code_name(code).to_string(),
+                code: code_name(code).to_string(),
             })
             .inc();
     }
@@ -873,6 +873,29 @@ pub async fn serve(
         }),
     );
     axum::serve(listener, app).with_graceful_shutdown(stop).await
+}
+
+/// gRPC's canonical name of a status code, e.g. `INVALID_ARGUMENT`.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Ok => "OK",
+        tonic::Code::Cancelled => "CANCELLED",
+        tonic::Code::Unknown => "UNKNOWN",
+        tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
+        tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        tonic::Code::NotFound => "NOT_FOUND",
+        tonic::Code::AlreadyExists => "ALREADY_EXISTS",
+        tonic::Code::PermissionDenied => "PERMISSION_DENIED",
+        tonic::Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
+        tonic::Code::Aborted => "ABORTED",
+        tonic::Code::OutOfRange => "OUT_OF_RANGE",
+        tonic::Code::Unimplemented => "UNIMPLEMENTED",
+        tonic::Code::Internal => "INTERNAL",
+        tonic::Code::Unavailable => "UNAVAILABLE",
+        tonic::Code::DataLoss => "DATA_LOSS",
+        tonic::Code::Unauthenticated => "UNAUTHENTICATED",
+    }
 }
 
 #[cfg(test)]

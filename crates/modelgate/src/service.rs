@@ -12,8 +12,7 @@ use crate::convert::{self, BadRequest};
 use crate::error::GatewayError;
 use crate::gateway::{Gateway, InferRequest, Role};
 
-/// Longest request id accepted; ids are echoed and logged.
-pub const MAX_REQUEST_ID_BYTES: usize = 256;
+pub use crate::gateway::MAX_REQUEST_ID_BYTES;
 
 /// How much earlier than the client's deadline the gateway gives up. tonic's
 /// own timeout layer answers CANCELLED at the deadline itself; answering a

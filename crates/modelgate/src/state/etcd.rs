@@ -287,7 +287,7 @@ impl EtcdStore {
         } else {
             Some(client)
         };
-        let incarnation = format!("{replica}.{}-{}", crate::controller::now_ms(), std::process::id());
+        let incarnation = format!("{replica}.{}-{}", crate::clock::now_ms(), std::process::id());
         let store = Arc::new(Self {
             client: ArcSwapOption::new(client.map(Arc::new)),
             last_error: std::sync::Mutex::new(last_error),
@@ -742,7 +742,7 @@ impl EtcdStore {
     }
 
     fn audit_ops(&self, lines: Vec<String>) -> Vec<TxnOp> {
-        let now = crate::controller::now_ms();
+        let now = crate::clock::now_ms();
         lines
             .into_iter()
             .map(|line| {

@@ -97,7 +97,7 @@ fn repair_tail(dir: &Path, audit: &mut File, text: &[u8]) -> Result<(), StoreErr
         tracing::warn!(path = %audit_path.display(), "the last audit event had no newline; it is whole, so it was kept and the newline added");
         return Ok(());
     }
-    let aside = dir.join(format!("{AUDIT}.torn-{}", crate::controller::now_ms()));
+    let aside = dir.join(format!("{AUDIT}.torn-{}", crate::clock::now_ms()));
     {
         let mut f = OpenOptions::new().write(true).create_new(true).open(&aside).map_err(io(&aside))?;
         f.write_all(tail).map_err(io(&aside))?;
