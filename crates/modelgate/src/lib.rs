@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod otel;
 pub mod outcome;
 pub mod request_body;
+pub mod scrape;
 pub mod server;
 pub mod service;
 pub mod shadow;

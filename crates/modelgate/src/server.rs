@@ -212,7 +212,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     if let Some((_, events)) = etcd {
         fleet_tasks.push(controller.spawn_follower(events));
     }
-    gateway.metrics().set_state_source(Arc::new(crate::metrics::GatewayState {
+    gateway.metrics().set_state_source(Arc::new(crate::scrape::GatewayState {
         gateway: Arc::clone(&gateway),
         controller: Arc::clone(&controller),
     }));

@@ -20,7 +20,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("serving", &["convert", "gateway", "outcome", "shadow"]),
     ("control", &["analysis", "importance", "controller"]),
     ("api", &["error", "service", "kserve", "admin", "auth", "tls", "connection", "request_body"]),
-    ("server", &["server", "config"]),
+    ("server", &["server", "scrape", "config"]),
     ("cli", &["cli"]),
 ];
 
@@ -32,10 +32,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     // GatewayError and its Status mapping live in api/error (target: a
     // serving error type, mapped once in api).
     ("gateway", "error"),
-    // Metrics read the gateway and controller state at scrape time (target:
-    // a StateSource trait implemented above, as `set_state_source` does).
-    ("metrics", "controller"),
-    ("metrics", "gateway"),
 ];
 
 fn layer_of(module: &str) -> Option<usize> {
