@@ -6,57 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-
-/// modelgate: a gRPC model-serving gateway for ONNX models.
-#[derive(Debug, Parser)]
-#[command(name = "modelgate", version, about, long_about = None)]
-pub struct Cli {
-    /// Log format.
-    #[arg(long, global = true, env = "MODELGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
-    pub log_format: LogFormat,
-    #[command(subcommand)]
-    pub command: Command,
-}
+use clap::Args;
 
 pub use crate::otel::LogFormat;
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Serve the models in a model repository over gRPC.
-    Serve(Box<ServeArgs>),
-    /// Call Predict on a running gateway and print the outputs.
-    Predict(crate::cli::predict::PredictArgs),
-    /// Admin calls: rollouts, models, audit events, sample sizes.
-    Admin {
-        #[command(flatten)]
-        conn: crate::cli::admin::AdminConn,
-        #[command(subcommand)]
-        call: crate::cli::admin::AdminCommand,
-    },
-    /// Versions, roles, weights, stage and progress of every model (or one).
-    Status {
-        model: Option<String>,
-        #[command(flatten)]
-        conn: crate::cli::admin::AdminConn,
-    },
-    /// The statistics behind a model's automatic decisions: per arm n, means
-    /// and intervals, always-valid comparisons, triggers, SRM, PSI, metrics.
-    Analysis {
-        model: String,
-        #[command(flatten)]
-        conn: crate::cli::admin::AdminConn,
-    },
-    /// Roll a model back to its champion now: the one-command rollback.
-    Rollback {
-        model: String,
-        /// Why, for the audit log.
-        #[arg(long, default_value = "manual rollback")]
-        reason: String,
-        #[command(flatten)]
-        conn: crate::cli::admin::AdminConn,
-    },
-}
 
 /// Flags of `modelgate serve`.
 #[derive(Debug, Clone, Args)]
@@ -635,10 +587,16 @@ mod tests {
     /// clap's words (exit code 2) naming the flag and the range.
     #[test]
     fn duration_flags_are_range_checked_by_clap() {
+        /// `serve`'s flags alone (the CLI above wraps them in a subcommand).
+        #[derive(Debug, clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
         let parse = |args: &[&str]| {
-            let mut all = vec!["modelgate", "serve"];
+            let mut all = vec!["modelgate"];
             all.extend_from_slice(args);
-            Cli::try_parse_from(all)
+            <Serve as clap::Parser>::try_parse_from(all)
         };
         for (flag, bad, range) in [
             ("--drain-seconds", "1e300", "from 0 to 86400"),
@@ -658,14 +616,9 @@ mod tests {
             let text = e.to_string();
             assert!(text.contains(flag) && text.contains(range), "{flag} {bad}: {text}");
         }
-        let Command::Serve(ok) =
-            parse(&["--drain-seconds", "86400", "--tick-ms", "10", "--rescan-seconds", "0.05"])
-                .unwrap()
-                .command
-        else {
-            panic!("serve")
-        };
-        let config = ServeConfig::try_from(*ok).unwrap();
+        let ok =
+            parse(&["--drain-seconds", "86400", "--tick-ms", "10", "--rescan-seconds", "0.05"]).unwrap().args;
+        let config = ServeConfig::try_from(ok).unwrap();
         assert_eq!((config.drain, config.tick), (Duration::from_secs(86_400), Duration::from_millis(10)));
     }
 

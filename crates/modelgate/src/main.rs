@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use modelgate::cli::predict::CallError;
-use modelgate::config::{Cli, Command, LogFormat, ServeConfig};
+use modelgate::cli::{Cli, Command, LogFormat};
+use modelgate::config::ServeConfig;
 
 #[tokio::main]
 async fn main() -> ExitCode {

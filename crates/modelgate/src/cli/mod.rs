@@ -6,10 +6,59 @@ pub mod predict;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, Parser, Subcommand};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 pub use crate::metrics::code_name;
+pub use crate::otel::LogFormat;
+
+/// modelgate: a gRPC model-serving gateway for ONNX models.
+#[derive(Debug, Parser)]
+#[command(name = "modelgate", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "MODELGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the models in a model repository over gRPC.
+    Serve(Box<crate::config::ServeArgs>),
+    /// Call Predict on a running gateway and print the outputs.
+    Predict(predict::PredictArgs),
+    /// Admin calls: rollouts, models, audit events, sample sizes.
+    Admin {
+        #[command(flatten)]
+        conn: admin::AdminConn,
+        #[command(subcommand)]
+        call: admin::AdminCommand,
+    },
+    /// Versions, roles, weights, stage and progress of every model (or one).
+    Status {
+        model: Option<String>,
+        #[command(flatten)]
+        conn: admin::AdminConn,
+    },
+    /// The statistics behind a model's automatic decisions: per arm n, means
+    /// and intervals, always-valid comparisons, triggers, SRM, PSI, metrics.
+    Analysis {
+        model: String,
+        #[command(flatten)]
+        conn: admin::AdminConn,
+    },
+    /// Roll a model back to its champion now: the one-command rollback.
+    Rollback {
+        model: String,
+        /// Why, for the audit log.
+        #[arg(long, default_value = "manual rollback")]
+        reason: String,
+        #[command(flatten)]
+        conn: admin::AdminConn,
+    },
+}
 
 /// Accepts `host:port` as well as a full `http://host:port` URI; `tls`
 /// makes a bare `host:port` an `https://` one.
