@@ -11,7 +11,6 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -481,13 +480,7 @@ where
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-/// The peer address tonic recorded for a request, plaintext or TLS.
-pub fn peer_addr(extensions: &http::Extensions) -> Option<SocketAddr> {
-    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-    extensions.get::<TcpConnectInfo>().and_then(TcpConnectInfo::remote_addr).or_else(|| {
-        extensions.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.get_ref().remote_addr())
-    })
-}
+pub use crate::request_body::peer_addr;
 
 /// TCP_NODELAY (Nagle plus delayed ACKs would add ~40 ms to the tail) and
 /// TCP keepalive, as tonic sets them on its own listeners.

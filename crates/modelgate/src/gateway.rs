@@ -17,7 +17,7 @@ use crate::outcome::{OutcomeLimits, OutcomeStore, Served};
 
 use crate::shadow::{Comparer, ShadowOutcome, ShadowSink, ShadowStats, routing_key_hash};
 
-use crate::error::GatewayError;
+use crate::gateway_error::GatewayError;
 
 pub use modelgate_rollout::Role;
 use modelgate_rollout::RoutingTable;
@@ -900,28 +900,7 @@ impl Gateway {
     }
 }
 
-/// Each row's score: the last column of the first floating-point output (a
-/// classifier's positive-class probability, a regressor's value).
-pub fn scores(outputs: &[Tensor]) -> Vec<f64> {
-    for t in outputs {
-        let cols = t
-            .shape
-            .last()
-            .and_then(|&c| usize::try_from(c).ok())
-            .filter(|&c| c > 0 && t.shape.len() > 1)
-            .unwrap_or(1);
-        match &t.data {
-            modelgate_runtime::TensorData::Float32(v) => {
-                return v.chunks(cols).filter_map(|r| r.last()).map(|&x| f64::from(x)).collect();
-            }
-            modelgate_runtime::TensorData::Float64(v) => {
-                return v.chunks(cols).filter_map(|r| r.last()).copied().collect();
-            }
-            _ => {}
-        }
-    }
-    Vec::new()
-}
+pub use crate::output_scores::scores;
 
 /// What `outputs` take in a response: their elements in the raw layout
 /// (strings with their 4-byte length) plus each tensor's name and shape. A

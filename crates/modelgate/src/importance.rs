@@ -137,7 +137,7 @@ pub async fn profile(gateway: &Gateway, model: &str, version: u64, rows: &Rows) 
             .run_version(model, version, vec![rows.tensor(values)])
             .await
             .map_err(|e| e.to_string())?;
-        let scores = crate::gateway::scores(&out);
+        let scores = crate::output_scores::scores(&out);
         if scores.len() != rows.len() {
             return Err(format!("version {version} gave {} scores for {} rows", scores.len(), rows.len()));
         }

@@ -200,7 +200,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let connection = self.budget.connection(crate::connection::peer_addr(req.extensions()));
+        let connection = self.budget.connection(peer_addr(req.extensions()));
         // NOTE: reflection is the one client-streaming RPC: a grpcurl session
         // keeps its request stream open between questions. It is still
         // counted against the budgets.
@@ -286,6 +286,14 @@ impl Drop for MeteredBody {
     fn drop(&mut self) {
         self.budget.release(&self.connection, self.held);
     }
+}
+
+/// The peer address tonic recorded for a request, plaintext or TLS.
+pub fn peer_addr(extensions: &http::Extensions) -> Option<SocketAddr> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    extensions.get::<TcpConnectInfo>().and_then(TcpConnectInfo::remote_addr).or_else(|| {
+        extensions.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.get_ref().remote_addr())
+    })
 }
 
 #[cfg(test)]

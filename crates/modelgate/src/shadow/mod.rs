@@ -71,7 +71,7 @@ impl Comparer {
                 let Ok(result) = o.result.blocking_recv() else { continue };
                 let process = || {
                     if let (Ok(out), Some(w)) = (&result, &o.windows) {
-                        w.scores.record(crate::gateway::scores(&out.outputs));
+                        w.scores.record(crate::output_scores::scores(&out.outputs));
                     }
                     let ts_ms = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)

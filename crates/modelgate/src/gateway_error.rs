@@ -1,0 +1,66 @@
+//! Why the gateway could not answer a request: the request path's own error
+//! type, with no gRPC in it. `error` (the API layer) maps it to a status.
+
+use std::time::Duration;
+
+use modelgate_runtime::quote::quoted;
+use modelgate_runtime::{InputError, StopReason};
+
+use crate::convert::BadRequest;
+use crate::outcome::OutcomeError;
+
+/// Why the gateway could not answer a request.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("model {} not found; models served: {available}", quoted(.model))]
+    ModelNotFound { model: String, available: String },
+    #[error("version {version} of model '{model}' not found; versions: {known}")]
+    VersionNotFound { model: String, version: i64, known: String },
+    #[error("version {version} of model '{model}' is FAILED and never served: {reason}")]
+    VersionFailed { model: String, version: u64, reason: String },
+    #[error("model '{model}' has no READY version")]
+    NoReadyVersion { model: String },
+    #[error("{0}")]
+    BadRequest(#[from] BadRequest),
+    #[error("model '{model}' version {version}: {error}")]
+    Input { model: String, version: u64, error: InputError },
+    #[error("model '{model}' version {version}: queue is full ({capacity} requests waiting); retry later")]
+    QueueFull { model: String, version: u64, capacity: usize },
+    #[error("model '{model}' version {version}: deadline exceeded after {waited:?}; the request was not run")]
+    DeadlineExceeded { model: String, version: u64, waited: Duration },
+    #[error(
+        "model '{model}' version {version}: deadline exceeded after {after:?} while the request ran; the run is \
+         being stopped"
+    )]
+    DeadlineExceededRunning { model: String, version: u64, after: Duration },
+    #[error("model '{model}' version {version}: the run was stopped after {ran:?}: {reason}")]
+    Stopped { model: String, version: u64, reason: StopReason, ran: Duration },
+    #[error(
+        "model '{model}' version {version}: ONNX Runtime could not allocate memory for this request: {message}"
+    )]
+    OutOfMemory { model: String, version: u64, message: String },
+    #[error("model '{model}' version {version}: inference failed in ONNX Runtime: {message}")]
+    Inference { model: String, version: u64, message: String },
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+    #[error(
+        "model '{model}' version {version}: the response would be {bytes} bytes, over the {limit}-byte limit (--max-response-bytes); ask for fewer rows or outputs"
+    )]
+    ResponseTooLarge { model: String, version: u64, bytes: usize, limit: usize },
+    #[error("{0}")]
+    Outcome(#[from] OutcomeError),
+}
+
+impl GatewayError {
+    /// The error for a run of `model`'s `version` that produced no outputs.
+    pub fn from_run(model: &str, version: u64, error: modelgate_runtime::RunError) -> Self {
+        use modelgate_runtime::RunError;
+        let model = model.to_string();
+        match error {
+            RunError::DeadlineExceeded { waited } => Self::DeadlineExceeded { model, version, waited },
+            RunError::Stopped { reason, ran } => Self::Stopped { model, version, reason, ran },
+            RunError::OutOfMemory(message) => Self::OutOfMemory { model, version, message },
+            RunError::Inference(message) => Self::Inference { model, version, message },
+        }
+    }
+}
