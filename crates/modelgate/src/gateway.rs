@@ -564,11 +564,6 @@ impl Gateway {
         table
     }
 
-    /// Replaces the snapshot; requests already routed finish on the old one.
-    pub fn publish(&self, table: ModelTable) {
-        self.table.store(Arc::new(table));
-    }
-
     /// Rebuilds the snapshot from the repository's entries, keeping every
     /// model's champion.
     pub fn publish_entries(&self, entries: Vec<ModelEntry>) {
@@ -577,10 +572,6 @@ impl Gateway {
         let champions = self.table.load().champions();
         let policies = self.policies.lock().unwrap_or_else(|p| p.into_inner()).clone();
         self.table.store(Arc::new(self.build_table(entries, &champions, &policies)));
-    }
-
-    pub fn into_executor(self) -> Executor {
-        self.executor
     }
 
     /// `NOT_FOUND` (naming the models served) unless `name` is served; lets
@@ -710,7 +701,7 @@ impl Gateway {
         if model.rollout_id.is_some() {
             self.sample_inputs(&model.name, &inputs);
         }
-        let shadows = self.offer_shadows(model, &inputs, &req.request_id, req.routing_key.as_deref());
+        let shadows = self.offer_shadows(model, &inputs, &req.request_id);
         let (job, rx) = InferJob::new(inputs, req.outputs, req.deadline);
         let job = job.traced(tracing::Span::current());
         // With a deadline, the handler may stop waiting before the executor
@@ -823,7 +814,6 @@ impl Gateway {
         model: &ModelRoute,
         inputs: &Arc<[Tensor]>,
         request_id: &str,
-        _routing_key: Option<&str>,
     ) -> Vec<PendingShadow> {
         let mut pending = Vec::new();
         let salt = model.routing.as_ref().map_or(0, RoutingTable::salt);
