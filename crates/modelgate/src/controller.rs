@@ -525,7 +525,16 @@ impl Controller {
                 let mut next = remote.clone();
                 next.champions.insert(p.model.clone(), resulting_champion(&p.rollout));
                 next.rollouts.insert(p.model.clone(), p.rollout.clone());
-                let bytes = serde_json::to_vec(&next).unwrap_or_default();
+                // Never an empty write: a state that does not serialise is
+                // an internal error, logged, and the rollback stays pending.
+                let bytes = match serde_json::to_vec(&next) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        tracing::error!(model = %p.model, error = %e, "cannot serialise the fleet state; the rollback stays pending");
+                        inner.pending.push(p);
+                        continue;
+                    }
+                };
                 let origin = current.origin.clone();
                 self.store.commit(current.revision, bytes.clone(), lines).await.map(|rev| {
                     snap = Some(Snapshot { bytes, revision: rev, origin });
@@ -1608,9 +1617,17 @@ impl Controller {
         if let Some(f) = fleet
             && f.connected()
         {
-            let bytes = serde_json::to_vec(&report).unwrap_or_default();
-            if let Err(e) = f.publish_counts(bytes).await {
-                tracing::debug!(error = %e, "cannot publish this replica's counts");
+            // Never an empty report: one that does not serialise is an
+            // internal error, logged, and the last published report stays.
+            match serde_json::to_vec(&report) {
+                Ok(bytes) => {
+                    if let Err(e) = f.publish_counts(bytes).await {
+                        tracing::debug!(error = %e, "cannot publish this replica's counts");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot serialise this replica's counts; not published")
+                }
             }
         }
     }
