@@ -28,7 +28,7 @@ async fn shadow_records_are_written_and_the_client_never_sees_the_shadow() {
     })
     .await;
     // v2 is the champion; v1 shadows it.
-    server.gateway.set_shadows("breast-cancer", vec![(1, 10_000)]);
+    start_shadows(&server, &[1]).await;
     let mut c = client(&server).await;
     let g = golden(2);
     for (i, row) in g.rows.iter().enumerate() {
@@ -76,7 +76,7 @@ async fn slow_and_nan_shadows_never_fail_or_alter_replies_and_drops_are_counted(
         c.shadow_dir = repo.path().join("shadow-out");
     })
     .await;
-    server.gateway.set_shadows("breast-cancer", vec![(3, 10_000), (4, 10_000), (5, 10_000)]);
+    start_shadows(&server, &[3, 4, 5]).await;
     let champion = server.gateway.table().models["breast-cancer"].champion().unwrap().version;
     assert_eq!(champion, 10);
     let mut c = client(&server).await;
@@ -165,7 +165,7 @@ async fn a_spent_cpu_budget_skips_copies_and_never_touches_replies() {
         c.shadow_queue = 1000;
     })
     .await;
-    server.gateway.set_shadows("breast-cancer", vec![(1, 10_000)]);
+    start_shadows(&server, &[1]).await;
     let mut c = client(&server).await;
     let g = golden(2);
     let sent = 200;
@@ -211,4 +211,19 @@ async fn a_spent_cpu_budget_skips_copies_and_never_touches_replies() {
         .expect("drop counter");
     assert!(dropped.ends_with(&format!(" {}", t.dropped)), "{dropped} vs {t:?}");
     server.stop().await.unwrap();
+}
+
+/// Shadows breast-cancer's champion to `versions` at 100% through the admin
+/// API, as an operator does.
+async fn start_shadows(server: &modelgate::RunningServer, versions: &[i64]) {
+    let plan = pb::StartRolloutRequest {
+        model: "breast-cancer".into(),
+        plan: Some(pb::start_rollout_request::Plan::Shadow(pb::ShadowPlan {
+            versions: versions.to_vec(),
+            fraction_percent: Some(100.0),
+        })),
+        reason: String::new(),
+        triggers: None,
+    };
+    admin(server, None).await.start_rollout(plan).await.expect("the shadow starts");
 }

@@ -460,22 +460,6 @@ impl Gateway {
         self.table.store(Arc::new(self.build_table(entries, &current.champions(), &policies)));
     }
 
-    /// Shadows `model`'s champion traffic to `targets` (version, basis points)
-    /// without any other rollout: a convenience over [`Gateway::set_policy`].
-    pub fn set_shadows(&self, model: &str, targets: Vec<(u64, u32)>) {
-        let Some(champion) =
-            self.table.load().models.get(model).and_then(|m| m.champion().map(|c| c.version))
-        else {
-            return;
-        };
-        let shadows = targets
-            .into_iter()
-            .map(|(version, fraction_bp)| modelgate_rollout::ShadowTarget { version, fraction_bp })
-            .collect();
-        let routing = RoutingTable::champion_only(champion, 0).with_shadows(shadows);
-        self.set_policy(model, Some(Policy { champion, routing: Some(routing), rollout_id: None }));
-    }
-
     fn build_table(
         &self,
         entries: Vec<ModelEntry>,
