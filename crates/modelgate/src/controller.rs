@@ -406,9 +406,15 @@ impl Controller {
             // Requests of a traffic split are remembered for outcome joins:
             // reserve that memory (~10 ms for the default 32 MiB, once) off
             // the request path.
+            // NOTE: on tokio's blocking pool, which the runtime owns and
+            // waits for at shutdown, not on a thread of its own that nobody
+            // joins; inline where there is no runtime (it takes ~10 ms).
             let outcomes = std::sync::Arc::clone(self.gateway.outcomes());
             if !outcomes.reserved() {
-                std::thread::spawn(move || outcomes.reserve());
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => drop(runtime.spawn_blocking(move || outcomes.reserve())),
+                    Err(_) => outcomes.reserve(),
+                }
             }
         }
         self.gateway.set_policy(model, Some(policy));
