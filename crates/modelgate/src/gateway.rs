@@ -7,9 +7,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use modelgate_registry::{ModelEntry, ReadyVersion, VersionState};
-use modelgate_runtime::{
-    Executor, InferJob, InferOutput, RunError, StopReason, SubmitError, Tensor, VersionQueue,
-};
+use modelgate_runtime::{Executor, InferJob, InferOutput, RunError, StopReason, Tensor, VersionQueue};
 
 use modelgate_telemetry::VersionStats;
 
@@ -317,12 +315,9 @@ impl Gateway {
             }
         };
         let (job, rx) = InferJob::new(inputs.into(), Vec::new(), None);
-        self.executor.submit(&ready.queue, job.internal()).map_err(|e| match e {
-            SubmitError::QueueFull { capacity } => {
-                GatewayError::QueueFull { model: model.to_string(), version, capacity }
-            }
-            SubmitError::Shutdown => GatewayError::ShuttingDown,
-        })?;
+        self.executor
+            .submit(&ready.queue, job.internal())
+            .map_err(|e| GatewayError::from_submit(model, version, e))?;
         match rx.await.map_err(|_| GatewayError::ShuttingDown)? {
             Ok(out) => Ok(out.outputs),
             Err(e) => Err(GatewayError::from_run(model, version, e)),
@@ -698,12 +693,9 @@ impl Gateway {
             }
             None => (job, None),
         };
-        self.executor.submit(&version.queue, job).map_err(|e| match e {
-            SubmitError::QueueFull { capacity } => {
-                GatewayError::QueueFull { model: model.name.clone(), version: version.version, capacity }
-            }
-            SubmitError::Shutdown => GatewayError::ShuttingDown,
-        })?;
+        self.executor
+            .submit(&version.queue, job)
+            .map_err(|e| GatewayError::from_submit(&model.name, version.version, e))?;
         let wait = async { rx.await.map_err(|_| GatewayError::ShuttingDown) };
         let result = match req.deadline {
             Some(deadline) => match tokio::time::timeout_at(deadline.into(), wait).await {

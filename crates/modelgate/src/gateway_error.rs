@@ -52,6 +52,16 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// The error for a job of `model`'s `version` the executor would not queue.
+    pub fn from_submit(model: &str, version: u64, error: modelgate_runtime::SubmitError) -> Self {
+        match error {
+            modelgate_runtime::SubmitError::QueueFull { capacity } => {
+                Self::QueueFull { model: model.to_string(), version, capacity }
+            }
+            modelgate_runtime::SubmitError::Shutdown => Self::ShuttingDown,
+        }
+    }
+
     /// The error for a run of `model`'s `version` that produced no outputs.
     pub fn from_run(model: &str, version: u64, error: modelgate_runtime::RunError) -> Self {
         use modelgate_runtime::RunError;
