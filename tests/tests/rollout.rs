@@ -853,3 +853,37 @@ async fn a_skewed_assignment_is_flagged_as_sample_ratio_mismatch() {
     assert!(s.srm_p_value.unwrap() < 0.001);
     server.stop().await.unwrap();
 }
+
+/// Every audit event carries the numbers the system had when it was made,
+/// operator commands included, so a post-incident review can replay them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_events_carry_each_arms_numbers() {
+    let repo = TestRepo::breast_cancer();
+    let server = start(&repo, |_| {}).await;
+    let mut a = admin(&server, None).await;
+    let mut c = client(&server).await;
+    a.start_rollout(canary(1, &[50, 100])).await.unwrap();
+    let served = versions_for_keys(&mut c, "breast-cancer", (0..200).map(|i| format!("u{i}"))).await;
+    let to = |v: i64| served.iter().filter(|(_, version, _)| *version == v).count() as f64;
+    assert!(to(1) > 0.0 && to(2) > 0.0, "both arms served: {served:?}");
+    a.pause(rr("look")).await.unwrap();
+    a.resume(rr("go on")).await.unwrap();
+    a.rollback(rr("bad")).await.unwrap();
+    let events = a
+        .list_events(pb::ListEventsRequest { model: "breast-cancer".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    for action in ["paused", "resumed", "rolled_back"] {
+        let e =
+            events.iter().find(|e| e.action == action).unwrap_or_else(|| panic!("no {action} in {events:?}"));
+        let numbers: HashMap<String, f64> = serde_json::from_str(&e.numbers_json).unwrap();
+        // The arms' windows as they were (each replica's own in a fleet).
+        assert_eq!(numbers.get("v2.window_requests"), Some(&to(2)), "{action}: {numbers:?}");
+        assert_eq!(numbers.get("v1.window_requests"), Some(&to(1)), "{action}: {numbers:?}");
+        assert_eq!(numbers.get("v1.weight_bp"), Some(&5000.0), "{action}: {numbers:?}");
+        assert!(numbers.contains_key("v1.window_p99_ms"), "{action}: {numbers:?}");
+    }
+    server.stop().await.unwrap();
+}

@@ -118,6 +118,33 @@ pub struct ArmNumbers {
     pub window: WindowSnapshot,
 }
 
+/// The numbers an audit event records about the arms it was made on, by
+/// `v<version>.<name>`: weight, samples this stage, and the sliding window's
+/// and the rollout's running totals (requests, errors, NaN/Inf, mean and
+/// p99 latency in ms where there are requests).
+pub fn event_numbers(arms: &[ArmNumbers]) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for a in arms {
+        let mut put = |name: &str, value: f64| {
+            out.insert(format!("v{}.{name}", a.version), value);
+        };
+        put("weight_bp", f64::from(a.weight_bp));
+        put("stage_samples", a.stage_samples as f64);
+        for (which, snap) in [("window", &a.window), ("total", &a.total)] {
+            put(&format!("{which}_requests"), snap.requests as f64);
+            put(&format!("{which}_errors"), snap.errors as f64);
+            put(&format!("{which}_nan_inf"), snap.nan_inf as f64);
+            if let Some(mean) = snap.mean_us() {
+                put(&format!("{which}_mean_ms"), mean / 1000.0);
+            }
+            if let Some(p99) = snap.p(0.99) {
+                put(&format!("{which}_p99_ms"), p99 as f64 / 1000.0);
+            }
+        }
+    }
+    out
+}
+
 impl ArmNumbers {
     pub fn window_counts(&self, sla_ms: Option<f64>) -> WindowCounts {
         let snap = &self.window;

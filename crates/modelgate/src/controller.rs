@@ -781,8 +781,26 @@ impl Controller {
         inner: &mut Inner,
         model: &str,
         rollout: Rollout,
-        events: Vec<AuditEvent>,
+        mut events: Vec<AuditEvent>,
     ) -> Result<(), ControlError> {
+        // Every event carries the numbers the system had when it was made
+        // (an operator's pause, rollback or promotion, blue's retention
+        // ending), so a post-incident review can replay it: each arm's
+        // window and running totals, as routed before the change.
+        if events.iter().any(|e| e.numbers.is_empty()) {
+            let shown = inner
+                .state
+                .rollouts
+                .get(model)
+                .filter(|r| r.id == rollout.id)
+                .cloned()
+                .unwrap_or_else(|| rollout.clone());
+            let counts = inner.state.counts.get(model).cloned().unwrap_or_default();
+            let numbers = analysis::event_numbers(&self.arm_numbers(inner, model, &shown, &counts));
+            for e in events.iter_mut().filter(|e| e.numbers.is_empty()) {
+                e.numbers = numbers.clone();
+            }
+        }
         let mut next = inner.state.clone();
         if !is_live(&rollout) {
             next.champions.insert(model.to_string(), resulting_champion(&rollout));
@@ -1090,11 +1108,17 @@ impl Controller {
     ) -> bool {
         let now = now_ms();
         let mut changed = false;
-        let mut events = vec![rollout.alert(now, trigger, reason.clone(), numbers)];
+        let mut events = vec![rollout.alert(now, trigger, reason.clone(), numbers.clone())];
         if pause && !rollout.is_paused() {
             match rollout.pause(now, &Actor::system(), Some(format!("pause_on_alert: {reason}"))) {
                 Ok(ev) => {
-                    events.extend(ev);
+                    // The pause is made on the alert's numbers.
+                    events.extend(ev.into_iter().map(|mut e| {
+                        if e.numbers.is_empty() {
+                            e.numbers = numbers.clone();
+                        }
+                        e
+                    }));
                     changed = true;
                 }
                 Err(e) => tracing::warn!(model, error = %e, "pause_on_alert could not pause"),
