@@ -887,3 +887,33 @@ async fn operator_events_carry_each_arms_numbers() {
     }
     server.stop().await.unwrap();
 }
+
+/// set-weights starts a new counting epoch: the sample-ratio check never
+/// compares counts made under the old weights with the new ones (it said
+/// "assignment is broken", chi² in the thousands, though routing was right).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_weights_starts_a_new_counting_epoch_and_no_false_sample_ratio_mismatch() {
+    let repo = TestRepo::breast_cancer();
+    let server = start(&repo, |_| {}).await;
+    let mut a = admin(&server, None).await;
+    let mut c = client(&server).await;
+    a.start_rollout(canary(1, &[50, 100])).await.unwrap();
+    versions_for_keys(&mut c, "breast-cancer", (0..400).map(|i| format!("a{i}"))).await;
+    let s = a
+        .set_weights(pb::SetWeightsRequest {
+            model: "breast-cancer".into(),
+            candidate_percent: 10,
+            reason: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!s.srm_mismatch, "{s:?}");
+    assert!(s.arms.iter().all(|arm| arm.requests == 0), "a new epoch counts from zero: {s:?}");
+    versions_for_keys(&mut c, "breast-cancer", (0..1000).map(|i| format!("b{i}"))).await;
+    let s = rollout_status(&mut a, "breast-cancer").await;
+    let n = |v: i64| s.arms.iter().find(|arm| arm.version == v).unwrap().requests;
+    assert_eq!(n(1) + n(2), 1000, "{s:?}");
+    assert!(!s.srm_mismatch, "10% routed as 10%: {s:?}");
+    server.stop().await.unwrap();
+}

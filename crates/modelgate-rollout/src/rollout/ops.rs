@@ -198,6 +198,10 @@ impl Rollout {
         let was = self.canary_percent().unwrap_or(0);
         let before = self.routing_table().weights();
         self.canary_override_percent = Some(candidate_percent);
+        // New weights start a new counting epoch, as a new stage does: the
+        // step's samples and duration, and the sample-ratio check, count
+        // only what was routed under these weights.
+        self.stage_started_ms = now_ms;
         let event = self
             .event(&before, now_ms, actor, Action::WeightsSet, reason)
             .number("percent_before", f64::from(was))
