@@ -222,14 +222,7 @@ pub const DEFAULT_MAX_RUN: Duration = Duration::from_secs(30);
 /// Default `--warm-up-limit-seconds`.
 pub const DEFAULT_WARM_UP_LIMIT: Duration = Duration::from_secs(60);
 
-/// The text of a caught panic.
-pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
-}
+pub use modelgate_runtime::panic_message;
 
 /// Loads one version: sessions, signature, budget check, warm-up (watched
 /// by `stop`). A panic anywhere in it makes the version FAILED with the

@@ -507,12 +507,7 @@ fn guarded_run(
 ) -> Result<Vec<Tensor>, String> {
     std::panic::catch_unwind(AssertUnwindSafe(|| queue.model.run_with(slot, inputs, outputs, Some(options))))
         .unwrap_or_else(|panic| {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(format!("panic inside inference: {msg}"))
+            Err(format!("panic inside inference: {}", crate::panic_message(panic.as_ref())))
         })
 }
 

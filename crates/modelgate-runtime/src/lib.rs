@@ -26,6 +26,15 @@ pub use signature::{Dim, InputError, Signature, TensorSpec};
 pub use tensor::{DataType, Tensor, TensorData};
 pub use watchdog::RunStop;
 
+/// The text of a caught panic (`catch_unwind`'s payload).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 /// A loaded ONNX Runtime: the process-wide environment every session is built in.
 #[derive(Clone)]
 pub struct Runtime {

@@ -243,8 +243,9 @@ pub struct ServeConfig {
     pub watch: bool,
     pub rescan: Duration,
     pub settle: Duration,
-    /// How versions are loaded: declared-size budget, run and warm-up limits.
-    pub limits: LoadLimits,
+    /// How versions are loaded: declared-size budget, run and warm-up limits
+    /// (`default_sessions` is set at start from the thread counts).
+    pub load: modelgate_registry::LoadSettings,
     pub state_dir: PathBuf,
     /// Fleet mode's etcd, or `None` for the file store in `state_dir`.
     pub etcd: Option<crate::state::etcd::EtcdUrl>,
@@ -416,39 +417,7 @@ impl ServeConfig {
             watch: true,
             rescan: Duration::from_secs(2),
             settle: Duration::from_millis(500),
-            limits: LoadLimits::default(),
-        }
-    }
-}
-
-/// What a model version may cost: `--max-tensor-bytes`, `--max-run-ms`,
-/// `--warm-up-limit-seconds`.
-#[derive(Debug, Clone, Copy)]
-pub struct LoadLimits {
-    pub max_tensor_bytes: u64,
-    /// `None`: no limit but the client's deadline.
-    pub max_run: Option<Duration>,
-    pub warm_up: Duration,
-}
-
-impl Default for LoadLimits {
-    fn default() -> Self {
-        Self {
-            max_tensor_bytes: modelgate_runtime::DEFAULT_MAX_TENSOR_BYTES,
-            max_run: Some(modelgate_registry::DEFAULT_MAX_RUN),
-            warm_up: modelgate_registry::DEFAULT_WARM_UP_LIMIT,
-        }
-    }
-}
-
-impl LoadLimits {
-    /// The registry's load settings, with `sessions` per version by default.
-    pub fn settings(&self, sessions: usize) -> modelgate_registry::LoadSettings {
-        modelgate_registry::LoadSettings {
-            default_sessions: sessions,
-            max_tensor_bytes: self.max_tensor_bytes,
-            max_run: self.max_run,
-            warm_up_limit: self.warm_up,
+            load: modelgate_registry::LoadSettings::default(),
         }
     }
 }
@@ -537,10 +506,11 @@ impl TryFrom<ServeArgs> for ServeConfig {
             watch: !a.no_watch,
             rescan: Duration::from_secs_f64(a.rescan_seconds),
             settle: Duration::from_millis(a.settle_ms),
-            limits: LoadLimits {
+            load: modelgate_registry::LoadSettings {
+                default_sessions: 1,
                 max_tensor_bytes: a.max_tensor_bytes,
                 max_run: (a.max_run_ms > 0).then(|| Duration::from_millis(a.max_run_ms)),
-                warm_up: Duration::from_secs(a.warm_up_limit_seconds),
+                warm_up_limit: Duration::from_secs(a.warm_up_limit_seconds),
             },
         })
     }

@@ -127,16 +127,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let threads = config.threads.max(1);
     // One session per critical thread and per shadow thread: no two threads share.
     let sessions = threads + config.shadow_threads;
+    let load = modelgate_registry::LoadSettings { default_sessions: sessions, ..config.load.clone() };
     let (runtime, entries) = {
         let config = config.clone();
+        let load = load.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<(Runtime, Vec<ModelEntry>)> {
             let runtime = Runtime::init(config.ort_lib.as_deref())?;
             tracing::info!(source = ?runtime.source(), version = runtime.version(), "ONNX Runtime loaded");
-            let entries = modelgate_registry::load_repository(
-                &runtime,
-                &config.models,
-                &config.limits.settings(sessions),
-            )?;
+            let entries = modelgate_registry::load_repository(&runtime, &config.models, &load)?;
             Ok((runtime, entries))
         })
         .await
@@ -221,7 +219,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         modelgate_registry::watch::watch(
             runtime.clone(),
             &config.models,
-            config.limits.settings(sessions),
+            load,
             WatchSettings { rescan: config.rescan, settle: config.settle },
             entries,
             Arc::new(RepositoryHooks {
