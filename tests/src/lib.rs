@@ -166,7 +166,7 @@ pub fn request(model: &str, rows: &[Vec<f32>]) -> pb::PredictRequest {
 /// Decodes an output by name (raw or typed).
 pub fn output(resp: &pb::PredictResponse, name: &str) -> modelgate_runtime::Tensor {
     let t = resp.outputs.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("no output {name}"));
-    modelgate::convert::output_from_pb(t.clone()).expect("decodable output")
+    modelgate::output_from_pb(t.clone()).expect("decodable output")
 }
 
 /// `n` rows of plausible features (copies of the golden rows).

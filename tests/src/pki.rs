@@ -140,8 +140,8 @@ impl SecretDir {
     }
 
     /// The files for the gateway's config.
-    pub fn files(&self, client_ca: Option<PathBuf>) -> modelgate::tls::TlsFiles {
-        modelgate::tls::TlsFiles { cert: self.cert(), key: self.key(), client_ca }
+    pub fn files(&self, client_ca: Option<PathBuf>) -> modelgate::TlsFiles {
+        modelgate::TlsFiles { cert: self.cert(), key: self.key(), client_ca }
     }
 }
 

@@ -176,18 +176,18 @@ async fn an_etcd_user_logs_in_and_a_changed_password_is_picked_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_log_in_etcd_keeps_the_newest_events_and_reads_from_a_time() {
     let etcd = Etcd::start();
-    let url: modelgate::state::etcd::EtcdUrl = etcd.url("trim").parse().unwrap();
+    let url: modelgate::EtcdUrl = etcd.url("trim").parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (store, _events) = modelgate::state::EtcdStore::start(
+    let (store, _events) = modelgate::EtcdStore::start(
         url,
-        modelgate::state::etcd::EtcdAccess::default(),
+        modelgate::EtcdAccess::default(),
         5,
         "r1".into(),
         dir.path().to_path_buf(),
     )
     .await
     .unwrap();
-    use modelgate::state::StateStore;
+    use modelgate::StateStore;
     eventually(10, "the store to connect", || {
         let connected = store.connected();
         async move { connected.then_some(()) }
@@ -207,7 +207,7 @@ async fn the_audit_log_in_etcd_keeps_the_newest_events_and_reads_from_a_time() {
     assert_eq!(kept, expected, "the five newest remain, oldest first");
     assert_eq!(store.trim_audit().await.unwrap(), 0, "nothing more to trim");
     // Reads from a time are a key range (with a minute's slack for clocks).
-    let now = modelgate::controller::now_ms();
+    let now = modelgate::clock::now_ms();
     assert_eq!(store.read_events_since(now - 1000).await.unwrap(), expected);
     assert!(store.read_events_since(now + 120_000).await.unwrap().is_empty());
     store.close().await;

@@ -68,7 +68,7 @@ async fn trigger_settings_in_model_toml_are_refused_as_the_admin_api_refuses_the
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_token_with_whitespace_around_it_is_refused_and_not_echoed() {
     let repo = TestRepo::breast_cancer();
-    let server = start(&repo, |c| c.admin_tokens = vec![modelgate::auth::Token::new("ops", "s3cret")]).await;
+    let server = start(&repo, |c| c.admin_tokens = vec![modelgate::Token::new("ops", "s3cret")]).await;
     for presented in [" s3cret", "s3cret ", "\ts3cret", "s3cret\t", "  s3cret  "] {
         let mut a = admin(&server, Some(presented)).await;
         let e = a.list_models(pb::ListModelsRequest {}).await.unwrap_err();
@@ -119,7 +119,7 @@ async fn reflected_services(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_on_the_admin_port_needs_the_admin_token() {
     let repo = TestRepo::breast_cancer();
-    let server = start(&repo, |c| c.admin_tokens = vec![modelgate::auth::Token::new("ops", "s3cret")]).await;
+    let server = start(&repo, |c| c.admin_tokens = vec![modelgate::Token::new("ops", "s3cret")]).await;
     let e = reflected_services(server.admin_addr, None).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
     let e = reflected_services(server.admin_addr, Some("wrong")).await.unwrap_err();

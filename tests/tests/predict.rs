@@ -378,7 +378,7 @@ async fn a_request_whose_deadline_passes_in_the_queue_is_not_run() {
     );
     // In process, the gateway's own verdict on an expired queued request.
     let slow_rows = rows(1);
-    let deadline_req = modelgate::gateway::InferRequest {
+    let deadline_req = modelgate::InferRequest {
         model: "slow".into(),
         version: None,
         routing_key: None,

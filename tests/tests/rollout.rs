@@ -190,7 +190,7 @@ async fn plans_are_validated_before_they_start() {
 async fn the_admin_listener_requires_the_token_when_one_is_set() {
     let repo = TestRepo::breast_cancer();
     let server = start(&repo, |c| {
-        c.admin_tokens = vec![modelgate::auth::Token::new("alice", "s3cret")];
+        c.admin_tokens = vec![modelgate::Token::new("alice", "s3cret")];
     })
     .await;
     let mut none = admin(&server, None).await;

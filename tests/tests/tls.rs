@@ -290,7 +290,7 @@ impl MutualAdmin {
         Self { repo: TestRepo::breast_cancer(), serving, clients, secret }
     }
 
-    async fn start(&self, tokens: Vec<modelgate::auth::Token>) -> modelgate::RunningServer {
+    async fn start(&self, tokens: Vec<modelgate::Token>) -> modelgate::RunningServer {
         let client_ca = write(self.repo.path(), "operators-ca.pem", &self.clients.pem());
         start(&self.repo, |c| {
             c.admin_tls = Some(self.secret.files(Some(client_ca)));
@@ -379,7 +379,7 @@ async fn mutual_tls_on_predict_serves_only_clients_with_a_certificate_the_ca_sig
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_and_a_certificate_are_both_named_and_both_needed() {
     let m = MutualAdmin::new();
-    let server = m.start(vec![modelgate::auth::Token::new("deploy-bot", "s3cret")]).await;
+    let server = m.start(vec![modelgate::Token::new("deploy-bot", "s3cret")]).await;
     let (bc, bk) = client_files(m.repo.path(), &m.clients, "ci-runner");
     let mut conn = admin_conn(&server, &m.secret.ca(), Some((&bc, &bk)));
 

@@ -64,9 +64,9 @@ async fn spans_reach_an_otlp_receiver_with_their_parents_links_and_attributes() 
             .add_service(TraceServiceServer::new(receiver.clone()))
             .serve_with_incoming(incoming),
     );
-    let telemetry = modelgate::otel::init(
-        modelgate::config::LogFormat::Human,
-        &modelgate::otel::TraceConfig {
+    let telemetry = modelgate::init_telemetry(
+        modelgate::LogFormat::Human,
+        &modelgate::TraceConfig {
             endpoint: Some(format!("http://{otlp}")),
             service_name: Some("modelgate-under-test".into()),
             sampler: None,

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use modelgate::gateway::InferRequest;
+use modelgate::InferRequest;
 use modelgate_proto::v1 as pb;
 use modelgate_proto::v1::predict_server::Predict;
 
@@ -43,7 +43,7 @@ fn main() -> anyhow::Result<()> {
         config.metrics_listen = None;
         let server = modelgate::start(config).await?;
         let gateway = Arc::clone(&server.gateway);
-        let service = modelgate::service::PredictService::new(Arc::clone(&gateway));
+        let service = modelgate::PredictService::new(Arc::clone(&gateway));
         for model in ["breast-cancer", "cnn"] {
             let table = gateway.table();
             let spec = &table.models[model].champion().expect("a champion").model().signature().inputs[0];

@@ -1,34 +1,39 @@
-//! modelgate: the gateway binary's library. The request path lives in
-//! [`gateway`], protocol edges in [`service`] and [`convert`], errors map to
-//! gRPC statuses in [`error`], and [`server`] starts and stops it all.
-//! [`hostile`] runs untrusted bytes through the decoders for the fuzz targets.
+//! modelgate: the gateway binary's library, in layers (lowest first; each
+//! imports only from layers below it; `tests/layers.rs` checks it, and
+//! docs/architecture.md "Layers of the binary crate" draws it):
+//!
+//! 1. [`clock`] and `telemetry` (metrics registry, OpenTelemetry, log format);
+//! 2. `store` (the state store: file or etcd);
+//! 3. `serving` (the request path: gateway, conversions, shadow, outcomes);
+//! 4. `control` (the controller: count, judge, alert, decide, persist);
+//! 5. `api` (the gRPC services, auth, TLS, connection limits, errors → status);
+//! 6. `server` (composition root: start, stop, config);
+//! 7. [`cli`] (clap types and the client commands).
+//!
+//! [`hostile`] runs untrusted bytes through the decoders for the fuzz
+//! targets. Only what main.rs, the tests, benches and fuzz targets use is
+//! public; it is re-exported below.
 
-pub mod admin;
-pub mod analysis;
-pub mod auth;
+pub(crate) mod api;
 pub mod cli;
 pub mod clock;
-pub mod config;
-pub mod connection;
-pub mod controller;
-pub mod convert;
-pub mod error;
-pub mod gateway;
-pub mod gateway_error;
+pub(crate) mod control;
 pub mod hostile;
-pub mod importance;
-pub mod kserve;
-pub mod metrics;
-pub mod otel;
-pub mod outcome;
-pub mod output_scores;
-pub mod request_body;
-pub mod scrape;
-pub mod server;
-pub mod service;
-pub mod shadow;
-pub mod state;
-pub mod tls;
+pub(crate) mod server;
+pub(crate) mod serving;
+pub(crate) mod store;
+pub(crate) mod telemetry;
 
-pub use config::ServeConfig;
+pub use server::config::ServeConfig;
+pub use server::run::serve;
 pub use server::{RunningServer, start};
+
+// What the tests, benches and fuzz targets use from inside the layers.
+pub use api::auth::Token;
+pub use api::predict::PredictService;
+pub use api::tls::TlsFiles;
+pub use serving::convert::output_from_pb;
+pub use serving::gateway::{Gateway, InferRequest};
+pub use store::etcd::{EtcdAccess, EtcdUrl};
+pub use store::{EtcdStore, StateStore};
+pub use telemetry::otel::{LogFormat, TraceConfig, init as init_telemetry};

@@ -9,8 +9,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-pub use crate::metrics::code_name;
-pub use crate::otel::LogFormat;
+pub use crate::telemetry::metrics::code_name;
+pub use crate::telemetry::otel::LogFormat;
 
 /// modelgate: a gRPC model-serving gateway for ONNX models.
 #[derive(Debug, Parser)]
@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the models in a model repository over gRPC.
-    Serve(Box<crate::config::ServeArgs>),
+    Serve(Box<crate::server::config::ServeArgs>),
     /// Call Predict on a running gateway and print the outputs.
     Predict(predict::PredictArgs),
     /// Admin calls: rollouts, models, audit events, sample sizes.

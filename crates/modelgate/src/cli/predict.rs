@@ -10,7 +10,7 @@ use modelgate_runtime::{DataType, Tensor, TensorData};
 use serde_json::{Map, Value};
 
 use crate::cli::code_name;
-use crate::convert;
+use crate::serving::convert;
 
 /// Flags of `modelgate predict`.
 #[derive(Debug, Clone, Args)]
@@ -45,9 +45,9 @@ pub struct PredictArgs {
         long,
         default_value_t = 30.0,
         allow_hyphen_values = true,
-        value_parser = crate::config::seconds(
-            crate::config::limits::CALL_TIMEOUT_SECONDS_MIN,
-            crate::config::limits::CALL_TIMEOUT_SECONDS_MAX
+        value_parser = crate::server::config::seconds(
+            crate::server::config::limits::CALL_TIMEOUT_SECONDS_MIN,
+            crate::server::config::limits::CALL_TIMEOUT_SECONDS_MAX
         )
     )]
     pub timeout_seconds: f64,

@@ -35,7 +35,9 @@ use modelgate_runtime::{DataType, Dim, Signature, Tensor, TensorData, TensorSpec
 use prost::Message;
 use tonic::Code;
 
-use crate::{admin, controller, convert, gateway, kserve};
+use crate::api::{admin, kserve};
+use crate::control::controller;
+use crate::serving::{convert, gateway};
 
 /// The champion and READY versions plans from the wire are checked against.
 pub const CHAMPION: u64 = 2;
@@ -155,7 +157,7 @@ pub fn fuzz_predict_decode(data: &[u8]) {
     let Ok(req) = pb::PredictRequest::decode(data) else {
         return;
     };
-    let _ = crate::service::request_id_or_new(req.request_id.clone());
+    let _ = crate::api::predict::request_id_or_new(req.request_id.clone());
     let inputs = match convert::inputs_from_pb(req.inputs) {
         Ok(inputs) => inputs,
         Err(e) => {
@@ -224,7 +226,7 @@ pub fn fuzz_model_toml(data: &[u8]) {
             assert_eq!(config.validate(), Ok(()));
             let (interval, intervals) = config.triggers.window();
             assert!(!interval.is_zero() && intervals >= 1, "a valid window is not empty");
-            let settings = crate::analysis::Settings::of(&config);
+            let settings = crate::control::analysis::Settings::of(&config);
             assert!(settings.alpha > 0.0 && settings.alpha < 1.0);
             assert!(config.max_batch >= 1 && config.queue_capacity >= 1);
             assert_eq!(ModelConfig::parse(text).as_ref(), Ok(&config), "parsing is deterministic");

@@ -19,10 +19,10 @@ use modelgate_runtime::tensor::element_count;
 use modelgate_runtime::{DataType, Dim, Tensor, TensorData, TensorSpec, quoted};
 use tonic::{Request, Response, Status};
 
-use crate::convert::BadRequest;
-use crate::error::GatewayError;
-use crate::gateway::{Gateway, InferRequest, ModelTable};
-use crate::service::{deadline_of, request_id_or_new};
+use crate::api::error::GatewayError;
+use crate::api::predict::{deadline_of, request_id_or_new};
+use crate::serving::convert::BadRequest;
+use crate::serving::gateway::{Gateway, InferRequest, ModelTable};
 
 /// The KServe v2 gRPC service.
 #[derive(Debug, Clone)]
@@ -251,7 +251,7 @@ fn int_param(v: i64) -> kpb::InferParameter {
     kpb::InferParameter { parameter_choice: Some(kpb::infer_parameter::ParameterChoice::Int64Param(v)) }
 }
 
-fn version_of(model: &crate::gateway::ModelRoute, version: &str) -> Option<u64> {
+fn version_of(model: &crate::serving::gateway::ModelRoute, version: &str) -> Option<u64> {
     if version.is_empty() {
         return model.champion().map(|c| c.version);
     }
@@ -343,9 +343,15 @@ impl kpb::grpc_inference_service_server::GrpcInferenceService for KserveService 
         request: Request<kpb::ModelInferRequest>,
     ) -> Result<Response<kpb::ModelInferResponse>, Status> {
         use tracing::Instrument;
-        let span = crate::otel::request_span(request.metadata(), "inference.GRPCInferenceService/ModelInfer");
+        let span = crate::telemetry::otel::request_span(
+            request.metadata(),
+            "inference.GRPCInferenceService/ModelInfer",
+        );
         let result = self.infer(request).instrument(span.clone()).await;
-        crate::otel::record_status(&span, result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        crate::telemetry::otel::record_status(
+            &span,
+            result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok),
+        );
         result
     }
 

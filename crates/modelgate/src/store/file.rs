@@ -58,10 +58,6 @@ impl FileStore {
         Ok(Self { inner: Arc::new(Inner { dir, audit: Mutex::new((audit, revision)) }) })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.inner.dir
-    }
-
     /// Runs blocking file work off the async workers (an fsync can take
     /// milliseconds; a tokio worker stalled on it stalls every request
     /// queued behind it).

@@ -1,6 +1,6 @@
 //! Transport security for the Predict and admin listeners: rustls server
 //! configurations built from PEM files, rebuilt while serving when the files
-//! change, and the handshake [`crate::connection::incoming`] runs on each
+//! change, and the handshake [`crate::api::connection::incoming`] runs on each
 //! accepted connection.
 //!
 //! cert-manager (and most secret mounts) rotate a certificate by swapping a
@@ -247,7 +247,7 @@ impl ReloadingConfig {
     pub fn spawn_watch(
         self: &Arc<Self>,
         period: Duration,
-        metrics: Arc<crate::metrics::Metrics>,
+        metrics: Arc<crate::telemetry::metrics::Metrics>,
     ) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);
         metrics.tls_not_after(this.listener, this.not_after());
@@ -288,7 +288,7 @@ impl ReloadingConfig {
 
 /// The TLS handshake for a connection the listener accepted, with the
 /// configuration current at its accept. The time limit is the caller's
-/// ([`crate::connection::incoming`] bounds handshake and HTTP/2 preface together).
+/// ([`crate::api::connection::incoming`] bounds handshake and HTTP/2 preface together).
 pub fn handshake(
     config: Arc<ReloadingConfig>,
 ) -> impl Fn(TcpStream) -> tokio_rustls::Accept<TcpStream> + Send + 'static {

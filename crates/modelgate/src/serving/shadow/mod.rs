@@ -7,9 +7,9 @@ pub mod compare;
 pub mod sink;
 pub mod stats;
 
-pub use compare::{OutputDiff, compare};
+pub use compare::compare;
 pub use sink::{FileSink, ShadowRecord, ShadowSink};
-pub use stats::{ShadowStats, ShadowTotals};
+pub use stats::ShadowStats;
 
 use std::sync::Arc;
 
@@ -71,7 +71,7 @@ impl Comparer {
                 let Ok(result) = o.result.blocking_recv() else { continue };
                 let process = || {
                     if let (Ok(out), Some(w)) = (&result, &o.windows) {
-                        w.scores.record(crate::output_scores::scores(&out.outputs));
+                        w.scores.record(crate::serving::output_scores::scores(&out.outputs));
                     }
                     let ts_ms = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)

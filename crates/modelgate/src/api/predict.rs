@@ -8,11 +8,11 @@ use modelgate_proto::v1 as pb;
 use modelgate_registry::VersionState;
 use tonic::{Request, Response, Status};
 
-use crate::convert::{self, BadRequest};
-use crate::error::GatewayError;
-use crate::gateway::{Gateway, InferRequest, Role};
+use crate::api::error::GatewayError;
+use crate::serving::convert::{self, BadRequest};
+use crate::serving::gateway::{Gateway, InferRequest, Role};
 
-pub use crate::gateway::MAX_REQUEST_ID_BYTES;
+pub use crate::serving::gateway::MAX_REQUEST_ID_BYTES;
 
 /// How much earlier than the client's deadline the gateway gives up. tonic's
 /// own timeout layer answers CANCELLED at the deadline itself; answering a
@@ -90,9 +90,12 @@ impl pb::predict_server::Predict for PredictService {
         request: Request<pb::PredictRequest>,
     ) -> Result<Response<pb::PredictResponse>, Status> {
         use tracing::Instrument;
-        let span = crate::otel::request_span(request.metadata(), "modelgate.v1.Predict/Predict");
+        let span = crate::telemetry::otel::request_span(request.metadata(), "modelgate.v1.Predict/Predict");
         let result = self.predict_in_span(request).instrument(span.clone()).await;
-        crate::otel::record_status(&span, result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        crate::telemetry::otel::record_status(
+            &span,
+            result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok),
+        );
         result
     }
 
@@ -177,7 +180,7 @@ impl PredictService {
             &r.metric,
             r.value,
             at_ms,
-            crate::controller::now_ms(),
+            crate::control::controller::now_ms(),
         )?;
         Ok(Response::new(match joined {
             Some((version, role)) => pb::RecordOutcomeResponse {

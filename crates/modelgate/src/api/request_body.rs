@@ -22,7 +22,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tonic::body::Body;
 
-use crate::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 
 /// Why a request body was stopped.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -94,6 +94,7 @@ impl BodyBudget {
     }
 
     /// Bytes held by bodies on this listener now.
+    #[cfg(test)]
     pub fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)
     }

@@ -5,7 +5,7 @@ use modelgate_runtime::StopReason;
 use modelgate_runtime::quote::truncated;
 use tonic::{Code, Status};
 
-pub use crate::gateway_error::GatewayError;
+pub use crate::serving::gateway_error::GatewayError;
 
 impl GatewayError {
     pub fn code(&self) -> Code {
@@ -44,9 +44,9 @@ impl From<GatewayError> for Status {
 
 /// A body over a budget is the server's resource running out; a body that
 /// does not arrive in time has run past a deadline the server set.
-impl From<crate::request_body::BodyLimitError> for Status {
-    fn from(e: crate::request_body::BodyLimitError) -> Self {
-        use crate::request_body::BodyLimitError as E;
+impl From<crate::api::request_body::BodyLimitError> for Status {
+    fn from(e: crate::api::request_body::BodyLimitError) -> Self {
+        use crate::api::request_body::BodyLimitError as E;
         let code = match e {
             E::ConnectionBudget { .. } | E::ListenerBudget { .. } => Code::ResourceExhausted,
             E::Timeout { .. } => Code::DeadlineExceeded,

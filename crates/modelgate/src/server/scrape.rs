@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
-use crate::metrics::{ArmLabels, StateMetrics, StateSource, StopLabels, VersionLabels};
+use crate::telemetry::metrics::{ArmLabels, StateMetrics, StateSource, StopLabels, VersionLabels};
 
 /// The state source of a running gateway: its live snapshot, the
 /// controller's rollout view and the shadow totals.
 pub struct GatewayState {
-    pub gateway: Arc<crate::gateway::Gateway>,
-    pub controller: Arc<crate::controller::Controller>,
+    pub gateway: Arc<crate::serving::gateway::Gateway>,
+    pub controller: Arc<crate::control::controller::Controller>,
 }
 
 impl StateSource for GatewayState {

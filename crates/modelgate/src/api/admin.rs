@@ -1,5 +1,5 @@
 //! The Admin gRPC service: operators start, drive and inspect rollouts.
-//! Every call is authenticated by [`crate::auth::AdminAuth`] (when tokens are
+//! Every call is authenticated by [`crate::api::auth::AdminAuth`] (when tokens are
 //! configured) and every change is an audit event naming who made it.
 
 use std::sync::Arc;
@@ -10,10 +10,10 @@ use modelgate_rollout::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::auth;
-use crate::controller::{ControlError, Controller, Op, StageCounts, now_ms};
-use crate::gateway::Gateway;
-use crate::service::{role_to_pb, version_metadata};
+use crate::api::auth;
+use crate::api::predict::{role_to_pb, version_metadata};
+use crate::control::controller::{ControlError, Controller, Op, StageCounts, now_ms};
+use crate::serving::gateway::Gateway;
 
 /// The `Admin` gRPC service.
 #[derive(Debug, Clone)]
@@ -86,7 +86,7 @@ fn version(v: i64, what: &str) -> Result<u64, Status> {
         .ok_or_else(|| Status::invalid_argument(format!("{what} must be a positive version, got {v}")))
 }
 
-pub use crate::controller::state_name;
+pub use crate::control::controller::state_name;
 
 /// A rollout as the admin API shows it.
 pub fn status_of(
@@ -481,7 +481,7 @@ fn interval(low: f64, high: f64) -> Option<pb::Interval> {
     (low.is_finite() && high.is_finite()).then_some(pb::Interval { low, high })
 }
 
-fn comparison_of(c: &crate::analysis::Comparison) -> pb::Comparison {
+fn comparison_of(c: &crate::control::analysis::Comparison) -> pb::Comparison {
     pb::Comparison {
         diff: c.seq.diff,
         confidence_sequence: interval(c.seq.ci_low, c.seq.ci_high),
@@ -500,10 +500,10 @@ fn comparison_of(c: &crate::analysis::Comparison) -> pb::Comparison {
 /// GetAnalysis's answer from the controller's view.
 pub fn analysis_of(
     model: &str,
-    view: &crate::controller::AnalysisView,
+    view: &crate::control::controller::AnalysisView,
     alerts: Vec<pb::Alert>,
 ) -> pb::Analysis {
-    use crate::analysis::{compare_errors, compare_latency, wilson};
+    use crate::control::analysis::{compare_errors, compare_latency, wilson};
     let mut out = pb::Analysis {
         model: model.to_string(),
         champion: view.champion as i64,

@@ -82,7 +82,7 @@ impl AdminAuth {
     }
 
     pub fn check<T>(&self, mut req: Request<T>) -> Result<Request<T>, Status> {
-        let subject = crate::tls::client_subject(&req);
+        let subject = crate::api::tls::client_subject(&req);
         let actor = if self.tokens.is_empty() {
             subject
                 .clone()

@@ -20,8 +20,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::metrics::Metrics;
-use crate::request_body::{BodyBudget, ConnectionBodies};
+use crate::api::request_body::{BodyBudget, ConnectionBodies};
+use crate::telemetry::metrics::Metrics;
 
 /// Flags for connections, HTTP/2 and request bodies, on both listeners.
 #[derive(Debug, Clone, clap::Args)]
@@ -479,8 +479,6 @@ where
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
-
-pub use crate::request_body::peer_addr;
 
 /// TCP_NODELAY (Nagle plus delayed ACKs would add ~40 ms to the tail) and
 /// TCP keepalive, as tonic sets them on its own listeners.

@@ -19,7 +19,7 @@ use modelgate_rollout::analysis::{self, MarginVerdict, SequentialDiff, Summary};
 use modelgate_rollout::{Millis, Plan, PromotionGate, Rollout, StepVerdict, TriggerConfig, WindowCounts};
 use modelgate_telemetry::{VersionStats, WindowSnapshot};
 
-use crate::outcome::OutcomeStore;
+use crate::serving::outcome::OutcomeStore;
 
 /// One arm's totals since the rollout started, folded out of its window.
 #[derive(Debug)]

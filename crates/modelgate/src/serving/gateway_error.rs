@@ -6,8 +6,8 @@ use std::time::Duration;
 use modelgate_runtime::quote::quoted;
 use modelgate_runtime::{InputError, StopReason};
 
-use crate::convert::BadRequest;
-use crate::outcome::OutcomeError;
+use crate::serving::convert::BadRequest;
+use crate::serving::outcome::OutcomeError;
 
 /// Why the gateway could not answer a request.
 #[derive(Debug, thiserror::Error)]

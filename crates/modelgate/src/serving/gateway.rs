@@ -11,11 +11,11 @@ use modelgate_runtime::{Executor, InferJob, InferOutput, RunError, StopReason, T
 
 use modelgate_telemetry::VersionStats;
 
-use crate::outcome::{OutcomeLimits, OutcomeStore, Served};
+use crate::serving::outcome::{OutcomeLimits, OutcomeStore, Served};
 
-use crate::shadow::{Comparer, ShadowOutcome, ShadowSink, ShadowStats, routing_key_hash};
+use crate::serving::shadow::{Comparer, ShadowOutcome, ShadowSink, ShadowStats, routing_key_hash};
 
-use crate::gateway_error::GatewayError;
+use crate::serving::gateway_error::GatewayError;
 
 pub use modelgate_rollout::Role;
 use modelgate_rollout::RoutingTable;
@@ -77,7 +77,7 @@ pub struct ModelRoute {
     /// outputs, kept across snapshot rebuilds.
     pub windows: HashMap<u64, Arc<VersionStats>>,
     /// Each READY version's Prometheus handles.
-    pub metrics: HashMap<u64, Arc<crate::metrics::VersionMetrics>>,
+    pub metrics: HashMap<u64, Arc<crate::telemetry::metrics::VersionMetrics>>,
 }
 
 /// What the controller decides for a model: its champion and, while a
@@ -161,7 +161,7 @@ pub struct Gateway {
     /// The controller's policy per model; applied on every publish.
     policies: std::sync::Mutex<HashMap<String, Policy>>,
     outcomes: Arc<OutcomeStore>,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// Recent inputs per model while a rollout runs, sampled for the
     /// feature-importance check (`importance.rs`): the requests' own tensors,
     /// shared, not copied.
@@ -218,7 +218,7 @@ impl Gateway {
             publish_lock: std::sync::Mutex::new(()),
             policies: std::sync::Mutex::new(HashMap::new()),
             outcomes: Arc::new(OutcomeStore::new(limits.outcomes)),
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            metrics: Arc::new(crate::telemetry::metrics::Metrics::new()),
             input_samples: std::sync::Mutex::new(HashMap::new()),
             input_counter: std::sync::atomic::AtomicU64::new(0),
             max_response_bytes: limits.max_response_bytes,
@@ -325,7 +325,7 @@ impl Gateway {
     }
 
     /// The Prometheus metrics every part of the gateway records into.
-    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+    pub fn metrics(&self) -> &Arc<crate::telemetry::metrics::Metrics> {
         &self.metrics
     }
 
@@ -360,8 +360,8 @@ impl Gateway {
         at_ms: Option<u64>,
         now_ms: u64,
     ) -> Result<Option<(u64, Role)>, GatewayError> {
-        use crate::outcome::{KEEP_MS, MAX_FUTURE_MS, MAX_METRIC_BYTES};
-        let bad = |m: String| GatewayError::BadRequest(crate::convert::BadRequest(m));
+        use crate::serving::outcome::{KEEP_MS, MAX_FUTURE_MS, MAX_METRIC_BYTES};
+        let bad = |m: String| GatewayError::BadRequest(crate::serving::convert::BadRequest(m));
         if metric.is_empty() {
             return Err(bad("metric is not set".into()));
         }
@@ -666,7 +666,7 @@ impl Gateway {
         version: Arc<ReadyVersion>,
         role: Role,
         mut req: InferRequest,
-        metrics: Option<&crate::metrics::VersionMetrics>,
+        metrics: Option<&crate::telemetry::metrics::VersionMetrics>,
     ) -> Result<InferResponse, GatewayError> {
         let signature = version.model().signature();
         check_request(signature, &mut req.inputs, &req.outputs).map_err(|error| GatewayError::Input {
@@ -866,7 +866,7 @@ impl Gateway {
     }
 }
 
-pub use crate::output_scores::scores;
+pub use crate::serving::output_scores::scores;
 
 /// What `outputs` take in a response: their elements in the raw layout
 /// (strings with their 4-byte length) plus each tensor's name and shape. A

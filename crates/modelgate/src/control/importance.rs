@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use modelgate_runtime::{Tensor, TensorData};
 
-use crate::gateway::Gateway;
+use crate::serving::gateway::Gateway;
 
 /// Fewer rows than this say too little.
 pub const MIN_ROWS: usize = 32;
@@ -43,10 +43,6 @@ pub struct Rows {
 impl Rows {
     pub fn len(&self) -> usize {
         self.values.len() / self.features.max(1)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
     }
 
     /// The sampled requests' rows, if the model takes one 2-D float input
@@ -137,7 +133,7 @@ pub async fn profile(gateway: &Gateway, model: &str, version: u64, rows: &Rows) 
             .run_version(model, version, vec![rows.tensor(values)])
             .await
             .map_err(|e| e.to_string())?;
-        let scores = crate::output_scores::scores(&out);
+        let scores = crate::serving::output_scores::scores(&out);
         if scores.len() != rows.len() {
             return Err(format!("version {version} gave {} scores for {} rows", scores.len(), rows.len()));
         }

@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use clap::Args;
 
-pub use crate::otel::LogFormat;
-
 /// Flags of `modelgate serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -31,7 +29,7 @@ pub struct ServeArgs {
     pub max_request_bytes: usize,
     /// Connection caps, handshake and body limits, HTTP/2 settings.
     #[command(flatten)]
-    pub connections: crate::connection::ConnectionArgs,
+    pub connections: crate::api::connection::ConnectionArgs,
     /// Largest response sent, in bytes (Predict and KServe ModelInfer): a
     /// request whose outputs would be larger gets RESOURCE_EXHAUSTED, checked
     /// before the response is encoded. Default: `--max-request-bytes`.
@@ -119,7 +117,7 @@ pub struct ServeArgs {
     pub etcd_password_file: Option<PathBuf>,
     /// Audit events kept in etcd; the leader deletes the oldest beyond this
     /// every minute.
-    #[arg(long, env = "MODELGATE_ETCD_AUDIT_KEEP", default_value_t = crate::state::etcd::DEFAULT_AUDIT_KEEP)]
+    #[arg(long, env = "MODELGATE_ETCD_AUDIT_KEEP", default_value_t = crate::store::etcd::DEFAULT_AUDIT_KEEP)]
     pub etcd_audit_keep: u64,
     /// Threads that run shadow copies, at the lowest OS priority.
     #[arg(long, env = "MODELGATE_SHADOW_THREADS", default_value_t = 1)]
@@ -216,8 +214,8 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The tracing settings these flags name (`OTEL_RESOURCE_ATTRIBUTES` is
     /// read by the SDK itself).
-    pub fn trace_config(&self) -> crate::otel::TraceConfig {
-        crate::otel::TraceConfig {
+    pub fn trace_config(&self) -> crate::telemetry::otel::TraceConfig {
+        crate::telemetry::otel::TraceConfig {
             endpoint: self.otlp_endpoint.clone().filter(|e| !e.is_empty()),
             service_name: Some(self.service_name.clone()),
             sampler: Some(self.trace_sampler.clone()),
@@ -235,7 +233,7 @@ pub struct ServeConfig {
     pub threads: usize,
     pub max_request_bytes: usize,
     /// Connection caps, handshake and body limits, HTTP/2 settings.
-    pub connections: crate::connection::ConnectionLimits,
+    pub connections: crate::api::connection::ConnectionLimits,
     /// Largest response; `None`: `max_request_bytes`.
     pub max_response_bytes: Option<usize>,
     pub drain: Duration,
@@ -248,9 +246,9 @@ pub struct ServeConfig {
     pub load: modelgate_registry::LoadSettings,
     pub state_dir: PathBuf,
     /// Fleet mode's etcd, or `None` for the file store in `state_dir`.
-    pub etcd: Option<crate::state::etcd::EtcdUrl>,
+    pub etcd: Option<crate::store::etcd::EtcdUrl>,
     /// TLS and credentials for the fleet's etcd.
-    pub etcd_access: crate::state::etcd::EtcdAccess,
+    pub etcd_access: crate::store::etcd::EtcdAccess,
     /// Audit events kept in etcd.
     pub etcd_audit_keep: u64,
     pub replica_id: String,
@@ -268,11 +266,11 @@ pub struct ServeConfig {
     pub outcome_metrics_per_model: usize,
     pub admin_listen: SocketAddr,
     /// Named admin tokens; empty: the admin listener needs none.
-    pub admin_tokens: Vec<crate::auth::Token>,
+    pub admin_tokens: Vec<crate::api::auth::Token>,
     /// TLS on the Predict/KServe listener; `None`: plaintext.
-    pub tls: Option<crate::tls::TlsFiles>,
+    pub tls: Option<crate::api::tls::TlsFiles>,
     /// TLS (and with a client CA, mutual TLS) on the admin listener.
-    pub admin_tls: Option<crate::tls::TlsFiles>,
+    pub admin_tls: Option<crate::api::tls::TlsFiles>,
     /// How often the TLS files are checked for changes.
     pub tls_poll: Duration,
     pub tick: Duration,
@@ -339,7 +337,7 @@ fn parse_cpu_budget(s: &str) -> anyhow::Result<Option<f64>> {
 }
 
 /// `file`, or an etcd URL for fleet mode.
-pub fn parse_state_url(v: &str) -> anyhow::Result<Option<crate::state::etcd::EtcdUrl>> {
+pub fn parse_state_url(v: &str) -> anyhow::Result<Option<crate::store::etcd::EtcdUrl>> {
     match v.trim() {
         "" | "file" => Ok(None),
         url if url.starts_with("etcd://") => {
@@ -370,10 +368,10 @@ pub fn default_state_dir(models: &std::path::Path) -> PathBuf {
 
 impl ServeConfig {
     /// What a client may make the gateway hold.
-    pub fn limits(&self) -> crate::gateway::Limits {
-        crate::gateway::Limits {
+    pub fn limits(&self) -> crate::serving::gateway::Limits {
+        crate::serving::gateway::Limits {
             max_response_bytes: self.max_response_bytes.unwrap_or(self.max_request_bytes),
-            outcomes: crate::outcome::OutcomeLimits {
+            outcomes: crate::serving::outcome::OutcomeLimits {
                 join_bytes: self.outcome_join_mib.saturating_mul(1024 * 1024),
                 store_bytes: self.outcome_store_mib.saturating_mul(1024 * 1024),
                 metrics_per_model: self.outcome_metrics_per_model,
@@ -389,8 +387,8 @@ impl ServeConfig {
             shadow_dir: state_dir.join("shadow"),
             state_dir,
             etcd: None,
-            etcd_access: crate::state::etcd::EtcdAccess::default(),
-            etcd_audit_keep: crate::state::etcd::DEFAULT_AUDIT_KEEP,
+            etcd_access: crate::store::etcd::EtcdAccess::default(),
+            etcd_audit_keep: crate::store::etcd::DEFAULT_AUDIT_KEEP,
             replica_id: default_replica_id(),
             shadow_threads: 1,
             shadow_queue: 16,
@@ -403,7 +401,7 @@ impl ServeConfig {
             admin_tokens: Vec::new(),
             tls: None,
             admin_tls: None,
-            tls_poll: crate::tls::DEFAULT_POLL,
+            tls_poll: crate::api::tls::DEFAULT_POLL,
             tick: Duration::from_millis(500),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             models,
@@ -411,7 +409,7 @@ impl ServeConfig {
             ort_lib: None,
             threads: default_threads(),
             max_request_bytes: 64 * 1024 * 1024,
-            connections: crate::connection::ConnectionLimits::default(),
+            connections: crate::api::connection::ConnectionLimits::default(),
             max_response_bytes: None,
             drain: Duration::from_secs(10),
             watch: true,
@@ -436,10 +434,10 @@ impl TryFrom<ServeArgs> for ServeConfig {
         let state_dir = a.state_dir.unwrap_or_else(|| default_state_dir(&a.models));
         let mut admin_tokens = Vec::new();
         if let Some(t) = a.admin_token.filter(|t| !t.is_empty()) {
-            admin_tokens.push(crate::auth::Token::new("admin", t));
+            admin_tokens.push(crate::api::auth::Token::new("admin", t));
         }
         if let Some(f) = &a.admin_token_file {
-            admin_tokens.extend(crate::auth::read_token_file(f)?);
+            admin_tokens.extend(crate::api::auth::read_token_file(f)?);
         }
         let metrics_listen = match a.metrics_listen.trim() {
             "" | "off" | "none" => None,
@@ -447,7 +445,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 anyhow::anyhow!("--metrics-listen must be host:port or off, got '{addr}': {e}")
             })?),
         };
-        crate::otel::sampler(Some(&a.trace_sampler), a.trace_sampler_arg)?;
+        crate::telemetry::otel::sampler(Some(&a.trace_sampler), a.trace_sampler_arg)?;
         let tls = tls_files("--tls-cert", a.tls_cert, "--tls-key", a.tls_key, a.tls_client_ca)?;
         let admin_tls = tls_files(
             "--admin-tls-cert",
@@ -457,12 +455,12 @@ impl TryFrom<ServeArgs> for ServeConfig {
             a.admin_client_ca,
         )?;
         let etcd = parse_state_url(&a.state)?;
-        let etcd_access = crate::state::etcd::EtcdAccess {
+        let etcd_access = crate::store::etcd::EtcdAccess {
             ca: a.etcd_ca,
             identity: a.etcd_cert.zip(a.etcd_key),
             user: a.etcd_user.zip(a.etcd_password_file),
         };
-        if etcd.is_none() && etcd_access != crate::state::etcd::EtcdAccess::default() {
+        if etcd.is_none() && etcd_access != crate::store::etcd::EtcdAccess::default() {
             anyhow::bail!("--etcd-ca, --etcd-cert and --etcd-user need --state etcd://host:port/prefix");
         }
         if a.etcd_audit_keep == 0 {
@@ -474,7 +472,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
             etcd,
             etcd_access,
             etcd_audit_keep: a.etcd_audit_keep,
-            tls_poll: crate::tls::DEFAULT_POLL,
+            tls_poll: crate::api::tls::DEFAULT_POLL,
             metrics_listen,
             admin_listen: a.admin_listen,
             admin_tokens,
@@ -499,7 +497,10 @@ impl TryFrom<ServeArgs> for ServeConfig {
             listen: a.listen,
             ort_lib: a.ort_lib,
             threads: a.threads.unwrap_or_else(default_threads),
-            connections: crate::connection::ConnectionLimits::from_args(&a.connections, a.max_request_bytes)?,
+            connections: crate::api::connection::ConnectionLimits::from_args(
+                &a.connections,
+                a.max_request_bytes,
+            )?,
             max_request_bytes: a.max_request_bytes,
             max_response_bytes: a.max_response_bytes,
             drain: Duration::from_secs_f64(a.drain_seconds),
@@ -524,9 +525,9 @@ fn tls_files(
     key_flag: &str,
     key: Option<PathBuf>,
     client_ca: Option<PathBuf>,
-) -> anyhow::Result<Option<crate::tls::TlsFiles>> {
+) -> anyhow::Result<Option<crate::api::tls::TlsFiles>> {
     match (cert, key) {
-        (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsFiles { cert, key, client_ca })),
+        (Some(cert), Some(key)) => Ok(Some(crate::api::tls::TlsFiles { cert, key, client_ca })),
         (None, None) if client_ca.is_none() => Ok(None),
         (None, None) => {
             let ca_flag =

@@ -1,5 +1,10 @@
 //! Starting and stopping the gateway: load the runtime and the repository,
-//! bind, serve, drain.
+//! bind, serve, drain. Layer 6, the composition root: [`config`] holds the
+//! server's flags, [`scrape`] gathers the metric sources at scrape time.
+
+pub mod config;
+pub mod run;
+pub mod scrape;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,16 +18,16 @@ use modelgate_runtime::{Executor, ExecutorConfig, Runtime};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::admin::AdminService;
-use crate::auth::AdminAuth;
-use crate::config::ServeConfig;
-use crate::connection::{Gate, incoming};
-use crate::controller::Controller;
-use crate::error::oversize_to_resource_exhausted;
-use crate::gateway::{Gateway, ModelTable, ShadowRunner};
-use crate::request_body::{BodyBudget, BodyLimitLayer};
-use crate::service::PredictService;
-use crate::tls::ReloadingConfig;
+use crate::api::admin::AdminService;
+use crate::api::auth::AdminAuth;
+use crate::api::connection::{Gate, incoming};
+use crate::api::error::oversize_to_resource_exhausted;
+use crate::api::predict::PredictService;
+use crate::api::request_body::{BodyBudget, BodyLimitLayer};
+use crate::api::tls::ReloadingConfig;
+use crate::control::controller::Controller;
+use crate::server::config::ServeConfig;
+use crate::serving::gateway::{Gateway, ModelTable, ShadowRunner};
 use modelgate_proto::v1::admin_server::AdminServer;
 
 /// gRPC service names reported by the health service.
@@ -48,7 +53,7 @@ pub struct RunningServer {
     task: JoinHandle<anyhow::Result<()>>,
     watcher: Option<RepositoryWatcher>,
     /// Fleet mode: the etcd store and the tasks following it.
-    fleet: Option<(Arc<crate::state::EtcdStore>, Vec<JoinHandle<()>>)>,
+    fleet: Option<(Arc<crate::store::EtcdStore>, Vec<JoinHandle<()>>)>,
     /// TLS on the Predict/KServe listener, if on.
     pub tls: Option<Arc<ReloadingConfig>>,
     /// TLS on the admin listener, if on.
@@ -123,7 +128,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         .transpose()
         .context("TLS on the admin listener")?;
     // Before anything opens files: models, state and clients all need them.
-    let open_files = crate::connection::raise_open_file_limit();
+    let open_files = crate::api::connection::raise_open_file_limit();
     let threads = config.threads.max(1);
     // One session per critical thread and per shadow thread: no two threads share.
     let sessions = threads + config.shadow_threads;
@@ -160,13 +165,18 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         slot_offset: threads,
     })
     .context("cannot start shadow threads")?;
-    let sink =
-        crate::shadow::FileSink::start(&config.shadow_dir, config.shadow_file_bytes, 4096, budget.clone())
-            .with_context(|| format!("cannot write shadow records to {}", config.shadow_dir.display()))?;
-    let sink: Arc<dyn crate::shadow::ShadowSink> = Arc::new(sink);
-    let stats = Arc::new(crate::shadow::ShadowStats::default());
-    let comparer = crate::shadow::Comparer::start(Arc::clone(&stats), Some(Arc::clone(&sink)), 4096, budget)
-        .context("cannot start the shadow comparison thread")?;
+    let sink = crate::serving::shadow::FileSink::start(
+        &config.shadow_dir,
+        config.shadow_file_bytes,
+        4096,
+        budget.clone(),
+    )
+    .with_context(|| format!("cannot write shadow records to {}", config.shadow_dir.display()))?;
+    let sink: Arc<dyn crate::serving::shadow::ShadowSink> = Arc::new(sink);
+    let stats = Arc::new(crate::serving::shadow::ShadowStats::default());
+    let comparer =
+        crate::serving::shadow::Comparer::start(Arc::clone(&stats), Some(Arc::clone(&sink)), 4096, budget)
+            .context("cannot start the shadow comparison thread")?;
     let shadow = ShadowRunner {
         executor: shadow_executor,
         queue_capacity: config.shadow_queue,
@@ -180,14 +190,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         shadow,
         config.limits(),
     ));
-    let (store, etcd): (Arc<dyn crate::state::StateStore>, _) = match &config.etcd {
+    let (store, etcd): (Arc<dyn crate::store::StateStore>, _) = match &config.etcd {
         None => {
-            let store = crate::state::FileStore::open(&config.state_dir)
+            let store = crate::store::FileStore::open(&config.state_dir)
                 .with_context(|| format!("cannot open the state directory {}", config.state_dir.display()))?;
             (Arc::new(store), None)
         }
         Some(url) => {
-            let (store, events) = crate::state::EtcdStore::start(
+            let (store, events) = crate::store::EtcdStore::start(
                 url.clone(),
                 config.etcd_access.clone(),
                 config.etcd_audit_keep,
@@ -197,7 +207,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             .await
             .context("cannot set up the etcd state store")?;
             tracing::info!(endpoints = ?url.endpoints, prefix = %url.prefix, replica = %config.replica_id, tls = config.etcd_access.tls(), user = config.etcd_access.user.as_ref().map(|u| u.0.as_str()), "fleet mode: rollout state in etcd");
-            (Arc::clone(&store) as Arc<dyn crate::state::StateStore>, Some((store, events)))
+            (Arc::clone(&store) as Arc<dyn crate::store::StateStore>, Some((store, events)))
         }
     };
     let fleet_store = etcd.as_ref().map(|(s, _)| Arc::clone(s));
@@ -210,7 +220,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     if let Some((_, events)) = etcd {
         fleet_tasks.push(controller.spawn_follower(events));
     }
-    gateway.metrics().set_state_source(Arc::new(crate::scrape::GatewayState {
+    gateway.metrics().set_state_source(Arc::new(crate::server::scrape::GatewayState {
         gateway: Arc::clone(&gateway),
         controller: Arc::clone(&controller),
     }));
@@ -261,7 +271,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         tonic::service::interceptor::InterceptedService::new(reflection()?, move |req| auth.check(req));
     let limits = &config.connections;
     limits.check(config.max_request_bytes)?;
-    let (predict_cap, admin_cap) = crate::connection::fit_to_open_files(limits, open_files);
+    let (predict_cap, admin_cap) = crate::api::connection::fit_to_open_files(limits, open_files);
     let gate = |listener: &'static str, cap: usize, tcp_keepalive: Option<std::time::Duration>| {
         let bodies = BodyBudget::new(
             listener,
@@ -290,7 +300,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             };
             match admin_tls {
                 Some(tls) => {
-                    let incoming = incoming(admin_listener, admin_gate, crate::tls::handshake(tls));
+                    let incoming = incoming(admin_listener, admin_gate, crate::api::tls::handshake(tls));
                     admin_router.serve_with_incoming_shutdown(incoming, stop).await
                 }
                 None => {
@@ -321,7 +331,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         .max_encoding_message_size(usize::MAX);
     // KServe v2 on the same port, through the same gateway path.
     let kserve = modelgate_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer::new(
-        crate::kserve::KserveService::new(Arc::clone(&gateway)),
+        crate::api::kserve::KserveService::new(Arc::clone(&gateway)),
     )
     .max_decoding_message_size(config.max_request_bytes)
     .max_encoding_message_size(usize::MAX);
@@ -365,7 +375,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             let (tx, rx) = oneshot::channel::<()>();
             let metrics = Arc::clone(gateway.metrics());
             let task = tokio::spawn(async move {
-                if let Err(e) = crate::metrics::serve(listener, metrics, async move {
+                if let Err(e) = crate::telemetry::metrics::serve(listener, metrics, async move {
                     let _ = rx.await;
                 })
                 .await
@@ -405,7 +415,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             let serve = async move {
                 match tls {
                     Some(tls) => {
-                        let incoming = incoming(listener, predict_gate, crate::tls::handshake(tls));
+                        let incoming = incoming(listener, predict_gate, crate::api::tls::handshake(tls));
                         router.serve_with_incoming_shutdown(incoming, stop).await
                     }
                     None => {

@@ -19,9 +19,9 @@ use modelgate_rollout::{
 use serde::{Deserialize, Serialize};
 use tonic::{Code, Status};
 
-use crate::analysis;
-use crate::gateway::{Gateway, Policy};
-use crate::state::{EtcdStore, FleetEvent, Snapshot, StateStore, StoreError};
+use crate::control::analysis;
+use crate::serving::gateway::{Gateway, Policy};
+use crate::store::{EtcdStore, FleetEvent, Snapshot, StateStore, StoreError};
 use modelgate_rollout::analysis::PsiLevel;
 
 pub use crate::clock::now_ms;
@@ -214,7 +214,7 @@ pub enum ControlError {
     #[error("{0}")]
     Conflict(String),
     #[error(transparent)]
-    Store(#[from] crate::state::StoreError),
+    Store(#[from] crate::store::StoreError),
     /// The stored state was written in a format this build does not read.
     #[error(
         "{origin} holds rollout state in format {found}, which this build does not read (it knows format {known}); nothing was read or written: run the modelgate that wrote it, or move the state aside to start without rollout state"
@@ -1348,7 +1348,9 @@ impl Controller {
                 return;
             }
         }
-        let Some(rows) = crate::importance::Rows::gather(&self.gateway.input_samples(model)) else { return };
+        let Some(rows) = crate::control::importance::Rows::gather(&self.gateway.input_samples(model)) else {
+            return;
+        };
         {
             let mut checks = self.importance.lock().unwrap_or_else(|p| p.into_inner());
             checks.running.insert(model.to_string());
@@ -1358,16 +1360,16 @@ impl Controller {
         let (model, rollout_id, champion) = (model.to_string(), rollout.id.clone(), rollout.champion);
         tokio::spawn(async move {
             let measured = async {
-                let base = crate::importance::profile(&gateway, &model, champion, &rows).await?;
+                let base = crate::control::importance::profile(&gateway, &model, champion, &rows).await?;
                 let mut found = Vec::new();
                 for v in versions {
-                    let p = crate::importance::profile(&gateway, &model, v, &rows).await?;
+                    let p = crate::control::importance::profile(&gateway, &model, v, &rows).await?;
                     found.push((
                         v,
                         ImportanceFinding {
-                            shift: crate::importance::shift(&base, &p),
+                            shift: crate::control::importance::shift(&base, &p),
                             rows: rows.len(),
-                            moves: crate::importance::top_moves(&base, &p, 3),
+                            moves: crate::control::importance::top_moves(&base, &p, 3),
                         },
                     ));
                 }
