@@ -69,10 +69,10 @@ fn module_of(src: &Path, file: &Path) -> String {
 /// → `serving::gateway`).
 fn module_id(segments: &[String]) -> String {
     let first = segments[0].clone();
-    if FOLDERS.contains(&first.as_str()) {
-        if let Some(second) = segments.get(1).filter(|s| s.as_str() != "mod" && is_module(&first, s)) {
-            return format!("{first}::{second}");
-        }
+    if FOLDERS.contains(&first.as_str())
+        && let Some(second) = segments.get(1).filter(|s| s.as_str() != "mod" && is_module(&first, s))
+    {
+        return format!("{first}::{second}");
     }
     first
 }
@@ -278,7 +278,7 @@ fn no_import_cycles_among_modules() {
 
 #[test]
 fn crate_refs_reads_paths_and_groups() {
-    let text = "use crate::{clock, control::{analysis, controller::{Controller, Op}}, serving::gateway::Gateway};\nlet x = crate::telemetry::metrics::Metrics::new();\nuse crate::api::{admin, kserve};\nmacro $crate::x";
+    let text = "use crate::{clock, control::{analysis, state::{ControlState, Phase}}, serving::gateway::Gateway};\nlet x = crate::telemetry::metrics::Metrics::new();\nuse crate::api::{admin, kserve};\nmacro $crate::x";
     let refs: Vec<String> = crate_refs(text, None).into_iter().collect();
     assert_eq!(
         refs,
@@ -287,7 +287,7 @@ fn crate_refs_reads_paths_and_groups() {
             "api::kserve",
             "clock",
             "control::analysis",
-            "control::controller",
+            "control::state",
             "serving::gateway",
             "telemetry::metrics"
         ]

@@ -13,7 +13,7 @@
 //! [`gateway::check_request`] (the signature check every request passes
 //! before it is queued), [`ModelConfig::parse`] (model.toml),
 //! [`admin::start_from_pb`], [`Plan::validate`] and [`Rollout::start`]
-//! (StartRollout), and [`controller::plan_refused`] (the status a refused
+//! (StartRollout), and [`control::plan_refused`] (the status a refused
 //! plan becomes).
 
 pub mod model_fuzz;
@@ -36,7 +36,7 @@ use prost::Message;
 use tonic::Code;
 
 use crate::api::{admin, kserve};
-use crate::control::controller;
+use crate::control;
 use crate::serving::{convert, gateway};
 
 /// The champion and READY versions plans from the wire are checked against.
@@ -313,7 +313,7 @@ fn check_refusal(e: RolloutError) {
     assert!(!message.is_empty());
     let state_dependent =
         matches!(e, RolloutError::Plan(PlanError::VersionNotReady { .. } | PlanError::IsChampion { .. }));
-    let code = tonic::Status::from(controller::plan_refused(e)).code();
+    let code = tonic::Status::from(control::plan_refused(e)).code();
     let expected = if state_dependent { Code::FailedPrecondition } else { Code::InvalidArgument };
     assert_eq!(code, expected, "{message}");
 }
