@@ -211,6 +211,25 @@ mod tests {
     }
 
     #[test]
+    fn adopting_a_state_names_the_models_whose_routing_changed_and_keeps_what_was_retired() {
+        use crate::control::testing::{T0, canary};
+        let mut mine = ControlState::default();
+        mine.rollouts.insert("m".into(), canary(&[10, 100]));
+        mine.champions.insert("n".into(), 1);
+        mine.retired.insert("m".into(), vec![3]);
+        // Only a new verdict: routing is the same.
+        let mut theirs = mine.clone();
+        theirs.retired.clear();
+        let mut judged = canary(&[10, 100]);
+        judged.tick(T0 + 1, &Default::default(), &modelgate_rollout::StepVerdict::Healthy);
+        theirs.rollouts.insert("m".into(), judged);
+        assert!(mine.clone().adopt(theirs.clone()).is_empty());
+        theirs.champions.insert("n".into(), 2);
+        assert_eq!(mine.adopt(theirs), ["n"]);
+        assert_eq!(mine.retired["m"], [3], "what this replica unloaded stays its own");
+    }
+
+    #[test]
     fn phases_name_the_states_as_labels() {
         assert_eq!(Phase::of(&RolloutState::Running).as_str(), "running");
         assert_eq!(state_name(&RolloutState::Promoted { version: 2 }), "promoted");

@@ -34,10 +34,8 @@ impl Controller {
             let Some(mut rollout) = inner.state.rollouts.get(&model).cloned() else { continue };
             let counted = self.count(&mut inner, &model, &rollout, others.as_ref(), &mut report);
             let judged = self.judge(&model, &rollout, &counted);
-            let found = match leader && judged.fired.is_none() {
-                true => self.alert(&mut inner, &rollout, &judged.verdict),
-                false => Vec::new(),
-            };
+            let alerting = leader && judged.fired.is_none();
+            let found = if alerting { self.alert(&mut inner, &rollout, &judged.verdict) } else { Vec::new() };
             let decided =
                 judge::decide(&mut rollout, judged, &found, self.authority(&model, leader), now_ms());
             alert_events.extend(decided.alert_events.iter().cloned());
