@@ -115,3 +115,50 @@ async fn removing_a_serving_version_is_refused_and_an_idle_one_is_unloaded() {
     assert_eq!(resp.version, 2);
     server.stop().await.unwrap();
 }
+
+/// Issue 15: a blue/green rollout keeps green loaded at 0% weight until the
+/// switch (`Rollout::versions_in_use`), so pulling green's folder before the
+/// switch must not unload it; an idle version removed in the same watcher
+/// pass is unloaded, which shows the pass ran. (v3 is the champion, being the
+/// highest; v2 is idle.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn green_at_zero_weight_is_not_unloaded_before_the_switch() {
+    let repo = TestRepo::breast_cancer();
+    repo.add("breast-cancer", 3, V1);
+    let server = start(&repo, |c| {
+        c.rescan = Duration::from_millis(100);
+        c.settle = Duration::from_millis(100);
+    })
+    .await;
+    let mut c = client(&server).await;
+    let mut a = admin(&server, None).await;
+    a.start_rollout(pb::StartRolloutRequest {
+        model: "breast-cancer".into(),
+        plan: Some(pb::start_rollout_request::Plan::BlueGreen(pb::BlueGreenPlan {
+            green: 1,
+            retention_secs: Some(60),
+        })),
+        reason: "green waits at 0%".into(),
+        triggers: None,
+    })
+    .await
+    .unwrap();
+    std::fs::remove_dir_all(repo.path().join("breast-cancer/1")).unwrap();
+    std::fs::remove_dir_all(repo.path().join("breast-cancer/2")).unwrap();
+    let m = eventually(&mut c, "idle v2 unloaded", |m| state_of(m, 2).is_none()).await;
+    assert_eq!(
+        state_of(&m, 1),
+        Some(pb::VersionState::Ready as i32),
+        "green was unloaded before its switch: {m:?}"
+    );
+    a.advance(pb::RolloutRequest {
+        model: "breast-cancer".into(),
+        reason: "switch".into(),
+        expected_stage: None,
+    })
+    .await
+    .unwrap();
+    let resp = c.predict(request("breast-cancer", &rows(1))).await.unwrap().into_inner();
+    assert_eq!((resp.version, resp.role), (1, pb::Role::Green as i32), "green serves after the switch");
+    server.stop().await.unwrap();
+}

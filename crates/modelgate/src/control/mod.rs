@@ -350,14 +350,20 @@ impl Controller {
         self.scrape.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Whether `version` of `model` takes part in a live rollout (so it must
-    /// stay loaded): routed, shadowed, or its champion. While the state is
-    /// being changed, every version counts as in use.
+    /// Whether `model`'s rollout needs `version` loaded now: the one answer
+    /// of [`Rollout::versions_in_use`] (while live every version of the plan,
+    /// even at 0% weight, such as green before its switch; after a blue/green
+    /// promotion blue until its retention ends). Busy state says yes: never
+    /// unload on a guess.
     pub fn version_in_use(&self, model: &str, version: u64) -> bool {
         self.inner
             .try_lock()
             .map(|inner| {
-                inner.state.live(model).is_some_and(|r| counts::counted_versions(r).contains(&version))
+                inner
+                    .state
+                    .rollouts
+                    .get(model)
+                    .is_some_and(|r| r.versions_in_use(now_ms()).contains(&version))
             })
             .unwrap_or(true)
     }

@@ -1,10 +1,12 @@
 //! Command-line flags. Every flag has a doc comment (its `--help` text) and an
 //! environment fallback, so the same binary configures from a shell, a
 //! systemd unit or a Kubernetes manifest.
+//!
+//! Range checks of the duration flags ([`limits`], [`seconds`], [`millis`])
+//! live here too; clap refuses what is outside them (exit code 2).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Args;
 
@@ -224,60 +226,6 @@ impl ServeArgs {
     }
 }
 
-/// Everything the server needs, independent of how it was configured.
-#[derive(Debug, Clone)]
-pub struct ServeConfig {
-    pub models: PathBuf,
-    pub listen: SocketAddr,
-    pub ort_lib: Option<PathBuf>,
-    pub threads: usize,
-    pub max_request_bytes: usize,
-    /// Connection caps, handshake and body limits, HTTP/2 settings.
-    pub connections: crate::api::connection::ConnectionLimits,
-    /// Largest response; `None`: `max_request_bytes`.
-    pub max_response_bytes: Option<usize>,
-    pub drain: Duration,
-    /// Watch the repository for new and removed versions.
-    pub watch: bool,
-    pub rescan: Duration,
-    pub settle: Duration,
-    /// How versions are loaded: declared-size budget, run and warm-up limits
-    /// (`default_sessions` is set at start from the thread counts).
-    pub load: modelgate_registry::LoadSettings,
-    pub state_dir: PathBuf,
-    /// Fleet mode's etcd, or `None` for the file store in `state_dir`.
-    pub etcd: Option<crate::store::etcd::EtcdUrl>,
-    /// TLS and credentials for the fleet's etcd.
-    pub etcd_access: crate::store::etcd::EtcdAccess,
-    /// Audit events kept in etcd.
-    pub etcd_audit_keep: u64,
-    pub replica_id: String,
-    pub shadow_threads: usize,
-    pub shadow_queue: usize,
-    /// Cores' worth of CPU the shadows may use; `None`: no budget.
-    pub shadow_cpu_cores: Option<f64>,
-    pub shadow_dir: PathBuf,
-    pub shadow_file_bytes: u64,
-    /// MiB for request ids kept for outcome joins.
-    pub outcome_join_mib: u64,
-    /// MiB for the outcome sums.
-    pub outcome_store_mib: u64,
-    /// Distinct outcome metric names per model.
-    pub outcome_metrics_per_model: usize,
-    pub admin_listen: SocketAddr,
-    /// Named admin tokens; empty: the admin listener needs none.
-    pub admin_tokens: Vec<crate::api::auth::Token>,
-    /// TLS on the Predict/KServe listener; `None`: plaintext.
-    pub tls: Option<crate::api::tls::TlsFiles>,
-    /// TLS (and with a client CA, mutual TLS) on the admin listener.
-    pub admin_tls: Option<crate::api::tls::TlsFiles>,
-    /// How often the TLS files are checked for changes.
-    pub tls_poll: Duration,
-    pub tick: Duration,
-    /// Where `/metrics` is served; `None`: nowhere.
-    pub metrics_listen: Option<SocketAddr>,
-}
-
 /// The ranges of the duration flags. A value outside them (negative, NaN,
 /// infinite, or so large that a deadline computed from it would overflow) is
 /// a usage error naming the flag and the range (exit code 2), never a panic
@@ -316,243 +264,12 @@ pub fn millis(lo: u64, hi: u64) -> impl Fn(&str) -> Result<u64, String> + Clone 
     }
 }
 
-/// The default shadow CPU budget: 5% of the machine's cores (0.1 of a core on
-/// two cores). The README's "Shadow isolation" numbers show why it is small.
-pub fn default_shadow_cpu_cores() -> f64 {
-    0.05 * default_threads() as f64
-}
-
-/// `auto`, `off`, or a positive number of cores.
-fn parse_cpu_budget(s: &str) -> anyhow::Result<Option<f64>> {
-    match s.trim() {
-        "auto" | "" => Ok(Some(default_shadow_cpu_cores())),
-        "off" | "none" => Ok(None),
-        v => match v.parse::<f64>() {
-            Ok(c) if c.is_finite() && c > 0.0 && c <= 4096.0 => Ok(Some(c)),
-            _ => anyhow::bail!(
-                "--shadow-cpu-budget must be a number of cores above 0 (e.g. 0.1), auto or off, got '{v}'"
-            ),
-        },
-    }
-}
-
-/// `file`, or an etcd URL for fleet mode.
-pub fn parse_state_url(v: &str) -> anyhow::Result<Option<crate::store::etcd::EtcdUrl>> {
-    match v.trim() {
-        "" | "file" => Ok(None),
-        url if url.starts_with("etcd://") => {
-            Ok(Some(url.parse().map_err(|e: String| anyhow::anyhow!("--state: {e}"))?))
-        }
-        other => {
-            anyhow::bail!("--state must be `file` or etcd://host:port[,host:port]/prefix, got '{other}'")
-        }
-    }
-}
-
-/// The host name and process id: unique on a host and across a fleet.
-pub fn default_replica_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "modelgate".into());
-    let host: String =
-        host.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' }).collect();
-    format!("{host}-{}", std::process::id())
-}
-
-/// `modelgate-state` beside the model repository.
-pub fn default_state_dir(models: &std::path::Path) -> PathBuf {
-    models.parent().map_or_else(|| PathBuf::from("modelgate-state"), |p| p.join("modelgate-state"))
-}
-
-impl ServeConfig {
-    /// What a client may make the gateway hold.
-    pub fn limits(&self) -> crate::serving::gateway::Limits {
-        crate::serving::gateway::Limits {
-            max_response_bytes: self.max_response_bytes.unwrap_or(self.max_request_bytes),
-            outcomes: crate::serving::outcome::OutcomeLimits {
-                join_bytes: self.outcome_join_mib.saturating_mul(1024 * 1024),
-                store_bytes: self.outcome_store_mib.saturating_mul(1024 * 1024),
-                metrics_per_model: self.outcome_metrics_per_model,
-            },
-        }
-    }
-
-    /// Defaults for a repository: loopback on an ephemeral port, one thread per core.
-    pub fn new(models: impl Into<PathBuf>) -> Self {
-        let models = models.into();
-        let state_dir = default_state_dir(&models);
-        Self {
-            shadow_dir: state_dir.join("shadow"),
-            state_dir,
-            etcd: None,
-            etcd_access: crate::store::etcd::EtcdAccess::default(),
-            etcd_audit_keep: crate::store::etcd::DEFAULT_AUDIT_KEEP,
-            replica_id: default_replica_id(),
-            shadow_threads: 1,
-            shadow_queue: 16,
-            shadow_cpu_cores: Some(default_shadow_cpu_cores()),
-            shadow_file_bytes: 64 * 1024 * 1024,
-            outcome_join_mib: 32,
-            outcome_store_mib: 64,
-            outcome_metrics_per_model: 32,
-            admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            admin_tokens: Vec::new(),
-            tls: None,
-            admin_tls: None,
-            tls_poll: crate::api::tls::DEFAULT_POLL,
-            tick: Duration::from_millis(500),
-            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-            models,
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            ort_lib: None,
-            threads: default_threads(),
-            max_request_bytes: 64 * 1024 * 1024,
-            connections: crate::api::connection::ConnectionLimits::default(),
-            max_response_bytes: None,
-            drain: Duration::from_secs(10),
-            watch: true,
-            rescan: Duration::from_secs(2),
-            settle: Duration::from_millis(500),
-            load: modelgate_registry::LoadSettings::default(),
-        }
-    }
-}
-
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
-}
-
-impl TryFrom<ServeArgs> for ServeConfig {
-    type Error = anyhow::Error;
-
-    fn try_from(a: ServeArgs) -> anyhow::Result<Self> {
-        if a.threads == Some(0) {
-            anyhow::bail!("--threads must be at least 1");
-        }
-        let state_dir = a.state_dir.unwrap_or_else(|| default_state_dir(&a.models));
-        let mut admin_tokens = Vec::new();
-        if let Some(t) = a.admin_token.filter(|t| !t.is_empty()) {
-            admin_tokens.push(crate::api::auth::Token::new("admin", t));
-        }
-        if let Some(f) = &a.admin_token_file {
-            admin_tokens.extend(crate::api::auth::read_token_file(f)?);
-        }
-        let metrics_listen = match a.metrics_listen.trim() {
-            "" | "off" | "none" => None,
-            addr => Some(addr.parse::<SocketAddr>().map_err(|e| {
-                anyhow::anyhow!("--metrics-listen must be host:port or off, got '{addr}': {e}")
-            })?),
-        };
-        crate::telemetry::otel::sampler(Some(&a.trace_sampler), a.trace_sampler_arg)?;
-        let tls = tls_files("--tls-cert", a.tls_cert, "--tls-key", a.tls_key, a.tls_client_ca)?;
-        let admin_tls = tls_files(
-            "--admin-tls-cert",
-            a.admin_tls_cert,
-            "--admin-tls-key",
-            a.admin_tls_key,
-            a.admin_client_ca,
-        )?;
-        let etcd = parse_state_url(&a.state)?;
-        let etcd_access = crate::store::etcd::EtcdAccess {
-            ca: a.etcd_ca,
-            identity: a.etcd_cert.zip(a.etcd_key),
-            user: a.etcd_user.zip(a.etcd_password_file),
-        };
-        if etcd.is_none() && etcd_access != crate::store::etcd::EtcdAccess::default() {
-            anyhow::bail!("--etcd-ca, --etcd-cert and --etcd-user need --state etcd://host:port/prefix");
-        }
-        if a.etcd_audit_keep == 0 {
-            anyhow::bail!("--etcd-audit-keep must keep at least 1 audit event");
-        }
-        Ok(Self {
-            tls,
-            admin_tls,
-            etcd,
-            etcd_access,
-            etcd_audit_keep: a.etcd_audit_keep,
-            tls_poll: crate::api::tls::DEFAULT_POLL,
-            metrics_listen,
-            admin_listen: a.admin_listen,
-            admin_tokens,
-            tick: Duration::from_millis(a.tick_ms),
-            shadow_dir: a.shadow_dir.unwrap_or_else(|| state_dir.join("shadow")),
-            state_dir,
-            replica_id: match a.replica_id.filter(|r| !r.is_empty()) {
-                Some(r) if r.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => r,
-                Some(r) => {
-                    anyhow::bail!("--replica-id may hold letters, digits, '-', '_' and '.', got '{r}'")
-                }
-                None => default_replica_id(),
-            },
-            shadow_threads: a.shadow_threads.max(1),
-            shadow_queue: a.shadow_queue.max(1),
-            shadow_cpu_cores: parse_cpu_budget(&a.shadow_cpu_budget)?,
-            shadow_file_bytes: a.shadow_file_bytes,
-            outcome_join_mib: u64::from(a.outcome_join_mib),
-            outcome_store_mib: u64::from(a.outcome_store_mib),
-            outcome_metrics_per_model: a.outcome_metrics_per_model,
-            models: a.models,
-            listen: a.listen,
-            ort_lib: a.ort_lib,
-            threads: a.threads.unwrap_or_else(default_threads),
-            connections: crate::api::connection::ConnectionLimits::from_args(
-                &a.connections,
-                a.max_request_bytes,
-            )?,
-            max_request_bytes: a.max_request_bytes,
-            max_response_bytes: a.max_response_bytes,
-            drain: Duration::from_secs_f64(a.drain_seconds),
-            watch: !a.no_watch,
-            rescan: Duration::from_secs_f64(a.rescan_seconds),
-            settle: Duration::from_millis(a.settle_ms),
-            load: modelgate_registry::LoadSettings {
-                default_sessions: 1,
-                max_tensor_bytes: a.max_tensor_bytes,
-                max_run: (a.max_run_ms > 0).then(|| Duration::from_millis(a.max_run_ms)),
-                warm_up_limit: Duration::from_secs(a.warm_up_limit_seconds),
-            },
-        })
-    }
-}
-
-/// A listener's TLS files: both or neither of certificate and key (clap
-/// checks this too; the config may come from elsewhere).
-fn tls_files(
-    cert_flag: &str,
-    cert: Option<PathBuf>,
-    key_flag: &str,
-    key: Option<PathBuf>,
-    client_ca: Option<PathBuf>,
-) -> anyhow::Result<Option<crate::api::tls::TlsFiles>> {
-    match (cert, key) {
-        (Some(cert), Some(key)) => Ok(Some(crate::api::tls::TlsFiles { cert, key, client_ca })),
-        (None, None) if client_ca.is_none() => Ok(None),
-        (None, None) => {
-            let ca_flag =
-                if cert_flag.starts_with("--admin") { "--admin-client-ca" } else { "--tls-client-ca" };
-            anyhow::bail!("{ca_flag} needs {cert_flag} and {key_flag}")
-        }
-        (Some(_), None) => anyhow::bail!("{cert_flag} needs {key_flag}"),
-        (None, Some(_)) => anyhow::bail!("{key_flag} needs {cert_flag}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
 
-    #[test]
-    fn shadow_cpu_budget_is_auto_off_or_a_positive_number_of_cores() {
-        assert_eq!(parse_cpu_budget("auto").unwrap(), Some(default_shadow_cpu_cores()));
-        assert_eq!(parse_cpu_budget("off").unwrap(), None);
-        assert_eq!(parse_cpu_budget("0.25").unwrap(), Some(0.25));
-        for bad in ["0", "-1", "NaN", "inf", "lots"] {
-            let e = parse_cpu_budget(bad).unwrap_err().to_string();
-            assert!(e.contains("--shadow-cpu-budget") && e.contains(bad), "{e}");
-        }
-    }
+    use super::*;
+    use crate::server::config::ServeConfig;
 
     /// Every duration flag refuses what would panic or overflow later, in
     /// clap's words (exit code 2) naming the flag and the range.
@@ -591,22 +308,5 @@ mod tests {
             parse(&["--drain-seconds", "86400", "--tick-ms", "10", "--rescan-seconds", "0.05"]).unwrap().args;
         let config = ServeConfig::try_from(ok).unwrap();
         assert_eq!((config.drain, config.tick), (Duration::from_secs(86_400), Duration::from_millis(10)));
-    }
-
-    #[test]
-    fn tls_flags_come_in_pairs() {
-        let p = |s: &str| Some(PathBuf::from(s));
-        let both = tls_files("--tls-cert", p("c.pem"), "--tls-key", p("k.pem"), None).unwrap().unwrap();
-        assert_eq!(
-            (both.cert, both.key, both.client_ca),
-            (PathBuf::from("c.pem"), PathBuf::from("k.pem"), None)
-        );
-        assert!(tls_files("--tls-cert", None, "--tls-key", None, None).unwrap().is_none());
-        let e = tls_files("--tls-cert", p("c.pem"), "--tls-key", None, None).unwrap_err().to_string();
-        assert_eq!(e, "--tls-cert needs --tls-key");
-        let e = tls_files("--admin-tls-cert", None, "--admin-tls-key", None, p("ca.pem"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("--admin-client-ca needs --admin-tls-cert"), "{e}");
     }
 }

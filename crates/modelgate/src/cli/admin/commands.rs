@@ -1,0 +1,288 @@
+//! The admin subcommands as clap types, and the StartRollout request built
+//! from `admin start`'s words.
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use modelgate_proto::v1 as pb;
+
+/// `modelgate admin <call>`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AdminCommand {
+    /// Models, versions, states, signatures, checksums.
+    ListModels,
+    /// A model's rollout: strategy, stage, weights, per-arm counts.
+    GetRollout(ModelArg),
+    /// Start a rollout plan for a model.
+    Start(StartArgs),
+    /// Canary: set the candidate's share directly.
+    SetWeights(SetWeightsArgs),
+    /// Canary: next step. Blue/green: switch to green.
+    Advance(ModelArg),
+    Pause(ModelArg),
+    Resume(ModelArg),
+    /// Make a candidate the champion.
+    Promote(PromoteArgs),
+    /// All traffic back to the champion, at once.
+    Rollback(ModelArg),
+    /// Stop the rollout: candidate at 0%.
+    Abort(ModelArg),
+    /// The audit log.
+    Events(EventsArgs),
+    /// Required sample size per arm.
+    SampleSize(SampleSizeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ModelArg {
+    /// Model name.
+    pub model: String,
+    /// Why, for the audit log.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Only if the rollout is still at this stage (numbered from 1, as
+    /// get-rollout shows them); else ABORTED and nothing changes.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub if_stage: Option<u32>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SetWeightsArgs {
+    pub model: String,
+    /// The candidate's share, 0-100.
+    #[arg(long)]
+    pub percent: u32,
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PromoteArgs {
+    pub model: String,
+    /// The version to promote; default the rollout's candidate.
+    #[arg(long)]
+    pub version: Option<i64>,
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    /// Only this model's events.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Only events at or after this unix-ms time.
+    #[arg(long, default_value_t = 0)]
+    pub since_ms: i64,
+    /// At most this many (newest last).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SampleSizeArgs {
+    /// Means: the metric's variance σ².
+    #[arg(long, requires = "mde")]
+    pub variance: Option<f64>,
+    /// Means: the minimum detectable effect δ.
+    #[arg(long)]
+    pub mde: Option<f64>,
+    /// Proportions: the baseline rate.
+    #[arg(long, requires = "target", conflicts_with = "variance")]
+    pub baseline: Option<f64>,
+    /// Proportions: the rate to detect.
+    #[arg(long)]
+    pub target: Option<f64>,
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    #[arg(long)]
+    pub power: Option<f64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StartArgs {
+    pub model: String,
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// This rollout's p99 latency SLA in ms (over model.toml's).
+    #[arg(long)]
+    pub p99_sla_ms: Option<f64>,
+    /// This rollout's NaN/Inf output rate limit (over model.toml's).
+    #[arg(long)]
+    pub nan_inf_rate: Option<f64>,
+    /// This rollout's error-rate multiple of the champion's (over model.toml's).
+    #[arg(long)]
+    pub error_ratio: Option<f64>,
+    /// This rollout's error-rate floor (over model.toml's).
+    #[arg(long)]
+    pub error_rate_floor: Option<f64>,
+    /// Requests a window needs before a trigger may fire (over model.toml's).
+    #[arg(long)]
+    pub trigger_min_samples: Option<u64>,
+    #[command(subcommand)]
+    pub plan: PlanArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum PlanArgs {
+    /// Load green beside blue, then switch all traffic at once.
+    BlueGreen {
+        #[arg(long)]
+        green: i64,
+        /// Seconds blue stays loaded after the switch (default 3600).
+        #[arg(long)]
+        retention_secs: Option<u64>,
+    },
+    /// Grow the candidate's share in steps.
+    Canary {
+        #[arg(long)]
+        candidate: i64,
+        /// Step percentages, e.g. 1,5,20,50,100.
+        #[arg(long, value_delimiter = ',')]
+        steps: Vec<u32>,
+        /// Minimum seconds per step.
+        #[arg(long, default_value_t = 60)]
+        step_seconds: u64,
+        /// Minimum candidate samples per step.
+        #[arg(long, default_value_t = 500)]
+        step_samples: u64,
+        /// Advance by itself when a step is healthy.
+        #[arg(long)]
+        auto_advance: bool,
+    },
+    /// Mirror traffic to versions without affecting replies.
+    Shadow {
+        #[arg(long, value_delimiter = ',', required = true)]
+        versions: Vec<i64>,
+        /// Percent of requests mirrored (default 100).
+        #[arg(long)]
+        fraction: Option<f64>,
+    },
+    /// A/B test: `--arm name=version:weight`, at least two.
+    AbTest {
+        #[arg(long = "arm", required = true)]
+        arms: Vec<String>,
+        #[arg(long)]
+        metric: String,
+        #[arg(long)]
+        mde: f64,
+        #[arg(long)]
+        variance: f64,
+        #[arg(long)]
+        alpha: Option<f64>,
+        #[arg(long)]
+        power: Option<f64>,
+        #[arg(long)]
+        min_duration_secs: Option<u64>,
+        /// Smaller metric values are better (latency, cost).
+        #[arg(long)]
+        lower_is_better: bool,
+    },
+    /// Challengers share a fixed slice; promote by hand or automatically.
+    ChampionChallenger {
+        #[arg(long, value_delimiter = ',', required = true)]
+        challengers: Vec<i64>,
+        /// Percent for all challengers together (default 10).
+        #[arg(long)]
+        fraction: Option<f64>,
+        /// Automatic gate: the KPI to compare (empty: manual gate).
+        #[arg(long, default_value = "")]
+        auto_kpi: String,
+        #[arg(long, default_value_t = 0.0)]
+        auto_threshold: f64,
+        #[arg(long, default_value_t = 3600)]
+        auto_window_secs: u64,
+        /// KPI observations each side needs in the window.
+        #[arg(long)]
+        auto_min_samples: Option<u64>,
+        /// Smaller KPI values are better.
+        #[arg(long)]
+        auto_lower_is_better: bool,
+    },
+}
+
+fn parse_arm(s: &str) -> anyhow::Result<pb::AbArm> {
+    let (name, rest) = s.split_once('=').context("--arm is name=version:weight")?;
+    let (version, weight) = rest.split_once(':').context("--arm is name=version:weight")?;
+    Ok(pb::AbArm {
+        name: name.to_string(),
+        version: version.parse().with_context(|| format!("bad version in --arm {s}"))?,
+        weight: weight.parse().with_context(|| format!("bad weight in --arm {s}"))?,
+    })
+}
+
+/// Builds the StartRollout request from the CLI's words.
+pub fn start_request(a: &StartArgs) -> anyhow::Result<pb::StartRolloutRequest> {
+    use pb::start_rollout_request::Plan as P;
+    let plan = match &a.plan {
+        PlanArgs::BlueGreen { green, retention_secs } => {
+            P::BlueGreen(pb::BlueGreenPlan { green: *green, retention_secs: *retention_secs })
+        }
+        PlanArgs::Canary { candidate, steps, step_seconds, step_samples, auto_advance } => {
+            P::Canary(pb::CanaryPlan {
+                candidate: *candidate,
+                steps: steps
+                    .iter()
+                    .map(|&percent| pb::CanaryStep {
+                        percent,
+                        min_duration_secs: *step_seconds,
+                        min_samples: *step_samples,
+                    })
+                    .collect(),
+                auto_advance: *auto_advance,
+            })
+        }
+        PlanArgs::Shadow { versions, fraction } => {
+            P::Shadow(pb::ShadowPlan { versions: versions.clone(), fraction_percent: *fraction })
+        }
+        PlanArgs::AbTest {
+            arms,
+            metric,
+            mde,
+            variance,
+            alpha,
+            power,
+            min_duration_secs,
+            lower_is_better,
+        } => P::AbTest(pb::AbTestPlan {
+            arms: arms.iter().map(|s| parse_arm(s)).collect::<Result<_, _>>()?,
+            metric: metric.clone(),
+            mde: *mde,
+            alpha: *alpha,
+            power: *power,
+            variance: *variance,
+            min_duration_secs: *min_duration_secs,
+            lower_is_better: *lower_is_better,
+        }),
+        PlanArgs::ChampionChallenger {
+            challengers,
+            fraction,
+            auto_kpi,
+            auto_threshold,
+            auto_window_secs,
+            auto_min_samples,
+            auto_lower_is_better,
+        } => P::ChampionChallenger(pb::ChampionChallengerPlan {
+            challengers: challengers.clone(),
+            fraction_percent: *fraction,
+            auto_kpi: auto_kpi.clone(),
+            auto_threshold: *auto_threshold,
+            auto_window_secs: *auto_window_secs,
+            auto_min_samples: *auto_min_samples,
+            auto_lower_is_better: *auto_lower_is_better,
+        }),
+    };
+    let triggers = pb::TriggerOverrides {
+        p99_sla_ms: a.p99_sla_ms,
+        nan_inf_rate: a.nan_inf_rate,
+        error_ratio: a.error_ratio,
+        error_rate_floor: a.error_rate_floor,
+        min_samples: a.trigger_min_samples,
+    };
+    let triggers = (triggers != pb::TriggerOverrides::default()).then_some(triggers);
+    Ok(pb::StartRolloutRequest {
+        model: a.model.clone(),
+        plan: Some(plan),
+        reason: a.reason.clone(),
+        triggers,
+    })
+}
