@@ -121,6 +121,43 @@ async fn blue_green_switches_in_one_step_and_rolls_back_instantly() {
     server.stop().await.unwrap();
 }
 
+/// Bug (issue 15): after the switch, `modelgate status` showed blue with 0
+/// requests though it had just served everything. The switch starts a new
+/// counting epoch (blue serves none of it); the totals since the rollout
+/// started keep what each arm served visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_after_a_blue_green_switch_shows_what_blue_served() {
+    let repo = TestRepo::breast_cancer();
+    let server = start(&repo, |_| {}).await;
+    let mut a = admin(&server, None).await;
+    let mut c = client(&server).await;
+    let start = pb::StartRolloutRequest {
+        model: "breast-cancer".into(),
+        plan: Some(pb::start_rollout_request::Plan::BlueGreen(pb::BlueGreenPlan {
+            green: 1,
+            retention_secs: Some(60),
+        })),
+        reason: String::new(),
+        triggers: None,
+    };
+    a.start_rollout(start).await.unwrap();
+    let arm = |s: &pb::RolloutStatus, v: i64| s.arms.iter().find(|x| x.version == v).cloned().unwrap();
+    let keys: Vec<String> = (0..400).map(|i| format!("k{i}")).collect();
+    versions_for_keys(&mut c, "breast-cancer", keys.clone()).await;
+    let s = rollout_status(&mut a, "breast-cancer").await;
+    assert_eq!((arm(&s, 2).requests, arm(&s, 2).total_requests), (400, 400), "{s:?}");
+    a.advance(rr("switch")).await.unwrap();
+    versions_for_keys(&mut c, "breast-cancer", keys[..150].to_vec()).await;
+    let s = rollout_status(&mut a, "breast-cancer").await;
+    let (blue, green) = (arm(&s, 2), arm(&s, 1));
+    assert_eq!((blue.weight_bp, green.weight_bp), (0, 10_000));
+    // This stage: green served everything, blue nothing.
+    assert_eq!((green.requests, blue.requests), (150, 0), "{s:?}");
+    // Since the rollout started: blue's 400 stay visible.
+    assert_eq!((blue.total_requests, green.total_requests), (400, 150), "{s:?}");
+    server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plans_are_validated_before_they_start() {
     let repo = TestRepo::breast_cancer();

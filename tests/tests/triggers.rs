@@ -205,6 +205,10 @@ async fn a_slower_candidate_is_held_and_alerted_by_the_sequential_test() {
     let alerts: Vec<_> = s.alerts.iter().filter(|al| al.trigger == "latency_regression").collect();
     assert_eq!(alerts.len(), 1, "{:?}", s.alerts);
     assert_eq!(alerts[0].version, 1);
+    // The reason is the whole finding, not cut at the "; margin" inside it.
+    let reason = &alerts[0].reason;
+    assert!(reason.contains("; margin") && reason.contains(" ms)"), "{reason}");
+    assert!(reason.ends_with("regressed beyond the margin"), "{reason}");
     server.stop().await.unwrap();
 }
 

@@ -28,7 +28,9 @@ pub mod stats;
 pub mod triggers;
 
 pub use audit::{Action, Actor, AuditEvent};
-pub use observe::{AbArmProgress, AbProgress, ArmObservation, ArmStats, KpiSample, StepVerdict};
+pub use observe::{
+    AbArmProgress, AbProgress, ArmObservation, ArmStats, KpiSample, Regression, RegressionKind, StepVerdict,
+};
 pub use plan::{AbArm, CanaryStep, Plan, PlanError, PromotionGate, ShadowPlan};
 pub use rollout::{Rollout, RolloutError, RolloutSpec, RolloutState};
 pub use routing::{

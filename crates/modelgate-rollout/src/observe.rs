@@ -81,17 +81,84 @@ impl ArmObservation {
 /// The safety analysis's verdict on the current stage, computed by the
 /// caller (triggers, comparisons) and consumed by automatic decisions: only
 /// `Healthy` lets a rollout advance or promote by itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Persisted as a rollout's last verdict. A snapshot written before
+/// verdicts were typed holds `{"unhealthy": "<sentence>"}`; it still loads,
+/// as one [`RegressionKind::Unrecorded`] regression carrying the sentence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepVerdict {
     /// Nothing wrong was found with enough data to say so.
     Healthy,
-    /// Something is wrong; the reason says what.
-    Unhealthy(String),
+    /// Something is wrong: each regression found, never empty.
+    Unhealthy(#[serde(deserialize_with = "regressions_or_sentence")] Vec<Regression>),
     /// Not enough data yet.
     Inconclusive,
     /// Not enough evidence yet; says what it waits for.
     Waiting(String),
+}
+
+impl StepVerdict {
+    /// The regressions' texts, joined for a person to read.
+    pub fn unhealthy_text(regressions: &[Regression]) -> String {
+        regressions.iter().map(|r| r.text.as_str()).collect::<Vec<_>>().join("; ")
+    }
+}
+
+/// One way a version was shown worse than the champion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Regression {
+    /// The version that regressed.
+    pub version: u64,
+    /// What regressed.
+    pub kind: RegressionKind,
+    /// The measured values (difference, interval, margin, p-value, n, …).
+    #[serde(default)]
+    pub numbers: BTreeMap<String, f64>,
+    /// The whole finding in words, as operators read it.
+    pub text: String,
+}
+
+/// What a [`Regression`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegressionKind {
+    /// Error rate worse than the champion's beyond the margin.
+    ErrorRate,
+    /// Mean latency worse than the champion's beyond the margin.
+    Latency,
+    /// A business metric (KPI) worse than the control's by at least the MDE.
+    Kpi,
+    /// A verdict persisted by an earlier build as a sentence only.
+    Unrecorded,
+}
+
+impl RegressionKind {
+    /// The kind's name in alerts, metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ErrorRate => "error_rate",
+            Self::Latency => "latency",
+            Self::Kpi => "kpi",
+            Self::Unrecorded => "unrecorded",
+        }
+    }
+}
+
+/// Regressions as written now, or the sentence an earlier build wrote.
+fn regressions_or_sentence<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Regression>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Typed(Vec<Regression>),
+        Sentence(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::Typed(list) => list,
+        Either::Sentence(text) => {
+            vec![Regression { version: 0, kind: RegressionKind::Unrecorded, numbers: BTreeMap::new(), text }]
+        }
+    })
 }
 
 /// An A/B test's progress toward its required sample size and duration.
@@ -120,4 +187,27 @@ pub struct AbArmProgress {
     pub samples: u64,
     /// Samples needed.
     pub required: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unhealthy_verdict_written_as_a_sentence_still_loads() {
+        let old: StepVerdict =
+            serde_json::from_str(r#"{"unhealthy":"v2 error rate +1.2 pp (CI; margin)"}"#).unwrap();
+        let StepVerdict::Unhealthy(list) = &old else { panic!("{old:?}") };
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].kind, RegressionKind::Unrecorded);
+        assert_eq!(list[0].text, "v2 error rate +1.2 pp (CI; margin)");
+        let typed = StepVerdict::Unhealthy(vec![Regression {
+            version: 2,
+            kind: RegressionKind::Latency,
+            numbers: BTreeMap::from([("diff".to_owned(), 3.5)]),
+            text: "v2 mean latency".to_owned(),
+        }]);
+        let back: StepVerdict = serde_json::from_str(&serde_json::to_string(&typed).unwrap()).unwrap();
+        assert_eq!(back, typed);
+    }
 }

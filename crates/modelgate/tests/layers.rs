@@ -278,7 +278,7 @@ fn no_import_cycles_among_modules() {
 
 #[test]
 fn crate_refs_reads_paths_and_groups() {
-    let text = "use crate::{clock, control::{analysis, controller::{Controller, Op}}, serving::gateway::Gateway};\nlet x = crate::telemetry::metrics::Metrics::new();\nuse crate::api::{admin, kserve};\nmacro $crate::x";
+    let text = "use crate::{clock, control::{analysis, state::{ControlState, Phase}}, serving::gateway::Gateway};\nlet x = crate::telemetry::metrics::Metrics::new();\nuse crate::api::{admin, kserve};\nmacro $crate::x";
     let refs: Vec<String> = crate_refs(text, None).into_iter().collect();
     assert_eq!(
         refs,
@@ -287,7 +287,7 @@ fn crate_refs_reads_paths_and_groups() {
             "api::kserve",
             "clock",
             "control::analysis",
-            "control::controller",
+            "control::state",
             "serving::gateway",
             "telemetry::metrics"
         ]

@@ -242,7 +242,9 @@ impl Rollout {
             Some(StepVerdict::Healthy) => None,
             Some(StepVerdict::Inconclusive) => Some("safety analysis inconclusive".to_owned()),
             Some(StepVerdict::Waiting(what)) => Some(what.clone()),
-            Some(StepVerdict::Unhealthy(reason)) => Some(format!("safety analysis unhealthy: {reason}")),
+            Some(StepVerdict::Unhealthy(found)) => {
+                Some(format!("safety analysis unhealthy: {}", StepVerdict::unhealthy_text(found)))
+            }
             None => Some("a safety analysis".to_owned()),
         }
     }

@@ -40,7 +40,7 @@ fn auto_advance_waits_for_duration_samples_and_verdict() {
     // Both in, but the verdict is not healthy.
     assert!(rollout.tick(at(61), &samples(500), &StepVerdict::Inconclusive).is_empty());
     assert_eq!(rollout.waiting_for(at(61), &samples(500)).unwrap(), "waiting: safety analysis inconclusive");
-    let unhealthy = StepVerdict::Unhealthy("error rate 6x champion".to_owned());
+    let unhealthy = unhealthy_of("error rate 6x champion");
     assert!(rollout.tick(at(61), &samples(500), &unhealthy).is_empty());
     assert_eq!(
         rollout.waiting_for(at(61), &samples(500)).unwrap(),
@@ -132,7 +132,7 @@ fn blue_green_promotes_green_when_retention_ends() {
         rollout.waiting_for(T0 + 300_000, &ArmObservation::new()).unwrap(),
         "green v2 serves all traffic; blue v1 stays loaded for rollback for 300 more s"
     );
-    let unhealthy = StepVerdict::Unhealthy("p99 over sla".to_owned());
+    let unhealthy = unhealthy_of("p99 over sla");
     assert!(rollout.tick(T0 + 600_000, &ArmObservation::new(), &unhealthy).is_empty());
     let events = rollout.tick(T0 + 600_000, &ArmObservation::new(), &StepVerdict::Inconclusive);
     assert_eq!((events[0].action, events[0].version), (Action::Promoted, Some(2)));
@@ -285,4 +285,13 @@ fn automatic_gate_with_variances_waits_for_an_always_valid_lift() {
         .with_kpi_variance(3, 0.150, 20_000, 0.1275);
     let events = rollout.tick(hour, &clear, &HEALTHY);
     assert_eq!((events[0].action, events[0].version), (Action::Promoted, Some(3)));
+}
+
+fn unhealthy_of(text: &str) -> StepVerdict {
+    StepVerdict::Unhealthy(vec![crate::Regression {
+        version: 2,
+        kind: crate::RegressionKind::ErrorRate,
+        numbers: BTreeMap::new(),
+        text: text.to_owned(),
+    }])
 }

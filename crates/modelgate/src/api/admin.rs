@@ -12,7 +12,8 @@ use tonic::{Request, Response, Status};
 
 use crate::api::auth;
 use crate::api::predict::{role_to_pb, version_metadata};
-use crate::control::controller::{ControlError, Controller, Op, StageCounts, now_ms};
+use crate::control::counts::StageCounts;
+use crate::control::{ControlError, Controller, Op, now_ms};
 use crate::serving::gateway::Gateway;
 
 /// The `Admin` gRPC service.
@@ -28,10 +29,16 @@ impl AdminService {
     }
 
     async fn status(&self, model: &str) -> Result<pb::RolloutStatus, Status> {
-        let (rollout, counts, champion) = self.controller.get(model).await?;
-        let obs =
-            rollout.as_ref().map(|r| self.controller.observation(model, r, &counts)).unwrap_or_default();
-        let mut status = status_of(model, rollout.as_ref(), &counts, &obs, champion);
+        let view = self.controller.get(model).await?;
+        let (rollout, counts) = (&view.rollout, &view.counts);
+        let obs = rollout.as_ref().map(|r| self.controller.observation(model, r, counts)).unwrap_or_default();
+        let mut status = status_of(model, rollout.as_ref(), counts, &obs, view.champion);
+        for arm in &mut status.arms {
+            if let Some(numbers) = view.arms.iter().find(|a| a.version == arm.version as u64) {
+                arm.total_requests = numbers.total.requests;
+                arm.total_errors = numbers.total.errors;
+            }
+        }
         if let Some(r) = &rollout {
             status.alerts =
                 self.controller.alerts(model, &r.id, r.started_ms).await.iter().map(alert_of).collect();
@@ -86,7 +93,7 @@ fn version(v: i64, what: &str) -> Result<u64, Status> {
         .ok_or_else(|| Status::invalid_argument(format!("{what} must be a positive version, got {v}")))
 }
 
-pub use crate::control::controller::state_name;
+pub use crate::control::state_name;
 
 /// A rollout as the admin API shows it.
 pub fn status_of(
@@ -117,6 +124,8 @@ pub fn status_of(
             errors: counts.errors.get(&w.version).copied().unwrap_or(0),
             p50_ms: 0.0,
             p99_ms: 0.0,
+            total_requests: 0,
+            total_errors: 0,
         })
         .collect();
     // SRM over arms that should get traffic, while the rollout is live.
@@ -498,11 +507,7 @@ fn comparison_of(c: &crate::control::analysis::Comparison) -> pb::Comparison {
 }
 
 /// GetAnalysis's answer from the controller's view.
-pub fn analysis_of(
-    model: &str,
-    view: &crate::control::controller::AnalysisView,
-    alerts: Vec<pb::Alert>,
-) -> pb::Analysis {
+pub fn analysis_of(model: &str, view: &crate::control::AnalysisView, alerts: Vec<pb::Alert>) -> pb::Analysis {
     use crate::control::analysis::{compare_errors, compare_latency, wilson};
     let mut out = pb::Analysis {
         model: model.to_string(),
@@ -541,7 +546,7 @@ pub fn analysis_of(
     }
     let (verdict, reason) = match &view.verdict {
         StepVerdict::Healthy => ("healthy", String::new()),
-        StepVerdict::Unhealthy(why) => ("unhealthy", why.clone()),
+        StepVerdict::Unhealthy(found) => ("unhealthy", StepVerdict::unhealthy_text(found)),
         StepVerdict::Inconclusive => ("waiting", "inconclusive".to_string()),
         StepVerdict::Waiting(why) => ("waiting", why.clone()),
     };

@@ -1,10 +1,13 @@
-//! The one place gateway errors become gRPC statuses. A client's mistake is
-//! never INTERNAL; INTERNAL means ONNX Runtime failed on valid input.
+//! The one place errors become gRPC statuses: the gateway's and the control
+//! plane's. A client's mistake is never INTERNAL; INTERNAL means ONNX
+//! Runtime failed on valid input, or the server failed itself (a state that
+//! does not serialise).
 
 use modelgate_runtime::StopReason;
 use modelgate_runtime::quote::truncated;
 use tonic::{Code, Status};
 
+pub use crate::control::error::ControlError;
 pub use crate::serving::gateway_error::GatewayError;
 
 impl GatewayError {
@@ -38,6 +41,26 @@ pub const MAX_STATUS_MESSAGE_BYTES: usize = 4096;
 
 impl From<GatewayError> for Status {
     fn from(e: GatewayError) -> Self {
+        bounded_status(e.code(), &e.to_string())
+    }
+}
+
+impl ControlError {
+    pub fn code(&self) -> Code {
+        match self {
+            Self::ModelNotFound(_) => Code::NotFound,
+            Self::NoRollout(_) | Self::Busy { .. } | Self::Precondition(_) => Code::FailedPrecondition,
+            Self::Invalid(_) => Code::InvalidArgument,
+            Self::Conflict(_) => Code::Aborted,
+            Self::Store(_) => Code::Unavailable,
+            Self::UnknownStateFormat { .. } => Code::FailedPrecondition,
+            Self::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<ControlError> for Status {
+    fn from(e: ControlError) -> Self {
         bounded_status(e.code(), &e.to_string())
     }
 }
@@ -87,4 +110,48 @@ pub fn oversize_to_resource_exhausted<B>(mut resp: http::Response<B>) -> http::R
     ));
     let _ = rewritten.add_header(resp.headers_mut());
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use modelgate_rollout::{PlanError, RolloutError};
+
+    use super::*;
+    use crate::control::plan_refused;
+
+    fn code(e: impl Into<RolloutError>) -> Code {
+        Status::from(plan_refused(e)).code()
+    }
+
+    #[test]
+    fn a_wrong_plan_is_invalid_argument_a_missing_version_a_precondition() {
+        assert_eq!(
+            code(PlanError::StepsNotIncreasing { index: 1, percent: 10, previous: 50 }),
+            Code::InvalidArgument
+        );
+        assert_eq!(code(PlanError::ZeroWeight { name: "b".into() }), Code::InvalidArgument);
+        assert_eq!(code(PlanError::Empty { field: "steps" }), Code::InvalidArgument);
+        assert_eq!(
+            code(RolloutError::Triggers(modelgate_rollout::TriggerRangeError {
+                field: "min_samples",
+                expected: "between 1 and 1000000000",
+                got: "0".into(),
+            })),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            code(PlanError::VersionNotReady { version: 9, ready: vec![1, 2] }),
+            Code::FailedPrecondition
+        );
+        assert_eq!(code(PlanError::IsChampion { version: 2 }), Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn a_server_failure_in_control_is_internal_and_says_what_failed() {
+        let s = Status::from(ControlError::Internal(
+            "cannot serialise the rollout state: key must be a string".into(),
+        ));
+        assert_eq!(s.code(), Code::Internal);
+        assert_eq!(s.message(), "internal error: cannot serialise the rollout state: key must be a string");
+    }
 }

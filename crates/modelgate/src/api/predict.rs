@@ -180,7 +180,7 @@ impl PredictService {
             &r.metric,
             r.value,
             at_ms,
-            crate::control::controller::now_ms(),
+            crate::clock::now_ms(),
         )?;
         Ok(Response::new(match joined {
             Some((version, role)) => pb::RecordOutcomeResponse {

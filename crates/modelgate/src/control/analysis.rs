@@ -16,7 +16,10 @@ use std::time::Instant;
 
 use modelgate_registry::ModelConfig;
 use modelgate_rollout::analysis::{self, MarginVerdict, SequentialDiff, Summary};
-use modelgate_rollout::{Millis, Plan, PromotionGate, Rollout, StepVerdict, TriggerConfig, WindowCounts};
+use modelgate_rollout::{
+    Millis, Plan, PromotionGate, Regression, RegressionKind, Rollout, StepVerdict, TriggerConfig,
+    WindowCounts,
+};
 use modelgate_telemetry::{VersionStats, WindowSnapshot};
 
 use crate::serving::outcome::OutcomeStore;
@@ -259,18 +262,31 @@ pub fn step_verdict(champion: u64, arms: &[ArmNumbers], s: &Settings) -> StepVer
             continue;
         }
         let checks = [
-            ("error rate", "pp", compare_errors(&ch.total, &c.total, s)),
-            ("mean latency", "ms", compare_latency(ch, c, s)),
+            (RegressionKind::ErrorRate, "error rate", "pp", compare_errors(&ch.total, &c.total, s)),
+            (RegressionKind::Latency, "mean latency", "ms", compare_latency(ch, c, s)),
         ];
-        for (what, unit, cmp) in checks {
+        for (kind, what, unit, cmp) in checks {
             match cmp {
                 None => waiting.push(format!("v{v} {what}: not enough data to compare")),
                 Some(cmp) => match cmp.verdict {
                     MarginVerdict::NonInferior => {}
-                    MarginVerdict::Regression => unhealthy.push(format!(
-                        "v{v} {} regressed beyond the margin",
-                        describe(what, unit, &cmp, s.alpha)
-                    )),
+                    MarginVerdict::Regression => unhealthy.push(Regression {
+                        version: v,
+                        kind,
+                        numbers: BTreeMap::from([
+                            ("version".to_string(), v as f64),
+                            ("diff".to_string(), cmp.seq.diff),
+                            ("ci_low".to_string(), cmp.seq.ci_low),
+                            ("ci_high".to_string(), cmp.seq.ci_high),
+                            ("margin".to_string(), cmp.margin),
+                            ("champion_n".to_string(), ch.total.requests as f64),
+                            ("candidate_n".to_string(), c.total.requests as f64),
+                        ]),
+                        text: format!(
+                            "v{v} {} regressed beyond the margin",
+                            describe(what, unit, &cmp, s.alpha)
+                        ),
+                    }),
                     MarginVerdict::Undecided => waiting.push(format!(
                         "v{v} {} not yet shown within the margin",
                         describe(what, unit, &cmp, s.alpha)
@@ -280,7 +296,7 @@ pub fn step_verdict(champion: u64, arms: &[ArmNumbers], s: &Settings) -> StepVer
         }
     }
     if !unhealthy.is_empty() {
-        StepVerdict::Unhealthy(unhealthy.join("; "))
+        StepVerdict::Unhealthy(unhealthy)
     } else if !waiting.is_empty() {
         StepVerdict::Waiting(waiting.join("; "))
     } else {
@@ -432,14 +448,24 @@ pub fn metric_rows(
 
 /// A business-metric regression: significantly worse than the control
 /// (always-valid) by at least the MDE.
-pub fn kpi_regression(row: &MetricRow) -> Option<String> {
+pub fn kpi_regression(row: &MetricRow) -> Option<Regression> {
     let seq = row.result.sequential?;
     let worse_by = if row.higher_is_better { -seq.diff } else { seq.diff };
-    (seq.p_value <= analysis::DEFAULT_ALPHA && worse_by >= row.mde).then(|| {
-        format!(
+    (seq.p_value <= analysis::DEFAULT_ALPHA && worse_by >= row.mde).then(|| Regression {
+        version: row.version,
+        kind: RegressionKind::Kpi,
+        numbers: BTreeMap::from([
+            ("version".to_string(), row.version as f64),
+            ("n".to_string(), row.result.n as f64),
+            ("mean".to_string(), row.result.mean),
+            ("diff".to_string(), seq.diff),
+            ("always_valid_p".to_string(), seq.p_value),
+            ("mde".to_string(), row.mde),
+        ]),
+        text: format!(
             "business metric '{}' of {} is worse than the control's by {:.4} (MDE {:.4}; always-valid p = {:.4}, n = {})",
             row.metric, row.arm, worse_by, row.mde, seq.p_value, row.result.n
-        )
+        ),
     })
 }
 
@@ -515,12 +541,21 @@ mod tests {
         let ch = arm(2, 8000, &spread(5000, 300), 0);
         let slow = arm(1, 2000, &spread(2000, 600), 0);
         match step_verdict(2, &[ch.clone(), slow], &s) {
-            StepVerdict::Unhealthy(r) => assert!(r.contains("v1 mean latency"), "{r}"),
+            StepVerdict::Unhealthy(r) => {
+                assert_eq!((r.len(), r[0].version, r[0].kind), (1, 1, RegressionKind::Latency), "{r:?}");
+                assert!(r[0].text.starts_with("v1 mean latency"), "{r:?}");
+                assert!(r[0].numbers["diff"] > r[0].numbers["margin"], "{r:?}");
+            }
             v => panic!("{v:?}"),
         }
         let failing = arm(1, 2000, &spread(2000, 300), 200);
         match step_verdict(2, &[ch.clone(), failing], &s) {
-            StepVerdict::Unhealthy(r) => assert!(r.contains("v1 error rate"), "{r}"),
+            StepVerdict::Unhealthy(r) => {
+                assert_eq!((r[0].version, r[0].kind), (1, RegressionKind::ErrorRate), "{r:?}");
+                // The whole finding, margin and closing parenthesis included.
+                assert!(r[0].text.contains("; margin") && r[0].text.ends_with("regressed beyond the margin"));
+                assert!(r[0].text.contains(" pp)"), "{r:?}");
+            }
             v => panic!("{v:?}"),
         }
         // 9 failures in 500: 1.8%, close to the 1 pp margin: not decided yet.

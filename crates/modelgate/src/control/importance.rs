@@ -19,7 +19,10 @@
 //! runs, on up to [`MAX_ROWS`] sampled rows: `1 + features` batched calls
 //! per version, a few milliseconds of CPU for the bundled models.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use modelgate_rollout::{Millis, Rollout};
 
 use modelgate_runtime::{Tensor, TensorData};
 
@@ -145,6 +148,97 @@ pub async fn profile(gateway: &Gateway, model: &str, version: u64, rows: &Rows) 
         shuffled.push(run(rows.shuffled(j)).await?);
     }
     shares(&base, &shuffled).ok_or_else(|| format!("no feature moves version {version}'s scores"))
+}
+
+/// How often a running rollout's feature importance is measured again.
+pub const CHECK_EVERY_MS: Millis = 60_000;
+
+/// What one check found about one version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// Total variation between the version's profile and the champion's.
+    pub shift: f64,
+    pub rows: usize,
+    /// The features whose share moved most: (index, champion's, candidate's).
+    pub moves: Vec<(usize, f64, f64)>,
+}
+
+/// The checks: when each model's last one started, which are running, and
+/// what they found.
+#[derive(Debug, Default)]
+pub struct Checks {
+    /// model → (rollout id, ms) of its last check.
+    last: BTreeMap<String, (String, Millis)>,
+    running: BTreeSet<String>,
+    /// (rollout id, version) → what the latest check found.
+    found: BTreeMap<(String, u64), Finding>,
+}
+
+impl Checks {
+    /// The latest findings about `rollout_id`'s versions.
+    pub fn found(&self, rollout_id: &str) -> BTreeMap<u64, Finding> {
+        self.found.iter().filter(|((id, _), _)| id == rollout_id).map(|((_, v), f)| (*v, f.clone())).collect()
+    }
+}
+
+/// Starts a check of `versions` of `rollout` against its champion, in its
+/// own task, when the model's last one is a minute old (or there was none)
+/// and enough tabular rows were sampled.
+pub fn start_check(
+    checks: &Arc<Mutex<Checks>>,
+    gateway: &Arc<Gateway>,
+    rollout: &Rollout,
+    versions: Vec<u64>,
+    now: Millis,
+) {
+    let model = rollout.model.clone();
+    if versions.is_empty() {
+        return;
+    }
+    {
+        let c = checks.lock().unwrap_or_else(|p| p.into_inner());
+        if c.running.contains(&model)
+            || c.last
+                .get(&model)
+                .is_some_and(|(id, at)| *id == rollout.id && now.saturating_sub(*at) < CHECK_EVERY_MS)
+        {
+            return;
+        }
+    }
+    let Some(rows) = Rows::gather(&gateway.input_samples(&model)) else { return };
+    {
+        let mut c = checks.lock().unwrap_or_else(|p| p.into_inner());
+        c.running.insert(model.clone());
+        c.last.insert(model.clone(), (rollout.id.clone(), now));
+    }
+    let (gateway, checks) = (Arc::clone(gateway), Arc::clone(checks));
+    let (rollout_id, champion) = (rollout.id.clone(), rollout.champion);
+    tokio::spawn(async move {
+        let measured = async {
+            let base = profile(&gateway, &model, champion, &rows).await?;
+            let mut found = Vec::new();
+            for v in versions {
+                let p = profile(&gateway, &model, v, &rows).await?;
+                found.push((
+                    v,
+                    Finding { shift: shift(&base, &p), rows: rows.len(), moves: top_moves(&base, &p, 3) },
+                ));
+            }
+            Ok::<_, String>(found)
+        };
+        let result = measured.await;
+        let mut c = checks.lock().unwrap_or_else(|p| p.into_inner());
+        c.running.remove(&model);
+        match result {
+            Ok(found) => {
+                for (v, f) in found {
+                    tracing::debug!(model = %model, version = v, shift = f.shift, rows = f.rows, "feature importance measured");
+                    c.found.insert((rollout_id.clone(), v), f);
+                }
+            }
+            Err(e) => tracing::debug!(model = %model, error = %e, "feature importance not measured"),
+        }
+    });
 }
 
 #[cfg(test)]

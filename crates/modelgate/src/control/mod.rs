@@ -1,8 +1,389 @@
-//! Layer 4, control: the decisions. [`controller`] holds the rollouts'
-//! persisted state and runs the tick that counts, judges, alerts and acts;
-//! [`analysis`] turns counts into the numbers operators and triggers read;
-//! [`importance`] watches per-feature drift of a challenger.
+//! Layer 4, control: the decisions. [`Controller`] is the facade the API and
+//! the server use; behind it each job has its module:
+//!
+//! - [`state`]: the persisted control state (format, parse, encode, adopt);
+//! - [`counts`]: stage counting per counting epoch, and each arm's numbers;
+//! - [`judge`]: hard triggers and the decision a tick takes;
+//! - [`alerts`]: one ledger of typed soft-trigger alerts;
+//! - [`analysis`]: the always-valid comparisons and business metrics;
+//! - [`importance`]: per-feature drift of a challenger;
+//! - [`fleet`]: the fleet seam and the pure merges of replicas' reports;
+//! - [`error`]: `ControlError` (api/error.rs maps it to statuses).
+//!
+//! The controller's own work is split the same way: `commands` (operator
+//! commands and the one commit path), `sync` (persisting, publishing,
+//! following the fleet) and `tick` (count → judge → alert → decide →
+//! persist → publish).
+//!
+//! Every change follows one path under one lock: apply the operation to a
+//! copy of the rollout (pure logic in `modelgate-rollout`), append its audit
+//! events (fsynced), write the snapshot (atomic), then publish the derived
+//! routing table to the gateway in one swap. A failure before the publish
+//! leaves the live routing as it was.
 
+pub mod alerts;
 pub mod analysis;
-pub mod controller;
+mod commands;
+pub mod counts;
+pub mod error;
+pub mod fleet;
 pub mod importance;
+pub mod judge;
+pub mod state;
+mod sync;
+#[cfg(test)]
+mod testing;
+mod tick;
+mod views;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use modelgate_registry::VersionState;
+use modelgate_rollout::{ArmObservation, AuditEvent, Plan, Rollout, StepVerdict, TriggerConfig};
+
+pub use crate::clock::now_ms;
+use crate::control::counts::{Baselines, StageCounts};
+pub use crate::control::error::{ControlError, plan_refused};
+use crate::control::fleet::{Fleet, Reports};
+pub use crate::control::state::{ControlState, Phase, state_name};
+use crate::serving::gateway::Gateway;
+use crate::store::{EtcdStore, StateStore};
+
+/// Unloads a version from the registry.
+pub type Retirer = Box<dyn Fn(&str, u64) + Send + Sync>;
+
+/// What a metrics scrape reads, kept outside the async lock.
+#[derive(Debug, Default, Clone)]
+pub struct ScrapeView {
+    /// model → (strategy, state, stage) of its latest rollout.
+    pub rollouts: BTreeMap<String, (String, Phase, usize)>,
+    /// (model, version) → the latest PSI against the champion.
+    pub psi: BTreeMap<(String, u64), f64>,
+    /// (model, version) → the latest feature-importance shift from the champion.
+    pub importance_shift: BTreeMap<(String, u64), f64>,
+}
+
+/// The control plane.
+pub struct Controller {
+    gateway: Arc<Gateway>,
+    store: Arc<dyn StateStore>,
+    /// Fleet mode: leadership and the replicas' reports.
+    fleet: Option<Arc<dyn Fleet>>,
+    scrape: Mutex<ScrapeView>,
+    importance: Arc<Mutex<importance::Checks>>,
+    inner: tokio::sync::Mutex<Inner>,
+    retirer: std::sync::OnceLock<Retirer>,
+    /// `inner.pending.len()`, for scrapes that must not wait for the lock.
+    pending_count: std::sync::atomic::AtomicUsize,
+}
+
+/// A rollback this replica made while etcd was unreachable, to be written
+/// back when it returns.
+#[derive(Debug, Clone)]
+struct PendingRollback {
+    model: String,
+    rollout: Rollout,
+    events: Vec<AuditEvent>,
+}
+
+struct Inner {
+    state: ControlState,
+    /// The store revision `state` was read at or last written as.
+    revision: u64,
+    /// Fleet mode: local rollbacks etcd has not seen yet.
+    pending: Vec<PendingRollback>,
+    baselines: Baselines,
+    /// The soft-trigger alerts already raised.
+    ledger: alerts::Ledger,
+    /// What each arm served since its rollout started.
+    running: analysis::RunningTotals,
+}
+
+/// A live rollout's numbers as of now: this replica's, and the fleet's.
+struct Counted {
+    /// This replica's stage counts and arms' windows (what it publishes).
+    local: StageCounts,
+    local_arms: Vec<analysis::ArmNumbers>,
+    /// With every other replica's of the same epoch and rollout.
+    counts: StageCounts,
+    arms: Vec<analysis::ArmNumbers>,
+}
+
+/// Everything GetAnalysis shows for one model.
+#[derive(Debug, Clone)]
+pub struct AnalysisView {
+    pub rollout: Option<Rollout>,
+    pub champion: u64,
+    pub counts: StageCounts,
+    pub arms: Vec<analysis::ArmNumbers>,
+    pub settings: Option<analysis::Settings>,
+    pub triggers: TriggerConfig,
+    pub verdict: StepVerdict,
+    pub metrics: Vec<analysis::MetricRow>,
+    pub psi: BTreeMap<u64, f64>,
+    /// version → the latest feature-importance shift from the champion.
+    pub importance_shift: BTreeMap<u64, f64>,
+    pub observation: ArmObservation,
+}
+
+/// A rollout as GetRollout shows it: the stage's counts, and each arm's
+/// numbers (its totals since the rollout started stay visible when a
+/// switch starts a new counting epoch).
+#[derive(Debug, Clone, Default)]
+pub struct RolloutView {
+    pub rollout: Option<Rollout>,
+    pub counts: StageCounts,
+    pub arms: Vec<analysis::ArmNumbers>,
+    pub champion: u64,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller").field("store", &self.store).finish()
+    }
+}
+
+/// An operator command on a running rollout.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Advance,
+    Pause,
+    Resume,
+    Abort,
+    Rollback,
+    Promote(Option<u64>),
+    SetWeights(u32),
+}
+
+impl Controller {
+    /// Restores the persisted state (champions, rollouts, counts) and
+    /// publishes every model's routing.
+    pub async fn open(
+        gateway: Arc<Gateway>,
+        store: Arc<dyn StateStore>,
+        fleet: Option<Arc<EtcdStore>>,
+    ) -> Result<Self, ControlError> {
+        let (state, revision) = match store.load_snapshot().await? {
+            Some(snap) => (state::parse_state(&snap)?, snap.revision),
+            None => (ControlState::default(), 0),
+        };
+        let controller = Self {
+            gateway,
+            store,
+            fleet: fleet.map(|f| f as Arc<dyn Fleet>),
+            scrape: Mutex::default(),
+            importance: Arc::default(),
+            pending_count: Default::default(),
+            inner: tokio::sync::Mutex::new(Inner {
+                baselines: Baselines::restored(&state.counts),
+                state,
+                revision,
+                pending: Vec::new(),
+                ledger: Default::default(),
+                running: Default::default(),
+            }),
+            retirer: std::sync::OnceLock::new(),
+        };
+        {
+            let inner = controller.inner.try_lock().map_err(|_| {
+                ControlError::Internal("the controller's state is held by another task while it opens".into())
+            })?;
+            for model in controller.gateway.table().models.keys() {
+                controller.publish(&inner.state, model);
+            }
+        }
+        Ok(controller)
+    }
+
+    /// Connects the registry's unload call, and unloads what was retired
+    /// before a restart.
+    pub async fn set_retirer(&self, retirer: Retirer) {
+        let inner = self.inner.lock().await;
+        for (model, versions) in &inner.state.retired {
+            for v in versions {
+                retirer(model, *v);
+            }
+        }
+        let _ = self.retirer.set(retirer);
+    }
+
+    /// The champion of `model` as the control plane knows it.
+    fn champion_of(&self, state: &ControlState, model: &str) -> Option<u64> {
+        if let Some(r) = state.rollouts.get(model) {
+            return Some(r.current_champion());
+        }
+        if let Some(c) = state.champions.get(model) {
+            return Some(*c);
+        }
+        self.gateway.table().models.get(model).and_then(|m| m.champion().map(|c| c.version))
+    }
+
+    /// Counts `rollout`'s epoch here, takes each arm's numbers, and adds
+    /// the fleet's (`others`) to both.
+    fn counted(
+        &self,
+        inner: &mut Inner,
+        model: &str,
+        rollout: &Rollout,
+        others: Option<&Reports>,
+    ) -> Counted {
+        use std::sync::atomic::Ordering::Relaxed;
+        let table = self.gateway.table();
+        let route = table.models.get(model);
+        let counters = |v: u64| match route.and_then(|m| m.versions.get(&v)).map(|e| &e.state) {
+            Some(VersionState::Ready(r)) => {
+                let s = r.queue.stats();
+                (s.completed.load(Relaxed), s.failed.load(Relaxed))
+            }
+            _ => (0, 0),
+        };
+        // In a fleet each replica counts only what it served; the leader sums.
+        let carried = match self.fleet {
+            None => inner.state.counts.get(model).cloned().unwrap_or_default(),
+            Some(_) => StageCounts::default(),
+        };
+        let local = inner.baselines.count(model, rollout, carried, counters);
+        let counts = match others {
+            Some(others) => fleet::merge_counts(local.clone(), model, others),
+            None => local.clone(),
+        };
+        let local_arms = self.arm_numbers(&mut inner.running, model, rollout, &counts);
+        let mut arms = local_arms.clone();
+        if let Some(others) = others {
+            // The fleet's windows, totals and samples, so sample sizes, SRM
+            // and p99 count them all.
+            fleet::merge_arms(&mut arms, model, &rollout.id, others);
+        }
+        Counted { local, local_arms, counts, arms }
+    }
+
+    /// Every arm of `rollout` with its window, its total since the rollout
+    /// started and its samples in this epoch; none for a model not loaded.
+    fn arm_numbers(
+        &self,
+        running: &mut analysis::RunningTotals,
+        model: &str,
+        rollout: &Rollout,
+        counts: &StageCounts,
+    ) -> Vec<analysis::ArmNumbers> {
+        let table = self.gateway.table();
+        let Some(route) = table.models.get(model) else { return Vec::new() };
+        counts::arm_numbers(rollout, counts, |v| {
+            let stats = route.windows.get(&v)?;
+            Some((stats.window.snapshot(), running.total(&rollout.id, v, stats)))
+        })
+    }
+
+    /// What the rollout logic sees: per-version samples in this stage and,
+    /// for an automatic promotion gate, KPI means over the gate's window.
+    pub fn observation(&self, model: &str, rollout: &Rollout, counts: &StageCounts) -> ArmObservation {
+        let mut obs = ArmObservation::new();
+        for (v, n) in &counts.samples {
+            obs = obs.with_samples(*v, *n);
+        }
+        if let Plan::ChampionChallenger {
+            gate: modelgate_rollout::PromotionGate::Automatic { kpi, window_secs, .. },
+            challengers,
+            ..
+        } = &rollout.plan
+        {
+            let now = now_ms();
+            let outcomes = self.gateway.outcomes();
+            for v in std::iter::once(rollout.champion).chain(challengers.iter().copied()) {
+                if let Some(sum) = outcomes.summary(model, v, kpi, now, window_secs.saturating_mul(1000)) {
+                    obs = obs.with_kpi_variance(v, sum.mean, sum.n, sum.variance);
+                }
+            }
+        }
+        obs
+    }
+
+    /// The hard-trigger settings for `rollout`: its plan's overrides over
+    /// model.toml's over the strategy notes' defaults.
+    fn trigger_config(&self, model: &str, rollout: Option<&Rollout>) -> TriggerConfig {
+        let defaults = TriggerConfig::default();
+        let table = self.gateway.table();
+        let model_config = match table.models.get(model) {
+            Some(route) => route.entry.config.triggers.overrides().apply(defaults),
+            None => defaults,
+        };
+        match rollout {
+            Some(r) => r.triggers.apply(model_config),
+            None => model_config,
+        }
+    }
+
+    /// The step's safety verdict from the always-valid comparisons.
+    fn verdict(&self, model: &str, rollout: &Rollout, arms: &[analysis::ArmNumbers]) -> StepVerdict {
+        let table = self.gateway.table();
+        let Some(route) = table.models.get(model) else {
+            return StepVerdict::Waiting(format!("model {model} is not loaded"));
+        };
+        analysis::step_verdict(rollout.champion, arms, &analysis::Settings::of(&route.entry.config))
+    }
+
+    /// PSI of each version `rollout` compares with its champion (candidates
+    /// that take traffic, and shadows).
+    fn prediction_shifts(&self, model: &str, rollout: &Rollout) -> BTreeMap<u64, alerts::Shift> {
+        let table = self.gateway.table();
+        let Some(route) = table.models.get(model) else { return BTreeMap::new() };
+        let scores = |v: u64| route.windows.get(&v).map(|s| s.scores.values());
+        let Some(champion) = scores(rollout.champion) else { return BTreeMap::new() };
+        let compared = compared_versions(rollout).into_iter().filter_map(|v| Some((v, scores(v)?)));
+        alerts::psi_per_version(&champion, compared)
+    }
+
+    /// Fleet mode: rollbacks made while etcd was unreachable, not yet written back.
+    pub fn pending_rollbacks(&self) -> usize {
+        self.pending_count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Fleet mode: whether etcd is reachable and whether this replica leads.
+    pub fn fleet_status(&self) -> Option<(bool, bool)> {
+        self.fleet.as_ref().map(|f| (f.connected(), f.is_leader()))
+    }
+
+    /// What a metrics scrape shows about rollouts.
+    pub fn scrape_view(&self) -> ScrapeView {
+        self.scrape.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether `model`'s rollout needs `version` loaded now: the one answer
+    /// of [`Rollout::versions_in_use`] (while live every version of the plan,
+    /// even at 0% weight, such as green before its switch; after a blue/green
+    /// promotion blue until its retention ends). Busy state says yes: never
+    /// unload on a guess.
+    pub fn version_in_use(&self, model: &str, version: u64) -> bool {
+        self.inner
+            .try_lock()
+            .map(|inner| {
+                inner
+                    .state
+                    .rollouts
+                    .get(model)
+                    .is_some_and(|r| r.versions_in_use(now_ms()).contains(&version))
+            })
+            .unwrap_or(true)
+    }
+
+    /// Ticks every `period` until the returned handle is aborted.
+    pub fn spawn_ticker(self: &Arc<Self>, period: Duration) -> tokio::task::JoinHandle<()> {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                me.tick().await;
+            }
+        })
+    }
+}
+
+/// The versions a rollout compares with its champion: candidates that take
+/// traffic, and shadows.
+pub fn compared_versions(rollout: &Rollout) -> Vec<u64> {
+    rollout.routing_table().versions().into_iter().filter(|v| *v != rollout.champion).collect()
+}

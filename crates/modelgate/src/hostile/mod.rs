@@ -13,7 +13,7 @@
 //! [`gateway::check_request`] (the signature check every request passes
 //! before it is queued), [`ModelConfig::parse`] (model.toml),
 //! [`admin::start_from_pb`], [`Plan::validate`] and [`Rollout::start`]
-//! (StartRollout), and [`controller::plan_refused`] (the status a refused
+//! (StartRollout), and [`control::plan_refused`] (the status a refused
 //! plan becomes).
 //!
 //! One module per target (or pair of targets on the same request):
@@ -29,7 +29,7 @@
 //! [`admin::start_from_pb`]: crate::api::admin::start_from_pb
 //! [`Plan::validate`]: modelgate_rollout::Plan::validate
 //! [`Rollout::start`]: modelgate_rollout::Rollout::start
-//! [`controller::plan_refused`]: crate::control::controller::plan_refused
+//! [`control::plan_refused`]: crate::control::plan_refused
 
 mod decode;
 pub mod model_fuzz;

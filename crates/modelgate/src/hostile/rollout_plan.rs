@@ -15,7 +15,7 @@ use tonic::Code;
 
 use super::plan_input::{OpInput, PlanInput};
 use crate::api::admin;
-use crate::control::controller;
+use crate::control;
 
 /// The champion and READY versions plans from the wire are checked against.
 pub const CHAMPION: u64 = 2;
@@ -99,7 +99,7 @@ fn check_refusal(e: RolloutError) {
     assert!(!message.is_empty());
     let state_dependent =
         matches!(e, RolloutError::Plan(PlanError::VersionNotReady { .. } | PlanError::IsChampion { .. }));
-    let code = tonic::Status::from(controller::plan_refused(e)).code();
+    let code = tonic::Status::from(control::plan_refused(e)).code();
     let expected = if state_dependent { Code::FailedPrecondition } else { Code::InvalidArgument };
     assert_eq!(code, expected, "{message}");
 }

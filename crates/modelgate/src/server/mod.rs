@@ -25,7 +25,7 @@ use crate::api::error::oversize_to_resource_exhausted;
 use crate::api::predict::PredictService;
 use crate::api::request_body::{BodyBudget, BodyLimitLayer};
 use crate::api::tls::ReloadingConfig;
-use crate::control::controller::Controller;
+use crate::control::Controller;
 use crate::server::config::ServeConfig;
 use crate::serving::gateway::{Gateway, ModelTable, ShadowRunner};
 use modelgate_proto::v1::admin_server::AdminServer;

@@ -11,7 +11,7 @@ use crate::telemetry::metrics::{ArmLabels, StateMetrics, StateSource, StopLabels
 /// controller's rollout view and the shadow totals.
 pub struct GatewayState {
     pub gateway: Arc<crate::serving::gateway::Gateway>,
-    pub controller: Arc<crate::control::controller::Controller>,
+    pub controller: Arc<crate::control::Controller>,
 }
 
 impl StateSource for GatewayState {
@@ -92,8 +92,8 @@ impl StateSource for GatewayState {
         }
         let view = self.controller.scrape_view();
         for (model, (strategy, state, stage)) in &view.rollouts {
-            out.rollout_state.push((model.clone(), state));
-            if matches!(*state, "running" | "paused") {
+            out.rollout_state.push((model.clone(), state.as_str()));
+            if state.is_live() {
                 out.rollout_stage.push((model.clone(), strategy.clone(), *stage as i64));
             }
         }

@@ -41,18 +41,22 @@ pub fn format_status(s: &pb::RolloutStatus) -> String {
     for a in &s.alerts {
         out.push_str(&format!("  ALERT {} (v{}): {}\n", a.trigger, a.version, a.reason));
     }
-    out.push_str("  arm             version  role        share    requests  errors  p99 ms\n");
+    out.push_str(
+        "  arm             version  role        share    requests  errors  total n  total errors  p99 ms\n",
+    );
     for a in &s.arms {
         let pct = f64::from(a.weight_bp) / 100.0;
         let bar = "#".repeat((pct / 5.0).round() as usize);
         out.push_str(&format!(
-            "  {:<15} v{:<7} {:<11} {:>6.2}%  {:>8}  {:>6}  {:>6.2}  {bar}\n",
+            "  {:<15} v{:<7} {:<11} {:>6.2}%  {:>8}  {:>6}  {:>7}  {:>12}  {:>6.2}  {bar}\n",
             a.name,
             a.version,
             role_name(a.role),
             pct,
             a.requests,
             a.errors,
+            a.total_requests,
+            a.total_errors,
             a.p99_ms
         ));
     }

@@ -1,0 +1,194 @@
+//! Judging a step and deciding what follows: the hard triggers on the
+//! sliding windows, and the decision a tick takes from them, the safety
+//! verdict and the alerts. Pure: every input is a snapshot.
+
+use modelgate_rollout::{ArmObservation, AuditEvent, Fired, Millis, Rollout, StepVerdict, TriggerConfig};
+
+use crate::control::alerts::{self, Alert};
+use crate::control::analysis::ArmNumbers;
+
+/// The first hard trigger any candidate of the rollout fires (champion
+/// `champion`), judged on the versions' sliding windows against the
+/// champion's.
+pub fn hard_trigger(cfg: &TriggerConfig, champion: u64, arms: &[ArmNumbers]) -> Option<Fired> {
+    let base = arms.iter().find(|a| a.version == champion)?.window_counts(cfg.p99_sla_ms);
+    arms.iter().filter(|a| a.version != champion && a.weight_bp > 0).find_map(|a| {
+        cfg.evaluate(&base, &a.window_counts(cfg.p99_sla_ms)).map(|mut f| {
+            f.numbers.insert("version".into(), a.version as f64);
+            f.reason = format!("version {}: {}", a.version, f.reason);
+            f
+        })
+    })
+}
+
+/// What was judged about one rollout this tick.
+#[derive(Debug, Clone)]
+pub struct Judged {
+    /// A hard trigger that fired.
+    pub fired: Option<Fired>,
+    /// The step's safety verdict.
+    pub verdict: StepVerdict,
+    /// What the rollout logic sees (samples, KPIs).
+    pub observation: ArmObservation,
+}
+
+/// Who may decide what: any replica rolls back on what its own windows
+/// show; only the leader (or a single server) alerts and takes the
+/// decisions that must happen once.
+#[derive(Debug, Clone, Copy)]
+pub struct Authority<'a> {
+    pub leader: bool,
+    /// Fleet mode: this replica's name, said in a rollback's reason.
+    pub replica: Option<&'a str>,
+    pub pause_on_alert: bool,
+}
+
+/// What a tick does with a rollout.
+#[derive(Debug, PartialEq)]
+pub enum Decision {
+    /// A hard trigger fired: roll back now, with these events.
+    Rollback(Vec<AuditEvent>),
+    /// Automatic decisions (advance, switch, promote, complete) to commit.
+    Commit(Vec<AuditEvent>),
+    /// Nothing to commit: keep the rollout (its verdict, an alert's pause).
+    Keep,
+    /// A decision that is not this replica's to take: drop it.
+    NotOurs,
+}
+
+/// The decision and the alert events (to append to the audit log).
+#[derive(Debug)]
+pub struct Decided {
+    pub decision: Decision,
+    pub alert_events: Vec<AuditEvent>,
+    /// Whether an alert paused the rollout.
+    pub paused: bool,
+}
+
+/// Decides on `rollout` (changed in place): a fired hard trigger rolls it
+/// back; otherwise new alerts are recorded (pausing it under
+/// `pause_on_alert`), and the rollout's own logic advances, switches or
+/// promotes on the verdict and the observation.
+pub fn decide(
+    rollout: &mut Rollout,
+    judged: Judged,
+    alerts: &[Alert],
+    who: Authority<'_>,
+    now: Millis,
+) -> Decided {
+    if let Some(fired) = judged.fired {
+        let mut reason = fired.reason;
+        if let Some(replica) = who.replica {
+            reason = format!("{reason} (seen by replica {replica})");
+        }
+        tracing::warn!(model = %rollout.model, rollout = %rollout.id, trigger = fired.trigger, reason = %reason, "hard trigger fired; rolling back");
+        let decision = match rollout.rollback_triggered(now, fired.trigger, reason, fired.numbers) {
+            Ok(events) => Decision::Rollback(events),
+            Err(e) => {
+                tracing::error!(model = %rollout.model, error = %e, "automatic rollback refused");
+                Decision::NotOurs
+            }
+        };
+        return Decided { decision, alert_events: Vec::new(), paused: false };
+    }
+    let was_paused = rollout.is_paused();
+    let alert_events =
+        if who.leader { alerts::apply(rollout, alerts, who.pause_on_alert, now) } else { Vec::new() };
+    let paused = !was_paused && rollout.is_paused();
+    let events = rollout.tick(now, &judged.observation, &judged.verdict);
+    let decision = match (events.is_empty(), who.leader) {
+        (true, _) => Decision::Keep,
+        (false, true) => Decision::Commit(events),
+        (false, false) => Decision::NotOurs,
+    };
+    Decided { decision, alert_events, paused }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use modelgate_rollout::{Action, Regression, RegressionKind, RolloutState};
+
+    use super::*;
+    use crate::control::alerts::regression_alerts;
+    use crate::control::testing::{T0, canary};
+
+    const LEADER: Authority<'static> = Authority { leader: true, replica: None, pause_on_alert: false };
+
+    fn unhealthy() -> StepVerdict {
+        StepVerdict::Unhealthy(vec![Regression {
+            version: 2,
+            kind: RegressionKind::Latency,
+            numbers: BTreeMap::new(),
+            text: "v2 mean latency +40 ms (always-valid 95% CI +30 to +50; margin 10 ms) regressed beyond the margin".into(),
+        }])
+    }
+
+    fn judged(fired: Option<Fired>, verdict: StepVerdict, samples: u64) -> Judged {
+        let observation = ArmObservation::new().with_samples(1, samples * 9).with_samples(2, samples);
+        Judged { fired, verdict, observation }
+    }
+
+    fn actions(d: &Decision) -> Vec<Action> {
+        match d {
+            Decision::Rollback(e) | Decision::Commit(e) => e.iter().map(|e| e.action).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_hard_trigger_rolls_back_whatever_the_verdict_and_on_any_replica() {
+        let fired = Fired {
+            trigger: "error_rate",
+            reason: "version 2: error rate 30%".into(),
+            numbers: BTreeMap::new(),
+        };
+        let mut rollout = canary(&[10, 50, 100]);
+        let follower = Authority { leader: false, replica: Some("r2"), pause_on_alert: true };
+        let d = decide(&mut rollout, judged(Some(fired), unhealthy(), 500), &[], follower, T0 + 1_000);
+        assert_eq!(actions(&d.decision), [Action::RolledBack]);
+        assert!(
+            matches!(&rollout.state, RolloutState::RolledBack { reason, .. } if reason.contains("seen by replica r2"))
+        );
+    }
+
+    #[test]
+    fn an_unhealthy_verdict_alerts_and_pauses_as_configured_and_never_advances() {
+        let found = regression_alerts(match &unhealthy() {
+            StepVerdict::Unhealthy(r) => r,
+            _ => unreachable!(),
+        });
+        // Alert only.
+        let mut rollout = canary(&[10, 50, 100]);
+        let d = decide(&mut rollout, judged(None, unhealthy(), 500), &found, LEADER, T0 + 61_000);
+        assert_eq!((d.decision, d.paused), (Decision::Keep, false));
+        assert_eq!(d.alert_events.iter().map(|e| e.action).collect::<Vec<_>>(), [Action::Alert]);
+        assert_eq!(rollout.stage, 0, "unhealthy blocks the advance");
+        // Alert and pause.
+        let mut rollout = canary(&[10, 50, 100]);
+        let pausing = Authority { pause_on_alert: true, ..LEADER };
+        let d = decide(&mut rollout, judged(None, unhealthy(), 500), &found, pausing, T0 + 61_000);
+        assert!(d.paused && rollout.is_paused());
+        assert_eq!(
+            d.alert_events.iter().map(|e| e.action).collect::<Vec<_>>(),
+            [Action::Alert, Action::Paused]
+        );
+    }
+
+    #[test]
+    fn a_healthy_step_advances_once_its_time_and_samples_are_met() {
+        let mut rollout = canary(&[10, 50, 100]);
+        let early = decide(&mut rollout, judged(None, StepVerdict::Healthy, 500), &[], LEADER, T0 + 59_000);
+        assert_eq!(early.decision, Decision::Keep, "60 s not over");
+        let short = decide(&mut rollout, judged(None, StepVerdict::Healthy, 99), &[], LEADER, T0 + 61_000);
+        assert_eq!(short.decision, Decision::Keep, "100 samples not in");
+        let follower = Authority { leader: false, ..LEADER };
+        let mut copy = rollout.clone();
+        let theirs = decide(&mut copy, judged(None, StepVerdict::Healthy, 100), &[], follower, T0 + 61_000);
+        assert_eq!(theirs.decision, Decision::NotOurs, "only the leader advances");
+        let met = decide(&mut rollout, judged(None, StepVerdict::Healthy, 100), &[], LEADER, T0 + 61_000);
+        assert_eq!(actions(&met.decision), [Action::Advanced]);
+        assert_eq!(rollout.canary_percent(), Some(50));
+    }
+}
