@@ -69,10 +69,10 @@ fn module_of(src: &Path, file: &Path) -> String {
 /// → `serving::gateway`).
 fn module_id(segments: &[String]) -> String {
     let first = segments[0].clone();
-    if FOLDERS.contains(&first.as_str()) {
-        if let Some(second) = segments.get(1).filter(|s| s.as_str() != "mod" && is_module(&first, s)) {
-            return format!("{first}::{second}");
-        }
+    if FOLDERS.contains(&first.as_str())
+        && let Some(second) = segments.get(1).filter(|s| s.as_str() != "mod" && is_module(&first, s))
+    {
+        return format!("{first}::{second}");
     }
     first
 }

@@ -147,7 +147,8 @@ pub fn status_of(
         rollout_id: r.id.clone(),
         strategy: r.plan.strategy().to_string(),
         state: state_name(&r.state).to_string(),
-        stage: r.stage as u32,
+        // Numbered from 1, as the CLI's text and the metric show it; 0 is no rollout.
+        stage: r.stage as u32 + 1,
         stages,
         arms,
         started_at_ms: r.started_ms as i64,
@@ -469,8 +470,18 @@ impl AdminService {
     ) -> Result<Response<pb::RolloutStatus>, Status> {
         let who = actor(&req);
         let r = req.into_inner();
+        // expected_stage is numbered from 1, as RolloutStatus.stage; the
+        // controller counts from 0.
+        let expected_stage = match r.expected_stage {
+            Some(0) => {
+                return Err(Status::invalid_argument(
+                    "expected_stage 0 names no stage: stages are numbered from 1, as RolloutStatus.stage",
+                ));
+            }
+            s => s.map(|s| s as usize - 1),
+        };
         self.controller
-            .apply(&r.model, op, &who, reason(&r.reason), r.expected_stage.map(|s| s as usize))
+            .apply(&r.model, op, &who, reason(&r.reason), expected_stage)
             .await
             .map_err(|e: ControlError| Status::from(e))?;
         Ok(Response::new(self.status(&r.model).await?))

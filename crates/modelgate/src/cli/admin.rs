@@ -357,7 +357,7 @@ pub fn format_status(s: &pb::RolloutStatus) -> String {
         s.strategy,
         s.state,
         s.rollout_id,
-        s.stage + 1,
+        s.stage,
         s.stages.max(1),
         s.champion
     ));
@@ -428,7 +428,7 @@ pub async fn run(conn: AdminConn, cmd: AdminCommand) -> anyhow::Result<()> {
     let rr = |m: &ModelArg| pb::RolloutRequest {
         model: m.model.clone(),
         reason: m.reason.clone(),
-        expected_stage: m.if_stage.map(|s| s - 1),
+        expected_stage: m.if_stage,
     };
     match cmd {
         AdminCommand::ListModels => {

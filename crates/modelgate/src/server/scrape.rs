@@ -94,7 +94,8 @@ impl StateSource for GatewayState {
         for (model, (strategy, state, stage)) in &view.rollouts {
             out.rollout_state.push((model.clone(), state));
             if matches!(*state, "running" | "paused") {
-                out.rollout_stage.push((model.clone(), strategy.clone(), *stage as i64));
+                // Numbered from 1, as `modelgate status` and RolloutStatus.stage.
+                out.rollout_stage.push((model.clone(), strategy.clone(), *stage as i64 + 1));
             }
         }
         for ((model, version), psi) in &view.psi {
