@@ -37,10 +37,10 @@ impl AdminService {
                 self.controller.alerts(model, &r.id, r.started_ms).await.iter().map(alert_of).collect();
         }
         let table = self.gateway.table();
-        if let Some(m) = table.models.get(model) {
+        if let Some(m) = table.get(model) {
             // Latency over the sliding window (default the last 60 s).
             for arm in &mut status.arms {
-                if let Some(w) = m.windows.get(&(arm.version as u64)) {
+                if let Some(w) = m.window(arm.version as u64) {
                     let snap = w.window.snapshot();
                     arm.p50_ms = snap.p(0.50).map_or(0.0, |us| us as f64 / 1000.0);
                     arm.p99_ms = snap.p(0.99).map_or(0.0, |us| us as f64 / 1000.0);
@@ -48,14 +48,14 @@ impl AdminService {
             }
             let stats = self.gateway.shadow_stats();
             status.shadows = m
-                .shadows
+                .shadows()
                 .iter()
                 .map(|s| {
-                    let v = s.version.version;
+                    let v = s.version().version;
                     let t = stats.get(model, v).unwrap_or_default();
                     pb::ShadowStatus {
                         version: v as i64,
-                        fraction_bp: s.fraction_bp,
+                        fraction_bp: s.fraction_bp(),
                         compared: t.compared,
                         errors: t.errors,
                         dropped: t.dropped,
@@ -274,23 +274,21 @@ impl pb::admin_server::Admin for AdminService {
         _: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         let table = self.gateway.table();
-        let mut names: Vec<&String> = table.models.keys().collect();
-        names.sort();
-        let models = names
+        let models = table
+            .sorted()
             .into_iter()
-            .filter_map(|n| table.models.get(n))
             .map(|m| {
                 let champion = m.champion().map(|c| c.version);
                 pb::ModelInfo {
                     name: m.name.clone(),
                     champion: champion.map_or(0, |c| c as i64),
-                    rollout_id: m.rollout_id.clone().unwrap_or_default(),
+                    rollout_id: m.rollout_id().unwrap_or_default().to_string(),
                     versions: m
                         .versions
                         .values()
                         .map(|v| {
                             let mut meta = version_metadata(v, champion);
-                            if let Some(arm) = m.routing.as_ref().and_then(|t| {
+                            if let Some(arm) = m.routing().and_then(|t| {
                                 t.arms().iter().find(|a| a.version == v.version && a.basis_points() > 0)
                             }) && champion != Some(v.version)
                             {

@@ -27,7 +27,8 @@ use crate::api::request_body::{BodyBudget, BodyLimitLayer};
 use crate::api::tls::ReloadingConfig;
 use crate::control::controller::Controller;
 use crate::server::config::ServeConfig;
-use crate::serving::gateway::{Gateway, ModelTable, ShadowRunner};
+use crate::serving::gateway::{Gateway, ShadowRunner};
+use crate::serving::routing::ModelTable;
 use modelgate_proto::v1::admin_server::AdminServer;
 
 /// gRPC service names reported by the health service.
@@ -481,9 +482,7 @@ fn reflection() -> anyhow::Result<
 /// The ready line's sample command: a request of zeros shaped like the first
 /// READY model's inputs, which every model accepts.
 pub fn sample_predict_command(program: &str, addr: &str, table: &ModelTable) -> Option<String> {
-    let mut names: Vec<&String> = table.models.keys().collect();
-    names.sort();
-    let model = names.into_iter().find_map(|n| table.models.get(n).filter(|m| m.champion().is_some()))?;
+    let model = table.sorted().into_iter().find(|m| m.champion().is_some())?;
     let ready = model.champion()?;
     let sig = ready.model().signature();
     fn zeros(shape: &[i64]) -> String {
@@ -508,11 +507,9 @@ pub fn sample_predict_command(program: &str, addr: &str, table: &ModelTable) -> 
 
 /// One line per model for the start-up summary.
 pub fn describe_table(table: &ModelTable) -> Vec<String> {
-    let mut names: Vec<&String> = table.models.keys().collect();
-    names.sort();
-    names
+    table
+        .sorted()
         .into_iter()
-        .filter_map(|n| table.models.get(n))
         .map(|m| {
             let versions: Vec<String> = m
                 .versions
