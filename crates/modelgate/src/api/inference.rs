@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 use tracing::Instrument;
@@ -26,22 +27,25 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
 pub const ROUTING_KEY_HEADER: &str = "x-routing-key";
 
 /// Runs `handle` inside the request's span (W3C parent from the metadata)
-/// and records the status it answered on the span.
-pub async fn in_request_span<Req, Resp, Fut>(
+/// and records the status it answered on the span. A combinator, not an
+/// `async fn`: the handler's future is stored once, as before (an `async fn`
+/// would keep the request a second time in the boxed future tonic makes).
+pub fn in_request_span<Req, Resp, Fut>(
     request: Request<Req>,
     method: &'static str,
     handle: impl FnOnce(Request<Req>) -> Fut,
-) -> Result<Resp, Status>
+) -> impl Future<Output = Result<Resp, Status>>
 where
     Fut: Future<Output = Result<Resp, Status>>,
 {
     let span = crate::telemetry::otel::request_span(request.metadata(), method);
-    let result = handle(request).instrument(span.clone()).await;
-    crate::telemetry::otel::record_status(
-        &span,
-        result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok),
-    );
-    result
+    handle(request).instrument(span.clone()).map(move |result| {
+        crate::telemetry::otel::record_status(
+            &span,
+            result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok),
+        );
+        result
+    })
 }
 
 /// Parses gRPC's `grpc-timeout` header ("100m", "5S", ...).
