@@ -266,4 +266,13 @@ async fn status_text_json_and_stage_metric_agree() {
     let (ok, _, err) = run_cli(&advance);
     assert!(!ok);
     assert!(err.contains("at stage 3, not stage 2"), "{err}");
+    // Over gRPC, 0 names no stage.
+    let zero = modelgate_proto::v1::RolloutRequest {
+        model: "breast-cancer".into(),
+        reason: String::new(),
+        expected_stage: Some(0),
+    };
+    let e = gw.admin(None).await.advance(zero).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
+    assert!(e.message().contains("numbered from 1"), "{}", e.message());
 }
