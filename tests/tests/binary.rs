@@ -230,3 +230,49 @@ fn operators_drive_a_canary_and_roll_back_with_one_command() {
         "{out}"
     );
 }
+
+/// The stage is numbered from 1 everywhere an operator reads it: the text of
+/// `modelgate status`, its `--json` (RolloutStatus.stage), the
+/// `modelgate_rollout_stage` gauge and `--if-stage`. They used to disagree
+/// (text "stage 1 of 3", JSON and gauge 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_text_json_and_stage_metric_agree() {
+    let repo = TestRepo::breast_cancer();
+    let gw = modelgate_tests::process::ServeProcess::spawn(&repo, &[]);
+    let admin_addr = gw.admin_addr.to_string();
+    let admin = ["--admin-addr", admin_addr.as_str()];
+    let start = [&["admin"], &admin[..], &["start", "breast-cancer", "canary", "--candidate", "1"]].concat();
+    let (ok, _, err) = run_cli(&[&start[..], &["--steps", "10,50,100"]].concat());
+    assert!(ok, "{err}");
+    let labels = [("model", "breast-cancer"), ("strategy", "canary")];
+    for stage in [1u32, 2] {
+        let (ok, text, err) = run_cli(&[&["status", "breast-cancer"], &admin[..]].concat());
+        assert!(ok, "{err}");
+        assert!(text.contains(&format!("stage {stage} of 3")), "{text}");
+        let (ok, json, err) = run_cli(&[&["status", "breast-cancer"], &admin[..], &["--json"]].concat());
+        assert!(ok, "{err}");
+        let doc: serde_json::Value = serde_json::from_str(&json).expect("one JSON document");
+        let status = if doc.is_array() { &doc[0] } else { &doc };
+        assert_eq!(status["stage"], stage, "{json}");
+        assert_eq!(status["stages"], 3, "{json}");
+        assert_eq!(gw.metric("modelgate_rollout_stage", &labels).await, f64::from(stage));
+        // --if-stage takes the number the operator just read.
+        let advance = [&["admin"], &admin[..], &["advance", "breast-cancer", "--if-stage"]].concat();
+        let (ok, _, err) = run_cli(&[&advance[..], &[stage.to_string().as_str()]].concat());
+        assert!(ok, "advance --if-stage {stage}: {err}");
+    }
+    // The number just left is refused, and says so in the same numbering.
+    let advance = [&["admin"], &admin[..], &["advance", "breast-cancer", "--if-stage", "2"]].concat();
+    let (ok, _, err) = run_cli(&advance);
+    assert!(!ok);
+    assert!(err.contains("at stage 3, not stage 2"), "{err}");
+    // Over gRPC, 0 names no stage.
+    let zero = modelgate_proto::v1::RolloutRequest {
+        model: "breast-cancer".into(),
+        reason: String::new(),
+        expected_stage: Some(0),
+    };
+    let e = gw.admin(None).await.advance(zero).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
+    assert!(e.message().contains("numbered from 1"), "{}", e.message());
+}

@@ -132,9 +132,9 @@ async fn a_change_through_one_replica_reaches_all_and_they_assign_alike() {
     let (a, b, c) = (&f.replicas[0], &f.replicas[1], &f.replicas[2]);
     let mut admin_a = a.admin().await;
     let started = admin_a.start_rollout(canary_plan(1, 30, 1_000_000, false)).await.unwrap().into_inner();
-    assert_eq!((started.state.as_str(), started.stage), ("running", 0));
+    assert_eq!((started.state.as_str(), started.stage), ("running", 1));
     for r in [b, c] {
-        let took = sees(r, &started.rollout_id, "running", 0).await;
+        let took = sees(r, &started.rollout_id, "running", 1).await;
         eprintln!("start through a seen by {} after {took:?}", r.id);
     }
     // Sticky assignment is the same function of the key on every replica.
@@ -146,10 +146,10 @@ async fn a_change_through_one_replica_reaches_all_and_they_assign_alike() {
     // A stage change through b reaches a and c: into the 100% step, which
     // is the promotion.
     let mut admin_b = b.admin().await;
-    let advanced = admin_b.advance(rr(Some(0))).await.unwrap().into_inner();
-    assert_eq!((advanced.state.as_str(), advanced.stage), ("promoted", 1));
+    let advanced = admin_b.advance(rr(Some(1))).await.unwrap().into_inner();
+    assert_eq!((advanced.state.as_str(), advanced.stage), ("promoted", 2));
     for r in [a, c] {
-        let took = sees(r, &started.rollout_id, "promoted", 1).await;
+        let took = sees(r, &started.rollout_id, "promoted", 2).await;
         eprintln!("advance through b seen by {} after {took:?}", r.id);
     }
     assert!(assignments(c, 0..50).await.iter().all(|(_, v)| *v == 1), "v1 is everyone's champion now");
@@ -176,7 +176,7 @@ async fn every_replica_reports_the_whole_fleets_numbers() {
     let mut admin_a = f.replicas[0].admin().await;
     let started = admin_a.start_rollout(canary_plan(1, 50, 1_000_000, false)).await.unwrap().into_inner();
     for r in &f.replicas {
-        sees(r, &started.rollout_id, "running", 0).await;
+        sees(r, &started.rollout_id, "running", 1).await;
     }
     // 40 distinct users on each replica: each serves a third of the traffic.
     for (i, r) in f.replicas.iter().enumerate() {
@@ -220,9 +220,9 @@ async fn two_replicas_racing_to_advance_the_same_stage_one_wins() {
         }
     }
     let started = admin_a.start_rollout(plan).await.unwrap().into_inner();
-    sees(b, &started.rollout_id, "running", 0).await;
+    sees(b, &started.rollout_id, "running", 1).await;
     let mut admin_b = b.admin().await;
-    for round in 0..2u32 {
+    for round in 1..3u32 {
         // Both replicas were asked to advance stage `round` at the same moment.
         let (ra, rb) = tokio::join!(admin_a.advance(rr(Some(round))), admin_b.advance(rr(Some(round))));
         let results = [ra.map(|r| r.into_inner().stage), rb.map(|r| r.into_inner().stage)];
@@ -331,11 +331,11 @@ async fn a_nan_canary_seen_by_one_replica_is_rolled_back_on_all() {
     let (a, b, c) = (&f.replicas[0], &f.replicas[1], &f.replicas[2]);
     let mut admin_a = a.admin().await;
     let started = admin_a.start_rollout(canary_plan(1, 50, 1_000_000, false)).await.unwrap().into_inner();
-    sees(b, &started.rollout_id, "running", 0).await;
+    sees(b, &started.rollout_id, "running", 1).await;
     // Only b gets traffic, so only b's windows show the NaNs.
     nan_traffic_until_rolled_back(b).await;
     for r in [a, c] {
-        let took = sees(r, &started.rollout_id, "rolled_back", 0).await;
+        let took = sees(r, &started.rollout_id, "rolled_back", 1).await;
         eprintln!("b's rollback seen by {} after {took:?}", r.id);
         assert!(assignments(r, 0..100).await.iter().all(|(_, v)| *v == 2), "{} routes to the champion", r.id);
     }
@@ -357,15 +357,15 @@ async fn a_replica_killed_mid_rollout_comes_back_in_the_same_state() {
         canary.steps.insert(1, pb::CanaryStep { percent: 40, min_duration_secs: 0, min_samples: 1_000_000 });
     }
     let started = admin_a.start_rollout(plan).await.unwrap().into_inner();
-    admin_a.advance(rr(Some(0))).await.unwrap();
-    sees(&f.replicas[1], &started.rollout_id, "running", 1).await;
+    admin_a.advance(rr(Some(1))).await.unwrap();
+    sees(&f.replicas[1], &started.rollout_id, "running", 2).await;
     let before = assignments(&f.replicas[0], 0..200).await;
     // kill -9 b, move the fleet on without it, and start it again.
     f.replicas[1].kill9();
-    admin_a.pause(rr(Some(1))).await.unwrap();
+    admin_a.pause(rr(Some(2))).await.unwrap();
     f.replicas[1].restart();
     let b = &f.replicas[1];
-    sees(b, &started.rollout_id, "paused", 1).await;
+    sees(b, &started.rollout_id, "paused", 2).await;
     assert_eq!(assignments(b, 0..200).await, before);
 }
 
@@ -376,7 +376,7 @@ async fn without_etcd_the_fleet_serves_refuses_changes_rolls_back_and_resyncs() 
     let mut admin_a = f.replicas[0].admin().await;
     let started = admin_a.start_rollout(canary_plan(1, 50, 1_000_000, false)).await.unwrap().into_inner();
     for r in &f.replicas {
-        sees(r, &started.rollout_id, "running", 0).await;
+        sees(r, &started.rollout_id, "running", 1).await;
     }
     let before = assignments(&f.replicas[2], 0..200).await;
 
@@ -434,7 +434,7 @@ async fn without_etcd_the_fleet_serves_refuses_changes_rolls_back_and_resyncs() 
     // etcd returns: b writes its rollback back and everyone follows.
     f.etcd.restart();
     for r in &f.replicas {
-        sees(r, &started.rollout_id, "rolled_back", 0).await;
+        sees(r, &started.rollout_id, "rolled_back", 1).await;
     }
     // a and c see the written-back rollback through etcd's watch, possibly
     // before b has counted its commit done.
@@ -482,7 +482,7 @@ async fn a_restarted_replica_adds_to_what_its_last_process_counted() {
     let mut admin_a = f.replicas[0].admin().await;
     let started = admin_a.start_rollout(canary_plan(1, 50, 1_000_000, false)).await.unwrap().into_inner();
     for r in &f.replicas {
-        sees(r, &started.rollout_id, "running", 0).await;
+        sees(r, &started.rollout_id, "running", 1).await;
     }
     assignments(&f.replicas[1], 0..60).await;
     reports_to(&f.replicas[0], (60, 60, 60), "after b served 60").await;
@@ -495,14 +495,14 @@ async fn a_restarted_replica_adds_to_what_its_last_process_counted() {
 
     // A new process of b counts on top of the old one's, and sees them too.
     f.replicas[1].restart();
-    sees(&f.replicas[1], &started.rollout_id, "running", 0).await;
+    sees(&f.replicas[1], &started.rollout_id, "running", 1).await;
     assignments(&f.replicas[1], 60..100).await;
     reports_to(&f.replicas[0], (100, 100, 40), "after b's new process served 40").await;
     reports_to(&f.replicas[1], (100, 100, 40), "on b itself").await;
 
     // When the rollout is over nothing needs the dead process's report: the
     // leader deletes it and the three live ones remain.
-    admin_a.advance(rr(Some(0))).await.unwrap();
+    admin_a.advance(rr(Some(1))).await.unwrap();
     let mut etcd = f.etcd.client(None).await;
     eventually(PATIENCE, "the dead process's report to be deleted", || {
         let mut etcd = etcd.clone();

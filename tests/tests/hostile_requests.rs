@@ -411,3 +411,75 @@ async fn repeated_empty_structures_are_refused_before_they_are_decoded() {
         assert!(peak < 100 * MIB as i64, "peak grew {peak} KiB");
     }
 }
+
+/// The INVALID_ARGUMENT refusals of breast-cancer counted before routing.
+async fn refused_at_the_edge(server: &modelgate::RunningServer) -> f64 {
+    let (_, metrics) = http_get(server.metrics_addr.expect("a metrics listener"), "/metrics").await;
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("modelgate_requests_total{")
+                && l.contains("model=\"breast-cancer\"")
+                && l.contains("version=\"\"")
+                && l.contains("code=\"INVALID_ARGUMENT\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Predict and KServe share one edge (api/inference.rs): an unknown model
+/// is the same NOT_FOUND text on every call of both, with an empty
+/// repository too ("none"; KServe's and Predict's ModelMetadata used to say
+/// "models served: " with nothing after it), and a request refused while
+/// decoding is counted alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predict_and_kserve_share_the_edge() {
+    async fn not_found_texts(server: &modelgate::RunningServer) -> Vec<String> {
+        let mut c = client(server).await;
+        let mut k = kserve(channel_to(server.addr).await);
+        let mut infer = kserve_request(&rows(1), &[]);
+        infer.model_name = "nope".into();
+        let answers = [
+            c.predict(request("nope", &rows(1))).await.map(|_| ()),
+            c.model_metadata(pb::ModelMetadataRequest { model: "nope".into() }).await.map(|_| ()),
+            k.model_infer(infer).await.map(|_| ()),
+            k.model_metadata(kpb::ModelMetadataRequest { name: "nope".into(), version: String::new() })
+                .await
+                .map(|_| ()),
+        ];
+        answers
+            .into_iter()
+            .map(|a| {
+                let e = a.unwrap_err();
+                assert_eq!(e.code(), Code::NotFound, "{}", e.message());
+                e.message().to_string()
+            })
+            .collect()
+    }
+
+    let repo = TestRepo::breast_cancer();
+    let server = start(&repo, |_| {}).await;
+    let texts = not_found_texts(&server).await;
+    assert!(texts.iter().all(|t| t == "model 'nope' not found; models served: breast-cancer"), "{texts:?}");
+
+    let before = refused_at_the_edge(&server).await;
+    let mut c = client(&server).await;
+    let mut req = request("breast-cancer", &rows(1));
+    req.request_id = "r".repeat(300);
+    let e = c.predict(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let mut k = kserve(channel_to(server.addr).await);
+    let mut infer = kserve_request(&rows(1), &[]);
+    infer.id = "r".repeat(300);
+    let k_e = k.model_infer(infer).await.unwrap_err();
+    assert_eq!(k_e.code(), Code::InvalidArgument);
+    assert_eq!(e.message(), k_e.message());
+    assert_eq!(refused_at_the_edge(&server).await, before + 2.0);
+    server.stop().await.unwrap();
+
+    let empty = TestRepo::new();
+    let server = start(&empty, |_| {}).await;
+    let texts = not_found_texts(&server).await;
+    assert!(texts.iter().all(|t| t == "model 'nope' not found; models served: none"), "{texts:?}");
+    server.stop().await.unwrap();
+}

@@ -91,7 +91,7 @@ async fn metrics_are_scraped_and_parse() {
     );
     assert_eq!(
         value(&mid, "modelgate_rollout_stage", &[("model", "breast-cancer"), ("strategy", "canary")]),
-        Some(0.0)
+        Some(1.0)
     );
     let g = golden(2);
     let mut i = 0;

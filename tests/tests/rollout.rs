@@ -384,7 +384,7 @@ async fn pause_stops_auto_advance_and_abort_returns_everything_to_the_champion()
     versions_for_keys(&mut c, "breast-cancer", keys.clone()).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let s = rollout_status(&mut a, "breast-cancer").await;
-    assert_eq!((s.state.as_str(), s.stage), ("paused", 0), "paused: no auto-advance");
+    assert_eq!((s.state.as_str(), s.stage), ("paused", 1), "paused: no auto-advance");
     let s = a.abort(rr("not today")).await.unwrap().into_inner();
     assert_eq!(s.state, "aborted");
     let after = versions_for_keys(&mut c, "breast-cancer", keys).await;

@@ -582,3 +582,38 @@ fn bad_tls_flags_stop_the_server_with_a_message_naming_the_problem() {
     ]);
     assert!(e.contains("TLS on the admin listener") && e.contains("not-a.key"), "{e}");
 }
+
+/// `stop` cancels the server's one shutdown token: both gRPC listeners and
+/// the metrics listener close, and the TLS reload tasks of both listeners
+/// end (a certificate published afterwards is never read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_ends_the_listeners_and_the_reload_tasks() {
+    let ca = Ca::new("serving CA");
+    let secret = SecretDir::new();
+    secret.publish(&ca.server("gateway-1"), &ca.pem());
+    let repo = TestRepo::breast_cancer();
+    let server = start(&repo, |c| {
+        c.tls = Some(secret.files(None));
+        c.admin_tls = Some(secret.files(None));
+        c.tls_poll = POLL;
+    })
+    .await;
+    let gateway = std::sync::Arc::clone(&server.gateway);
+    let addrs = [server.addr, server.admin_addr, server.metrics_addr.unwrap()];
+    let reloads = || {
+        let text = gateway.metrics().encode();
+        text.lines().filter(|l| l.starts_with("modelgate_tls_reloads_total{")).count()
+    };
+    assert_eq!(reloads(), 0);
+    server.stop().await.unwrap();
+
+    secret.publish(&ca.server("gateway-2"), &ca.pem());
+    tokio::time::sleep(POLL * 5).await;
+    assert_eq!(reloads(), 0, "a reload task outlived stop: {}", gateway.metrics().encode());
+    for addr in addrs {
+        eventually(10, &format!("{addr} to refuse connections"), || async move {
+            tokio::net::TcpStream::connect(addr).await.is_err()
+        })
+        .await;
+    }
+}

@@ -130,7 +130,7 @@ async fn a_prediction_shift_raises_an_alert_and_pauses_when_asked() {
         assert!(Instant::now() < until, "no pause: {s:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(s.stage, 0);
+    assert_eq!(s.stage, 1);
     let events = a.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
     let alert = events.iter().find(|e| e.action == "alert").expect("an ALERT event");
     assert!(alert.reason.contains("PSI"), "{}", alert.reason);
@@ -162,7 +162,7 @@ async fn too_few_samples_neither_roll_back_nor_advance_and_say_why() {
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
     let s = rollout_status(&mut a, "breast-cancer").await;
-    assert_eq!((s.state.as_str(), s.stage), ("running", 0), "{s:?}");
+    assert_eq!((s.state.as_str(), s.stage), ("running", 1), "{s:?}");
     assert!(s.waiting_for.contains(" of 1,070 samples"), "{}", s.waiting_for);
     let x = analysis(&mut a, "breast-cancer").await;
     assert_eq!(x.verdict, "waiting", "{x:?}");
@@ -200,7 +200,7 @@ async fn a_slower_candidate_is_held_and_alerted_by_the_sequential_test() {
     // Held, not rolled back (no hard trigger fired), and alerted once.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let s = rollout_status(&mut a, "breast-cancer").await;
-    assert_eq!((s.state.as_str(), s.stage), ("running", 0), "{s:?}");
+    assert_eq!((s.state.as_str(), s.stage), ("running", 1), "{s:?}");
     assert!(s.waiting_for.contains("safety analysis unhealthy"), "{}", s.waiting_for);
     let alerts: Vec<_> = s.alerts.iter().filter(|al| al.trigger == "latency_regression").collect();
     assert_eq!(alerts.len(), 1, "{:?}", s.alerts);

@@ -5,15 +5,13 @@
 use std::sync::Arc;
 
 use modelgate_proto::v1 as pb;
-use modelgate_rollout::{
-    AbArm, Actor, CanaryStep, Plan, PromotionGate, Rollout, RolloutState, ShadowPlan, StepVerdict, plan,
-};
+use modelgate_rollout::{AbArm, Actor, CanaryStep, Plan, PromotionGate, ShadowPlan, plan};
 use tonic::{Request, Response, Status};
 
+use crate::api::admin_views::{alert_of, analysis_of, status_of};
 use crate::api::auth;
 use crate::api::predict::{role_to_pb, version_metadata};
-use crate::control::counts::StageCounts;
-use crate::control::{ControlError, Controller, Op, now_ms};
+use crate::control::{ControlError, Controller, Op};
 use crate::serving::gateway::Gateway;
 
 /// The `Admin` gRPC service.
@@ -44,10 +42,10 @@ impl AdminService {
                 self.controller.alerts(model, &r.id, r.started_ms).await.iter().map(alert_of).collect();
         }
         let table = self.gateway.table();
-        if let Some(m) = table.models.get(model) {
+        if let Some(m) = table.get(model) {
             // Latency over the sliding window (default the last 60 s).
             for arm in &mut status.arms {
-                if let Some(w) = m.windows.get(&(arm.version as u64)) {
+                if let Some(w) = m.window(arm.version as u64) {
                     let snap = w.window.snapshot();
                     arm.p50_ms = snap.p(0.50).map_or(0.0, |us| us as f64 / 1000.0);
                     arm.p99_ms = snap.p(0.99).map_or(0.0, |us| us as f64 / 1000.0);
@@ -55,14 +53,14 @@ impl AdminService {
             }
             let stats = self.gateway.shadow_stats();
             status.shadows = m
-                .shadows
+                .shadows()
                 .iter()
                 .map(|s| {
-                    let v = s.version.version;
+                    let v = s.version().version;
                     let t = stats.get(model, v).unwrap_or_default();
                     pb::ShadowStatus {
                         version: v as i64,
-                        fraction_bp: s.fraction_bp,
+                        fraction_bp: s.fraction_bp(),
                         compared: t.compared,
                         errors: t.errors,
                         dropped: t.dropped,
@@ -91,95 +89,6 @@ fn version(v: i64, what: &str) -> Result<u64, Status> {
         .ok()
         .filter(|v| *v > 0)
         .ok_or_else(|| Status::invalid_argument(format!("{what} must be a positive version, got {v}")))
-}
-
-pub use crate::control::state_name;
-
-/// A rollout as the admin API shows it.
-pub fn status_of(
-    model: &str,
-    rollout: Option<&Rollout>,
-    counts: &StageCounts,
-    obs: &modelgate_rollout::ArmObservation,
-    champion: u64,
-) -> pb::RolloutStatus {
-    let Some(r) = rollout else {
-        return pb::RolloutStatus {
-            model: model.to_string(),
-            champion: champion as i64,
-            ..Default::default()
-        };
-    };
-    let table = r.routing_table();
-    let live = matches!(r.state, RolloutState::Running | RolloutState::Paused);
-    let arms = table
-        .weights()
-        .into_iter()
-        .map(|w| pb::ArmStatus {
-            name: w.name.clone(),
-            version: w.version as i64,
-            role: role_to_pb(w.role) as i32,
-            weight_bp: w.basis_points,
-            requests: counts.samples.get(&w.version).copied().unwrap_or(0),
-            errors: counts.errors.get(&w.version).copied().unwrap_or(0),
-            p50_ms: 0.0,
-            p99_ms: 0.0,
-            total_requests: 0,
-            total_errors: 0,
-        })
-        .collect();
-    // SRM over arms that should get traffic, while the rollout is live.
-    let weighted: Vec<(u64, f64)> = table
-        .weights()
-        .iter()
-        .filter(|w| w.basis_points > 0)
-        .map(|w| (counts.samples.get(&w.version).copied().unwrap_or(0), f64::from(w.basis_points)))
-        .collect();
-    let srm = (live && weighted.len() > 1 && weighted.iter().map(|(n, _)| n).sum::<u64>() >= 100)
-        .then(|| {
-            let observed: Vec<u64> = weighted.iter().map(|(n, _)| *n).collect();
-            let weights: Vec<f64> = weighted.iter().map(|(_, w)| *w).collect();
-            modelgate_rollout::analysis::srm_chi_square(&observed, &weights).ok()
-        })
-        .flatten();
-    let stages = match &r.plan {
-        Plan::Canary { steps, .. } => steps.len() as u32,
-        Plan::BlueGreen { .. } => 2,
-        _ => 1,
-    };
-    let mut waiting = if live { r.waiting_for(now_ms(), obs).unwrap_or_default() } else { String::new() };
-    if let RolloutState::RolledBack { reason, .. } | RolloutState::Aborted { reason } = &r.state {
-        waiting = reason.clone();
-    }
-    pb::RolloutStatus {
-        model: model.to_string(),
-        rollout_id: r.id.clone(),
-        strategy: r.plan.strategy().to_string(),
-        state: state_name(&r.state).to_string(),
-        stage: r.stage as u32,
-        stages,
-        arms,
-        started_at_ms: r.started_ms as i64,
-        stage_started_at_ms: r.stage_started_ms as i64,
-        waiting_for: waiting,
-        plan_json: serde_json::to_string(&r.plan).unwrap_or_default(),
-        champion: champion as i64,
-        required_samples_per_arm: r.plan.required_samples_per_arm().unwrap_or(0),
-        shadows: Vec::new(),
-        srm_p_value: srm.map(|s| s.p_value),
-        srm_mismatch: srm.is_some_and(|s| s.mismatch),
-        alerts: Vec::new(),
-    }
-}
-
-/// An ALERT audit event as the admin API shows it.
-pub fn alert_of(e: &modelgate_rollout::AuditEvent) -> pb::Alert {
-    pb::Alert {
-        at_ms: e.at_ms as i64,
-        trigger: e.trigger.clone().unwrap_or_default(),
-        reason: e.reason.clone().unwrap_or_default(),
-        version: e.numbers.get("version").map_or(0, |v| *v as i64),
-    }
 }
 
 /// The proto plan as the rollout crate's plan, defaults filled in.
@@ -282,23 +191,21 @@ impl pb::admin_server::Admin for AdminService {
         _: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         let table = self.gateway.table();
-        let mut names: Vec<&String> = table.models.keys().collect();
-        names.sort();
-        let models = names
+        let models = table
+            .sorted()
             .into_iter()
-            .filter_map(|n| table.models.get(n))
             .map(|m| {
                 let champion = m.champion().map(|c| c.version);
                 pb::ModelInfo {
                     name: m.name.clone(),
                     champion: champion.map_or(0, |c| c as i64),
-                    rollout_id: m.rollout_id.clone().unwrap_or_default(),
+                    rollout_id: m.rollout_id().unwrap_or_default().to_string(),
                     versions: m
                         .versions
                         .values()
                         .map(|v| {
                             let mut meta = version_metadata(v, champion);
-                            if let Some(arm) = m.routing.as_ref().and_then(|t| {
+                            if let Some(arm) = m.routing().and_then(|t| {
                                 t.arms().iter().find(|a| a.version == v.version && a.basis_points() > 0)
                             }) && champion != Some(v.version)
                             {
@@ -478,152 +385,20 @@ impl AdminService {
     ) -> Result<Response<pb::RolloutStatus>, Status> {
         let who = actor(&req);
         let r = req.into_inner();
+        // expected_stage is numbered from 1, as RolloutStatus.stage; the
+        // controller counts from 0.
+        let expected_stage = match r.expected_stage {
+            Some(0) => {
+                return Err(Status::invalid_argument(
+                    "expected_stage 0 names no stage: stages are numbered from 1, as RolloutStatus.stage",
+                ));
+            }
+            s => s.map(|s| s as usize - 1),
+        };
         self.controller
-            .apply(&r.model, op, &who, reason(&r.reason), r.expected_stage.map(|s| s as usize))
+            .apply(&r.model, op, &who, reason(&r.reason), expected_stage)
             .await
             .map_err(|e: ControlError| Status::from(e))?;
         Ok(Response::new(self.status(&r.model).await?))
     }
-}
-
-fn interval(low: f64, high: f64) -> Option<pb::Interval> {
-    (low.is_finite() && high.is_finite()).then_some(pb::Interval { low, high })
-}
-
-fn comparison_of(c: &crate::control::analysis::Comparison) -> pb::Comparison {
-    pb::Comparison {
-        diff: c.seq.diff,
-        confidence_sequence: interval(c.seq.ci_low, c.seq.ci_high),
-        p_value: c.seq.p_value,
-        margin: c.margin,
-        verdict: match c.verdict {
-            modelgate_rollout::analysis::MarginVerdict::NonInferior => "non_inferior",
-            modelgate_rollout::analysis::MarginVerdict::Regression => "regression",
-            modelgate_rollout::analysis::MarginVerdict::Undecided => "undecided",
-        }
-        .to_string(),
-        fixed_horizon_p_value: c.fixed_p,
-    }
-}
-
-/// GetAnalysis's answer from the controller's view.
-pub fn analysis_of(model: &str, view: &crate::control::AnalysisView, alerts: Vec<pb::Alert>) -> pb::Analysis {
-    use crate::control::analysis::{compare_errors, compare_latency, wilson};
-    let mut out = pb::Analysis {
-        model: model.to_string(),
-        champion: view.champion as i64,
-        alerts,
-        alpha: view.settings.as_ref().map_or(0.05, |s| s.alpha),
-        ..Default::default()
-    };
-    let Some(r) = &view.rollout else {
-        out.verdict = "none".into();
-        out.verdict_reason = "no rollout".into();
-        return out;
-    };
-    let live = matches!(r.state, RolloutState::Running | RolloutState::Paused);
-    let status = status_of(model, Some(r), &view.counts, &view.observation, view.champion);
-    out.rollout_id = r.id.clone();
-    out.strategy = status.strategy;
-    out.state = status.state;
-    out.waiting_for = status.waiting_for;
-    out.srm_p_value = status.srm_p_value;
-    out.srm_mismatch = status.srm_mismatch;
-    out.required_samples_per_arm = status.required_samples_per_arm;
-    if let Plan::Canary { steps, .. } = &r.plan {
-        out.step_min_samples = steps.get(r.stage).map_or(0, |s| s.min_samples);
-    }
-    if status.srm_p_value.is_some() {
-        let observed: Vec<(u64, f64)> = r
-            .routing_table()
-            .weights()
-            .iter()
-            .filter(|w| w.basis_points > 0)
-            .map(|w| (view.counts.samples.get(&w.version).copied().unwrap_or(0), f64::from(w.basis_points)))
-            .collect();
-        let (o, w): (Vec<u64>, Vec<f64>) = observed.into_iter().unzip();
-        out.srm_chi2 = modelgate_rollout::analysis::srm_chi_square(&o, &w).ok().map(|s| s.chi2);
-    }
-    let (verdict, reason) = match &view.verdict {
-        StepVerdict::Healthy => ("healthy", String::new()),
-        StepVerdict::Unhealthy(found) => ("unhealthy", StepVerdict::unhealthy_text(found)),
-        StepVerdict::Inconclusive => ("waiting", "inconclusive".to_string()),
-        StepVerdict::Waiting(why) => ("waiting", why.clone()),
-    };
-    out.verdict = if live { verdict.to_string() } else { "finished".to_string() };
-    out.verdict_reason = reason;
-    let alpha = out.alpha;
-    let champion = view.arms.iter().find(|a| a.version == view.champion);
-    let champion_window = champion.map(|c| c.window_counts(view.triggers.p99_sla_ms)).unwrap_or_default();
-    for a in &view.arms {
-        let t = &a.total;
-        let latency = a.latency_ms();
-        let (lat_lo, lat_hi) = latency
-            .as_ref()
-            .and_then(|s| modelgate_rollout::analysis::mean_interval(s, alpha).ok())
-            .unwrap_or((f64::NAN, f64::NAN));
-        let (err_lo, err_hi) = wilson(t.errors, t.requests, alpha);
-        let is_candidate = a.version != view.champion;
-        let (errors_vs, latency_vs) = match (champion, view.settings.as_ref()) {
-            (Some(ch), Some(s)) if is_candidate => (
-                compare_errors(&ch.total, &a.total, s).as_ref().map(comparison_of),
-                compare_latency(ch, a, s).as_ref().map(comparison_of),
-            ),
-            _ => (None, None),
-        };
-        let triggers = if is_candidate {
-            view.triggers
-                .states(&champion_window, &a.window_counts(view.triggers.p99_sla_ms))
-                .into_iter()
-                .map(|st| pb::TriggerState {
-                    version: a.version as i64,
-                    trigger: st.trigger.to_string(),
-                    state: st.status.as_str().to_string(),
-                    text: st.text,
-                    numbers: st.numbers.into_iter().collect(),
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        out.arms.push(pb::ArmAnalysis {
-            version: a.version as i64,
-            name: a.name.clone(),
-            weight_bp: a.weight_bp,
-            stage_samples: a.stage_samples,
-            requests: t.requests,
-            errors: t.errors,
-            nan_inf: t.nan_inf,
-            error_rate: if t.requests == 0 { 0.0 } else { t.errors as f64 / t.requests as f64 },
-            error_rate_ci: interval(err_lo, err_hi),
-            latency_mean_ms: latency.map_or(0.0, |l| l.mean),
-            latency_mean_ci: interval(lat_lo, lat_hi),
-            p50_ms: a.window.p(0.50).map_or(0.0, |us| us as f64 / 1000.0),
-            p99_ms: a.window.p(0.99).map_or(0.0, |us| us as f64 / 1000.0),
-            errors_vs_champion: errors_vs,
-            latency_vs_champion: latency_vs,
-            psi: view.psi.get(&a.version).copied(),
-            importance_shift: view.importance_shift.get(&a.version).copied(),
-            triggers,
-            window_requests: a.window.requests,
-        });
-    }
-    out.metrics = view
-        .metrics
-        .iter()
-        .map(|m| pb::MetricResult {
-            metric: m.metric.clone(),
-            arm: m.arm.clone(),
-            version: m.version as i64,
-            n: m.result.n,
-            mean: m.result.mean,
-            ci: interval(m.result.ci_low, m.result.ci_high),
-            p_value: m.result.welch.map(|w| w.p_value),
-            always_valid_p_value: m.result.sequential.map(|s| s.p_value),
-            diff: m.result.sequential.map(|s| s.diff).or(m.result.welch.map(|w| w.diff)),
-            decision: m.result.decision.as_str().to_string(),
-            required: m.required,
-        })
-        .collect();
-    out
 }

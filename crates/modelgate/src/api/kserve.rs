@@ -20,9 +20,13 @@ use modelgate_runtime::{DataType, Dim, Tensor, TensorData, TensorSpec, quoted};
 use tonic::{Request, Response, Status};
 
 use crate::api::error::GatewayError;
-use crate::api::predict::{deadline_of, request_id_or_new};
-use crate::serving::convert::BadRequest;
-use crate::serving::gateway::{Gateway, InferRequest, ModelTable};
+use crate::api::inference::{
+    deadline_of, header_routing_key, in_request_span, rejected, request_id_or_new, routing_key,
+};
+use crate::serving::convert::{BadRequest, shape_str};
+use crate::serving::gateway::Gateway;
+use crate::serving::request::InferRequest;
+use crate::serving::routing::ModelRoute;
 
 /// The KServe v2 gRPC service.
 #[derive(Debug, Clone)]
@@ -34,14 +38,6 @@ impl KserveService {
     pub fn new(gateway: Arc<Gateway>) -> Self {
         Self { gateway }
     }
-}
-
-/// `NOT_FOUND` naming the model asked for and the models served (the same
-/// error Predict answers).
-fn model_not_found(table: &ModelTable, name: &str) -> GatewayError {
-    let mut names: Vec<&str> = table.models.keys().map(String::as_str).collect();
-    names.sort_unstable();
-    GatewayError::ModelNotFound { model: name.to_string(), available: names.join(", ") }
 }
 
 /// KServe's name of a datatype.
@@ -72,10 +68,6 @@ fn datatype_from_name(name: &str) -> Option<DataType> {
         "BYTES" => DataType::String,
         _ => return None,
     })
-}
-
-fn shape_str(shape: &[i64]) -> String {
-    modelgate_runtime::quote::shape(shape).to_string()
 }
 
 fn tensor_metadata(spec: &TensorSpec) -> kpb::model_metadata_response::TensorMetadata {
@@ -251,7 +243,7 @@ fn int_param(v: i64) -> kpb::InferParameter {
     kpb::InferParameter { parameter_choice: Some(kpb::infer_parameter::ParameterChoice::Int64Param(v)) }
 }
 
-fn version_of(model: &crate::serving::gateway::ModelRoute, version: &str) -> Option<u64> {
+fn version_of(model: &ModelRoute, version: &str) -> Option<u64> {
     if version.is_empty() {
         return model.champion().map(|c| c.version);
     }
@@ -277,7 +269,8 @@ impl kpb::grpc_inference_service_server::GrpcInferenceService for KserveService 
         _: Request<kpb::ServerReadyRequest>,
     ) -> Result<Response<kpb::ServerReadyResponse>, Status> {
         let table = self.gateway.table();
-        let ready = !table.models.is_empty() && table.models.values().all(|m| m.champion().is_some());
+        let models = table.sorted();
+        let ready = !models.is_empty() && models.iter().all(|m| m.champion().is_some());
         Ok(Response::new(kpb::ServerReadyResponse { ready }))
     }
 
@@ -288,7 +281,7 @@ impl kpb::grpc_inference_service_server::GrpcInferenceService for KserveService 
         let r = request.into_inner();
         let table = self.gateway.table();
         // An unknown model is not ready: the question asked has an answer.
-        let ready = table.models.get(&r.name).is_some_and(|m| {
+        let ready = table.get(&r.name).is_some_and(|m| {
             version_of(m, &r.version)
                 .and_then(|v| m.versions.get(&v))
                 .is_some_and(|v| matches!(v.state, VersionState::Ready(_)))
@@ -313,7 +306,7 @@ impl kpb::grpc_inference_service_server::GrpcInferenceService for KserveService 
     ) -> Result<Response<kpb::ModelMetadataResponse>, Status> {
         let r = request.into_inner();
         let table = self.gateway.table();
-        let model = table.models.get(&r.name).ok_or_else(|| model_not_found(&table, &r.name))?;
+        let model = table.find(&r.name)?;
         let versions: Vec<String> = model.ready().map(|v| v.version.to_string()).collect();
         let chosen =
             version_of(model, &r.version).and_then(|v| model.versions.get(&v)).and_then(|v| match &v.state {
@@ -342,17 +335,7 @@ impl kpb::grpc_inference_service_server::GrpcInferenceService for KserveService 
         &self,
         request: Request<kpb::ModelInferRequest>,
     ) -> Result<Response<kpb::ModelInferResponse>, Status> {
-        use tracing::Instrument;
-        let span = crate::telemetry::otel::request_span(
-            request.metadata(),
-            "inference.GRPCInferenceService/ModelInfer",
-        );
-        let result = self.infer(request).instrument(span.clone()).await;
-        crate::telemetry::otel::record_status(
-            &span,
-            result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok),
-        );
-        result
+        in_request_span(request, "inference.GRPCInferenceService/ModelInfer", |r| self.infer(r)).await
     }
 
     async fn repository_index(
@@ -361,11 +344,9 @@ impl kpb::grpc_inference_service_server::GrpcInferenceService for KserveService 
     ) -> Result<Response<kpb::RepositoryIndexResponse>, Status> {
         let only_ready = request.into_inner().ready;
         let table = self.gateway.table();
-        let mut names: Vec<&String> = table.models.keys().collect();
-        names.sort();
         let mut models = Vec::new();
-        for name in names {
-            for v in table.models[name].versions.values() {
+        for model in table.sorted() {
+            for v in model.versions.values() {
                 let (state, reason) = match &v.state {
                     VersionState::Ready(_) => ("READY", String::new()),
                     VersionState::Failed(reason) => ("UNAVAILABLE", reason.clone()),
@@ -374,7 +355,7 @@ impl kpb::grpc_inference_service_server::GrpcInferenceService for KserveService 
                     continue;
                 }
                 models.push(kpb::repository_index_response::ModelIndex {
-                    name: name.clone(),
+                    name: model.name.clone(),
                     version: v.version.to_string(),
                     state: state.into(),
                     reason,
@@ -391,15 +372,10 @@ impl KserveService {
         request: Request<kpb::ModelInferRequest>,
     ) -> Result<Response<kpb::ModelInferResponse>, Status> {
         let deadline = deadline_of(request.metadata());
-        let header_key =
-            request.metadata().get("x-routing-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header_key = header_routing_key(request.metadata());
         let mut r = request.into_inner();
         // Mistakes caught while decoding never reach the gateway; count them here.
-        let rejected = |e: GatewayError| {
-            let known = self.gateway.table().models.contains_key(&r.model_name);
-            self.gateway.metrics().rejected(known.then_some(r.model_name.as_str()), e.code());
-            Status::from(e)
-        };
+        let rejected = |e: GatewayError| Status::from(rejected(&self.gateway, &r.model_name, e));
         if r.model_name.is_empty() {
             return Err(rejected(BadRequest("model_name is not set".into()).into()));
         }
@@ -413,8 +389,10 @@ impl KserveService {
         };
         let request_id = request_id_or_new(std::mem::take(&mut r.id)).map_err(|e| rejected(e.into()))?;
         let routing_key = match r.parameters.get("routing_key").and_then(|p| p.parameter_choice.as_ref()) {
-            None => header_key,
-            Some(kpb::infer_parameter::ParameterChoice::StringParam(k)) if !k.is_empty() => Some(k.clone()),
+            None => routing_key(None, header_key),
+            Some(kpb::infer_parameter::ParameterChoice::StringParam(k)) if !k.is_empty() => {
+                routing_key(Some(k.clone()), header_key)
+            }
             Some(_) => {
                 return Err(rejected(
                     BadRequest("parameter routing_key must be a non-empty string".into()).into(),

@@ -2,22 +2,20 @@
 //! and encodes [`InferResponse`]s. Nothing here knows about models.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use modelgate_proto::v1 as pb;
 use modelgate_registry::VersionState;
 use tonic::{Request, Response, Status};
 
 use crate::api::error::GatewayError;
+use crate::api::inference::{deadline_of, header_routing_key, in_request_span, rejected, routing_key};
 use crate::serving::convert::{self, BadRequest};
-use crate::serving::gateway::{Gateway, InferRequest, Role};
+use crate::serving::gateway::Gateway;
+use crate::serving::request::InferRequest;
+use modelgate_rollout::Role;
 
-pub use crate::serving::gateway::MAX_REQUEST_ID_BYTES;
-
-/// How much earlier than the client's deadline the gateway gives up. tonic's
-/// own timeout layer answers CANCELLED at the deadline itself; answering a
-/// little before it makes the client see DEADLINE_EXCEEDED, as gRPC intends.
-const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+// hostile/ calls it from here; it lives in `api::inference` now.
+pub use crate::api::inference::request_id_or_new;
 
 /// The `Predict` gRPC service.
 #[derive(Debug, Clone)]
@@ -29,44 +27,6 @@ impl PredictService {
     pub fn new(gateway: Arc<Gateway>) -> Self {
         Self { gateway }
     }
-}
-
-/// Parses gRPC's `grpc-timeout` header ("100m", "5S", ...).
-pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    if value.len() < 2 || value.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = value.split_at(value.len() - 1);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.checked_mul(3600)?),
-        "M" => Duration::from_secs(n.checked_mul(60)?),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-/// The deadline a request carries, if any.
-pub fn deadline_of(metadata: &tonic::metadata::MetadataMap) -> Option<Instant> {
-    let timeout = metadata.get("grpc-timeout")?.to_str().ok().and_then(parse_grpc_timeout)?;
-    Some(Instant::now() + timeout.saturating_sub(DEADLINE_MARGIN))
-}
-
-/// The request id to use: the client's, or a new one.
-pub fn request_id_or_new(id: String) -> Result<String, BadRequest> {
-    if id.is_empty() {
-        return Ok(uuid::Uuid::new_v4().simple().to_string());
-    }
-    if id.len() > MAX_REQUEST_ID_BYTES {
-        return Err(BadRequest(format!(
-            "request_id is {} bytes, at most {MAX_REQUEST_ID_BYTES} allowed",
-            id.len()
-        )));
-    }
-    Ok(id)
 }
 
 pub fn role_to_pb(role: Role) -> pb::Role {
@@ -89,14 +49,7 @@ impl pb::predict_server::Predict for PredictService {
         &self,
         request: Request<pb::PredictRequest>,
     ) -> Result<Response<pb::PredictResponse>, Status> {
-        use tracing::Instrument;
-        let span = crate::telemetry::otel::request_span(request.metadata(), "modelgate.v1.Predict/Predict");
-        let result = self.predict_in_span(request).instrument(span.clone()).await;
-        crate::telemetry::otel::record_status(
-            &span,
-            result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok),
-        );
-        result
+        in_request_span(request, "modelgate.v1.Predict/Predict", |r| self.predict_in_span(r)).await
     }
 
     async fn record_outcome(
@@ -120,17 +73,12 @@ impl PredictService {
         request: Request<pb::PredictRequest>,
     ) -> Result<Response<pb::PredictResponse>, Status> {
         let deadline = deadline_of(request.metadata());
-        let header_key =
-            request.metadata().get("x-routing-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header_key = header_routing_key(request.metadata());
         let mut req = request.into_inner();
         let typed = req.typed_outputs;
         let inputs = std::mem::take(&mut req.inputs);
         // Mistakes caught while decoding never reach the gateway; count them here.
-        let rejected = |e: GatewayError| {
-            let known = self.gateway.table().models.contains_key(&req.model);
-            self.gateway.metrics().rejected(known.then_some(req.model.as_str()), e.code());
-            e
-        };
+        let rejected = |e: GatewayError| rejected(&self.gateway, &req.model, e);
         let request_id =
             request_id_or_new(std::mem::take(&mut req.request_id)).map_err(|e| rejected(e.into()))?;
         if req.model.is_empty() {
@@ -138,7 +86,7 @@ impl PredictService {
         }
         self.gateway.check_model(&req.model).map_err(rejected)?;
         let inputs = convert::inputs_from_pb(inputs).map_err(|e| rejected(e.into()))?;
-        let routing_key = Some(req.routing_key).filter(|k| !k.is_empty()).or(header_key);
+        let routing_key = routing_key(Some(req.routing_key), header_key);
         let resp = self
             .gateway
             .infer(InferRequest {
@@ -198,11 +146,7 @@ impl PredictService {
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
         let name = request.into_inner().model;
         let table = self.gateway.table();
-        let Some(model) = table.models.get(&name) else {
-            let mut names: Vec<&str> = table.models.keys().map(String::as_str).collect();
-            names.sort_unstable();
-            return Err(GatewayError::ModelNotFound { model: name, available: names.join(", ") }.into());
-        };
+        let model = table.find(&name)?;
         let champion = model.champion().map(|c| c.version);
         let versions = model.versions.values().map(|v| version_metadata(v, champion)).collect::<Vec<_>>();
         Ok(Response::new(pb::ModelMetadataResponse {
@@ -235,27 +179,4 @@ pub fn version_metadata(v: &modelgate_registry::VersionEntry, champion: Option<u
         }
     }
     meta
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeout_units() {
-        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
-        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
-        assert_eq!(parse_grpc_timeout("m"), None);
-        assert_eq!(parse_grpc_timeout("10x"), None);
-        assert_eq!(parse_grpc_timeout("1234567890S"), None);
-    }
-
-    #[test]
-    fn request_ids() {
-        assert_eq!(request_id_or_new(String::new()).unwrap().len(), 32);
-        assert_eq!(request_id_or_new("abc".into()).unwrap(), "abc");
-        assert!(request_id_or_new("x".repeat(300)).is_err());
-    }
 }

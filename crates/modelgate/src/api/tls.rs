@@ -242,12 +242,13 @@ impl ReloadingConfig {
         Ok(Reload::Reloaded)
     }
 
-    /// Polls the files every `period` until the returned task is aborted,
-    /// logging and counting every change.
+    /// Polls the files every `period` until `stop` is cancelled (the
+    /// server's shutdown token), logging and counting every change.
     pub fn spawn_watch(
         self: &Arc<Self>,
         period: Duration,
         metrics: Arc<crate::telemetry::metrics::Metrics>,
+        stop: tokio_util::sync::CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);
         metrics.tls_not_after(this.listener, this.not_after());
@@ -256,7 +257,10 @@ impl ReloadingConfig {
             // about once until it reads again.
             let mut unreadable = false;
             loop {
-                tokio::time::sleep(period).await;
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(period) => {}
+                }
                 let reloading = Arc::clone(&this);
                 let Ok(result) = tokio::task::spawn_blocking(move || reloading.reload()).await else {
                     continue;

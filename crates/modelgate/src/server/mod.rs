@@ -15,8 +15,9 @@ use modelgate_proto::v1::predict_server::PredictServer;
 use modelgate_registry::watch::{RepositoryListener, RepositoryWatcher, WatchSettings};
 use modelgate_registry::{ModelEntry, VersionState};
 use modelgate_runtime::{Executor, ExecutorConfig, Runtime};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::admin::AdminService;
 use crate::api::auth::AdminAuth;
@@ -27,7 +28,8 @@ use crate::api::request_body::{BodyBudget, BodyLimitLayer};
 use crate::api::tls::ReloadingConfig;
 use crate::control::Controller;
 use crate::server::config::ServeConfig;
-use crate::serving::gateway::{Gateway, ModelTable, ShadowRunner};
+use crate::serving::gateway::{Gateway, ShadowRunner};
+use crate::serving::routing::ModelTable;
 use modelgate_proto::v1::admin_server::AdminServer;
 
 /// gRPC service names reported by the health service.
@@ -43,23 +45,29 @@ pub struct RunningServer {
     /// Where `/metrics` is served, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
     health: tonic_health::server::HealthReporter,
-    metrics_task: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     pub controller: Arc<Controller>,
-    ticker: tokio::task::JoinHandle<()>,
-    admin_task: JoinHandle<anyhow::Result<()>>,
-    admin_stop: Option<oneshot::Sender<()>>,
     pub gateway: Arc<Gateway>,
-    stop: Option<oneshot::Sender<()>>,
+    /// The one shutdown signal: both gRPC listeners, the controller's
+    /// ticker, the fleet tasks, the TLS reloads and the metrics listener
+    /// all end when it is cancelled.
+    shutdown: CancellationToken,
+    /// The Predict/KServe listener (drains on shutdown).
     task: JoinHandle<anyhow::Result<()>>,
+    /// The admin listener (drains on shutdown).
+    admin_task: JoinHandle<anyhow::Result<()>>,
+    /// The ticker, fleet follower and health, and TLS reloads.
+    background: Vec<JoinHandle<()>>,
+    /// The metrics listener: it observes the token too, but serves on
+    /// until `drained` is notified, so the drain can be watched.
+    metrics_task: Option<JoinHandle<()>>,
+    drained: Arc<Notify>,
     watcher: Option<RepositoryWatcher>,
-    /// Fleet mode: the etcd store and the tasks following it.
-    fleet: Option<(Arc<crate::store::EtcdStore>, Vec<JoinHandle<()>>)>,
+    /// Fleet mode: the etcd store.
+    fleet_store: Option<Arc<crate::store::EtcdStore>>,
     /// TLS on the Predict/KServe listener, if on.
     pub tls: Option<Arc<ReloadingConfig>>,
     /// TLS on the admin listener, if on.
     pub admin_tls: Option<Arc<ReloadingConfig>>,
-    /// The tasks that reload the TLS files.
-    tls_watchers: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -76,20 +84,12 @@ impl RunningServer {
         for service in HEALTH_SERVICES {
             self.health.set_service_status(service, tonic_health::ServingStatus::NotServing).await;
         }
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        // Both listeners stop accepting and drain; every background task ends.
+        self.shutdown.cancel();
+        for task in self.background.drain(..) {
+            let _ = task.await;
         }
-        if let Some(stop) = self.admin_stop.take() {
-            let _ = stop.send(());
-        }
-        self.ticker.abort();
-        for w in self.tls_watchers.drain(..) {
-            w.abort();
-        }
-        if let Some((store, tasks)) = self.fleet.take() {
-            for t in tasks {
-                t.abort();
-            }
+        if let Some(store) = self.fleet_store.take() {
             // Gives up the lease: another replica leads at once.
             store.close().await;
         }
@@ -103,8 +103,8 @@ impl RunningServer {
         if let Err(e) = self.controller.save().await {
             tracing::error!(error = %e, "cannot persist the rollout state at shutdown");
         }
-        if let Some((stop, task)) = self.metrics_task.take() {
-            let _ = stop.send(());
+        self.drained.notify_one();
+        if let Some(task) = self.metrics_task.take() {
             let _ = task.await;
         }
         result
@@ -216,15 +216,17 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             .await
             .context("cannot restore rollout state")?,
     );
-    let mut fleet_tasks = Vec::new();
+    let shutdown = CancellationToken::new();
+    let drained = Arc::new(Notify::new());
+    let mut background = Vec::new();
     if let Some((_, events)) = etcd {
-        fleet_tasks.push(controller.spawn_follower(events));
+        background.push(end_on_shutdown(&shutdown, controller.spawn_follower(events)));
     }
     gateway.metrics().set_state_source(Arc::new(crate::server::scrape::GatewayState {
         gateway: Arc::clone(&gateway),
         controller: Arc::clone(&controller),
     }));
-    let ticker = controller.spawn_ticker(config.tick);
+    background.push(end_on_shutdown(&shutdown, controller.spawn_ticker(config.tick)));
     let watcher = config.watch.then(|| {
         modelgate_registry::watch::watch(
             runtime.clone(),
@@ -262,7 +264,6 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             let auth = auth.clone();
             move |req| auth.check(req)
         });
-    let (admin_stop_tx, admin_stop_rx) = oneshot::channel::<()>();
     // Reflection on the admin port passes the same check as Admin itself: it
     // describes the admin API, and with tokens set nothing there answers a
     // caller without one. (The Predict port's reflection stays public, like
@@ -293,23 +294,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let (admin_gate, admin_bodies) = gate("admin", admin_cap, None);
     let admin_router = limits.server().layer(admin_bodies).add_service(admin).add_service(admin_reflection);
     let admin_task = tokio::spawn({
-        let admin_tls = admin_tls.clone();
-        async move {
-            let stop = async move {
-                let _ = admin_stop_rx.await;
-            };
-            match admin_tls {
-                Some(tls) => {
-                    let incoming = incoming(admin_listener, admin_gate, crate::api::tls::handshake(tls));
-                    admin_router.serve_with_incoming_shutdown(incoming, stop).await
-                }
-                None => {
-                    let incoming = incoming(admin_listener, admin_gate, plaintext);
-                    admin_router.serve_with_incoming_shutdown(incoming, stop).await
-                }
-            }
-            .context("admin server failed")
-        }
+        let serve = serve_grpc(admin_router, admin_listener, admin_gate, admin_tls.clone(), shutdown.clone());
+        async move { serve.await.context("admin server failed") }
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -348,7 +334,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     if let Some(store) = &fleet_store {
         let health = health.clone();
         let store = Arc::clone(store);
-        fleet_tasks.push(tokio::spawn(async move {
+        let shutdown = shutdown.clone();
+        background.push(tokio::spawn(async move {
             let mut last = None;
             loop {
                 let up = store.connected();
@@ -361,7 +348,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
                     health.set_service_status(FLEET_HEALTH_SERVICE, status).await;
                     last = Some(up);
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                }
             }
         }));
     }
@@ -372,29 +362,30 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
                 .await
                 .with_context(|| format!("cannot listen on {at} (metrics)"))?;
             let metrics_addr = listener.local_addr()?;
-            let (tx, rx) = oneshot::channel::<()>();
             let metrics = Arc::clone(gateway.metrics());
+            // Stops after the drain and the final save, not at the token:
+            // the drain shows in the metrics.
+            let stop = {
+                let (shutdown, drained) = (shutdown.clone(), Arc::clone(&drained));
+                async move {
+                    shutdown.cancelled().await;
+                    drained.notified().await;
+                }
+            };
             let task = tokio::spawn(async move {
-                if let Err(e) = crate::telemetry::metrics::serve(listener, metrics, async move {
-                    let _ = rx.await;
-                })
-                .await
-                {
+                if let Err(e) = crate::telemetry::metrics::serve(listener, metrics, stop).await {
                     tracing::error!(error = %e, "metrics listener failed");
                 }
             });
-            Some((metrics_addr, tx, task))
+            Some((metrics_addr, task))
         }
         None => None,
     };
-    let metrics_addr = metrics_task.as_ref().map(|(a, _, _)| *a);
-    let metrics_task = metrics_task.map(|(_, tx, task)| (tx, task));
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let draining = Arc::new(Notify::new());
+    let metrics_addr = metrics_task.as_ref().map(|(a, _)| *a);
+    let metrics_task = metrics_task.map(|(_, task)| task);
     let drain = config.drain;
     let task = tokio::spawn({
-        let draining = Arc::clone(&draining);
-        let notify = Arc::clone(&draining);
+        let shutdown = shutdown.clone();
         let tls = tls.clone();
         async move {
             let router = predict_server
@@ -408,55 +399,83 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
                 .add_service(kserve)
                 .add_service(health_service)
                 .add_service(reflection_service);
-            let stop = async move {
-                let _ = stop_rx.await;
-                notify.notify_one();
-            };
-            let serve = async move {
-                match tls {
-                    Some(tls) => {
-                        let incoming = incoming(listener, predict_gate, crate::api::tls::handshake(tls));
-                        router.serve_with_incoming_shutdown(incoming, stop).await
-                    }
-                    None => {
-                        let incoming = incoming(listener, predict_gate, plaintext);
-                        router.serve_with_incoming_shutdown(incoming, stop).await
-                    }
-                }
-            };
+            let serve = serve_grpc(router, listener, predict_gate, tls, shutdown.clone());
             tokio::pin!(serve);
             tokio::select! {
                 r = &mut serve => r.context("gRPC server failed"),
-                () = async { draining.notified().await; tokio::time::sleep(drain).await } => {
+                () = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
                     tracing::warn!(drain_seconds = drain.as_secs_f64(), "drain time over; closing remaining connections");
                     Ok(())
                 }
             }
         }
     });
-    let tls_watchers = [&tls, &admin_tls]
-        .into_iter()
-        .flatten()
-        .map(|c| c.spawn_watch(config.tls_poll, Arc::clone(gateway.metrics())))
-        .collect();
+    for c in [&tls, &admin_tls].into_iter().flatten() {
+        background.push(c.spawn_watch(config.tls_poll, Arc::clone(gateway.metrics()), shutdown.clone()));
+    }
     Ok(RunningServer {
         addr,
         admin_addr,
         metrics_addr,
         health,
-        metrics_task,
         controller,
-        ticker,
-        admin_task,
-        admin_stop: Some(admin_stop_tx),
         gateway,
-        stop: Some(stop_tx),
+        shutdown,
         task,
+        admin_task,
+        background,
+        metrics_task,
+        drained,
         watcher,
-        fleet: fleet_store.map(|s| (s, fleet_tasks)),
+        fleet_store,
         tls,
         admin_tls,
-        tls_watchers,
+    })
+}
+
+/// Serves `router` on `listener` through its connection gate, with TLS when
+/// `tls` is set, until `shutdown` is cancelled; then drains. The one serving
+/// path of both gRPC listeners (Predict/KServe and admin).
+async fn serve_grpc<L, ResBody>(
+    router: tonic::transport::server::Router<L>,
+    listener: tokio::net::TcpListener,
+    gate: Arc<Gate>,
+    tls: Option<Arc<ReloadingConfig>>,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error>
+where
+    L: tower::Layer<tonic::service::Routes>,
+    L::Service: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Future: Send,
+    <L::Service as tower::Service<http::Request<tonic::body::Body>>>::Error:
+        Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stop = shutdown.cancelled_owned();
+    match tls {
+        Some(tls) => {
+            let incoming = incoming(listener, gate, crate::api::tls::handshake(tls));
+            router.serve_with_incoming_shutdown(incoming, stop).await
+        }
+        None => router.serve_with_incoming_shutdown(incoming(listener, gate, plaintext), stop).await,
+    }
+}
+
+/// Ends `task` when `shutdown` is cancelled: for the tasks the controller
+/// spawns itself (its ticker and fleet follower), which do not take the
+/// token.
+fn end_on_shutdown(shutdown: &CancellationToken, task: JoinHandle<()>) -> JoinHandle<()> {
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let abort = task.abort_handle();
+        tokio::select! {
+            () = shutdown.cancelled() => abort.abort(),
+            _ = task => {}
+        }
     })
 }
 
@@ -481,9 +500,7 @@ fn reflection() -> anyhow::Result<
 /// The ready line's sample command: a request of zeros shaped like the first
 /// READY model's inputs, which every model accepts.
 pub fn sample_predict_command(program: &str, addr: &str, table: &ModelTable) -> Option<String> {
-    let mut names: Vec<&String> = table.models.keys().collect();
-    names.sort();
-    let model = names.into_iter().find_map(|n| table.models.get(n).filter(|m| m.champion().is_some()))?;
+    let model = table.sorted().into_iter().find(|m| m.champion().is_some())?;
     let ready = model.champion()?;
     let sig = ready.model().signature();
     fn zeros(shape: &[i64]) -> String {
@@ -508,11 +525,9 @@ pub fn sample_predict_command(program: &str, addr: &str, table: &ModelTable) -> 
 
 /// One line per model for the start-up summary.
 pub fn describe_table(table: &ModelTable) -> Vec<String> {
-    let mut names: Vec<&String> = table.models.keys().collect();
-    names.sort();
-    names
+    table
+        .sorted()
         .into_iter()
-        .filter_map(|n| table.models.get(n))
         .map(|m| {
             let versions: Vec<String> = m
                 .versions

@@ -22,11 +22,9 @@ impl StateSource for GatewayState {
             version: version.to_string(),
         };
         let table = self.gateway.table();
-        let mut names: Vec<&String> = table.models.keys().collect();
-        names.sort();
-        for name in names {
-            let route = &table.models[name];
-            if let Some(ms) = route.entry.config.triggers.p99_sla_ms {
+        for route in table.sorted() {
+            let name = &route.name;
+            if let Some(ms) = route.config().triggers.p99_sla_ms {
                 out.sla.push((name.clone(), ms / 1000.0));
             }
             for v in route.versions.values() {
@@ -63,7 +61,7 @@ impl StateSource for GatewayState {
                     }
                 }
             }
-            match &route.routing {
+            match route.routing() {
                 Some(routing) => {
                     for w in routing.weights() {
                         out.weights.push((
@@ -94,7 +92,8 @@ impl StateSource for GatewayState {
         for (model, (strategy, state, stage)) in &view.rollouts {
             out.rollout_state.push((model.clone(), state.as_str()));
             if state.is_live() {
-                out.rollout_stage.push((model.clone(), strategy.clone(), *stage as i64));
+                // Numbered from 1, as `modelgate status` and RolloutStatus.stage.
+                out.rollout_stage.push((model.clone(), strategy.clone(), *stage as i64 + 1));
             }
         }
         for ((model, version), psi) in &view.psi {

@@ -72,7 +72,8 @@ fn typed_field_for(dtype: DataType) -> &'static str {
     }
 }
 
-fn shape_str(shape: &[i64]) -> String {
+/// A shape as messages print it: `[1, 30]`.
+pub fn shape_str(shape: &[i64]) -> String {
     modelgate_runtime::quote::shape(shape).to_string()
 }
 

@@ -1,6 +1,6 @@
 //! A model's scores, read from its outputs: what the prediction-shift and
 //! feature-importance checks compare between versions (the request path and
-//! the shadow side both record them).
+//! the shadow side both record them), and whether the outputs hold NaN/Inf.
 
 use modelgate_runtime::Tensor;
 
@@ -25,4 +25,13 @@ pub fn scores(outputs: &[Tensor]) -> Vec<f64> {
         }
     }
     Vec::new()
+}
+
+/// Whether any floating-point output holds a NaN or an infinity.
+pub fn has_nan_inf(outputs: &[Tensor]) -> bool {
+    outputs.iter().any(|t| match &t.data {
+        modelgate_runtime::TensorData::Float32(v) => v.iter().any(|x| !x.is_finite()),
+        modelgate_runtime::TensorData::Float64(v) => v.iter().any(|x| !x.is_finite()),
+        _ => false,
+    })
 }

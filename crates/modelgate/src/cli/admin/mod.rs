@@ -42,7 +42,7 @@ pub async fn run(conn: AdminConn, cmd: AdminCommand) -> anyhow::Result<()> {
     let rr = |m: &ModelArg| pb::RolloutRequest {
         model: m.model.clone(),
         reason: m.reason.clone(),
-        expected_stage: m.if_stage.map(|s| s - 1),
+        expected_stage: m.if_stage,
     };
     match cmd {
         AdminCommand::ListModels => {

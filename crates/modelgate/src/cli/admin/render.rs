@@ -22,7 +22,7 @@ pub fn format_status(s: &pb::RolloutStatus) -> String {
         s.strategy,
         s.state,
         s.rollout_id,
-        s.stage + 1,
+        s.stage,
         s.stages.max(1),
         s.champion
     ));

@@ -177,7 +177,12 @@ impl Collector for StateCollector {
             .iter()
             .map(|(m, st, v)| (StageLabels { model: m.clone(), strategy: st.clone() }, *v as f64))
             .collect();
-        gauges(e, "modelgate_rollout_stage", "The live rollout's stage (0-based).", &stages)?;
+        gauges(
+            e,
+            "modelgate_rollout_stage",
+            "The live rollout's stage, numbered from 1 as `modelgate status` shows it (stage N of M).",
+            &stages,
+        )?;
         let rstates: Vec<(RolloutStateLabels, f64)> = s
             .rollout_state
             .iter()
