@@ -304,7 +304,7 @@ async fn sixteen_concurrent_clients_times_two_hundred_requests_all_succeed() {
         t.await.unwrap();
     }
     let table = server.gateway.table();
-    let stats = match &table.models["breast-cancer"].versions[&2].state {
+    let stats = match &table.get("breast-cancer").unwrap().versions[&2].state {
         Ready(r) => r.queue.stats().completed.load(std::sync::atomic::Ordering::Relaxed),
         _ => panic!("v2 ready"),
     };
@@ -397,7 +397,7 @@ async fn a_request_whose_deadline_passes_in_the_queue_is_not_run() {
     // Let the executor reach the expired job.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let table = server.gateway.table();
-    let Ready(v) = &table.models["slow"].versions[&1].state else { panic!("ready") };
+    let Ready(v) = &table.get("slow").unwrap().versions[&1].state else { panic!("ready") };
     let s = v.queue.stats();
     use std::sync::atomic::Ordering::Relaxed;
     assert_eq!(s.completed.load(Relaxed), 1, "only the long request ran (warm-up is not queued)");

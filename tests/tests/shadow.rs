@@ -77,7 +77,7 @@ async fn slow_and_nan_shadows_never_fail_or_alter_replies_and_drops_are_counted(
     })
     .await;
     start_shadows(&server, &[3, 4, 5]).await;
-    let champion = server.gateway.table().models["breast-cancer"].champion().unwrap().version;
+    let champion = server.gateway.table().get("breast-cancer").unwrap().champion().unwrap().version;
     assert_eq!(champion, 10);
     let mut c = client(&server).await;
     let g = golden(2);
@@ -102,7 +102,8 @@ async fn slow_and_nan_shadows_never_fail_or_alter_replies_and_drops_are_counted(
     assert!(stats.get("breast-cancer", 4).unwrap().shadow_nan_inf > 0);
     // The champion's own queue saw only successes.
     let table = server.gateway.table();
-    let modelgate_registry::VersionState::Ready(v) = &table.models["breast-cancer"].versions[&champion].state
+    let modelgate_registry::VersionState::Ready(v) =
+        &table.get("breast-cancer").unwrap().versions[&champion].state
     else {
         panic!("ready")
     };

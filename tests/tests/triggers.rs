@@ -118,9 +118,9 @@ async fn a_prediction_shift_raises_an_alert_and_pauses_when_asked() {
     // the versions recorded are shaped directly, to test the alert path: the
     // champion scores low, the candidate high.
     let table = server.gateway.table();
-    let m = &table.models["breast-cancer"];
-    m.windows[&2].scores.record((0..500).map(|i| f64::from(i % 50) / 100.0));
-    m.windows[&1].scores.record((0..500).map(|i| 0.5 + f64::from(i % 50) / 100.0));
+    let m = table.get("breast-cancer").unwrap();
+    m.window(2).unwrap().scores.record((0..500).map(|i| f64::from(i % 50) / 100.0));
+    m.window(1).unwrap().scores.record((0..500).map(|i| 0.5 + f64::from(i % 50) / 100.0));
     let until = Instant::now() + Duration::from_secs(20);
     let s = loop {
         let s = rollout_status(&mut a, "breast-cancer").await;

@@ -46,7 +46,14 @@ fn main() -> anyhow::Result<()> {
         let service = modelgate::PredictService::new(Arc::clone(&gateway));
         for model in ["breast-cancer", "cnn"] {
             let table = gateway.table();
-            let spec = &table.models[model].champion().expect("a champion").model().signature().inputs[0];
+            let spec = &table
+                .get(model)
+                .expect("the model")
+                .champion()
+                .expect("a champion")
+                .model()
+                .signature()
+                .inputs[0];
             let (shape, data) = rows(
                 &spec
                     .dims

@@ -8,14 +8,15 @@ use modelgate_registry::VersionState;
 use tonic::{Request, Response, Status};
 
 use crate::api::error::GatewayError;
-use crate::api::inference::{deadline_of, header_routing_key, in_request_span, rejected, routing_key};
+use crate::api::inference::{
+    deadline_of, header_routing_key, in_request_span, rejected, request_id_or_new, routing_key,
+};
 use crate::serving::convert::{self, BadRequest};
 use crate::serving::gateway::Gateway;
 use crate::serving::request::InferRequest;
 use modelgate_rollout::Role;
 
 // hostile/ calls it from here; it lives in `api::inference` now.
-pub use crate::api::inference::request_id_or_new;
 
 /// The `Predict` gRPC service.
 #[derive(Debug, Clone)]

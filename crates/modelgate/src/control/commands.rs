@@ -10,14 +10,14 @@ use crate::control::{ControlError, Controller, Inner, Op, analysis, now_ms, plan
 impl Controller {
     fn ready_versions(&self, model: &str) -> Result<Vec<u64>, ControlError> {
         let table = self.gateway.table();
-        let m = table.models.get(model).ok_or_else(|| ControlError::ModelNotFound(model.to_string()))?;
+        let m = table.get(model).ok_or_else(|| ControlError::ModelNotFound(model.to_string()))?;
         Ok(m.ready().map(|r| r.version).collect())
     }
 
     /// Candidates must take the champion's inputs unchanged.
     fn check_signatures(&self, model: &str, champion: u64, versions: &[u64]) -> Result<(), ControlError> {
         let table = self.gateway.table();
-        let m = table.models.get(model).ok_or_else(|| ControlError::ModelNotFound(model.to_string()))?;
+        let m = table.get(model).ok_or_else(|| ControlError::ModelNotFound(model.to_string()))?;
         let sig = |v: u64| match m.versions.get(&v).map(|e| &e.state) {
             Some(VersionState::Ready(r)) => Some(r.model().signature().clone()),
             _ => None,

@@ -190,8 +190,8 @@ impl Controller {
             let inner = controller.inner.try_lock().map_err(|_| {
                 ControlError::Internal("the controller's state is held by another task while it opens".into())
             })?;
-            for model in controller.gateway.table().models.keys() {
-                controller.publish(&inner.state, model);
+            for route in controller.gateway.table().sorted() {
+                controller.publish(&inner.state, &route.name);
             }
         }
         Ok(controller)
@@ -217,7 +217,7 @@ impl Controller {
         if let Some(c) = state.champions.get(model) {
             return Some(*c);
         }
-        self.gateway.table().models.get(model).and_then(|m| m.champion().map(|c| c.version))
+        self.gateway.table().get(model).and_then(|m| m.champion().map(|c| c.version))
     }
 
     /// Counts `rollout`'s epoch here, takes each arm's numbers, and adds
@@ -231,7 +231,7 @@ impl Controller {
     ) -> Counted {
         use std::sync::atomic::Ordering::Relaxed;
         let table = self.gateway.table();
-        let route = table.models.get(model);
+        let route = table.get(model);
         let counters = |v: u64| match route.and_then(|m| m.versions.get(&v)).map(|e| &e.state) {
             Some(VersionState::Ready(r)) => {
                 let s = r.queue.stats();
@@ -269,9 +269,9 @@ impl Controller {
         counts: &StageCounts,
     ) -> Vec<analysis::ArmNumbers> {
         let table = self.gateway.table();
-        let Some(route) = table.models.get(model) else { return Vec::new() };
+        let Some(route) = table.get(model) else { return Vec::new() };
         counts::arm_numbers(rollout, counts, |v| {
-            let stats = route.windows.get(&v)?;
+            let stats = route.window(v)?;
             Some((stats.window.snapshot(), running.total(&rollout.id, v, stats)))
         })
     }
@@ -305,8 +305,8 @@ impl Controller {
     fn trigger_config(&self, model: &str, rollout: Option<&Rollout>) -> TriggerConfig {
         let defaults = TriggerConfig::default();
         let table = self.gateway.table();
-        let model_config = match table.models.get(model) {
-            Some(route) => route.entry.config.triggers.overrides().apply(defaults),
+        let model_config = match table.get(model) {
+            Some(route) => route.config().triggers.overrides().apply(defaults),
             None => defaults,
         };
         match rollout {
@@ -318,18 +318,18 @@ impl Controller {
     /// The step's safety verdict from the always-valid comparisons.
     fn verdict(&self, model: &str, rollout: &Rollout, arms: &[analysis::ArmNumbers]) -> StepVerdict {
         let table = self.gateway.table();
-        let Some(route) = table.models.get(model) else {
+        let Some(route) = table.get(model) else {
             return StepVerdict::Waiting(format!("model {model} is not loaded"));
         };
-        analysis::step_verdict(rollout.champion, arms, &analysis::Settings::of(&route.entry.config))
+        analysis::step_verdict(rollout.champion, arms, &analysis::Settings::of(route.config()))
     }
 
     /// PSI of each version `rollout` compares with its champion (candidates
     /// that take traffic, and shadows).
     fn prediction_shifts(&self, model: &str, rollout: &Rollout) -> BTreeMap<u64, alerts::Shift> {
         let table = self.gateway.table();
-        let Some(route) = table.models.get(model) else { return BTreeMap::new() };
-        let scores = |v: u64| route.windows.get(&v).map(|s| s.scores.values());
+        let Some(route) = table.get(model) else { return BTreeMap::new() };
+        let scores = |v: u64| route.window(v).map(|s| s.scores.values());
         let Some(champion) = scores(rollout.champion) else { return BTreeMap::new() };
         let compared = compared_versions(rollout).into_iter().filter_map(|v| Some((v, scores(v)?)));
         alerts::psi_per_version(&champion, compared)
@@ -368,15 +368,22 @@ impl Controller {
             .unwrap_or(true)
     }
 
-    /// Ticks every `period` until the returned handle is aborted.
-    pub fn spawn_ticker(self: &Arc<Self>, period: Duration) -> tokio::task::JoinHandle<()> {
+    /// Ticks every `period` until `shutdown` is cancelled. A tick under way
+    /// finishes first (it may be writing state), then the task ends.
+    pub fn spawn_ticker(
+        self: &Arc<Self>,
+        period: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let me = Arc::clone(self);
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(period);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                interval.tick().await;
-                me.tick().await;
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = interval.tick() => me.tick().await,
+                }
             }
         })
     }

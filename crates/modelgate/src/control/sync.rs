@@ -10,7 +10,7 @@ use modelgate_rollout::AuditEvent;
 use crate::control::fleet::{self, Reports};
 use crate::control::state::{self, ControlState, Phase};
 use crate::control::{ControlError, Controller, Inner};
-use crate::serving::gateway::Policy;
+use crate::serving::routing::Policy;
 use crate::store::{FleetEvent, Snapshot, StoreError};
 
 impl Controller {
@@ -129,10 +129,15 @@ impl Controller {
     pub fn spawn_follower(
         self: &Arc<Self>,
         mut events: tokio::sync::mpsc::UnboundedReceiver<FleetEvent>,
+        shutdown: tokio_util::sync::CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let me = Arc::clone(self);
         tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
+            // An event being applied is finished before shutdown ends the task.
+            while let Some(event) = tokio::select! {
+                () = shutdown.cancelled() => None,
+                event = events.recv() => event,
+            } {
                 match event {
                     FleetEvent::Changed(snap) => {
                         let mut inner = me.inner.lock().await;

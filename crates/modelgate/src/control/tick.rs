@@ -79,7 +79,7 @@ impl Controller {
     fn alert(&self, inner: &mut Inner, rollout: &Rollout, verdict: &StepVerdict) -> Vec<Alert> {
         let model = rollout.model.as_str();
         let table = self.gateway.table();
-        let Some(route) = table.models.get(model) else { return Vec::new() };
+        let Some(route) = table.get(model) else { return Vec::new() };
         let now = now_ms();
         let compared = compared_versions(rollout);
         let shifts = self.prediction_shifts(model, rollout);
@@ -91,7 +91,7 @@ impl Controller {
             scrape.psi.extend(shifts.iter().map(|(v, s)| ((model.to_string(), *v), s.psi)));
             scrape.importance_shift.extend(findings.iter().map(|(v, f)| ((model.to_string(), *v), f.shift)));
         }
-        let mut regressions: Vec<Regression> = analysis::metric_plan(rollout, &route.entry.config, now)
+        let mut regressions: Vec<Regression> = analysis::metric_plan(rollout, route.config(), now)
             .map(|plan| analysis::metric_rows(self.gateway.outcomes(), model, &plan, now))
             .unwrap_or_default()
             .iter()
@@ -100,7 +100,7 @@ impl Controller {
         if let StepVerdict::Unhealthy(found) = verdict {
             regressions.extend(found.iter().cloned());
         }
-        let (warn, alert) = route.entry.config.triggers.importance_levels();
+        let (warn, alert) = route.config().triggers.importance_levels();
         let mut found = alerts::psi_alerts(&shifts);
         found.extend(alerts::importance_alerts(&findings, warn, alert));
         found.extend(alerts::regression_alerts(&regressions));
@@ -110,7 +110,7 @@ impl Controller {
     /// Who decides what on this replica, and the model's `pause_on_alert`.
     fn authority(&self, model: &str, leader: bool) -> Authority<'_> {
         let pause_on_alert =
-            self.gateway.table().models.get(model).is_some_and(|r| r.entry.config.triggers.pause_on_alert);
+            self.gateway.table().get(model).is_some_and(|r| r.config().triggers.pause_on_alert);
         Authority { leader, replica: self.fleet.as_ref().map(|f| f.replica()), pause_on_alert }
     }
 

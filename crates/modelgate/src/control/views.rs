@@ -14,7 +14,7 @@ impl Controller {
     pub async fn get(&self, model: &str) -> Result<RolloutView, ControlError> {
         let others = self.fleet_reports().await;
         let mut inner = self.inner.lock().await;
-        if !self.gateway.table().models.contains_key(model) && !inner.state.rollouts.contains_key(model) {
+        if !self.gateway.table().serves(model) && !inner.state.rollouts.contains_key(model) {
             return Err(ControlError::ModelNotFound(model.to_string()));
         }
         let champion = self.champion_of(&inner.state, model).unwrap_or(0);
@@ -70,13 +70,12 @@ impl Controller {
         // In a fleet, any replica shows the whole fleet's numbers.
         let others = self.fleet_reports().await;
         let mut inner = self.inner.lock().await;
-        if !self.gateway.table().models.contains_key(model) && !inner.state.rollouts.contains_key(model) {
+        if !self.gateway.table().serves(model) && !inner.state.rollouts.contains_key(model) {
             return Err(ControlError::ModelNotFound(model.to_string()));
         }
         let champion = self.champion_of(&inner.state, model).unwrap_or(0);
         let triggers = self.trigger_config(model, inner.state.rollouts.get(model));
-        let settings =
-            self.gateway.table().models.get(model).map(|r| analysis::Settings::of(&r.entry.config));
+        let settings = self.gateway.table().get(model).map(|r| analysis::Settings::of(r.config()));
         let Some(rollout) = inner.state.rollouts.get(model).cloned() else {
             return Ok(AnalysisView {
                 rollout: None,
@@ -107,9 +106,8 @@ impl Controller {
         let metrics = self
             .gateway
             .table()
-            .models
             .get(model)
-            .and_then(|r| analysis::metric_plan(&rollout, &r.entry.config, now))
+            .and_then(|r| analysis::metric_plan(&rollout, r.config(), now))
             .map(|plan| analysis::metric_rows(self.gateway.outcomes(), model, &plan, now))
             .unwrap_or_default();
         let observation = self.observation(model, &rollout, &counts);

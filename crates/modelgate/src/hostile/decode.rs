@@ -11,7 +11,7 @@ use modelgate_runtime::{DataType, Dim, Signature, Tensor, TensorData, TensorSpec
 use prost::Message;
 
 use crate::api::kserve;
-use crate::serving::{convert, gateway};
+use crate::serving::convert;
 
 fn spec(name: &str, dtype: DataType, dims: &[Dim]) -> TensorSpec {
     TensorSpec { name: name.into(), dtype, dims: dims.to_vec() }
@@ -93,7 +93,7 @@ fn same_tensor(a: &Tensor, b: &Tensor) -> bool {
 fn check_against_signatures(inputs: &[Tensor], outputs: &[String]) {
     for signature in signatures() {
         let mut inputs = inputs.to_vec();
-        let Ok(()) = gateway::check_request(signature, &mut inputs, outputs) else {
+        let Ok(()) = crate::serving::request::check_request(signature, &mut inputs, outputs) else {
             continue;
         };
         assert_eq!(inputs.len(), signature.inputs.len());
@@ -127,7 +127,7 @@ pub fn fuzz_predict_decode(data: &[u8]) {
     let Ok(req) = pb::PredictRequest::decode(data) else {
         return;
     };
-    let _ = crate::api::predict::request_id_or_new(req.request_id.clone());
+    let _ = crate::api::inference::request_id_or_new(req.request_id.clone());
     let inputs = match convert::inputs_from_pb(req.inputs) {
         Ok(inputs) => inputs,
         Err(e) => {

@@ -10,7 +10,7 @@
 //!
 //! The decoding steps are the server's own: [`convert::inputs_from_pb`] and
 //! [`kserve::inputs_from_request`] (what Predict and ModelInfer decode with),
-//! [`gateway::check_request`] (the signature check every request passes
+//! [`request::check_request`] (the signature check every request passes
 //! before it is queued), [`ModelConfig::parse`] (model.toml),
 //! [`admin::start_from_pb`], [`Plan::validate`] and [`Rollout::start`]
 //! (StartRollout), and [`control::plan_refused`] (the status a refused
@@ -24,7 +24,7 @@
 //!
 //! [`convert::inputs_from_pb`]: crate::serving::convert::inputs_from_pb
 //! [`kserve::inputs_from_request`]: crate::api::kserve::inputs_from_request
-//! [`gateway::check_request`]: crate::serving::gateway::check_request
+//! [`request::check_request`]: crate::serving::request::check_request
 //! [`ModelConfig::parse`]: modelgate_registry::ModelConfig::parse
 //! [`admin::start_from_pb`]: crate::api::admin::start_from_pb
 //! [`Plan::validate`]: modelgate_rollout::Plan::validate

@@ -220,13 +220,13 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let drained = Arc::new(Notify::new());
     let mut background = Vec::new();
     if let Some((_, events)) = etcd {
-        background.push(end_on_shutdown(&shutdown, controller.spawn_follower(events)));
+        background.push(controller.spawn_follower(events, shutdown.clone()));
     }
     gateway.metrics().set_state_source(Arc::new(crate::server::scrape::GatewayState {
         gateway: Arc::clone(&gateway),
         controller: Arc::clone(&controller),
     }));
-    background.push(end_on_shutdown(&shutdown, controller.spawn_ticker(config.tick)));
+    background.push(controller.spawn_ticker(config.tick, shutdown.clone()));
     let watcher = config.watch.then(|| {
         modelgate_registry::watch::watch(
             runtime.clone(),
@@ -463,20 +463,6 @@ where
         }
         None => router.serve_with_incoming_shutdown(incoming(listener, gate, plaintext), stop).await,
     }
-}
-
-/// Ends `task` when `shutdown` is cancelled: for the tasks the controller
-/// spawns itself (its ticker and fleet follower), which do not take the
-/// token.
-fn end_on_shutdown(shutdown: &CancellationToken, task: JoinHandle<()>) -> JoinHandle<()> {
-    let shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        let abort = task.abort_handle();
-        tokio::select! {
-            () = shutdown.cancelled() => abort.abort(),
-            _ = task => {}
-        }
-    })
 }
 
 /// A plaintext connection needs no handshake before its HTTP/2 preface.

@@ -21,16 +21,16 @@ use crate::serving::gateway_error::GatewayError;
 use crate::serving::input_samples::InputSamples;
 use crate::serving::outcome::{OutcomeLimits, OutcomeStore, Served};
 use crate::serving::output_scores::{has_nan_inf, scores};
-use crate::serving::request::{InferRequest, InferResponse, MAX_REQUEST_ID_BYTES, response_bytes};
-use crate::serving::routing::{ModelRoute, ModelTable, describe_versions};
+use crate::serving::request::{
+    InferRequest, InferResponse, MAX_REQUEST_ID_BYTES, check_request, response_bytes,
+};
+use crate::serving::routing::{ModelRoute, ModelTable, Policy, describe_versions};
 use crate::serving::shadow::{Comparer, ShadowOutcome, ShadowSink, ShadowStats, routing_key_hash};
 use crate::telemetry::metrics::{Metrics, VersionMetrics};
 
 // control/ (controller.rs: `Policy`) and hostile/ (`check_request`) import
 // these from here; kept until those files, outside this change, import them
 // from `routing` and `request`.
-pub use crate::serving::request::check_request;
-pub use crate::serving::routing::Policy;
 
 /// The gateway: routes, validates and runs requests.
 pub struct Gateway {
@@ -381,7 +381,7 @@ impl Gateway {
             None => policies.remove(model),
         };
         let current = self.table.load_full();
-        let entries = current.models.values().map(|m| m.entry.clone()).collect();
+        let entries = current.entries();
         self.publish(entries, &current.champions(), &policies);
     }
 

@@ -54,10 +54,7 @@ impl ShadowTarget {
 /// A model as the hot path sees it: its versions and who serves.
 #[derive(Debug)]
 pub struct ModelRoute {
-    // `entry` and `windows` stay public only because control/controller.rs
-    // reads them directly (`route.entry.config`, `route.windows`); it should
-    // use `config()` and `window()` so they can be private too.
-    pub entry: ModelEntry,
+    entry: ModelEntry,
     /// The version that serves unrouted traffic; `None` when no version is READY.
     champion: Option<Arc<ReadyVersion>>,
     /// The rollout's routing table; `None`: everything goes to the champion.
@@ -68,7 +65,7 @@ pub struct ModelRoute {
     shadows: Vec<ShadowTarget>,
     /// Each READY version's sliding window of latencies, errors and NaN/Inf
     /// outputs, kept across snapshot rebuilds.
-    pub windows: HashMap<u64, Arc<VersionStats>>,
+    windows: HashMap<u64, Arc<VersionStats>>,
     /// Each READY version's Prometheus handles.
     metrics: HashMap<u64, Arc<VersionMetrics>>,
 }
@@ -215,9 +212,7 @@ pub fn describe_versions(model: &ModelEntry) -> String {
 /// The immutable snapshot the hot path reads.
 #[derive(Debug, Default)]
 pub struct ModelTable {
-    // Public only because control/controller.rs reads it directly
-    // (`table.models.get`, `.keys()`); it should use `get` and `names`.
-    pub models: HashMap<String, Arc<ModelRoute>>,
+    models: HashMap<String, Arc<ModelRoute>>,
 }
 
 impl ModelTable {
@@ -247,6 +242,11 @@ impl ModelTable {
     /// Whether `name` is served.
     pub fn serves(&self, name: &str) -> bool {
         self.models.contains_key(name)
+    }
+
+    /// Every model's repository entry (a copy), for a rebuild.
+    pub fn entries(&self) -> Vec<ModelEntry> {
+        self.models.values().map(|m| m.entry.clone()).collect()
     }
 
     /// Every model, sorted by name.
