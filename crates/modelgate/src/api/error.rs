@@ -3,36 +3,11 @@
 //! Runtime failed on valid input, or the server failed itself (a state that
 //! does not serialise).
 
-use modelgate_runtime::StopReason;
 use modelgate_runtime::quote::truncated;
 use tonic::{Code, Status};
 
 pub use crate::control::error::ControlError;
 pub use crate::serving::gateway_error::GatewayError;
-
-impl GatewayError {
-    pub fn code(&self) -> Code {
-        match self {
-            Self::ModelNotFound { .. } | Self::VersionNotFound { .. } | Self::VersionFailed { .. } => {
-                Code::NotFound
-            }
-            Self::NoReadyVersion { .. } | Self::ShuttingDown => Code::Unavailable,
-            Self::BadRequest(_) | Self::Input { .. } => Code::InvalidArgument,
-            Self::QueueFull { .. } | Self::ResponseTooLarge { .. } => Code::ResourceExhausted,
-            Self::Outcome(e) => e.code(),
-            Self::DeadlineExceeded { .. } | Self::DeadlineExceededRunning { .. } => Code::DeadlineExceeded,
-            Self::Stopped { reason, .. } => match reason {
-                // The model's own max_run_ms: the run took too long, which a
-                // client cannot fix by retrying at once.
-                StopReason::Deadline | StopReason::TimeLimit(_) => Code::DeadlineExceeded,
-                StopReason::Cancelled => Code::Cancelled,
-                StopReason::Shutdown => Code::Unavailable,
-            },
-            Self::OutOfMemory { .. } => Code::ResourceExhausted,
-            Self::Inference { .. } => Code::Internal,
-        }
-    }
-}
 
 /// Longest `grpc-message` sent. Client strings in messages are already cut
 /// ([`quoted`]); this bounds a message that lists many of them, well under

@@ -1,10 +1,12 @@
 //! Why the gateway could not answer a request: the request path's own error
-//! type, with no gRPC in it. `error` (the API layer) maps it to a status.
+//! type and the gRPC code it means (the request path labels its metrics with
+//! it). Only `api::error` turns it into a `tonic::Status`.
 
 use std::time::Duration;
 
 use modelgate_runtime::quote::quoted;
 use modelgate_runtime::{InputError, StopReason};
+use tonic::Code;
 
 use crate::serving::convert::BadRequest;
 use crate::serving::outcome::OutcomeError;
@@ -71,6 +73,32 @@ impl GatewayError {
             RunError::Stopped { reason, ran } => Self::Stopped { model, version, reason, ran },
             RunError::OutOfMemory(message) => Self::OutOfMemory { model, version, message },
             RunError::Inference(message) => Self::Inference { model, version, message },
+        }
+    }
+}
+
+impl GatewayError {
+    /// The gRPC code this error is answered with, which the request path
+    /// also labels its metrics with; `api::error` builds the status.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::ModelNotFound { .. } | Self::VersionNotFound { .. } | Self::VersionFailed { .. } => {
+                Code::NotFound
+            }
+            Self::NoReadyVersion { .. } | Self::ShuttingDown => Code::Unavailable,
+            Self::BadRequest(_) | Self::Input { .. } => Code::InvalidArgument,
+            Self::QueueFull { .. } | Self::ResponseTooLarge { .. } => Code::ResourceExhausted,
+            Self::Outcome(e) => e.code(),
+            Self::DeadlineExceeded { .. } | Self::DeadlineExceededRunning { .. } => Code::DeadlineExceeded,
+            Self::Stopped { reason, .. } => match reason {
+                // The model's own max_run_ms: the run took too long, which a
+                // client cannot fix by retrying at once.
+                StopReason::Deadline | StopReason::TimeLimit(_) => Code::DeadlineExceeded,
+                StopReason::Cancelled => Code::Cancelled,
+                StopReason::Shutdown => Code::Unavailable,
+            },
+            Self::OutOfMemory { .. } => Code::ResourceExhausted,
+            Self::Inference { .. } => Code::Internal,
         }
     }
 }
