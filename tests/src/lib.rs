@@ -158,6 +158,20 @@ pub fn typed_rows(name: &str, rows: &[Vec<f32>]) -> pb::Tensor {
     }
 }
 
+/// A blue/green rollout of breast-cancer to `green`, blue kept for
+/// `retention_secs` after the switch.
+pub fn blue_green(green: i64, retention_secs: u64) -> pb::StartRolloutRequest {
+    pb::StartRolloutRequest {
+        model: "breast-cancer".into(),
+        plan: Some(pb::start_rollout_request::Plan::BlueGreen(pb::BlueGreenPlan {
+            green,
+            retention_secs: Some(retention_secs),
+        })),
+        reason: String::new(),
+        triggers: None,
+    }
+}
+
 /// A Predict request for `model` with one input named `input`.
 pub fn request(model: &str, rows: &[Vec<f32>]) -> pb::PredictRequest {
     pb::PredictRequest { model: model.into(), inputs: vec![raw_rows("input", rows)], ..Default::default() }

@@ -132,17 +132,7 @@ async fn green_at_zero_weight_is_not_unloaded_before_the_switch() {
     .await;
     let mut c = client(&server).await;
     let mut a = admin(&server, None).await;
-    a.start_rollout(pb::StartRolloutRequest {
-        model: "breast-cancer".into(),
-        plan: Some(pb::start_rollout_request::Plan::BlueGreen(pb::BlueGreenPlan {
-            green: 1,
-            retention_secs: Some(60),
-        })),
-        reason: "green waits at 0%".into(),
-        triggers: None,
-    })
-    .await
-    .unwrap();
+    a.start_rollout(blue_green(1, 60)).await.unwrap();
     std::fs::remove_dir_all(repo.path().join("breast-cancer/1")).unwrap();
     std::fs::remove_dir_all(repo.path().join("breast-cancer/2")).unwrap();
     let m = eventually(&mut c, "idle v2 unloaded", |m| state_of(m, 2).is_none()).await;

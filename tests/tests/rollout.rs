@@ -98,15 +98,7 @@ async fn blue_green_switches_in_one_step_and_rolls_back_instantly() {
     let server = start(&repo, |_| {}).await;
     let mut a = admin(&server, None).await;
     let mut c = client(&server).await;
-    let start = pb::StartRolloutRequest {
-        model: "breast-cancer".into(),
-        plan: Some(pb::start_rollout_request::Plan::BlueGreen(pb::BlueGreenPlan {
-            green: 1,
-            retention_secs: Some(60),
-        })),
-        reason: String::new(),
-        triggers: None,
-    };
+    let start = blue_green(1, 60);
     a.start_rollout(start).await.unwrap();
     let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
     let before = versions_for_keys(&mut c, "breast-cancer", keys.clone()).await;
@@ -131,15 +123,7 @@ async fn status_after_a_blue_green_switch_shows_what_blue_served() {
     let server = start(&repo, |_| {}).await;
     let mut a = admin(&server, None).await;
     let mut c = client(&server).await;
-    let start = pb::StartRolloutRequest {
-        model: "breast-cancer".into(),
-        plan: Some(pb::start_rollout_request::Plan::BlueGreen(pb::BlueGreenPlan {
-            green: 1,
-            retention_secs: Some(60),
-        })),
-        reason: String::new(),
-        triggers: None,
-    };
+    let start = blue_green(1, 60);
     a.start_rollout(start).await.unwrap();
     let arm = |s: &pb::RolloutStatus, v: i64| s.arms.iter().find(|x| x.version == v).cloned().unwrap();
     let keys: Vec<String> = (0..400).map(|i| format!("k{i}")).collect();
@@ -490,15 +474,7 @@ async fn blue_is_unloaded_when_its_retention_ends_and_stays_unloaded_after_a_res
     let repo = TestRepo::breast_cancer();
     let server = start(&repo, |c| c.tick = std::time::Duration::from_millis(50)).await;
     let mut a = admin(&server, None).await;
-    let start_bg = pb::StartRolloutRequest {
-        model: "breast-cancer".into(),
-        plan: Some(pb::start_rollout_request::Plan::BlueGreen(pb::BlueGreenPlan {
-            green: 1,
-            retention_secs: Some(1),
-        })),
-        reason: String::new(),
-        triggers: None,
-    };
+    let start_bg = blue_green(1, 1);
     a.start_rollout(start_bg).await.unwrap();
     a.advance(rr("switch")).await.unwrap();
     // Within the retention blue (v2) is still loaded for an instant rollback.

@@ -23,7 +23,7 @@ use crate::api::error::GatewayError;
 use crate::api::inference::{
     deadline_of, header_routing_key, in_request_span, rejected, request_id_or_new, routing_key,
 };
-use crate::serving::convert::{BadRequest, shape_str};
+use crate::serving::convert::{self, BadRequest, shape_str};
 use crate::serving::gateway::Gateway;
 use crate::serving::request::InferRequest;
 use crate::serving::routing::ModelRoute;
@@ -200,13 +200,7 @@ pub fn inputs_from_request(
                         )));
                     }
                     let data = typed_contents(dtype, contents).map_err(bad)?;
-                    if data.len() != elements {
-                        return Err(bad(format!(
-                            "shape {} holds {elements} elements but {field} has {}",
-                            shape_str(&t.shape),
-                            data.len()
-                        )));
-                    }
+                    convert::check_element_count(&t.shape, elements, field, data.len()).map_err(bad)?;
                     data
                 }
             };

@@ -117,16 +117,19 @@ pub fn tensor_from_pb(t: pb::Tensor) -> Result<Tensor, BadRequest> {
             t.string_data,
         )
         .map_err(bad)?;
-        if data.len() != elements {
-            return Err(bad(format!(
-                "shape {} holds {elements} elements but {field} has {}",
-                shape_str(&t.shape),
-                data.len()
-            )));
-        }
+        check_element_count(&t.shape, elements, field, data.len()).map_err(bad)?;
         data
     };
     Ok(Tensor::new(t.name, t.shape, data))
+}
+
+/// Typed contents must hold exactly the shape's element count; the message
+/// names the shape and the field (Predict and KServe alike).
+pub fn check_element_count(shape: &[i64], elements: usize, field: &str, given: usize) -> Result<(), String> {
+    if given == elements {
+        return Ok(());
+    }
+    Err(format!("shape {} holds {elements} elements but {field} has {given}", shape_str(shape)))
 }
 
 /// Decodes a Predict request's inputs, stopping at the first mistake.
