@@ -55,21 +55,17 @@ impl VersionMetrics {
         }
     }
 
+    /// The request counter's labels for `role` answered with `code`.
+    fn request_labels(&self, role: Role, code: &str) -> RequestLabels {
+        let a = self.arm(role);
+        RequestLabels { model: a.model, version: a.version, role: a.role, code: code.to_string() }
+    }
+
     /// A request this version answered with OK after `latency`.
     pub fn ok(&self, role: Role, latency: Duration, nan_inf: bool) {
         let i = role_index(role);
         self.ok[i]
-            .get_or_init(|| {
-                let a = self.arm(role);
-                self.requests
-                    .get_or_create(&RequestLabels {
-                        model: a.model,
-                        version: a.version,
-                        role: a.role,
-                        code: "OK".into(),
-                    })
-                    .clone()
-            })
+            .get_or_init(|| self.requests.get_or_create(&self.request_labels(role, "OK")).clone())
             .inc();
         self.duration[i]
             .get_or_init(|| self.durations.get_or_create(&self.arm(role)).clone())
@@ -81,14 +77,6 @@ impl VersionMetrics {
 
     /// A request routed to this version that failed with `code`.
     pub fn failed(&self, role: Role, code: tonic::Code) {
-        let a = self.arm(role);
-        self.requests
-            .get_or_create(&RequestLabels {
-                model: a.model,
-                version: a.version,
-                role: a.role,
-                code: code_name(code).to_string(),
-            })
-            .inc();
+        self.requests.get_or_create(&self.request_labels(role, code_name(code))).inc();
     }
 }
