@@ -4,7 +4,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:50051
 MODELS ?= models/repository
 
-.PHONY: run test test-deps build-deps ort build lint bench bench-pinned soak models clean fuzz-deps fuzz-smoke fuzz hostile
+.PHONY: run test test-deps build-deps ort build lint bench bench-pinned soak models clean fuzz-deps fuzz-smoke fuzz hostile bench-decisions
 
 ## ONNX Runtime's shared library, from the pinned onnxruntime wheel on PyPI.
 ort:
@@ -101,6 +101,15 @@ bench: ort build-deps
 	scripts/bench-memory.sh
 	target/release/allocs_per_request
 	target/release/window_bench
+
+## The decision simulator (docs/decisions.md): the controller's decision
+## functions on simulated traffic, 1000 runs a cell; one table, rows in
+## target/bench/decisions.jsonl. ~10-15 min on 2 cores; DECISIONS_ARGS=--quick for a
+## smoke, DECISIONS_ARGS="--cells ab-aa --runs 200" for a subset.
+DECISIONS_ARGS ?=
+bench-decisions:
+	$(CARGO) build --release -p modelgate-benches --bin decisions
+	target/release/decisions $(DECISIONS_ARGS)
 
 ## After `make bench`: gateway on core 0, load generator on core 1 (taskset).
 bench-pinned: ort build-deps

@@ -41,3 +41,5 @@ pub fn summary(
 pub fn features(rows: usize, width: usize) -> Vec<f32> {
     (0..rows * width).map(|i| ((i * 7919) % 1000) as f32 / 100.0).collect()
 }
+
+pub mod decisions;

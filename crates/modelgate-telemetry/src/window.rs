@@ -113,11 +113,13 @@ impl WindowSnapshot {
         Self { requests: 0, errors: 0, nan_inf: 0, latency_us: histogram(), span }
     }
 
-    fn add_interval(&mut self, iv: &Interval) {
+    fn add_interval(&mut self, iv: &Interval, latency: bool) {
         self.requests += iv.requests;
         self.errors += iv.errors;
         self.nan_inf += iv.nan_inf;
-        let _ = self.latency_us.add(&iv.latency_us);
+        if latency {
+            let _ = self.latency_us.add(&iv.latency_us);
+        }
     }
 
     /// Adds `other`'s counts and latencies to this one's.
@@ -193,6 +195,13 @@ impl SlidingWindow {
         }
     }
 
+    /// When the window began: intervals are numbered from it, so a caller
+    /// with its own clock (the decision simulator) records and reads at
+    /// `epoch() + simulated time`.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
     /// The default: 6 intervals of 10 s.
     pub fn standard() -> Self {
         Self::new(Duration::from_secs(10), 6)
@@ -238,13 +247,17 @@ impl SlidingWindow {
     /// controller uses it to fold closed intervals into running totals that
     /// outlive the window.
     pub fn merge_range(&self, from: u64, to: u64) -> WindowSnapshot {
+        self.merge(from, to, true)
+    }
+
+    fn merge(&self, from: u64, to: u64, latency: bool) -> WindowSnapshot {
         let mut snap = WindowSnapshot::empty(self.interval * (to.saturating_sub(from) + 1) as u32);
         for shard in &self.shards {
             let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             for iv in
                 shard.ring.iter().filter(|iv| iv.index != u64::MAX && iv.index >= from && iv.index <= to)
             {
-                snap.add_interval(iv);
+                snap.add_interval(iv, latency);
             }
         }
         snap
@@ -256,9 +269,21 @@ impl SlidingWindow {
     }
 
     pub fn snapshot_at(&self, at: Instant) -> WindowSnapshot {
+        self.window_at(at, true)
+    }
+
+    /// [`Self::snapshot_at`] with the latency histogram left empty: the
+    /// request, error and NaN/Inf counts, without merging histograms (tens
+    /// of thousands of counters each). For judges that read counts only,
+    /// like the decision simulator's millions of ticks.
+    pub fn counts_at(&self, at: Instant) -> WindowSnapshot {
+        self.window_at(at, false)
+    }
+
+    fn window_at(&self, at: Instant, latency: bool) -> WindowSnapshot {
         let now = self.index_at(at);
         let oldest = now.saturating_sub(self.intervals as u64 - 1);
-        let mut snap = self.merge_range(oldest, now);
+        let mut snap = self.merge(oldest, now, latency);
         snap.span = self.interval * self.intervals as u32;
         snap
     }
@@ -307,6 +332,10 @@ mod tests {
         w.record_at(t0 + Duration::from_millis(1500), Duration::from_micros(5), false, true);
         let s = w.snapshot_at(t0 + Duration::from_millis(1600));
         assert_eq!((s.requests, s.errors, s.nan_inf), (102, 1, 1));
+        let c = w.counts_at(t0 + Duration::from_millis(1600));
+        assert_eq!((c.requests, c.errors, c.nan_inf, c.span), (102, 1, 1, s.span));
+        assert!(c.latency_us.is_empty());
+        assert_eq!(w.epoch(), t0);
         let p99 = s.p(0.99).unwrap();
         assert!((980..=1000).contains(&p99), "{p99}");
         // Three seconds later the first interval has left the window.

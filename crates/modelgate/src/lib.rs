@@ -11,7 +11,8 @@
 //! 7. [`cli`] (clap types and the client commands).
 //!
 //! [`hostile`] runs untrusted bytes through the decoders for the fuzz
-//! targets. Only what main.rs, the tests, benches and fuzz targets use is
+//! targets; [`decisions`] opens the controller's decision functions to the
+//! decision simulator (benches, `make bench-decisions`). Only what main.rs, the tests, benches and fuzz targets use is
 //! public; it is re-exported below.
 
 pub(crate) mod api;
@@ -23,6 +24,20 @@ pub(crate) mod server;
 pub(crate) mod serving;
 pub(crate) mod store;
 pub(crate) mod telemetry;
+
+/// The functions the controller decides with, for the decision simulator
+/// (benches/src/decisions): re-exported as they are, so the simulator
+/// measures the controller's own code. Nothing here is used by the gateway.
+pub mod decisions {
+    pub use crate::api::admin_views::sample_ratio_mismatch;
+    pub use crate::control::analysis::{
+        ArmNumbers, Comparison, MetricPlan, MetricRow, Settings, compare_errors, metric_plan, metric_rows,
+        step_verdict,
+    };
+    pub use crate::control::counts::StageCounts;
+    pub use crate::control::judge::hard_trigger;
+    pub use crate::serving::outcome::{OutcomeLimits, OutcomeStore};
+}
 
 pub use server::config::ServeConfig;
 pub use server::run::serve;

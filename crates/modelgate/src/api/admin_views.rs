@@ -16,7 +16,7 @@ pub use crate::control::state_name;
 /// The sample ratio mismatch test over the arms that should get traffic:
 /// do the stage's counts fit the weights? `None` with one such arm or
 /// under 100 requests in the stage.
-fn sample_ratio_mismatch(table: &RoutingTable, counts: &StageCounts) -> Option<Srm> {
+pub fn sample_ratio_mismatch(table: &RoutingTable, counts: &StageCounts) -> Option<Srm> {
     let (observed, weights): (Vec<u64>, Vec<f64>) = table
         .weights()
         .iter()
