@@ -18,6 +18,11 @@ use crate::Millis;
 pub struct ArmObservation {
     /// Observations by version.
     pub arms: BTreeMap<u64, ArmStats>,
+    /// The significance level α of the automatic gate's always-valid test
+    /// (the model's `[analysis] alpha`); [`crate::analysis::DEFAULT_ALPHA`]
+    /// when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
 }
 
 /// What was observed for one version.
@@ -65,6 +70,17 @@ impl ArmObservation {
     pub fn with_kpi_variance(mut self, version: u64, mean: f64, n: u64, variance: f64) -> Self {
         self.arms.entry(version).or_default().kpi = Some(KpiSample { mean, n, variance: Some(variance) });
         self
+    }
+
+    /// The same observation judged at significance level `alpha`.
+    pub fn with_alpha(mut self, alpha: f64) -> Self {
+        self.alpha = Some(alpha);
+        self
+    }
+
+    /// The significance level decisions on this observation use.
+    pub fn alpha(&self) -> f64 {
+        self.alpha.unwrap_or(crate::analysis::DEFAULT_ALPHA)
     }
 
     /// `version`'s sample count, 0 when not reported.

@@ -301,13 +301,13 @@ impl Rollout {
                     threshold * 100.0
                 )),
                 Some((version, _, _, _)) => {
+                    let alpha = stats.alpha();
                     if let Some(p) =
-                        significance(&champion, &stats.kpi(version), *threshold, *higher_is_better)
-                        && p > crate::analysis::DEFAULT_ALPHA
+                        significance(&champion, &stats.kpi(version), *threshold, *higher_is_better, alpha)
+                        && p > alpha
                     {
                         unmet.push(format!(
-                            "challenger v{version}'s lift on '{kpi}' is not yet significant: always-valid p = {p:.3}, needs ≤ {}",
-                            crate::analysis::DEFAULT_ALPHA
+                            "challenger v{version}'s lift on '{kpi}' is not yet significant: always-valid p = {p:.3}, needs ≤ {alpha}"
                         ));
                     }
                 }
@@ -344,6 +344,7 @@ fn significance(
     challenger: &Option<crate::KpiSample>,
     threshold: f64,
     higher_is_better: bool,
+    alpha: f64,
 ) -> Option<f64> {
     let c = challenger.as_ref()?;
     let (vc, vh) = (c.variance?, champion.variance?);
@@ -353,8 +354,7 @@ fn significance(
         return Some(if diff > 0.0 { 0.0 } else { 1.0 });
     }
     let tau = (threshold * champion.mean.abs()).max(f64::MIN_POSITIVE.sqrt());
-    let seq = crate::analysis::sequential_diff(diff, var_of_diff, tau * tau, crate::analysis::DEFAULT_ALPHA)
-        .ok()?;
+    let seq = crate::analysis::sequential_diff(diff, var_of_diff, tau * tau, alpha).ok()?;
     // One-sided: evidence in the challenger's favour only.
     Some(if seq.diff > 0.0 { seq.p_value } else { 1.0 })
 }

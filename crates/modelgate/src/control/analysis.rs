@@ -353,7 +353,8 @@ pub fn metric_plan(rollout: &Rollout, config: &ModelConfig, now_ms: Millis) -> O
             higher_is_better: *higher_is_better,
             from_ms: now_ms.saturating_sub(window_secs.saturating_mul(1000)),
             required: *min_samples,
-            alpha: analysis::DEFAULT_ALPHA,
+            // The plan has no α of its own: the model's, as the gate uses.
+            alpha: config.analysis.alpha,
             arms: std::iter::once(("champion".to_string(), rollout.champion))
                 .chain(challengers.iter().map(|v| (format!("challenger v{v}"), *v)))
                 .collect(),
@@ -393,6 +394,8 @@ pub struct MetricRow {
     pub mde: f64,
     pub higher_is_better: bool,
     pub required: u64,
+    /// The significance level the row is judged at (the plan's or model's).
+    pub alpha: f64,
     pub result: analysis::ArmResult,
 }
 
@@ -440,6 +443,7 @@ pub fn metric_rows(
                 mde,
                 higher_is_better: plan.higher_is_better,
                 required: plan.required,
+                alpha: plan.alpha,
                 result,
             })
         })
@@ -447,11 +451,11 @@ pub fn metric_rows(
 }
 
 /// A business-metric regression: significantly worse than the control
-/// (always-valid) by at least the MDE.
+/// (always-valid, at the row's α) by at least the MDE.
 pub fn kpi_regression(row: &MetricRow) -> Option<Regression> {
     let seq = row.result.sequential?;
     let worse_by = if row.higher_is_better { -seq.diff } else { seq.diff };
-    (seq.p_value <= analysis::DEFAULT_ALPHA && worse_by >= row.mde).then(|| Regression {
+    (seq.p_value <= row.alpha && worse_by >= row.mde).then(|| Regression {
         version: row.version,
         kind: RegressionKind::Kpi,
         numbers: BTreeMap::from([
@@ -460,6 +464,7 @@ pub fn kpi_regression(row: &MetricRow) -> Option<Regression> {
             ("mean".to_string(), row.result.mean),
             ("diff".to_string(), seq.diff),
             ("always_valid_p".to_string(), seq.p_value),
+            ("alpha".to_string(), row.alpha),
             ("mde".to_string(), row.mde),
         ]),
         text: format!(
@@ -564,6 +569,40 @@ mod tests {
             StepVerdict::Waiting(w) => assert!(w.contains("v1 error rate"), "{w}"),
             v => panic!("{v:?}"),
         }
+    }
+
+    /// The business-metric alert judges at the plan's α, not a default:
+    /// the same data is a regression at a lenient α and none at a strict one.
+    #[test]
+    fn kpi_regression_uses_the_plans_alpha() {
+        use crate::serving::outcome::OutcomeLimits;
+        let outcomes = OutcomeStore::new(OutcomeLimits::with_join_bytes(0));
+        let now = 1_000_000_000;
+        for i in 0..400u64 {
+            let noise = ((i * 7919) % 100) as f64 / 100.0 - 0.5;
+            outcomes.record("m", 1, "revenue", 10.0 + noise, now, now).unwrap();
+            outcomes.record("m", 2, "revenue", 9.93 + noise, now, now).unwrap();
+        }
+        let plan = |alpha: f64| MetricPlan {
+            metric: "revenue".into(),
+            mde: Some(0.05),
+            relative_mde: None,
+            higher_is_better: true,
+            from_ms: now - 60_000,
+            required: 0,
+            alpha,
+            arms: vec![("control".into(), 1), ("b".into(), 2)],
+        };
+        let regression = |alpha: f64| {
+            let rows = metric_rows(&outcomes, "m", &plan(alpha), now);
+            assert_eq!(rows[1].alpha, alpha);
+            rows.iter().find_map(kpi_regression)
+        };
+        let p = metric_rows(&outcomes, "m", &plan(0.05), now)[1].result.sequential.unwrap().p_value;
+        assert!(p > 0.0 && p < 0.5, "p = {p}");
+        let found = regression((2.0 * p).min(0.9)).expect("a regression at α above p");
+        assert_eq!(found.numbers["alpha"], (2.0 * p).min(0.9));
+        assert!(regression(p / 2.0).is_none(), "no regression at α below p");
     }
 
     #[test]

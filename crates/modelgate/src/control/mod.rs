@@ -280,6 +280,9 @@ impl Controller {
     /// for an automatic promotion gate, KPI means over the gate's window.
     pub fn observation(&self, model: &str, rollout: &Rollout, counts: &StageCounts) -> ArmObservation {
         let mut obs = ArmObservation::new();
+        if let Some(route) = self.gateway.table().get(model) {
+            obs = obs.with_alpha(route.config().analysis.alpha);
+        }
         for (v, n) in &counts.samples {
             obs = obs.with_samples(*v, *n);
         }
