@@ -27,7 +27,7 @@ pub mod routing;
 pub mod stats;
 pub mod triggers;
 
-pub use audit::{Action, Actor, AuditEvent};
+pub use audit::{Action, Actor, AuditEvent, DecidingTest};
 pub use observe::{
     AbArmProgress, AbProgress, ArmObservation, ArmStats, KpiSample, Regression, RegressionKind, StepVerdict,
 };

@@ -133,6 +133,10 @@ pub struct Regression {
     pub numbers: BTreeMap<String, f64>,
     /// The whole finding in words, as operators read it.
     pub text: String,
+    /// The test that found it (verdicts saved before it existed load
+    /// without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<crate::DecidingTest>,
 }
 
 /// What a [`Regression`] is about.
@@ -172,7 +176,13 @@ fn regressions_or_sentence<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec
     Ok(match Either::deserialize(d)? {
         Either::Typed(list) => list,
         Either::Sentence(text) => {
-            vec![Regression { version: 0, kind: RegressionKind::Unrecorded, numbers: BTreeMap::new(), text }]
+            vec![Regression {
+                version: 0,
+                kind: RegressionKind::Unrecorded,
+                numbers: BTreeMap::new(),
+                text,
+                decision: None,
+            }]
         }
     })
 }
@@ -222,6 +232,7 @@ mod tests {
             kind: RegressionKind::Latency,
             numbers: BTreeMap::from([("diff".to_owned(), 3.5)]),
             text: "v2 mean latency".to_owned(),
+            decision: Some(crate::DecidingTest::new("always_valid_ci_latency", 4.0, 2.0).with_n(1, 500)),
         }]);
         let back: StepVerdict = serde_json::from_str(&serde_json::to_string(&typed).unwrap()).unwrap();
         assert_eq!(back, typed);

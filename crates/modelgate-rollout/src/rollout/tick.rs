@@ -16,6 +16,9 @@ struct Winner {
     gain: f64,
     threshold: f64,
     numbers: BTreeMap<String, f64>,
+    /// The always-valid test of the lift when both arms report variances,
+    /// else the relative lift against the threshold.
+    decision: crate::DecidingTest,
 }
 
 impl Rollout {
@@ -114,7 +117,10 @@ impl Rollout {
                         winner.gain * 100.0,
                         winner.threshold * 100.0
                     );
-                    vec![self.promote_to(winner.version, now_ms, &system, Some(reason), winner.numbers)]
+                    vec![
+                        self.promote_to(winner.version, now_ms, &system, Some(reason), winner.numbers)
+                            .decided_by(Some(winner.decision)),
+                    ]
                 }
                 Err(_) => Vec::new(),
             },
@@ -282,6 +288,7 @@ impl Rollout {
             }
         };
         let mut best: Option<(u64, f64, f64, u64)> = None;
+        let mut significant: Option<f64> = None;
         if let Some(champion) = champion {
             for &version in challengers {
                 let Some(c) = stats.kpi(version).filter(|c| c.n >= *min_samples && c.mean.is_finite()) else {
@@ -302,8 +309,9 @@ impl Rollout {
                 )),
                 Some((version, _, _, _)) => {
                     let alpha = stats.alpha();
-                    if let Some(p) =
-                        significance(&champion, &stats.kpi(version), *threshold, *higher_is_better, alpha)
+                    significant =
+                        significance(&champion, &stats.kpi(version), *threshold, *higher_is_better, alpha);
+                    if let Some(p) = significant
                         && p > alpha
                     {
                         unmet.push(format!(
@@ -318,6 +326,12 @@ impl Rollout {
                 version,
                 gain,
                 threshold: *threshold,
+                decision: match significant {
+                    Some(p) => crate::DecidingTest::new("msprt", p, stats.alpha()),
+                    None => crate::DecidingTest::new("relative_lift", gain, *threshold),
+                }
+                .with_n(self.champion, champion.n)
+                .with_n(version, n),
                 numbers: BTreeMap::from([
                     ("champion_mean".to_owned(), champion.mean),
                     ("champion_n".to_owned(), champion.n as f64),

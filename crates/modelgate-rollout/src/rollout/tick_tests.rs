@@ -302,6 +302,11 @@ fn automatic_gate_judges_at_the_observations_alpha() {
     let mut lenient = start(challenger_plan(gate(0.02, true)));
     let events = lenient.tick(hour, &obs.with_alpha(0.3), &HEALTHY);
     assert_eq!((events[0].action, events[0].version), (Action::Promoted, Some(3)));
+    // The promotion records the test that decided it.
+    let d = events[0].decision.as_ref().expect("the deciding test");
+    assert_eq!((d.test.as_str(), d.threshold), ("msprt", 0.3));
+    assert!(d.statistic > 0.05 && d.statistic <= 0.3, "p = {}", d.statistic);
+    assert_eq!(d.n, BTreeMap::from([(1, 20_000), (3, 20_000)]));
 }
 
 fn unhealthy_of(text: &str) -> StepVerdict {
@@ -310,5 +315,6 @@ fn unhealthy_of(text: &str) -> StepVerdict {
         kind: crate::RegressionKind::ErrorRate,
         numbers: BTreeMap::new(),
         text: text.to_owned(),
+        decision: None,
     }])
 }

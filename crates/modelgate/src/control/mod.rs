@@ -318,13 +318,19 @@ impl Controller {
         }
     }
 
-    /// The step's safety verdict from the always-valid comparisons.
-    fn verdict(&self, model: &str, rollout: &Rollout, arms: &[analysis::ArmNumbers]) -> StepVerdict {
+    /// The step's safety verdict from the always-valid comparisons, and for
+    /// a healthy one the comparison that decided it.
+    fn verdict(
+        &self,
+        model: &str,
+        rollout: &Rollout,
+        arms: &[analysis::ArmNumbers],
+    ) -> (StepVerdict, Option<modelgate_rollout::DecidingTest>) {
         let table = self.gateway.table();
         let Some(route) = table.get(model) else {
-            return StepVerdict::Waiting(format!("model {model} is not loaded"));
+            return (StepVerdict::Waiting(format!("model {model} is not loaded")), None);
         };
-        analysis::step_verdict(rollout.champion, arms, &analysis::Settings::of(route.config()))
+        analysis::judge_step(rollout.champion, arms, &analysis::Settings::of(route.config()))
     }
 
     /// PSI of each version `rollout` compares with its champion (candidates

@@ -66,9 +66,11 @@ impl Controller {
     /// verdict, and what the rollout logic observes.
     fn judge(&self, model: &str, rollout: &Rollout, counted: &Counted) -> Judged {
         let cfg = self.trigger_config(model, Some(rollout));
+        let (verdict, evidence) = self.verdict(model, rollout, &counted.arms);
         Judged {
             fired: judge::hard_trigger(&cfg, rollout.champion, &counted.arms),
-            verdict: self.verdict(model, rollout, &counted.arms),
+            verdict,
+            evidence,
             observation: self.observation(model, rollout, &counted.counts),
         }
     }
