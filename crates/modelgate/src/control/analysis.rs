@@ -484,6 +484,29 @@ pub fn metric_rows(
         .collect()
 }
 
+/// The test behind an A/B test's verdict once it is ready: of the
+/// treatment arms, the one with the smallest p-value on the plan's metric,
+/// by Welch's test (the fixed-horizon test is valid once the required
+/// samples are in) or, without it, the always-valid one; against the plan's
+/// α, with every arm's count. `None` when no arm has a comparison.
+pub fn ab_verdict_test(rows: &[MetricRow]) -> Option<DecidingTest> {
+    let best = rows
+        .iter()
+        .skip(1)
+        .filter_map(|r| {
+            let (test, p) = match (&r.result.welch, &r.result.sequential) {
+                (Some(w), _) => ("welch", w.p_value),
+                (None, Some(s)) => ("msprt", s.p_value),
+                (None, None) => return None,
+            };
+            Some((test, p, r.alpha))
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))?;
+    let first = rows.first()?;
+    let test = DecidingTest::new(best.0, best.1, best.2).with_n(first.control.0, first.control.1);
+    Some(rows.iter().skip(1).fold(test, |t, r| t.with_n(r.version, r.result.n)))
+}
+
 /// A business-metric regression: significantly worse than the control
 /// (always-valid, at the row's α) by at least the MDE.
 pub fn kpi_regression(row: &MetricRow) -> Option<Regression> {
@@ -660,6 +683,14 @@ mod tests {
         assert_eq!((d.test.as_str(), d.statistic, d.threshold), ("msprt", p, (2.0 * p).min(0.9)));
         assert_eq!(d.n, BTreeMap::from([(1, 400), (2, 400)]));
         assert!(regression(p / 2.0).is_none(), "no regression at α below p");
+        // The A/B verdict's test: Welch's p on the metric, against the plan's α.
+        let rows = metric_rows(&outcomes, "m", &plan(0.01), now);
+        let d = ab_verdict_test(&rows).expect("a comparison");
+        assert_eq!(
+            (d.test.as_str(), d.statistic, d.threshold),
+            ("welch", rows[1].result.welch.unwrap().p_value, 0.01)
+        );
+        assert_eq!(d.n, BTreeMap::from([(1, 400), (2, 400)]));
     }
 
     #[test]

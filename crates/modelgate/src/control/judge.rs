@@ -35,6 +35,9 @@ pub struct Judged {
     /// For a healthy verdict, the comparison that decided it (see
     /// [`crate::control::analysis::judge_step`]).
     pub evidence: Option<DecidingTest>,
+    /// For an A/B test, the test behind its verdict (see
+    /// [`crate::control::analysis::ab_verdict_test`]).
+    pub ab_verdict: Option<DecidingTest>,
     /// What the rollout logic sees (samples, KPIs).
     pub observation: ArmObservation,
 }
@@ -105,6 +108,9 @@ pub fn decide(
         if who.leader { alerts::apply(rollout, alerts, who.pause_on_alert, now) } else { Vec::new() };
     let paused = !was_paused && rollout.is_paused();
     let mut events = rollout.tick(now, &judged.observation, &judged.verdict);
+    for e in events.iter_mut().filter(|e| e.action == Action::ExperimentReady) {
+        e.decision = judged.ab_verdict.clone().filter(DecidingTest::is_finite);
+    }
     if judged.verdict == StepVerdict::Healthy {
         // What the healthy verdict let happen, unless the rollout's own
         // gate (champion-challenger) recorded the test it decided on.
@@ -148,7 +154,7 @@ mod tests {
         let observation = ArmObservation::new().with_samples(1, samples * 9).with_samples(2, samples);
         let evidence = (verdict == StepVerdict::Healthy)
             .then(|| DecidingTest::new("always_valid_ci_latency", 1.5, 2.0).with_n(1, 900).with_n(2, 100));
-        Judged { fired, verdict, observation, evidence }
+        Judged { fired, verdict, observation, evidence, ab_verdict: None }
     }
 
     fn actions(d: &Decision) -> Vec<Action> {
