@@ -465,6 +465,12 @@ async fn a_healthy_canary_advances_to_promotion_by_itself() {
     assert_eq!(promoted.action, "promoted");
     for e in advanced.iter().chain([&promoted]) {
         assert!(e.who == "modelgate" && e.reason.contains("analysis healthy"), "{e:?}");
+        // The comparison nearest its margin decided: its upper bound is below it.
+        let full: serde_json::Value = serde_json::from_str(&e.event_json).unwrap();
+        let d = &full["decision"];
+        assert!(d["test"].as_str().unwrap().starts_with("always_valid_ci_"), "{full}");
+        assert!(d["statistic"].as_f64().unwrap() < d["threshold"].as_f64().unwrap(), "{full}");
+        assert!(d["n"]["1"].as_u64().unwrap() > 0 && d["n"]["2"].as_u64().unwrap() > 0, "{full}");
     }
     server.stop().await.unwrap();
 }

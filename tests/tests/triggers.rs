@@ -52,6 +52,15 @@ async fn canary_rolls_back(
     assert_eq!(full["trigger"], trigger);
     assert!(full["numbers"]["sprt_llr"].as_f64().unwrap() >= full["numbers"]["sprt_bound"].as_f64().unwrap());
     assert_eq!(full["numbers"]["version"], 1.0);
+    // The typed decision: the SPRT that fired, its LLR, the bound crossed
+    // and the requests in each arm's window.
+    let d = &full["decision"];
+    assert_eq!(d["test"], format!("sprt_{trigger}"), "{full}");
+    assert_eq!(d["statistic"], full["numbers"]["sprt_llr"], "{full}");
+    assert_eq!(d["threshold"], full["numbers"]["sprt_bound"], "{full}");
+    assert!(d["statistic"].as_f64().unwrap() >= d["threshold"].as_f64().unwrap(), "{full}");
+    assert!(d["n"]["1"].as_f64().unwrap() >= full["numbers"]["requests"].as_f64().unwrap(), "{full}");
+    assert!(d["n"]["2"].as_u64().unwrap() > 0, "{full}");
     server.stop().await.unwrap();
 
     // The rollback survives a restart.
@@ -256,7 +265,15 @@ async fn a_business_metric_regression_raises_an_alert() {
     assert_eq!(control.decision, "control");
     assert!(control.ci.as_ref().unwrap().low < 3.9 && control.ci.as_ref().unwrap().high > 3.9, "{control:?}");
     let events = a.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
-    assert_eq!(events.iter().filter(|e| e.action == "alert").count(), 1, "raised once");
+    let raised: Vec<_> = events.iter().filter(|e| e.action == "alert").collect();
+    assert_eq!(raised.len(), 1, "raised once");
+    // The alert names the always-valid test, its p-value, the model's α and n per arm.
+    let full: serde_json::Value = serde_json::from_str(&raised[0].event_json).unwrap();
+    let d = &full["decision"];
+    assert_eq!(d["test"], "msprt", "{full}");
+    assert_eq!(d["statistic"], full["numbers"]["always_valid_p"], "{full}");
+    assert!(d["statistic"].as_f64().unwrap() <= d["threshold"].as_f64().unwrap(), "{full}");
+    assert!(d["n"]["1"].as_u64().unwrap() > 0 && d["n"]["2"].as_u64().unwrap() > 0, "{full}");
     server.stop().await.unwrap();
 }
 

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use modelgate::decisions::{
-    ArmNumbers, OutcomeLimits, OutcomeStore, Settings, StageCounts, hard_trigger, metric_plan, metric_rows,
-    sample_ratio_mismatch, step_verdict,
+    ArmNumbers, OutcomeLimits, OutcomeStore, Settings, StageCounts, hard_trigger, judge_step, metric_plan,
+    metric_rows, sample_ratio_mismatch,
 };
 use modelgate_registry::ModelConfig;
 use modelgate_rollout::analysis::AbDecision;
@@ -109,7 +109,7 @@ pub fn hard_triggers(rng: &mut Rng, traffic: Traffic, nan: [f64; 2], horizon_s: 
     RunOutcome { candidate_requests, ..RunOutcome::default() }
 }
 
-/// The step's safety verdict (`control::analysis::step_verdict`, default
+/// The step's safety verdict (`control::analysis::judge_step`, default
 /// model.toml `[analysis]`) every tick on the rollout's running totals:
 /// failures at `errors[i]`, latencies alike (1.0–1.2 ms uniform); decided
 /// when the verdict is Healthy (the step may advance).
@@ -133,7 +133,7 @@ pub fn step_healthy(rng: &mut Rng, traffic: Traffic, errors: [f64; 2], horizon_s
             }
             a.stage_samples = t.requests;
         }
-        if step_verdict(CHAMPION, &arms, &settings) == StepVerdict::Healthy {
+        if judge_step(CHAMPION, &arms, &settings).0 == StepVerdict::Healthy {
             return decided(tick, arms[1].total.requests);
         }
     }
@@ -233,6 +233,7 @@ pub fn champion_challenger(rng: &mut Rng, rate: f64, conversion: f64, horizon_s:
             higher_is_better: true,
         },
     });
+    let alpha = ModelConfig::default().analysis.alpha;
     let store = OutcomeStore::new(OutcomeLimits::with_join_bytes(0));
     let dt = TICK_MS as f64 / 1000.0;
     let means = [(CHAMPION, rate * 0.9 * dt), (CANDIDATE, rate * 0.1 * dt)];
@@ -247,7 +248,7 @@ pub fn champion_challenger(rng: &mut Rng, rate: f64, conversion: f64, horizon_s:
                 store.record(MODEL, v, "conversion", value, now - 1, now).expect("within the limits");
             }
         }
-        let mut obs = ArmObservation::new();
+        let mut obs = ArmObservation::new().with_alpha(alpha);
         for (v, n) in &samples {
             obs = obs.with_samples(*v, *n);
         }

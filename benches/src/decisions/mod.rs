@@ -155,7 +155,7 @@ pub fn cells(scale: Scale) -> Vec<Cell> {
     out.push(Cell {
         name: "cc-aa-promoted",
         setting: format!("conversion 10% both, threshold 2%, window 1 h, 20 req/s, {}", span(day)),
-        claim: Claim::FalseRate(modelgate_rollout::analysis::DEFAULT_ALPHA),
+        claim: Claim::FalseRate(alpha),
         runs: scale.day_runs,
         horizon_s: day,
         run: Box::new(move |rng| cells::champion_challenger(rng, 20.0, 0.10, day)),

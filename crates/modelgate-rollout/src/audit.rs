@@ -100,6 +100,73 @@ pub struct AuditEvent {
     /// The numbers the decision was based on, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub numbers: BTreeMap<String, f64>,
+    /// The statistical test that decided, for automatic decisions taken on
+    /// one (events written before it existed load without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<DecidingTest>,
+}
+
+/// The test behind an automatic decision: which, its statistic, the
+/// threshold it crossed (or stayed within) and how many observations each
+/// arm had.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecidingTest {
+    /// The test, e.g. `sprt_error_rate`, `always_valid_ci_latency`, `msprt`,
+    /// `relative_lift`.
+    pub test: String,
+    /// The test's statistic (an SPRT log-likelihood ratio, a confidence
+    /// bound, an always-valid p-value, a relative lift).
+    pub statistic: f64,
+    /// What the statistic was compared with (the SPRT bound, the margin,
+    /// α, the gate's threshold).
+    pub threshold: f64,
+    /// Observations per arm, by version.
+    #[serde(default, with = "version_keys")]
+    pub n: BTreeMap<u64, u64>,
+}
+
+/// A map by version whose JSON keys are the versions' digits, read back
+/// through string keys: serde's buffered (untagged) path cannot parse
+/// integer keys itself, and a [`DecidingTest`] is read through one inside a
+/// persisted [`crate::StepVerdict`].
+mod version_keys {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub(super) fn serialize<S: Serializer>(map: &BTreeMap<u64, u64>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(map.iter().map(|(k, v)| (k.to_string(), v)))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u64, u64>, D::Error> {
+        BTreeMap::<String, u64>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| {
+                k.parse::<u64>()
+                    .map(|k| (k, v))
+                    .map_err(|_| D::Error::custom(format!("version key '{k}' is not a whole number")))
+            })
+            .collect()
+    }
+}
+
+impl DecidingTest {
+    /// A test with no arm counts yet.
+    pub fn new(test: impl Into<String>, statistic: f64, threshold: f64) -> Self {
+        Self { test: test.into(), statistic, threshold, n: BTreeMap::new() }
+    }
+
+    /// The same test with `version`'s count of observations.
+    pub fn with_n(mut self, version: u64, n: u64) -> Self {
+        self.n.insert(version, n);
+        self
+    }
+
+    /// Whether JSON can carry it: a non-finite statistic or threshold would
+    /// not restore.
+    pub fn is_finite(&self) -> bool {
+        self.statistic.is_finite() && self.threshold.is_finite()
+    }
 }
 
 impl AuditEvent {
@@ -110,5 +177,32 @@ impl AuditEvent {
             self.numbers.insert(name.to_owned(), value);
         }
         self
+    }
+
+    /// Records the test that decided; one whose numbers JSON cannot carry
+    /// (not finite) is left out, as [`AuditEvent::number`] does.
+    pub fn decided_by(mut self, test: Option<DecidingTest>) -> Self {
+        self.decision = test.filter(DecidingTest::is_finite);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_written_before_decisions_loads_and_one_with_a_decision_round_trips() {
+        let old = r#"{"at_ms":1,"rollout_id":"r","model":"m","actor":"modelgate","action":"rolled_back","trigger":"error_rate","numbers":{"sprt_llr":7.1}}"#;
+        let event: AuditEvent = serde_json::from_str(old).unwrap();
+        assert_eq!(event.decision, None);
+        let decided = event
+            .decided_by(Some(DecidingTest::new("sprt_error_rate", 7.1, 6.9).with_n(1, 900).with_n(2, 100)));
+        let json = serde_json::to_string(&decided).unwrap();
+        assert!(json.contains(r#""decision":{"test":"sprt_error_rate","statistic":7.1,"threshold":6.9,"n":{"1":900,"2":100}}"#), "{json}");
+        assert_eq!(serde_json::from_str::<AuditEvent>(&json).unwrap(), decided);
+        // Numbers JSON cannot carry are left out, as for `number`.
+        let infinite = decided.decided_by(Some(DecidingTest::new("msprt", f64::INFINITY, 0.05)));
+        assert_eq!(infinite.decision, None);
     }
 }

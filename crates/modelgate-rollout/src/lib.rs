@@ -27,7 +27,7 @@ pub mod routing;
 pub mod stats;
 pub mod triggers;
 
-pub use audit::{Action, Actor, AuditEvent};
+pub use audit::{Action, Actor, AuditEvent, DecidingTest};
 pub use observe::{
     AbArmProgress, AbProgress, ArmObservation, ArmStats, KpiSample, Regression, RegressionKind, StepVerdict,
 };
@@ -37,7 +37,7 @@ pub use routing::{
     Arm, ArmWeight, BUCKETS, Role, RoutingError, RoutingTable, SHADOW_SEED_XOR, ShadowTarget, bucket,
     shadow_sampled,
 };
-pub use stats::{StatsError, normal_quantile, sample_size_means, sample_size_proportions};
+pub use stats::{RunningStats, StatsError, normal_quantile, sample_size_means, sample_size_proportions};
 pub use triggers::{
     Fired, MAX_MIN_SAMPLES, TriggerConfig, TriggerOverrides, TriggerRangeError, TriggerState, TriggerStatus,
     WindowCounts, thousands,

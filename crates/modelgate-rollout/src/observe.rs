@@ -18,6 +18,11 @@ use crate::Millis;
 pub struct ArmObservation {
     /// Observations by version.
     pub arms: BTreeMap<u64, ArmStats>,
+    /// The significance level α of the automatic gate's always-valid test
+    /// (the model's `[analysis] alpha`); [`crate::analysis::DEFAULT_ALPHA`]
+    /// when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
 }
 
 /// What was observed for one version.
@@ -65,6 +70,17 @@ impl ArmObservation {
     pub fn with_kpi_variance(mut self, version: u64, mean: f64, n: u64, variance: f64) -> Self {
         self.arms.entry(version).or_default().kpi = Some(KpiSample { mean, n, variance: Some(variance) });
         self
+    }
+
+    /// The same observation judged at significance level `alpha`.
+    pub fn with_alpha(mut self, alpha: f64) -> Self {
+        self.alpha = Some(alpha);
+        self
+    }
+
+    /// The significance level decisions on this observation use.
+    pub fn alpha(&self) -> f64 {
+        self.alpha.unwrap_or(crate::analysis::DEFAULT_ALPHA)
     }
 
     /// `version`'s sample count, 0 when not reported.
@@ -117,6 +133,10 @@ pub struct Regression {
     pub numbers: BTreeMap<String, f64>,
     /// The whole finding in words, as operators read it.
     pub text: String,
+    /// The test that found it (verdicts saved before it existed load
+    /// without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<crate::DecidingTest>,
 }
 
 /// What a [`Regression`] is about.
@@ -156,7 +176,13 @@ fn regressions_or_sentence<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec
     Ok(match Either::deserialize(d)? {
         Either::Typed(list) => list,
         Either::Sentence(text) => {
-            vec![Regression { version: 0, kind: RegressionKind::Unrecorded, numbers: BTreeMap::new(), text }]
+            vec![Regression {
+                version: 0,
+                kind: RegressionKind::Unrecorded,
+                numbers: BTreeMap::new(),
+                text,
+                decision: None,
+            }]
         }
     })
 }
@@ -206,6 +232,7 @@ mod tests {
             kind: RegressionKind::Latency,
             numbers: BTreeMap::from([("diff".to_owned(), 3.5)]),
             text: "v2 mean latency".to_owned(),
+            decision: Some(crate::DecidingTest::new("always_valid_ci_latency", 4.0, 2.0).with_n(1, 500)),
         }]);
         let back: StepVerdict = serde_json::from_str(&serde_json::to_string(&typed).unwrap()).unwrap();
         assert_eq!(back, typed);

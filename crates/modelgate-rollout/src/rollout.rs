@@ -436,6 +436,7 @@ impl Rollout {
             reason,
             trigger: None,
             numbers: BTreeMap::new(),
+            decision: None,
         }
     }
 

@@ -1,7 +1,11 @@
-//! The statistics rollout decisions need today: the normal quantile and the
-//! per-arm sample sizes of a two-tailed, two-sample test.
+//! The statistics rollout decisions need today: the normal quantile, the
+//! per-arm sample sizes of a two-tailed, two-sample test, and a numerically
+//! stable running mean and variance ([`RunningStats`]).
 
 use thiserror::Error;
+
+mod running;
+pub use running::RunningStats;
 
 use as241::{CENTRAL_DEN, CENTRAL_NUM, FAR_DEN, FAR_NUM, NEAR_DEN, NEAR_NUM};
 

@@ -152,6 +152,10 @@ pub struct Fired {
     pub trigger: &'static str,
     pub reason: String,
     pub numbers: BTreeMap<String, f64>,
+    /// The SPRT that fired (`sprt_<trigger>`): its log-likelihood ratio
+    /// and the bound it crossed. The caller, who knows the versions, adds
+    /// the requests per arm.
+    pub decision: crate::DecidingTest,
 }
 
 /// Wald's SPRT log-likelihood ratio for `x` successes in `n` Bernoulli trials,
@@ -233,10 +237,15 @@ impl TriggerConfig {
 
     /// The first hard trigger the candidate's window fires, if any.
     pub fn evaluate(&self, champion: &WindowCounts, candidate: &WindowCounts) -> Option<Fired> {
-        self.states(champion, candidate)
-            .into_iter()
-            .find(|s| s.status == TriggerStatus::Fired)
-            .map(|s| Fired { trigger: s.trigger, reason: s.text, numbers: s.numbers })
+        self.states(champion, candidate).into_iter().find(|s| s.status == TriggerStatus::Fired).map(|s| {
+            let number = |k: &str| s.numbers.get(k).copied().unwrap_or(f64::NAN);
+            let decision = crate::DecidingTest::new(
+                format!("sprt_{}", s.trigger),
+                number("sprt_llr"),
+                number("sprt_bound"),
+            );
+            Fired { trigger: s.trigger, reason: s.text, numbers: s.numbers, decision }
+        })
     }
 
     /// Every hard trigger's state for the candidate's window, in the order
@@ -350,6 +359,9 @@ mod tests {
         let f = cfg.evaluate(&healthy, &w(60, 0, 20, 0)).unwrap();
         assert_eq!(f.trigger, "nan_inf_rate");
         assert!(f.numbers["sprt_llr"] >= f.numbers["sprt_bound"]);
+        // The audit event's decision: the test, its LLR and the bound crossed.
+        assert_eq!(f.decision.test, "sprt_nan_inf_rate");
+        assert_eq!((f.decision.statistic, f.decision.threshold), (f.numbers["sprt_llr"], cfg.upper_bound()));
         // At the limit (1%) it does not fire, however long it runs.
         assert!(cfg.evaluate(&healthy, &w(100_000, 0, 1000, 0)).is_none());
         // Well above it, it does.

@@ -31,8 +31,8 @@ pub(crate) mod telemetry;
 pub mod decisions {
     pub use crate::api::admin_views::sample_ratio_mismatch;
     pub use crate::control::analysis::{
-        ArmNumbers, Comparison, MetricPlan, MetricRow, Settings, compare_errors, metric_plan, metric_rows,
-        step_verdict,
+        ArmNumbers, Comparison, MetricPlan, MetricRow, Settings, compare_errors, judge_step, metric_plan,
+        metric_rows,
     };
     pub use crate::control::counts::StageCounts;
     pub use crate::control::judge::hard_trigger;

@@ -16,6 +16,9 @@ struct Winner {
     gain: f64,
     threshold: f64,
     numbers: BTreeMap<String, f64>,
+    /// The always-valid test of the lift when both arms report variances,
+    /// else the relative lift against the threshold.
+    decision: crate::DecidingTest,
 }
 
 impl Rollout {
@@ -114,7 +117,10 @@ impl Rollout {
                         winner.gain * 100.0,
                         winner.threshold * 100.0
                     );
-                    vec![self.promote_to(winner.version, now_ms, &system, Some(reason), winner.numbers)]
+                    vec![
+                        self.promote_to(winner.version, now_ms, &system, Some(reason), winner.numbers)
+                            .decided_by(Some(winner.decision)),
+                    ]
                 }
                 Err(_) => Vec::new(),
             },
@@ -282,6 +288,7 @@ impl Rollout {
             }
         };
         let mut best: Option<(u64, f64, f64, u64)> = None;
+        let mut significant: Option<f64> = None;
         if let Some(champion) = champion {
             for &version in challengers {
                 let Some(c) = stats.kpi(version).filter(|c| c.n >= *min_samples && c.mean.is_finite()) else {
@@ -301,13 +308,14 @@ impl Rollout {
                     threshold * 100.0
                 )),
                 Some((version, _, _, _)) => {
-                    if let Some(p) =
-                        significance(&champion, &stats.kpi(version), *threshold, *higher_is_better)
-                        && p > crate::analysis::DEFAULT_ALPHA
+                    let alpha = stats.alpha();
+                    significant =
+                        significance(&champion, &stats.kpi(version), *threshold, *higher_is_better, alpha);
+                    if let Some(p) = significant
+                        && p > alpha
                     {
                         unmet.push(format!(
-                            "challenger v{version}'s lift on '{kpi}' is not yet significant: always-valid p = {p:.3}, needs ≤ {}",
-                            crate::analysis::DEFAULT_ALPHA
+                            "challenger v{version}'s lift on '{kpi}' is not yet significant: always-valid p = {p:.3}, needs ≤ {alpha}"
                         ));
                     }
                 }
@@ -318,6 +326,12 @@ impl Rollout {
                 version,
                 gain,
                 threshold: *threshold,
+                decision: match significant {
+                    Some(p) => crate::DecidingTest::new("msprt", p, stats.alpha()),
+                    None => crate::DecidingTest::new("relative_lift", gain, *threshold),
+                }
+                .with_n(self.champion, champion.n)
+                .with_n(version, n),
                 numbers: BTreeMap::from([
                     ("champion_mean".to_owned(), champion.mean),
                     ("champion_n".to_owned(), champion.n as f64),
@@ -344,6 +358,7 @@ fn significance(
     challenger: &Option<crate::KpiSample>,
     threshold: f64,
     higher_is_better: bool,
+    alpha: f64,
 ) -> Option<f64> {
     let c = challenger.as_ref()?;
     let (vc, vh) = (c.variance?, champion.variance?);
@@ -353,8 +368,7 @@ fn significance(
         return Some(if diff > 0.0 { 0.0 } else { 1.0 });
     }
     let tau = (threshold * champion.mean.abs()).max(f64::MIN_POSITIVE.sqrt());
-    let seq = crate::analysis::sequential_diff(diff, var_of_diff, tau * tau, crate::analysis::DEFAULT_ALPHA)
-        .ok()?;
+    let seq = crate::analysis::sequential_diff(diff, var_of_diff, tau * tau, alpha).ok()?;
     // One-sided: evidence in the challenger's favour only.
     Some(if seq.diff > 0.0 { seq.p_value } else { 1.0 })
 }

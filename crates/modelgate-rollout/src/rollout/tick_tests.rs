@@ -287,11 +287,34 @@ fn automatic_gate_with_variances_waits_for_an_always_valid_lift() {
     assert_eq!((events[0].action, events[0].version), (Action::Promoted, Some(3)));
 }
 
+#[test]
+fn automatic_gate_judges_at_the_observations_alpha() {
+    let hour = T0 + 3_600_000;
+    // An 11% lift on 10% with 20,000 samples a side: always-valid p is
+    // about 0.2, not enough at the default α = 0.05, enough at α = 0.3.
+    let obs = ArmObservation::new()
+        .with_kpi_variance(1, 0.100, 20_000, 0.09)
+        .with_kpi_variance(3, 0.111, 20_000, 0.0987);
+    let mut strict = start(challenger_plan(gate(0.02, true)));
+    assert!(strict.tick(hour, &obs, &HEALTHY).is_empty());
+    let why = strict.waiting_for(hour, &obs.clone().with_alpha(0.05)).unwrap();
+    assert!(why.contains("needs ≤ 0.05"), "{why}");
+    let mut lenient = start(challenger_plan(gate(0.02, true)));
+    let events = lenient.tick(hour, &obs.with_alpha(0.3), &HEALTHY);
+    assert_eq!((events[0].action, events[0].version), (Action::Promoted, Some(3)));
+    // The promotion records the test that decided it.
+    let d = events[0].decision.as_ref().expect("the deciding test");
+    assert_eq!((d.test.as_str(), d.threshold), ("msprt", 0.3));
+    assert!(d.statistic > 0.05 && d.statistic <= 0.3, "p = {}", d.statistic);
+    assert_eq!(d.n, BTreeMap::from([(1, 20_000), (3, 20_000)]));
+}
+
 fn unhealthy_of(text: &str) -> StepVerdict {
     StepVerdict::Unhealthy(vec![crate::Regression {
         version: 2,
         kind: crate::RegressionKind::ErrorRate,
         numbers: BTreeMap::new(),
         text: text.to_owned(),
+        decision: None,
     }])
 }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use modelgate_rollout::analysis::{PsiLevel, psi};
-use modelgate_rollout::{Actor, AuditEvent, Millis, Regression, RegressionKind, Rollout};
+use modelgate_rollout::{Actor, AuditEvent, DecidingTest, Millis, Regression, RegressionKind, Rollout};
 
 use crate::control::importance::Finding;
 
@@ -66,6 +66,8 @@ pub struct Alert {
     /// The whole finding in words.
     pub reason: String,
     pub numbers: BTreeMap<String, f64>,
+    /// The test that found it, for findings a test decides (regressions).
+    pub decision: Option<DecidingTest>,
 }
 
 /// The alerts already raised, per (rollout id, version, kind), at the
@@ -157,6 +159,7 @@ pub fn psi_alerts(shifts: &BTreeMap<u64, Shift>) -> Vec<Alert> {
                     ("champion_scores".to_string(), s.champion_scores as f64),
                     ("candidate_scores".to_string(), s.candidate_scores as f64),
                 ]),
+                decision: None,
             })
         })
         .collect()
@@ -183,6 +186,7 @@ pub fn regression_alerts(regressions: &[Regression]) -> Vec<Alert> {
                 n.insert("version".to_string(), r.version as f64);
                 n
             },
+            decision: r.decision.clone(),
         })
         .collect()
 }
@@ -224,6 +228,7 @@ pub fn importance_alerts(findings: &BTreeMap<u64, Finding>, warn: f64, alert: f6
                     moved.join(", ")
                 ),
                 numbers,
+                decision: None,
             })
         })
         .collect()
@@ -237,7 +242,11 @@ pub fn apply(rollout: &mut Rollout, alerts: &[Alert], pause_on_alert: bool, now:
     let mut events = Vec::new();
     for a in alerts {
         tracing::warn!(model = %rollout.model, version = a.version, trigger = a.kind.as_str(), level = a.level.as_str(), reason = %a.reason, "soft trigger");
-        events.push(rollout.alert(now, a.kind.as_str(), a.reason.clone(), a.numbers.clone()));
+        events.push(
+            rollout
+                .alert(now, a.kind.as_str(), a.reason.clone(), a.numbers.clone())
+                .decided_by(a.decision.clone()),
+        );
         if pause_on_alert && a.level == Level::Alert && !rollout.is_paused() {
             match rollout.pause(now, &Actor::system(), Some(format!("pause_on_alert: {}", a.reason))) {
                 Ok(paused) => events.extend(paused.into_iter().map(|mut e| {
@@ -262,7 +271,14 @@ mod tests {
     use modelgate_rollout::Action;
 
     fn alert(version: u64, kind: AlertKind, level: Level) -> Alert {
-        Alert { version, kind, level, reason: format!("{kind:?} {level:?}"), numbers: BTreeMap::new() }
+        Alert {
+            version,
+            kind,
+            level,
+            reason: format!("{kind:?} {level:?}"),
+            numbers: BTreeMap::new(),
+            decision: None,
+        }
     }
 
     #[test]
@@ -291,6 +307,9 @@ mod tests {
             kind: RegressionKind::ErrorRate,
             numbers: BTreeMap::from([("diff".to_string(), 0.144)]),
             text: text.to_string(),
+            decision: Some(
+                DecidingTest::new("always_valid_ci_error_rate", 0.124, 0.01).with_n(1, 900).with_n(2, 100),
+            ),
         };
         let alerts = regression_alerts(&[regression]);
         assert_eq!(alerts.len(), 1);
@@ -300,6 +319,10 @@ mod tests {
         let mut rollout = canary(&[10, 100]);
         let events = apply(&mut rollout, &alerts, false, T0 + 1);
         assert_eq!(events[0].reason.as_deref(), Some(text));
+        // The event carries the test that found the regression.
+        let d = events[0].decision.as_ref().expect("the deciding test");
+        assert_eq!((d.test.as_str(), d.statistic, d.threshold), ("always_valid_ci_error_rate", 0.124, 0.01));
+        assert_eq!(d.n, BTreeMap::from([(1, 900), (2, 100)]));
     }
 
     #[test]

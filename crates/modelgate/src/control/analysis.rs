@@ -17,8 +17,8 @@ use std::time::Instant;
 use modelgate_registry::ModelConfig;
 use modelgate_rollout::analysis::{self, MarginVerdict, SequentialDiff, Summary};
 use modelgate_rollout::{
-    Millis, Plan, PromotionGate, Regression, RegressionKind, Rollout, StepVerdict, TriggerConfig,
-    WindowCounts,
+    DecidingTest, Millis, Plan, PromotionGate, Regression, RegressionKind, Rollout, StepVerdict,
+    TriggerConfig, WindowCounts,
 };
 use modelgate_telemetry::{VersionStats, WindowSnapshot};
 
@@ -231,11 +231,15 @@ fn describe(what: &str, unit: &str, c: &Comparison, alpha: f64) -> String {
 /// The safety verdict on the current step: healthy when every candidate is
 /// shown no worse than the champion beyond the margins on errors and mean
 /// latency; unhealthy when one is shown worse; waiting otherwise, saying
-/// for what.
-pub fn step_verdict(champion: u64, arms: &[ArmNumbers], s: &Settings) -> StepVerdict {
+/// for what. With a healthy verdict comes the comparison that came closest
+/// to its margin (the one that decided: every other cleared its margin by
+/// more), for the audit event of the advance it allows.
+pub fn judge_step(champion: u64, arms: &[ArmNumbers], s: &Settings) -> (StepVerdict, Option<DecidingTest>) {
     let Some(ch) = arms.iter().find(|a| a.version == champion) else {
-        return StepVerdict::Waiting("the champion's numbers".into());
+        return (StepVerdict::Waiting("the champion's numbers".into()), None);
     };
+    // (ci_high / margin, test) of the tightest non-inferiority shown.
+    let mut tightest: Option<(f64, DecidingTest)> = None;
     let mut waiting = Vec::new();
     let mut unhealthy = Vec::new();
     for c in arms.iter().filter(|a| a.version != champion && a.weight_bp > 0) {
@@ -262,14 +266,39 @@ pub fn step_verdict(champion: u64, arms: &[ArmNumbers], s: &Settings) -> StepVer
             continue;
         }
         let checks = [
-            (RegressionKind::ErrorRate, "error rate", "pp", compare_errors(&ch.total, &c.total, s)),
-            (RegressionKind::Latency, "mean latency", "ms", compare_latency(ch, c, s)),
+            (
+                RegressionKind::ErrorRate,
+                "error rate",
+                "pp",
+                compare_errors(&ch.total, &c.total, s),
+                (ch.total.requests, c.total.requests),
+            ),
+            (
+                RegressionKind::Latency,
+                "mean latency",
+                "ms",
+                compare_latency(ch, c, s),
+                (ch.total.latency_us.len(), c.total.latency_us.len()),
+            ),
         ];
-        for (kind, what, unit, cmp) in checks {
+        for (kind, what, unit, cmp, (nh, nc)) in checks {
+            let test = |cmp: &Comparison, statistic: f64| {
+                let name = match kind {
+                    RegressionKind::Latency => "always_valid_ci_latency",
+                    _ => "always_valid_ci_error_rate",
+                };
+                DecidingTest::new(name, statistic, cmp.margin).with_n(champion, nh).with_n(v, nc)
+            };
             match cmp {
                 None => waiting.push(format!("v{v} {what}: not enough data to compare")),
                 Some(cmp) => match cmp.verdict {
-                    MarginVerdict::NonInferior => {}
+                    MarginVerdict::NonInferior => {
+                        // Upper bound below the margin: nearest to it decides.
+                        let closeness = cmp.seq.ci_high / cmp.margin;
+                        if tightest.as_ref().is_none_or(|(c, _)| closeness > *c) {
+                            tightest = Some((closeness, test(&cmp, cmp.seq.ci_high)));
+                        }
+                    }
                     MarginVerdict::Regression => unhealthy.push(Regression {
                         version: v,
                         kind,
@@ -286,6 +315,8 @@ pub fn step_verdict(champion: u64, arms: &[ArmNumbers], s: &Settings) -> StepVer
                             "v{v} {} regressed beyond the margin",
                             describe(what, unit, &cmp, s.alpha)
                         ),
+                        // Lower bound above the margin.
+                        decision: Some(test(&cmp, cmp.seq.ci_low)),
                     }),
                     MarginVerdict::Undecided => waiting.push(format!(
                         "v{v} {} not yet shown within the margin",
@@ -296,11 +327,11 @@ pub fn step_verdict(champion: u64, arms: &[ArmNumbers], s: &Settings) -> StepVer
         }
     }
     if !unhealthy.is_empty() {
-        StepVerdict::Unhealthy(unhealthy)
+        (StepVerdict::Unhealthy(unhealthy), None)
     } else if !waiting.is_empty() {
-        StepVerdict::Waiting(waiting.join("; "))
+        (StepVerdict::Waiting(waiting.join("; ")), None)
     } else {
-        StepVerdict::Healthy
+        (StepVerdict::Healthy, tightest.map(|(_, t)| t))
     }
 }
 
@@ -353,7 +384,8 @@ pub fn metric_plan(rollout: &Rollout, config: &ModelConfig, now_ms: Millis) -> O
             higher_is_better: *higher_is_better,
             from_ms: now_ms.saturating_sub(window_secs.saturating_mul(1000)),
             required: *min_samples,
-            alpha: analysis::DEFAULT_ALPHA,
+            // The plan has no α of its own: the model's, as the gate uses.
+            alpha: config.analysis.alpha,
             arms: std::iter::once(("champion".to_string(), rollout.champion))
                 .chain(challengers.iter().map(|v| (format!("challenger v{v}"), *v)))
                 .collect(),
@@ -393,6 +425,10 @@ pub struct MetricRow {
     pub mde: f64,
     pub higher_is_better: bool,
     pub required: u64,
+    /// The significance level the row is judged at (the plan's or model's).
+    pub alpha: f64,
+    /// The control arm's version and observations.
+    pub control: (u64, u64),
     pub result: analysis::ArmResult,
 }
 
@@ -440,18 +476,43 @@ pub fn metric_rows(
                 mde,
                 higher_is_better: plan.higher_is_better,
                 required: plan.required,
+                alpha: plan.alpha,
+                control: (*control_version, control.n),
                 result,
             })
         })
         .collect()
 }
 
+/// The test behind an A/B test's verdict once it is ready: of the
+/// treatment arms, the one with the smallest p-value on the plan's metric,
+/// by Welch's test (the fixed-horizon test is valid once the required
+/// samples are in) or, without it, the always-valid one; against the plan's
+/// α, with every arm's count. `None` when no arm has a comparison.
+pub fn ab_verdict_test(rows: &[MetricRow]) -> Option<DecidingTest> {
+    let best = rows
+        .iter()
+        .skip(1)
+        .filter_map(|r| {
+            let (test, p) = match (&r.result.welch, &r.result.sequential) {
+                (Some(w), _) => ("welch", w.p_value),
+                (None, Some(s)) => ("msprt", s.p_value),
+                (None, None) => return None,
+            };
+            Some((test, p, r.alpha))
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))?;
+    let first = rows.first()?;
+    let test = DecidingTest::new(best.0, best.1, best.2).with_n(first.control.0, first.control.1);
+    Some(rows.iter().skip(1).fold(test, |t, r| t.with_n(r.version, r.result.n)))
+}
+
 /// A business-metric regression: significantly worse than the control
-/// (always-valid) by at least the MDE.
+/// (always-valid, at the row's α) by at least the MDE.
 pub fn kpi_regression(row: &MetricRow) -> Option<Regression> {
     let seq = row.result.sequential?;
     let worse_by = if row.higher_is_better { -seq.diff } else { seq.diff };
-    (seq.p_value <= analysis::DEFAULT_ALPHA && worse_by >= row.mde).then(|| Regression {
+    (seq.p_value <= row.alpha && worse_by >= row.mde).then(|| Regression {
         version: row.version,
         kind: RegressionKind::Kpi,
         numbers: BTreeMap::from([
@@ -460,8 +521,14 @@ pub fn kpi_regression(row: &MetricRow) -> Option<Regression> {
             ("mean".to_string(), row.result.mean),
             ("diff".to_string(), seq.diff),
             ("always_valid_p".to_string(), seq.p_value),
+            ("alpha".to_string(), row.alpha),
             ("mde".to_string(), row.mde),
         ]),
+        decision: Some(
+            DecidingTest::new("msprt", seq.p_value, row.alpha)
+                .with_n(row.control.0, row.control.1)
+                .with_n(row.version, row.result.n),
+        ),
         text: format!(
             "business metric '{}' of {} is worse than the control's by {:.4} (MDE {:.4}; always-valid p = {:.4}, n = {})",
             row.metric, row.arm, worse_by, row.mde, seq.p_value, row.result.n
@@ -488,6 +555,10 @@ pub fn wilson(x: u64, n: u64, alpha: f64) -> (f64, f64) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    fn step_verdict(champion: u64, arms: &[ArmNumbers], s: &Settings) -> StepVerdict {
+        judge_step(champion, arms, s).0
+    }
 
     fn settings() -> Settings {
         Settings {
@@ -532,7 +603,12 @@ mod tests {
             v => panic!("{v:?}"),
         }
         let enough = arm(1, 2000, &spread(2000, 302), 0);
-        assert_eq!(step_verdict(2, &[ch, enough], &s), StepVerdict::Healthy);
+        let (verdict, decided_by) = judge_step(2, &[ch, enough], &s);
+        assert_eq!(verdict, StepVerdict::Healthy);
+        // The comparison nearest its margin decided: its upper bound is below it.
+        let d = decided_by.expect("the deciding comparison");
+        assert!(d.test.starts_with("always_valid_ci_") && d.statistic < d.threshold, "{d:?}");
+        assert_eq!(d.n.keys().copied().collect::<Vec<_>>(), [1, 2]);
     }
 
     #[test]
@@ -545,6 +621,12 @@ mod tests {
                 assert_eq!((r.len(), r[0].version, r[0].kind), (1, 1, RegressionKind::Latency), "{r:?}");
                 assert!(r[0].text.starts_with("v1 mean latency"), "{r:?}");
                 assert!(r[0].numbers["diff"] > r[0].numbers["margin"], "{r:?}");
+                let d = r[0].decision.as_ref().expect("the deciding test");
+                assert_eq!(
+                    (d.test.as_str(), d.statistic, d.threshold),
+                    ("always_valid_ci_latency", r[0].numbers["ci_low"], r[0].numbers["margin"])
+                );
+                assert_eq!(d.n, BTreeMap::from([(1, 2000), (2, 5000)]));
             }
             v => panic!("{v:?}"),
         }
@@ -564,6 +646,51 @@ mod tests {
             StepVerdict::Waiting(w) => assert!(w.contains("v1 error rate"), "{w}"),
             v => panic!("{v:?}"),
         }
+    }
+
+    /// The business-metric alert judges at the plan's α, not a default:
+    /// the same data is a regression at a lenient α and none at a strict one.
+    #[test]
+    fn kpi_regression_uses_the_plans_alpha() {
+        use crate::serving::outcome::OutcomeLimits;
+        let outcomes = OutcomeStore::new(OutcomeLimits::with_join_bytes(0));
+        let now = 1_000_000_000;
+        for i in 0..400u64 {
+            let noise = ((i * 7919) % 100) as f64 / 100.0 - 0.5;
+            outcomes.record("m", 1, "revenue", 10.0 + noise, now, now).unwrap();
+            outcomes.record("m", 2, "revenue", 9.93 + noise, now, now).unwrap();
+        }
+        let plan = |alpha: f64| MetricPlan {
+            metric: "revenue".into(),
+            mde: Some(0.05),
+            relative_mde: None,
+            higher_is_better: true,
+            from_ms: now - 60_000,
+            required: 0,
+            alpha,
+            arms: vec![("control".into(), 1), ("b".into(), 2)],
+        };
+        let regression = |alpha: f64| {
+            let rows = metric_rows(&outcomes, "m", &plan(alpha), now);
+            assert_eq!(rows[1].alpha, alpha);
+            rows.iter().find_map(kpi_regression)
+        };
+        let p = metric_rows(&outcomes, "m", &plan(0.05), now)[1].result.sequential.unwrap().p_value;
+        assert!(p > 0.0 && p < 0.5, "p = {p}");
+        let found = regression((2.0 * p).min(0.9)).expect("a regression at α above p");
+        assert_eq!(found.numbers["alpha"], (2.0 * p).min(0.9));
+        let d = found.decision.expect("the deciding test");
+        assert_eq!((d.test.as_str(), d.statistic, d.threshold), ("msprt", p, (2.0 * p).min(0.9)));
+        assert_eq!(d.n, BTreeMap::from([(1, 400), (2, 400)]));
+        assert!(regression(p / 2.0).is_none(), "no regression at α below p");
+        // The A/B verdict's test: Welch's p on the metric, against the plan's α.
+        let rows = metric_rows(&outcomes, "m", &plan(0.01), now);
+        let d = ab_verdict_test(&rows).expect("a comparison");
+        assert_eq!(
+            (d.test.as_str(), d.statistic, d.threshold),
+            ("welch", rows[1].result.welch.unwrap().p_value, 0.01)
+        );
+        assert_eq!(d.n, BTreeMap::from([(1, 400), (2, 400)]));
     }
 
     #[test]

@@ -2,18 +2,22 @@
 //! sliding windows, and the decision a tick takes from them, the safety
 //! verdict and the alerts. Pure: every input is a snapshot.
 
-use modelgate_rollout::{ArmObservation, AuditEvent, Fired, Millis, Rollout, StepVerdict, TriggerConfig};
+use modelgate_rollout::{
+    Action, ArmObservation, AuditEvent, DecidingTest, Fired, Millis, Rollout, StepVerdict, TriggerConfig,
+};
 
 use crate::control::alerts::{self, Alert};
 use crate::control::analysis::ArmNumbers;
 
 /// The first hard trigger any candidate of the rollout fires (champion
 /// `champion`), judged on the versions' sliding windows against the
-/// champion's.
+/// champion's. Its decision counts the requests of both windows.
 pub fn hard_trigger(cfg: &TriggerConfig, champion: u64, arms: &[ArmNumbers]) -> Option<Fired> {
     let base = arms.iter().find(|a| a.version == champion)?.window_counts(cfg.p99_sla_ms);
     arms.iter().filter(|a| a.version != champion && a.weight_bp > 0).find_map(|a| {
-        cfg.evaluate(&base, &a.window_counts(cfg.p99_sla_ms)).map(|mut f| {
+        let counts = a.window_counts(cfg.p99_sla_ms);
+        cfg.evaluate(&base, &counts).map(|mut f| {
+            f.decision.n = [(champion, base.requests), (a.version, counts.requests)].into();
             f.numbers.insert("version".into(), a.version as f64);
             f.reason = format!("version {}: {}", a.version, f.reason);
             f
@@ -28,6 +32,12 @@ pub struct Judged {
     pub fired: Option<Fired>,
     /// The step's safety verdict.
     pub verdict: StepVerdict,
+    /// For a healthy verdict, the comparison that decided it (see
+    /// [`crate::control::analysis::judge_step`]).
+    pub evidence: Option<DecidingTest>,
+    /// For an A/B test, the test behind its verdict (see
+    /// [`crate::control::analysis::ab_verdict_test`]).
+    pub ab_verdict: Option<DecidingTest>,
     /// What the rollout logic sees (samples, KPIs).
     pub observation: ArmObservation,
 }
@@ -83,7 +93,9 @@ pub fn decide(
         }
         tracing::warn!(model = %rollout.model, rollout = %rollout.id, trigger = fired.trigger, reason = %reason, "hard trigger fired; rolling back");
         let decision = match rollout.rollback_triggered(now, fired.trigger, reason, fired.numbers) {
-            Ok(events) => Decision::Rollback(events),
+            Ok(events) => Decision::Rollback(
+                events.into_iter().map(|e| e.decided_by(Some(fired.decision.clone()))).collect(),
+            ),
             Err(e) => {
                 tracing::error!(model = %rollout.model, error = %e, "automatic rollback refused");
                 Decision::NotOurs
@@ -95,7 +107,19 @@ pub fn decide(
     let alert_events =
         if who.leader { alerts::apply(rollout, alerts, who.pause_on_alert, now) } else { Vec::new() };
     let paused = !was_paused && rollout.is_paused();
-    let events = rollout.tick(now, &judged.observation, &judged.verdict);
+    let mut events = rollout.tick(now, &judged.observation, &judged.verdict);
+    for e in events.iter_mut().filter(|e| e.action == Action::ExperimentReady) {
+        e.decision = judged.ab_verdict.clone().filter(DecidingTest::is_finite);
+    }
+    if judged.verdict == StepVerdict::Healthy {
+        // What the healthy verdict let happen, unless the rollout's own
+        // gate (champion-challenger) recorded the test it decided on.
+        for e in events.iter_mut().filter(|e| {
+            matches!(e.action, Action::Advanced | Action::Switched | Action::Promoted) && e.decision.is_none()
+        }) {
+            e.decision = judged.evidence.clone().filter(DecidingTest::is_finite);
+        }
+    }
     let decision = match (events.is_empty(), who.leader) {
         (true, _) => Decision::Keep,
         (false, true) => Decision::Commit(events),
@@ -108,7 +132,7 @@ pub fn decide(
 mod tests {
     use std::collections::BTreeMap;
 
-    use modelgate_rollout::{Action, Regression, RegressionKind, RolloutState};
+    use modelgate_rollout::{Regression, RegressionKind, RolloutState};
 
     use super::*;
     use crate::control::alerts::regression_alerts;
@@ -122,12 +146,15 @@ mod tests {
             kind: RegressionKind::Latency,
             numbers: BTreeMap::new(),
             text: "v2 mean latency +40 ms (always-valid 95% CI +30 to +50; margin 10 ms) regressed beyond the margin".into(),
+            decision: None,
         }])
     }
 
     fn judged(fired: Option<Fired>, verdict: StepVerdict, samples: u64) -> Judged {
         let observation = ArmObservation::new().with_samples(1, samples * 9).with_samples(2, samples);
-        Judged { fired, verdict, observation }
+        let evidence = (verdict == StepVerdict::Healthy)
+            .then(|| DecidingTest::new("always_valid_ci_latency", 1.5, 2.0).with_n(1, 900).with_n(2, 100));
+        Judged { fired, verdict, observation, evidence, ab_verdict: None }
     }
 
     fn actions(d: &Decision) -> Vec<Action> {
@@ -143,11 +170,16 @@ mod tests {
             trigger: "error_rate",
             reason: "version 2: error rate 30%".into(),
             numbers: BTreeMap::new(),
+            decision: DecidingTest::new("sprt_error_rate", 9.5, 6.9).with_n(1, 900).with_n(2, 100),
         };
         let mut rollout = canary(&[10, 50, 100]);
         let follower = Authority { leader: false, replica: Some("r2"), pause_on_alert: true };
         let d = decide(&mut rollout, judged(Some(fired), unhealthy(), 500), &[], follower, T0 + 1_000);
         assert_eq!(actions(&d.decision), [Action::RolledBack]);
+        let Decision::Rollback(events) = &d.decision else { unreachable!() };
+        let test = events[0].decision.as_ref().expect("the rollback's deciding test");
+        assert_eq!((test.test.as_str(), test.statistic, test.threshold), ("sprt_error_rate", 9.5, 6.9));
+        assert_eq!(test.n, BTreeMap::from([(1, 900), (2, 100)]));
         assert!(
             matches!(&rollout.state, RolloutState::RolledBack { reason, .. } if reason.contains("seen by replica r2"))
         );
@@ -189,6 +221,8 @@ mod tests {
         assert_eq!(theirs.decision, Decision::NotOurs, "only the leader advances");
         let met = decide(&mut rollout, judged(None, StepVerdict::Healthy, 100), &[], LEADER, T0 + 61_000);
         assert_eq!(actions(&met.decision), [Action::Advanced]);
+        let Decision::Commit(events) = &met.decision else { unreachable!() };
+        assert_eq!(events[0].decision.as_ref().map(|d| d.test.as_str()), Some("always_valid_ci_latency"));
         assert_eq!(rollout.canary_percent(), Some(50));
     }
 }

@@ -280,6 +280,9 @@ impl Controller {
     /// for an automatic promotion gate, KPI means over the gate's window.
     pub fn observation(&self, model: &str, rollout: &Rollout, counts: &StageCounts) -> ArmObservation {
         let mut obs = ArmObservation::new();
+        if let Some(route) = self.gateway.table().get(model) {
+            obs = obs.with_alpha(route.config().analysis.alpha);
+        }
         for (v, n) in &counts.samples {
             obs = obs.with_samples(*v, *n);
         }
@@ -315,13 +318,19 @@ impl Controller {
         }
     }
 
-    /// The step's safety verdict from the always-valid comparisons.
-    fn verdict(&self, model: &str, rollout: &Rollout, arms: &[analysis::ArmNumbers]) -> StepVerdict {
+    /// The step's safety verdict from the always-valid comparisons, and for
+    /// a healthy one the comparison that decided it.
+    fn verdict(
+        &self,
+        model: &str,
+        rollout: &Rollout,
+        arms: &[analysis::ArmNumbers],
+    ) -> (StepVerdict, Option<modelgate_rollout::DecidingTest>) {
         let table = self.gateway.table();
         let Some(route) = table.get(model) else {
-            return StepVerdict::Waiting(format!("model {model} is not loaded"));
+            return (StepVerdict::Waiting(format!("model {model} is not loaded")), None);
         };
-        analysis::step_verdict(rollout.champion, arms, &analysis::Settings::of(route.config()))
+        analysis::judge_step(rollout.champion, arms, &analysis::Settings::of(route.config()))
     }
 
     /// PSI of each version `rollout` compares with its champion (candidates

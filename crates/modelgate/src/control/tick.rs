@@ -66,9 +66,12 @@ impl Controller {
     /// verdict, and what the rollout logic observes.
     fn judge(&self, model: &str, rollout: &Rollout, counted: &Counted) -> Judged {
         let cfg = self.trigger_config(model, Some(rollout));
+        let (verdict, evidence) = self.verdict(model, rollout, &counted.arms);
         Judged {
             fired: judge::hard_trigger(&cfg, rollout.champion, &counted.arms),
-            verdict: self.verdict(model, rollout, &counted.arms),
+            verdict,
+            evidence,
+            ab_verdict: self.ab_verdict(model, rollout),
             observation: self.observation(model, rollout, &counted.counts),
         }
     }
@@ -105,6 +108,17 @@ impl Controller {
         found.extend(alerts::importance_alerts(&findings, warn, alert));
         found.extend(alerts::regression_alerts(&regressions));
         inner.ledger.admit(&rollout.id, found)
+    }
+
+    /// For an A/B test, the test behind its verdict on the plan's metric.
+    fn ab_verdict(&self, model: &str, rollout: &Rollout) -> Option<modelgate_rollout::DecidingTest> {
+        if !matches!(rollout.plan, modelgate_rollout::Plan::AbTest { .. }) {
+            return None;
+        }
+        let table = self.gateway.table();
+        let now = now_ms();
+        let plan = analysis::metric_plan(rollout, table.get(model)?.config(), now)?;
+        analysis::ab_verdict_test(&analysis::metric_rows(self.gateway.outcomes(), model, &plan, now))
     }
 
     /// Who decides what on this replica, and the model's `pause_on_alert`.

@@ -94,7 +94,7 @@ impl Controller {
         let live = !rollout.state.is_finished();
         let (counts, arms, verdict, psi) = if live {
             let c = self.counted(&mut inner, model, &rollout, others.as_ref());
-            let verdict = self.verdict(model, &rollout, &c.arms);
+            let (verdict, _) = self.verdict(model, &rollout, &c.arms);
             let psi = self.prediction_shifts(model, &rollout).into_iter().map(|(v, s)| (v, s.psi)).collect();
             (c.counts, c.arms, verdict, psi)
         } else {

@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::{Mutex, OnceLock};
 
-use modelgate_rollout::{Millis, Role};
+use modelgate_rollout::{Millis, Role, RunningStats};
 use modelgate_runtime::quoted;
 
 /// Who served a request, remembered for joining outcomes by request id.
@@ -16,13 +16,13 @@ pub struct Served {
     pub role: Role,
 }
 
-/// One metric's observations in one time bucket.
+/// One metric's observations in one time bucket: Welford's running mean and
+/// squared deviations, merged across buckets with Chan's formula (a sum of
+/// squares cancels catastrophically for values far from 0).
 #[derive(Debug, Clone, Copy, Default)]
 struct Bucket {
     start_ms: Millis,
-    n: u64,
-    sum: f64,
-    sum_sq: f64,
+    stats: RunningStats,
 }
 
 /// A metric's mean and spread over a window.
@@ -219,13 +219,10 @@ impl OutcomeStore {
         }
         match buckets.binary_search_by_key(&start, |b| b.start_ms) {
             Ok(i) => {
-                let b = &mut buckets[i];
-                b.n += 1;
-                b.sum += value;
-                b.sum_sq += value * value;
+                buckets[i].stats.push(value);
             }
             Err(i) => {
-                buckets.insert(i, Bucket { start_ms: start, n: 1, sum: value, sum_sq: value * value });
+                buckets.insert(i, Bucket { start_ms: start, stats: RunningStats::of(value) });
                 sums.bytes += BUCKET_BYTES;
             }
         }
@@ -245,16 +242,12 @@ impl OutcomeStore {
         let sums = self.sums.lock().unwrap_or_else(|p| p.into_inner());
         let buckets = sums.models.get(model)?.get(&(version, metric.to_string()))?;
         let from = now_ms.saturating_sub(window_ms);
-        let (n, sum, sum_sq) = buckets
+        let mut total = RunningStats::new();
+        buckets
             .iter()
             .filter(|b| b.start_ms + BUCKET_MS > from && b.start_ms <= now_ms)
-            .fold((0u64, 0.0, 0.0), |(n, s, q), b| (n + b.n, s + b.sum, q + b.sum_sq));
-        if n == 0 {
-            return None;
-        }
-        let mean = sum / n as f64;
-        let variance = if n > 1 { (sum_sq - n as f64 * mean * mean).max(0.0) / (n - 1) as f64 } else { 0.0 };
-        Some(MetricSummary { n, mean, variance })
+            .for_each(|b| total.merge(&b.stats));
+        total.summary().map(|s| MetricSummary { n: s.n, mean: s.mean, variance: s.variance })
     }
 }
 
@@ -472,6 +465,22 @@ mod tests {
         assert!((sum.variance - 1.0).abs() < 1e-12);
         assert_eq!(s.summary("m", 1, "ctr", t, 7_200_000).unwrap().n, 4);
         assert!(s.summary("m", 2, "ctr", t, 60_000).is_none());
+    }
+
+    /// Values around 1e8 with sd 1, over several buckets: a sum of squares
+    /// gave variance 0 here (and then a p-value of 0 for any difference).
+    #[test]
+    fn large_values_keep_their_variance_across_buckets() {
+        let s = OutcomeStore::new(OutcomeLimits::with_join_bytes(1 << 20));
+        let t = 1_000_000_000;
+        for i in 0..1_000u64 {
+            let value = 1e8 + if i % 2 == 0 { -1.0 } else { 1.0 };
+            s.record("m", 1, "revenue", value, t - (i % 5) * BUCKET_MS, t).unwrap();
+        }
+        let sum = s.summary("m", 1, "revenue", t, 60_000).unwrap();
+        assert_eq!(sum.n, 1_000);
+        assert!((sum.mean - 1e8).abs() < 1e-6, "mean {}", sum.mean);
+        assert!((sum.variance - 1_000.0 / 999.0).abs() < 1e-9, "variance {}", sum.variance);
     }
 
     #[test]
