@@ -10,7 +10,7 @@ pub mod rng;
 
 use std::time::Instant;
 
-use cells::{AbWatch, RunOutcome, Traffic};
+use cells::RunOutcome;
 pub use interval::clopper_pearson;
 use rng::Rng;
 
@@ -80,90 +80,19 @@ pub struct Cell {
     pub claim: Claim,
     pub runs: u64,
     pub horizon_s: u64,
-    run: Box<dyn Fn(&mut Rng) -> RunOutcome + Sync>,
+    pub(crate) run: Box<dyn Fn(&mut Rng) -> RunOutcome + Sync>,
 }
 
 /// Every cell at `scale`.
 pub fn cells(scale: Scale) -> Vec<Cell> {
-    let trigger_alpha = modelgate_rollout::TriggerConfig::default().alpha;
-    let hour = scale.hour_s;
-    let mut out = Vec::new();
-    let limit = modelgate_rollout::TriggerConfig::default().nan_inf_rate;
-    for (rate, bp) in [(200.0, 5000), (200.0, 500), (20.0, 5000), (20.0, 500)] {
-        let traffic = Traffic { rate, candidate_bp: bp };
-        out.push(Cell {
-            name: "hard-trigger-aa",
-            setting: format!(
-                "NaN {:.0}% both, {}/{}, {rate:.0} req/s, {}",
-                limit * 100.0,
-                100 - bp / 100,
-                bp / 100,
-                span(hour)
-            ),
-            claim: Claim::FalseRate(trigger_alpha),
-            runs: scale.runs,
-            horizon_s: hour,
-            run: Box::new(move |rng| cells::hard_triggers(rng, traffic, [limit, limit], hour)),
-        });
-    }
-    for times in [1.5, 2.0, 5.0] {
-        let traffic = Traffic { rate: 200.0, candidate_bp: 500 };
-        out.push(Cell {
-            name: "hard-trigger-power",
-            setting: format!("NaN {times}x limit on 5% canary, 200 req/s, {}", span(hour)),
-            claim: Claim::Power,
-            runs: scale.runs,
-            horizon_s: hour,
-            run: Box::new(move |rng| cells::hard_triggers(rng, traffic, [limit, limit * times], hour)),
-        });
-    }
-    let analysis = modelgate_registry::ModelConfig::default().analysis;
-    let (margin, alpha) = (analysis.error_margin, analysis.alpha);
-    for times in [1.0, 2.0] {
-        let traffic = Traffic { rate: 200.0, candidate_bp: 500 };
-        let errors = [0.01, 0.01 + times * margin];
-        out.push(Cell {
-            name: "step-verdict-healthy",
-            setting: format!(
-                "errors 1% vs {:.0}% ({times}x margin), 95/5, 200 req/s, {}",
-                errors[1] * 100.0,
-                span(hour)
-            ),
-            claim: Claim::FalseRate(alpha),
-            runs: scale.runs,
-            horizon_s: hour,
-            run: Box::new(move |rng| cells::step_healthy(rng, traffic, errors, hour)),
-        });
-    }
-    out.push(Cell {
-        name: "ab-aa-decision",
-        setting: format!("N(0,1) both, MDE 0.1, 2 outcomes/s/arm, {}", span(hour)),
-        claim: Claim::FalseRate(0.05),
-        runs: scale.runs,
-        horizon_s: hour,
-        run: Box::new(move |rng| cells::ab_test(rng, 2.0, hour, AbWatch::Decision)),
-    });
-    out.push(Cell {
-        name: "ab-aa-srm",
-        setting: format!("50/50, 2 req/s/arm, {}", span(hour)),
-        claim: Claim::FalseRate(modelgate_rollout::analysis::SRM_ALPHA),
-        runs: scale.runs,
-        horizon_s: hour,
-        run: Box::new(move |rng| cells::ab_test(rng, 2.0, hour, AbWatch::Srm)),
-    });
-    let day = scale.day_s;
-    out.push(Cell {
-        name: "cc-aa-promoted",
-        setting: format!("conversion 10% both, threshold 2%, window 1 h, 20 req/s, {}", span(day)),
-        claim: Claim::FalseRate(alpha),
-        runs: scale.day_runs,
-        horizon_s: day,
-        run: Box::new(move |rng| cells::champion_challenger(rng, 20.0, 0.10, day)),
-    });
+    let mut out = cells::hard::list(scale);
+    out.extend(cells::step::list(scale));
+    out.extend(cells::ab::list(scale));
+    out.extend(cells::cc::list(scale));
     out
 }
 
-fn span(seconds: u64) -> String {
+pub(crate) fn span(seconds: u64) -> String {
     if seconds.is_multiple_of(3600) {
         format!("{} h", seconds / 3600)
     } else {
