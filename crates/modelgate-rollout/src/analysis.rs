@@ -14,19 +14,33 @@
 //! `tests/stats_fixtures.rs` (fixtures from `scripts/stats_fixtures.py`).
 
 pub mod special;
+pub mod srm;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::stats::normal_quantile;
 use special::{chi2_sf, normal_sf, student_t_quantile2, student_t_sf2};
+pub use srm::{SRM_PRIOR_CONCENTRATION, SequentialSrm, srm_sequential};
 
 /// Significance of the confidence intervals of [`welch_t_test`] and
 /// [`two_proportion_z_test`] (95% intervals).
 pub const DEFAULT_ALPHA: f64 = 0.05;
 
-/// [`srm_chi_square`] flags a sample ratio mismatch below this p-value.
+/// The α of the sample-ratio-mismatch check: [`srm_sequential`] flags a
+/// mismatch once its Bayes factor reaches `1/SRM_ALPHA`, so a fair split is
+/// flagged at some look with probability at most this, however often it is
+/// looked at. ([`srm_chi_square`], kept for reference, flags below this
+/// p-value at one look.)
 pub const SRM_ALPHA: f64 = 0.001;
+
+/// No A/B arm is judged Better or Worse before it and the control have this
+/// many observations each: below it the plug-in variance in the mSPRT is too
+/// noisy (at 2 per arm, A/A runs were declared different within a second).
+/// In simulation (N(0,1), exponential and log-normal metrics, τ from 0.1σ to
+/// 2σ, looked at after every observation) 30 keeps the A/A rate at or below
+/// 0.03 at α 0.05, where 2 gave up to 0.15.
+pub const AB_MIN_SAMPLES_PER_ARM: u64 = 30;
 
 /// [`psi_from_counts`] replaces an empty bin's proportion with this value so
 /// that the logarithm stays finite.
@@ -677,11 +691,12 @@ pub struct Summary {
 pub enum AbDecision {
     /// The control arm itself.
     Control,
-    /// Significantly better than the control.
+    /// Shown better than the control by the always-valid test.
     Better,
-    /// Significantly worse than the control.
+    /// Shown worse than the control by the always-valid test.
     Worse,
-    /// The planned sample size is in and no difference was found.
+    /// The planned sample size is in and the always-valid test has not
+    /// rejected (it keeps running: a later rejection is still valid).
     NoDifference,
     /// Neither: the experiment is still collecting.
     Collecting,
@@ -699,6 +714,10 @@ impl AbDecision {
     }
 }
 
+/// The name of the one test that decides an A/B arm: the mixture SPRT on the
+/// difference of means (τ = the MDE).
+pub const AB_DECIDING_TEST: &str = "msprt";
+
 /// One A/B arm's result on the primary metric.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ArmResult {
@@ -707,13 +726,25 @@ pub struct ArmResult {
     /// `1 − alpha` Student-t interval for the arm's mean (NaN below n = 2).
     pub ci_low: f64,
     pub ci_high: f64,
-    /// Welch's test against the control (fixed horizon: valid once the
-    /// planned sample size is in); `None` for the control or degenerate data.
+    /// Welch's test against the control, for reference only: a
+    /// fixed-horizon test, it does not decide (looked at every tick it would
+    /// be wrong far more often than α). `None` for the control or
+    /// degenerate data.
     pub welch: Option<TTest>,
-    /// The always-valid comparison against the control (τ = the MDE): valid
-    /// at any time, however often it is looked at.
+    /// The always-valid comparison against the control (τ = the MDE), the
+    /// one test that decides: valid at any time, however often it is looked
+    /// at. `None` for the control and until both arms have
+    /// [`AB_MIN_SAMPLES_PER_ARM`] observations.
     pub sequential: Option<SequentialDiff>,
     pub decision: AbDecision,
+}
+
+impl ArmResult {
+    /// The always-valid p-value against the α it is judged at, when the
+    /// test runs (the statistic and threshold of [`AB_DECIDING_TEST`]).
+    pub fn deciding(&self, alpha: f64) -> Option<(f64, f64)> {
+        self.sequential.map(|s| (s.p_value, alpha))
+    }
 }
 
 /// The `1 − alpha` Student-t interval for a mean, `(NaN, NaN)` below two
@@ -729,12 +760,16 @@ pub fn mean_interval(s: &Summary, alpha: f64) -> Result<(f64, f64), AnalysisErro
     Ok((s.mean - half, s.mean + half))
 }
 
-/// An arm's result against `control`: its mean's interval, Welch's test,
-/// the always-valid mSPRT with τ² = mde², and the decision. The decision is
-/// `Better`/`Worse` as soon as the always-valid p-value reaches alpha, or
-/// once both arms have `required_per_arm` samples and Welch's does;
-/// `NoDifference` once they have them and neither does; `Collecting`
-/// before. `higher_is_better` orients better and worse.
+/// An arm's result against `control`: its mean's interval, Welch's test
+/// (reference), the always-valid mSPRT with τ² = mde², and the decision.
+///
+/// One test decides, the mSPRT: `Better`/`Worse` once both arms have
+/// [`AB_MIN_SAMPLES_PER_ARM`] observations and its always-valid p-value is
+/// at most alpha (equivalently, its `1 − alpha` confidence sequence
+/// excludes 0); `NoDifference` once both arms have `required_per_arm` and it
+/// has not; `Collecting` before. Because the test is always valid, looking
+/// at the decision every tick keeps the chance of a false Better/Worse at
+/// or below alpha. `higher_is_better` orients better and worse.
 pub fn ab_arm_result(
     control: &Summary,
     arm: &Summary,
@@ -765,15 +800,20 @@ pub fn ab_arm_result(
     result.welch =
         welch_t_test_alpha(control.mean, control.variance, control.n, arm.mean, arm.variance, arm.n, alpha)
             .ok();
+    if control.n < AB_MIN_SAMPLES_PER_ARM || arm.n < AB_MIN_SAMPLES_PER_ARM {
+        return Ok(result);
+    }
     let var_of_diff = control.variance / control.n as f64 + arm.variance / arm.n as f64;
     result.sequential = sequential_diff(arm.mean - control.mean, var_of_diff, mde * mde, alpha).ok();
-    let direction = |diff: f64| {
-        if (diff > 0.0) == higher_is_better { AbDecision::Better } else { AbDecision::Worse }
-    };
     let complete = control.n >= required_per_arm && arm.n >= required_per_arm;
-    result.decision = match (&result.sequential, &result.welch) {
-        (Some(s), _) if s.p_value <= alpha && s.diff != 0.0 => direction(s.diff),
-        (_, Some(w)) if complete && w.p_value <= alpha && w.diff != 0.0 => direction(w.diff),
+    result.decision = match &result.sequential {
+        Some(s) if s.p_value <= alpha && s.diff != 0.0 => {
+            if (s.diff > 0.0) == higher_is_better {
+                AbDecision::Better
+            } else {
+                AbDecision::Worse
+            }
+        }
         _ if complete => AbDecision::NoDifference,
         _ => AbDecision::Collecting,
     };
@@ -893,5 +933,59 @@ mod tests {
         assert!(r.msprt.reject && !r.regression);
         let r = regression_beyond_margin(0.12, 0.1, 1.0, 1000.0, 0.1, 0.05).expect("valid");
         assert!(!r.regression);
+    }
+
+    fn summary(n: u64, mean: f64, variance: f64) -> Summary {
+        Summary { n, mean, variance }
+    }
+
+    /// Below the minimum per arm nothing is decided, however large the
+    /// difference (Welch's p is shown, for reference, and does not decide).
+    #[test]
+    fn no_ab_decision_below_the_minimum_samples() {
+        let m = AB_MIN_SAMPLES_PER_ARM;
+        let control = summary(m - 1, 0.0, 1.0);
+        let arm = summary(m - 1, 5.0, 1.0);
+        let r = ab_arm_result(&control, &arm, false, 0.1, 0.05, 10, true).expect("valid");
+        assert_eq!(r.decision, AbDecision::Collecting);
+        assert!(r.sequential.is_none() && r.deciding(0.05).is_none());
+        assert!(r.welch.expect("reference").p_value < 1e-10);
+        // The same difference with the minimum in: the always-valid test decides.
+        let r = ab_arm_result(&summary(m, 0.0, 1.0), &summary(m, 5.0, 1.0), false, 0.1, 0.05, 10, true)
+            .expect("valid");
+        assert_eq!(r.decision, AbDecision::Better);
+        let (p, alpha) = r.deciding(0.05).expect("the test ran");
+        assert!(p <= alpha && p == r.sequential.expect("ran").p_value);
+        let r = ab_arm_result(&summary(m, 0.0, 1.0), &summary(m, 5.0, 1.0), false, 0.1, 0.05, 10, false)
+            .expect("valid");
+        assert_eq!(r.decision, AbDecision::Worse);
+        let r = ab_arm_result(&summary(m, 0.0, 1.0), &summary(m, 5.0, 1.0), true, 0.1, 0.05, 10, true)
+            .expect("valid");
+        assert_eq!((r.decision, r.welch, r.sequential), (AbDecision::Control, None, None));
+    }
+
+    /// Welch's test no longer decides: at the planned n, a difference that
+    /// Welch calls significant but the always-valid test does not is "no
+    /// significant difference" (before: Better).
+    #[test]
+    fn only_the_always_valid_test_decides_an_ab_arm() {
+        // 2 000 per arm, diff 0.07 σ: Welch p ≈ 0.027, mSPRT (τ = 0.1) p ≈ 0.4.
+        let (control, arm) = (summary(2000, 0.0, 1.0), summary(2000, 0.07, 1.0));
+        let r = ab_arm_result(&control, &arm, false, 0.1, 0.05, 1570, true).expect("valid");
+        let (welch, seq) = (r.welch.expect("ran"), r.sequential.expect("ran"));
+        assert!(welch.p_value < 0.05 && seq.p_value > 0.05, "{welch:?} {seq:?}");
+        assert_eq!(r.decision, AbDecision::NoDifference);
+        // Before the planned n: still collecting.
+        let r = ab_arm_result(&control, &arm, false, 0.1, 0.05, 5000, true).expect("valid");
+        assert_eq!(r.decision, AbDecision::Collecting);
+        // The decision is the sequential test's rejection, nothing else.
+        for diff in [0.0, 0.05, 0.1, 0.15, -0.15] {
+            let r = ab_arm_result(&control, &summary(2000, diff, 1.0), false, 0.1, 0.05, 1570, true)
+                .expect("valid");
+            let s = r.sequential.expect("ran");
+            let decided = matches!(r.decision, AbDecision::Better | AbDecision::Worse);
+            assert_eq!(decided, s.p_value <= 0.05, "{diff}: {r:?}");
+            assert_eq!(decided, s.ci_low > 0.0 || s.ci_high < 0.0, "{diff}: {r:?}");
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! [`crate::api::admin`] gathers the inputs.
 
 use modelgate_proto::v1 as pb;
-use modelgate_rollout::analysis::Srm;
+use modelgate_rollout::analysis::{SRM_ALPHA, SequentialSrm};
 use modelgate_rollout::{Plan, Rollout, RolloutState, RoutingTable, StepVerdict};
 
 use crate::api::predict::role_to_pb;
@@ -14,9 +14,14 @@ use crate::control::now_ms;
 pub use crate::control::state_name;
 
 /// The sample ratio mismatch test over the arms that should get traffic:
-/// do the stage's counts fit the weights? `None` with one such arm or
-/// under 100 requests in the stage.
-pub fn sample_ratio_mismatch(table: &RoutingTable, counts: &StageCounts) -> Option<Srm> {
+/// do the stage's counts fit the weights? The sequential test
+/// ([`modelgate_rollout::analysis::srm_sequential`], at `SRM_ALPHA`), so
+/// that showing it at every look (GetRollout, GetAnalysis, the CLI, the
+/// decision simulator's every tick) flags a fair split in at most
+/// `SRM_ALPHA` of stages. `None` with one such arm or under 100 requests in
+/// the stage (too few to say anything; the Bayes factor needs no minimum to
+/// stay valid).
+pub fn sample_ratio_mismatch(table: &RoutingTable, counts: &StageCounts) -> Option<SequentialSrm> {
     let (observed, weights): (Vec<u64>, Vec<f64>) = table
         .weights()
         .iter()
@@ -26,7 +31,7 @@ pub fn sample_ratio_mismatch(table: &RoutingTable, counts: &StageCounts) -> Opti
     if observed.len() < 2 || observed.iter().sum::<u64>() < 100 {
         return None;
     }
-    modelgate_rollout::analysis::srm_chi_square(&observed, &weights).ok()
+    modelgate_rollout::analysis::srm_sequential(&observed, &weights, SRM_ALPHA).ok()
 }
 
 /// A rollout as the admin API shows it.
@@ -48,7 +53,7 @@ fn status_and_srm(
     counts: &StageCounts,
     obs: &modelgate_rollout::ArmObservation,
     champion: u64,
-) -> (pb::RolloutStatus, Option<Srm>) {
+) -> (pb::RolloutStatus, Option<SequentialSrm>) {
     let Some(r) = rollout else {
         let status =
             pb::RolloutStatus { model: model.to_string(), champion: champion as i64, ..Default::default() };
@@ -101,6 +106,7 @@ fn status_and_srm(
         srm_p_value: srm.map(|s| s.p_value),
         srm_mismatch: srm.is_some_and(|s| s.mismatch),
         alerts: Vec::new(),
+        srm_log_bayes_factor: srm.map(|s| s.log_bayes_factor),
     };
     (status, srm)
 }
@@ -162,7 +168,9 @@ pub fn analysis_of(model: &str, view: &crate::control::AnalysisView, alerts: Vec
     if let Plan::Canary { steps, .. } = &r.plan {
         out.step_min_samples = steps.get(r.stage).map_or(0, |s| s.min_samples);
     }
-    out.srm_chi2 = srm.map(|s| s.chi2);
+    out.srm_chi2 = srm.and_then(|s| s.chi_square).map(|c| c.chi2);
+    out.srm_log_bayes_factor = srm.map(|s| s.log_bayes_factor);
+    out.srm_alpha = SRM_ALPHA;
     let (verdict, reason) = match &view.verdict {
         StepVerdict::Healthy => ("healthy", String::new()),
         StepVerdict::Unhealthy(found) => ("unhealthy", StepVerdict::unhealthy_text(found)),
@@ -230,7 +238,8 @@ pub fn analysis_of(model: &str, view: &crate::control::AnalysisView, alerts: Vec
     out.metrics = view
         .metrics
         .iter()
-        .map(|m| pb::MetricResult {
+        .map(|m| (m, m.deciding_test()))
+        .map(|(m, deciding)| pb::MetricResult {
             metric: m.metric.clone(),
             arm: m.arm.clone(),
             version: m.version as i64,
@@ -242,6 +251,12 @@ pub fn analysis_of(model: &str, view: &crate::control::AnalysisView, alerts: Vec
             diff: m.result.sequential.map(|s| s.diff).or(m.result.welch.map(|w| w.diff)),
             decision: m.result.decision.as_str().to_string(),
             required: m.required,
+            deciding_test: deciding.as_ref().map_or(String::new(), |d| d.test.clone()),
+            statistic: deciding.as_ref().map(|d| d.statistic),
+            threshold: m.alpha,
+            control_n: m.control.1,
+            min_samples: modelgate_rollout::analysis::AB_MIN_SAMPLES_PER_ARM,
+            diff_confidence_sequence: m.result.sequential.and_then(|s| interval(s.ci_low, s.ci_high)),
         })
         .collect();
     out

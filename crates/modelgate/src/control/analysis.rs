@@ -432,7 +432,8 @@ pub struct MetricRow {
     pub result: analysis::ArmResult,
 }
 
-/// Every arm's result on the plan's metric, control first.
+/// Every arm's result on the plan's metric, control first, from the
+/// outcomes recorded since the plan's start.
 pub fn metric_rows(
     outcomes: &OutcomeStore,
     model: &str,
@@ -440,12 +441,18 @@ pub fn metric_rows(
     now_ms: Millis,
 ) -> Vec<MetricRow> {
     let window = now_ms.saturating_sub(plan.from_ms).max(1);
-    let summary = |v: u64| {
+    metric_rows_of(plan, |v| {
         outcomes
             .summary(model, v, &plan.metric, now_ms, window)
             .map(|s| Summary { n: s.n, mean: s.mean, variance: s.variance })
-            .unwrap_or(Summary { n: 0, mean: 0.0, variance: 0.0 })
-    };
+    })
+}
+
+/// [`metric_rows`] from each version's summary of the metric (`None` when
+/// it has no outcomes): the decision code itself, which the decision
+/// simulator drives with simulated summaries.
+pub fn metric_rows_of(plan: &MetricPlan, summary: impl Fn(u64) -> Option<Summary>) -> Vec<MetricRow> {
+    let summary = |v: u64| summary(v).unwrap_or(Summary { n: 0, mean: 0.0, variance: 0.0 });
     let Some((_, control_version)) = plan.arms.first() else { return Vec::new() };
     let control = summary(*control_version);
     let mde = match (plan.mde, plan.relative_mde) {
@@ -458,7 +465,7 @@ pub fn metric_rows(
         .iter()
         .enumerate()
         .filter_map(|(i, (name, v))| {
-            let arm = summary(*v);
+            let arm = if i == 0 { control } else { summary(*v) };
             let result = analysis::ab_arm_result(
                 &control,
                 &arm,
@@ -484,35 +491,48 @@ pub fn metric_rows(
         .collect()
 }
 
-/// The test behind an A/B test's verdict once it is ready: of the
-/// treatment arms, the one with the smallest p-value on the plan's metric,
-/// by Welch's test (the fixed-horizon test is valid once the required
-/// samples are in) or, without it, the always-valid one; against the plan's
-/// α, with every arm's count. `None` when no arm has a comparison.
+impl MetricRow {
+    /// The one test that decides this arm (the always-valid mSPRT): its
+    /// always-valid p-value against the row's α, with n per arm. `None` for
+    /// the control and below the minimum samples per arm.
+    pub fn deciding_test(&self) -> Option<DecidingTest> {
+        let (p, alpha) = self.result.deciding(self.alpha)?;
+        Some(
+            DecidingTest::new(analysis::AB_DECIDING_TEST, p, alpha)
+                .with_n(self.control.0, self.control.1)
+                .with_n(self.version, self.result.n),
+        )
+    }
+}
+
+/// The test behind an A/B test's verdict once it is ready: the always-valid
+/// mSPRT, the only test that decides (Welch's p is shown for reference and
+/// never decides). Of the treatment arms, the one with the smallest
+/// always-valid p-value: it decided when its p is at most the plan's α (the
+/// threshold), and no arm did otherwise; with every arm's count. `None`
+/// while no arm has the minimum samples for the test.
 pub fn ab_verdict_test(rows: &[MetricRow]) -> Option<DecidingTest> {
     let best = rows
         .iter()
         .skip(1)
-        .filter_map(|r| {
-            let (test, p) = match (&r.result.welch, &r.result.sequential) {
-                (Some(w), _) => ("welch", w.p_value),
-                (None, Some(s)) => ("msprt", s.p_value),
-                (None, None) => return None,
-            };
-            Some((test, p, r.alpha))
-        })
-        .min_by(|a, b| a.1.total_cmp(&b.1))?;
+        .filter_map(|r| r.deciding_test())
+        .min_by(|a, b| a.statistic.total_cmp(&b.statistic))?;
     let first = rows.first()?;
-    let test = DecidingTest::new(best.0, best.1, best.2).with_n(first.control.0, first.control.1);
+    let test = best.with_n(first.control.0, first.control.1);
     Some(rows.iter().skip(1).fold(test, |t, r| t.with_n(r.version, r.result.n)))
 }
 
-/// A business-metric regression: significantly worse than the control
-/// (always-valid, at the row's α) by at least the MDE.
+/// A business-metric regression, judged every tick and so with an
+/// always-valid test: the arm is shown worse than the control by the mSPRT
+/// at the row's α (its confidence sequence excludes 0 on the worse side,
+/// which for an identical arm happens at some tick with probability at most
+/// α), and the estimate is worse by at least the MDE (a difference too small
+/// to matter raises no alert). Nothing below the minimum samples per arm.
 pub fn kpi_regression(row: &MetricRow) -> Option<Regression> {
     let seq = row.result.sequential?;
     let worse_by = if row.higher_is_better { -seq.diff } else { seq.diff };
-    (seq.p_value <= row.alpha && worse_by >= row.mde).then(|| Regression {
+    let shown_worse = if row.higher_is_better { seq.ci_high < 0.0 } else { seq.ci_low > 0.0 };
+    (shown_worse && seq.p_value <= row.alpha && worse_by >= row.mde).then(|| Regression {
         version: row.version,
         kind: RegressionKind::Kpi,
         numbers: BTreeMap::from([
@@ -520,18 +540,25 @@ pub fn kpi_regression(row: &MetricRow) -> Option<Regression> {
             ("n".to_string(), row.result.n as f64),
             ("mean".to_string(), row.result.mean),
             ("diff".to_string(), seq.diff),
+            ("ci_low".to_string(), seq.ci_low),
+            ("ci_high".to_string(), seq.ci_high),
             ("always_valid_p".to_string(), seq.p_value),
             ("alpha".to_string(), row.alpha),
             ("mde".to_string(), row.mde),
         ]),
-        decision: Some(
-            DecidingTest::new("msprt", seq.p_value, row.alpha)
-                .with_n(row.control.0, row.control.1)
-                .with_n(row.version, row.result.n),
-        ),
+        decision: row.deciding_test(),
         text: format!(
-            "business metric '{}' of {} is worse than the control's by {:.4} (MDE {:.4}; always-valid p = {:.4}, n = {})",
-            row.metric, row.arm, worse_by, row.mde, seq.p_value, row.result.n
+            "business metric '{}' of {} is worse than the control's by {:.4} (MDE {:.4}; always-valid {:.0}% CI {:+.4} to {:+.4}, p = {:.4}, n = {} and {})",
+            row.metric,
+            row.arm,
+            worse_by,
+            row.mde,
+            100.0 * (1.0 - row.alpha),
+            seq.ci_low,
+            seq.ci_high,
+            seq.p_value,
+            row.control.1,
+            row.result.n
         ),
     })
 }
@@ -683,13 +710,11 @@ mod tests {
         assert_eq!((d.test.as_str(), d.statistic, d.threshold), ("msprt", p, (2.0 * p).min(0.9)));
         assert_eq!(d.n, BTreeMap::from([(1, 400), (2, 400)]));
         assert!(regression(p / 2.0).is_none(), "no regression at α below p");
-        // The A/B verdict's test: Welch's p on the metric, against the plan's α.
+        // The A/B verdict's test: the always-valid p on the metric, against
+        // the plan's α (Welch's p is only for reference).
         let rows = metric_rows(&outcomes, "m", &plan(0.01), now);
         let d = ab_verdict_test(&rows).expect("a comparison");
-        assert_eq!(
-            (d.test.as_str(), d.statistic, d.threshold),
-            ("welch", rows[1].result.welch.unwrap().p_value, 0.01)
-        );
+        assert_eq!((d.test.as_str(), d.statistic, d.threshold), ("msprt", p, 0.01));
         assert_eq!(d.n, BTreeMap::from([(1, 400), (2, 400)]));
     }
 

@@ -119,13 +119,15 @@ pub fn format_analysis(a: &pb::Analysis) -> String {
     if !a.waiting_for.is_empty() {
         out.push_str(&format!("  {}\n", a.waiting_for));
     }
-    match a.srm_p_value {
-        Some(p) => out.push_str(&format!(
-            "  SRM: chi2 {:.2}, p = {p:.3e}{}\n",
+    match (a.srm_log_bayes_factor, a.srm_p_value) {
+        (Some(lbf), Some(p)) => out.push_str(&format!(
+            "  SRM: sequential test ln BF {lbf:.2}, flags at {:.2} (alpha {}; always-valid p = {p:.3e}); chi2 {:.2} for reference{}\n",
+            (1.0 / a.srm_alpha).ln(),
+            a.srm_alpha,
             a.srm_chi2.unwrap_or(f64::NAN),
             if a.srm_mismatch { "  MISMATCH: assignment is broken, do not trust the comparison" } else { "" }
         )),
-        None => out.push_str("  SRM: not enough requests yet\n"),
+        _ => out.push_str("  SRM: not enough requests yet\n"),
     }
     if a.step_min_samples > 0 || a.required_samples_per_arm > 0 {
         out.push_str(&format!(
@@ -168,7 +170,7 @@ pub fn format_analysis(a: &pb::Analysis) -> String {
         }
     }
     if !a.metrics.is_empty() {
-        out.push_str("  metric          arm                 version        n      mean  CI                      p (t)   p (always valid)  decision\n");
+        out.push_str("  metric          arm                 version        n      mean  CI                  p (t, ref)  p (always valid)  decision\n");
         for m in &a.metrics {
             let p = |v: Option<f64>| v.map_or("-".to_string(), |p| format!("{p:.4}"));
             out.push_str(&format!(
@@ -183,10 +185,88 @@ pub fn format_analysis(a: &pb::Analysis) -> String {
                 p(m.always_valid_p_value),
                 m.decision
             ));
+            if let Some(line) = deciding_line(m) {
+                out.push_str(&line);
+            }
         }
     }
     for al in &a.alerts {
         out.push_str(&format!("  ALERT {} (v{}): {}\n", al.trigger, al.version, al.reason));
     }
     out
+}
+
+/// Which test decides a treatment arm, its statistic against the threshold
+/// and n per arm; `None` for the control.
+fn deciding_line(m: &pb::MetricResult) -> Option<String> {
+    if m.decision == "control" {
+        return None;
+    }
+    Some(match m.statistic {
+        Some(stat) => format!(
+            "      decided by {}: always-valid p {stat:.4} {} alpha {} at n {} (control) and {} (this arm); diff CS {}; Welch's p does not decide\n",
+            m.deciding_test,
+            if stat <= m.threshold { "<=" } else { ">" },
+            m.threshold,
+            m.control_n,
+            m.n,
+            fmt_interval(&m.diff_confidence_sequence, 1.0, 4)
+        ),
+        None => format!(
+            "      no decision before {} per arm (now {} and {})\n",
+            m.min_samples, m.control_n, m.n
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn analysis(metrics: Vec<pb::MetricResult>) -> pb::Analysis {
+        pb::Analysis {
+            model: "m".into(),
+            rollout_id: "r".into(),
+            strategy: "ab_test".into(),
+            state: "running".into(),
+            srm_p_value: Some(0.5),
+            srm_log_bayes_factor: Some(0.69),
+            srm_chi2: Some(1.2),
+            srm_alpha: 0.001,
+            metrics,
+            ..Default::default()
+        }
+    }
+
+    /// The analysis says which test decides, its statistic against the
+    /// threshold and n per arm; the SRM line names the sequential test.
+    #[test]
+    fn analysis_names_the_deciding_test_and_n_per_arm() {
+        let row = |decision: &str, statistic: Option<f64>| pb::MetricResult {
+            metric: "score".into(),
+            arm: "treatment".into(),
+            version: 2,
+            n: 812,
+            decision: decision.into(),
+            deciding_test: if statistic.is_some() { "msprt".into() } else { String::new() },
+            statistic,
+            threshold: 0.05,
+            control_n: 790,
+            min_samples: 30,
+            ..Default::default()
+        };
+        let text = format_analysis(&analysis(vec![row("better", Some(0.0123))]));
+        assert!(
+            text.contains("decided by msprt: always-valid p 0.0123 <= alpha 0.05 at n 790 (control) and 812 (this arm)"),
+            "{text}"
+        );
+        assert!(text.contains("SRM: sequential test ln BF 0.69, flags at 6.91 (alpha 0.001"), "{text}");
+        let text = format_analysis(&analysis(vec![row("collecting", Some(0.31))]));
+        assert!(text.contains("always-valid p 0.3100 > alpha 0.05"), "{text}");
+        let text = format_analysis(&analysis(vec![row("collecting", None)]));
+        assert!(text.contains("no decision before 30 per arm (now 790 and 812)"), "{text}");
+        let mut control = row("control", None);
+        control.arm = "control".into();
+        assert!(!format_analysis(&analysis(vec![control])).contains("decision before"));
+    }
 }
