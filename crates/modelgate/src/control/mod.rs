@@ -31,6 +31,48 @@ pub mod importance;
 pub mod judge;
 pub mod state;
 mod sync;
+/// The observation [`Controller::observation`] gives `Rollout::tick`:
+/// `alpha` (the model's), this epoch's samples and, for an automatic
+/// champion-challenger gate, each arm's KPI summary since the current
+/// evaluation period started (`summary(version, kpi, since_ms)`; the
+/// controller reads the outcome store, the decision simulator running sums).
+/// A new period is a new sample: the gate's test restarts, it never slides.
+pub fn observation_of(
+    rollout: &Rollout,
+    alpha: Option<f64>,
+    counts: &StageCounts,
+    now: modelgate_rollout::Millis,
+    mut summary: impl FnMut(
+        u64,
+        &str,
+        modelgate_rollout::Millis,
+    ) -> Option<crate::serving::outcome::MetricSummary>,
+) -> ArmObservation {
+    let mut obs = ArmObservation::new();
+    if let Some(alpha) = alpha {
+        obs = obs.with_alpha(alpha);
+    }
+    for (v, n) in &counts.samples {
+        obs = obs.with_samples(*v, *n);
+    }
+    if let (
+        Plan::ChampionChallenger {
+            gate: modelgate_rollout::PromotionGate::Automatic { kpi, .. },
+            challengers,
+            ..
+        },
+        Some(period),
+    ) = (&rollout.plan, rollout.evaluation_period(now))
+    {
+        for v in std::iter::once(rollout.champion).chain(challengers.iter().copied()) {
+            if let Some(sum) = summary(v, kpi, period.start_ms) {
+                obs = obs.with_kpi_variance(v, sum.mean, sum.n, sum.variance);
+            }
+        }
+    }
+    obs
+}
+
 #[cfg(test)]
 mod testing;
 mod tick;
@@ -277,30 +319,16 @@ impl Controller {
     }
 
     /// What the rollout logic sees: per-version samples in this stage and,
-    /// for an automatic promotion gate, KPI means over the gate's window.
+    /// for an automatic promotion gate, the KPI since the current
+    /// evaluation period began ([`observation_of`]), from the outcome store
+    /// (which keeps a day: the longest period).
     pub fn observation(&self, model: &str, rollout: &Rollout, counts: &StageCounts) -> ArmObservation {
-        let mut obs = ArmObservation::new();
-        if let Some(route) = self.gateway.table().get(model) {
-            obs = obs.with_alpha(route.config().analysis.alpha);
-        }
-        for (v, n) in &counts.samples {
-            obs = obs.with_samples(*v, *n);
-        }
-        if let Plan::ChampionChallenger {
-            gate: modelgate_rollout::PromotionGate::Automatic { kpi, window_secs, .. },
-            challengers,
-            ..
-        } = &rollout.plan
-        {
-            let now = now_ms();
-            let outcomes = self.gateway.outcomes();
-            for v in std::iter::once(rollout.champion).chain(challengers.iter().copied()) {
-                if let Some(sum) = outcomes.summary(model, v, kpi, now, window_secs.saturating_mul(1000)) {
-                    obs = obs.with_kpi_variance(v, sum.mean, sum.n, sum.variance);
-                }
-            }
-        }
-        obs
+        let alpha = self.gateway.table().get(model).map(|route| route.config().analysis.alpha);
+        let outcomes = self.gateway.outcomes();
+        let now = now_ms();
+        observation_of(rollout, alpha, counts, now, |version, kpi, since_ms| {
+            outcomes.summary(model, version, kpi, now, now.saturating_sub(since_ms))
+        })
     }
 
     /// The hard-trigger settings for `rollout`: its plan's overrides over
