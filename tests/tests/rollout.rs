@@ -682,10 +682,10 @@ async fn outcomes_join_by_request_id_and_routing_key_and_drive_the_automatic_gat
             fraction_percent: Some(30.0),
             auto_kpi: "conversion".into(),
             auto_threshold: 0.10,
-            // The gate judges the outcomes of its last window (and waits one
-            // window first): long enough that the outcomes below are still in
-            // it however slowly a busy machine sends them, short enough to wait.
-            auto_window_secs: 30,
+            // The gate tests the outcomes since its evaluation period began:
+            // a day, so every outcome below is in the period's sample
+            // however slowly a busy machine sends them.
+            auto_window_secs: 86_400,
             auto_min_samples: Some(20),
             auto_lower_is_better: false,
         })),
@@ -732,10 +732,11 @@ async fn outcomes_join_by_request_id_and_routing_key_and_drive_the_automatic_gat
         pb::RolloutRequest { model: "breast-cancer".into(), reason: "outcomes".into(), expected_stage: None };
     a.pause(pause.clone()).await.unwrap();
     // The challenger converts twice as well as the champion (60% against
-    // 30%, a fixed pattern so the test is deterministic).
+    // 30%, a fixed pattern so the test is deterministic): with ~180
+    // challenger outcomes the always-valid test shows the lift above 10%.
     let mut by_key = 0;
     let mut seen: HashMap<i64, usize> = HashMap::new();
-    for i in 0..400 {
+    for i in 0..600 {
         let mut req = request("breast-cancer", &rows(1));
         req.routing_key = format!("cc{i}");
         req.request_id = format!("req-cc{i}");
@@ -767,7 +768,7 @@ async fn outcomes_join_by_request_id_and_routing_key_and_drive_the_automatic_gat
         assert_eq!(r.version, resp.version, "the outcome joins the version that served it");
         by_key += i % 2;
     }
-    assert_eq!(by_key, 200);
+    assert_eq!(by_key, 300);
     let joined = analysis(&mut a, "breast-cancer").await;
     let row = |v: i64| joined.metrics.iter().find(|m| m.version == v && m.metric == "conversion").unwrap();
     assert_eq!(row(2).decision, "control");
@@ -778,8 +779,12 @@ async fn outcomes_join_by_request_id_and_routing_key_and_drive_the_automatic_gat
     let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         let s = rollout_status(&mut a, "breast-cancer").await;
-        if s.state == "promoted" {
-            assert_eq!(s.champion, 1);
+        if s.champion == 1 {
+            // The slice is permanent: v2, the old champion, is now the
+            // challenger, and the rollout goes on.
+            assert_eq!(s.state, "running");
+            assert!(s.plan_json.contains(r#""challengers":[2]"#), "{}", s.plan_json);
+            assert!(s.arms.iter().any(|x| x.version == 2 && x.weight_bp == 3000), "{:?}", s.arms);
             break;
         }
         assert!(std::time::Instant::now() < until, "not promoted: {s:?}");
@@ -788,6 +793,8 @@ async fn outcomes_join_by_request_id_and_routing_key_and_drive_the_automatic_gat
     let events = a.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
     let promoted = events.iter().find(|e| e.action == "promoted").unwrap();
     assert_eq!(promoted.who, "modelgate");
+    assert!(promoted.reason.contains("v2 stays on the challenger slice"), "{}", promoted.reason);
+    assert!(promoted.numbers_json.contains("lift_lower_bound"), "{}", promoted.numbers_json);
     assert!(
         promoted.numbers_json.contains("mean") || promoted.numbers_json.len() > 2,
         "{}",

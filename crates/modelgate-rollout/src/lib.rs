@@ -32,7 +32,7 @@ pub use observe::{
     AbArmProgress, AbProgress, ArmObservation, ArmStats, KpiSample, Regression, RegressionKind, StepVerdict,
 };
 pub use plan::{AbArm, CanaryStep, Plan, PlanError, PromotionGate, ShadowPlan};
-pub use rollout::{Rollout, RolloutError, RolloutSpec, RolloutState};
+pub use rollout::{EvaluationPeriod, Rollout, RolloutError, RolloutSpec, RolloutState};
 pub use routing::{
     Arm, ArmWeight, BUCKETS, Role, RoutingError, RoutingTable, SHADOW_SEED_XOR, ShadowTarget, bucket,
     shadow_sampled,

@@ -12,8 +12,9 @@ use crate::Millis;
 /// Contract with the caller: `samples` counts the responses a version served
 /// to clients since the rollout's current stage began
 /// ([`crate::Rollout::stage_started_ms`]); the caller resets its counters when
-/// `(stage, stage_started_ms)` changes. `kpi` is the gate's KPI over the
-/// champion-challenger window (`window_secs`) ending now.
+/// `(stage, stage_started_ms)` changes. `kpi` is the gate's KPI since the
+/// current champion-challenger evaluation period began
+/// ([`crate::Rollout::evaluation_period`]), up to now.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ArmObservation {
     /// Observations by version.
@@ -30,7 +31,7 @@ pub struct ArmObservation {
 pub struct ArmStats {
     /// Responses served in the current stage.
     pub samples: u64,
-    /// The KPI's mean and count over the gate's window, if reported.
+    /// The KPI's mean and count in the gate's current period, if reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kpi: Option<KpiSample>,
 }

@@ -138,16 +138,22 @@ pub enum PromotionGate {
     /// An operator promotes.
     #[default]
     Manual,
-    /// Promoted by `tick` when a challenger's KPI mean beats the champion's
-    /// by at least `threshold` (relative) over a full window.
+    /// Promoted by `tick` when a challenger's KPI is shown to beat the
+    /// champion's by more than `threshold` (relative): a one-sided
+    /// always-valid test on the current evaluation period's sample
+    /// (periods of `window_secs`, restarting at each boundary and after a
+    /// promotion; see `rollout::gate`).
     Automatic {
         /// The KPI the caller reports means for.
         kpi: String,
-        /// Relative improvement needed, e.g. 0.02 for 2%.
+        /// The minimum relative lift: promote when the challenger's KPI
+        /// beats the champion's by more than this fraction of the
+        /// champion's value, e.g. 0.02 for 2%; 0 means "shown better".
         threshold: f64,
-        /// The comparison window; the caller's means cover this window.
+        /// The evaluation period (at most a day); the caller's KPI
+        /// summaries cover the current period from its start.
         window_secs: u64,
-        /// KPI samples each side needs within the window.
+        /// KPI samples each side needs within the period.
         #[serde(default = "default_gate_samples")]
         min_samples: u64,
         /// Whether a larger KPI is better (conversion) or worse (latency).
@@ -407,11 +413,11 @@ impl PromotionGate {
                         expected: "a relative improvement of 0 or more, e.g. 0.02",
                     });
                 }
-                if *window_secs == 0 {
+                if *window_secs == 0 || *window_secs > crate::rollout::gate::MAX_PERIOD_SECS {
                     return Err(PlanError::OutOfRange {
                         field: "window_secs",
-                        value: 0.0,
-                        expected: "a window of at least 1 second",
+                        value: *window_secs as f64,
+                        expected: "an evaluation period of 1 to 86400 seconds (the outcome store keeps a day)",
                     });
                 }
                 Ok(())

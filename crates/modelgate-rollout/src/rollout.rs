@@ -21,6 +21,7 @@ use crate::plan::{Plan, PlanError, ShadowPlan, percent_to_bp};
 use crate::routing::{ArmWeight, Role, RoutingTable, ShadowTarget};
 use crate::triggers::TriggerOverrides;
 
+pub mod gate;
 mod ops;
 mod tick;
 
@@ -184,7 +185,9 @@ pub struct Rollout {
     pub model: String,
     /// The routing hash salt, fixed for the rollout's life.
     pub salt: u64,
-    /// The version serving before the rollout started (blue, the control).
+    /// The version serving before the rollout started (blue, the control);
+    /// for champion-challenger, the current champion (a promotion swaps it
+    /// with the promoted challenger and the rollout goes on).
     pub champion: u64,
     /// The strategy.
     pub plan: Plan,
@@ -226,6 +229,17 @@ pub struct Rollout {
     /// Hard-trigger settings for this rollout, over the model's.
     #[serde(default, skip_serializing_if = "TriggerOverrides::is_empty")]
     pub triggers: TriggerOverrides,
+}
+
+/// One evaluation period of the champion-challenger gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvaluationPeriod {
+    /// 0 for the first period after the start or the last promotion.
+    pub index: u64,
+    /// When the period began: the gate's sample counts from here.
+    pub start_ms: Millis,
+    /// The period's length (the gate's `window_secs`).
+    pub length_ms: Millis,
 }
 
 impl Rollout {
@@ -446,6 +460,22 @@ impl Rollout {
         } else {
             Ok(())
         }
+    }
+
+    /// The champion-challenger automatic gate's evaluation period at
+    /// `now_ms`: periods of the gate's `window_secs` follow each other from
+    /// the last promotion (or the start); each is a new test on a new
+    /// sample. `None` for other plans and the manual gate.
+    pub fn evaluation_period(&self, now_ms: Millis) -> Option<EvaluationPeriod> {
+        let Plan::ChampionChallenger { gate: crate::PromotionGate::Automatic { window_secs, .. }, .. } =
+            &self.plan
+        else {
+            return None;
+        };
+        let length_ms = window_secs.saturating_mul(1000).max(1);
+        let index = now_ms.saturating_sub(self.stage_started_ms) / length_ms;
+        let start_ms = self.stage_started_ms.saturating_add(index.saturating_mul(length_ms));
+        Some(EvaluationPeriod { index, start_ms, length_ms })
     }
 
     fn finish(&mut self, state: RolloutState, now_ms: Millis) {

@@ -288,6 +288,12 @@ fn champion_challenger_errors() {
         check(&challenger(vec![2], 10.0, automatic("ctr", 0.02, 0))),
         Err(PlanError::OutOfRange { field: "window_secs", .. })
     ));
+    // An evaluation period longer than the outcome store keeps.
+    assert_eq!(check(&challenger(vec![2], 10.0, automatic("ctr", 0.02, 86_400))), Ok(()));
+    assert!(matches!(
+        check(&challenger(vec![2], 10.0, automatic("ctr", 0.02, 86_401))),
+        Err(PlanError::OutOfRange { field: "window_secs", .. })
+    ));
 }
 
 #[test]

@@ -140,8 +140,10 @@ impl Rollout {
 
     /// Makes `version` the champion and finishes the rollout. Allowed for a
     /// canary's candidate (skipping remaining steps), blue/green's green
-    /// (switching if not yet switched), a champion-challenger challenger
-    /// (the manual gate), an A/B arm, or a shadowed version.
+    /// (switching if not yet switched), an A/B arm, or a shadowed version.
+    /// A champion-challenger challenger becomes the champion without ending
+    /// the rollout: the old champion takes its place on the challenger
+    /// slice ([`Self::promote_challenger`]).
     pub fn promote(
         &mut self,
         version: u64,
@@ -157,7 +159,45 @@ impl Rollout {
         if !candidates.contains(&version) {
             return Err(RolloutError::NotACandidate { id: self.id.clone(), version, candidates });
         }
+        if matches!(self.plan, Plan::ChampionChallenger { .. }) {
+            return Ok(vec![self.promote_challenger(version, now_ms, actor, reason, BTreeMap::new())]);
+        }
         Ok(vec![self.promote_to(version, now_ms, actor, reason, BTreeMap::new())])
+    }
+
+    /// Champion-challenger: `version` becomes the champion and the old
+    /// champion a challenger in its place, on the same slice (the slice is
+    /// permanent; complete or abort ends it). The counting epoch and the
+    /// gate's evaluation periods start again from `now_ms`.
+    pub(super) fn promote_challenger(
+        &mut self,
+        version: u64,
+        now_ms: Millis,
+        actor: &Actor,
+        reason: Option<String>,
+        numbers: BTreeMap<String, f64>,
+    ) -> AuditEvent {
+        let before = self.routing_table().weights();
+        let old = self.champion;
+        if let Plan::ChampionChallenger { challengers, .. } = &mut self.plan {
+            for c in challengers.iter_mut().filter(|c| **c == version) {
+                *c = old;
+            }
+        }
+        self.champion = version;
+        self.stage_started_ms = now_ms;
+        self.last_verdict = None;
+        let slice = format!(
+            "v{version} is the champion; v{old} stays on the challenger slice; a new evaluation period starts"
+        );
+        let reason = Some(match reason {
+            Some(r) => format!("{r}; {slice}"),
+            None => slice,
+        });
+        let mut event = self.event(&before, now_ms, actor, Action::Promoted, reason);
+        event.version = Some(version);
+        event.numbers = numbers;
+        event.number("previous_champion", old as f64)
     }
 
     /// Ends a shadow, A/B or champion-challenger run without changing the

@@ -332,9 +332,35 @@ fn champion_challenger_split_and_manual_promotion() {
         rollout.promote(4, T0, &alice(), None).unwrap_err().to_string(),
         "version 4 is not part of rollout 'r-1'; expected one of [2, 3]"
     );
-    let events = rollout.promote(3, T0, &alice(), Some("audit #12".to_owned())).unwrap();
+    let events = rollout.promote(3, T0 + 5, &alice(), Some("audit #12".to_owned())).unwrap();
     assert_eq!((events[0].action, events[0].version), (Action::Promoted, Some(3)));
-    assert!(all_to(&rollout, 3));
+    // The slice is permanent: v1 becomes a challenger in v3's place.
+    assert_eq!(
+        events[0].reason.as_deref(),
+        Some(
+            "audit #12; v3 is the champion; v1 stays on the challenger slice; a new evaluation period starts"
+        )
+    );
+    assert_eq!(events[0].numbers["previous_champion"], 1.0);
+    assert_eq!(
+        (rollout.state.clone(), rollout.champion, rollout.stage_started_ms),
+        (RolloutState::Running, 3, T0 + 5)
+    );
+    assert_eq!(
+        split(&rollout),
+        // v1 in v3's place: v2 keeps its buckets.
+        [
+            ("challenger-2".to_owned(), 2, 500),
+            ("challenger-1".to_owned(), 1, 500),
+            ("champion".to_owned(), 3, 9000)
+        ]
+    );
+    // The old champion can be promoted back; complete ends the slice.
+    rollout.promote(1, T0 + 6, &alice(), None).unwrap();
+    assert_eq!(rollout.champion, 1);
+    rollout.complete(T0 + 7, &alice(), None).unwrap();
+    assert_eq!(rollout.current_champion(), 1);
+    assert!(all_to(&rollout, 1));
 }
 
 #[test]

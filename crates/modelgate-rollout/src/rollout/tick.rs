@@ -3,10 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use super::gate;
 use super::{Rollout, RolloutState};
 use crate::Millis;
 use crate::audit::{Action, Actor, AuditEvent};
-use crate::observe::{AbArmProgress, AbProgress, ArmObservation, StepVerdict};
+use crate::observe::{AbArmProgress, AbProgress, ArmObservation, KpiSample, StepVerdict};
 use crate::plan::{CanaryStep, Plan, PromotionGate};
 use crate::triggers::thousands;
 
@@ -16,8 +17,8 @@ struct Winner {
     gain: f64,
     threshold: f64,
     numbers: BTreeMap<String, f64>,
-    /// The always-valid test of the lift when both arms report variances,
-    /// else the relative lift against the threshold.
+    /// The always-valid test of "lift above the threshold" when both arms
+    /// report variances, else the relative lift against the threshold.
     decision: crate::DecidingTest,
 }
 
@@ -31,9 +32,10 @@ impl Rollout {
     ///   ends, unless `analysis` is unhealthy;
     /// - A/B: emits `ExperimentReady` once, when every arm has its samples
     ///   and the minimum duration passed (promotion stays a person's call);
-    /// - champion-challenger with an automatic gate: promotes the best
-    ///   challenger once it beats the champion by the threshold and
-    ///   `analysis` is healthy.
+    /// - champion-challenger with an automatic gate: promotes the challenger
+    ///   whose lift is shown above the threshold in the current evaluation
+    ///   period, when `analysis` is healthy; the old champion takes the
+    ///   challenger's place on the slice and a new period starts.
     ///
     /// Unhealthy verdicts only block here; rolling back is the caller's
     /// decision ([`Self::rollback_triggered`]). See [`Self::waiting_for`] for
@@ -109,20 +111,27 @@ impl Rollout {
                 }
             }
             Plan::ChampionChallenger { .. } if healthy => match self.challenger_gate(now_ms, stats) {
-                Ok(winner) => {
+                Some(winner) => {
                     let reason = format!(
-                        "automatic gate: challenger v{} beat champion v{} by {:.2}% (threshold {:.2}%)",
+                        "automatic gate: challenger v{} beat champion v{} by {:.2}%, shown above the threshold {:.2}% (lower bound {:.2}%)",
                         winner.version,
                         self.champion,
                         winner.gain * 100.0,
-                        winner.threshold * 100.0
+                        winner.threshold * 100.0,
+                        winner.numbers.get("lift_lower_bound").copied().unwrap_or(winner.gain) * 100.0
                     );
                     vec![
-                        self.promote_to(winner.version, now_ms, &system, Some(reason), winner.numbers)
-                            .decided_by(Some(winner.decision)),
+                        self.promote_challenger(
+                            winner.version,
+                            now_ms,
+                            &system,
+                            Some(reason),
+                            winner.numbers,
+                        )
+                        .decided_by(Some(winner.decision)),
                     ]
                 }
-                Err(_) => Vec::new(),
+                None => Vec::new(),
             },
             _ => Vec::new(),
         }
@@ -188,9 +197,9 @@ impl Rollout {
                 }
                 waiting(unmet)
             }
-            Plan::ChampionChallenger { .. } => match self.challenger_gate(now_ms, stats) {
-                Err(unmet) => waiting(unmet),
-                Ok(_) => self.verdict_unmet().map(|v| format!("waiting: {v}")),
+            Plan::ChampionChallenger { .. } => match self.gate_unmet(now_ms, stats) {
+                unmet if !unmet.is_empty() => waiting(unmet),
+                _ => self.verdict_unmet().map(|v| format!("waiting: {v}")),
             },
         }
     }
@@ -255,122 +264,161 @@ impl Rollout {
         }
     }
 
-    /// The automatic champion-challenger gate: a full window has passed,
-    /// the champion and a challenger each have `min_samples` KPI samples,
-    /// and the best challenger's relative improvement reaches `threshold`.
-    /// Ties go to the challenger listed first. `Err` lists what is unmet.
-    fn challenger_gate(&self, now_ms: Millis, stats: &ArmObservation) -> Result<Winner, Vec<String>> {
+    /// The automatic champion-challenger gate on the current evaluation
+    /// period's sample (the observation's KPI summaries since
+    /// [`Self::evaluation_period`] began): the champion and a challenger
+    /// each have `min_samples`, and the challenger's lift is shown above the
+    /// threshold by the one-sided always-valid test of [`gate`] at the
+    /// period's α (see [`period_alpha`]), split evenly over the challengers.
+    /// Of several shown, the largest lift wins (ties: listed first).
+    fn gate_check(&self, stats: &ArmObservation) -> GateCheck {
         let Plan::ChampionChallenger { challengers, gate, .. } = &self.plan else {
-            return Err(Vec::new());
+            return GateCheck::NotAGate;
+        };
+        let PromotionGate::Automatic { threshold, window_secs, min_samples, higher_is_better, .. } = gate
+        else {
+            return GateCheck::Manual;
+        };
+        let champion = match stats.kpi(self.champion) {
+            Some(k) if k.n >= *min_samples && k.mean != 0.0 && k.mean.is_finite() => k,
+            Some(k) if k.n >= *min_samples => return GateCheck::ChampionMean(k.mean),
+            k => return GateCheck::ChampionSamples(k.map_or(0, |k| k.n)),
+        };
+        let alpha = gate::period_alpha(stats.alpha(), *window_secs) / challengers.len().max(1) as f64;
+        let mut best: Option<(u64, f64, KpiSample)> = None;
+        let mut shown: Option<(u64, f64, KpiSample)> = None;
+        for &version in challengers {
+            let Some(c) = stats.kpi(version).filter(|c| c.n >= *min_samples && c.mean.is_finite()) else {
+                continue;
+            };
+            let s = if *higher_is_better { 1.0 } else { -1.0 };
+            let lift = s * (c.mean - champion.mean) / champion.mean.abs();
+            if best.is_none_or(|(_, l, _)| lift > l) {
+                best = Some((version, lift, c));
+            }
+            let passed = match gate::lift_crossed(&champion, &c, *threshold, *higher_is_better, alpha) {
+                Some(crossed) => crossed,
+                // No variances reported: the point estimate alone.
+                None => lift > *threshold,
+            };
+            if passed && shown.is_none_or(|(_, l, _)| lift > l) {
+                shown = Some((version, lift, c));
+            }
+        }
+        match (shown, best) {
+            (Some((version, _, c)), _) => GateCheck::Shown { version, champion, challenger: c, alpha },
+            (None, Some((version, _, c))) => GateCheck::NotShown { version, champion, challenger: c, alpha },
+            (None, None) => GateCheck::NoChallenger,
+        }
+    }
+
+    /// The gate's winner with its numbers, when [`Self::gate_check`] shows one.
+    fn challenger_gate(&self, now_ms: Millis, stats: &ArmObservation) -> Option<Winner> {
+        let GateCheck::Shown { version, champion, challenger, alpha } = self.gate_check(stats) else {
+            return None;
+        };
+        let Plan::ChampionChallenger {
+            gate: PromotionGate::Automatic { threshold, window_secs, min_samples, higher_is_better, .. },
+            ..
+        } = &self.plan
+        else {
+            return None;
+        };
+        let period = self.evaluation_period(now_ms)?;
+        let s = if *higher_is_better { 1.0 } else { -1.0 };
+        let gain = s * (challenger.mean - champion.mean) / champion.mean.abs();
+        let test = gate::lift_test(&champion, &challenger, *threshold, *higher_is_better, alpha);
+        let mut numbers = BTreeMap::from([
+            ("champion_mean".to_owned(), champion.mean),
+            ("champion_n".to_owned(), champion.n as f64),
+            ("challenger_version".to_owned(), version as f64),
+            ("challenger_mean".to_owned(), challenger.mean),
+            ("challenger_n".to_owned(), challenger.n as f64),
+            ("relative_improvement".to_owned(), gain),
+            ("threshold".to_owned(), *threshold),
+            ("alpha".to_owned(), alpha),
+            ("period".to_owned(), (period.index + 1) as f64),
+            ("period_started_ms".to_owned(), period.start_ms as f64),
+            ("window_secs".to_owned(), *window_secs as f64),
+            ("min_samples".to_owned(), *min_samples as f64),
+        ]);
+        let decision = match test {
+            Some(t) => {
+                numbers.insert("lift_lower_bound".to_owned(), t.lower_bound);
+                numbers.insert("log_evidence".to_owned(), t.log_evidence);
+                crate::DecidingTest::new("lift_above_threshold", t.lower_bound, *threshold)
+            }
+            None => crate::DecidingTest::new("relative_lift", gain, *threshold),
+        }
+        .with_n(self.champion, champion.n)
+        .with_n(version, challenger.n);
+        Some(Winner { version, gain, threshold: *threshold, numbers, decision })
+    }
+
+    /// What the automatic gate waits for, in words, with its numbers.
+    fn gate_unmet(&self, now_ms: Millis, stats: &ArmObservation) -> Vec<String> {
+        let Plan::ChampionChallenger { gate, .. } = &self.plan else {
+            return Vec::new();
         };
         let PromotionGate::Automatic { kpi, threshold, window_secs, min_samples, higher_is_better } = gate
         else {
-            return Err(vec!["an operator to promote a challenger (manual gate)".to_owned()]);
+            return vec!["an operator to promote a challenger (manual gate)".to_owned()];
         };
-        let mut unmet = Vec::new();
-        let elapsed_ms = now_ms.saturating_sub(self.stage_started_ms);
-        if elapsed_ms < window_secs.saturating_mul(1000) {
-            unmet.push(format!("{} of the first window", fmt_progress(elapsed_ms, *window_secs)));
-        }
-        let champion = match stats.kpi(self.champion) {
-            Some(k) if k.n >= *min_samples && k.mean != 0.0 && k.mean.is_finite() => Some(k),
-            Some(k) if k.n >= *min_samples => {
-                unmet.push(format!(
-                    "champion v{} '{kpi}' mean is {}; expected a finite, non-zero mean to compare against",
-                    self.champion, k.mean
-                ));
-                None
+        let period = self.evaluation_period(now_ms).map_or(String::new(), |p| {
+            format!(
+                "period {} ({} in): ",
+                p.index + 1,
+                fmt_progress(now_ms.saturating_sub(p.start_ms), *window_secs)
+            )
+        });
+        let unmet = match self.gate_check(stats) {
+            GateCheck::NotAGate => return Vec::new(),
+            GateCheck::Manual => "an operator to promote a challenger (manual gate)".to_owned(),
+            GateCheck::ChampionMean(mean) => format!(
+                "champion v{} '{kpi}' mean is {mean}; expected a finite, non-zero mean to compare against",
+                self.champion
+            ),
+            GateCheck::ChampionSamples(n) => {
+                format!("champion v{} {n} of {min_samples} '{kpi}' samples", self.champion)
             }
-            k => {
-                let n = k.map_or(0, |k| k.n);
-                unmet.push(format!("champion v{} {n} of {min_samples} '{kpi}' samples", self.champion));
-                None
+            GateCheck::NoChallenger => format!("a challenger with {min_samples} '{kpi}' samples"),
+            GateCheck::NotShown { version, champion, challenger, alpha } => {
+                match gate::lift_test(&champion, &challenger, *threshold, *higher_is_better, alpha) {
+                    Some(t) => format!(
+                        "best challenger v{version} lifts '{kpi}' by {:.2}% (always-valid lower bound {:.2}% at α {}); needs the bound above {:.2}%",
+                        t.lift * 100.0,
+                        t.lower_bound * 100.0,
+                        fmt_alpha(alpha),
+                        threshold * 100.0
+                    ),
+                    None => format!(
+                        "best challenger v{version} improves '{kpi}' by {:.2}%; needs more than {:.2}%",
+                        (if *higher_is_better { 1.0 } else { -1.0 }) * (challenger.mean - champion.mean)
+                            / champion.mean.abs()
+                            * 100.0,
+                        threshold * 100.0
+                    ),
+                }
             }
+            GateCheck::Shown { .. } => return Vec::new(),
         };
-        let mut best: Option<(u64, f64, f64, u64)> = None;
-        let mut significant: Option<f64> = None;
-        if let Some(champion) = champion {
-            for &version in challengers {
-                let Some(c) = stats.kpi(version).filter(|c| c.n >= *min_samples && c.mean.is_finite()) else {
-                    continue;
-                };
-                let gain = (c.mean - champion.mean) / champion.mean.abs();
-                let gain = if *higher_is_better { gain } else { -gain };
-                if best.is_none_or(|(_, g, _, _)| gain > g) {
-                    best = Some((version, gain, c.mean, c.n));
-                }
-            }
-            match best {
-                None => unmet.push(format!("a challenger with {min_samples} '{kpi}' samples")),
-                Some((version, gain, _, _)) if gain < *threshold => unmet.push(format!(
-                    "best challenger v{version} improves '{kpi}' by {:.2}%; needs {:.2}%",
-                    gain * 100.0,
-                    threshold * 100.0
-                )),
-                Some((version, _, _, _)) => {
-                    let alpha = stats.alpha();
-                    significant =
-                        significance(&champion, &stats.kpi(version), *threshold, *higher_is_better, alpha);
-                    if let Some(p) = significant
-                        && p > alpha
-                    {
-                        unmet.push(format!(
-                            "challenger v{version}'s lift on '{kpi}' is not yet significant: always-valid p = {p:.3}, needs ≤ {alpha}"
-                        ));
-                    }
-                }
-            }
-        }
-        match (champion, best) {
-            (Some(champion), Some((version, gain, mean, n))) if unmet.is_empty() => Ok(Winner {
-                version,
-                gain,
-                threshold: *threshold,
-                decision: match significant {
-                    Some(p) => crate::DecidingTest::new("msprt", p, stats.alpha()),
-                    None => crate::DecidingTest::new("relative_lift", gain, *threshold),
-                }
-                .with_n(self.champion, champion.n)
-                .with_n(version, n),
-                numbers: BTreeMap::from([
-                    ("champion_mean".to_owned(), champion.mean),
-                    ("champion_n".to_owned(), champion.n as f64),
-                    ("challenger_version".to_owned(), version as f64),
-                    ("challenger_mean".to_owned(), mean),
-                    ("challenger_n".to_owned(), n as f64),
-                    ("relative_improvement".to_owned(), gain),
-                    ("threshold".to_owned(), *threshold),
-                    ("window_secs".to_owned(), *window_secs as f64),
-                    ("min_samples".to_owned(), *min_samples as f64),
-                ]),
-            }),
-            _ => Err(unmet),
-        }
+        vec![format!("{period}{unmet}")]
     }
 }
 
-/// The always-valid one-sided p-value that `challenger` beats `champion`
-/// on the KPI (mSPRT with τ = the threshold's absolute size), when both
-/// report variances; `None` when they do not (the gate then goes by the
-/// means alone). Both variances 0 with different means is certainty: 0.
-fn significance(
-    champion: &crate::KpiSample,
-    challenger: &Option<crate::KpiSample>,
-    threshold: f64,
-    higher_is_better: bool,
-    alpha: f64,
-) -> Option<f64> {
-    let c = challenger.as_ref()?;
-    let (vc, vh) = (c.variance?, champion.variance?);
-    let diff = if higher_is_better { c.mean - champion.mean } else { champion.mean - c.mean };
-    let var_of_diff = vc / c.n.max(1) as f64 + vh / champion.n.max(1) as f64;
-    if var_of_diff <= 0.0 {
-        return Some(if diff > 0.0 { 0.0 } else { 1.0 });
-    }
-    let tau = (threshold * champion.mean.abs()).max(f64::MIN_POSITIVE.sqrt());
-    let seq = crate::analysis::sequential_diff(diff, var_of_diff, tau * tau, alpha).ok()?;
-    // One-sided: evidence in the challenger's favour only.
-    Some(if seq.diff > 0.0 { seq.p_value } else { 1.0 })
+/// What the automatic gate found this tick.
+enum GateCheck {
+    NotAGate,
+    Manual,
+    ChampionMean(f64),
+    ChampionSamples(u64),
+    NoChallenger,
+    NotShown { version: u64, champion: KpiSample, challenger: KpiSample, alpha: f64 },
+    Shown { version: u64, champion: KpiSample, challenger: KpiSample, alpha: f64 },
+}
+
+fn fmt_alpha(alpha: f64) -> String {
+    if alpha >= 0.01 { format!("{alpha:.2}") } else { format!("{alpha:.2e}") }
 }
 
 /// "waiting: a; b", or `None` when nothing is unmet.

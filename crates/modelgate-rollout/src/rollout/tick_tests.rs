@@ -179,56 +179,126 @@ fn gate(threshold: f64, higher_is_better: bool) -> PromotionGate {
     }
 }
 
+/// A conversion KPI: mean `p` over `n` outcomes of 0/1.
+fn conv(obs: ArmObservation, version: u64, p: f64, n: u64) -> ArmObservation {
+    obs.with_kpi_variance(version, p, n, p * (1.0 - p))
+}
+
 #[test]
-fn automatic_gate_promotes_a_clear_winner_with_its_numbers() {
+fn automatic_gate_promotes_a_shown_lift_and_keeps_the_slice() {
     let mut rollout = start(challenger_plan(gate(0.02, true)));
-    let hour = T0 + 3_600_000;
-    let obs = ArmObservation::new().with_kpi(1, 0.100, 9000).with_kpi(2, 0.101, 600).with_kpi(3, 0.104, 550);
-    // Window not over yet.
-    assert!(rollout.tick(hour - 1, &obs, &HEALTHY).is_empty());
-    assert_eq!(
-        rollout.waiting_for(hour - 60_000, &obs).unwrap(),
-        "waiting: 59 min of 60 min of the first window"
-    );
+    let now = T0 + 600_000;
+    // v3: +50% on 10% with 20,000 a side; v2: +1% on 2,000.
+    let obs = conv(conv(conv(ArmObservation::new(), 1, 0.100, 20_000), 2, 0.101, 2_000), 3, 0.150, 20_000);
     // Not healthy.
-    assert!(rollout.tick(hour, &obs, &StepVerdict::Inconclusive).is_empty());
-    let events = rollout.tick(hour, &obs, &HEALTHY);
+    assert!(rollout.tick(now, &obs, &StepVerdict::Inconclusive).is_empty());
+    // No full window to wait for: the test is valid at every look.
+    let events = rollout.tick(now, &obs, &HEALTHY);
     let event = &events[0];
     assert_eq!(
         (event.action, event.version, event.actor.who.as_str()),
         (Action::Promoted, Some(3), Actor::SYSTEM)
     );
     assert_eq!(event.numbers["champion_mean"], 0.100);
-    assert_eq!(event.numbers["challenger_mean"], 0.104);
-    assert_eq!(event.numbers["challenger_n"], 550.0);
-    assert!((event.numbers["relative_improvement"] - 0.04).abs() < 1e-12);
+    assert_eq!(event.numbers["challenger_mean"], 0.150);
+    assert_eq!(event.numbers["challenger_n"], 20_000.0);
+    assert_eq!(event.numbers["previous_champion"], 1.0);
+    assert_eq!(event.numbers["period"], 1.0);
+    assert!((event.numbers["relative_improvement"] - 0.5).abs() < 1e-12);
     assert_eq!(event.numbers["threshold"], 0.02);
-    assert_eq!(
-        event.reason.as_deref().unwrap(),
-        "automatic gate: challenger v3 beat champion v1 by 4.00% (threshold 2.00%)"
+    // α 0.05 spread over a day of 1 h periods, split over two challengers.
+    assert!((event.numbers["alpha"] - 0.05 / 24.0 / 2.0).abs() < 1e-15);
+    let bound = event.numbers["lift_lower_bound"];
+    assert!(bound > 0.02 && bound < 0.5, "{bound}");
+    let d = event.decision.as_ref().expect("the deciding test");
+    assert_eq!((d.test.as_str(), d.statistic, d.threshold), ("lift_above_threshold", bound, 0.02));
+    assert_eq!(d.n, BTreeMap::from([(1, 20_000), (3, 20_000)]));
+    let reason = event.reason.as_deref().unwrap();
+    assert!(
+        reason.starts_with("automatic gate: challenger v3 beat champion v1 by 50.00%, shown above the threshold 2.00% (lower bound "),
+        "{reason}"
     );
-    assert_eq!(split(&rollout), [("champion".to_owned(), 3, 10_000)]);
+    assert!(
+        reason.ends_with(
+            "v3 is the champion; v1 stays on the challenger slice; a new evaluation period starts"
+        ),
+        "{reason}"
+    );
+    // The slice stays: v1 takes v3's place; the rollout goes on.
+    assert_eq!(rollout.state, RolloutState::Running);
+    assert_eq!((rollout.champion, rollout.current_champion(), rollout.stage_started_ms), (3, 3, now));
+    assert_eq!(
+        split(&rollout),
+        // v1 in v3's place: v2 keeps its buckets.
+        [
+            ("challenger-2".to_owned(), 2, 500),
+            ("challenger-1".to_owned(), 1, 500),
+            ("champion".to_owned(), 3, 9000)
+        ]
+    );
+    assert_eq!(rollout.evaluation_period(now).unwrap().start_ms, now);
+    // v1, now a challenger, is worse than v3: nothing more happens.
+    assert!(rollout.tick(now + 500, &obs, &HEALTHY).is_empty());
+    let restored: Rollout = serde_json::from_str(&serde_json::to_string(&rollout).unwrap()).unwrap();
+    assert_eq!(restored, rollout, "the swap survives a restore");
 }
 
 #[test]
-fn automatic_gate_waits_for_samples_and_threshold() {
-    let mut rollout = start(challenger_plan(gate(0.02, true)));
-    let hour = T0 + 3_600_000;
-    let few = ArmObservation::new().with_kpi(1, 0.1, 400).with_kpi(3, 0.2, 550);
-    assert!(rollout.tick(hour, &few, &HEALTHY).is_empty());
-    assert_eq!(rollout.waiting_for(hour, &few).unwrap(), "waiting: champion v1 400 of 500 'ctr' samples");
-    let thin = ArmObservation::new().with_kpi(1, 0.1, 900).with_kpi(3, 0.2, 499);
-    assert!(rollout.tick(hour, &thin, &HEALTHY).is_empty());
-    assert_eq!(rollout.waiting_for(hour, &thin).unwrap(), "waiting: a challenger with 500 'ctr' samples");
-    let close = ArmObservation::new().with_kpi(1, 0.1, 900).with_kpi(2, 0.1012, 900).with_kpi(3, 0.099, 900);
-    assert!(rollout.tick(hour, &close, &HEALTHY).is_empty());
+fn evaluation_periods_restart_at_each_boundary() {
+    let rollout = start(challenger_plan(gate(0.02, true)));
+    let hour = 3_600_000;
+    let first = rollout.evaluation_period(T0 + hour - 1).unwrap();
+    assert_eq!((first.index, first.start_ms, first.length_ms), (0, T0, hour));
+    let second = rollout.evaluation_period(T0 + hour).unwrap();
+    assert_eq!((second.index, second.start_ms), (1, T0 + hour));
+    assert_eq!(rollout.evaluation_period(T0 + 5 * hour + 7).unwrap().start_ms, T0 + 5 * hour);
+    assert_eq!(start(challenger_plan(PromotionGate::Manual)).evaluation_period(T0), None);
+    let thin = ArmObservation::new().with_kpi(1, 0.1, 400).with_kpi(3, 0.2, 550);
     assert_eq!(
-        rollout.waiting_for(hour, &close).unwrap(),
-        "waiting: best challenger v2 improves 'ctr' by 1.20%; needs 2.00%"
+        rollout.waiting_for(T0 + hour + 120_000, &thin).unwrap(),
+        "waiting: period 2 (2 min of 60 min in): champion v1 400 of 500 'ctr' samples"
+    );
+}
+
+#[test]
+fn automatic_gate_waits_for_samples_and_a_shown_lift() {
+    let mut rollout = start(challenger_plan(gate(0.02, true)));
+    let now = T0 + 1_800_000;
+    let few = ArmObservation::new().with_kpi(1, 0.1, 400).with_kpi(3, 0.2, 550);
+    assert!(rollout.tick(now, &few, &HEALTHY).is_empty());
+    assert_eq!(
+        rollout.waiting_for(now, &few).unwrap(),
+        "waiting: period 1 (30 min of 60 min in): champion v1 400 of 500 'ctr' samples"
+    );
+    let thin = ArmObservation::new().with_kpi(1, 0.1, 900).with_kpi(3, 0.2, 499);
+    assert!(rollout.tick(now, &thin, &HEALTHY).is_empty());
+    assert_eq!(
+        rollout.waiting_for(now, &thin).unwrap(),
+        "waiting: period 1 (30 min of 60 min in): a challenger with 500 'ctr' samples"
+    );
+    // Without variances the point estimate must exceed the threshold.
+    let close = ArmObservation::new().with_kpi(1, 0.1, 900).with_kpi(2, 0.1012, 900).with_kpi(3, 0.099, 900);
+    assert!(rollout.tick(now, &close, &HEALTHY).is_empty());
+    assert_eq!(
+        rollout.waiting_for(now, &close).unwrap(),
+        "waiting: period 1 (30 min of 60 min in): best challenger v2 improves 'ctr' by 1.20%; needs more than 2.00%"
     );
     let zero = ArmObservation::new().with_kpi(1, 0.0, 900).with_kpi(2, 0.1, 900);
-    assert!(rollout.tick(hour, &zero, &HEALTHY).is_empty(), "relative gain over a zero mean is undefined");
+    assert!(rollout.tick(now, &zero, &HEALTHY).is_empty(), "relative gain over a zero mean is undefined");
+    // A 4% lift on 10% with 600 a side: noise hides it; the bound says so.
+    let noisy = conv(conv(ArmObservation::new(), 1, 0.100, 600), 3, 0.104, 600);
+    assert!(rollout.tick(now, &noisy, &HEALTHY).is_empty());
+    let why = rollout.waiting_for(now, &noisy).unwrap();
+    assert!(
+        why.starts_with("waiting: period 1 (30 min of 60 min in): best challenger v3 lifts 'ctr' by 4.00% (always-valid lower bound -"),
+        "{why}"
+    );
+    assert!(why.ends_with("at α 1.04e-3); needs the bound above 2.00%"), "{why}");
+    // Exactly at the threshold, however many samples: never shown above it.
+    let boundary = conv(conv(ArmObservation::new(), 1, 0.100, 10_000_000), 3, 0.102, 10_000_000);
+    assert!(rollout.tick(now, &boundary, &HEALTHY).is_empty());
     assert_eq!(rollout.state, RolloutState::Running);
+    assert_eq!(rollout.champion, 1);
 }
 
 #[test]
@@ -269,44 +339,18 @@ fn clock_trait_accepts_closures() {
 }
 
 #[test]
-fn automatic_gate_with_variances_waits_for_an_always_valid_lift() {
-    let hour = T0 + 3_600_000;
-    // A 4% lift on a conversion rate of 10%: with 600 samples a side the
-    // noise (σ² = 0.09) hides it, so the gate waits.
-    let noisy =
-        ArmObservation::new().with_kpi_variance(1, 0.100, 600, 0.09).with_kpi_variance(3, 0.104, 600, 0.0998);
-    let mut rollout = start(challenger_plan(gate(0.02, true)));
-    assert!(rollout.tick(hour, &noisy, &HEALTHY).is_empty());
-    let why = rollout.waiting_for(hour, &noisy).unwrap();
-    assert!(why.contains("not yet significant: always-valid p ="), "{why}");
-    // A 50% lift with 20,000 samples a side is beyond doubt.
-    let clear = ArmObservation::new()
-        .with_kpi_variance(1, 0.100, 20_000, 0.09)
-        .with_kpi_variance(3, 0.150, 20_000, 0.1275);
-    let events = rollout.tick(hour, &clear, &HEALTHY);
-    assert_eq!((events[0].action, events[0].version), (Action::Promoted, Some(3)));
-}
-
-#[test]
-fn automatic_gate_judges_at_the_observations_alpha() {
-    let hour = T0 + 3_600_000;
-    // An 11% lift on 10% with 20,000 samples a side: always-valid p is
-    // about 0.2, not enough at the default α = 0.05, enough at α = 0.3.
-    let obs = ArmObservation::new()
-        .with_kpi_variance(1, 0.100, 20_000, 0.09)
-        .with_kpi_variance(3, 0.111, 20_000, 0.0987);
+fn automatic_gate_judges_at_the_observations_alpha_per_period() {
+    let now = T0 + 1_800_000;
+    // +13% on 10% (threshold 2%) with 20,000 a side: ln Λ⁺ ≈ 4.55
+    // (scipy), below ln(48 / 0.05) = 6.87 (α 0.05 over 24 periods and two
+    // challengers) and above ln(48 / 0.9) = 3.98.
+    let obs = conv(conv(ArmObservation::new(), 1, 0.100, 20_000), 3, 0.113, 20_000);
     let mut strict = start(challenger_plan(gate(0.02, true)));
-    assert!(strict.tick(hour, &obs, &HEALTHY).is_empty());
-    let why = strict.waiting_for(hour, &obs.clone().with_alpha(0.05)).unwrap();
-    assert!(why.contains("needs ≤ 0.05"), "{why}");
+    assert!(strict.tick(now, &obs.clone().with_alpha(0.05), &HEALTHY).is_empty());
     let mut lenient = start(challenger_plan(gate(0.02, true)));
-    let events = lenient.tick(hour, &obs.with_alpha(0.3), &HEALTHY);
+    let events = lenient.tick(now, &obs.with_alpha(0.9), &HEALTHY);
     assert_eq!((events[0].action, events[0].version), (Action::Promoted, Some(3)));
-    // The promotion records the test that decided it.
-    let d = events[0].decision.as_ref().expect("the deciding test");
-    assert_eq!((d.test.as_str(), d.threshold), ("msprt", 0.3));
-    assert!(d.statistic > 0.05 && d.statistic <= 0.3, "p = {}", d.statistic);
-    assert_eq!(d.n, BTreeMap::from([(1, 20_000), (3, 20_000)]));
+    assert!((events[0].numbers["log_evidence"] - 4.551781007172386).abs() < 1e-6);
 }
 
 fn unhealthy_of(text: &str) -> StepVerdict {

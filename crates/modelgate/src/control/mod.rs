@@ -277,30 +277,16 @@ impl Controller {
     }
 
     /// What the rollout logic sees: per-version samples in this stage and,
-    /// for an automatic promotion gate, KPI means over the gate's window.
+    /// for an automatic promotion gate, the KPI since the current
+    /// evaluation period began ([`observation_of`]), from the outcome store
+    /// (which keeps a day: the longest period).
     pub fn observation(&self, model: &str, rollout: &Rollout, counts: &StageCounts) -> ArmObservation {
-        let mut obs = ArmObservation::new();
-        if let Some(route) = self.gateway.table().get(model) {
-            obs = obs.with_alpha(route.config().analysis.alpha);
-        }
-        for (v, n) in &counts.samples {
-            obs = obs.with_samples(*v, *n);
-        }
-        if let Plan::ChampionChallenger {
-            gate: modelgate_rollout::PromotionGate::Automatic { kpi, window_secs, .. },
-            challengers,
-            ..
-        } = &rollout.plan
-        {
-            let now = now_ms();
-            let outcomes = self.gateway.outcomes();
-            for v in std::iter::once(rollout.champion).chain(challengers.iter().copied()) {
-                if let Some(sum) = outcomes.summary(model, v, kpi, now, window_secs.saturating_mul(1000)) {
-                    obs = obs.with_kpi_variance(v, sum.mean, sum.n, sum.variance);
-                }
-            }
-        }
-        obs
+        let alpha = self.gateway.table().get(model).map(|route| route.config().analysis.alpha);
+        let outcomes = self.gateway.outcomes();
+        let now = now_ms();
+        observation_of(rollout, alpha, counts, now, |version, kpi, since_ms| {
+            outcomes.summary(model, version, kpi, now, now.saturating_sub(since_ms))
+        })
     }
 
     /// The hard-trigger settings for `rollout`: its plan's overrides over
@@ -402,4 +388,94 @@ impl Controller {
 /// traffic, and shadows.
 pub fn compared_versions(rollout: &Rollout) -> Vec<u64> {
     rollout.routing_table().versions().into_iter().filter(|v| *v != rollout.champion).collect()
+}
+
+/// The observation [`Controller::observation`] gives `Rollout::tick`:
+/// `alpha` (the model's), this epoch's samples and, for an automatic
+/// champion-challenger gate, each arm's KPI summary since the current
+/// evaluation period started (`summary(version, kpi, since_ms)`; the
+/// controller reads the outcome store, the decision simulator running sums).
+/// A new period is a new sample: the gate's test restarts, it never slides.
+pub fn observation_of(
+    rollout: &Rollout,
+    alpha: Option<f64>,
+    counts: &StageCounts,
+    now: modelgate_rollout::Millis,
+    mut summary: impl FnMut(
+        u64,
+        &str,
+        modelgate_rollout::Millis,
+    ) -> Option<crate::serving::outcome::MetricSummary>,
+) -> ArmObservation {
+    let mut obs = ArmObservation::new();
+    if let Some(alpha) = alpha {
+        obs = obs.with_alpha(alpha);
+    }
+    for (v, n) in &counts.samples {
+        obs = obs.with_samples(*v, *n);
+    }
+    if let (
+        Plan::ChampionChallenger {
+            gate: modelgate_rollout::PromotionGate::Automatic { kpi, .. },
+            challengers,
+            ..
+        },
+        Some(period),
+    ) = (&rollout.plan, rollout.evaluation_period(now))
+    {
+        for v in std::iter::once(rollout.champion).chain(challengers.iter().copied()) {
+            if let Some(sum) = summary(v, kpi, period.start_ms) {
+                obs = obs.with_kpi_variance(v, sum.mean, sum.n, sum.variance);
+            }
+        }
+    }
+    obs
+}
+
+#[cfg(test)]
+mod observation_tests {
+    use modelgate_rollout::{Actor, PromotionGate, RolloutSpec};
+
+    use super::*;
+    use crate::serving::outcome::MetricSummary;
+
+    #[test]
+    fn the_gate_sees_the_kpi_since_its_period_began() {
+        const T0: u64 = 1_700_000_000_000;
+        let plan = Plan::ChampionChallenger {
+            challengers: vec![2],
+            fraction_percent: 10.0,
+            gate: PromotionGate::Automatic {
+                kpi: "conversion".into(),
+                threshold: 0.0,
+                window_secs: 3600,
+                min_samples: 500,
+                higher_is_better: true,
+            },
+        };
+        let spec = RolloutSpec {
+            id: "r".into(),
+            model: "m".into(),
+            salt: 1,
+            champion: 1,
+            plan,
+            shadow: None,
+            triggers: Default::default(),
+        };
+        let rollout = Rollout::start(spec, &[1, 2], T0, &Actor::system(), None).unwrap().0;
+        let mut asked = Vec::new();
+        let now = T0 + 3_600_000 + 5_000;
+        let obs =
+            observation_of(&rollout, Some(0.01), &StageCounts::epoch_of(&rollout), now, |v, kpi, since| {
+                asked.push((v, kpi.to_owned(), since));
+                Some(MetricSummary { n: 600, mean: 0.1, variance: 0.09 })
+            });
+        // The second hour's period: from T0 + 1 h, not a sliding hour.
+        assert_eq!(
+            asked,
+            [(1, "conversion".to_owned(), T0 + 3_600_000), (2, "conversion".to_owned(), T0 + 3_600_000)]
+        );
+        assert_eq!(obs.alpha(), 0.01);
+        assert_eq!(obs.kpi(2).map(|k| (k.n, k.variance)), Some((600, Some(0.09))));
+    }
 }

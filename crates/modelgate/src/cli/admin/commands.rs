@@ -184,14 +184,24 @@ pub enum PlanArgs {
         /// Percent for all challengers together (default 10).
         #[arg(long)]
         fraction: Option<f64>,
-        /// Automatic gate: the KPI to compare (empty: manual gate).
+        /// Automatic gate: the KPI to compare (empty: manual gate). The gate
+        /// promotes a challenger once a one-sided always-valid test shows its
+        /// KPI above the champion's by more than --min-relative-lift, within
+        /// an evaluation period; the old champion stays on the slice as a
+        /// challenger.
         #[arg(long, default_value = "")]
         auto_kpi: String,
-        #[arg(long, default_value_t = 0.0)]
+        /// Promote when the challenger's KPI beats the champion's by more
+        /// than this fraction of the champion's value, e.g. 0.02 for 2%;
+        /// 0 (the default): when it is shown better than the champion.
+        #[arg(long = "min-relative-lift", alias = "auto-threshold", default_value_t = 0.0)]
         auto_threshold: f64,
-        #[arg(long, default_value_t = 3600)]
+        /// The evaluation period, 1 to 86400 s: the test's sample grows
+        /// from each period's start and restarts at the next; α is spread
+        /// over a day of periods (a 24 h period gets the model's whole α).
+        #[arg(long = "auto-period-secs", alias = "auto-window-secs", default_value_t = 86_400)]
         auto_window_secs: u64,
-        /// KPI observations each side needs in the window.
+        /// KPI observations each side needs in the period.
         #[arg(long)]
         auto_min_samples: Option<u64>,
         /// Smaller KPI values are better.
