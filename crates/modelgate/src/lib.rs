@@ -34,6 +34,7 @@ pub mod decisions {
         ArmNumbers, Comparison, MetricPlan, MetricRow, Settings, compare_errors, judge_step, metric_plan,
         metric_rows,
     };
+    pub use crate::control::analysis::{RunningTotals, StepProgress};
     pub use crate::control::counts::StageCounts;
     pub use crate::control::judge::hard_trigger;
     pub use crate::serving::outcome::{OutcomeLimits, OutcomeStore};
