@@ -4,7 +4,9 @@
 
 use thiserror::Error;
 
+mod confseq;
 mod running;
+pub use confseq::{BetaPrior, bernoulli_cs, equal_rates_p_value, ln_mixture_ratio};
 pub use running::RunningStats;
 
 use as241::{CENTRAL_DEN, CENTRAL_NUM, FAR_DEN, FAR_NUM, NEAR_DEN, NEAR_NUM};

@@ -35,6 +35,7 @@ pub mod decisions {
         metric_rows,
     };
     pub use crate::control::analysis::{ab_verdict_test, kpi_regression, metric_rows_of};
+    pub use crate::control::analysis::{RunningTotals, StepProgress};
     pub use crate::control::counts::StageCounts;
     pub use crate::control::judge::hard_trigger;
     pub use crate::control::observation_of;

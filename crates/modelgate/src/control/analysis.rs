@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use modelgate_registry::ModelConfig;
 use modelgate_rollout::analysis::{self, MarginVerdict, SequentialDiff, Summary};
+use modelgate_rollout::plan::CanaryStep;
 use modelgate_rollout::{
     DecidingTest, Millis, Plan, PromotionGate, Regression, RegressionKind, Rollout, StepVerdict,
     TriggerConfig, WindowCounts,
@@ -42,12 +43,19 @@ pub struct RunningTotals {
 
 impl RunningTotals {
     /// Everything `version` served in rollout `rollout_id` since it was first
-    /// asked about: closed intervals are folded in for good, the open one is
-    /// added to the answer.
-    pub fn total(&mut self, rollout_id: &str, version: u64, stats: &Arc<VersionStats>) -> WindowSnapshot {
+    /// asked about, as of `now`: closed intervals are folded in for good, the
+    /// open one is added to the answer. The controller passes
+    /// `Instant::now()`; the decision simulator its simulated time.
+    pub fn total(
+        &mut self,
+        rollout_id: &str,
+        version: u64,
+        stats: &Arc<VersionStats>,
+        now: Instant,
+    ) -> WindowSnapshot {
         let w = &stats.window;
         let id = Arc::as_ptr(stats) as usize;
-        let now = w.index_of(Instant::now());
+        let now = w.index_of(now);
         let r = self.map.entry((rollout_id.to_string(), version)).or_insert_with(|| Running {
             window: id,
             next: now,
@@ -174,45 +182,89 @@ impl ArmNumbers {
     }
 }
 
-/// Error rate of the candidate minus the champion's, always valid.
-/// Rates use the (x+1)/(n+2) adjustment in the variance so that zero
-/// errors on both sides still give the interval a width.
+/// Error rate of the candidate minus the champion's, always valid from the
+/// first request: each arm's rate has a beta-binomial confidence sequence
+/// at `α/2` ([`modelgate_rollout::stats::bernoulli_cs`], prior tuned to the
+/// margin), and the difference lies in `[L_cand − U_champ, U_cand − L_champ]`
+/// at every tick with probability `1 − α` (a union bound over the arms).
+/// The verdict is non-inferior when `U_cand − L_champ` is below the margin
+/// and a regression when `L_cand − U_champ` is above it. The sequences
+/// depend on `(errors, requests)` only, so the controller's once-a-tick
+/// looks at running totals keep the guarantee. The comparison's p-value is
+/// the always-valid one for equal rates
+/// ([`modelgate_rollout::stats::equal_rates_p_value`]); `se` is half the
+/// interval's width.
 pub fn compare_errors(
     champion: &WindowSnapshot,
     candidate: &WindowSnapshot,
     s: &Settings,
 ) -> Option<Comparison> {
+    use modelgate_rollout::stats::{BetaPrior, bernoulli_cs, equal_rates_p_value};
     let (nh, nc) = (champion.requests, candidate.requests);
     if nh == 0 || nc == 0 {
         return None;
     }
-    let (xh, xc) = (champion.errors, candidate.errors);
-    let rate = |x: u64, n: u64| x as f64 / n as f64;
-    let adjusted = |x: u64, n: u64| (x as f64 + 1.0) / (n as f64 + 2.0);
-    let var = |x: u64, n: u64| {
-        let p = adjusted(x, n);
-        p * (1.0 - p) / n as f64
+    let (xh, xc) = (champion.errors.min(nh), candidate.errors.min(nc));
+    let prior = BetaPrior::for_margin(s.error_margin);
+    let (lh, uh) = bernoulli_cs(xh, nh, s.alpha / 2.0, prior);
+    let (lc, uc) = bernoulli_cs(xc, nc, s.alpha / 2.0, prior);
+    let diff = xc as f64 / nc as f64 - xh as f64 / nh as f64;
+    let p_value = equal_rates_p_value(xh, nh, xc, nc, prior);
+    let (ci_low, ci_high) = (lc - uh, uc - lh);
+    let seq = SequentialDiff {
+        diff,
+        se: (ci_high - ci_low) / 2.0,
+        log_lambda: -p_value.ln(),
+        p_value,
+        ci_low,
+        ci_high,
     };
-    let diff = rate(xc, nc) - rate(xh, nh);
-    let seq =
-        analysis::sequential_diff(diff, var(xh, nh) + var(xc, nc), s.error_margin.powi(2), s.alpha).ok()?;
     let fixed_p = analysis::two_proportion_z_test(xh, nh, xc, nc).ok().map(|z| z.p_value);
     Some(Comparison { seq, margin: s.error_margin, verdict: seq.against_margin(s.error_margin), fixed_p })
 }
 
-/// Mean latency of the candidate minus the champion's (ms), always valid;
-/// the margin is `latency_margin` × the champion's mean, at least
-/// `latency_margin_min_ms`.
+/// Successful requests each arm needs before the mean-latency comparison
+/// is made. The always-valid normal mixture assumes the variance is known;
+/// it uses the sample variance instead, which at small n is too noisy (and,
+/// for latency's right-skewed distributions, biased low: the rare slow
+/// request is not in the sample yet). At 200 requests the sample standard
+/// deviation of a distribution with kurtosis up to ~10 is within ±15% of
+/// the true one (one sd), and the mean's sampling distribution is close to
+/// normal for the moderately skewed latencies a model server sees; the
+/// mixture boundary, which is loose at the once-a-tick looks the controller
+/// takes, absorbs the rest. The canary steps' default of 500 samples is
+/// above it, so it does not slow a default rollout down.
+pub const LATENCY_MIN_SAMPLES: u64 = 200;
+
+/// Mean latency of the candidate minus the champion's (ms), always valid
+/// (the normal mixture with plug-in variances) once both arms have
+/// [`LATENCY_MIN_SAMPLES`] successful requests; the margin is
+/// `latency_margin` × the champion's mean, at least `latency_margin_min_ms`.
 pub fn compare_latency(champion: &ArmNumbers, candidate: &ArmNumbers, s: &Settings) -> Option<Comparison> {
+    latency_comparison(champion, candidate, s, true)
+}
+
+/// [`compare_latency`], with the fixed-horizon Welch p-value (shown for
+/// reference, never decided on) only when `fixed` is set: with hundreds of
+/// thousands of samples its incomplete beta function costs more than the
+/// rest of the tick, so the verdict each tick leaves it out.
+fn latency_comparison(
+    champion: &ArmNumbers,
+    candidate: &ArmNumbers,
+    s: &Settings,
+    fixed: bool,
+) -> Option<Comparison> {
     let (h, c) = (champion.latency_ms()?, candidate.latency_ms()?);
-    if h.n < 2 || c.n < 2 {
+    if h.n < LATENCY_MIN_SAMPLES || c.n < LATENCY_MIN_SAMPLES {
         return None;
     }
     let var = h.variance / h.n as f64 + c.variance / c.n as f64;
     let margin = (s.latency_margin * h.mean).max(s.latency_margin_min_ms);
     let seq = analysis::sequential_diff(c.mean - h.mean, var, margin * margin, s.alpha).ok()?;
-    let fixed_p =
-        analysis::welch_t_test(h.mean, h.variance, h.n, c.mean, c.variance, c.n).ok().map(|t| t.p_value);
+    let fixed_p = fixed
+        .then(|| analysis::welch_t_test(h.mean, h.variance, h.n, c.mean, c.variance, c.n).ok())
+        .flatten()
+        .map(|t| t.p_value);
     Some(Comparison { seq, margin, verdict: seq.against_margin(margin), fixed_p })
 }
 
@@ -228,13 +280,63 @@ fn describe(what: &str, unit: &str, c: &Comparison, alpha: f64) -> String {
     )
 }
 
+/// Where a canary is in its current step: the step's minimums (samples
+/// and time) and the time spent in it. A step is not called healthy before
+/// its minimums are met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepProgress {
+    pub candidate: u64,
+    pub step: CanaryStep,
+    pub elapsed_ms: Millis,
+}
+
+impl StepProgress {
+    /// The live step of a canary `rollout` at `now_ms`; `None` for other
+    /// strategies (and past the last step).
+    pub fn of(rollout: &Rollout, now_ms: Millis) -> Option<Self> {
+        let Plan::Canary { candidate, steps, .. } = &rollout.plan else { return None };
+        let step = *steps.get(rollout.stage)?;
+        Some(StepProgress {
+            candidate: *candidate,
+            step,
+            elapsed_ms: now_ms.saturating_sub(rollout.stage_started_ms),
+        })
+    }
+
+    /// The minimums not met yet with the candidate's `samples` this step,
+    /// in words ("312 of 500 samples; 45 s of 60 s in the step").
+    pub fn unmet(&self, samples: u64) -> Option<String> {
+        let mut unmet = Vec::new();
+        if samples < self.step.min_samples {
+            unmet.push(format!(
+                "{} of {} samples",
+                modelgate_rollout::thousands(samples),
+                modelgate_rollout::thousands(self.step.min_samples)
+            ));
+        }
+        let min_ms = self.step.min_duration_secs.saturating_mul(1000);
+        if self.elapsed_ms < min_ms {
+            unmet.push(format!("{} s of {} s", self.elapsed_ms / 1000, self.step.min_duration_secs));
+        }
+        (!unmet.is_empty())
+            .then(|| format!("v{} step minimums: {} in the step", self.candidate, unmet.join(", ")))
+    }
+}
+
 /// The safety verdict on the current step: healthy when every candidate is
 /// shown no worse than the champion beyond the margins on errors and mean
-/// latency; unhealthy when one is shown worse; waiting otherwise, saying
-/// for what. With a healthy verdict comes the comparison that came closest
-/// to its margin (the one that decided: every other cleared its margin by
-/// more), for the audit event of the advance it allows.
-pub fn judge_step(champion: u64, arms: &[ArmNumbers], s: &Settings) -> (StepVerdict, Option<DecidingTest>) {
+/// latency and the canary step's minimums (`step`) are met; unhealthy when
+/// one is shown worse (at any time: a regression does not wait for the
+/// minimums); waiting otherwise, saying for what. With a healthy verdict
+/// comes the comparison that came closest to its margin (the one that
+/// decided: every other cleared its margin by more), for the audit event
+/// of the advance it allows.
+pub fn judge_step(
+    champion: u64,
+    arms: &[ArmNumbers],
+    s: &Settings,
+    step: Option<&StepProgress>,
+) -> (StepVerdict, Option<DecidingTest>) {
     let Some(ch) = arms.iter().find(|a| a.version == champion) else {
         return (StepVerdict::Waiting("the champion's numbers".into()), None);
     };
@@ -242,6 +344,10 @@ pub fn judge_step(champion: u64, arms: &[ArmNumbers], s: &Settings) -> (StepVerd
     let mut tightest: Option<(f64, DecidingTest)> = None;
     let mut waiting = Vec::new();
     let mut unhealthy = Vec::new();
+    if let Some(step) = step {
+        let samples = arms.iter().find(|a| a.version == step.candidate).map_or(0, |a| a.stage_samples);
+        waiting.extend(step.unmet(samples));
+    }
     for c in arms.iter().filter(|a| a.version != champion && a.weight_bp > 0) {
         let v = c.version;
         if c.total.requests < s.min_samples {
@@ -277,7 +383,7 @@ pub fn judge_step(champion: u64, arms: &[ArmNumbers], s: &Settings) -> (StepVerd
                 RegressionKind::Latency,
                 "mean latency",
                 "ms",
-                compare_latency(ch, c, s),
+                latency_comparison(ch, c, s, false),
                 (ch.total.latency_us.len(), c.total.latency_us.len()),
             ),
         ];
@@ -584,7 +690,7 @@ mod tests {
     use std::time::Duration;
 
     fn step_verdict(champion: u64, arms: &[ArmNumbers], s: &Settings) -> StepVerdict {
-        judge_step(champion, arms, s).0
+        judge_step(champion, arms, s, None).0
     }
 
     fn settings() -> Settings {
@@ -630,7 +736,7 @@ mod tests {
             v => panic!("{v:?}"),
         }
         let enough = arm(1, 2000, &spread(2000, 302), 0);
-        let (verdict, decided_by) = judge_step(2, &[ch, enough], &s);
+        let (verdict, decided_by) = judge_step(2, &[ch, enough], &s, None);
         assert_eq!(verdict, StepVerdict::Healthy);
         // The comparison nearest its margin decided: its upper bound is below it.
         let d = decided_by.expect("the deciding comparison");
@@ -673,6 +779,127 @@ mod tests {
             StepVerdict::Waiting(w) => assert!(w.contains("v1 error rate"), "{w}"),
             v => panic!("{v:?}"),
         }
+    }
+
+    /// The bug the confidence sequences fix: no errors in 200 requests
+    /// against a champion at 1% was "within the 1 pp margin" with the
+    /// plug-in variance; 200 requests cannot show a rate below 2%.
+    #[test]
+    fn a_few_hundred_clean_requests_do_not_show_the_error_rate_within_the_margin() {
+        let s = settings();
+        let ch = arm(2, 9500, &spread(19_800, 300), 200);
+        let clean = arm(1, 500, &spread(200, 300), 0);
+        let cmp = compare_errors(&ch.total, &clean.total, &s).expect("a comparison");
+        assert_eq!(cmp.verdict, MarginVerdict::Undecided, "{cmp:?}");
+        match step_verdict(2, &[ch.clone(), clean], &s) {
+            StepVerdict::Waiting(w) => {
+                assert!(w.contains("v1 error rate") && w.contains("not yet shown"), "{w}")
+            }
+            v => panic!("{v:?}"),
+        }
+        // With 5,000 clean requests it is shown.
+        let clean = arm(1, 500, &spread(5000, 300), 0);
+        assert_eq!(compare_errors(&ch.total, &clean.total, &s).unwrap().verdict, MarginVerdict::NonInferior);
+    }
+
+    /// The difference's interval is made of the two arms' α/2 sequences.
+    #[test]
+    fn the_error_comparison_is_built_from_each_arms_confidence_sequence() {
+        use modelgate_rollout::stats::{BetaPrior, bernoulli_cs};
+        let s = settings();
+        let ch = arm(2, 9500, &spread(9_900, 300), 100);
+        let cand = arm(1, 500, &spread(1_970, 300), 30);
+        let cmp = compare_errors(&ch.total, &cand.total, &s).unwrap();
+        let prior = BetaPrior::for_margin(0.01);
+        let (lh, uh) = bernoulli_cs(100, 10_000, 0.025, prior);
+        let (lc, uc) = bernoulli_cs(30, 2_000, 0.025, prior);
+        assert_eq!((cmp.seq.ci_low, cmp.seq.ci_high), (lc - uh, uc - lh));
+        assert!((cmp.seq.diff - 0.005).abs() < 1e-12);
+        assert!(cmp.seq.p_value > 0.0 && cmp.seq.p_value <= 1.0);
+        // Far worse: a regression, with the lower bound above the margin.
+        let bad = arm(1, 500, &spread(1_700, 300), 300);
+        let cmp = compare_errors(&ch.total, &bad.total, &s).unwrap();
+        assert_eq!(cmp.verdict, MarginVerdict::Regression);
+        assert!(cmp.seq.ci_low > 0.01 && cmp.seq.p_value < 1e-6, "{cmp:?}");
+    }
+
+    #[test]
+    fn latency_is_compared_only_with_enough_samples_for_its_variance() {
+        let s = settings();
+        let ch = arm(2, 9500, &spread(5000, 300), 0);
+        let few = arm(1, 500, &spread(LATENCY_MIN_SAMPLES as usize - 1, 300), 0);
+        assert!(compare_latency(&ch, &few, &s).is_none());
+        let enough = arm(1, 500, &spread(LATENCY_MIN_SAMPLES as usize, 300), 0);
+        assert!(compare_latency(&ch, &enough, &s).is_some());
+    }
+
+    /// Healthy waits for the canary step's minimums; a regression does not.
+    #[test]
+    fn a_step_is_healthy_only_once_its_minimums_are_met() {
+        let s = settings();
+        let ch = arm(2, 9500, &spread(20_000, 300), 0);
+        let good = arm(1, 500, &spread(3_000, 300), 0);
+        let step = |elapsed_ms| StepProgress {
+            candidate: 1,
+            step: CanaryStep { percent: 5, min_duration_secs: 60, min_samples: 5_000 },
+            elapsed_ms,
+        };
+        assert_eq!(step_verdict(2, &[ch.clone(), good.clone()], &s), StepVerdict::Healthy);
+        match judge_step(2, &[ch.clone(), good.clone()], &s, Some(&step(45_000))).0 {
+            StepVerdict::Waiting(w) => {
+                assert_eq!(w, "v1 step minimums: 3,000 of 5,000 samples, 45 s of 60 s in the step")
+            }
+            v => panic!("{v:?}"),
+        }
+        let more = arm(1, 500, &spread(5_000, 300), 0);
+        match judge_step(2, &[ch.clone(), more.clone()], &s, Some(&step(59_999))).0 {
+            StepVerdict::Waiting(w) => assert_eq!(w, "v1 step minimums: 59 s of 60 s in the step"),
+            v => panic!("{v:?}"),
+        }
+        let (verdict, decided_by) = judge_step(2, &[ch.clone(), more], &s, Some(&step(60_000)));
+        assert_eq!(verdict, StepVerdict::Healthy);
+        assert!(decided_by.is_some());
+        let failing = arm(1, 500, &spread(1_000, 300), 200);
+        assert!(matches!(judge_step(2, &[ch, failing], &s, Some(&step(1_000))).0, StepVerdict::Unhealthy(_)));
+    }
+
+    #[test]
+    fn step_progress_reads_the_canary_plan() {
+        use modelgate_rollout::{Actor, RolloutSpec};
+        let spec = RolloutSpec {
+            id: "r".into(),
+            model: "m".into(),
+            salt: 1,
+            champion: 1,
+            plan: Plan::canary(2),
+            shadow: None,
+            triggers: Default::default(),
+        };
+        let r = Rollout::start(spec, &[1, 2], 1_000, &Actor::system(), None).unwrap().0;
+        let p = StepProgress::of(&r, 31_000).expect("a canary step");
+        assert_eq!((p.candidate, p.step, p.elapsed_ms), (2, CanaryStep::at(1), 30_000));
+    }
+
+    /// The running totals follow the time they are given, so the decision
+    /// simulator can drive them on simulated time.
+    #[test]
+    fn running_totals_fold_closed_intervals_at_the_time_given() {
+        let stats = Arc::new(VersionStats::new(Duration::from_secs(10), 6));
+        let t0 = stats.window.epoch();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut running = RunningTotals::default();
+        assert_eq!(running.total("r", 2, &stats, at(0)).requests, 0);
+        // 300 s of requests, five times the window, read every 5 s as a
+        // controller would: the totals keep them all.
+        for s in 0..300 {
+            stats.window.record_at(at(s), Duration::from_micros(500), s % 100 == 0, false);
+            if s % 5 == 0 {
+                running.total("r", 2, &stats, at(s));
+            }
+        }
+        let total = running.total("r", 2, &stats, at(299));
+        assert_eq!((total.requests, total.errors), (300, 3));
+        assert_eq!(stats.window.snapshot_at(at(299)).requests, 60);
     }
 
     /// The business-metric alert judges at the plan's α, not a default:

@@ -272,7 +272,7 @@ impl Controller {
         let Some(route) = table.get(model) else { return Vec::new() };
         counts::arm_numbers(rollout, counts, |v| {
             let stats = route.window(v)?;
-            Some((stats.window.snapshot(), running.total(&rollout.id, v, stats)))
+            Some((stats.window.snapshot(), running.total(&rollout.id, v, stats, std::time::Instant::now())))
         })
     }
 
@@ -316,7 +316,8 @@ impl Controller {
         let Some(route) = table.get(model) else {
             return (StepVerdict::Waiting(format!("model {model} is not loaded")), None);
         };
-        analysis::judge_step(rollout.champion, arms, &analysis::Settings::of(route.config()))
+        let step = analysis::StepProgress::of(rollout, now_ms());
+        analysis::judge_step(rollout.champion, arms, &analysis::Settings::of(route.config()), step.as_ref())
     }
 
     /// PSI of each version `rollout` compares with its champion (candidates
