@@ -35,8 +35,10 @@ pub mod decisions {
         metric_rows,
     };
     pub use crate::control::counts::StageCounts;
+    pub use crate::control::detectors::{RolloutDetectors, counts_of};
     pub use crate::control::judge::hard_trigger;
     pub use crate::serving::outcome::{OutcomeLimits, OutcomeStore};
+    pub use modelgate_rollout::HardTriggers;
 }
 
 pub use server::config::ServeConfig;
