@@ -51,9 +51,15 @@ async fn canary_rolls_back(
     let full: serde_json::Value = serde_json::from_str(&rb.event_json).unwrap();
     assert_eq!(full["trigger"], trigger);
     assert!(full["numbers"]["sprt_llr"].as_f64().unwrap() >= full["numbers"]["sprt_bound"].as_f64().unwrap());
+    // Both statistics and their bounds are recorded.
+    let n = |k: &str| full["numbers"][k].as_f64().unwrap();
+    assert!(n("cusum") >= n("sprt_llr"), "the CUSUM never trails the LLR since the start: {full}");
+    assert!(n("cusum_bound") > n("sprt_bound"), "{full}");
+    assert!(full["numbers"]["sprt_alpha"].as_f64().unwrap() < 0.001);
     assert_eq!(full["numbers"]["version"], 1.0);
-    // The typed decision: the SPRT that fired, its LLR, the bound crossed
-    // and the requests in each arm's window.
+    // The typed decision: the SPRT since the rollout started (a version bad
+    // from the start crosses it first), its LLR, the bound crossed and the
+    // requests each arm served since the rollout started.
     let d = &full["decision"];
     assert_eq!(d["test"], format!("sprt_{trigger}"), "{full}");
     assert_eq!(d["statistic"], full["numbers"]["sprt_llr"], "{full}");
@@ -182,7 +188,7 @@ async fn too_few_samples_neither_roll_back_nor_advance_and_say_why() {
     let nan = candidate.triggers.iter().find(|t| t.trigger == "nan_inf_rate").unwrap();
     assert_eq!(nan.state, "waiting");
     assert!(
-        nan.text.starts_with("waiting: ") && nan.text.ends_with(" of 50 samples in the window"),
+        nan.text.starts_with("waiting: ") && nan.text.ends_with(" of 50 requests since the rollout started"),
         "{}",
         nan.text
     );

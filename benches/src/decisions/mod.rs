@@ -109,11 +109,28 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     Some(if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) })
 }
 
-/// Runs `cell` `cell.runs` times, each on its own stream of `seed`.
+/// Runs `cell` `cell.runs` times, each on its own stream of `seed`, on
+/// every core (a run's stream depends only on its index, so the table is
+/// the same on any number of cores).
 pub fn run_cell(cell: &Cell, seed: u64) -> Row {
     let start = Instant::now();
-    let outcomes: Vec<RunOutcome> =
-        (0..cell.runs).map(|i| (cell.run)(&mut Rng::for_run(seed, &cell.setting, i))).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let outcomes: Vec<RunOutcome> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads as u64)
+            .map(|t| {
+                s.spawn(move || {
+                    (t..cell.runs)
+                        .step_by(threads)
+                        .map(|i| (i, (cell.run)(&mut Rng::for_run(seed, &cell.setting, i))))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<_> =
+            handles.into_iter().flat_map(|h| h.join().expect("a simulated run panicked")).collect();
+        all.sort_by_key(|(i, _)| *i);
+        all.into_iter().map(|(_, o)| o).collect()
+    });
     let taken: Vec<&RunOutcome> = outcomes.iter().filter(|o| o.decided).collect();
     let decisions = taken.len() as u64;
     let (ci_low, ci_high) = clopper_pearson(decisions, cell.runs, 0.05);

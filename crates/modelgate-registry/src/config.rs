@@ -96,8 +96,12 @@ pub struct TriggerSettings {
     pub nan_inf_rate: Option<f64>,
     pub error_ratio: Option<f64>,
     pub error_rate_floor: Option<f64>,
-    /// Requests a candidate's window needs before a trigger may fire.
+    /// Requests a candidate must serve before a trigger may fire.
     pub min_samples: Option<u64>,
+    /// The hard triggers' false-alarm budget per rollout (0.001) over
+    /// `budget_hours` (24).
+    pub false_alarm_budget: Option<f64>,
+    pub budget_hours: Option<f64>,
     /// Pause the rollout when a soft trigger reaches ALERT (PSI ≥ 0.25).
     pub pause_on_alert: bool,
     /// The sliding window the triggers judge: `window_intervals` intervals
@@ -120,6 +124,8 @@ impl TriggerSettings {
             error_ratio: self.error_ratio,
             error_rate_floor: self.error_rate_floor,
             min_samples: self.min_samples,
+            false_alarm_budget: self.false_alarm_budget,
+            budget_hours: self.budget_hours,
         }
     }
 

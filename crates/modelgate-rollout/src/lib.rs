@@ -39,8 +39,8 @@ pub use routing::{
 };
 pub use stats::{RunningStats, StatsError, normal_quantile, sample_size_means, sample_size_proportions};
 pub use triggers::{
-    Fired, MAX_MIN_SAMPLES, TriggerConfig, TriggerOverrides, TriggerRangeError, TriggerState, TriggerStatus,
-    WindowCounts, thousands,
+    Fired, HardTriggers, MAX_MIN_SAMPLES, TriggerConfig, TriggerOverrides, TriggerRangeError, TriggerState,
+    TriggerStatus, WindowCounts, thousands,
 };
 
 /// A point in time or a duration in milliseconds; points are unix epoch ms.

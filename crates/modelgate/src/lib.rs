@@ -37,10 +37,12 @@ pub mod decisions {
     pub use crate::control::analysis::{ab_verdict_test, kpi_regression, metric_rows_of};
     pub use crate::control::analysis::{RunningTotals, StepProgress};
     pub use crate::control::counts::StageCounts;
+    pub use crate::control::detectors::{RolloutDetectors, counts_of};
     pub use crate::control::judge::hard_trigger;
     pub use crate::control::observation_of;
     pub use crate::serving::outcome::MetricSummary;
     pub use crate::serving::outcome::{OutcomeLimits, OutcomeStore};
+    pub use modelgate_rollout::HardTriggers;
 }
 
 pub use server::config::ServeConfig;

@@ -177,6 +177,7 @@ pub fn start_from_pb(
             error_ratio: t.error_ratio,
             error_rate_floor: t.error_rate_floor,
             min_samples: t.min_samples,
+            ..Default::default()
         })
         .unwrap_or_default();
     // The same check model.toml's [triggers] passes, so both refuse alike.

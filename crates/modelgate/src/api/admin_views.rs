@@ -181,7 +181,6 @@ pub fn analysis_of(model: &str, view: &crate::control::AnalysisView, alerts: Vec
     out.verdict_reason = reason;
     let alpha = out.alpha;
     let champion = view.arms.iter().find(|a| a.version == view.champion);
-    let champion_window = champion.map(|c| c.window_counts(view.triggers.p99_sla_ms)).unwrap_or_default();
     for a in &view.arms {
         let t = &a.total;
         let latency = a.latency_ms();
@@ -199,9 +198,11 @@ pub fn analysis_of(model: &str, view: &crate::control::AnalysisView, alerts: Vec
             _ => (None, None),
         };
         let triggers = if is_candidate {
-            view.triggers
-                .states(&champion_window, &a.window_counts(view.triggers.p99_sla_ms))
+            view.trigger_states
+                .get(&a.version)
                 .into_iter()
+                .flatten()
+                .cloned()
                 .map(|st| pb::TriggerState {
                     version: a.version as i64,
                     trigger: st.trigger.to_string(),

@@ -1,6 +1,7 @@
-//! Judging a step and deciding what follows: the hard triggers on the
-//! sliding windows, and the decision a tick takes from them, the safety
-//! verdict and the alerts. Pure: every input is a snapshot.
+//! Judging a step and deciding what follows: the hard triggers' detectors,
+//! and the decision a tick takes from them, the safety verdict and the
+//! alerts. Pure but for the detectors, which accumulate evidence tick by
+//! tick (control/detectors.rs): every other input is a snapshot.
 
 use modelgate_rollout::{
     Action, ArmObservation, AuditEvent, DecidingTest, Fired, Millis, Rollout, StepVerdict, TriggerConfig,
@@ -8,21 +9,23 @@ use modelgate_rollout::{
 
 use crate::control::alerts::{self, Alert};
 use crate::control::analysis::ArmNumbers;
+use crate::control::detectors::RolloutDetectors;
 
-/// The first hard trigger any candidate of the rollout fires (champion
-/// `champion`), judged on the versions' sliding windows against the
-/// champion's. Its decision counts the requests of both windows.
-pub fn hard_trigger(cfg: &TriggerConfig, champion: u64, arms: &[ArmNumbers]) -> Option<Fired> {
-    let base = arms.iter().find(|a| a.version == champion)?.window_counts(cfg.p99_sla_ms);
-    arms.iter().filter(|a| a.version != champion && a.weight_bp > 0).find_map(|a| {
-        let counts = a.window_counts(cfg.p99_sla_ms);
-        cfg.evaluate(&base, &counts).map(|mut f| {
-            f.decision.n = [(champion, base.requests), (a.version, counts.requests)].into();
-            f.numbers.insert("version".into(), a.version as f64);
-            f.reason = format!("version {}: {}", a.version, f.reason);
-            f
-        })
-    })
+/// Feeds the rollout's detectors with what each candidate served since the
+/// last tick (the arms' running totals as of `now`), and returns the first
+/// hard trigger any candidate fires: its SPRT since the rollout started or
+/// its CUSUM crossed the bound its share of the false-alarm budget sets.
+/// Its decision counts the requests each arm served since the rollout
+/// started.
+pub fn hard_trigger(
+    detectors: &mut RolloutDetectors,
+    cfg: &TriggerConfig,
+    champion: u64,
+    arms: &[ArmNumbers],
+    now: Millis,
+) -> Option<Fired> {
+    detectors.observe(cfg, champion, arms, now);
+    detectors.fired(cfg, champion, arms)
 }
 
 /// What was judged about one rollout this tick.

@@ -4,6 +4,7 @@
 //! - [`state`]: the persisted control state (format, parse, encode, adopt);
 //! - [`counts`]: stage counting per counting epoch, and each arm's numbers;
 //! - [`judge`]: hard triggers and the decision a tick takes;
+//! - [`detectors`]: the hard triggers' accumulated evidence per rollout;
 //! - [`alerts`]: one ledger of typed soft-trigger alerts;
 //! - [`analysis`]: the always-valid comparisons and business metrics;
 //! - [`importance`]: per-feature drift of a challenger;
@@ -25,6 +26,7 @@ pub mod alerts;
 pub mod analysis;
 mod commands;
 pub mod counts;
+pub mod detectors;
 pub mod error;
 pub mod fleet;
 pub mod importance;
@@ -99,6 +101,8 @@ struct Inner {
     ledger: alerts::Ledger,
     /// What each arm served since its rollout started.
     running: analysis::RunningTotals,
+    /// The hard triggers' detectors of each live rollout.
+    detectors: detectors::Detectors,
 }
 
 /// A live rollout's numbers as of now: this replica's, and the fleet's.
@@ -120,6 +124,9 @@ pub struct AnalysisView {
     pub arms: Vec<analysis::ArmNumbers>,
     pub settings: Option<analysis::Settings>,
     pub triggers: TriggerConfig,
+    /// Candidate version → its hard triggers' states on this replica, as of
+    /// the last tick.
+    pub trigger_states: BTreeMap<u64, Vec<modelgate_rollout::TriggerState>>,
     pub verdict: StepVerdict,
     pub metrics: Vec<analysis::MetricRow>,
     pub psi: BTreeMap<u64, f64>,
@@ -183,6 +190,7 @@ impl Controller {
                 pending: Vec::new(),
                 ledger: Default::default(),
                 running: Default::default(),
+                detectors: Default::default(),
             }),
             retirer: std::sync::OnceLock::new(),
         };

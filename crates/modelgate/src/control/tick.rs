@@ -4,7 +4,7 @@
 //! return.
 //!
 //! In a fleet every replica counts what it served and publishes it; any
-//! replica rolls back on a hard trigger its own windows show; the leader
+//! replica rolls back on a hard trigger its own traffic fires; the leader
 //! alone takes the decisions that must happen once (advance, promote,
 //! complete, alerts), on the counts of the whole fleet.
 
@@ -12,6 +12,7 @@ use modelgate_rollout::{AuditEvent, Regression, Rollout, StepVerdict};
 
 use crate::control::alerts::{self, Alert};
 use crate::control::counts::StageCounts;
+use crate::control::detectors::RolloutDetectors;
 use crate::control::fleet::{ArmReport, ReplicaReport, Reports};
 use crate::control::judge::{self, Authority, Decided, Decision, Judged};
 use crate::control::{
@@ -33,7 +34,7 @@ impl Controller {
         for model in inner.state.live_models() {
             let Some(mut rollout) = inner.state.rollouts.get(&model).cloned() else { continue };
             let counted = self.count(&mut inner, &model, &rollout, others.as_ref(), &mut report);
-            let judged = self.judge(&model, &rollout, &counted);
+            let judged = self.judge(&model, &rollout, &counted, inner.detectors.of(&rollout.id));
             let alerting = leader && judged.fired.is_none();
             let found = if alerting { self.alert(&mut inner, &rollout, &judged.verdict) } else { Vec::new() };
             let decided =
@@ -62,13 +63,20 @@ impl Controller {
         counted
     }
 
-    /// Judge: hard triggers on the sliding windows, the step's safety
-    /// verdict, and what the rollout logic observes.
-    fn judge(&self, model: &str, rollout: &Rollout, counted: &Counted) -> Judged {
+    /// Judge: the hard triggers' detectors fed with this replica's own
+    /// traffic, the step's safety verdict, and what the rollout logic
+    /// observes.
+    fn judge(
+        &self,
+        model: &str,
+        rollout: &Rollout,
+        counted: &Counted,
+        detectors: &mut RolloutDetectors,
+    ) -> Judged {
         let cfg = self.trigger_config(model, Some(rollout));
         let (verdict, evidence) = self.verdict(model, rollout, &counted.arms);
         Judged {
-            fired: judge::hard_trigger(&cfg, rollout.champion, &counted.arms),
+            fired: judge::hard_trigger(detectors, &cfg, rollout.champion, &counted.local_arms, now_ms()),
             verdict,
             evidence,
             ab_verdict: self.ab_verdict(model, rollout),
@@ -211,6 +219,7 @@ impl Controller {
     ) {
         let live = inner.state.live_ids();
         inner.running.retain(&live);
+        inner.detectors.retain(&live);
         inner.ledger.retain(&live);
         // Finished blue/green rollouts too: blue goes once its retention ends,
         // however the rollout finished.

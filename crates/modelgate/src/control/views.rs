@@ -84,6 +84,7 @@ impl Controller {
                 arms: Vec::new(),
                 settings,
                 triggers,
+                trigger_states: BTreeMap::new(),
                 verdict: StepVerdict::Waiting("no rollout".into()),
                 metrics: Vec::new(),
                 psi: BTreeMap::new(),
@@ -92,15 +93,19 @@ impl Controller {
             });
         };
         let live = !rollout.state.is_finished();
-        let (counts, arms, verdict, psi) = if live {
+        let (counts, arms, verdict, psi, trigger_states) = if live {
             let c = self.counted(&mut inner, model, &rollout, others.as_ref());
             let (verdict, _) = self.verdict(model, &rollout, &c.arms);
             let psi = self.prediction_shifts(model, &rollout).into_iter().map(|(v, s)| (v, s.psi)).collect();
-            (c.counts, c.arms, verdict, psi)
+            // The detectors judge this replica's own traffic, as of its last tick.
+            let fresh = crate::control::detectors::RolloutDetectors::default();
+            let detectors = inner.detectors.get(&rollout.id).unwrap_or(&fresh);
+            let trigger_states = detectors.states(&triggers, rollout.champion, &c.local_arms);
+            (c.counts, c.arms, verdict, psi, trigger_states)
         } else {
             let counts = inner.state.counts.get(model).cloned().unwrap_or_default();
             let verdict = rollout.last_verdict().cloned().unwrap_or(StepVerdict::Waiting("finished".into()));
-            (counts, Vec::new(), verdict, BTreeMap::new())
+            (counts, Vec::new(), verdict, BTreeMap::new(), BTreeMap::new())
         };
         let now = now_ms();
         let metrics = self
@@ -122,6 +127,7 @@ impl Controller {
             arms,
             settings,
             triggers,
+            trigger_states,
             verdict,
             metrics,
             psi,

@@ -174,6 +174,7 @@ impl TriggersInput {
             error_ratio: self.error_ratio.map(NumberInput::value),
             error_rate_floor: self.error_rate_floor.map(ProbabilityInput::value),
             min_samples: self.min_samples.map(u64::from),
+            ..Default::default()
         }
     }
 }
