@@ -625,6 +625,20 @@ async fn an_ab_test_splits_by_weight_and_shows_its_required_sample_size() {
     assert!(treatment.p_value.unwrap() < 1e-6, "{treatment:?}");
     // A 0.3 lift against an MDE of 0.1 is clear long before 1570 per arm.
     assert_eq!(treatment.decision, "better", "{treatment:?}");
+    // One test decided, the always-valid mSPRT (Welch's p above is only
+    // for reference): its p against α, at n per arm.
+    assert_eq!(treatment.deciding_test, "msprt", "{treatment:?}");
+    assert_eq!(treatment.statistic, treatment.always_valid_p_value);
+    assert!(
+        treatment.statistic.unwrap() <= treatment.threshold && treatment.threshold > 0.0,
+        "{treatment:?}"
+    );
+    assert_eq!((treatment.control_n, treatment.min_samples), (control.n, 30));
+    let cs = treatment.diff_confidence_sequence.as_ref().unwrap();
+    assert!(cs.low > 0.0 && cs.low < treatment.diff.unwrap(), "{treatment:?}");
+    assert!(control.deciding_test.is_empty() && control.statistic.is_none());
+    // The SRM check is the sequential test: its Bayes factor and α.
+    assert!(x.srm_log_bayes_factor.is_some() && x.srm_alpha == 0.001, "{x:?}");
     server.stop().await.unwrap();
 }
 
@@ -876,7 +890,9 @@ async fn a_skewed_assignment_is_flagged_as_sample_ratio_mismatch() {
     }
     let s = rollout_status(&mut a, "breast-cancer").await;
     assert!(s.srm_mismatch, "skew must be visible: p = {:?}", s.srm_p_value);
+    // The sequential test's always-valid p-value, 1/BF, with BF past 1/0.001.
     assert!(s.srm_p_value.unwrap() < 0.001);
+    assert!(s.srm_log_bayes_factor.unwrap() >= 1000f64.ln(), "{s:?}");
     server.stop().await.unwrap();
 }
 

@@ -761,15 +761,9 @@ pub fn mean_interval(s: &Summary, alpha: f64) -> Result<(f64, f64), AnalysisErro
 }
 
 /// An arm's result against `control`: its mean's interval, Welch's test
-/// (reference), the always-valid mSPRT with τ² = mde², and the decision.
-///
-/// One test decides, the mSPRT: `Better`/`Worse` once both arms have
-/// [`AB_MIN_SAMPLES_PER_ARM`] observations and its always-valid p-value is
-/// at most alpha (equivalently, its `1 − alpha` confidence sequence
-/// excludes 0); `NoDifference` once both arms have `required_per_arm` and it
-/// has not; `Collecting` before. Because the test is always valid, looking
-/// at the decision every tick keeps the chance of a false Better/Worse at
-/// or below alpha. `higher_is_better` orients better and worse.
+/// (reference), the always-valid mSPRT with τ² = mde², and the decision,
+/// which is [`ab_arm_decision`]'s (the interval and Welch's test are only
+/// shown). `higher_is_better` orients better and worse.
 pub fn ab_arm_result(
     control: &Summary,
     arm: &Summary,
@@ -779,13 +773,53 @@ pub fn ab_arm_result(
     required_per_arm: u64,
     higher_is_better: bool,
 ) -> Result<ArmResult, AnalysisError> {
+    let mut result =
+        ab_arm_decision(control, arm, is_control, mde, alpha, required_per_arm, higher_is_better)?;
+    (result.ci_low, result.ci_high) = mean_interval(arm, alpha)?;
+    if !is_control && control.n >= 2 && arm.n >= 2 {
+        result.welch = welch_t_test_alpha(
+            control.mean,
+            control.variance,
+            control.n,
+            arm.mean,
+            arm.variance,
+            arm.n,
+            alpha,
+        )
+        .ok();
+    }
+    Ok(result)
+}
+
+/// The decision on an arm against `control`, and the test that makes it,
+/// without the numbers that are only shown ([`ab_arm_result`] adds the
+/// mean's interval and Welch's test; here they are NaN and `None`).
+///
+/// One test decides, the mSPRT with τ² = mde²: `Better`/`Worse` once both
+/// arms have [`AB_MIN_SAMPLES_PER_ARM`] observations and its always-valid
+/// p-value is at most alpha (equivalently, its `1 − alpha` confidence
+/// sequence excludes 0); `NoDifference` once both arms have
+/// `required_per_arm` and it has not; `Collecting` before. Because the test
+/// is always valid, looking at the decision every tick keeps the chance of
+/// a false Better/Worse at or below alpha.
+pub fn ab_arm_decision(
+    control: &Summary,
+    arm: &Summary,
+    is_control: bool,
+    mde: f64,
+    alpha: f64,
+    required_per_arm: u64,
+    higher_is_better: bool,
+) -> Result<ArmResult, AnalysisError> {
     positive("mde", mde.abs())?;
-    let (ci_low, ci_high) = mean_interval(arm, alpha)?;
+    finite("mean", arm.mean)?;
+    non_negative("variance", arm.variance)?;
+    alpha_ok(alpha)?;
     let mut result = ArmResult {
         n: arm.n,
         mean: arm.mean,
-        ci_low,
-        ci_high,
+        ci_low: f64::NAN,
+        ci_high: f64::NAN,
         welch: None,
         sequential: None,
         decision: AbDecision::Control,
@@ -794,12 +828,6 @@ pub fn ab_arm_result(
         return Ok(result);
     }
     result.decision = AbDecision::Collecting;
-    if control.n < 2 || arm.n < 2 {
-        return Ok(result);
-    }
-    result.welch =
-        welch_t_test_alpha(control.mean, control.variance, control.n, arm.mean, arm.variance, arm.n, alpha)
-            .ok();
     if control.n < AB_MIN_SAMPLES_PER_ARM || arm.n < AB_MIN_SAMPLES_PER_ARM {
         return Ok(result);
     }
@@ -962,6 +990,14 @@ mod tests {
         let r = ab_arm_result(&summary(m, 0.0, 1.0), &summary(m, 5.0, 1.0), true, 0.1, 0.05, 10, true)
             .expect("valid");
         assert_eq!((r.decision, r.welch, r.sequential), (AbDecision::Control, None, None));
+        // The decision alone is the same decision, without the shown numbers.
+        for (c, a, control) in [(m - 1, m - 1, false), (m, m, false), (m, m, true), (2000, 1800, false)] {
+            let (c, a) = (summary(c, 0.0, 1.0), summary(a, 0.2, 1.1));
+            let full = ab_arm_result(&c, &a, control, 0.1, 0.05, 1570, true).expect("valid");
+            let decision = ab_arm_decision(&c, &a, control, 0.1, 0.05, 1570, true).expect("valid");
+            assert_eq!((decision.decision, decision.sequential), (full.decision, full.sequential));
+            assert!(decision.welch.is_none() && decision.ci_low.is_nan());
+        }
     }
 
     /// Welch's test no longer decides: at the planned n, a difference that

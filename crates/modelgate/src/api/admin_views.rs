@@ -22,16 +22,20 @@ pub use crate::control::state_name;
 /// the stage (too few to say anything; the Bayes factor needs no minimum to
 /// stay valid).
 pub fn sample_ratio_mismatch(table: &RoutingTable, counts: &StageCounts) -> Option<SequentialSrm> {
+    let (observed, weights) = srm_counts(table, counts)?;
+    modelgate_rollout::analysis::srm_sequential(&observed, &weights, SRM_ALPHA).ok()
+}
+
+/// The stage's counts and weights of the arms that should get traffic;
+/// `None` with one such arm or under 100 requests.
+fn srm_counts(table: &RoutingTable, counts: &StageCounts) -> Option<(Vec<u64>, Vec<f64>)> {
     let (observed, weights): (Vec<u64>, Vec<f64>) = table
         .weights()
         .iter()
         .filter(|w| w.basis_points > 0)
         .map(|w| (counts.samples.get(&w.version).copied().unwrap_or(0), f64::from(w.basis_points)))
         .unzip();
-    if observed.len() < 2 || observed.iter().sum::<u64>() < 100 {
-        return None;
-    }
-    modelgate_rollout::analysis::srm_sequential(&observed, &weights, SRM_ALPHA).ok()
+    (observed.len() >= 2 && observed.iter().sum::<u64>() >= 100).then_some((observed, weights))
 }
 
 /// A rollout as the admin API shows it.
@@ -168,7 +172,11 @@ pub fn analysis_of(model: &str, view: &crate::control::AnalysisView, alerts: Vec
     if let Plan::Canary { steps, .. } = &r.plan {
         out.step_min_samples = steps.get(r.stage).map_or(0, |s| s.min_samples);
     }
-    out.srm_chi2 = srm.and_then(|s| s.chi_square).map(|c| c.chi2);
+    // Pearson's statistic on the same counts, shown for reference only.
+    out.srm_chi2 = srm_counts(&r.routing_table(), &view.counts)
+        .filter(|_| srm.is_some())
+        .and_then(|(observed, weights)| modelgate_rollout::analysis::srm_chi_square(&observed, &weights).ok())
+        .map(|c| c.chi2);
     out.srm_log_bayes_factor = srm.map(|s| s.log_bayes_factor);
     out.srm_alpha = SRM_ALPHA;
     let (verdict, reason) = match &view.verdict {

@@ -548,16 +548,32 @@ pub fn metric_rows(
 ) -> Vec<MetricRow> {
     let window = now_ms.saturating_sub(plan.from_ms).max(1);
     metric_rows_of(plan, |v| {
-        outcomes
-            .summary(model, v, &plan.metric, now_ms, window)
-            .map(|s| Summary { n: s.n, mean: s.mean, variance: s.variance })
+        outcomes.summary(model, v, &plan.metric, now_ms, window).map(|s| Summary {
+            n: s.n,
+            mean: s.mean,
+            variance: s.variance,
+        })
     })
 }
 
 /// [`metric_rows`] from each version's summary of the metric (`None` when
-/// it has no outcomes): the decision code itself, which the decision
-/// simulator drives with simulated summaries.
+/// it has no outcomes).
 pub fn metric_rows_of(plan: &MetricPlan, summary: impl Fn(u64) -> Option<Summary>) -> Vec<MetricRow> {
+    rows_with(plan, summary, analysis::ab_arm_result)
+}
+
+/// [`metric_rows_of`] without the numbers that are only shown (each arm's
+/// mean interval and Welch's test): the same decisions, the always-valid
+/// test and [`kpi_regression`]'s input, at a fraction of the cost. The
+/// decision simulator drives the controller's decisions through this.
+pub fn metric_decisions_of(plan: &MetricPlan, summary: impl Fn(u64) -> Option<Summary>) -> Vec<MetricRow> {
+    rows_with(plan, summary, analysis::ab_arm_decision)
+}
+
+type ArmJudge =
+    fn(&Summary, &Summary, bool, f64, f64, u64, bool) -> Result<analysis::ArmResult, analysis::AnalysisError>;
+
+fn rows_with(plan: &MetricPlan, summary: impl Fn(u64) -> Option<Summary>, judge: ArmJudge) -> Vec<MetricRow> {
     let summary = |v: u64| summary(v).unwrap_or(Summary { n: 0, mean: 0.0, variance: 0.0 });
     let Some((_, control_version)) = plan.arms.first() else { return Vec::new() };
     let control = summary(*control_version);
@@ -572,16 +588,8 @@ pub fn metric_rows_of(plan: &MetricPlan, summary: impl Fn(u64) -> Option<Summary
         .enumerate()
         .filter_map(|(i, (name, v))| {
             let arm = if i == 0 { control } else { summary(*v) };
-            let result = analysis::ab_arm_result(
-                &control,
-                &arm,
-                i == 0,
-                mde,
-                plan.alpha,
-                plan.required,
-                plan.higher_is_better,
-            )
-            .ok()?;
+            let result =
+                judge(&control, &arm, i == 0, mde, plan.alpha, plan.required, plan.higher_is_better).ok()?;
             Some(MetricRow {
                 metric: plan.metric.clone(),
                 arm: name.clone(),
@@ -943,6 +951,43 @@ mod tests {
         let d = ab_verdict_test(&rows).expect("a comparison");
         assert_eq!((d.test.as_str(), d.statistic, d.threshold), ("msprt", p, 0.01));
         assert_eq!(d.n, BTreeMap::from([(1, 400), (2, 400)]));
+    }
+
+    /// Below the minimum per arm neither the A/B verdict nor the KPI alert
+    /// has a test to go on, however far apart the arms are; once it is in,
+    /// the decisions-only rows decide exactly as the full ones.
+    #[test]
+    fn no_ab_verdict_or_kpi_alert_below_the_minimum_and_decisions_match_the_full_rows() {
+        let plan = MetricPlan {
+            metric: "revenue".into(),
+            mde: Some(0.05),
+            relative_mde: None,
+            higher_is_better: true,
+            from_ms: 0,
+            required: 100,
+            alpha: 0.05,
+            arms: vec![("control".into(), 1), ("b".into(), 2)],
+        };
+        let m = analysis::AB_MIN_SAMPLES_PER_ARM;
+        let at =
+            |n: u64| move |v: u64| Some(Summary { n, mean: if v == 1 { 10.0 } else { 5.0 }, variance: 1.0 });
+        let rows = metric_rows_of(&plan, at(m - 1));
+        assert_eq!(rows[1].result.decision, analysis::AbDecision::Collecting);
+        assert!(ab_verdict_test(&rows).is_none() && rows.iter().all(|r| kpi_regression(r).is_none()));
+        for n in [m, 100, 5000] {
+            let (full, decisions) = (metric_rows_of(&plan, at(n)), metric_decisions_of(&plan, at(n)));
+            assert_eq!(full[1].result.decision, analysis::AbDecision::Worse);
+            for (a, b) in full.iter().zip(&decisions) {
+                assert_eq!(
+                    (a.result.decision, a.result.sequential),
+                    (b.result.decision, b.result.sequential)
+                );
+                assert_eq!(kpi_regression(a).map(|r| r.numbers), kpi_regression(b).map(|r| r.numbers));
+            }
+            let d = ab_verdict_test(&full).expect("the test ran");
+            assert_eq!((d.test.as_str(), d.threshold), ("msprt", 0.05));
+            assert!(d.statistic <= 0.05 && d.n == BTreeMap::from([(1, n), (2, n)]), "{d:?}");
+        }
     }
 
     #[test]

@@ -212,10 +212,9 @@ fn deciding_line(m: &pb::MetricResult) -> Option<String> {
             m.n,
             fmt_interval(&m.diff_confidence_sequence, 1.0, 4)
         ),
-        None => format!(
-            "      no decision before {} per arm (now {} and {})\n",
-            m.min_samples, m.control_n, m.n
-        ),
+        None => {
+            format!("      no decision before {} per arm (now {} and {})\n", m.min_samples, m.control_n, m.n)
+        }
     })
 }
 
@@ -257,7 +256,9 @@ mod tests {
         };
         let text = format_analysis(&analysis(vec![row("better", Some(0.0123))]));
         assert!(
-            text.contains("decided by msprt: always-valid p 0.0123 <= alpha 0.05 at n 790 (control) and 812 (this arm)"),
+            text.contains(
+                "decided by msprt: always-valid p 0.0123 <= alpha 0.05 at n 790 (control) and 812 (this arm)"
+            ),
             "{text}"
         );
         assert!(text.contains("SRM: sequential test ln BF 0.69, flags at 6.91 (alpha 0.001"), "{text}");
