@@ -552,13 +552,35 @@ async fn champion_challenger_keeps_a_fixed_slice_and_promotion_is_audited() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((s.state.as_str(), s.champion), ("promoted", 1));
+    // The slice is permanent: v1 is the champion, v2 (the old champion)
+    // takes the challenger slice, and the rollout goes on.
+    assert_eq!((s.state.as_str(), s.champion), ("running", 1));
+    let keys: Vec<String> = (0..3000).map(|i| format!("c{i}")).collect();
+    let got = versions_for_keys(&mut c, "breast-cancer", keys).await;
+    let share =
+        got.iter().filter(|(_, v, r)| *v == 2 && *r == pb::Role::Challenger as i32).count() as f64 / 3000.0;
+    assert!((share - 0.10).abs() < 0.02, "old champion's challenger share {share}");
     let events = a.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
     let promoted = events.iter().find(|e| e.action == "promoted").unwrap();
-    assert_eq!(promoted.reason, "beat the champion");
+    assert_eq!(
+        promoted.reason,
+        "beat the champion; v1 is the champion; v2 stays on the challenger slice; a new evaluation period starts"
+    );
     let full: serde_json::Value = serde_json::from_str(&promoted.event_json).unwrap();
     assert_eq!(full["version"], 1);
+    assert_eq!(full["numbers"]["previous_champion"], 2.0);
     assert!(full["weights_before"].is_array(), "the split it was based on: {full}");
+    // Aborting ends the slice: the promoted champion keeps everything.
+    let done = a
+        .abort(pb::RolloutRequest {
+            model: "breast-cancer".into(),
+            reason: "done".into(),
+            expected_stage: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((done.state.as_str(), done.champion), ("aborted", 1));
     server.stop().await.unwrap();
 }
 

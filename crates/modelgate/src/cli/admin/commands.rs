@@ -296,3 +296,51 @@ pub fn start_request(a: &StartArgs) -> anyhow::Result<pb::StartRolloutRequest> {
         triggers,
     })
 }
+
+#[cfg(test)]
+mod champion_challenger_flags {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        start: StartArgs,
+    }
+
+    fn gate_of(args: &[&str]) -> (String, f64, u64) {
+        let cli =
+            Cli::try_parse_from(["t", "m", "champion-challenger", "--challengers", "2"].iter().chain(args))
+                .expect("parses");
+        match start_request(&cli.start).unwrap().plan {
+            Some(pb::start_rollout_request::Plan::ChampionChallenger(c)) => {
+                (c.auto_kpi, c.auto_threshold, c.auto_window_secs)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_lift_and_period_flags_and_their_old_names() {
+        // Defaults that can promote: "shown better", a day-long period.
+        assert_eq!(gate_of(&["--auto-kpi", "conversion"]), ("conversion".into(), 0.0, 86_400));
+        assert_eq!(
+            gate_of(&["--auto-kpi", "ctr", "--min-relative-lift", "0.02", "--auto-period-secs", "3600"]),
+            ("ctr".into(), 0.02, 3600)
+        );
+        // The old names still work, hidden from --help.
+        assert_eq!(
+            gate_of(&["--auto-kpi", "ctr", "--auto-threshold", "0.03", "--auto-window-secs", "600"]),
+            ("ctr".into(), 0.03, 600)
+        );
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("champion-challenger")
+            .expect("the subcommand")
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("--min-relative-lift") && help.contains("--auto-period-secs"), "{help}");
+        assert!(!help.contains("--auto-threshold") && !help.contains("--auto-window-secs"), "{help}");
+    }
+}
