@@ -488,7 +488,12 @@ pub fn metric_plan(rollout: &Rollout, config: &ModelConfig, now_ms: Millis) -> O
             mde: None,
             relative_mde: Some(*threshold),
             higher_is_better: *higher_is_better,
-            from_ms: now_ms.saturating_sub(window_secs.saturating_mul(1000)),
+            // The gate's evaluation period: a sample that only grows until
+            // the next period, so the always-valid tests on it (the KPI
+            // regression alert included) keep their α.
+            from_ms: rollout
+                .evaluation_period(now_ms)
+                .map_or_else(|| now_ms.saturating_sub(window_secs.saturating_mul(1000)), |p| p.start_ms),
             required: *min_samples,
             // The plan has no α of its own: the model's, as the gate uses.
             alpha: config.analysis.alpha,
