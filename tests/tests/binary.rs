@@ -196,7 +196,13 @@ fn operators_drive_a_canary_and_roll_back_with_one_command() {
     let (ok, out, err) = run_cli(&[&["analysis", "breast-cancer"], &admin[..]].concat());
     assert!(ok, "{err}");
     assert!(out.contains("breast-cancer: canary running"), "{out}");
-    assert!(out.contains("verdict: waiting (v1 0 of 50 samples for the sequential tests)"), "{out}");
+    // The verdict also waits for the step's own minimums (issue 16).
+    assert!(
+        out.contains(
+            "verdict: waiting (v1 step minimums: 0 of 500 samples, 0 s of 60 s in the step; v1 0 of 50 samples for the sequential tests)"
+        ),
+        "{out}"
+    );
     assert!(out.contains("trigger nan_inf_rate  waiting  waiting: 0 of 50 samples in the window"), "{out}");
     let (ok, out, err) = run_cli(&[&["analysis", "breast-cancer"], &admin[..], &["--json"]].concat());
     assert!(ok, "{err}");

@@ -152,3 +152,32 @@ async fn green_at_zero_weight_is_not_unloaded_before_the_switch() {
     assert_eq!((resp.version, resp.role), (1, pb::Role::Green as i32), "green serves after the switch");
     server.stop().await.unwrap();
 }
+
+/// Editing model.toml's `[analysis]` while serving takes effect without a
+/// restart; an edit that does not validate keeps the settings in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_model_toml_changes_the_analysis_settings_without_a_restart() {
+    let repo = TestRepo::new();
+    repo.add("breast-cancer", 1, V1);
+    let server = start(&repo, |c| {
+        c.rescan = Duration::from_millis(100);
+        c.settle = Duration::from_millis(100);
+    })
+    .await;
+    let mut a = admin(&server, None).await;
+    assert_eq!(analysis(&mut a, "breast-cancer").await.alpha, 0.05);
+    repo.config("breast-cancer", "[analysis]\nalpha = 0.01\n");
+    let until = Instant::now() + Duration::from_secs(20);
+    while analysis(&mut a, "breast-cancer").await.alpha != 0.01 {
+        assert!(Instant::now() < until, "the edit never took effect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // alpha must be at most 0.5: refused, the previous settings stay.
+    repo.config("breast-cancer", "[analysis]\nalpha = 2.0\n");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(analysis(&mut a, "breast-cancer").await.alpha, 0.01);
+    // The model still serves.
+    let mut c = client(&server).await;
+    assert_eq!(metadata(&mut c).await.champion, 1);
+    server.stop().await.unwrap();
+}

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use config::{AnalysisSettings, ConfigError, ModelConfig, OnNewVersion, TriggerSettings};
+pub use config::{AnalysisSettings, ConfigError, ModelConfig, NewVersionPlan, OnNewVersion, TriggerSettings};
 use modelgate_runtime::{LoadedModel, ModelOptions, RunStop, Runtime, VersionQueue};
 
 /// File name of a version's model inside its folder.

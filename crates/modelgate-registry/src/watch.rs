@@ -137,6 +137,9 @@ struct State {
     refused: HashMap<(String, u64), Instant>,
     /// Versions unloaded on request; never loaded again by this process.
     retired: HashSet<(String, u64)>,
+    /// Models whose model.toml does not parse, with the error already
+    /// logged (once per distinct error).
+    bad_config: HashMap<String, String>,
     /// Watches warm-ups (time limit, shutdown).
     runs: Arc<RunStop>,
 }
@@ -206,6 +209,7 @@ pub fn watch(
         known,
         refused: HashMap::new(),
         retired: HashSet::new(),
+        bad_config: HashMap::new(),
     };
     let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded::<(String, u64)>();
     let runs = Arc::clone(&state.runs);
@@ -290,6 +294,46 @@ impl State {
         Pass::Continue
     }
 
+    /// A live model's edited model.toml: its `[analysis]`, `[triggers]` and
+    /// `on_new_version` replace the ones in use (published with the next
+    /// snapshot, so the controller judges with them from its next tick);
+    /// true if they changed. The other settings (sessions, queues,
+    /// batching, the trigger window's shape) are fixed when a version
+    /// loads and apply to versions loaded from then on. An edit that does
+    /// not parse or validate keeps the settings in use, and says why in
+    /// the log once per distinct error.
+    fn reload_config(&mut self, dir: &crate::ModelDir) -> bool {
+        let Some(entry) = self.entries.get_mut(&dir.name) else { return false };
+        match &dir.config {
+            Ok(new) => {
+                if self.bad_config.remove(&dir.name).is_some() {
+                    tracing::info!(model = %dir.name, "model.toml is valid again");
+                }
+                let mut merged = entry.config.clone();
+                merged.analysis = new.analysis.clone();
+                merged.triggers = new.triggers.clone();
+                merged.on_new_version = new.on_new_version;
+                if merged == entry.config {
+                    return false;
+                }
+                tracing::info!(
+                    model = %dir.name,
+                    "model.toml changed: its [analysis], [triggers] and on_new_version apply from the next controller tick"
+                );
+                entry.config = merged;
+                true
+            }
+            Err(e) => {
+                let why = e.to_string();
+                if self.bad_config.get(&dir.name) != Some(&why) {
+                    tracing::warn!(model = %dir.name, error = %why, "model.toml edit refused; keeping the settings in use");
+                    self.bad_config.insert(dir.name.clone(), why);
+                }
+                false
+            }
+        }
+    }
+
     /// Unloads a version; true if it was loaded.
     fn retire(&mut self, model: &str, version: u64) -> bool {
         self.retired.insert((model.to_string(), version));
@@ -316,6 +360,7 @@ impl State {
         let mut present: HashMap<(String, u64), ()> = HashMap::new();
         for dir in dirs {
             crate::warn_skipped(&dir);
+            changed |= self.reload_config(&dir);
             let config = match &dir.config {
                 Ok(c) => c.clone(),
                 Err(_) => ModelConfig::default(),

@@ -396,6 +396,9 @@ pub fn judge_step(
                 DecidingTest::new(name, statistic, cmp.margin).with_n(champion, nh).with_n(v, nc)
             };
             match cmp {
+                None if kind == RegressionKind::Latency => waiting.push(format!(
+                    "v{v} {what}: not enough data to compare (needs {LATENCY_MIN_SAMPLES} successful requests per arm)"
+                )),
                 None => waiting.push(format!("v{v} {what}: not enough data to compare")),
                 Some(cmp) => match cmp.verdict {
                     MarginVerdict::NonInferior => {
@@ -842,6 +845,15 @@ mod tests {
         let ch = arm(2, 9500, &spread(5000, 300), 0);
         let few = arm(1, 500, &spread(LATENCY_MIN_SAMPLES as usize - 1, 300), 0);
         assert!(compare_latency(&ch, &few, &s).is_none());
+        match step_verdict(2, &[ch.clone(), few], &s) {
+            StepVerdict::Waiting(w) => assert!(
+                w.contains(
+                    "v1 mean latency: not enough data to compare (needs 200 successful requests per arm)"
+                ),
+                "{w}"
+            ),
+            v => panic!("{v:?}"),
+        }
         let enough = arm(1, 500, &spread(LATENCY_MIN_SAMPLES as usize, 300), 0);
         assert!(compare_latency(&ch, &enough, &s).is_some());
     }

@@ -554,12 +554,18 @@ impl RepositoryListener for RepositoryHooks {
     fn version_ready(&self, model: &str, version: u64, config: &modelgate_registry::ModelConfig) {
         use modelgate_registry::OnNewVersion;
         use modelgate_rollout::{Plan, ShadowPlan, plan};
-        let plan = match config.on_new_version {
+        let plan = match config.on_new_version.plan {
             OnNewVersion::None => return,
             OnNewVersion::Shadow => {
                 Plan::Shadow(ShadowPlan { versions: vec![version], fraction_percent: 100.0 })
             }
-            OnNewVersion::Canary => Plan::canary(version),
+            OnNewVersion::Canary => {
+                let mut canary = Plan::canary(version);
+                if let Plan::Canary { auto_advance, .. } = &mut canary {
+                    *auto_advance = config.on_new_version.auto_advance;
+                }
+                canary
+            }
             OnNewVersion::BlueGreen => {
                 Plan::BlueGreen { green: version, retention_secs: plan::DEFAULT_RETENTION_SECS }
             }
@@ -568,7 +574,8 @@ impl RepositoryListener for RepositoryHooks {
         let model = model.to_string();
         let strategy = plan.strategy();
         self.runtime.spawn(async move {
-            let reason = format!("version {version} was dropped into the repository; on_new_version = {strategy}");
+            let auto = if matches!(plan, Plan::Canary { auto_advance: true, .. }) { " (auto_advance)" } else { "" };
+            let reason = format!("version {version} was dropped into the repository; on_new_version = {strategy}{auto}");
             match controller.start(&model, plan, Default::default(), &modelgate_rollout::Actor::system(), Some(reason)).await {
                 Ok(r) => tracing::info!(model = %model, version, rollout = %r.id, strategy, "started by on_new_version"),
                 Err(e) => tracing::warn!(model = %model, version, error = %e, "on_new_version could not start its plan"),
