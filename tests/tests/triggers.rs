@@ -53,7 +53,7 @@ async fn canary_rolls_back(
     assert!(full["numbers"]["sprt_llr"].as_f64().unwrap() >= full["numbers"]["sprt_bound"].as_f64().unwrap());
     // Both statistics and their bounds are recorded.
     let n = |k: &str| full["numbers"][k].as_f64().unwrap();
-    assert!(n("cusum") >= n("sprt_llr"), "the CUSUM never trails the LLR since the start: {full}");
+    assert!(n("cusum") > 0.0 && n("cusum_requests") <= n("requests"), "{full}");
     assert!(n("cusum_bound") > n("sprt_bound"), "{full}");
     assert!(full["numbers"]["sprt_alpha"].as_f64().unwrap() < 0.001);
     assert_eq!(full["numbers"]["version"], 1.0);

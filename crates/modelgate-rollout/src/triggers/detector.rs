@@ -3,10 +3,14 @@
 //! batches of requests the candidate serves between ticks, read two ways.
 //!
 //! - **Wald's power-one SPRT since the rollout started** (no lower
-//!   boundary): fires when the cumulative LLR Λ reaches ln(1/α_sprt). Under
-//!   H0 (or any rate below it) e^Λ is a nonnegative (super)martingale with
-//!   mean 1, so by Ville's inequality P(ever ≥ 1/α) ≤ α over any horizon.
-//!   It catches a version that is bad from the start.
+//!   boundary), on a mixture of two alternatives: the likelihood ratio is
+//!   w·e^Λ + (1−w)·e^Λ' with Λ against H1 (2× the limit) and Λ' against a
+//!   far alternative (5×), w = [`NEAR_WEIGHT`]. It fires when the log of
+//!   the mixture reaches ln(1/α_sprt). Under H0 (or any rate below it) each
+//!   e^Λ, and so the mixture, is a nonnegative (super)martingale with mean
+//!   1, so by Ville's inequality P(ever ≥ 1/α) ≤ α over any horizon. It
+//!   catches a version that is bad from the start; the far alternative
+//!   catches a very bad one in fewer requests than a test of 2× alone can.
 //! - **Page's CUSUM** S = Λ_now − min over restart points of Λ_k: the
 //!   largest LLR of any stretch that starts at a restart point. Restart
 //!   points are the tick boundaries, at most one per
@@ -27,6 +31,13 @@ pub const RESTART_SPACING_MS: u64 = 500;
 /// ln(T/α) with ln T ≈ 12, so a quarter of the budget moves it by only
 /// ln 4 ≈ 1.4 against a whole one.
 pub const SPRT_SHARE: f64 = 0.75;
+
+/// The mixture weight of the near alternative (2× the limit); the far one
+/// (5×) gets the rest. What it costs, in the bound each alternative must
+/// reach: ln(1/0.8) = 0.22 nats at 2× (about 57 requests at 2× the NaN
+/// limit), ln(1/0.2) = 1.61 at 5× (about 39 requests at 5×), against the
+/// 315 requests a test of 2× alone needs at 5× (0.025 nats a request).
+pub const NEAR_WEIGHT: f64 = 0.8;
 
 /// Wald's SPRT log-likelihood ratio for `x` successes in `n` Bernoulli trials,
 /// H1 rate `p1` against H0 rate `p0`.
@@ -92,11 +103,17 @@ impl Crossed {
     }
 }
 
+/// H0, H1 and the far alternative's rates.
+type Rates = (f64, f64, f64);
+
 /// One trigger's accumulated evidence on one candidate.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Detector {
-    /// Λ: the LLR since the rollout started.
+    /// Λ: the LLR against the near alternative since the rollout started
+    /// (what the CUSUM reads).
     pub llr: f64,
+    /// Λ': the LLR against the far alternative since the rollout started.
+    pub llr_far: f64,
     /// Requests and events fed since the rollout started.
     pub n: u64,
     pub x: u64,
@@ -105,17 +122,19 @@ pub struct Detector {
     floor_n: u64,
     floor_x: u64,
     last_restart_ms: Option<u64>,
-    /// The last (p0, p1) and their weights, so a steady test does not take
-    /// logarithms every tick.
-    weights: Option<((f64, f64), (f64, f64))>,
+    /// The last (p0, p1, p_far) and their weights, so a steady test does
+    /// not take logarithms every tick.
+    weights: Option<(Rates, [(f64, f64); 2])>,
 }
 
 impl Detector {
     /// Feeds one batch: `x` events in `n` requests served up to `now_ms`,
-    /// tested at H0 rate `p0` against H1 rate `p1` (both fixed before the
-    /// batch was seen: what keeps e^Λ a martingale under H0). A tick at
-    /// least [`RESTART_SPACING_MS`] after the last restart point is one.
-    pub fn feed(&mut self, now_ms: u64, x: u64, n: u64, p0: f64, p1: f64) {
+    /// tested at H0 rate `p0` against H1 rate `p1` and the far alternative
+    /// `p_far` (all fixed before the batch was seen: what keeps e^Λ a
+    /// martingale under H0; `p_far` = `p1` for a single alternative). A
+    /// tick at least [`RESTART_SPACING_MS`] after the last restart point is
+    /// one.
+    pub fn feed(&mut self, now_ms: u64, x: u64, n: u64, p0: f64, p1: f64, p_far: f64) {
         if self.last_restart_ms.is_none_or(|t| now_ms >= t.saturating_add(RESTART_SPACING_MS)) {
             if self.llr <= self.floor {
                 (self.floor, self.floor_n, self.floor_x) = (self.llr, self.n, self.x);
@@ -125,18 +144,32 @@ impl Detector {
         if n == 0 {
             return;
         }
-        let (up, down) = match self.weights {
-            Some((key, w)) if key == (p0, p1) => w,
+        let [(up, down), (up_far, down_far)] = match self.weights {
+            Some((key, w)) if key == (p0, p1, p_far) => w,
             _ => {
-                let w = llr_weights(p0, p1);
-                self.weights = Some(((p0, p1), w));
+                let w = [llr_weights(p0, p1), llr_weights(p0, p_far)];
+                self.weights = Some(((p0, p1, p_far), w));
                 w
             }
         };
         let x = x.min(n);
         self.llr += x as f64 * up + (n - x) as f64 * down;
+        self.llr_far += x as f64 * up_far + (n - x) as f64 * down_far;
         self.n += n;
         self.x += x;
+    }
+
+    /// The SPRT's statistic: ln(w·e^Λ + (1−w)·e^Λ').
+    pub fn sprt(&self) -> f64 {
+        let (a, b) = (self.llr + NEAR_WEIGHT.ln(), self.llr_far + (1.0 - NEAR_WEIGHT).ln());
+        let m = a.max(b);
+        m + ((a - m).exp() + (b - m).exp()).ln()
+    }
+
+    /// Whether both statistics are below `level` (cheaply: without the
+    /// mixture's logarithm).
+    pub fn below(&self, level: f64) -> bool {
+        self.llr < level && self.llr_far < level && self.cusum() < level
     }
 
     /// S: the CUSUM statistic, never below 0.
@@ -151,7 +184,7 @@ impl Detector {
 
     /// Which statistic is at or past its bound, the SPRT first.
     pub fn crossed(&self, bounds: &Bounds) -> Option<Crossed> {
-        if self.llr >= bounds.sprt {
+        if self.sprt() >= bounds.sprt {
             Some(Crossed::Sprt)
         } else if self.cusum() >= bounds.cusum {
             Some(Crossed::Cusum)
@@ -189,20 +222,20 @@ mod tests {
         let mut d = Detector::default();
         // Good batches: Λ falls, the CUSUM stays at 0.
         for t in 0..10 {
-            d.feed(t * 500, 0, 100, p0, p1);
+            d.feed(t * 500, 0, 100, p0, p1, p1);
             assert_eq!(d.cusum(), 0.0);
         }
         assert!((d.llr - sprt_llr(0, 1000, p0, p1)).abs() < 1e-9);
         assert_eq!((d.n, d.x), (1000, 0));
         // A bad batch: the CUSUM is this batch's LLR alone; Λ still carries
         // the good past.
-        d.feed(5_000, 10, 100, p0, p1);
+        d.feed(5_000, 10, 100, p0, p1, p1);
         let batch = sprt_llr(10, 100, p0, p1);
         assert!((d.cusum() - batch).abs() < 1e-9);
         assert!((d.llr - sprt_llr(10, 1100, p0, p1)).abs() < 1e-9);
         assert_eq!(d.cusum_counts(), (100, 10));
         // A second bad batch 100 ms later is not a restart point: it adds.
-        d.feed(5_100, 10, 100, p0, p1);
+        d.feed(5_100, 10, 100, p0, p1, p1);
         assert!((d.cusum() - 2.0 * batch).abs() < 1e-9);
         assert_eq!(d.cusum_counts(), (200, 20));
     }
@@ -211,13 +244,13 @@ mod tests {
     fn restart_points_are_at_least_the_spacing_apart() {
         let (p0, p1) = (0.01, 0.02);
         let mut d = Detector::default();
-        d.feed(0, 0, 100, p0, p1);
+        d.feed(0, 0, 100, p0, p1, p1);
         // 500 ms: a restart point (Λ there is below 0). 50 ms ticks after it
         // are not, so the bad batch at 600 ms is measured from 500 ms,
         // through the good batch at 550 ms.
-        d.feed(500, 0, 100, p0, p1);
-        d.feed(550, 0, 100, p0, p1);
-        d.feed(600, 5, 10, p0, p1);
+        d.feed(500, 0, 100, p0, p1, p1);
+        d.feed(550, 0, 100, p0, p1, p1);
+        d.feed(600, 5, 10, p0, p1, p1);
         let want = 2.0 * sprt_llr(0, 100, p0, p1) + sprt_llr(5, 10, p0, p1);
         assert!(want > 0.0);
         assert!((d.cusum() - want).abs() < 1e-9, "{} vs {want}", d.cusum());
@@ -232,7 +265,7 @@ mod tests {
         let mut d = Detector::default();
         let mut t = 0;
         while d.crossed(&bounds).is_none() {
-            d.feed(t, 3, 100, p0, p1);
+            d.feed(t, 3, 100, p0, p1, p1);
             t += 500;
         }
         assert_eq!(d.crossed(&bounds), Some(Crossed::Sprt));
@@ -243,12 +276,12 @@ mod tests {
         // CUSUM fires on the bad stretch alone.
         let mut d = Detector::default();
         for t in 0..2_000 {
-            d.feed(t * 500, 1, 200, p0, p1);
+            d.feed(t * 500, 1, 200, p0, p1, p1);
         }
         let good_n = d.n;
         let mut t = 1_000_000;
         while d.crossed(&bounds).is_none() {
-            d.feed(t, 10, 200, p0, p1);
+            d.feed(t, 10, 200, p0, p1, p1);
             t += 500;
         }
         assert_eq!(d.crossed(&bounds), Some(Crossed::Cusum));
@@ -256,6 +289,24 @@ mod tests {
         let (n, x) = d.cusum_counts();
         assert_eq!(n, d.n - good_n, "the CUSUM restarted where the change began");
         assert_eq!(x * 20, n);
+    }
+
+    #[test]
+    fn the_sprt_is_the_mixture_of_both_alternatives() {
+        let mut d = Detector::default();
+        d.feed(0, 3, 100, 0.01, 0.02, 0.05);
+        let (near, far) = (sprt_llr(3, 100, 0.01, 0.02), sprt_llr(3, 100, 0.01, 0.05));
+        assert!((d.llr - near).abs() < 1e-12 && (d.llr_far - far).abs() < 1e-12);
+        let want = (0.8 * near.exp() + 0.2 * far.exp()).ln();
+        assert!((d.sprt() - want).abs() < 1e-12, "{} vs {want}", d.sprt());
+        // One alternative: the mixture is its LLR.
+        let mut one = Detector::default();
+        one.feed(0, 3, 100, 0.01, 0.02, 0.02);
+        assert!((one.sprt() - near).abs() < 1e-12);
+        // Far from 0 the log-sum-exp does not overflow.
+        let mut big = Detector::default();
+        big.feed(0, 2_000, 2_000, 0.01, 0.02, 0.05);
+        assert!(big.sprt().is_finite() && (big.sprt() - (big.llr_far + 0.2f64.ln())).abs() < 1e-9);
     }
 
     #[test]
