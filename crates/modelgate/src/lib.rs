@@ -34,10 +34,10 @@ pub mod decisions {
         ArmNumbers, Comparison, MetricPlan, MetricRow, Settings, compare_errors, judge_step, metric_plan,
         metric_rows,
     };
+    pub use crate::control::analysis::{RunningTotals, StepProgress};
     pub use crate::control::analysis::{
         ab_verdict_test, kpi_regression, metric_decisions_of, metric_rows_of,
     };
-    pub use crate::control::analysis::{RunningTotals, StepProgress};
     pub use crate::control::counts::StageCounts;
     pub use crate::control::detectors::{RolloutDetectors, counts_of};
     pub use crate::control::judge::hard_trigger;
