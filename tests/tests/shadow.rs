@@ -169,7 +169,10 @@ async fn a_spent_cpu_budget_skips_copies_and_never_touches_replies() {
     start_shadows(&server, &[1]).await;
     let mut c = client(&server).await;
     let g = golden(2);
-    let sent = 200;
+    // A copy charges a few hundred µs of CPU or more (under load the
+    // fastest seen was ~0.3 ms), so the 20 ms burst holds at most ~100 of
+    // them whatever the machine is doing: of 400, most must be skipped.
+    let sent = 400;
     for i in 0..sent {
         let row = &g.rows[i % g.rows.len()];
         let resp = c.predict(request("breast-cancer", std::slice::from_ref(row))).await.unwrap().into_inner();
@@ -187,7 +190,7 @@ async fn a_spent_cpu_budget_skips_copies_and_never_touches_replies() {
     .await;
     let t = stats.get("breast-cancer", 1).unwrap();
     assert!(t.compared >= 1, "the burst lets the first copies run: {t:?}");
-    assert!(t.dropped >= sent as u64 - 20, "the spent budget skips the rest: {t:?}");
+    assert!(t.dropped >= sent as u64 / 2, "the spent budget skips the rest: {t:?}");
     let budget = server.gateway.shadow_cpu_budget().unwrap();
     assert!(budget.used() > Duration::ZERO, "shadow work was charged");
 
