@@ -203,7 +203,10 @@ fn operators_drive_a_canary_and_roll_back_with_one_command() {
         ),
         "{out}"
     );
-    assert!(out.contains("trigger nan_inf_rate  waiting  waiting: 0 of 50 requests since the rollout started"), "{out}");
+    assert!(
+        out.contains("trigger nan_inf_rate  waiting  waiting: 0 of 50 requests since the rollout started"),
+        "{out}"
+    );
     let (ok, out, err) = run_cli(&[&["analysis", "breast-cancer"], &admin[..], &["--json"]].concat());
     assert!(ok, "{err}");
     let doc: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
