@@ -104,7 +104,7 @@ bench: ort build-deps
 
 ## The decision simulator (docs/decisions.md): the controller's decision
 ## functions on simulated traffic, 1000 runs a cell; one table, rows in
-## target/bench/decisions.jsonl. ~17 min on 2 busy cores; DECISIONS_ARGS=--quick for a
+## target/bench/decisions.jsonl. ~10 min on 2 cores; DECISIONS_ARGS=--quick for a
 ## smoke, DECISIONS_ARGS="--cells ab-aa --runs 200" for a subset.
 DECISIONS_ARGS ?=
 bench-decisions:

@@ -316,15 +316,8 @@ pub struct Srm {
     pub mismatch: bool,
 }
 
-/// Sample-ratio-mismatch check: Pearson's chi-square goodness of fit of the
-/// per-arm request counts `observed` against the configured split
-/// `expected_weights` (any positive scale; expected count of arm i is
-/// `w_i / Σw · Σobserved`).
-///
-/// Matches `scipy.stats.chisquare(observed, f_exp=w/w.sum()*observed.sum())`.
-/// Errors with fewer than 2 arms, mismatched lengths, a weight that is not
-/// finite and positive, or no observations.
-pub fn srm_chi_square(observed: &[u64], expected_weights: &[f64]) -> Result<Srm, AnalysisError> {
+/// An SRM test's input: at least 2 arms, one finite positive weight each.
+fn check_split(observed: &[u64], expected_weights: &[f64]) -> Result<(), AnalysisError> {
     if observed.len() < 2 {
         return Err(out_of_range("observed.len()", observed.len() as f64, "at least 2 arms"));
     }
@@ -338,6 +331,19 @@ pub fn srm_chi_square(observed: &[u64], expected_weights: &[f64]) -> Result<Srm,
     for &w in expected_weights {
         positive("expected weight", w)?;
     }
+    Ok(())
+}
+
+/// Sample-ratio-mismatch check: Pearson's chi-square goodness of fit of the
+/// per-arm request counts `observed` against the configured split
+/// `expected_weights` (any positive scale; expected count of arm i is
+/// `w_i / Σw · Σobserved`).
+///
+/// Matches `scipy.stats.chisquare(observed, f_exp=w/w.sum()*observed.sum())`.
+/// Errors with fewer than 2 arms, mismatched lengths, a weight that is not
+/// finite and positive, or no observations.
+pub fn srm_chi_square(observed: &[u64], expected_weights: &[f64]) -> Result<Srm, AnalysisError> {
+    check_split(observed, expected_weights)?;
     let total: f64 = observed.iter().map(|&o| o as f64).sum();
     if total <= 0.0 {
         return Err(AnalysisError::Degenerate("no observations"));

@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::special::ln_gamma;
-use super::{AnalysisError, out_of_range, positive};
+use super::{AnalysisError, out_of_range};
 
 /// The Dirichlet prior's concentration `k`: the prior on the arms' shares
 /// is `Dirichlet(k · p₀)`, centred on the expected split `p₀`. With
@@ -56,19 +56,7 @@ pub fn srm_sequential(
     alpha: f64,
 ) -> Result<SequentialSrm, AnalysisError> {
     super::alpha_ok(alpha)?;
-    if observed.len() < 2 {
-        return Err(out_of_range("observed.len()", observed.len() as f64, "at least 2 arms"));
-    }
-    if observed.len() != expected_weights.len() {
-        return Err(out_of_range(
-            "expected_weights.len()",
-            expected_weights.len() as f64,
-            "one weight per observed arm",
-        ));
-    }
-    for &w in expected_weights {
-        positive("expected weight", w)?;
-    }
+    super::check_split(observed, expected_weights)?;
     let weight_sum: f64 = expected_weights.iter().sum();
     if !weight_sum.is_finite() {
         return Err(out_of_range("sum of expected weights", weight_sum, "a finite number"));

@@ -19,7 +19,7 @@ use modelgate_rollout::analysis::{self, MarginVerdict, SequentialDiff, Summary};
 use modelgate_rollout::plan::CanaryStep;
 use modelgate_rollout::{
     DecidingTest, Millis, Plan, PromotionGate, Regression, RegressionKind, Rollout, StepVerdict,
-    TriggerConfig, WindowCounts,
+    TriggerConfig,
 };
 use modelgate_telemetry::{VersionStats, WindowSnapshot};
 
@@ -157,22 +157,6 @@ pub fn event_numbers(arms: &[ArmNumbers]) -> std::collections::BTreeMap<String, 
 }
 
 impl ArmNumbers {
-    pub fn window_counts(&self, sla_ms: Option<f64>) -> WindowCounts {
-        let snap = &self.window;
-        let over_sla = sla_ms.map_or(0, |sla| {
-            let sla_us = (sla * 1000.0) as u64;
-            let max = snap.latency_us.max();
-            if max > sla_us { snap.latency_us.count_between(sla_us + 1, max) } else { 0 }
-        });
-        WindowCounts {
-            requests: snap.requests,
-            errors: snap.errors,
-            nan_inf: snap.nan_inf,
-            over_sla,
-            p99_ms: snap.p(0.99).map(|us| us as f64 / 1000.0),
-        }
-    }
-
     /// Mean and sample variance of the successful requests' latency, in ms.
     pub fn latency_ms(&self) -> Option<Summary> {
         let n = self.total.latency_us.len();
