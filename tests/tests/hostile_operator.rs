@@ -23,13 +23,15 @@ use tonic::Code;
 async fn trigger_settings_in_model_toml_are_refused_as_the_admin_api_refuses_them() {
     let repo = TestRepo::breast_cancer();
     type Set = fn(&mut pb::TriggerOverrides);
-    let cases: [(&str, &str, Set); 6] = [
+    let cases: [(&str, &str, Set); 8] = [
         ("min-samples", "min_samples = 0", |t| t.min_samples = Some(0)),
         ("min-samples-huge", "min_samples = 2000000000", |t| t.min_samples = Some(2_000_000_000)),
         ("nan-inf-rate", "nan_inf_rate = 1.5", |t| t.nan_inf_rate = Some(1.5)),
         ("error-ratio", "error_ratio = 0.5", |t| t.error_ratio = Some(0.5)),
         ("error-rate-floor", "error_rate_floor = 0.0", |t| t.error_rate_floor = Some(0.0)),
         ("p99-sla", "p99_sla_ms = -3.0", |t| t.p99_sla_ms = Some(-3.0)),
+        ("budget", "false_alarm_budget = 0.9", |t| t.false_alarm_budget = Some(0.9)),
+        ("budget-hours", "budget_hours = 0.0", |t| t.budget_hours = Some(0.0)),
     ];
     for (model, line, _) in &cases {
         repo.add(model, 1, V1).config(model, &format!("[triggers]\n{line}\n"));
@@ -58,7 +60,12 @@ async fn trigger_settings_in_model_toml_are_refused_as_the_admin_api_refuses_the
     );
     // The healthy model is untouched, and a valid override is taken.
     let mut plan = canary_plan(1, 10, 100, false);
-    plan.triggers = Some(pb::TriggerOverrides { min_samples: Some(1), ..Default::default() });
+    plan.triggers = Some(pb::TriggerOverrides {
+        min_samples: Some(1),
+        false_alarm_budget: Some(0.01),
+        budget_hours: Some(1.0),
+        ..Default::default()
+    });
     a.start_rollout(plan).await.unwrap();
     server.stop().await.unwrap();
 }

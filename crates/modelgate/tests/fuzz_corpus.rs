@@ -201,6 +201,8 @@ fn rollout_plan_seeds() -> Seeds {
                     error_ratio: Some(5.0),
                     error_rate_floor: Some(0.001),
                     min_samples: Some(50),
+                    false_alarm_budget: Some(0.001),
+                    budget_hours: Some(24.0),
                 }),
             ),
         ),

@@ -177,7 +177,8 @@ pub fn start_from_pb(
             error_ratio: t.error_ratio,
             error_rate_floor: t.error_rate_floor,
             min_samples: t.min_samples,
-            ..Default::default()
+            false_alarm_budget: t.false_alarm_budget,
+            budget_hours: t.budget_hours,
         })
         .unwrap_or_default();
     // The same check model.toml's [triggers] passes, so both refuse alike.

@@ -115,9 +115,18 @@ pub struct StartArgs {
     /// This rollout's error-rate floor (over model.toml's).
     #[arg(long)]
     pub error_rate_floor: Option<f64>,
-    /// Requests a window needs before a trigger may fire (over model.toml's).
+    /// Requests the candidate must have served since the rollout started
+    /// before a trigger may fire (over model.toml's).
     #[arg(long)]
     pub trigger_min_samples: Option<u64>,
+    /// This rollout's chance of a false rollback while every candidate is
+    /// at or under its limits, within --budget-hours (over model.toml's
+    /// false_alarm_budget, default 0.001).
+    #[arg(long)]
+    pub false_alarm_budget: Option<f64>,
+    /// The horizon the false-alarm budget covers, in hours (default 24).
+    #[arg(long)]
+    pub budget_hours: Option<f64>,
     #[command(subcommand)]
     pub plan: PlanArgs,
 }
@@ -287,6 +296,8 @@ pub fn start_request(a: &StartArgs) -> anyhow::Result<pb::StartRolloutRequest> {
         error_ratio: a.error_ratio,
         error_rate_floor: a.error_rate_floor,
         min_samples: a.trigger_min_samples,
+        false_alarm_budget: a.false_alarm_budget,
+        budget_hours: a.budget_hours,
     };
     let triggers = (triggers != pb::TriggerOverrides::default()).then_some(triggers);
     Ok(pb::StartRolloutRequest {
