@@ -28,6 +28,8 @@ pub struct StepCase {
     pub errors: [f64; 2],
     /// The canary step the candidate is in (its minimums gate Healthy).
     pub step: CanaryStep,
+    /// Each arm's latencies are [`LATENCIES_US`] times this.
+    pub latency_scale: [u64; 2],
     pub horizon_s: u64,
 }
 
@@ -62,7 +64,7 @@ pub fn step_healthy(rng: &mut Rng, case: StepCase) -> RunOutcome {
                 let k = rng.poisson(each);
                 if k > 0 {
                     t.requests += k;
-                    t.latency_us.saturating_record_n(us, k);
+                    t.latency_us.saturating_record_n(us * case.latency_scale[i], k);
                 }
             }
             a.stage_samples = t.requests;
@@ -93,7 +95,8 @@ pub fn step_healthy_windows(rng: &mut Rng, case: StepCase) -> RunOutcome {
             for _ in 0..n {
                 let at = w.epoch() + tick_start + Duration::from_millis(rng.next_u64() % TICK_MS);
                 let error = rng.bernoulli(case.errors[i]);
-                let us = LATENCIES_US[(rng.next_u64() % LATENCIES_US.len() as u64) as usize];
+                let us = LATENCIES_US[(rng.next_u64() % LATENCIES_US.len() as u64) as usize]
+                    * case.latency_scale[i];
                 w.record_at(at, Duration::from_micros(us), error, false);
             }
             let now = w.epoch() + Duration::from_millis(tick * TICK_MS);
@@ -126,8 +129,13 @@ pub fn list(scale: Scale) -> Vec<Cell> {
         for times in [1.0, 2.0] {
             let traffic = Traffic { rate: 200.0, candidate_bp };
             let errors = [0.01, 0.01 + times * margin];
-            let case =
-                StepCase { traffic, errors, step: CanaryStep::at(candidate_bp / 100), horizon_s: hour };
+            let case = StepCase {
+                traffic,
+                errors,
+                step: CanaryStep::at(candidate_bp / 100),
+                latency_scale: [1, 1],
+                horizon_s: hour,
+            };
             out.push(Cell {
                 name: "step-verdict-healthy",
                 setting: format!(
@@ -145,10 +153,40 @@ pub fn list(scale: Scale) -> Vec<Cell> {
     }
     // The boundary: a clean champion, the candidate exactly at the margin.
     let traffic = Traffic { rate: 200.0, candidate_bp: 500 };
-    let case = StepCase { traffic, errors: [0.0, margin], step: CanaryStep::at(5), horizon_s: hour };
+    let case = StepCase {
+        traffic,
+        errors: [0.0, margin],
+        step: CanaryStep::at(5),
+        latency_scale: [1, 1],
+        horizon_s: hour,
+    };
     out.push(Cell {
         name: "step-verdict-healthy",
         setting: format!("errors 0% vs {:.0}% (boundary), 95/5, 200 req/s, {}", margin * 100.0, span(hour)),
+        claim: Claim::FalseRate(alpha),
+        runs: hour_runs,
+        horizon_s: hour,
+        run: Box::new(move |rng| step_healthy(rng, case)),
+    });
+    // Mean latency exactly at the margin: the champion's latencies 8.0-9.6 ms
+    // (mean 8.8 ms, so the relative margin, 20% = 1.76 ms, is above the 1 ms
+    // floor), the candidate's 20% slower. Healthy is a false decision.
+    let relative = analysis.latency_margin;
+    let slower = (80.0 * (1.0 + relative)).round() as u64;
+    let case = StepCase {
+        traffic: Traffic { rate: 200.0, candidate_bp: 500 },
+        errors: [0.0, 0.0],
+        step: CanaryStep::at(5),
+        latency_scale: [80, slower],
+        horizon_s: hour,
+    };
+    out.push(Cell {
+        name: "step-verdict-healthy",
+        setting: format!(
+            "latency mean 8.8 ms vs +{:.0}% (1x margin), 95/5, 200 req/s, {}",
+            relative * 100.0,
+            span(hour)
+        ),
         claim: Claim::FalseRate(alpha),
         runs: hour_runs,
         horizon_s: hour,
@@ -160,7 +198,7 @@ pub fn list(scale: Scale) -> Vec<Cell> {
     for (candidate_bp, rate) in [(500, 0.0), (500, 0.005), (5000, 0.01)] {
         let traffic = Traffic { rate: 200.0, candidate_bp };
         let step = CanaryStep::at(candidate_bp / 100);
-        let case = StepCase { traffic, errors: [rate, rate], step, horizon_s: within };
+        let case = StepCase { traffic, errors: [rate, rate], step, latency_scale: [1, 1], horizon_s: within };
         out.push(Cell {
             name: "step-healthy-power",
             setting: format!(
