@@ -210,9 +210,20 @@ async fn a_deadline_stops_a_running_inference_and_frees_its_thread() {
 
     // Both runs were stopped (by their deadline, or as cancelled when the
     // client's own timer reset the stream first).
-    let deadline = served.metric("modelgate_inference_runs_stopped_total", &[("reason", "deadline")]).await;
-    let cancelled = served.metric("modelgate_inference_runs_stopped_total", &[("reason", "cancelled")]).await;
-    assert_eq!(deadline + cancelled, 2.0, "deadline {deadline}, cancelled {cancelled}");
+    // A stop is counted when its run returns, which on a busy machine can be
+    // after another thread has answered: wait for both (30 s ceiling).
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let deadline =
+            served.metric("modelgate_inference_runs_stopped_total", &[("reason", "deadline")]).await;
+        let cancelled =
+            served.metric("modelgate_inference_runs_stopped_total", &[("reason", "cancelled")]).await;
+        if deadline + cancelled == 2.0 || std::time::Instant::now() > until {
+            assert_eq!(deadline + cancelled, 2.0, "deadline {deadline}, cancelled {cancelled}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

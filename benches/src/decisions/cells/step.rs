@@ -118,11 +118,9 @@ pub fn list(scale: Scale) -> Vec<Cell> {
     let analysis = ModelConfig::default().analysis;
     let (margin, alpha) = (analysis.error_margin, analysis.alpha);
     let split = |bp: u32| if bp == 500 { "95/5" } else { "50/50" };
-    // Half the runs for the hour-long cells (each ticks 7,200 times through
-    // two confidence sequences): 500 runs show α = 0.05 with the interval's
-    // upper end below 1.5 α for any true rate up to ~3.5%, and keep the
-    // five cells within the simulator's time budget on 2 cores.
-    let hour_runs = (scale.runs / 2).max(1);
+    // Every hour-long cell runs `--runs` rollouts (each ticks 7,200 times
+    // through the confidence sequences).
+    let hour_runs = scale.runs;
     // A/A at (and beyond) the non-inferiority margin: the candidate's rate
     // is champion + k × margin; Healthy is a false decision.
     for candidate_bp in [500, 5000] {
