@@ -285,3 +285,44 @@ async fn status_text_json_and_stage_metric_agree() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
     assert!(e.message().contains("numbered from 1"), "{}", e.message());
 }
+
+/// Issue 17 (6, 7): a client command whose reader has gone away
+/// (`modelgate status | head -1`) ends quietly with status 0 instead of
+/// panicking; the server's log to a file carries no colour codes.
+#[test]
+fn client_commands_end_quietly_when_their_reader_goes_away() {
+    let repo = TestRepo::breast_cancer();
+    let served = serve(&repo);
+    let admin = ["--admin-addr", served.admin.as_str()];
+    let start = [&["admin"], &admin[..], &["start", "breast-cancer", "canary", "--candidate", "1"]].concat();
+    let (ok, _, err) = run_cli(&start);
+    assert!(ok, "{err}");
+    let calls: [Vec<&str>; 5] = [
+        [&["status"], &admin[..]].concat(),
+        [&["status"], &admin[..], &["--json"]].concat(),
+        [&["analysis", "breast-cancer"], &admin[..]].concat(),
+        [&["admin"], &admin[..], &["list-models"]].concat(),
+        [&["admin"], &admin[..], &["events"]].concat(),
+    ];
+    for args in calls {
+        let mut child = Command::new(binary())
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn modelgate");
+        // The reader goes away before the command has written anything (it
+        // has a connection to make first).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait for modelgate");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(out.status.success(), "{args:?}: {:?} {err}", out.status);
+    }
+
+    drop(served);
+    let gw = modelgate_tests::process::ServeProcess::spawn(&repo, &[]);
+    let log = gw.log();
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a log file: {log:?}");
+}

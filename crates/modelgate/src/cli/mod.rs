@@ -1,7 +1,33 @@
 //! Client subcommands: small gRPC clients a person reaches for first.
 
+/// `print!` for the client commands: when what reads stdout has gone away
+/// (`modelgate status | head -1`) the process ends quietly with status 0, as
+/// Unix tools do, where `print!` would panic (exit 101).
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::write_stdout(format_args!($($arg)*)) };
+}
+
+/// [`out!`] with a newline: `println!` for the client commands.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 pub mod admin;
 pub mod predict;
+
+/// Writes to stdout and flushes; see [`out!`]. Any other write error is one
+/// line on stderr and exit status 1.
+pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
 
 use std::path::PathBuf;
 

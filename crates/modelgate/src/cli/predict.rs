@@ -125,13 +125,16 @@ pub async fn run(args: PredictArgs) -> anyhow::Result<()> {
             "request_id": resp.request_id,
             "outputs": out,
         });
-        println!("{doc}");
+        outln!("{doc}");
     } else {
-        println!(
+        outln!(
             "model {}  version {}  role {}  request_id {}",
-            resp.model, resp.version, role, resp.request_id
+            resp.model,
+            resp.version,
+            role,
+            resp.request_id
         );
-        print!("{}", table(&outputs));
+        out!("{}", table(&outputs));
     }
     Ok(())
 }

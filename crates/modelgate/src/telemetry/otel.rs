@@ -175,7 +175,11 @@ pub fn init(format: LogFormat, trace: &TraceConfig) -> anyhow::Result<Telemetry>
             .with_target("modelgate", tracing::Level::INFO);
         tracing_opentelemetry::layer().with_tracer(p.tracer("modelgate")).with_filter(spans)
     });
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour only for a person at a terminal, and never with NO_COLOR set
+    // (https://no-color.org): a log file or collector gets plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colour);
     let registry = tracing_subscriber::registry().with(otel);
     let installed = match format {
         LogFormat::Human => registry.with(fmt.with_filter(log_filter())).try_init(),

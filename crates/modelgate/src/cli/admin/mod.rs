@@ -24,7 +24,7 @@ pub use render::{format_analysis, format_status};
 use render::role_name;
 
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string(v)?);
+    outln!("{}", serde_json::to_string(v)?);
     Ok(())
 }
 
@@ -32,7 +32,7 @@ fn status_out(conn: &AdminConn, s: &pb::RolloutStatus) -> anyhow::Result<()> {
     if conn.json {
         return print_json(s);
     }
-    print!("{}", format_status(s));
+    out!("{}", format_status(s));
     Ok(())
 }
 
@@ -56,7 +56,7 @@ pub async fn run(conn: AdminConn, cmd: AdminCommand) -> anyhow::Result<()> {
                 } else {
                     format!(", rollout {}", m.rollout_id)
                 };
-                println!("{}: champion v{}{rollout}", m.name, m.champion);
+                outln!("{}: champion v{}{rollout}", m.name, m.champion);
                 for v in &m.versions {
                     let Some(meta) = &v.metadata else { continue };
                     let state = pb::VersionState::try_from(meta.state).map_or("?".into(), |s| {
@@ -73,7 +73,7 @@ pub async fn run(conn: AdminConn, cmd: AdminCommand) -> anyhow::Result<()> {
                     } else {
                         meta.reason.clone()
                     };
-                    println!("  v{:<5} {:<7} {:<9} {detail}", meta.version, state, role);
+                    outln!("  v{:<5} {:<7} {:<9} {detail}", meta.version, state, role);
                 }
             }
         }
@@ -123,9 +123,14 @@ pub async fn run(conn: AdminConn, cmd: AdminCommand) -> anyhow::Result<()> {
                 return print_json(&r);
             }
             for e in &r.events {
-                println!(
+                outln!(
                     "{}  {:<14} {:<12} {:<10} {}  {}",
-                    e.at_ms, e.model, e.action, e.who, e.reason, e.numbers_json
+                    e.at_ms,
+                    e.model,
+                    e.action,
+                    e.who,
+                    e.reason,
+                    e.numbers_json
                 );
             }
         }
@@ -147,7 +152,7 @@ pub async fn run(conn: AdminConn, cmd: AdminCommand) -> anyhow::Result<()> {
             if conn.json {
                 return print_json(&r);
             }
-            println!("{} per arm (alpha {}, power {})", r.per_arm, r.alpha, r.power);
+            outln!("{} per arm (alpha {}, power {})", r.per_arm, r.alpha, r.power);
         }
     }
     Ok(())
@@ -160,7 +165,7 @@ pub async fn analysis(conn: AdminConn, model: String) -> anyhow::Result<()> {
     if conn.json {
         return print_json(&a);
     }
-    print!("{}", format_analysis(&a));
+    out!("{}", format_analysis(&a));
     Ok(())
 }
 
@@ -187,7 +192,7 @@ pub async fn status(conn: AdminConn, model: Option<String>) -> anyhow::Result<()
         return print_json(&all);
     }
     for s in &all {
-        print!("{}", format_status(s));
+        out!("{}", format_status(s));
     }
     Ok(())
 }
