@@ -64,6 +64,7 @@ pub enum Command {
     },
     /// Versions, roles, weights, stage and progress of every model (or one).
     Status {
+        /// Model name; every model with a rollout when left out.
         model: Option<String>,
         #[command(flatten)]
         conn: admin::AdminConn,
@@ -71,12 +72,14 @@ pub enum Command {
     /// The statistics behind a model's automatic decisions: per arm n, means
     /// and intervals, always-valid comparisons, triggers, SRM, PSI, metrics.
     Analysis {
+        /// Model name.
         model: String,
         #[command(flatten)]
         conn: admin::AdminConn,
     },
     /// Roll a model back to its champion now: the one-command rollback.
     Rollback {
+        /// Model name.
         model: String,
         /// Why, for the audit log.
         #[arg(long, default_value = "manual rollback")]
@@ -146,5 +149,35 @@ impl ClientTls {
             config = config.domain_name(name.clone());
         }
         endpoint.tls_config(config).context("cannot set up TLS")
+    }
+}
+
+#[cfg(test)]
+mod help_tests {
+    use clap::CommandFactory;
+
+    /// Every argument of every subcommand, with its command path, that has
+    /// no help text.
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        let path = format!("{path} {}", cmd.get_name());
+        if cmd.get_about().is_none() && cmd.get_long_about().is_none() {
+            out.push(format!("{path} (the command)"));
+        }
+        for arg in cmd.get_arguments() {
+            let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+            if !builtin && !arg.is_hide_set() && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                out.push(format!("{path} {}", arg.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            undocumented(sub, &path, out);
+        }
+    }
+
+    #[test]
+    fn every_command_and_argument_has_help_text() {
+        let mut missing = Vec::new();
+        undocumented(&super::Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
     }
 }

@@ -18,7 +18,10 @@ pub enum AdminCommand {
     SetWeights(SetWeightsArgs),
     /// Canary: next step. Blue/green: switch to green.
     Advance(ModelArg),
+    /// Hold the rollout where it is: no automatic advance or promotion
+    /// (hard triggers still roll back).
     Pause(ModelArg),
+    /// Let a paused rollout go on.
     Resume(ModelArg),
     /// Make a candidate the champion.
     Promote(PromoteArgs),
@@ -47,20 +50,24 @@ pub struct ModelArg {
 
 #[derive(Debug, Clone, Args)]
 pub struct SetWeightsArgs {
+    /// Model name.
     pub model: String,
     /// The candidate's share, 0-100.
     #[arg(long)]
     pub percent: u32,
+    /// Why, for the audit log.
     #[arg(long, default_value = "")]
     pub reason: String,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct PromoteArgs {
+    /// Model name.
     pub model: String,
     /// The version to promote; default the rollout's candidate.
     #[arg(long)]
     pub version: Option<i64>,
+    /// Why, for the audit log.
     #[arg(long, default_value = "")]
     pub reason: String,
 }
@@ -92,15 +99,19 @@ pub struct SampleSizeArgs {
     /// Proportions: the rate to detect.
     #[arg(long)]
     pub target: Option<f64>,
+    /// False-positive rate of the test (default 0.05).
     #[arg(long)]
     pub alpha: Option<f64>,
+    /// Chance of detecting an effect of the MDE (default 0.8).
     #[arg(long)]
     pub power: Option<f64>,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct StartArgs {
+    /// Model name.
     pub model: String,
+    /// Why, for the audit log.
     #[arg(long, default_value = "")]
     pub reason: String,
     /// This rollout's p99 latency SLA in ms (over model.toml's).
@@ -135,6 +146,7 @@ pub struct StartArgs {
 pub enum PlanArgs {
     /// Load green beside blue, then switch all traffic at once.
     BlueGreen {
+        /// The version to switch to.
         #[arg(long)]
         green: i64,
         /// Seconds blue stays loaded after the switch (default 3600).
@@ -143,6 +155,7 @@ pub enum PlanArgs {
     },
     /// Grow the candidate's share in steps.
     Canary {
+        /// The version to roll out.
         #[arg(long)]
         candidate: i64,
         /// Step percentages, e.g. 1,5,20,50,100.
@@ -160,6 +173,7 @@ pub enum PlanArgs {
     },
     /// Mirror traffic to versions without affecting replies.
     Shadow {
+        /// The versions to mirror traffic to, e.g. 3,4.
         #[arg(long, value_delimiter = ',', required = true)]
         versions: Vec<i64>,
         /// Percent of requests mirrored (default 100).
@@ -168,18 +182,26 @@ pub enum PlanArgs {
     },
     /// A/B test: `--arm name=version:weight`, at least two.
     AbTest {
+        /// An arm, `name=version:weight`; repeat for each (at least two).
         #[arg(long = "arm", required = true)]
         arms: Vec<String>,
+        /// The business metric the arms are judged on (RecordOutcome's name).
         #[arg(long)]
         metric: String,
+        /// The smallest difference in the metric that matters (absolute).
         #[arg(long)]
         mde: f64,
+        /// The metric's variance, for the planned sample size.
         #[arg(long)]
         variance: f64,
+        /// False-positive rate of the always-valid test (default 0.05).
         #[arg(long)]
         alpha: Option<f64>,
+        /// Chance of detecting a difference of the MDE (default 0.8).
         #[arg(long)]
         power: Option<f64>,
+        /// Minimum seconds before the experiment is ready (default 604800,
+        /// a week: a full weekly cycle).
         #[arg(long)]
         min_duration_secs: Option<u64>,
         /// Smaller metric values are better (latency, cost).
@@ -188,6 +210,7 @@ pub enum PlanArgs {
     },
     /// Challengers share a fixed slice; promote by hand or automatically.
     ChampionChallenger {
+        /// The challenger versions, e.g. 3,4.
         #[arg(long, value_delimiter = ',', required = true)]
         challengers: Vec<i64>,
         /// Percent for all challengers together (default 10).
