@@ -468,7 +468,7 @@ pub fn metric_plan(rollout: &Rollout, config: &ModelConfig, now_ms: Millis) -> O
         }
         Plan::ChampionChallenger {
             challengers,
-            gate: PromotionGate::Automatic { kpi, threshold, window_secs, min_samples, higher_is_better },
+            gate: PromotionGate::Automatic { kpi, threshold, min_samples, higher_is_better, .. },
             ..
         } => Some(MetricPlan {
             metric: kpi.clone(),
@@ -478,9 +478,8 @@ pub fn metric_plan(rollout: &Rollout, config: &ModelConfig, now_ms: Millis) -> O
             // The gate's evaluation period: a sample that only grows until
             // the next period, so the always-valid tests on it (the KPI
             // regression alert included) keep their α.
-            from_ms: rollout
-                .evaluation_period(now_ms)
-                .map_or_else(|| now_ms.saturating_sub(window_secs.saturating_mul(1000)), |p| p.start_ms),
+            // (An automatic gate always has one; its start otherwise.)
+            from_ms: rollout.evaluation_period(now_ms).map_or(rollout.stage_started_ms, |p| p.start_ms),
             required: *min_samples,
             // The plan has no α of its own: the model's, as the gate uses.
             alpha: config.analysis.alpha,
