@@ -6,7 +6,7 @@
 use std::process::Command;
 
 fn promtool(args: &[&str]) -> String {
-    let rules = modelgate_tests::root().join("deploy/helm/modelgate/rules");
+    let rules = modelgate_tests::root().join("helm/modelgate/rules");
     let out = Command::new("promtool")
         .args(args)
         .current_dir(&rules)
