@@ -4,70 +4,16 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use modelgate_proto::v1 as pb;
 use modelgate_tests::*;
 
-/// The venv's python, made (or remade when the requirements change) first.
-fn venv_python() -> PathBuf {
-    let root = root();
-    let venv = root.join(".cache/venv-tritonclient");
-    let requirements = root.join("tests/python/requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements).unwrap();
-    let stamp = venv.join("requirements.installed");
-    let python = venv.join("bin/python");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) && python.exists() {
-        return python;
-    }
-    let _ = std::fs::remove_dir_all(&venv);
-    let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().unwrap().success();
-    assert!(ok, "python3 -m venv {} failed", venv.display());
-    let out = Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "--no-input", "--disable-pip-version-check", "-r"])
-        .arg(&requirements)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "pip install failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    // Written last: a venv without it is half made and is made again.
-    std::fs::write(&stamp, wanted).unwrap();
-    python
-}
-
-/// Runs `cmd` to completion, killing it (and failing) after `limit`.
-fn run_bounded(mut cmd: Command, limit: Duration) -> Output {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = pipe.read_to_end(&mut buf);
-            buf
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let until = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            let _ = child.wait();
-            let err = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
-            panic!("the Triton client ran over {limit:?}; its stderr:\n{err}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tritonclient_works_unchanged_through_the_same_gateway_path() {
-    let python = tokio::task::spawn_blocking(venv_python).await.unwrap();
+    let python =
+        tokio::task::spawn_blocking(|| python::venv("tritonclient", "requirements.txt")).await.unwrap();
     let repo = TestRepo::breast_cancer();
     let server = start(&repo, |_| {}).await;
     // Champion v2 with a 50% canary of v1, so routing has something to decide.
@@ -92,7 +38,8 @@ async fn tritonclient_works_unchanged_through_the_same_gateway_path() {
         .arg(server.addr.to_string())
         .arg(root().join("models/golden"));
     let started = Instant::now();
-    let out = tokio::task::spawn_blocking(move || run_bounded(cmd, Duration::from_secs(45))).await.unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || python::run_bounded(cmd, Duration::from_secs(45))).await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the Triton client's checks failed ({}):\n{stderr}", out.status);
     eprintln!("tritonclient checks took {:?}", started.elapsed());
