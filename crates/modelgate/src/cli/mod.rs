@@ -13,7 +13,10 @@ macro_rules! outln {
 }
 
 pub mod admin;
+pub mod outcome;
+pub mod output;
 pub mod predict;
+pub mod when;
 
 /// Writes to stdout and flushes; see [`out!`]. Any other write error is one
 /// line on stderr and exit status 1.
@@ -65,7 +68,16 @@ pub enum Command {
     /// Versions, roles, weights, stage and progress of every model (or one).
     Status {
         /// Model name; every model with a rollout when left out.
+        #[arg(required_if_eq("watch", "true"))]
         model: Option<String>,
+        /// Redraw the model's rollout until it ends: stage, weights, progress
+        /// toward the step's samples and time, the verdict and what it waits
+        /// for. Exits 0 when promoted or completed, 3 rolled back, 4 aborted.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between redraws with --watch (0.1 to 3600).
+        #[arg(long, default_value_t = 2.0, value_parser = crate::server::config::seconds(0.1, 3600.0))]
+        interval: f64,
         #[command(flatten)]
         conn: admin::AdminConn,
     },
@@ -87,6 +99,41 @@ pub enum Command {
         #[command(flatten)]
         conn: admin::AdminConn,
     },
+    /// Report a business outcome (a click, a conversion, revenue) for a
+    /// served request: RecordOutcome, what A/B tests and the champion-
+    /// challenger gate judge on.
+    Outcome(outcome::OutcomeArgs),
+    /// Print a shell completion script: `modelgate completions bash >
+    /// /etc/bash_completion.d/modelgate` (zsh: into a directory on $fpath as
+    /// `_modelgate`; fish: ~/.config/fish/completions/modelgate.fish).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+impl Command {
+    /// Whether the command was asked for JSON output (its errors are then
+    /// JSON too).
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Serve(_) | Command::Completions { .. } => false,
+            Command::Predict(a) => a.json,
+            Command::Outcome(a) => a.json,
+            Command::Admin { conn, .. }
+            | Command::Status { conn, .. }
+            | Command::Analysis { conn, .. }
+            | Command::Rollback { conn, .. } => conn.json,
+        }
+    }
+}
+
+/// `modelgate completions <shell>`: the completion script on stdout.
+pub fn completions(shell: clap_complete::Shell) {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "modelgate", &mut script);
+    out!("{}", String::from_utf8_lossy(&script));
 }
 
 /// Accepts `host:port` as well as a full `http://host:port` URI; `tls`

@@ -13,7 +13,7 @@ pub enum AdminCommand {
     /// A model's rollout: strategy, stage, weights, per-arm counts.
     GetRollout(ModelArg),
     /// Start a rollout plan for a model.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Canary: set the candidate's share directly.
     SetWeights(SetWeightsArgs),
     /// Canary: next step. Blue/green: switch to green.
@@ -77,9 +77,13 @@ pub struct EventsArgs {
     /// Only this model's events.
     #[arg(long)]
     pub model: Option<String>,
-    /// Only events at or after this unix-ms time.
-    #[arg(long, default_value_t = 0)]
-    pub since_ms: i64,
+    /// Only events at or after this time: an age (10m, 2h, 1day: that long
+    /// ago), an RFC 3339 time (2026-12-07T04:00:00Z) or unix ms.
+    #[arg(long, alias = "since-ms")]
+    pub since: Option<String>,
+    /// Only events before this time (same forms as --since).
+    #[arg(long)]
+    pub until: Option<String>,
     /// At most this many (newest last).
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
@@ -112,32 +116,41 @@ pub struct StartArgs {
     /// Model name.
     pub model: String,
     /// Why, for the audit log.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", global = true)]
     pub reason: String,
     /// This rollout's p99 latency SLA in ms (over model.toml's).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub p99_sla_ms: Option<f64>,
     /// This rollout's NaN/Inf output rate limit (over model.toml's).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub nan_inf_rate: Option<f64>,
     /// This rollout's error-rate multiple of the champion's (over model.toml's).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub error_ratio: Option<f64>,
     /// This rollout's error-rate floor (over model.toml's).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub error_rate_floor: Option<f64>,
     /// Requests the candidate must have served since the rollout started
     /// before a trigger may fire (over model.toml's).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub trigger_min_samples: Option<u64>,
     /// This rollout's chance of a false rollback while every candidate is
     /// at or under its limits, within --budget-hours (over model.toml's
     /// false_alarm_budget, default 0.001).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub false_alarm_budget: Option<f64>,
     /// The horizon the false-alarm budget covers, in hours (default 24).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub budget_hours: Option<f64>,
+    /// Wait until the rollout ends: exit 0 when it is promoted (or
+    /// completes), 3 when it is rolled back, 4 when aborted or replaced. For
+    /// scripts and CI pipelines.
+    #[arg(long, global = true)]
+    pub wait: bool,
+    /// With --wait: give up waiting after this many seconds (exit 5; the
+    /// rollout goes on). Default: wait as long as it takes.
+    #[arg(long, global = true, requires = "wait", value_parser = crate::server::config::seconds(1.0, 31_536_000.0))]
+    pub wait_timeout: Option<f64>,
     #[command(subcommand)]
     pub plan: PlanArgs,
 }
@@ -252,7 +265,8 @@ fn parse_arm(s: &str) -> anyhow::Result<pb::AbArm> {
     })
 }
 
-/// Builds the StartRollout request from the CLI's words.
+/// Builds the StartRollout request from the CLI's words. The reason, the
+/// trigger overrides and `--wait` may come before or after the plan's name.
 pub fn start_request(a: &StartArgs) -> anyhow::Result<pb::StartRolloutRequest> {
     use pb::start_rollout_request::Plan as P;
     let plan = match &a.plan {
@@ -332,7 +346,7 @@ pub fn start_request(a: &StartArgs) -> anyhow::Result<pb::StartRolloutRequest> {
 }
 
 #[cfg(test)]
-mod champion_challenger_flags {
+mod flags {
     use clap::{CommandFactory, Parser};
 
     use super::*;
@@ -376,5 +390,25 @@ mod champion_challenger_flags {
             .to_string();
         assert!(help.contains("--min-relative-lift") && help.contains("--auto-period-secs"), "{help}");
         assert!(!help.contains("--auto-threshold") && !help.contains("--auto-window-secs"), "{help}");
+    }
+
+    #[test]
+    fn overrides_reason_and_wait_go_before_or_after_the_plan() {
+        let canary = ["canary", "--candidate", "2", "--steps", "50,100"];
+        let extra = ["--reason", "ticket 42", "--p99-sla-ms", "40", "--false-alarm-budget", "0.01", "--wait"];
+        let before: Vec<&str> = ["t", "m"].iter().chain(&extra).chain(&canary).copied().collect();
+        let after: Vec<&str> = ["t", "m"].iter().chain(&canary).chain(&extra).copied().collect();
+        for args in [before, after] {
+            let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert!(cli.start.wait, "{args:?}");
+            let req = start_request(&cli.start).unwrap();
+            assert_eq!(req.reason, "ticket 42", "{args:?}");
+            let t = req.triggers.unwrap();
+            assert_eq!((t.p99_sla_ms, t.false_alarm_budget), (Some(40.0), Some(0.01)), "{args:?}");
+        }
+        // --wait-timeout without --wait is refused, wherever it is.
+        assert!(
+            Cli::try_parse_from(["t", "m", "canary", "--candidate", "2", "--wait-timeout", "60"]).is_err()
+        );
     }
 }

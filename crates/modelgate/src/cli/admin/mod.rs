@@ -13,6 +13,7 @@ use crate::cli::predict::CallError;
 mod client;
 mod commands;
 mod render;
+mod watch;
 
 pub use client::{AdminConn, Bearer, Client, connect};
 pub use commands::{
@@ -21,12 +22,10 @@ pub use commands::{
 };
 pub use render::{format_analysis, format_status};
 
-use render::role_name;
+pub(crate) use render::role_name;
 
-fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    outln!("{}", serde_json::to_string(v)?);
-    Ok(())
-}
+use crate::cli::output::print_json;
+use crate::cli::when::{format_ms, parse_when_ms};
 
 fn status_out(conn: &AdminConn, s: &pb::RolloutStatus) -> anyhow::Result<()> {
     if conn.json {
@@ -87,6 +86,13 @@ pub async fn run(conn: AdminConn, cmd: AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::Start(a) => {
             let s = c.start_rollout(start_request(&a)?).await.map_err(CallError)?.into_inner();
+            if a.wait {
+                if !conn.json {
+                    out!("{}", format_status(&s));
+                }
+                let timeout = a.wait_timeout.map(std::time::Duration::from_secs_f64);
+                return watch::wait(&mut c, &s, timeout, WAIT_POLL, conn.json).await;
+            }
             status_out(&conn, &s)?;
         }
         AdminCommand::SetWeights(a) => {
@@ -112,10 +118,14 @@ pub async fn run(conn: AdminConn, cmd: AdminCommand) -> anyhow::Result<()> {
             status_out(&conn, &c.promote(req).await.map_err(CallError)?.into_inner())?;
         }
         AdminCommand::Events(a) => {
+            let when = |flag: &str, v: &Option<String>| match v {
+                Some(v) => parse_when_ms(v).map_err(|e| anyhow::anyhow!("{flag}: {e:#}")),
+                None => Ok(0),
+            };
             let req = pb::ListEventsRequest {
                 model: a.model.unwrap_or_default(),
-                since_ms: a.since_ms,
-                until_ms: 0,
+                since_ms: when("--since", &a.since)?,
+                until_ms: when("--until", &a.until)?,
                 limit: a.limit,
             };
             let r = c.list_events(req).await.map_err(CallError)?.into_inner();
@@ -124,13 +134,13 @@ pub async fn run(conn: AdminConn, cmd: AdminCommand) -> anyhow::Result<()> {
             }
             for e in &r.events {
                 outln!(
-                    "{}  {:<14} {:<12} {:<10} {}  {}",
-                    e.at_ms,
+                    "{}  {:<14} {:<12} {:<10} {}{}",
+                    format_ms(e.at_ms),
                     e.model,
                     e.action,
                     e.who,
                     e.reason,
-                    e.numbers_json
+                    render::numbers_text(&e.numbers_json)
                 );
             }
         }
@@ -169,9 +179,16 @@ pub async fn analysis(conn: AdminConn, model: String) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `modelgate status [model]`: every model's rollout, or one.
-pub async fn status(conn: AdminConn, model: Option<String>) -> anyhow::Result<()> {
+/// How often `--wait` looks at the rollout.
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `modelgate status [model] [--watch]`: every model's rollout, or one;
+/// with `--watch`, one model's redrawn until the rollout ends.
+pub async fn status(conn: AdminConn, model: Option<String>, watch: Option<f64>) -> anyhow::Result<()> {
     let mut c = connect(&conn).await?;
+    if let (Some(interval), Some(model)) = (watch, &model) {
+        return watch::watch(&mut c, model, std::time::Duration::from_secs_f64(interval), conn.json).await;
+    }
     let models = match model {
         Some(m) => vec![m],
         None => c

@@ -3,9 +3,24 @@
 
 use modelgate_proto::v1 as pb;
 
-pub(super) fn role_name(role: i32) -> String {
+pub(crate) fn role_name(role: i32) -> String {
     pb::Role::try_from(role)
         .map_or_else(|_| role.to_string(), |r| r.as_str_name().trim_start_matches("ROLE_").to_lowercase())
+}
+
+/// An audit event's numbers (JSON text) as `  name=value …`, in the
+/// order stored; empty when there are none.
+pub(super) fn numbers_text(numbers_json: &str) -> String {
+    let Ok(serde_json::Value::Object(numbers)) = serde_json::from_str(numbers_json) else {
+        return String::new();
+    };
+    numbers
+        .iter()
+        .map(|(k, v)| match v.as_f64() {
+            Some(x) if x.fract() != 0.0 => format!("  {k}={x:.4}"),
+            _ => format!("  {k}={v}"),
+        })
+        .collect()
 }
 
 /// A rollout status as text: header, waiting line, and one line per arm with
