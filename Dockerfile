@@ -21,6 +21,10 @@ RUN scripts/fetch-onnxruntime.sh && cargo build --release -p modelgate
 FROM debian:bookworm-slim
 COPY --from=build /src/target/release/modelgate /usr/local/bin/modelgate
 COPY --from=build /src/.cache/onnxruntime/ /usr/local/lib/onnxruntime/
+# The slim base has no CA roots; the build image has Debian's
+# ca-certificates. `modelgate` connecting to https:// without --tls-ca
+# checks the peer against these.
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 # The bundled models: the image serves them as it is; the chart mounts its
 # model repository over /models.
 COPY models/repository/ /models/

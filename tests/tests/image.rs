@@ -4,9 +4,10 @@
 //! replay makes the image's file tree in a temporary root: the host's /usr
 //! and /etc read-only stand in for the base image, /usr/local is empty but
 //! for what the stage's COPY lines put there, each COPY source is bound at
-//! its destination (`--from=build` paths map into this checkout, with
-//! target/debug/modelgate for the release binary), and its RUN lines run in
-//! that root with /bin/sh as root. Then, in a private mount and network
+//! its destination (`--from=build` paths under the build stage's WORKDIR map
+//! into this checkout, with target/debug/modelgate for the release binary;
+//! other build-image files are the host's, Debian bookworm too), and its RUN
+//! lines run in that root with /bin/sh as root. Then, in a private mount and network
 //! namespace (so the image's fixed ports collide with nothing), it runs
 //! ENTRYPOINT + CMD exactly as written, resolved through PATH, in WORKDIR,
 //! with the stage's ENV, as its USER, and waits until a Predict on the
@@ -168,10 +169,13 @@ fn image_entrypoint_serves_the_bundled_models_as_its_non_root_user() {
                 let host: PathBuf = match from {
                     Some(stage) => {
                         assert_eq!(Some(stage), build.name.as_deref(), "{value}");
-                        let rel = Path::new(src).strip_prefix(build_workdir).unwrap_or_else(|_| {
-                            panic!("{src} is not under the build stage's {build_workdir}")
-                        });
-                        if rel == Path::new("target/release/modelgate") { binary() } else { root().join(rel) }
+                        match Path::new(src).strip_prefix(build_workdir) {
+                            Ok(rel) if rel == Path::new("target/release/modelgate") => binary(),
+                            Ok(rel) => root().join(rel),
+                            // The build image's own files: Debian bookworm's,
+                            // as the host's.
+                            Err(_) => PathBuf::from(src),
+                        }
                     }
                     None => {
                         let rel = src.trim_end_matches('/');
@@ -193,7 +197,11 @@ fn image_entrypoint_serves_the_bundled_models_as_its_non_root_user() {
                 if host.is_dir() {
                     script.push(format!("mkdir -p {t} && mount --bind {h} {t}"));
                 } else {
-                    script.push(format!("mkdir -p \"$(dirname {t})\" && touch {t} && mount --bind {h} {t}"));
+                    // A destination in the base image's read-only /etc exists
+                    // there already: bind over it.
+                    script.push(format!(
+                        "[ -e {t} ] || {{ mkdir -p \"$(dirname {t})\" && touch {t}; }}; mount --bind {h} {t}"
+                    ));
                 }
                 script.push(format!("mount -o remount,bind,ro {t}"));
                 if target == "/models" {
