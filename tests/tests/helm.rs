@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -14,46 +15,67 @@ use std::time::Duration;
 use modelgate_tests::{python, root};
 use serde_json::{Value, json};
 
-/// Every case rendered once (one Python process: the engine's start-up is
-/// the slow part), shared by the tests below.
+/// Every case rendered once per test run, shared by the tests below. nextest
+/// runs each test in its own process, so the first one renders under a file
+/// lock and leaves the result for the others of the same run
+/// (`NEXTEST_RUN_ID`); a later run renders again.
 fn rendered() -> &'static Value {
     static OUT: OnceLock<Value> = OnceLock::new();
     OUT.get_or_init(|| {
-        let python = python::venv("helm", "requirements-helm.txt");
-        let file = |name: &str| json!({ "name": name, "values_files": [format!("ci/{name}-values.yaml")] });
-        let set = |name: &str, values: Value| json!({ "name": name, "set": values });
-        let cases = json!([
-            file("default"),
-            file("fleet"),
-            file("hpa"),
-            file("tls-monitoring"),
-            set("tls-server-only", json!({ "tls": { "secretName": "modelgate-tls" } })),
-            set("client-ca-without-cert", json!({ "tls": { "clientCASecret": "clients-ca" } })),
-            set(
-                "admin-client-ca-without-cert",
-                json!({ "admin": { "tls": { "clientCASecret": "ops-ca" } } })
-            ),
-            set("replicas-without-etcd", json!({ "replicaCount": 2 })),
-            // Proves the validators bite: both objects are wrong on purpose.
-            set(
-                "invalid-on-purpose",
-                json!({
-                    "podSecurityContext": { "runAsUser": "nobody" },
-                    "monitoring": { "serviceMonitor": { "enabled": true, "interval": "every 15 seconds" } }
-                })
-            ),
-        ]);
-        let cases_file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(cases_file.path(), cases.to_string()).unwrap();
-        let mut cmd = Command::new(python);
-        cmd.arg(root().join("tests/python/helm_render.py"))
-            .arg(root().join("helm/modelgate"))
-            .stdin(std::fs::File::open(cases_file.path()).unwrap());
-        let out = python::run_bounded(cmd, Duration::from_secs(300));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "helm_render.py failed ({}):\n{stderr}", out.status);
-        serde_json::from_slice(&out.stdout).unwrap()
+        let Ok(run) = std::env::var("NEXTEST_RUN_ID") else { return render() };
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let lock = std::fs::File::create(dir.join("helm-render.lock")).unwrap();
+        lock.lock().unwrap();
+        let saved = dir.join(format!("helm-render-{run}.json"));
+        if let Ok(text) = std::fs::read(&saved) {
+            return serde_json::from_slice(&text).unwrap();
+        }
+        // Earlier runs' results are of no further use.
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            if entry.file_name().to_string_lossy().starts_with("helm-render-") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let out = render();
+        std::fs::write(&saved, out.to_string()).unwrap();
+        out
     })
+}
+
+/// One Python process renders every case: the engine's start-up is the slow
+/// part.
+fn render() -> Value {
+    let python = python::venv("helm", "requirements-helm.txt");
+    let file = |name: &str| json!({ "name": name, "values_files": [format!("ci/{name}-values.yaml")] });
+    let set = |name: &str, values: Value| json!({ "name": name, "set": values });
+    let cases = json!([
+        file("default"),
+        file("fleet"),
+        file("hpa"),
+        file("tls-monitoring"),
+        set("tls-server-only", json!({ "tls": { "secretName": "modelgate-tls" } })),
+        set("client-ca-without-cert", json!({ "tls": { "clientCASecret": "clients-ca" } })),
+        set("admin-client-ca-without-cert", json!({ "admin": { "tls": { "clientCASecret": "ops-ca" } } })),
+        set("replicas-without-etcd", json!({ "replicaCount": 2 })),
+        // Proves the validators bite: both objects are wrong on purpose.
+        set(
+            "invalid-on-purpose",
+            json!({
+                "podSecurityContext": { "runAsUser": "nobody" },
+                "monitoring": { "serviceMonitor": { "enabled": true, "interval": "every 15 seconds" } }
+            })
+        ),
+    ]);
+    let cases_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cases_file.path(), cases.to_string()).unwrap();
+    let mut cmd = Command::new(python);
+    cmd.arg(root().join("tests/python/helm_render.py"))
+        .arg(root().join("helm/modelgate"))
+        .stdin(std::fs::File::open(cases_file.path()).unwrap());
+    let out = python::run_bounded(cmd, Duration::from_secs(300));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "helm_render.py failed ({}):\n{stderr}", out.status);
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn case(name: &str) -> &'static Value {
