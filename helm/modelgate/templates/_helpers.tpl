@@ -34,6 +34,15 @@ true
 {{- end -}}
 {{- end -}}
 
+{{- /* TLS on the gRPC port: a client CA alone would be dropped without a
+word (no certificate to serve TLS with), so the render fails instead, like
+its admin-side counterpart. */ -}}
+{{- define "modelgate.checkTLS" -}}
+{{- if and .Values.tls.clientCASecret (not .Values.tls.secretName) -}}
+{{- fail "tls.clientCASecret (mutual TLS) needs tls.secretName" -}}
+{{- end -}}
+{{- end -}}
+
 {{- /* The probe handler: gRPC health, or the TCP port when it speaks TLS. */ -}}
 {{- define "modelgate.probe" -}}
 {{- if .Values.tls.secretName -}}
