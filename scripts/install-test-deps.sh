@@ -9,6 +9,10 @@ set -euo pipefail
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v etcd >/dev/null || missing+=(etcd-server)
+# tests/tests/image.rs replays the image's final stage in its own mount and
+# network namespace (unshare, nsenter, setpriv; `ip` brings its loopback up).
+command -v ip >/dev/null || missing+=(iproute2)
+{ command -v unshare && command -v nsenter && command -v setpriv; } >/dev/null || missing+=(util-linux)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "test deps: installing ${missing[*]} (Debian packages)" >&2
 SUDO=""
