@@ -1,12 +1,15 @@
 //! KServe v2 / Open Inference Protocol against NVIDIA's real Python client,
 //! `tritonclient[grpc]` from PyPI, in a venv this test makes once
-//! (`.cache/venv-tritonclient`, from tests/python/requirements.txt).
+//! (`.cache/venv-tritonclient`, from tests/python/requirements.txt), and
+//! ModelStreamInfer's body accounting with tonic's client.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use modelgate_proto::inference as kpb;
+use modelgate_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use modelgate_proto::v1 as pb;
 use modelgate_tests::*;
 use serde_json::json;
@@ -184,4 +187,54 @@ fn check_triton_calls(seen: &serde_json::Value) {
         assert!(message.starts_with(&format!("{rpc} is not supported by modelgate: ")), "{call}: {message}");
         assert!(message.contains(instead), "{call}: {message}");
     }
+}
+
+/// A ModelInferRequest of `rows` (raw FP32) for breast-cancer.
+fn kserve_request(id: String, rows: &[Vec<f32>]) -> kpb::ModelInferRequest {
+    let raw: Vec<u8> = rows.iter().flatten().flat_map(|x| x.to_le_bytes()).collect();
+    kpb::ModelInferRequest {
+        model_name: "breast-cancer".into(),
+        id,
+        inputs: vec![kpb::model_infer_request::InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![rows.len() as i64, 30],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![raw.into()],
+        ..Default::default()
+    }
+}
+
+/// A stream sends as many messages as it likes: each message's bytes are
+/// released once it is in, so a stream carrying many times the connection's
+/// body budget in total is served in full, in order, each reply equal to
+/// ModelInfer's for the same request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_stream_is_served_in_full_within_the_body_budgets() {
+    let repo = TestRepo::breast_cancer();
+    let server = start(&repo, |c| {
+        c.max_request_bytes = 16 << 10;
+        c.connections.connection_body_bytes = 64 << 10;
+        c.connections.body_budget_bytes = 64 << 10;
+    })
+    .await;
+    let mut client = GrpcInferenceServiceClient::new(channel_to(server.addr).await);
+    let rows = rows(16);
+    // 200 messages of ~2 KB: six times the 64 KiB connection budget.
+    let sent = 200;
+    let requests = (0..sent).map(|i| kserve_request(format!("s-{i}"), &rows)).collect::<Vec<_>>();
+    let mut replies = client.model_stream_infer(futures::stream::iter(requests)).await.unwrap().into_inner();
+    let unary = client.model_infer(kserve_request("unary".into(), &rows)).await.unwrap().into_inner();
+    let mut got = 0;
+    while let Some(reply) = replies.message().await.unwrap() {
+        assert_eq!(reply.error_message, "", "reply {got}");
+        let r = reply.infer_response.unwrap();
+        assert_eq!(r.id, format!("s-{got}"), "replies come in request order");
+        assert_eq!((&r.outputs, &r.raw_output_contents), (&unary.outputs, &unary.raw_output_contents));
+        got += 1;
+    }
+    assert_eq!(got, sent);
+    drop((replies, client));
+    server.stop().await.unwrap();
 }

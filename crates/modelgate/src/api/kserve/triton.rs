@@ -9,7 +9,7 @@ use std::sync::Arc;
 use futures_util::{Stream, StreamExt};
 use modelgate_proto::inference as kpb;
 use modelgate_registry::{ReadyVersion, VersionState};
-use modelgate_runtime::{Dim, TensorSpec, quoted};
+use modelgate_runtime::{DataType, Dim, TensorSpec, quoted};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{KserveService, datatype_name, version_of};
@@ -50,6 +50,15 @@ pub(super) fn ready_version<'a>(
     })
 }
 
+/// Triton's config name of a datatype: the KServe name with `TYPE_`, but
+/// for BYTES, which the config calls STRING.
+fn config_datatype(dtype: DataType) -> kpb::DataType {
+    match datatype_name(dtype) {
+        "BYTES" => kpb::DataType::TypeString,
+        name => kpb::DataType::from_str_name(&format!("TYPE_{name}")).unwrap_or(kpb::DataType::TypeInvalid),
+    }
+}
+
 /// Triton's config of one version: the signature's tensors, the dynamic
 /// batching model.toml set (Triton's `max_batch_size` is 0 when requests
 /// are not batched, and the tensors' dims then include the first), and the
@@ -62,9 +71,7 @@ pub(super) fn model_config(model: &ModelRoute, ready: &ReadyVersion) -> kpb::Mod
             Dim::Fixed(n) => *n,
             Dim::Dynamic(_) => -1,
         });
-        let data_type = kpb::DataType::from_str_name(&format!("TYPE_{}", datatype_name(spec.dtype)))
-            .unwrap_or(kpb::DataType::TypeString);
-        (spec.name.clone(), data_type as i32, dims.collect::<Vec<i64>>())
+        (spec.name.clone(), config_datatype(spec.dtype) as i32, dims.collect::<Vec<i64>>())
     };
     let sig = ready.model().signature();
     kpb::ModelConfig {
@@ -222,4 +229,26 @@ pub(super) const LOG: &str = "the log filter is RUST_LOG, set at start";
 /// what to do instead.
 pub(super) fn unsupported<T>(call: &str, instead: &str) -> Result<Response<T>, Status> {
     Err(Status::unimplemented(format!("{call} is not supported by modelgate: {instead}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_datatypes_are_tritons_names() {
+        use kpb::DataType as T;
+        for (dtype, want) in [
+            (DataType::Float32, T::TypeFp32),
+            (DataType::Float64, T::TypeFp64),
+            (DataType::Int8, T::TypeInt8),
+            (DataType::Int32, T::TypeInt32),
+            (DataType::Int64, T::TypeInt64),
+            (DataType::Uint8, T::TypeUint8),
+            (DataType::Bool, T::TypeBool),
+            (DataType::String, T::TypeString),
+        ] {
+            assert_eq!(config_datatype(dtype), want, "{dtype:?}");
+        }
+    }
 }
