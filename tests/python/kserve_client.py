@@ -157,6 +157,7 @@ seen["errors"] = {k: [c, m] for k, (c, m) in errors.items()}
 # ModelConfig in Triton's terms (the Rust side checks its fields).
 seen["config"] = client.get_model_config(MODEL, "1", as_json=True)["config"]
 seen["config_champion"] = client.get_model_config(MODEL, as_json=True)["config"]
+seen["config_unknown_version"] = status_of(lambda: client.get_model_config(MODEL, "99"))
 
 
 # ModelStatistics: the counts move by exactly what is sent. Only pinned
@@ -187,6 +188,7 @@ seen["statistics_delta"]["last_inference_moved"] = after["last_inference"] >= be
 every = client.get_inference_statistics(as_json=True)["model_stats"]
 seen["statistics_all"] = sorted([m["name"], m["version"]] for m in every)
 seen["statistics_unknown"] = status_of(lambda: client.get_inference_statistics("no-such-model"))
+seen["statistics_version_only"] = status_of(lambda: client.get_inference_statistics("", "1"))
 
 # ModelStreamInfer: every request served as ModelInfer serves it, a bad one
 # answered in its response's error_message while the stream goes on.

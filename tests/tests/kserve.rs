@@ -133,6 +133,13 @@ fn check_triton_calls(seen: &serde_json::Value) {
     );
     assert!(config["dynamic_batching"].is_object(), "{config}");
     assert_eq!(seen["config_champion"], *config, "v1 and v2 have the same signature and settings");
+    assert_eq!(
+        seen["config_unknown_version"],
+        json!([
+            "StatusCode.NOT_FOUND",
+            "version '99' of model 'breast-cancer' is not READY; READY versions: 1, 2"
+        ])
+    );
 
     // ModelStatistics moved by exactly what was sent to v1: 5 requests of 4
     // rows (one run each: the client waits for each reply), 1 refused.
@@ -155,6 +162,10 @@ fn check_triton_calls(seen: &serde_json::Value) {
     assert_eq!(seen["statistics_unknown"][0], "StatusCode.NOT_FOUND");
     let unknown = seen["statistics_unknown"][1].as_str().unwrap();
     assert!(unknown.contains("'no-such-model' not found; models served: breast-cancer"), "{unknown}");
+    assert_eq!(
+        seen["statistics_version_only"],
+        json!(["StatusCode.INVALID_ARGUMENT", "a version is given without a model name; name the model"])
+    );
 
     // ModelStreamInfer: the same answers as ModelInfer (golden outputs were
     // checked by the client; versions and roles here), errors in the stream.
@@ -209,10 +220,12 @@ fn kserve_request(id: String, rows: &[Vec<f32>]) -> kpb::ModelInferRequest {
 /// A stream sends as many messages as it likes: each message's bytes are
 /// released once it is in, so a stream carrying many times the connection's
 /// body budget in total is served in full, in order, each reply equal to
-/// ModelInfer's for the same request.
+/// ModelInfer's for the same request. At most 16 of a stream's requests are
+/// in flight: a version queue of 16 is never full (no RESOURCE_EXHAUSTED).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_stream_is_served_in_full_within_the_body_budgets() {
     let repo = TestRepo::breast_cancer();
+    repo.config("breast-cancer", "queue_capacity = 16\n");
     let server = start(&repo, |c| {
         c.max_request_bytes = 16 << 10;
         c.connections.connection_body_bytes = 64 << 10;
@@ -224,8 +237,8 @@ async fn a_long_stream_is_served_in_full_within_the_body_budgets() {
     // 200 messages of ~2 KB: six times the 64 KiB connection budget.
     let sent = 200;
     let requests = (0..sent).map(|i| kserve_request(format!("s-{i}"), &rows)).collect::<Vec<_>>();
-    let mut replies = client.model_stream_infer(futures::stream::iter(requests)).await.unwrap().into_inner();
     let unary = client.model_infer(kserve_request("unary".into(), &rows)).await.unwrap().into_inner();
+    let mut replies = client.model_stream_infer(futures::stream::iter(requests)).await.unwrap().into_inner();
     let mut got = 0;
     while let Some(reply) = replies.message().await.unwrap() {
         assert_eq!(reply.error_message, "", "reply {got}");
