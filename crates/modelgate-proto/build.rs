@@ -6,7 +6,7 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let files = ["modelgate/v1/predict.proto", "modelgate/v1/admin.proto"];
-    for f in files.iter().chain(&["inference/grpc_service.proto"]) {
+    for f in files.iter().chain(&["inference/grpc_service.proto", "inference/model_config.proto"]) {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }
     let fds = protox::compile(files, [&root])?;
@@ -21,7 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .codec_path("crate::bounded::BoundedCodec")
         .compile_fds(fds)?;
 
-    // KServe v2 (Open Inference Protocol), package `inference`.
+    // KServe v2 (Open Inference Protocol) and Triton's extensions, package
+    // `inference` (model_config.proto comes in as grpc_service.proto's import).
     let fds = protox::compile(["inference/grpc_service.proto"], [&root])?;
     std::fs::write(out.join("inference_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
     tonic_prost_build::configure()

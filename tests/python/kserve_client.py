@@ -153,7 +153,97 @@ for k, (code, msg) in errors.items():
     want = "StatusCode.NOT_FOUND" if k.startswith("unknown_model") else "StatusCode.INVALID_ARGUMENT"
     check(code == want, f"{k}: got {code} ({msg}), expected {want}")
 seen["errors"] = {k: [c, m] for k, (c, m) in errors.items()}
-# Triton's other RPCs are not served.
-code, msg = status_of(lambda: client.get_model_config(MODEL))
-check(code == "StatusCode.UNIMPLEMENTED", f"ModelConfig: got {code} ({msg}), expected UNIMPLEMENTED")
+
+# ModelConfig in Triton's terms (the Rust side checks its fields).
+seen["config"] = client.get_model_config(MODEL, "1", as_json=True)["config"]
+seen["config_champion"] = client.get_model_config(MODEL, as_json=True)["config"]
+seen["config_unknown_version"] = status_of(lambda: client.get_model_config(MODEL, "99"))
+
+
+# ModelStatistics: the counts move by exactly what is sent. Only pinned
+# requests reach v1 from here on, so its deltas are known.
+def stats_of(version):
+    got = client.get_inference_statistics(MODEL, version, as_json=True)["model_stats"]
+    check(len(got) == 1 and got[0]["name"] == MODEL and got[0]["version"] == version, f"statistics {got}")
+    s = got[0]
+    inf = s.get("inference_stats", {})
+    # JSON leaves out zeros and spells 64-bit integers as strings.
+    num = lambda d, k: int(d.get(k, 0))
+    return {
+        "inference_count": num(s, "inference_count"),
+        "execution_count": num(s, "execution_count"),
+        "last_inference": num(s, "last_inference"),
+        **{f"{k}_{f}": num(inf.get(k, {}), f) for k in ("success", "fail", "queue", "compute_infer") for f in ("count", "ns")},
+    }
+
+
+before = stats_of("1")
+sent, rows_each = 5, 4
+for _ in range(sent):
+    infer(rows[:rows_each], version="1")
+status_of(lambda: infer(rows[:2, :29], version="1"))
+after = stats_of("1")
+seen["statistics_delta"] = {k: after[k] - before[k] for k in after if k != "last_inference"}
+seen["statistics_delta"]["last_inference_moved"] = after["last_inference"] >= before["last_inference"] > 0
+every = client.get_inference_statistics(as_json=True)["model_stats"]
+seen["statistics_all"] = sorted([m["name"], m["version"]] for m in every)
+seen["statistics_unknown"] = status_of(lambda: client.get_inference_statistics("no-such-model"))
+seen["statistics_version_only"] = status_of(lambda: client.get_inference_statistics("", "1"))
+
+# ModelStreamInfer: every request served as ModelInfer serves it, a bad one
+# answered in its response's error_message while the stream goes on.
+import queue
+
+replies = queue.Queue()
+client.start_stream(callback=lambda result, error: replies.put((result, error)), stream_timeout=60)
+
+
+def stream_input(data, name=None):
+    x = tc.InferInput(name or input_name, list(data.shape), "FP32")
+    x.set_data_from_numpy(data)
+    return [x]
+
+
+sent_stream = []
+for v in (1, 2):
+    client.async_stream_infer(MODEL, stream_input(golden[v][0]), model_version=str(v), request_id=f"stream-{v}")
+    sent_stream.append(f"stream-{v}")
+client.async_stream_infer(MODEL, stream_input(rows[:, :29]), request_id="stream-bad-shape")
+client.async_stream_infer("no-such-model", stream_input(rows), request_id="stream-unknown-model")
+keys = sorted(routed)[:10]
+for key in keys:
+    client.async_stream_infer(MODEL, stream_input(rows[:1]), request_id=f"stream-{key}", parameters={"routing_key": key})
+client.async_stream_infer(MODEL, stream_input(golden[2][0]), model_version="2", request_id="stream-after-errors")
+client.stop_stream()
+got = []
+while not replies.empty():
+    got.append(replies.get())
+check(len(got) == 2 + 2 + len(keys) + 1, f"one reply per streamed request, got {len(got)}")
+stream = {"errors": [], "routed": {}}
+for result, error in got:
+    if error is not None:
+        stream["errors"].append(error.message())
+        continue
+    resp = result.get_response()
+    if resp.id in ("stream-1", "stream-2", "stream-after-errors"):
+        v = int(resp.model_version)
+        check(np.allclose(result.as_numpy("probabilities"), golden[v][1], atol=1e-5), f"{resp.id}: probabilities")
+        check((result.as_numpy("label") == golden[v][2]).all(), f"{resp.id}: labels")
+        stream[resp.id] = [v, resp.parameters["role"].string_param]
+    else:
+        key = resp.id.removeprefix("stream-")
+        stream["routed"][key] = [int(resp.model_version), resp.parameters["role"].string_param]
+seen["stream"] = stream
+
+# Triton's calls that are not served say so, and what to do instead.
+unsupported = {
+    "load_model": lambda: client.load_model(MODEL),
+    "unload_model": lambda: client.unload_model(MODEL),
+    "system_shared_memory": lambda: client.get_system_shared_memory_status(),
+    "cuda_shared_memory": lambda: client.get_cuda_shared_memory_status(),
+    "trace_settings": lambda: client.get_trace_settings(),
+    "log_settings": lambda: client.get_log_settings(),
+}
+seen["unsupported"] = {k: status_of(f) for k, f in unsupported.items()}
+client.close()
 print(json.dumps(seen))

@@ -46,6 +46,9 @@ pub struct QueueStats {
     /// ORT runs, and the rows they carried (a batch of requests is one run).
     pub runs: AtomicU64,
     pub run_rows: AtomicU64,
+    /// Runs that carried at least one request of traffic (the gateway's own
+    /// checks left out): Triton's `execution_count`.
+    pub traffic_runs: AtomicU64,
     /// Runs by rows, cumulative-free: `run_rows_buckets[i]` counts runs with
     /// rows ≤ `BATCH_BUCKETS[i]` and more than the bucket before; the last
     /// slot counts larger runs.
@@ -57,9 +60,12 @@ pub struct QueueStats {
 }
 
 impl QueueStats {
-    fn record_run(&self, rows: usize) {
+    fn record_run(&self, rows: usize, traffic: bool) {
         let rows = rows as u64;
         self.runs.fetch_add(1, Ordering::Relaxed);
+        if traffic {
+            self.traffic_runs.fetch_add(1, Ordering::Relaxed);
+        }
         self.run_rows.fetch_add(rows, Ordering::Relaxed);
         let i = BATCH_BUCKETS.iter().position(|&b| rows <= b).unwrap_or(BATCH_BUCKETS.len());
         self.run_rows_buckets[i].fetch_add(1, Ordering::Relaxed);
@@ -555,7 +561,7 @@ fn run_one(runner: &mut Runner, queue: &VersionQueue, mut job: InferJob, started
     // The spans end before the reply, so they end inside the request's.
     drop(entered);
     drop(spans);
-    queue.stats.record_run(rows);
+    queue.stats.record_run(rows, job.traffic);
     reply(queue, job, result, started, started.elapsed());
 }
 
@@ -598,9 +604,10 @@ fn run_jobs(runner: &mut Runner, queue: &VersionQueue, first: InferJob, rest: Ve
     let jobs = watched;
     let run_time = started.elapsed();
     drop(spans);
+    let traffic = jobs.iter().any(|j| j.traffic);
     if let (Some(_), Err(error)) = (stopped, &result) {
         // Stopped: every job gets the stop, none is retried.
-        queue.stats.record_run(total);
+        queue.stats.record_run(total, traffic);
         for job in jobs {
             reply(queue, job, Err(error.clone()), started, run_time);
         }
@@ -609,7 +616,7 @@ fn run_jobs(runner: &mut Runner, queue: &VersionQueue, first: InferJob, rest: Ve
     let split = result.ok().and_then(|outputs| unstack(&outputs, &rows));
     match split {
         Some(per_job) => {
-            queue.stats.record_run(total);
+            queue.stats.record_run(total, traffic);
             for (job, outputs) in jobs.into_iter().zip(per_job) {
                 let wanted = select(outputs, &job.outputs);
                 reply(queue, job, Ok(wanted), started, run_time);

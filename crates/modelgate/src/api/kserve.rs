@@ -10,6 +10,11 @@
 //! metadata, as for Predict), and the served version and role in the response
 //! parameters. A request without an `id` gets a generated one, echoed in the
 //! response so that outcomes can be joined to it (RecordOutcome).
+//!
+//! Triton's own calls (ModelConfig, ModelStatistics, ModelStreamInfer and
+//! the unsupported rest) are in [`triton`].
+
+mod triton;
 
 use std::sync::Arc;
 
@@ -290,7 +295,7 @@ impl kpb::grpc_inference_service_server::GrpcInferenceService for KserveService 
         Ok(Response::new(kpb::ServerMetadataResponse {
             name: "modelgate".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            extensions: vec!["model_repository".into()],
+            extensions: triton::EXTENSIONS.map(String::from).to_vec(),
         }))
     }
 
@@ -301,20 +306,8 @@ impl kpb::grpc_inference_service_server::GrpcInferenceService for KserveService 
         let r = request.into_inner();
         let table = self.gateway.table();
         let model = table.find(&r.name)?;
+        let ready = triton::ready_version(model, &r.name, &r.version)?;
         let versions: Vec<String> = model.ready().map(|v| v.version.to_string()).collect();
-        let chosen =
-            version_of(model, &r.version).and_then(|v| model.versions.get(&v)).and_then(|v| match &v.state {
-                VersionState::Ready(ready) => Some(ready),
-                VersionState::Failed(_) => None,
-            });
-        let Some(ready) = chosen else {
-            return Err(Status::not_found(format!(
-                "version {} of model {} is not READY; READY versions: {}",
-                quoted(&r.version),
-                quoted(&r.name),
-                if versions.is_empty() { "none".to_string() } else { versions.join(", ") }
-            )));
-        };
         let sig = ready.model().signature();
         Ok(Response::new(kpb::ModelMetadataResponse {
             name: r.name,
@@ -358,6 +351,103 @@ impl kpb::grpc_inference_service_server::GrpcInferenceService for KserveService 
         }
         Ok(Response::new(kpb::RepositoryIndexResponse { models }))
     }
+
+    type ModelStreamInferStream = triton::InferStream;
+
+    async fn model_stream_infer(
+        &self,
+        request: Request<tonic::Streaming<kpb::ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        Ok(Response::new(self.stream(request)))
+    }
+
+    async fn model_config(
+        &self,
+        request: Request<kpb::ModelConfigRequest>,
+    ) -> Result<Response<kpb::ModelConfigResponse>, Status> {
+        let r = request.into_inner();
+        let table = self.gateway.table();
+        let model = table.find(&r.name)?;
+        let ready = triton::ready_version(model, &r.name, &r.version)?;
+        Ok(Response::new(kpb::ModelConfigResponse { config: Some(triton::model_config(model, ready)) }))
+    }
+
+    async fn model_statistics(
+        &self,
+        request: Request<kpb::ModelStatisticsRequest>,
+    ) -> Result<Response<kpb::ModelStatisticsResponse>, Status> {
+        triton::model_statistics(&self.gateway.table(), &request.into_inner()).map(Response::new)
+    }
+
+    async fn repository_model_load(
+        &self,
+        _: Request<kpb::RepositoryModelLoadRequest>,
+    ) -> Result<Response<kpb::RepositoryModelLoadResponse>, Status> {
+        triton::unsupported("RepositoryModelLoad", triton::REPOSITORY)
+    }
+
+    async fn repository_model_unload(
+        &self,
+        _: Request<kpb::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<kpb::RepositoryModelUnloadResponse>, Status> {
+        triton::unsupported("RepositoryModelUnload", triton::REPOSITORY)
+    }
+
+    async fn system_shared_memory_status(
+        &self,
+        _: Request<kpb::SystemSharedMemoryStatusRequest>,
+    ) -> Result<Response<kpb::SystemSharedMemoryStatusResponse>, Status> {
+        triton::unsupported("SystemSharedMemoryStatus", triton::SYSTEM_SHARED_MEMORY)
+    }
+
+    async fn system_shared_memory_register(
+        &self,
+        _: Request<kpb::SystemSharedMemoryRegisterRequest>,
+    ) -> Result<Response<kpb::SystemSharedMemoryRegisterResponse>, Status> {
+        triton::unsupported("SystemSharedMemoryRegister", triton::SYSTEM_SHARED_MEMORY)
+    }
+
+    async fn system_shared_memory_unregister(
+        &self,
+        _: Request<kpb::SystemSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<kpb::SystemSharedMemoryUnregisterResponse>, Status> {
+        triton::unsupported("SystemSharedMemoryUnregister", triton::SYSTEM_SHARED_MEMORY)
+    }
+
+    async fn cuda_shared_memory_status(
+        &self,
+        _: Request<kpb::CudaSharedMemoryStatusRequest>,
+    ) -> Result<Response<kpb::CudaSharedMemoryStatusResponse>, Status> {
+        triton::unsupported("CudaSharedMemoryStatus", triton::CUDA_SHARED_MEMORY)
+    }
+
+    async fn cuda_shared_memory_register(
+        &self,
+        _: Request<kpb::CudaSharedMemoryRegisterRequest>,
+    ) -> Result<Response<kpb::CudaSharedMemoryRegisterResponse>, Status> {
+        triton::unsupported("CudaSharedMemoryRegister", triton::CUDA_SHARED_MEMORY)
+    }
+
+    async fn cuda_shared_memory_unregister(
+        &self,
+        _: Request<kpb::CudaSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<kpb::CudaSharedMemoryUnregisterResponse>, Status> {
+        triton::unsupported("CudaSharedMemoryUnregister", triton::CUDA_SHARED_MEMORY)
+    }
+
+    async fn trace_setting(
+        &self,
+        _: Request<kpb::TraceSettingRequest>,
+    ) -> Result<Response<kpb::TraceSettingResponse>, Status> {
+        triton::unsupported("TraceSetting", triton::TRACE)
+    }
+
+    async fn log_settings(
+        &self,
+        _: Request<kpb::LogSettingsRequest>,
+    ) -> Result<Response<kpb::LogSettingsResponse>, Status> {
+        triton::unsupported("LogSettings", triton::LOG)
+    }
 }
 
 impl KserveService {
@@ -367,7 +457,17 @@ impl KserveService {
     ) -> Result<Response<kpb::ModelInferResponse>, Status> {
         let deadline = deadline_of(request.metadata());
         let header_key = header_routing_key(request.metadata());
-        let mut r = request.into_inner();
+        self.infer_message(request.into_inner(), deadline, header_key).await.map(Response::new)
+    }
+
+    /// ModelInfer's path, shared with ModelStreamInfer: `deadline` and
+    /// `header_key` come from the call's metadata.
+    async fn infer_message(
+        &self,
+        mut r: kpb::ModelInferRequest,
+        deadline: Option<std::time::Instant>,
+        header_key: Option<String>,
+    ) -> Result<kpb::ModelInferResponse, Status> {
         // Mistakes caught while decoding never reach the gateway; count them here.
         let rejected = |e: GatewayError| Status::from(rejected(&self.gateway, &r.model_name, e));
         if r.model_name.is_empty() {
@@ -437,7 +537,7 @@ impl KserveService {
         self.gateway
             .check_response_size(&out.model_name, resp.version, prost::Message::encoded_len(&out))
             .map_err(kserve_status)?;
-        Ok(Response::new(out))
+        Ok(out)
     }
 }
 

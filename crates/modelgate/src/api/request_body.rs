@@ -202,14 +202,19 @@ where
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let connection = self.budget.connection(peer_addr(req.extensions()));
-        // NOTE: reflection is the one client-streaming RPC: a grpcurl session
-        // keeps its request stream open between questions. It is still
-        // counted against the budgets.
-        let deadline = (!req.uri().path().starts_with("/grpc.reflection."))
-            .then(|| Box::pin(tokio::time::sleep(self.budget.timeout)));
+        // NOTE: reflection and ModelStreamInfer are the client-streaming
+        // RPCs: a grpcurl session or a Triton stream keeps its request body
+        // open for as long as it likes. Their bodies have no time limit, and
+        // each message's bytes are released once it is in full, so the
+        // budgets bound the message still arriving, not the stream's total.
+        let path = req.uri().path();
+        let streaming = path.starts_with("/grpc.reflection.")
+            || path == "/inference.GRPCInferenceService/ModelStreamInfer";
+        let deadline = (!streaming).then(|| Box::pin(tokio::time::sleep(self.budget.timeout)));
+        let framing = streaming.then(Framing::default);
         let budget = Arc::clone(&self.budget);
         self.inner.call(req.map(|inner| {
-            Body::new(MeteredBody { inner, budget, connection, held: 0, deadline, failed: false })
+            Body::new(MeteredBody { inner, budget, connection, held: 0, deadline, framing, failed: false })
         }))
     }
 }
@@ -223,7 +228,49 @@ struct MeteredBody {
     held: usize,
     /// `None` once the body is complete, or for streams without a deadline.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// For a streaming call: where it is in gRPC's message framing.
+    framing: Option<Framing>,
     failed: bool,
+}
+
+/// Where a request stream is in gRPC's framing (a flag byte, a 4-byte
+/// big-endian length, the message), to tell when a message is in full.
+#[derive(Debug, Default)]
+struct Framing {
+    prefix: [u8; 5],
+    prefix_len: usize,
+    /// Bytes of the current message still to come, once its prefix is in.
+    remaining: usize,
+    /// Bytes of the current message received, prefix included.
+    received: usize,
+}
+
+impl Framing {
+    /// Takes in `data`; returns the bytes of the messages it completed.
+    fn feed(&mut self, mut data: &[u8]) -> usize {
+        let mut completed = 0;
+        while !data.is_empty() {
+            if self.prefix_len < self.prefix.len() {
+                let take = (self.prefix.len() - self.prefix_len).min(data.len());
+                self.prefix[self.prefix_len..self.prefix_len + take].copy_from_slice(&data[..take]);
+                (self.prefix_len, self.received, data) =
+                    (self.prefix_len + take, self.received + take, &data[take..]);
+                if self.prefix_len < self.prefix.len() {
+                    break;
+                }
+                let [_, a, b, c, d] = self.prefix;
+                self.remaining = u32::from_be_bytes([a, b, c, d]) as usize;
+            }
+            let take = self.remaining.min(data.len());
+            (self.remaining, self.received, data) =
+                (self.remaining - take, self.received + take, &data[take..]);
+            if self.remaining == 0 {
+                completed += std::mem::take(&mut self.received);
+                self.prefix_len = 0;
+            }
+        }
+        completed
+    }
 }
 
 impl MeteredBody {
@@ -255,6 +302,11 @@ impl http_body::Body for MeteredBody {
                         return this.fail(e);
                     }
                     this.held += n;
+                    if let Some(framing) = &mut this.framing {
+                        let completed = framing.feed(data);
+                        this.budget.release(&this.connection, completed);
+                        this.held -= completed;
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -306,6 +358,42 @@ mod tests {
         BodyBudget::new("predict", limit, connection_limit, Duration::from_secs(60), Arc::new(Metrics::new()))
     }
 
+    #[tokio::test]
+    async fn a_streaming_body_holds_only_the_message_still_arriving() {
+        let b = budget(1 << 20, 1 << 20);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, tonic::Status>>(4);
+        let mut body = MeteredBody {
+            inner: Body::new(channel_body(rx)),
+            budget: Arc::clone(&b),
+            connection: Arc::default(),
+            held: 0,
+            deadline: None,
+            framing: Some(Framing::default()),
+            failed: false,
+        };
+        // One whole message and the first 2 bytes of the next, the rest of
+        // its prefix, then its one byte.
+        let frames: [(&'static [u8], usize); 3] =
+            [(&[0, 0, 0, 0, 2, 7, 7, 0, 0], 2), (&[0, 0, 1], 5), (&[9], 0)];
+        for (bytes, held) in frames {
+            tx.send(Ok(Frame::data(Bytes::from_static(bytes)))).await.unwrap();
+            std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await.unwrap().unwrap();
+            assert_eq!(b.held(), held, "after {bytes:?}");
+        }
+    }
+
+    #[test]
+    fn a_stream_releases_each_message_once_it_is_in_full() {
+        let mut f = Framing::default();
+        // A 3-byte message split across frames, then an empty one and the
+        // start of a third in one frame.
+        assert_eq!(f.feed(&[0, 0, 0]), 0);
+        assert_eq!(f.feed(&[0, 3, 7]), 0);
+        assert_eq!(f.feed(&[8, 9]), 8);
+        assert_eq!(f.feed(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 1]), 5);
+        assert_eq!(f.feed(&[2]), 7);
+    }
+
     #[test]
     fn bytes_count_against_the_connection_and_the_listener_until_released() {
         let b = budget(100, 60);
@@ -342,6 +430,7 @@ mod tests {
             connection: Arc::default(),
             held: 0,
             deadline: Some(Box::pin(tokio::time::sleep(b.timeout))),
+            framing: None,
             failed: false,
         };
         tx.send(Ok(Frame::data(Bytes::from_static(b"hello")))).await.unwrap();

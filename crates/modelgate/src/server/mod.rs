@@ -268,8 +268,15 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     // describes the admin API, and with tokens set nothing there answers a
     // caller without one. (The Predict port's reflection stays public, like
     // Predict.)
-    let admin_reflection =
-        tonic::service::interceptor::InterceptedService::new(reflection()?, move |req| auth.check(req));
+    let (admin_reflection, admin_reflection_alpha) = reflection(ADMIN_REFLECTION)?;
+    let admin_reflection = tonic::service::interceptor::InterceptedService::new(admin_reflection, {
+        let auth = auth.clone();
+        move |req| auth.check(req)
+    });
+    let admin_reflection_alpha =
+        tonic::service::interceptor::InterceptedService::new(admin_reflection_alpha, move |req| {
+            auth.check(req)
+        });
     let limits = &config.connections;
     limits.check(config.max_request_bytes)?;
     let (predict_cap, admin_cap) = crate::api::connection::fit_to_open_files(limits, open_files);
@@ -292,7 +299,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         (gate, BodyLimitLayer::new(bodies))
     };
     let (admin_gate, admin_bodies) = gate("admin", admin_cap, None);
-    let admin_router = limits.server().layer(admin_bodies).add_service(admin).add_service(admin_reflection);
+    let admin_router = limits
+        .server()
+        .layer(admin_bodies)
+        .add_service(admin)
+        .add_service(admin_reflection)
+        .add_service(admin_reflection_alpha);
     let admin_task = tokio::spawn({
         let serve = serve_grpc(admin_router, admin_listener, admin_gate, admin_tls.clone(), shutdown.clone());
         async move { serve.await.context("admin server failed") }
@@ -355,7 +367,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             }
         }));
     }
-    let reflection_service = reflection()?;
+    let (reflection_service, reflection_alpha) = reflection(PREDICT_REFLECTION)?;
     let metrics_task = match config.metrics_listen {
         Some(at) => {
             let listener = tokio::net::TcpListener::bind(at)
@@ -398,7 +410,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
                 .add_service(predict)
                 .add_service(kserve)
                 .add_service(health_service)
-                .add_service(reflection_service);
+                .add_service(reflection_service)
+                .add_service(reflection_alpha);
             let serve = serve_grpc(router, listener, predict_gate, tls, shutdown.clone());
             tokio::pin!(serve);
             tokio::select! {
@@ -470,17 +483,56 @@ fn plaintext(stream: tokio::net::TcpStream) -> std::future::Ready<std::io::Resul
     std::future::ready(Ok(stream))
 }
 
-/// gRPC server reflection (v1) over every modelgate service, so grpcurl,
-/// grpcui and evans work without the protos.
-fn reflection() -> anyhow::Result<
+/// What one listener's reflection describes: the services it serves (the
+/// reflection services themselves are added) and the files defining them.
+struct Reflected {
+    services: &'static [&'static str],
+    files: &'static [&'static [u8]],
+}
+
+/// The Predict port: Predict, KServe v2, health.
+const PREDICT_REFLECTION: Reflected = Reflected {
+    services: &["modelgate.v1.Predict", "inference.GRPCInferenceService", "grpc.health.v1.Health"],
+    files: &[
+        modelgate_proto::v1::FILE_DESCRIPTOR_SET,
+        modelgate_proto::inference::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ],
+};
+
+/// The admin port: Admin only.
+const ADMIN_REFLECTION: Reflected =
+    Reflected { services: &["modelgate.v1.Admin"], files: &[modelgate_proto::v1::FILE_DESCRIPTOR_SET] };
+
+/// gRPC server reflection, v1 and v1alpha (grpcurl asks v1; Python's
+/// grpcio-reflection and older tools ask v1alpha), listing exactly the
+/// services of one listener, so grpcurl, grpcui and evans work without the
+/// protos and list nothing the port would answer UNIMPLEMENTED.
+#[allow(clippy::type_complexity)]
+fn reflection(
+    on: Reflected,
+) -> anyhow::Result<(
     tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
-> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(modelgate_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(modelgate_proto::inference::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("cannot build the reflection service")
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+)> {
+    let builder = || {
+        let mut b = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
+        for f in on.files {
+            b = b.register_encoded_file_descriptor_set(f);
+        }
+        for s in on.services {
+            b = b.with_service_name(*s);
+        }
+        b.with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+    };
+    let v1 = builder().build_v1().context("cannot build the reflection service (v1)")?;
+    let v1alpha = builder().build_v1alpha().context("cannot build the reflection service (v1alpha)")?;
+    Ok((v1, v1alpha))
 }
 
 /// The ready line's sample command: a request of zeros shaped like the first

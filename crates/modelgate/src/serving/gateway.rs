@@ -17,6 +17,7 @@ use modelgate_registry::{ModelEntry, ReadyVersion, VersionState};
 use modelgate_rollout::{Role, RoutingTable};
 use modelgate_runtime::{Executor, InferJob, InferOutput, RunError, StopReason, Tensor};
 
+use crate::clock::now_ms;
 use crate::serving::gateway_error::GatewayError;
 use crate::serving::input_samples::InputSamples;
 use crate::serving::outcome::{OutcomeLimits, OutcomeStore, Served};
@@ -122,10 +123,14 @@ impl Gateway {
             }
         }
         let metrics = model.version_metrics(version.version).cloned();
+        let (served, started) = (version.version, Instant::now());
         let result = self.infer_on(&model, version, role, req, metrics.as_deref()).await;
         if let Err(e) = &result {
             if let Some(m) = &metrics {
                 m.failed(role, e.code());
+            }
+            if let Some(stats) = model.window(served) {
+                stats.totals.failed(now_ms(), started.elapsed());
             }
             // Requests log at DEBUG; a failure of the model itself is WARN.
             if e.code() == tonic::Code::Internal {
@@ -153,6 +158,11 @@ impl Gateway {
             error,
         })?;
 
+        // Triton counts each row of a batched request as an inference.
+        let inferences = match version.queue.batching().max_batch {
+            1 => 1,
+            _ => req.inputs.first().map_or(1, Tensor::rows) as u64,
+        };
         let submitted = Instant::now();
         let inputs: Arc<[Tensor]> = req.inputs.into();
         if model.rollout_id().is_some() {
@@ -204,6 +214,7 @@ impl Gateway {
                 Ok(out) => {
                     stats.window.record(latency, false, nan_inf);
                     stats.scores.record(scores(&out.outputs));
+                    stats.totals.succeeded(now_ms(), inferences, latency, out.queue_wait, out.run_time);
                 }
                 // A run stopped at the model's own time limit is the
                 // version's failure; one the client stopped waiting for is not.
