@@ -491,3 +491,28 @@ async fn tritonclient_sends_and_reads_every_dtype_with_numpy_types() {
     let message = seen["wrong_datatype"][1].as_str().unwrap();
     assert!(message.contains("datatype FP16, expected BF16"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_predicts_with_sixteen_bit_floats_and_the_largest_unsigned_values() {
+    let repo = repo();
+    let server = start(&repo, |_| {}).await;
+    let addr = server.addr.to_string();
+    let run = |model: &'static str, input: &'static str| {
+        let mut cmd = Command::new(binary());
+        cmd.args(["predict", "--addr", &addr, "--model", model, "--json", "--input", input]);
+        tokio::task::spawn_blocking(move || python::run_bounded(cmd, Duration::from_secs(60)))
+    };
+    let json = |out: std::process::Output| -> Value {
+        assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let fp16 = json(run("fp16", "[[0.5, 1000, 65504, -2.25]]").await.unwrap());
+    assert_eq!(fp16["outputs"]["y"], serde_json::json!([[1.25, 501.0, 32752.0, -0.125]]), "{fp16}");
+    let uint64 = json(run("uint64", "[[18446744073709551615, 0, 9223372036854775807, 7]]").await.unwrap());
+    assert_eq!(uint64["outputs"]["y"], serde_json::json!([[u64::MAX, 1u64, u64::MAX, 15u64]]), "{uint64}");
+    // A value the dtype cannot hold is refused before anything is sent.
+    let out = run("fp16", "[[1, 2, 3, 70000]]").await.unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("input 'x': element 3 (70000) is out of FLOAT16's range (±65504)"), "{stderr}");
+}

@@ -453,3 +453,35 @@ fn from_ort(name: &str, dtype: DataType, value: &DynValue) -> Result<Tensor, Str
     let (shape, data) = r.map_err(|e| format!("output '{name}': {e}"))?;
     Ok(Tensor::new(name, shape, data))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_input(dtype: DataType, width: i64) -> Signature {
+        let spec = |name: &str| TensorSpec {
+            name: name.into(),
+            dtype,
+            dims: vec![Dim::Dynamic(Some("N".into())), Dim::Fixed(width)],
+        };
+        Signature { inputs: vec![spec("x")], outputs: vec![spec("y")] }
+    }
+
+    #[test]
+    fn budgets_count_each_dtype_at_its_element_size() {
+        // 1 KiB: 512 two-byte, 256 four-byte or 128 eight-byte elements.
+        for (dtype, fits) in [
+            (DataType::Float16, 512),
+            (DataType::Bfloat16, 512),
+            (DataType::Int16, 512),
+            (DataType::Uint16, 512),
+            (DataType::Uint32, 256),
+            (DataType::Uint64, 128),
+        ] {
+            assert!(check_budget(&one_input(dtype, fits), 1024).is_ok(), "{dtype}");
+            let err = check_budget(&one_input(dtype, fits + 1), 1024).unwrap_err().to_string();
+            let size = (fits + 1) * 1024 / fits;
+            assert!(err.contains(&format!("of {dtype}: {size} bytes")), "{err}");
+        }
+    }
+}

@@ -385,6 +385,29 @@ mod tests {
     }
 
     #[test]
+    fn sixteen_bit_floats_and_unsigned_ints_from_json() {
+        use modelgate_runtime::half::{bf16, f16};
+        let json: Value = serde_json::from_str("[[1.5, -2]]").unwrap();
+        let t = build_inputs(&json, &[spec("input", pb::DataType::Float16)]).unwrap();
+        assert_eq!(t[0].data, TensorData::Float16(vec![f16::from_f32(1.5), f16::from_f32(-2.0)]));
+        let t = build_inputs(&json, &[spec("input", pb::DataType::Bfloat16)]).unwrap();
+        assert_eq!(t[0].data, TensorData::Bfloat16(vec![bf16::from_f32(1.5), bf16::from_f32(-2.0)]));
+        let json: Value = serde_json::from_str("[[1, 70000]]").unwrap();
+        let e = build_inputs(&json, &[spec("input", pb::DataType::Float16)]).unwrap_err();
+        assert_eq!(e.to_string(), "input 'input': element 1 (70000) is out of FLOAT16's range (±65504)");
+        assert!(build_inputs(&json, &[spec("input", pb::DataType::Uint16)]).is_err());
+        let json: Value = serde_json::from_str("[[18446744073709551615, 0]]").unwrap();
+        let t = build_inputs(&json, &[spec("input", pb::DataType::Uint64)]).unwrap();
+        assert_eq!(t[0].data, TensorData::Uint64(vec![u64::MAX, 0]));
+        assert!(build_inputs(&json, &[spec("input", pb::DataType::Uint32)]).is_err());
+        let json: Value = serde_json::from_str("[[-32768, 4294967295]]").unwrap();
+        assert!(build_inputs(&json, &[spec("input", pb::DataType::Int16)]).is_err());
+        let json: Value = serde_json::from_str("[[-32768, 32767]]").unwrap();
+        let t = build_inputs(&json, &[spec("input", pb::DataType::Int16)]).unwrap();
+        assert_eq!(t[0].data, TensorData::Int16(vec![i16::MIN, i16::MAX]));
+    }
+
+    #[test]
     fn ragged_and_mistyped_inputs_are_errors() {
         let json: Value = serde_json::from_str("[[1, 2], [3]]").unwrap();
         assert!(build_inputs(&json, &[spec("input", pb::DataType::Float32)]).is_err());
