@@ -516,3 +516,115 @@ async fn the_cli_predicts_with_sixteen_bit_floats_and_the_largest_unsigned_value
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("input 'x': element 3 (70000) is out of FLOAT16's range (±65504)"), "{stderr}");
 }
+
+/// One row of a golden tensor, as its own tensor.
+fn row(data: &TensorData, r: usize) -> TensorData {
+    let raw = data.to_raw();
+    let width = raw.len() / 3;
+    TensorData::from_raw(data.dtype(), &raw[r * width..(r + 1) * width], 4).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_rows_come_back_to_their_requests_and_shadows_compare_floats_and_labels() {
+    let repo = TestRepo::new();
+    let cases = cases();
+    for c in &cases {
+        let file = format!("dtypes/{}.onnx", c.model);
+        repo.add(&c.model, 1, &file)
+            .add(&c.model, 2, &file)
+            .config(&c.model, "max_batch = 16\nmax_queue_delay_us = 20000\nqueue_capacity = 256\n");
+    }
+    // One inference thread, so concurrent requests queue up and are batched.
+    let server = start(&repo, |c| {
+        c.threads = 1;
+        c.shadow_queue = 1000;
+    })
+    .await;
+    let mut a = admin(&server, None).await;
+    for c in &cases {
+        // v2 is the champion; v1 (the same graph) shadows it.
+        let plan = pb::StartRolloutRequest {
+            model: c.model.clone(),
+            plan: Some(pb::start_rollout_request::Plan::Shadow(pb::ShadowPlan {
+                versions: vec![1],
+                fraction_percent: Some(100.0),
+            })),
+            reason: "dtypes".into(),
+            triggers: None,
+        };
+        a.start_rollout(plan).await.unwrap();
+    }
+    const PER_MODEL: usize = 12;
+    let mut tasks = Vec::new();
+    for c in &cases {
+        for i in 0..PER_MODEL {
+            let mut client = client(&server).await;
+            let (model, r) = (c.model.clone(), i % 3);
+            let input = pb::Tensor {
+                name: "x".into(),
+                dtype: pb_dtype(c.dtype),
+                shape: vec![1, 4],
+                raw: row(&c.x, r).to_raw().into(),
+                ..Default::default()
+            };
+            tasks.push(tokio::spawn(async move {
+                let resp = client.predict(predict(&model, input, false)).await.unwrap().into_inner();
+                (model, r, resp)
+            }));
+        }
+    }
+    for t in tasks {
+        let (model, r, resp) = t.await.unwrap();
+        let c = cases.iter().find(|c| c.model == model).unwrap();
+        assert_eq!(resp.version, 2, "{model}: the champion serves");
+        assert_same(&format!("{model} row {r}: y"), &output(&resp, "y").data, &row(&c.y, r));
+        assert_same(&format!("{model} row {r}: echo"), &output(&resp, "echo").data, &row(&c.x, r));
+    }
+    // The champions' batch histograms: every row counted, in fewer runs.
+    let (status, body) = http_get(server.metrics_addr.unwrap(), "/metrics").await;
+    assert_eq!(status, 200);
+    let champion_sum = |metric: &str| -> f64 {
+        body.lines()
+            .filter(|l| l.starts_with(metric) && l.contains("version=\"2\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let requests = (PER_MODEL * cases.len()) as f64;
+    assert_eq!(champion_sum("modelgate_batch_size_rows_sum"), requests);
+    let runs = champion_sum("modelgate_batch_size_rows_count");
+    assert!(runs < requests, "{runs} runs for {requests} requests: no request was batched with another");
+    let stats = std::sync::Arc::clone(server.gateway.shadow_stats());
+    let until = Instant::now() + Duration::from_secs(120);
+    for c in &cases {
+        while stats.get(&c.model, 1).is_none_or(|t| (t.compared as usize) < PER_MODEL) {
+            assert!(Instant::now() < until, "{}: shadow comparisons", c.model);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let t = stats.get(&c.model, 1).unwrap();
+        assert_eq!((t.compared as usize, t.errors, t.dropped), (PER_MODEL, 0, 0), "{}", c.model);
+        if c.dtype.is_float() {
+            // Compared as numbers: identical graphs differ by nothing.
+            assert_eq!((t.mean_abs_diff(), t.agreement_rate()), (Some(0.0), None), "{}", c.model);
+        } else {
+            // Compared as labels: they all agree.
+            assert_eq!((t.mean_abs_diff(), t.agreement_rate()), (None, Some(1.0)), "{}", c.model);
+        }
+        assert_eq!(t.shadow_nan_inf, 0, "{}", c.model);
+    }
+    // A NaN in FP16 is seen in the shadow's outputs as well.
+    let nan = TensorData::Float16(vec![f16::NAN, f16::ONE, f16::ONE, f16::ONE]);
+    let input = pb::Tensor {
+        name: "x".into(),
+        dtype: pb_dtype(DataType::Float16),
+        shape: vec![1, 4],
+        raw: nan.to_raw().into(),
+        ..Default::default()
+    };
+    client(&server).await.predict(predict("fp16", input, false)).await.unwrap();
+    while stats.get("fp16", 1).is_none_or(|t| (t.compared as usize) < PER_MODEL + 1) {
+        assert!(Instant::now() < until, "fp16: the NaN request's comparison");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(stats.get("fp16", 1).unwrap().shadow_nan_inf > 0);
+    server.stop().await.unwrap();
+}
