@@ -211,7 +211,8 @@ pub fn inputs_from_request(
                     let Some(field) = field_for(dtype) else {
                         // Only an empty tensor can do without raw bytes.
                         if filled.is_empty() && elements == 0 {
-                            return Ok(Tensor::new(t.name, t.shape, TensorData::Raw { dtype, bytes: Default::default() }));
+                            let empty = TensorData::Raw { dtype, bytes: Default::default() };
+                            return Ok(Tensor::new(t.name, t.shape, empty));
                         }
                         return Err(bad(no_typed_field(dtype)));
                     };
@@ -537,6 +538,9 @@ mod tests {
             "input 'h': FP16 has no typed contents field in KServe v2; send its elements in raw_input_contents \
              (2 little-endian bytes each)"
         );
+        // An empty FP16 tensor needs no contents (the gateway then names the empty batch).
+        let t = inputs_from_request(vec![input("h", "FP16", vec![0, 4], None)], vec![]).unwrap();
+        assert!(t[0].data.is_empty() && t[0].dtype() == DataType::Float16);
         let t = inputs_from_request(vec![input("h", "BF16", vec![1], None)], vec![vec![0x80, 0x3f].into()])
             .unwrap();
         assert_eq!(
