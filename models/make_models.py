@@ -15,8 +15,12 @@ Writes:
                                           (fixed random weights): the heavier
                                           model of the benchmarks, ~1-2 ms per
                                           48x48 image on one thread
+  dtypes/{fp16,bf16,int16,uint16,uint32,uint64}.onnx   one tiny model per
+                                          16-bit float / narrow or unsigned
+                                          integer type, and golden/dtypes.json
 
 Pass --time to also measure the slow fault model (not needed to regenerate).
+Pass --dtypes-only to write only dtypes/ and golden/dtypes.json (no training).
 """
 
 import os
@@ -26,11 +30,13 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
+import ctypes  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import ml_dtypes  # noqa: E402
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
@@ -47,6 +53,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE / "repository"
 FAULTS = HERE / "faults"
 GOLDEN = HERE / "golden"
+DTYPES = HERE / "dtypes"
 
 OPSET = 17  # default ONNX domain
 ML_OPSET = 3  # ai.onnx.ml (TreeEnsembleClassifier)
@@ -399,6 +406,123 @@ def make_corrupt(v1_bytes):
 
 
 # --------------------------------------------------------------------------
+# one model per dtype: x[N,4] -> y = f(x) computed in that dtype, echo = x
+#
+# y never overflows whatever x is, so the golden inputs can hold each type's
+# extremes: the floats halve (y = x*0.5 + 1), the integers are clipped first
+# (y = Clip(x, lo, hi)*2 + 1, lo/hi chosen so that y reaches the type's
+# limits). Where onnxruntime's CPU provider lacks the kernels the model is a
+# cast chain through a wider type: bfloat16 has no arithmetic at all
+# (Cast(Cast(x, float)*0.5 + 1, bfloat16)), int16 and uint16 have no Clip
+# (Cast(Clip(Cast(x, int32), lo, hi)*2 + 1, T)).
+
+# name -> (ONNX type, numpy type, (lo, hi) clip bounds or None, 12 golden inputs)
+DTYPE_MODELS = {
+    "fp16": (TensorProto.FLOAT16, np.float16, None,
+             [0.0, -0.0, 0.5, 1.5, -2.25, 1000.0, 65504.0, -65504.0, 2.0 ** -24, 2.0 ** -14, 0.1, 3.14159]),
+    "bf16": (TensorProto.BFLOAT16, ml_dtypes.bfloat16, None,
+             [0.0, -0.0, 0.5, 1.5, -2.25, 1000.0, 3.3895313892515355e38, -1e38, 2.0 ** -133, 2.0 ** -126, 0.1, 3.14159]),
+    "int16": (TensorProto.INT16, np.int16, (-16384, 16383),
+              [-32768, 32767, -16384, 16383, 0, -1, 1, 12345, -12345, 20000, -20000, 7]),
+    "uint16": (TensorProto.UINT16, np.uint16, (0, 32767),
+               [0, 1, 2, 255, 256, 1000, 32767, 32768, 40000, 65534, 65535, 12345]),
+    "uint32": (TensorProto.UINT32, np.uint32, (0, 2**31 - 1),
+               [0, 1, 65535, 65536, 2**31 - 2, 2**31 - 1, 2**31, 2**32 - 1, 123456789, 7, 4000000000, 2]),
+    "uint64": (TensorProto.UINT64, np.uint64, (0, 2**63 - 1),
+               [0, 1, 2**32, 2**53 + 1, 2**63 - 2, 2**63 - 1, 2**63, 2**64 - 1, 1234567890123456789, 7,
+                18000000000000000000, 2]),
+}
+DTYPE_NAMES = {  # modelgate's dtype names (DataType::as_str)
+    "fp16": "FLOAT16", "bf16": "BFLOAT16", "int16": "INT16",
+    "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64",
+}
+
+
+def make_dtype_model(name):
+    tp, npt, clip, _ = DTYPE_MODELS[name]
+    x = helper.make_tensor_value_info("x", tp, [BATCH_DIM, 4])
+    outputs = [helper.make_tensor_value_info("y", tp, [BATCH_DIM, 4]),
+               helper.make_tensor_value_info("echo", tp, [BATCH_DIM, 4])]
+    if name == "bf16":
+        inits = [const("half", np.array(0.5, dtype=np.float32)), const("one", np.array(1.0, dtype=np.float32))]
+        nodes = [
+            helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["xf", "half"], ["xh"]),
+            helper.make_node("Add", ["xh", "one"], ["yf"]),
+            helper.make_node("Cast", ["yf"], ["y"], to=TensorProto.BFLOAT16),
+        ]
+        doc = "dtype BFLOAT16: y = Cast(Cast(x, float)*0.5 + 1, bfloat16), echo = x"
+    elif clip is None:
+        inits = [const("half", np.array(0.5, dtype=npt)), const("one", np.array(1, dtype=npt))]
+        nodes = [helper.make_node("Mul", ["x", "half"], ["xh"]), helper.make_node("Add", ["xh", "one"], ["y"])]
+        doc = f"dtype {DTYPE_NAMES[name]}: y = x*0.5 + 1, echo = x"
+    else:
+        lo, hi = clip
+        narrow = npt in (np.int16, np.uint16)
+        wide = np.int32 if narrow else npt
+        inits = [const("lo", np.array(lo, dtype=wide)), const("hi", np.array(hi, dtype=wide)),
+                 const("two", np.array(2, dtype=wide)), const("one", np.array(1, dtype=wide))]
+        nodes = [
+            helper.make_node("Clip", ["xw" if narrow else "x", "lo", "hi"], ["xc"]),
+            helper.make_node("Mul", ["xc", "two"], ["x2"]),
+            helper.make_node("Add", ["x2", "one"], ["yw" if narrow else "y"]),
+        ]
+        if narrow:
+            nodes.insert(0, helper.make_node("Cast", ["x"], ["xw"], to=TensorProto.INT32))
+            nodes.append(helper.make_node("Cast", ["yw"], ["y"], to=tp))
+            doc = f"dtype {DTYPE_NAMES[name]}: y = Cast(Clip(Cast(x, int32), {lo}, {hi})*2 + 1), echo = x"
+        else:
+            doc = f"dtype {DTYPE_NAMES[name]}: y = Clip(x, {lo}, {hi})*2 + 1, echo = x"
+    nodes.append(helper.make_node("Identity", ["x"], ["echo"]))
+    return finish(helper.make_graph(nodes, f"dtype_{name}", [x], outputs, inits), doc)
+
+
+def run_raw(model, x, onnx_type):
+    """Runs `model` on `x` given as raw element bits and returns its outputs
+    as the same bits: onnxruntime's Python API has no numpy type for
+    bfloat16, so its outputs are read from their buffers."""
+    s = session(model)
+    value = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(x, onnx_type)
+    outs = s.run_with_ort_values(["y", "echo"], {"x": value})
+    return [np.frombuffer(ctypes.string_at(o.data_ptr(), x.nbytes), dtype=x.dtype).reshape(o.shape()) for o in outs]
+
+
+def dtype_golden(name, model):
+    tp, npt, clip, values = DTYPE_MODELS[name]
+    x = np.array(values, dtype=npt).reshape(3, 4)
+    if name == "bf16":
+        y, echo = (v.view(ml_dtypes.bfloat16) for v in run_raw(model, x.view(np.uint16), tp))
+        want = (x.astype(np.float32) * np.float32(0.5) + np.float32(1)).astype(ml_dtypes.bfloat16)
+    else:
+        y, echo = session(model).run(["y", "echo"], {"x": x})
+        if clip is None:
+            want = x * npt(0.5) + npt(1)
+        else:
+            want = np.clip(x, clip[0], clip[1]) * npt(2) + npt(1)
+    assert y.dtype == x.dtype and y.shape == x.shape, (name, y.dtype, y.shape)
+    assert echo.tobytes() == x.tobytes(), f"{name}: echo is not x"
+    assert y.tobytes() == want.tobytes(), f"{name}: y = {y} is not {want}"
+    assert np.all(np.isfinite(y.astype(np.float64))), f"{name}: golden outputs must be finite (JSON has no NaN)"
+
+    def tensor(a):
+        # Every 16-bit float is exactly a double; integers are written as integers.
+        data = [float(v) for v in a.astype(np.float64).reshape(-1)] if clip is None else [int(v) for v in a.reshape(-1)]
+        return {"dtype": DTYPE_NAMES[name], "shape": list(a.shape), "data": data}
+
+    return {"model": name, "file": f"dtypes/{name}.onnx", "doc": model.doc_string,
+            "inputs": {"x": tensor(x)}, "outputs": {"y": tensor(y), "echo": tensor(echo)}}
+
+
+def write_dtype_models():
+    golden_docs = {}
+    for name in DTYPE_MODELS:
+        model = make_dtype_model(name)
+        golden_docs[name] = dtype_golden(name, model)
+        save(model, DTYPES / f"{name}.onnx")
+    write(GOLDEN / "dtypes.json", json.dumps(golden_docs, indent=1, sort_keys=True) + "\n")
+
+
+# --------------------------------------------------------------------------
 # golden vectors
 
 
@@ -502,6 +626,10 @@ def verify(X32, y, v1_model, v2_model, faults):
 
 
 def main():
+    if "--dtypes-only" in sys.argv:
+        write_dtype_models()
+        print(f"wrote {DTYPES} and {GOLDEN / 'dtypes.json'}")
+        return
     X32, y, v1, v2 = train()
     v1_model = convert(v1, v1.named_steps["clf"], "breast_cancer_v1", "breast-cancer v1: StandardScaler + LogisticRegression")
     v2_model = convert(v2, v2, "breast_cancer_v2", "breast-cancer v2: GradientBoostingClassifier(n_estimators=60, max_depth=3)")
@@ -533,6 +661,7 @@ def main():
     assert probs.shape == (4, CNN_CLASSES) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     write(REPO / "cnn" / "model.toml", MODEL_TOML)
     save(cnn, REPO / "cnn" / "1" / "model.onnx")
+    write_dtype_models()
 
     print(f"accuracy on the full dataset: v1={acc['v1']:.4f} v2={acc['v2']:.4f}")
     print(f"fail.onnx run-time error: {fail_err.splitlines()[0][:200]}")

@@ -127,9 +127,9 @@ def status_of(fn):
     return None, None
 
 
-def raw_request(raw, typed=None):
+def raw_request(raw, typed=None, datatype="FP32"):
     req = service_pb2.ModelInferRequest(model_name=MODEL)
-    t = req.inputs.add(name=input_name, datatype="FP32", shape=[1, 30])
+    t = req.inputs.add(name=input_name, datatype=datatype, shape=[1, 30])
     if typed is not None:
         t.contents.fp32_contents.extend(typed)
     req.raw_input_contents.append(raw)
@@ -142,7 +142,8 @@ bad = {
     "wrong_name": lambda: infer(rows, name="nope"),
     "empty_batch": lambda: infer(np.zeros((0, 30), dtype=np.float32)),
     "unknown_output": lambda: infer(rows, outputs=["nope"]),
-    "unknown_datatype": lambda: infer(rows.astype(np.float16), datatype="FP16"),
+    # Every KServe datatype is served; FP8 is none of them.
+    "unknown_datatype": raw_request(b"\0" * 30, datatype="FP8"),
     "raw_byte_length": raw_request(b"\0" * 119),
     "raw_and_typed": raw_request(b"\0" * 120, [0.0] * 30),
     "unknown_model": lambda: client.infer("no-such-model", [tc.InferInput(input_name, [1, 30], "FP32")]),

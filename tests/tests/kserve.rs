@@ -75,7 +75,7 @@ async fn tritonclient_works_unchanged_through_the_same_gateway_path() {
     assert!(message("empty_batch").contains("empty batch"), "{}", message("empty_batch"));
     assert!(message("unknown_output").contains("'nope'"), "{}", message("unknown_output"));
     assert!(
-        message("unknown_datatype").contains("'FP16' is not supported"),
+        message("unknown_datatype").contains("'FP8' is not supported"),
         "{}",
         message("unknown_datatype")
     );

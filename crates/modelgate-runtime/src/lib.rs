@@ -14,10 +14,13 @@ pub mod tensor;
 pub mod watchdog;
 
 pub use budget::CpuBudget;
+// FP16/BF16 elements are `half`'s types; re-exported so that users of
+// TensorData name the same crate version.
 pub use executor::{
     BATCH_BUCKETS, Batching, Executor, ExecutorConfig, InferJob, InferOutput, JobTrace, RunError,
     SPAN_TARGET, SubmitError, VersionQueue,
 };
+pub use half;
 pub use job::StopReason;
 pub use library::{LibraryError, LibrarySource};
 pub use model::{DEFAULT_MAX_TENSOR_BYTES, LoadError, LoadedModel, ModelOptions};

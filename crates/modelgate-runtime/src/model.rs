@@ -335,6 +335,12 @@ fn zero_tensor(spec: &TensorSpec) -> Tensor {
         DataType::Uint8 => TensorData::Uint8(vec![0; n]),
         DataType::Int8 => TensorData::Int8(vec![0; n]),
         DataType::String => TensorData::String(vec![String::new(); n]),
+        DataType::Float16 => TensorData::Float16(vec![half::f16::ZERO; n]),
+        DataType::Bfloat16 => TensorData::Bfloat16(vec![half::bf16::ZERO; n]),
+        DataType::Int16 => TensorData::Int16(vec![0; n]),
+        DataType::Uint16 => TensorData::Uint16(vec![0; n]),
+        DataType::Uint32 => TensorData::Uint32(vec![0; n]),
+        DataType::Uint64 => TensorData::Uint64(vec![0; n]),
     };
     Tensor::new(spec.name.clone(), shape, data)
 }
@@ -362,6 +368,12 @@ fn to_ort(t: &Tensor) -> Result<SessionInputValue<'_>, String> {
             DataType::Int64 => cast::<i64>(bytes).map(|v| view(shape, v)),
             DataType::Uint8 => cast::<u8>(bytes).map(|v| view(shape, v)),
             DataType::Int8 => cast::<i8>(bytes).map(|v| view(shape, v)),
+            DataType::Float16 => cast::<half::f16>(bytes).map(|v| view(shape, v)),
+            DataType::Bfloat16 => cast::<half::bf16>(bytes).map(|v| view(shape, v)),
+            DataType::Int16 => cast::<i16>(bytes).map(|v| view(shape, v)),
+            DataType::Uint16 => cast::<u16>(bytes).map(|v| view(shape, v)),
+            DataType::Uint32 => cast::<u32>(bytes).map(|v| view(shape, v)),
+            DataType::Uint64 => cast::<u64>(bytes).map(|v| view(shape, v)),
             DataType::Bool | DataType::String => None,
         };
         if let Some(r) = in_place {
@@ -379,6 +391,12 @@ fn to_ort(t: &Tensor) -> Result<SessionInputValue<'_>, String> {
         TensorData::Bool(v) => view(shape, v),
         TensorData::Uint8(v) => view(shape, v),
         TensorData::Int8(v) => view(shape, v),
+        TensorData::Float16(v) => view(shape, v),
+        TensorData::Bfloat16(v) => view(shape, v),
+        TensorData::Int16(v) => view(shape, v),
+        TensorData::Uint16(v) => view(shape, v),
+        TensorData::Uint32(v) => view(shape, v),
+        TensorData::Uint64(v) => view(shape, v),
         TensorData::String(v) => OrtTensor::from_string_array((shape.to_vec(), v.as_slice()))
             .map(|x| SessionInputValue::from(x.into_dyn())),
         TensorData::Raw { .. } => unreachable!("handled above"),
@@ -397,6 +415,12 @@ fn to_ort_owned(t: Tensor) -> Result<SessionInputValue<'static>, String> {
         TensorData::Uint8(v) => OrtTensor::from_array((shape, v)).map(|x| x.into_dyn()),
         TensorData::Int8(v) => OrtTensor::from_array((shape, v)).map(|x| x.into_dyn()),
         TensorData::Bool(v) => OrtTensor::from_array((shape, v)).map(|x| x.into_dyn()),
+        TensorData::Float16(v) => OrtTensor::from_array((shape, v)).map(|x| x.into_dyn()),
+        TensorData::Bfloat16(v) => OrtTensor::from_array((shape, v)).map(|x| x.into_dyn()),
+        TensorData::Int16(v) => OrtTensor::from_array((shape, v)).map(|x| x.into_dyn()),
+        TensorData::Uint16(v) => OrtTensor::from_array((shape, v)).map(|x| x.into_dyn()),
+        TensorData::Uint32(v) => OrtTensor::from_array((shape, v)).map(|x| x.into_dyn()),
+        TensorData::Uint64(v) => OrtTensor::from_array((shape, v)).map(|x| x.into_dyn()),
         TensorData::String(v) => OrtTensor::from_string_array((shape, v.as_slice())).map(|x| x.into_dyn()),
         TensorData::Raw { .. } => return Err(format!("input '{}': undecodable raw contents", t.name)),
     };
@@ -418,8 +442,46 @@ fn from_ort(name: &str, dtype: DataType, value: &DynValue) -> Result<Tensor, Str
         DataType::Bool => prim::<bool>(value).map(|(s, d)| (s, TensorData::Bool(d))),
         DataType::Uint8 => prim::<u8>(value).map(|(s, d)| (s, TensorData::Uint8(d))),
         DataType::Int8 => prim::<i8>(value).map(|(s, d)| (s, TensorData::Int8(d))),
+        DataType::Float16 => prim::<half::f16>(value).map(|(s, d)| (s, TensorData::Float16(d))),
+        DataType::Bfloat16 => prim::<half::bf16>(value).map(|(s, d)| (s, TensorData::Bfloat16(d))),
+        DataType::Int16 => prim::<i16>(value).map(|(s, d)| (s, TensorData::Int16(d))),
+        DataType::Uint16 => prim::<u16>(value).map(|(s, d)| (s, TensorData::Uint16(d))),
+        DataType::Uint32 => prim::<u32>(value).map(|(s, d)| (s, TensorData::Uint32(d))),
+        DataType::Uint64 => prim::<u64>(value).map(|(s, d)| (s, TensorData::Uint64(d))),
         DataType::String => value.try_extract_strings().map(|(s, d)| (s.to_vec(), TensorData::String(d))),
     };
     let (shape, data) = r.map_err(|e| format!("output '{name}': {e}"))?;
     Ok(Tensor::new(name, shape, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_input(dtype: DataType, width: i64) -> Signature {
+        let spec = |name: &str| TensorSpec {
+            name: name.into(),
+            dtype,
+            dims: vec![Dim::Dynamic(Some("N".into())), Dim::Fixed(width)],
+        };
+        Signature { inputs: vec![spec("x")], outputs: vec![spec("y")] }
+    }
+
+    #[test]
+    fn budgets_count_each_dtype_at_its_element_size() {
+        // 1 KiB: 512 two-byte, 256 four-byte or 128 eight-byte elements.
+        for (dtype, fits) in [
+            (DataType::Float16, 512),
+            (DataType::Bfloat16, 512),
+            (DataType::Int16, 512),
+            (DataType::Uint16, 512),
+            (DataType::Uint32, 256),
+            (DataType::Uint64, 128),
+        ] {
+            assert!(check_budget(&one_input(dtype, fits), 1024).is_ok(), "{dtype}");
+            let err = check_budget(&one_input(dtype, fits + 1), 1024).unwrap_err().to_string();
+            let size = (fits + 1) * 1024 / fits;
+            assert!(err.contains(&format!("of {dtype}: {size} bytes")), "{err}");
+        }
+    }
 }

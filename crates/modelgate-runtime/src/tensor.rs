@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use half::{bf16, f16};
+
 /// Element type of a tensor, as far as modelgate serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DataType {
@@ -15,6 +17,14 @@ pub enum DataType {
     Uint8,
     Int8,
     String,
+    /// IEEE 754 half precision.
+    Float16,
+    /// bfloat16: float32's exponent with a 7-bit mantissa.
+    Bfloat16,
+    Int16,
+    Uint16,
+    Uint32,
+    Uint64,
 }
 
 impl DataType {
@@ -22,8 +32,9 @@ impl DataType {
     /// strings, whose elements are length-prefixed.
     pub fn element_size(self) -> Option<usize> {
         match self {
-            Self::Float32 | Self::Int32 => Some(4),
-            Self::Float64 | Self::Int64 => Some(8),
+            Self::Float32 | Self::Int32 | Self::Uint32 => Some(4),
+            Self::Float64 | Self::Int64 | Self::Uint64 => Some(8),
+            Self::Float16 | Self::Bfloat16 | Self::Int16 | Self::Uint16 => Some(2),
             Self::Bool | Self::Uint8 | Self::Int8 => Some(1),
             Self::String => None,
         }
@@ -41,7 +52,19 @@ impl DataType {
             Self::Uint8 => "UINT8",
             Self::Int8 => "INT8",
             Self::String => "STRING",
+            Self::Float16 => "FLOAT16",
+            Self::Bfloat16 => "BFLOAT16",
+            Self::Int16 => "INT16",
+            Self::Uint16 => "UINT16",
+            Self::Uint32 => "UINT32",
+            Self::Uint64 => "UINT64",
         }
+    }
+
+    /// Whether elements are floating point (NaN and infinities exist, values
+    /// are compared with a tolerance rather than for agreement).
+    pub fn is_float(self) -> bool {
+        matches!(self, Self::Float32 | Self::Float64 | Self::Float16 | Self::Bfloat16)
     }
 
     pub(crate) fn from_ort(ty: ort::value::TensorElementType) -> Option<Self> {
@@ -55,6 +78,12 @@ impl DataType {
             T::Uint8 => Self::Uint8,
             T::Int8 => Self::Int8,
             T::String => Self::String,
+            T::Float16 => Self::Float16,
+            T::Bfloat16 => Self::Bfloat16,
+            T::Int16 => Self::Int16,
+            T::Uint16 => Self::Uint16,
+            T::Uint32 => Self::Uint32,
+            T::Uint64 => Self::Uint64,
             _ => return None,
         })
     }
@@ -77,6 +106,12 @@ pub enum TensorData {
     Uint8(Vec<u8>),
     Int8(Vec<i8>),
     String(Vec<String>),
+    Float16(Vec<f16>),
+    Bfloat16(Vec<bf16>),
+    Int16(Vec<i16>),
+    Uint16(Vec<u16>),
+    Uint32(Vec<u32>),
+    Uint64(Vec<u64>),
     /// Little-endian numeric elements (not BOOL or STRING) still in the
     /// request's buffer: ONNX Runtime reads them in place when the buffer is
     /// aligned for the type (copied only when it is not). See
@@ -102,6 +137,12 @@ impl PartialEq for TensorData {
             (Self::Uint8(a), Self::Uint8(b)) => a == b,
             (Self::Int8(a), Self::Int8(b)) => a == b,
             (Self::String(a), Self::String(b)) => a == b,
+            (Self::Float16(a), Self::Float16(b)) => a == b,
+            (Self::Bfloat16(a), Self::Bfloat16(b)) => a == b,
+            (Self::Int16(a), Self::Int16(b)) => a == b,
+            (Self::Uint16(a), Self::Uint16(b)) => a == b,
+            (Self::Uint32(a), Self::Uint32(b)) => a == b,
+            (Self::Uint64(a), Self::Uint64(b)) => a == b,
             _ => false,
         }
     }
@@ -118,6 +159,12 @@ impl TensorData {
             Self::Uint8(_) => DataType::Uint8,
             Self::Int8(_) => DataType::Int8,
             Self::String(_) => DataType::String,
+            Self::Float16(_) => DataType::Float16,
+            Self::Bfloat16(_) => DataType::Bfloat16,
+            Self::Int16(_) => DataType::Int16,
+            Self::Uint16(_) => DataType::Uint16,
+            Self::Uint32(_) => DataType::Uint32,
+            Self::Uint64(_) => DataType::Uint64,
             Self::Raw { dtype, .. } => *dtype,
         }
     }
@@ -166,6 +213,12 @@ impl TensorData {
             Self::Uint8(v) => v.len(),
             Self::Int8(v) => v.len(),
             Self::String(v) => v.len(),
+            Self::Float16(v) => v.len(),
+            Self::Bfloat16(v) => v.len(),
+            Self::Int16(v) => v.len(),
+            Self::Uint16(v) => v.len(),
+            Self::Uint32(v) => v.len(),
+            Self::Uint64(v) => v.len(),
             Self::Raw { dtype, bytes } => dtype.element_size().map_or(0, |size| bytes.len() / size),
         }
     }
@@ -201,6 +254,12 @@ impl TensorData {
             DataType::Int64 => Self::Int64(le(raw, i64::from_le_bytes)),
             DataType::Uint8 => Self::Uint8(raw.to_vec()),
             DataType::Int8 => Self::Int8(raw.iter().map(|&b| b as i8).collect()),
+            DataType::Float16 => Self::Float16(le(raw, f16::from_le_bytes)),
+            DataType::Bfloat16 => Self::Bfloat16(le(raw, bf16::from_le_bytes)),
+            DataType::Int16 => Self::Int16(le(raw, i16::from_le_bytes)),
+            DataType::Uint16 => Self::Uint16(le(raw, u16::from_le_bytes)),
+            DataType::Uint32 => Self::Uint32(le(raw, u32::from_le_bytes)),
+            DataType::Uint64 => Self::Uint64(le(raw, u64::from_le_bytes)),
             DataType::Bool => Self::Bool(
                 raw.iter()
                     .map(|&b| match b {
@@ -242,6 +301,12 @@ impl TensorData {
             Self::Int64(v) => owned(v),
             Self::Uint8(v) => v.into(),
             Self::Int8(v) => owned(v),
+            Self::Float16(v) => owned(v),
+            Self::Bfloat16(v) => owned(v),
+            Self::Int16(v) => owned(v),
+            Self::Uint16(v) => owned(v),
+            Self::Uint32(v) => owned(v),
+            Self::Uint64(v) => owned(v),
             Self::Raw { bytes, .. } => bytes,
             other @ (Self::Bool(_) | Self::String(_)) => other.to_raw().into(),
         }
@@ -263,6 +328,12 @@ impl TensorData {
             Self::Int64(v) => le(v, i64::to_le_bytes),
             Self::Uint8(v) => v.clone(),
             Self::Int8(v) => v.iter().map(|&x| x as u8).collect(),
+            Self::Float16(v) => le(v, f16::to_le_bytes),
+            Self::Bfloat16(v) => le(v, bf16::to_le_bytes),
+            Self::Int16(v) => le(v, i16::to_le_bytes),
+            Self::Uint16(v) => le(v, u16::to_le_bytes),
+            Self::Uint32(v) => le(v, u32::to_le_bytes),
+            Self::Uint64(v) => le(v, u64::to_le_bytes),
             Self::Bool(v) => v.iter().map(|&x| u8::from(x)).collect(),
             Self::String(v) => {
                 let mut out = Vec::with_capacity(v.iter().map(|s| s.len() + 4).sum());
@@ -347,6 +418,12 @@ impl TensorData {
             DataType::Uint8 => Self::Uint8(Vec::with_capacity(capacity)),
             DataType::Int8 => Self::Int8(Vec::with_capacity(capacity)),
             DataType::String => Self::String(Vec::with_capacity(capacity)),
+            DataType::Float16 => Self::Float16(Vec::with_capacity(capacity)),
+            DataType::Bfloat16 => Self::Bfloat16(Vec::with_capacity(capacity)),
+            DataType::Int16 => Self::Int16(Vec::with_capacity(capacity)),
+            DataType::Uint16 => Self::Uint16(Vec::with_capacity(capacity)),
+            DataType::Uint32 => Self::Uint32(Vec::with_capacity(capacity)),
+            DataType::Uint64 => Self::Uint64(Vec::with_capacity(capacity)),
         }
     }
 
@@ -363,6 +440,12 @@ impl TensorData {
             (Self::Uint8(a), Self::Uint8(b)) => a.extend_from_slice(b),
             (Self::Int8(a), Self::Int8(b)) => a.extend_from_slice(b),
             (Self::String(a), Self::String(b)) => a.extend_from_slice(b),
+            (Self::Float16(a), Self::Float16(b)) => a.extend_from_slice(b),
+            (Self::Bfloat16(a), Self::Bfloat16(b)) => a.extend_from_slice(b),
+            (Self::Int16(a), Self::Int16(b)) => a.extend_from_slice(b),
+            (Self::Uint16(a), Self::Uint16(b)) => a.extend_from_slice(b),
+            (Self::Uint32(a), Self::Uint32(b)) => a.extend_from_slice(b),
+            (Self::Uint64(a), Self::Uint64(b)) => a.extend_from_slice(b),
             _ => return false,
         }
         true
@@ -379,6 +462,12 @@ impl TensorData {
             Self::Uint8(v) => Self::Uint8(v.get(range)?.to_vec()),
             Self::Int8(v) => Self::Int8(v.get(range)?.to_vec()),
             Self::String(v) => Self::String(v.get(range)?.to_vec()),
+            Self::Float16(v) => Self::Float16(v.get(range)?.to_vec()),
+            Self::Bfloat16(v) => Self::Bfloat16(v.get(range)?.to_vec()),
+            Self::Int16(v) => Self::Int16(v.get(range)?.to_vec()),
+            Self::Uint16(v) => Self::Uint16(v.get(range)?.to_vec()),
+            Self::Uint32(v) => Self::Uint32(v.get(range)?.to_vec()),
+            Self::Uint64(v) => Self::Uint64(v.get(range)?.to_vec()),
             Self::Raw { .. } => return None,
         })
     }
@@ -458,6 +547,12 @@ mod tests {
             TensorData::Int8(vec![-128, 127]),
             TensorData::Bool(vec![true, false]),
             TensorData::String(vec!["a".into(), "bc".into()]),
+            TensorData::Float16(vec![f16::from_f32(1.5), f16::NAN, f16::NEG_INFINITY]),
+            TensorData::Bfloat16(vec![bf16::from_f32(-2.0), bf16::NAN]),
+            TensorData::Int16(vec![i16::MIN, 1]),
+            TensorData::Uint16(vec![u16::MAX, 0]),
+            TensorData::Uint32(vec![u32::MAX, 2]),
+            TensorData::Uint64(vec![u64::MAX, 3]),
         ];
         for d in all {
             let expected = d.to_raw();
@@ -494,6 +589,12 @@ mod tests {
             TensorData::Uint8(vec![0, 255]),
             TensorData::Int8(vec![-128, 127]),
             TensorData::String(vec!["héllo".into(), String::new(), "x".into()]),
+            TensorData::Float16(vec![f16::from_f32(0.5), f16::MAX, f16::MIN_POSITIVE_SUBNORMAL]),
+            TensorData::Bfloat16(vec![bf16::from_f32(3.0), bf16::MIN]),
+            TensorData::Int16(vec![i16::MIN, -1, i16::MAX]),
+            TensorData::Uint16(vec![0, u16::MAX]),
+            TensorData::Uint32(vec![0, u32::MAX]),
+            TensorData::Uint64(vec![0, u64::MAX]),
         ];
         for data in cases {
             let raw = data.to_raw();
@@ -506,6 +607,32 @@ mod tests {
     fn raw_length_mismatch_names_both_sizes() {
         let err = TensorData::from_raw(DataType::Float32, &[0; 7], 2).unwrap_err();
         assert_eq!(err.to_string(), "raw contents are 7 bytes, expected 8 (2 FLOAT32 elements)");
+        let err = TensorData::from_raw_bytes(DataType::Bfloat16, vec![0; 5].into(), 2).unwrap_err();
+        assert_eq!(err.to_string(), "raw contents are 5 bytes, expected 4 (2 BFLOAT16 elements)");
+    }
+
+    #[test]
+    fn sixteen_bit_and_unsigned_layouts() {
+        let sizes = [
+            (DataType::Float16, 2),
+            (DataType::Bfloat16, 2),
+            (DataType::Int16, 2),
+            (DataType::Uint16, 2),
+            (DataType::Uint32, 4),
+            (DataType::Uint64, 8),
+        ];
+        for (dtype, size) in sizes {
+            assert_eq!(dtype.element_size(), Some(size), "{dtype}");
+        }
+        // IEEE half and bfloat16 bits, little-endian: 1.0 is 0x3c00 and 0x3f80.
+        assert_eq!(TensorData::Float16(vec![f16::ONE]).to_raw(), [0x00, 0x3c]);
+        assert_eq!(TensorData::Bfloat16(vec![bf16::ONE]).to_raw(), [0x80, 0x3f]);
+        let raw =
+            TensorData::from_raw_bytes(DataType::Uint64, u64::MAX.to_le_bytes().to_vec().into(), 1).unwrap();
+        assert_eq!(raw, TensorData::Uint64(vec![u64::MAX]), "raw bytes compare by their elements");
+        assert!(
+            DataType::Float16.is_float() && DataType::Bfloat16.is_float() && !DataType::Uint64.is_float()
+        );
     }
 
     #[test]

@@ -56,10 +56,17 @@ pub fn datatype_name(dtype: DataType) -> &'static str {
         DataType::Uint8 => "UINT8",
         DataType::Int8 => "INT8",
         DataType::String => "BYTES",
+        DataType::Float16 => "FP16",
+        DataType::Bfloat16 => "BF16",
+        DataType::Int16 => "INT16",
+        DataType::Uint16 => "UINT16",
+        DataType::Uint32 => "UINT32",
+        DataType::Uint64 => "UINT64",
     }
 }
 
-const SUPPORTED: &str = "FP32, FP64, INT8, INT32, INT64, UINT8, BOOL, BYTES";
+const SUPPORTED: &str =
+    "FP16, BF16, FP32, FP64, INT8, INT16, INT32, INT64, UINT8, UINT16, UINT32, UINT64, BOOL, BYTES";
 
 fn datatype_from_name(name: &str) -> Option<DataType> {
     Some(match name {
@@ -71,6 +78,12 @@ fn datatype_from_name(name: &str) -> Option<DataType> {
         "UINT8" => DataType::Uint8,
         "INT8" => DataType::Int8,
         "BYTES" => DataType::String,
+        "FP16" => DataType::Float16,
+        "BF16" => DataType::Bfloat16,
+        "INT16" => DataType::Int16,
+        "UINT16" => DataType::Uint16,
+        "UINT32" => DataType::Uint32,
+        "UINT64" => DataType::Uint64,
         _ => return None,
     })
 }
@@ -91,25 +104,21 @@ fn tensor_metadata(spec: &TensorSpec) -> kpb::model_metadata_response::TensorMet
 }
 
 /// The typed contents of `dtype`, as our elements; errors name the field.
+/// FP16 and BF16 have no typed field in the protocol (raw only).
 fn typed_contents(dtype: DataType, c: kpb::InferTensorContents) -> Result<TensorData, String> {
-    fn narrow<T: TryFrom<From>, From: Copy + std::fmt::Display>(
-        v: Vec<From>,
-        dtype: DataType,
-    ) -> Result<Vec<T>, String> {
-        v.into_iter()
-            .enumerate()
-            .map(|(i, x)| {
-                T::try_from(x).map_err(|_| format!("element {i} ({x}) does not fit {}", datatype_name(dtype)))
-            })
-            .collect()
-    }
+    let name = datatype_name(dtype);
     Ok(match dtype {
         DataType::Float32 => TensorData::Float32(c.fp32_contents),
         DataType::Float64 => TensorData::Float64(c.fp64_contents),
         DataType::Int32 => TensorData::Int32(c.int_contents),
-        DataType::Int8 => TensorData::Int8(narrow(c.int_contents, dtype)?),
+        DataType::Int16 => TensorData::Int16(convert::narrow(c.int_contents, name)?),
+        DataType::Int8 => TensorData::Int8(convert::narrow(c.int_contents, name)?),
         DataType::Int64 => TensorData::Int64(c.int64_contents),
-        DataType::Uint8 => TensorData::Uint8(narrow(c.uint_contents, dtype)?),
+        DataType::Uint8 => TensorData::Uint8(convert::narrow(c.uint_contents, name)?),
+        DataType::Uint16 => TensorData::Uint16(convert::narrow(c.uint_contents, name)?),
+        DataType::Uint32 => TensorData::Uint32(c.uint_contents),
+        DataType::Uint64 => TensorData::Uint64(c.uint64_contents),
+        DataType::Float16 | DataType::Bfloat16 => return Err(no_typed_field(dtype)),
         DataType::Bool => TensorData::Bool(c.bool_contents),
         DataType::String => TensorData::String(
             c.bytes_contents
@@ -140,16 +149,29 @@ fn filled_fields(c: &kpb::InferTensorContents) -> Vec<&'static str> {
     out
 }
 
-fn field_for(dtype: DataType) -> &'static str {
-    match dtype {
+/// The typed-contents field of `dtype`; `None` for FP16 and BF16, which the
+/// protocol carries only as raw little-endian bytes (as Triton does).
+fn field_for(dtype: DataType) -> Option<&'static str> {
+    Some(match dtype {
         DataType::Float32 => "fp32_contents",
         DataType::Float64 => "fp64_contents",
-        DataType::Int32 | DataType::Int8 => "int_contents",
+        DataType::Int32 | DataType::Int16 | DataType::Int8 => "int_contents",
         DataType::Int64 => "int64_contents",
-        DataType::Uint8 => "uint_contents",
+        DataType::Uint32 | DataType::Uint16 | DataType::Uint8 => "uint_contents",
+        DataType::Uint64 => "uint64_contents",
         DataType::Bool => "bool_contents",
         DataType::String => "bytes_contents",
-    }
+        DataType::Float16 | DataType::Bfloat16 => return None,
+    })
+}
+
+fn no_typed_field(dtype: DataType) -> String {
+    format!(
+        "{} has no typed contents field in KServe v2; send its elements in raw_input_contents \
+         ({} little-endian bytes each)",
+        datatype_name(dtype),
+        dtype.element_size().unwrap_or(2)
+    )
 }
 
 /// Decodes a request's inputs: all in `raw_input_contents` (one entry per
@@ -191,7 +213,14 @@ pub fn inputs_from_request(
                 None => {
                     let contents = t.contents.unwrap_or_default();
                     let filled = filled_fields(&contents);
-                    let field = field_for(dtype);
+                    let Some(field) = field_for(dtype) else {
+                        // Only an empty tensor can do without raw bytes.
+                        if filled.is_empty() && elements == 0 {
+                            let empty = TensorData::Raw { dtype, bytes: Default::default() };
+                            return Ok(Tensor::new(t.name, t.shape, empty));
+                        }
+                        return Err(bad(no_typed_field(dtype)));
+                    };
                     if let Some(other) = filled.iter().find(|f| **f != field) {
                         return Err(bad(format!(
                             "datatype is {} but elements are in {other}; use {field} or raw_input_contents",
@@ -601,6 +630,38 @@ mod tests {
     }
 
     #[test]
+    fn sixteen_bit_floats_are_raw_only_and_wide_unsigned_ints_typed() {
+        let c = kpb::InferTensorContents { fp32_contents: vec![1.0], ..Default::default() };
+        let e = inputs_from_request(vec![input("h", "FP16", vec![1], Some(c))], vec![]).unwrap_err();
+        assert_eq!(
+            e.0,
+            "input 'h': FP16 has no typed contents field in KServe v2; send its elements in raw_input_contents \
+             (2 little-endian bytes each)"
+        );
+        // An empty FP16 tensor needs no contents (the gateway then names the empty batch).
+        let t = inputs_from_request(vec![input("h", "FP16", vec![0, 4], None)], vec![]).unwrap();
+        assert!(t[0].data.is_empty() && t[0].dtype() == DataType::Float16);
+        let t = inputs_from_request(vec![input("h", "BF16", vec![1], None)], vec![vec![0x80, 0x3f].into()])
+            .unwrap();
+        assert_eq!(
+            t[0].data.owned().into_owned(),
+            TensorData::Bfloat16(vec![modelgate_runtime::half::bf16::ONE])
+        );
+        let c = kpb::InferTensorContents { uint_contents: vec![u32::MAX], ..Default::default() };
+        let t = inputs_from_request(vec![input("u", "UINT32", vec![1], Some(c))], vec![]).unwrap();
+        assert_eq!(t[0].data, TensorData::Uint32(vec![u32::MAX]));
+        let c = kpb::InferTensorContents { uint_contents: vec![65536], ..Default::default() };
+        let e = inputs_from_request(vec![input("u", "UINT16", vec![1], Some(c))], vec![]).unwrap_err();
+        assert_eq!(e.0, "input 'u': element 0 (65536) does not fit UINT16");
+        let c = kpb::InferTensorContents { int_contents: vec![-32769], ..Default::default() };
+        let e = inputs_from_request(vec![input("i", "INT16", vec![1], Some(c))], vec![]).unwrap_err();
+        assert_eq!(e.0, "input 'i': element 0 (-32769) does not fit INT16");
+        let c = kpb::InferTensorContents { uint64_contents: vec![u64::MAX], ..Default::default() };
+        let t = inputs_from_request(vec![input("u", "UINT64", vec![1], Some(c))], vec![]).unwrap();
+        assert_eq!(t[0].data, TensorData::Uint64(vec![u64::MAX]));
+    }
+
+    #[test]
     fn mistakes_name_the_input_and_what_was_wrong() {
         let err = |inputs, raw| inputs_from_request(inputs, raw).unwrap_err().0;
         assert_eq!(
@@ -623,7 +684,7 @@ mod tests {
                 .contains("holds 2 elements but fp32_contents has 3")
         );
         assert!(
-            err(vec![input("x", "FP16", vec![1], None)], vec![]).contains("datatype 'FP16' is not supported")
+            err(vec![input("x", "FP8", vec![1], None)], vec![]).contains("datatype 'FP8' is not supported")
         );
         assert!(err(vec![input("x", "FP32", vec![-1, 2], None)], vec![]).contains("negative dimension"));
         assert!(
@@ -649,6 +710,12 @@ mod tests {
             DataType::Uint8,
             DataType::Int8,
             DataType::String,
+            DataType::Float16,
+            DataType::Bfloat16,
+            DataType::Int16,
+            DataType::Uint16,
+            DataType::Uint32,
+            DataType::Uint64,
         ] {
             assert_eq!(datatype_from_name(datatype_name(d)), Some(d));
             assert!(SUPPORTED.contains(datatype_name(d)));

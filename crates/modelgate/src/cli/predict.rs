@@ -184,13 +184,14 @@ fn tensor_from_json(name: &str, dtype: i32, value: &Value) -> anyhow::Result<Ten
         .with_context(|| format!("input '{name}' is not a rectangular array"))?;
     let bad = |i: usize| format!("input '{name}': element {i} is not a valid {dtype}");
     let data = match dtype {
-        DataType::Float32 => TensorData::Float32(
-            leaves
+        DataType::Float32 | DataType::Float16 | DataType::Bfloat16 => {
+            let floats = leaves
                 .iter()
                 .enumerate()
                 .map(|(i, x)| x.as_f64().map(|f| f as f32).with_context(|| bad(i)))
-                .collect::<Result<_, _>>()?,
-        ),
+                .collect::<Result<_, _>>()?;
+            convert::floats_as(dtype, floats).map_err(|e| anyhow::anyhow!("input '{name}': {e}"))?
+        }
         DataType::Float64 => TensorData::Float64(
             leaves
                 .iter()
@@ -205,7 +206,19 @@ fn tensor_from_json(name: &str, dtype: i32, value: &Value) -> anyhow::Result<Ten
                 .map(|(i, x)| x.as_i64().with_context(|| bad(i)))
                 .collect::<Result<_, _>>()?,
         ),
-        DataType::Int32 | DataType::Uint8 | DataType::Int8 => {
+        DataType::Uint64 => TensorData::Uint64(
+            leaves
+                .iter()
+                .enumerate()
+                .map(|(i, x)| x.as_u64().with_context(|| bad(i)))
+                .collect::<Result<_, _>>()?,
+        ),
+        DataType::Int32
+        | DataType::Int16
+        | DataType::Int8
+        | DataType::Uint32
+        | DataType::Uint16
+        | DataType::Uint8 => {
             let ints: Vec<i64> = leaves
                 .iter()
                 .enumerate()
@@ -217,6 +230,15 @@ fn tensor_from_json(name: &str, dtype: i32, value: &Value) -> anyhow::Result<Ten
                 }
                 DataType::Uint8 => {
                     TensorData::Uint8(ints.iter().map(|&x| u8::try_from(x)).collect::<Result<_, _>>()?)
+                }
+                DataType::Int16 => {
+                    TensorData::Int16(ints.iter().map(|&x| i16::try_from(x)).collect::<Result<_, _>>()?)
+                }
+                DataType::Uint16 => {
+                    TensorData::Uint16(ints.iter().map(|&x| u16::try_from(x)).collect::<Result<_, _>>()?)
+                }
+                DataType::Uint32 => {
+                    TensorData::Uint32(ints.iter().map(|&x| u32::try_from(x)).collect::<Result<_, _>>()?)
                 }
                 _ => TensorData::Int8(ints.iter().map(|&x| i8::try_from(x)).collect::<Result<_, _>>()?),
             }
@@ -265,6 +287,12 @@ fn element_json(data: &TensorData, i: usize) -> Value {
         TensorData::Bool(v) => Value::from(v[i]),
         TensorData::Uint8(v) => Value::from(v[i]),
         TensorData::Int8(v) => Value::from(v[i]),
+        TensorData::Int16(v) => Value::from(v[i]),
+        TensorData::Uint16(v) => Value::from(v[i]),
+        TensorData::Uint32(v) => Value::from(v[i]),
+        TensorData::Uint64(v) => Value::from(v[i]),
+        TensorData::Float16(v) => Value::from(f64::from(v[i])),
+        TensorData::Bfloat16(v) => Value::from(f64::from(v[i])),
         TensorData::String(v) => Value::from(v[i].clone()),
         TensorData::Raw { .. } => element_json(&data.owned(), i),
     }
@@ -354,6 +382,29 @@ mod tests {
         let json: Value = serde_json::from_str("[[1, 2.5], [3, 4]]").unwrap();
         let t = build_inputs(&json, &[spec("input", pb::DataType::Float32)]).unwrap();
         assert_eq!(t[0], Tensor::new("input", vec![2, 2], TensorData::Float32(vec![1.0, 2.5, 3.0, 4.0])));
+    }
+
+    #[test]
+    fn sixteen_bit_floats_and_unsigned_ints_from_json() {
+        use modelgate_runtime::half::{bf16, f16};
+        let json: Value = serde_json::from_str("[[1.5, -2]]").unwrap();
+        let t = build_inputs(&json, &[spec("input", pb::DataType::Float16)]).unwrap();
+        assert_eq!(t[0].data, TensorData::Float16(vec![f16::from_f32(1.5), f16::from_f32(-2.0)]));
+        let t = build_inputs(&json, &[spec("input", pb::DataType::Bfloat16)]).unwrap();
+        assert_eq!(t[0].data, TensorData::Bfloat16(vec![bf16::from_f32(1.5), bf16::from_f32(-2.0)]));
+        let json: Value = serde_json::from_str("[[1, 70000]]").unwrap();
+        let e = build_inputs(&json, &[spec("input", pb::DataType::Float16)]).unwrap_err();
+        assert_eq!(e.to_string(), "input 'input': element 1 (70000) is out of FLOAT16's range (±65504)");
+        assert!(build_inputs(&json, &[spec("input", pb::DataType::Uint16)]).is_err());
+        let json: Value = serde_json::from_str("[[18446744073709551615, 0]]").unwrap();
+        let t = build_inputs(&json, &[spec("input", pb::DataType::Uint64)]).unwrap();
+        assert_eq!(t[0].data, TensorData::Uint64(vec![u64::MAX, 0]));
+        assert!(build_inputs(&json, &[spec("input", pb::DataType::Uint32)]).is_err());
+        let json: Value = serde_json::from_str("[[-32768, 4294967295]]").unwrap();
+        assert!(build_inputs(&json, &[spec("input", pb::DataType::Int16)]).is_err());
+        let json: Value = serde_json::from_str("[[-32768, 32767]]").unwrap();
+        let t = build_inputs(&json, &[spec("input", pb::DataType::Int16)]).unwrap();
+        assert_eq!(t[0].data, TensorData::Int16(vec![i16::MIN, i16::MAX]));
     }
 
     #[test]

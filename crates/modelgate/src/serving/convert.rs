@@ -20,6 +20,12 @@ pub fn dtype_from_pb(value: i32) -> Option<DataType> {
         pb::DataType::String => DataType::String,
         pb::DataType::Uint8 => DataType::Uint8,
         pb::DataType::Int8 => DataType::Int8,
+        pb::DataType::Float16 => DataType::Float16,
+        pb::DataType::Bfloat16 => DataType::Bfloat16,
+        pb::DataType::Int16 => DataType::Int16,
+        pb::DataType::Uint16 => DataType::Uint16,
+        pb::DataType::Uint32 => DataType::Uint32,
+        pb::DataType::Uint64 => DataType::Uint64,
         pb::DataType::Unspecified => return None,
     })
 }
@@ -34,6 +40,12 @@ pub fn dtype_to_pb(dtype: DataType) -> pb::DataType {
         DataType::String => pb::DataType::String,
         DataType::Uint8 => pb::DataType::Uint8,
         DataType::Int8 => pb::DataType::Int8,
+        DataType::Float16 => pb::DataType::Float16,
+        DataType::Bfloat16 => pb::DataType::Bfloat16,
+        DataType::Int16 => pb::DataType::Int16,
+        DataType::Uint16 => pb::DataType::Uint16,
+        DataType::Uint32 => pb::DataType::Uint32,
+        DataType::Uint64 => pb::DataType::Uint64,
     }
 }
 
@@ -58,15 +70,19 @@ fn typed_fields(t: &pb::Tensor) -> Vec<&'static str> {
     if !t.string_data.is_empty() {
         set.push("string_data");
     }
+    if !t.uint64_data.is_empty() {
+        set.push("uint64_data");
+    }
     set
 }
 
 fn typed_field_for(dtype: DataType) -> &'static str {
     match dtype {
-        DataType::Float32 => "float_data",
+        DataType::Float32 | DataType::Float16 | DataType::Bfloat16 => "float_data",
         DataType::Float64 => "double_data",
-        DataType::Int32 | DataType::Uint8 | DataType::Int8 => "int_data",
+        DataType::Int32 | DataType::Int16 | DataType::Int8 | DataType::Uint16 | DataType::Uint8 => "int_data",
         DataType::Int64 => "int64_data",
+        DataType::Uint32 | DataType::Uint64 => "uint64_data",
         DataType::Bool => "bool_data",
         DataType::String => "string_data",
     }
@@ -78,7 +94,7 @@ pub fn shape_str(shape: &[i64]) -> String {
 }
 
 /// Decodes one request tensor.
-pub fn tensor_from_pb(t: pb::Tensor) -> Result<Tensor, BadRequest> {
+pub fn tensor_from_pb(mut t: pb::Tensor) -> Result<Tensor, BadRequest> {
     let name = if t.name.is_empty() { "<unnamed>".to_string() } else { quoted(&t.name).to_string() };
     let bad = |msg: String| BadRequest(format!("input {name}: {msg}"));
     let dtype = dtype_from_pb(t.dtype).ok_or_else(|| {
@@ -107,16 +123,7 @@ pub fn tensor_from_pb(t: pb::Tensor) -> Result<Tensor, BadRequest> {
         }
         TensorData::from_raw_bytes(dtype, t.raw, elements).map_err(|e| bad(e.to_string()))?
     } else {
-        let data = typed_data(
-            dtype,
-            t.float_data,
-            t.double_data,
-            t.int_data,
-            t.int64_data,
-            t.bool_data,
-            t.string_data,
-        )
-        .map_err(bad)?;
+        let data = typed_data(dtype, &mut t).map_err(bad)?;
         check_element_count(&t.shape, elements, field, data.len()).map_err(bad)?;
         data
     };
@@ -137,32 +144,74 @@ pub fn inputs_from_pb(inputs: Vec<pb::Tensor>) -> Result<Vec<Tensor>, BadRequest
     inputs.into_iter().map(tensor_from_pb).collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn typed_data(
-    dtype: DataType,
-    float_data: Vec<f32>,
-    double_data: Vec<f64>,
-    int_data: Vec<i32>,
-    int64_data: Vec<i64>,
-    bool_data: Vec<bool>,
-    string_data: Vec<Vec<u8>>,
-) -> Result<TensorData, String> {
-    fn narrow<T: TryFrom<i32>>(v: Vec<i32>, dtype: DataType) -> Result<Vec<T>, String> {
-        v.into_iter()
-            .enumerate()
-            .map(|(i, x)| T::try_from(x).map_err(|_| format!("element {i} ({x}) does not fit {dtype}")))
-            .collect()
+/// Typed elements wider than `T`, narrowed; an element that does not fit
+/// is an error naming it and `dtype` (Predict and KServe alike).
+pub fn narrow<T: TryFrom<F>, F: Copy + std::fmt::Display>(
+    v: Vec<F>,
+    dtype: impl std::fmt::Display,
+) -> Result<Vec<T>, String> {
+    v.into_iter()
+        .enumerate()
+        .map(|(i, x)| T::try_from(x).map_err(|_| format!("element {i} ({x}) does not fit {dtype}")))
+        .collect()
+}
+
+/// float32 values as elements of `dtype`: FLOAT16 and BFLOAT16 rounded to
+/// nearest, any other dtype kept as FLOAT32. A finite value that would round
+/// to an infinity is the client's mistake, not a silent infinity (NaN and
+/// infinities stay what they are).
+pub fn floats_as(dtype: DataType, v: Vec<f32>) -> Result<TensorData, String> {
+    use modelgate_runtime::half::{bf16, f16};
+    match dtype {
+        DataType::Float16 => {
+            round_floats(v, dtype, f16::MAX.to_f32(), f16::from_f32, f16::is_finite).map(TensorData::Float16)
+        }
+        DataType::Bfloat16 => round_floats(v, dtype, bf16::MAX.to_f32(), bf16::from_f32, bf16::is_finite)
+            .map(TensorData::Bfloat16),
+        _ => Ok(TensorData::Float32(v)),
     }
+}
+
+fn round_floats<T: Copy>(
+    v: Vec<f32>,
+    dtype: DataType,
+    max: f32,
+    from_f32: fn(f32) -> T,
+    is_finite: fn(T) -> bool,
+) -> Result<Vec<T>, String> {
+    v.into_iter()
+        .enumerate()
+        .map(|(i, x)| {
+            let y = from_f32(x);
+            if x.is_finite() && !is_finite(y) {
+                // BFLOAT16's range is float32's: 39 digits in positional notation.
+                let show = |v: f32| if v.abs() < 1e7 { v.to_string() } else { format!("{v:e}") };
+                return Err(format!("element {i} ({}) is out of {dtype}'s range (±{})", show(x), show(max)));
+            }
+            Ok(y)
+        })
+        .collect()
+}
+
+/// The typed field of `dtype`, taken out of `t`.
+fn typed_data(dtype: DataType, t: &mut pb::Tensor) -> Result<TensorData, String> {
+    use std::mem::take;
     Ok(match dtype {
-        DataType::Float32 => TensorData::Float32(float_data),
-        DataType::Float64 => TensorData::Float64(double_data),
-        DataType::Int32 => TensorData::Int32(int_data),
-        DataType::Uint8 => TensorData::Uint8(narrow(int_data, dtype)?),
-        DataType::Int8 => TensorData::Int8(narrow(int_data, dtype)?),
-        DataType::Int64 => TensorData::Int64(int64_data),
-        DataType::Bool => TensorData::Bool(bool_data),
+        DataType::Float32 | DataType::Float16 | DataType::Bfloat16 => {
+            floats_as(dtype, take(&mut t.float_data))?
+        }
+        DataType::Float64 => TensorData::Float64(take(&mut t.double_data)),
+        DataType::Int32 => TensorData::Int32(take(&mut t.int_data)),
+        DataType::Int16 => TensorData::Int16(narrow(take(&mut t.int_data), dtype)?),
+        DataType::Int8 => TensorData::Int8(narrow(take(&mut t.int_data), dtype)?),
+        DataType::Uint16 => TensorData::Uint16(narrow(take(&mut t.int_data), dtype)?),
+        DataType::Uint8 => TensorData::Uint8(narrow(take(&mut t.int_data), dtype)?),
+        DataType::Int64 => TensorData::Int64(take(&mut t.int64_data)),
+        DataType::Uint32 => TensorData::Uint32(narrow(take(&mut t.uint64_data), dtype)?),
+        DataType::Uint64 => TensorData::Uint64(take(&mut t.uint64_data)),
+        DataType::Bool => TensorData::Bool(take(&mut t.bool_data)),
         DataType::String => TensorData::String(
-            string_data
+            take(&mut t.string_data)
                 .into_iter()
                 .enumerate()
                 .map(|(i, b)| String::from_utf8(b).map_err(|_| format!("string element {i} is not UTF-8")))
@@ -191,7 +240,14 @@ pub fn tensor_to_pb(t: Tensor, typed: bool) -> pb::Tensor {
         TensorData::Int32(v) => out.int_data = v,
         TensorData::Uint8(v) => out.int_data = v.into_iter().map(i32::from).collect(),
         TensorData::Int8(v) => out.int_data = v.into_iter().map(i32::from).collect(),
+        TensorData::Int16(v) => out.int_data = v.into_iter().map(i32::from).collect(),
+        TensorData::Uint16(v) => out.int_data = v.into_iter().map(i32::from).collect(),
         TensorData::Int64(v) => out.int64_data = v,
+        TensorData::Uint32(v) => out.uint64_data = v.into_iter().map(u64::from).collect(),
+        TensorData::Uint64(v) => out.uint64_data = v,
+        // Every 16-bit float is exactly a float32.
+        TensorData::Float16(v) => out.float_data = v.into_iter().map(f32::from).collect(),
+        TensorData::Bfloat16(v) => out.float_data = v.into_iter().map(f32::from).collect(),
         TensorData::Bool(v) => out.bool_data = v,
         TensorData::String(v) => out.string_data = v.into_iter().map(String::into_bytes).collect(),
         TensorData::Raw { bytes, .. } => out.raw = bytes,
@@ -278,6 +334,81 @@ mod tests {
         assert!(e.0.contains("negative dimension"), "{}", e.0);
         let e = tensor_from_pb(raw_f32("x", vec![1, 2], vec![])).unwrap_err();
         assert!(e.0.contains("no contents"), "{}", e.0);
+    }
+
+    #[test]
+    fn sixteen_bit_floats_round_from_float_data_and_refuse_overflow() {
+        use modelgate_runtime::half::{bf16, f16};
+        let t = |dtype: pb::DataType, float_data: Vec<f32>| pb::Tensor {
+            name: "x".into(),
+            dtype: dtype as i32,
+            shape: vec![float_data.len() as i64],
+            float_data,
+            ..Default::default()
+        };
+        let got = tensor_from_pb(t(pb::DataType::Float16, vec![0.1, 65504.0, f32::NAN, f32::NEG_INFINITY]))
+            .unwrap();
+        let TensorData::Float16(v) = got.data else { panic!("{:?}", got.data) };
+        assert_eq!(v[..2], [f16::from_f32(0.1), f16::MAX]);
+        assert!(v[2].is_nan() && v[3] == f16::NEG_INFINITY, "NaN and infinities are values, not mistakes");
+        assert_eq!(
+            tensor_from_pb(t(pb::DataType::Float16, vec![1.0, -65520.0])).unwrap_err().0,
+            "input 'x': element 1 (-65520) is out of FLOAT16's range (±65504)"
+        );
+        assert_eq!(
+            tensor_from_pb(t(pb::DataType::Bfloat16, vec![f32::MAX])).unwrap_err().0,
+            "input 'x': element 0 (3.4028235e38) is out of BFLOAT16's range (±3.3895314e38)"
+        );
+        let got = tensor_from_pb(t(pb::DataType::Bfloat16, vec![1.0, 3.0e38])).unwrap();
+        assert_eq!(got.data, TensorData::Bfloat16(vec![bf16::ONE, bf16::from_f32(3.0e38)]));
+    }
+
+    #[test]
+    fn narrow_and_wide_unsigned_ints_use_int_data_and_uint64_data() {
+        let t = |dtype: pb::DataType, int_data: Vec<i32>, uint64_data: Vec<u64>| pb::Tensor {
+            name: "x".into(),
+            dtype: dtype as i32,
+            shape: vec![2],
+            int_data,
+            uint64_data,
+            ..Default::default()
+        };
+        let ok = |t| tensor_from_pb(t).unwrap().data;
+        assert_eq!(
+            ok(t(pb::DataType::Int16, vec![-32768, 32767], vec![])),
+            TensorData::Int16(vec![i16::MIN, i16::MAX])
+        );
+        assert_eq!(
+            ok(t(pb::DataType::Uint16, vec![0, 65535], vec![])),
+            TensorData::Uint16(vec![0, u16::MAX])
+        );
+        assert_eq!(
+            ok(t(pb::DataType::Uint32, vec![], vec![0, 4294967295])),
+            TensorData::Uint32(vec![0, u32::MAX])
+        );
+        assert_eq!(
+            ok(t(pb::DataType::Uint64, vec![], vec![0, u64::MAX])),
+            TensorData::Uint64(vec![0, u64::MAX])
+        );
+        let err = |t| tensor_from_pb(t).unwrap_err().0;
+        assert_eq!(
+            err(t(pb::DataType::Uint16, vec![0, 65536], vec![])),
+            "input 'x': element 1 (65536) does not fit UINT16"
+        );
+        assert_eq!(
+            err(t(pb::DataType::Uint32, vec![1, 2], vec![])),
+            "input 'x': dtype is UINT32 but elements are in int_data; use uint64_data or raw"
+        );
+        // Typed outputs go back to the same fields.
+        for data in [
+            TensorData::Int16(vec![-1, 2]),
+            TensorData::Uint16(vec![3, 65535]),
+            TensorData::Uint32(vec![u32::MAX, 0]),
+            TensorData::Uint64(vec![u64::MAX, 1]),
+        ] {
+            let back = output_from_pb(tensor_to_pb(Tensor::new("x", vec![2], data.clone()), true)).unwrap();
+            assert_eq!(back.data, data);
+        }
     }
 
     #[test]

@@ -24,6 +24,8 @@ fn floats(d: &TensorData) -> Option<Vec<f64>> {
     match d {
         TensorData::Float32(v) => Some(v.iter().map(|&x| f64::from(x)).collect()),
         TensorData::Float64(v) => Some(v.clone()),
+        TensorData::Float16(v) => Some(v.iter().map(|&x| f64::from(x)).collect()),
+        TensorData::Bfloat16(v) => Some(v.iter().map(|&x| f64::from(x)).collect()),
         _ => None,
     }
 }
@@ -34,6 +36,10 @@ fn discrete(d: &TensorData) -> Option<Vec<String>> {
         TensorData::Int64(v) => v.iter().map(i64::to_string).collect(),
         TensorData::Uint8(v) => v.iter().map(u8::to_string).collect(),
         TensorData::Int8(v) => v.iter().map(i8::to_string).collect(),
+        TensorData::Int16(v) => v.iter().map(i16::to_string).collect(),
+        TensorData::Uint16(v) => v.iter().map(u16::to_string).collect(),
+        TensorData::Uint32(v) => v.iter().map(u32::to_string).collect(),
+        TensorData::Uint64(v) => v.iter().map(u64::to_string).collect(),
         TensorData::Bool(v) => v.iter().map(bool::to_string).collect(),
         TensorData::String(v) => v.clone(),
         _ => return None,
@@ -111,6 +117,23 @@ mod tests {
         assert_eq!(d.shadow_nan_inf, 2);
         assert!((d.max_abs_diff.unwrap() - 0.1).abs() < 1e-6);
         assert!((d.mean_abs_diff.unwrap() - 0.1).abs() < 1e-6);
+    }
+
+    #[test]
+    fn half_floats_are_floats_and_unsigned_ints_are_labels() {
+        use modelgate_runtime::half::{bf16, f16};
+        let h = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
+        let a = Tensor::new("p", vec![3], TensorData::Float16(h(&[0.5, 0.25, 1.0])));
+        let b = Tensor::new("p", vec![3], TensorData::Float16(h(&[0.75, f32::NAN, f32::INFINITY])));
+        let d = compare_output(&a, &b);
+        assert_eq!((d.shadow_nan_inf, d.max_abs_diff), (2, Some(0.25)));
+        let b16 = Tensor::new("p", vec![1], TensorData::Bfloat16(vec![bf16::NEG_INFINITY]));
+        assert_eq!(compare_output(&b16, &b16).champion_nan_inf, 1);
+        let a = Tensor::new("label", vec![2], TensorData::Uint64(vec![u64::MAX, 1]));
+        let b = Tensor::new("label", vec![2], TensorData::Uint64(vec![u64::MAX, 2]));
+        assert_eq!(compare_output(&a, &b).agreement, Some(0.5));
+        let a = Tensor::new("label", vec![1], TensorData::Uint16(vec![7]));
+        assert_eq!(compare_output(&a, &a).agreement, Some(1.0));
     }
 
     #[test]
