@@ -247,6 +247,12 @@ mod tests {
             (DataType::Uint8, T::TypeUint8),
             (DataType::Bool, T::TypeBool),
             (DataType::String, T::TypeString),
+            (DataType::Float16, T::TypeFp16),
+            (DataType::Bfloat16, T::TypeBf16),
+            (DataType::Int16, T::TypeInt16),
+            (DataType::Uint16, T::TypeUint16),
+            (DataType::Uint32, T::TypeUint32),
+            (DataType::Uint64, T::TypeUint64),
         ] {
             assert_eq!(config_datatype(dtype), want, "{dtype:?}");
         }
