@@ -280,6 +280,8 @@ impl Controller {
                         .map(|r| r.plan.versions(r.champion))
                         .unwrap_or_default();
                     if candidates.is_empty() {
+                        // Not expected (the state holds the rollout it just
+                        // rolled back), but the rollback still counts.
                         metrics.rollback(&e.model, "", trigger);
                     }
                     for version in candidates {
