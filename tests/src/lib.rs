@@ -5,6 +5,7 @@
 pub mod fleet;
 pub mod pki;
 pub mod process;
+pub mod prometheus;
 pub mod python;
 
 use std::path::{Path, PathBuf};

@@ -29,6 +29,15 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
+    /// The kinds this build raises (not the legacy `Regression`).
+    pub const RAISED: [AlertKind; 5] = [
+        Self::Psi,
+        Self::ErrorRegression,
+        Self::LatencyRegression,
+        Self::KpiRegression,
+        Self::FeatureImportance,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Psi => "psi",

@@ -6,12 +6,15 @@
 use std::sync::Arc;
 
 use modelgate_rollout::AuditEvent;
+use modelgate_rollout::triggers::TRIGGERS;
 
+use crate::control::alerts::AlertKind;
 use crate::control::fleet::{self, Reports};
 use crate::control::state::{self, ControlState, Phase};
 use crate::control::{ControlError, Controller, Inner};
 use crate::serving::routing::Policy;
 use crate::store::{FleetEvent, Snapshot, StoreError};
+use crate::telemetry::metrics::RolloutSeries;
 
 impl Controller {
     /// Publishes `model`'s policy from the state.
@@ -34,6 +37,21 @@ impl Controller {
                 scrape.importance_shift.retain(|(m, _), _| m != model);
                 self.gateway.forget_input_samples(model);
             }
+        }
+        if let Some(r) = state.live(model) {
+            let weights = r.routing_table().weights();
+            let arms: Vec<(u64, &str)> = weights.iter().map(|w| (w.version, w.role.as_str())).collect();
+            let rollback_triggers: Vec<&str> = TRIGGERS.iter().copied().chain(["manual"]).collect();
+            let alert_triggers = AlertKind::RAISED.map(AlertKind::as_str);
+            self.gateway.metrics().rollout_series(
+                model,
+                &RolloutSeries {
+                    arms: &arms,
+                    candidates: &r.plan.versions(r.champion),
+                    rollback_triggers: &rollback_triggers,
+                    alert_triggers: &alert_triggers,
+                },
+            );
         }
         let Some(champion) = self.champion_of(state, model) else { return };
         let policy = match state.live(model) {
@@ -75,7 +93,7 @@ impl Controller {
         match self.store.commit(inner.revision, bytes, lines).await {
             Ok(revision) => {
                 inner.revision = revision;
-                self.count_events(events);
+                self.count_events(next, events);
                 Ok(())
             }
             Err(StoreError::Conflict { current }) => {
@@ -222,8 +240,11 @@ impl Controller {
     }
 
     /// Counts recorded audit events in the metrics: every action, rollbacks
-    /// by trigger ("manual" for an operator's), alerts by trigger.
-    pub(super) fn count_events(&self, events: &[AuditEvent]) {
+    /// by version and trigger ("manual" for an operator's), alerts by
+    /// trigger. `state` holds the events' rollouts (a rollback event names
+    /// no version: the rollout's candidates are the versions it took
+    /// traffic from).
+    pub(super) fn count_events(&self, state: &ControlState, events: &[AuditEvent]) {
         let metrics = self.gateway.metrics();
         for e in events {
             let action = serde_json::to_value(e.action).ok();
@@ -251,7 +272,21 @@ impl Controller {
             drop(span);
             match e.action {
                 modelgate_rollout::Action::RolledBack => {
-                    metrics.rollback(&e.model, e.trigger.as_deref().unwrap_or("manual"))
+                    let trigger = e.trigger.as_deref().unwrap_or("manual");
+                    let candidates = state
+                        .rollouts
+                        .get(&e.model)
+                        .filter(|r| r.id == e.rollout_id)
+                        .map(|r| r.plan.versions(r.champion))
+                        .unwrap_or_default();
+                    if candidates.is_empty() {
+                        // Not expected (the state holds the rollout it just
+                        // rolled back), but the rollback still counts.
+                        metrics.rollback(&e.model, "", trigger);
+                    }
+                    for version in candidates {
+                        metrics.rollback(&e.model, &version.to_string(), trigger);
+                    }
                 }
                 modelgate_rollout::Action::Alert => {
                     metrics.alert(&e.model, e.trigger.as_deref().unwrap_or("unknown"))

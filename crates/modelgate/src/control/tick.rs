@@ -194,9 +194,9 @@ impl Controller {
             Ok(()) => {}
             Err(ControlError::Store(StoreError::Unavailable(e))) if self.fleet.is_some() => {
                 tracing::warn!(model = %model, error = %e, "etcd unreachable: rolling back on this replica only until it returns");
-                self.count_events(&pending.events);
                 inner.state.champions.insert(model.to_string(), pending.rollout.current_champion());
                 inner.state.rollouts.insert(model.to_string(), pending.rollout.clone());
+                self.count_events(&inner.state, &pending.events);
                 self.publish(&inner.state, model);
                 inner.pending.push(pending);
                 self.pending_count.store(inner.pending.len(), std::sync::atomic::Ordering::Relaxed);
@@ -233,7 +233,7 @@ impl Controller {
                 Err(e) => Err(e),
             };
             match written {
-                Ok(()) => self.count_events(&alert_events),
+                Ok(()) => self.count_events(&inner.state, &alert_events),
                 Err(e) => tracing::error!(error = %e, "cannot record soft-trigger alerts"),
             }
         }

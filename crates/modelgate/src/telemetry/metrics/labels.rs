@@ -30,6 +30,15 @@ pub struct TriggerLabels {
     pub trigger: String,
 }
 
+/// A rollback: the model, the version it took traffic from and the trigger
+/// (`manual` for an operator's).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RollbackLabels {
+    pub model: String,
+    pub version: String,
+    pub trigger: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StopLabels {
     pub model: String,

@@ -33,8 +33,8 @@ mod state;
 mod version;
 
 pub use labels::{
-    ActionLabels, ArmLabels, ListenerLabels, ListenerReasonLabels, OutcomeLabels, RequestLabels, StopLabels,
-    TlsReloadLabels, TriggerLabels, VersionLabels, code_name,
+    ActionLabels, ArmLabels, ListenerLabels, ListenerReasonLabels, OutcomeLabels, RequestLabels,
+    RollbackLabels, StopLabels, TlsReloadLabels, TriggerLabels, VersionLabels, code_name,
 };
 pub use state::{StateMetrics, StateSource};
 pub use version::VersionMetrics;
@@ -53,13 +53,26 @@ fn latency_histogram() -> Histogram {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// The label sets of one live rollout, for [`Metrics::rollout_series`].
+#[derive(Debug)]
+pub struct RolloutSeries<'a> {
+    /// (version, role) of each arm traffic goes to.
+    pub arms: &'a [(u64, &'a str)],
+    /// The versions a rollback would take traffic from.
+    pub candidates: &'a [u64],
+    /// Hard triggers, and `manual`.
+    pub rollback_triggers: &'a [&'a str],
+    /// Soft triggers.
+    pub alert_triggers: &'a [&'a str],
+}
+
 /// Every event metric, and the registry they are encoded from.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     duration: HistogramFamily<ArmLabels>,
     nan_inf: Family<VersionLabels, Counter>,
-    rollbacks: Family<TriggerLabels, Counter>,
+    rollbacks: Family<RollbackLabels, Counter>,
     alerts: Family<TriggerLabels, Counter>,
     decisions: Family<ActionLabels, Counter>,
     outcomes: Family<OutcomeLabels, Counter>,
@@ -110,10 +123,10 @@ impl Metrics {
             "Successful requests whose outputs held a NaN or an infinity",
             nan_inf.clone(),
         );
-        let rollbacks = Family::<TriggerLabels, Counter>::default();
+        let rollbacks = Family::<RollbackLabels, Counter>::default();
         registry.register(
             "modelgate_rollbacks",
-            "Rollbacks by trigger (nan_inf_rate, error_rate, p99_latency, or manual)",
+            "Rollbacks by the version they took traffic from and trigger (nan_inf_rate, error_rate, p99_latency, or manual)",
             rollbacks.clone(),
         );
         let alerts = Family::<TriggerLabels, Counter>::default();
@@ -246,8 +259,48 @@ impl Metrics {
             .inc();
     }
 
-    pub fn rollback(&self, model: &str, trigger: &str) {
-        self.rollbacks.get_or_create(&TriggerLabels { model: model.into(), trigger: trigger.into() }).inc();
+    /// A rollback of `model` that took traffic from `version`.
+    pub fn rollback(&self, model: &str, version: &str, trigger: &str) {
+        self.rollbacks
+            .get_or_create(&RollbackLabels {
+                model: model.into(),
+                version: version.into(),
+                trigger: trigger.into(),
+            })
+            .inc();
+    }
+
+    /// Creates, at 0, the series a live rollout of `model` may count: its
+    /// arms' requests by OK and by each server-error code, its candidates'
+    /// rollbacks by each trigger, its soft-trigger alerts. A counter that
+    /// first appears at 1 reads as no increase to `increase()` and `rate()`,
+    /// so an alert on the first event (or an error ratio against a champion
+    /// that never failed) needs the series there before the event.
+    pub fn rollout_series(&self, model: &str, series: &RolloutSeries<'_>) {
+        for (version, role) in series.arms {
+            for code in ["OK", "INTERNAL", "UNKNOWN", "UNAVAILABLE", "DEADLINE_EXCEEDED"] {
+                drop(self.requests.get_or_create(&RequestLabels {
+                    model: model.into(),
+                    version: version.to_string(),
+                    role: (*role).into(),
+                    code: code.into(),
+                }));
+            }
+        }
+        for version in series.candidates {
+            for trigger in series.rollback_triggers {
+                drop(self.rollbacks.get_or_create(&RollbackLabels {
+                    model: model.into(),
+                    version: version.to_string(),
+                    trigger: (*trigger).into(),
+                }));
+            }
+        }
+        for trigger in series.alert_triggers {
+            drop(
+                self.alerts.get_or_create(&TriggerLabels { model: model.into(), trigger: (*trigger).into() }),
+            );
+        }
     }
 
     pub fn alert(&self, model: &str, trigger: &str) {
@@ -354,7 +407,7 @@ mod tests {
         v.ok(Role::Canary, Duration::from_micros(300), true);
         v.failed(Role::Canary, tonic::Code::ResourceExhausted);
         m.rejected(None, tonic::Code::NotFound);
-        m.rollback("iris", "nan_inf_rate");
+        m.rollback("iris", "3", "nan_inf_rate");
         m.tls_reload("admin", "error");
         m.tls_not_after("predict", 1_900_000_000);
         let text = m.encode();
@@ -364,12 +417,40 @@ mod tests {
             r#"modelgate_requests_total{model="",version="",role="",code="NOT_FOUND"} 1"#,
             r#"modelgate_request_duration_seconds_bucket{model="iris",version="3",role="canary",le="0.0005"} 1"#,
             r#"modelgate_nan_inf_outputs_total{model="iris",version="3"} 1"#,
-            r#"modelgate_rollbacks_total{model="iris",trigger="nan_inf_rate"} 1"#,
+            r#"modelgate_rollbacks_total{model="iris",version="3",trigger="nan_inf_rate"} 1"#,
             r#"modelgate_tls_reloads_total{listener="admin",outcome="error"} 1"#,
             r#"modelgate_tls_cert_not_after_seconds{listener="predict"} 1900000000"#,
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }
         assert!(Arc::ptr_eq(&m.version("iris", 3), &v), "handles are cached");
+    }
+
+    #[test]
+    fn a_rollouts_series_exist_at_zero_before_their_first_event() {
+        let m = Metrics::new();
+        let series = RolloutSeries {
+            arms: &[(2, "champion"), (3, "canary")],
+            candidates: &[3],
+            rollback_triggers: &["nan_inf_rate", "manual"],
+            alert_triggers: &["psi"],
+        };
+        m.rollout_series("iris", &series);
+        m.rollback("iris", "3", "manual");
+        let text = m.encode();
+        for want in [
+            r#"modelgate_requests_total{model="iris",version="2",role="champion",code="INTERNAL"} 0"#,
+            r#"modelgate_requests_total{model="iris",version="3",role="canary",code="OK"} 0"#,
+            r#"modelgate_rollbacks_total{model="iris",version="3",trigger="nan_inf_rate"} 0"#,
+            r#"modelgate_rollbacks_total{model="iris",version="3",trigger="manual"} 1"#,
+            r#"modelgate_alerts_total{model="iris",trigger="psi"} 0"#,
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+        // Made again (every publish of the rollout): counts are kept.
+        m.rollout_series("iris", &series);
+        assert!(
+            m.encode().contains(r#"modelgate_rollbacks_total{model="iris",version="3",trigger="manual"} 1"#)
+        );
     }
 }
