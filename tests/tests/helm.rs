@@ -354,6 +354,18 @@ fn tls_monitoring_and_otlp_mount_the_secrets_and_carry_the_alert_rules() {
     assert!(!rules["groups"].as_array().unwrap().is_empty());
     assert_eq!(rule["spec"], *rules, "the PrometheusRule must carry rules/modelgate-alerts.yaml unchanged");
 
+    // The dashboard, for Grafana's sidecar: its label, the folder annotation,
+    // and the committed JSON unchanged.
+    let dashboards = one(&objects, "ConfigMap");
+    assert_eq!(dashboards["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(dashboards["metadata"]["annotations"]["grafana_folder"], "modelgate");
+    let shipped: Value =
+        serde_json::from_str(dashboards["data"]["modelgate-rollout.json"].as_str().unwrap()).unwrap();
+    let committed =
+        std::fs::read_to_string(root().join("helm/modelgate/dashboards/modelgate-rollout.json")).unwrap();
+    assert_eq!(shipped, serde_json::from_str::<Value>(&committed).unwrap());
+    assert!(!kinds(&self::objects("default")).contains(&"ConfigMap".to_string()), "no dashboard by default");
+
     let notes = case("tls-monitoring")["notes"].as_str().unwrap();
     assert!(!notes.contains("-plaintext"), "{notes}");
     assert!(notes.contains("grpcurl -cacert ca.crt -cert me.crt -key me.key"), "{notes}");
