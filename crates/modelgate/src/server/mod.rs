@@ -292,7 +292,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         (gate, BodyLimitLayer::new(bodies))
     };
     let (admin_gate, admin_bodies) = gate("admin", admin_cap, None);
-    let admin_router = limits.server().layer(admin_bodies).add_service(admin).add_service(admin_reflection);
+    // Admin calls get server spans like Predict's (theirs come from the
+    // handlers, which know the model and version).
+    let admin_router = limits
+        .server()
+        .layer(admin_bodies)
+        .layer(crate::telemetry::server_span::ServerSpanLayer)
+        .add_service(admin)
+        .add_service(admin_reflection);
     let admin_task = tokio::spawn({
         let serve = serve_grpc(admin_router, admin_listener, admin_gate, admin_tls.clone(), shutdown.clone());
         async move { serve.await.context("admin server failed") }

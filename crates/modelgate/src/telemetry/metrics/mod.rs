@@ -182,6 +182,11 @@ impl Metrics {
             "Requests ended while their body arrived, by listener and reason (connection_budget, listener_budget, body_timeout)",
             bodies_refused.clone(),
         );
+        registry.register(
+            "modelgate_trace_spans_dropped",
+            "Spans not exported because the OTLP export queue was full (OTEL_BSP_MAX_QUEUE_SIZE), since the process started",
+            super::otlp::spans_dropped().clone(),
+        );
         let collector = Arc::new(Mutex::new(None));
         registry.register_collector(Box::new(StateCollector { source: Arc::clone(&collector) }));
         Self {
