@@ -187,3 +187,25 @@ fn bad_otel_settings_stop_start_up_with_the_variable_named() {
         assert!(!exited.stderr.contains("panicked"), "{vars:?}: {}", exited.stderr);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_a_collector_never_takes_are_counted_and_serving_goes_on() {
+    // A port nothing listens on any more: every export is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let repo = TestRepo::breast_cancer();
+    let served = serve_with(&repo, &[("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{closed}"))]);
+    let failed = || served.metric("modelgate_trace_spans_dropped_total", &[("reason", "export_failed")]);
+    // Both series exist from the start, at 0 (a rate over them is never empty).
+    let (_, body) = http_get(served.metrics_addr.unwrap(), "/metrics").await;
+    for reason in ["queue_full", "export_failed"] {
+        let series = format!("modelgate_trace_spans_dropped_total{{reason=\"{reason}\"}} 0");
+        assert!(body.lines().any(|l| l == series), "no '{series}' in:\n{body}");
+    }
+    let until = std::time::Instant::now() + Duration::from_secs(120);
+    while failed().await == 0.0 {
+        assert!(std::time::Instant::now() < until, "no failed export counted; log:\n{}", served.log());
+        traced_predict(&served, "7bf92f3577b34da6a3ce929d0e0e4737").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(served.metric("modelgate_trace_spans_dropped_total", &[("reason", "queue_full")]).await, 0.0);
+}

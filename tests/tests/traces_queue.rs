@@ -1,8 +1,8 @@
 //! OTEL_BSP_MAX_QUEUE_SIZE on a real `modelgate serve`: with a small queue
 //! and a collector that has stalled, a burst of requests is served in full,
 //! the spans beyond the queue are dropped, counted in
-//! `modelgate_trace_spans_dropped_total` and logged, and export resumes when
-//! the collector does.
+//! `modelgate_trace_spans_dropped_total{reason="queue_full"}` and logged, and
+//! export resumes when the collector does.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -52,7 +52,8 @@ async fn a_full_span_queue_drops_and_counts_spans_and_the_server_keeps_serving()
         c.predict(request("breast-cancer", &rows(1))).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let dropped_before = served.metric("modelgate_trace_spans_dropped_total", &[]).await;
+    let dropped_before =
+        served.metric("modelgate_trace_spans_dropped_total", &[("reason", "queue_full")]).await;
 
     // The burst: every request is served.
     let burst = (0..BURST).map(|_| {
@@ -67,7 +68,7 @@ async fn a_full_span_queue_drops_and_counts_spans_and_the_server_keeps_serving()
     // the count is polled).
     let until = Instant::now() + Duration::from_secs(120);
     loop {
-        let dropped = served.metric("modelgate_trace_spans_dropped_total", &[]).await;
+        let dropped = served.metric("modelgate_trace_spans_dropped_total", &[("reason", "queue_full")]).await;
         if dropped - dropped_before >= BURST as f64 {
             break;
         }

@@ -102,26 +102,33 @@ impl Telemetry {
 /// The tracer provider for `config`, unless no endpoint is set or
 /// `OTEL_SDK_DISABLED` is true (read through `env`). Must be called on a
 /// tokio runtime.
-fn provider(config: &TraceConfig, env: otlp::Env<'_>) -> anyhow::Result<Option<SdkTracerProvider>> {
+fn provider(config: &TraceConfig, env: otlp::Env<'_>) -> anyhow::Result<Export> {
     if otlp::bool_var(env, "OTEL_SDK_DISABLED")? == Some(true) {
-        return Ok(None);
+        return Ok(Export::Disabled);
     }
     let Some(endpoint) = otlp::endpoint(config.endpoint.as_deref(), config.traces_endpoint.as_deref(), env)?
     else {
-        return Ok(None);
+        return Ok(Export::NoEndpoint);
     };
     let destination = otlp::Destination::new(endpoint, env)?;
+    let unused_tls_var = destination.unused_tls_var.clone();
     let processor = otlp::processor(destination, otlp::BatchSettings::from_env(env)?)?;
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(config.service_name.clone().unwrap_or_else(|| "modelgate".into()))
         .build();
-    Ok(Some(
-        SdkTracerProvider::builder()
-            .with_span_processor(processor)
-            .with_sampler(sampler(config.sampler.as_deref(), config.sampler_arg)?)
-            .with_resource(resource)
-            .build(),
-    ))
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_sampler(sampler(config.sampler.as_deref(), config.sampler_arg)?)
+        .with_resource(resource)
+        .build();
+    Ok(Export::To { provider, unused_tls_var })
+}
+
+/// What [`provider`] decided.
+enum Export {
+    Disabled,
+    NoEndpoint,
+    To { provider: SdkTracerProvider, unused_tls_var: Option<String> },
 }
 
 /// Installs the global subscriber: logs on stderr (`RUST_LOG`, default
@@ -139,7 +146,11 @@ pub fn init(format: LogFormat, trace: &TraceConfig) -> anyhow::Result<Telemetry>
             .unwrap_or_else(|_| EnvFilter::new("info,ort=warn"))
             .add_directive(format!("{SPAN_TARGET}=off").parse().expect("a valid directive"))
     };
-    let provider = provider(trace, &otlp::process_env)?;
+    let export = provider(trace, &otlp::process_env)?;
+    let provider = match &export {
+        Export::To { provider, .. } => Some(provider.clone()),
+        Export::Disabled | Export::NoEndpoint => None,
+    };
     let otel = provider.as_ref().map(|p| {
         let spans = tracing_subscriber::filter::Targets::new()
             .with_target(SPAN_TARGET, tracing::Level::INFO)
@@ -157,8 +168,12 @@ pub fn init(format: LogFormat, trace: &TraceConfig) -> anyhow::Result<Telemetry>
         LogFormat::Json => registry.with(fmt.json().with_filter(log_filter())).try_init(),
     };
     installed.context("a tracing subscriber is already installed")?;
-    if provider.is_none() && otlp::bool_var(&otlp::process_env, "OTEL_SDK_DISABLED")? == Some(true) {
-        tracing::info!("OTEL_SDK_DISABLED is true: no spans are exported");
+    match export {
+        Export::Disabled => tracing::info!("OTEL_SDK_DISABLED is true: no spans are exported"),
+        Export::To { unused_tls_var: Some(name), .. } => {
+            tracing::warn!("{name} is set but the OTLP endpoint is plaintext http://; it is not used")
+        }
+        Export::To { .. } | Export::NoEndpoint => {}
     }
     Ok(Telemetry { provider })
 }

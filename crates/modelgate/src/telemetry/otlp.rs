@@ -14,7 +14,8 @@
 //!
 //! A value that cannot be used stops start-up with a message naming the
 //! variable (the SDK itself would ignore it silently). Spans beyond a full
-//! queue are dropped, counted in [`spans_dropped`] and logged.
+//! queue are dropped, counted in [`spans_dropped`] and logged; so are the
+//! spans of a batch the collector did not take.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -24,7 +25,9 @@ use anyhow::Context as _;
 use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SpanData, SpanProcessor};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 /// Reads one environment variable (a function, so tests need not touch the
@@ -116,6 +119,9 @@ impl BatchSettings {
 pub struct Destination {
     pub endpoint: String,
     pub tls: Option<ClientTlsConfig>,
+    /// A TLS variable set for a plaintext endpoint, to be logged once the
+    /// log is up (this is read before it is).
+    pub unused_tls_var: Option<String>,
 }
 
 /// The endpoint to export to: `traces` (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
@@ -197,24 +203,49 @@ impl Destination {
             anyhow::bail!("{} is '{}'; modelgate exports OTLP over gRPC only (grpc)", protocol.0, protocol.1);
         }
         let secure = endpoint.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
-        let tls = if secure {
-            Some(tls(env)?)
-        } else {
-            if let Some((name, _)) =
-                signal_var(env, "CERTIFICATE").or_else(|| signal_var(env, "CLIENT_CERTIFICATE"))
-            {
-                tracing::warn!(%endpoint, "{name} is set but the OTLP endpoint is plaintext http://; it is not used");
-            }
-            None
-        };
-        Ok(Self { endpoint, tls })
+        if secure {
+            return Ok(Self { endpoint, tls: Some(tls(env)?), unused_tls_var: None });
+        }
+        let unused_tls_var = signal_var(env, "CERTIFICATE")
+            .or_else(|| signal_var(env, "CLIENT_CERTIFICATE"))
+            .map(|(name, _)| name);
+        Ok(Self { endpoint, tls: None, unused_tls_var })
     }
 }
 
-/// Spans dropped because the export queue was full, since the process
-/// started (a process-wide count, like the tracer provider it belongs to).
-pub fn spans_dropped() -> &'static Counter {
-    static DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
+/// The label of `modelgate_trace_spans_dropped_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// `queue_full` or `export_failed`.
+    pub reason: String,
+}
+
+/// Spans that never reached the collector, since the process started: a
+/// process-wide count, like the tracer provider it belongs to. Both series
+/// exist from the start, at 0, so a rate over them is never empty.
+#[derive(Debug)]
+pub struct SpansDropped {
+    family: Family<DropLabels, Counter>,
+    /// Beyond `OTEL_BSP_MAX_QUEUE_SIZE`.
+    queue_full: Counter,
+    /// In a batch the collector did not take (after the SDK's retries).
+    export_failed: Counter,
+}
+
+impl SpansDropped {
+    /// The family to register.
+    pub fn family(&self) -> &Family<DropLabels, Counter> {
+        &self.family
+    }
+}
+
+/// The process's count of dropped spans.
+pub fn spans_dropped() -> &'static SpansDropped {
+    static DROPPED: LazyLock<SpansDropped> = LazyLock::new(|| {
+        let family = Family::<DropLabels, Counter>::default();
+        let counter = |reason: &str| family.get_or_create(&DropLabels { reason: reason.into() }).clone();
+        SpansDropped { queue_full: counter("queue_full"), export_failed: counter("export_failed"), family }
+    });
     &DROPPED
 }
 
@@ -236,7 +267,7 @@ struct OnRuntime {
 impl OnRuntime {
     /// Logs spans dropped since the last time, at most once per export.
     fn log_drops(&self) {
-        let dropped = spans_dropped().get();
+        let dropped = spans_dropped().queue_full.get();
         let before = self.dropped_logged.swap(dropped, Ordering::Relaxed);
         if dropped > before {
             tracing::warn!(
@@ -265,6 +296,10 @@ impl opentelemetry_sdk::trace::SpanExporter for OnRuntime {
             self.handle.block_on(export)
         };
         self.held.fetch_sub(sent, Ordering::AcqRel);
+        if result.is_err() {
+            // The SDK logs the error; the count is what an alert can use.
+            spans_dropped().export_failed.inc_by(sent as u64);
+        }
         self.log_drops();
         std::future::ready(result)
     }
@@ -302,7 +337,7 @@ impl SpanProcessor for BoundedQueue {
     fn on_end(&self, span: SpanData) {
         if self.held.fetch_add(1, Ordering::AcqRel) >= self.max_queue_size {
             self.held.fetch_sub(1, Ordering::AcqRel);
-            spans_dropped().inc();
+            spans_dropped().queue_full.inc();
             return;
         }
         self.inner.on_end(span);
@@ -324,7 +359,7 @@ impl SpanProcessor for BoundedQueue {
 /// The span processor exporting to `destination` with `batch`. Must be
 /// called on a tokio runtime.
 pub fn processor(destination: Destination, batch: BatchSettings) -> anyhow::Result<impl SpanProcessor> {
-    let Destination { endpoint, tls } = destination;
+    let Destination { endpoint, tls, .. } = destination;
     let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(&endpoint);
     if let Some(tls) = tls {
         builder = builder.with_tls_config(tls);
@@ -338,7 +373,7 @@ pub fn processor(destination: Destination, batch: BatchSettings) -> anyhow::Resu
         timeout: batch.export_timeout,
         held: Arc::clone(&held),
         max_queue_size: batch.max_queue_size,
-        dropped_logged: AtomicU64::new(spans_dropped().get()),
+        dropped_logged: AtomicU64::new(spans_dropped().queue_full.get()),
     };
     let config = BatchConfigBuilder::default()
         .with_max_queue_size(batch.max_queue_size)
@@ -456,8 +491,13 @@ mod tests {
             Destination::new("http://c:1".into(), &env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]))
                 .unwrap_err();
         assert!(e.to_string().contains("over gRPC only"), "{e}");
-        // Plaintext needs no TLS; https:// with no CA trusts the system's roots.
+        // Plaintext needs no TLS (a certificate set for it is reported, not
+        // read); https:// with no CA trusts the system's roots.
         assert!(Destination::new("http://c:1".into(), &env(&[])).unwrap().tls.is_none());
+        let plain =
+            Destination::new("http://c:1".into(), &env(&[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nowhere")]))
+                .unwrap();
+        assert_eq!(plain.unused_tls_var.as_deref(), Some("OTEL_EXPORTER_OTLP_CERTIFICATE"));
         assert!(Destination::new("https://c:1".into(), &env(&[])).unwrap().tls.is_some());
     }
 

@@ -184,8 +184,8 @@ impl Metrics {
         );
         registry.register(
             "modelgate_trace_spans_dropped",
-            "Spans not exported because the OTLP export queue was full (OTEL_BSP_MAX_QUEUE_SIZE), since the process started",
-            super::otlp::spans_dropped().clone(),
+            "Spans that never reached the OTLP collector, by reason (queue_full: beyond OTEL_BSP_MAX_QUEUE_SIZE; export_failed: in a batch the collector did not take)",
+            super::otlp::spans_dropped().family().clone(),
         );
         let collector = Arc::new(Mutex::new(None));
         registry.register_collector(Box::new(StateCollector { source: Arc::clone(&collector) }));
