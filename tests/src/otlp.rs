@@ -48,6 +48,9 @@ impl TraceService for Receiver {
 pub struct ReceiverTls {
     pub server: Issued,
     pub client_ca_pem: Option<String>,
+    /// Accept gzip-compressed exports (without it a compressed export is
+    /// refused, as a collector without gzip would).
+    pub gzip: bool,
 }
 
 impl Receiver {
@@ -63,7 +66,11 @@ impl Receiver {
         let addr = listener.local_addr().expect("its address");
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let mut server = tonic::transport::Server::builder();
+        let mut service = TraceServiceServer::new(receiver.clone());
         if let Some(tls) = tls {
+            if tls.gzip {
+                service = service.accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+            }
             let mut config = ServerTlsConfig::new()
                 .identity(Identity::from_pem(&tls.server.cert_pem, &tls.server.key_pem));
             if let Some(ca) = tls.client_ca_pem {
@@ -71,9 +78,7 @@ impl Receiver {
             }
             server = server.tls_config(config).expect("the receiver's TLS");
         }
-        tokio::spawn(
-            server.add_service(TraceServiceServer::new(receiver.clone())).serve_with_incoming(incoming),
-        );
+        tokio::spawn(server.add_service(service).serve_with_incoming(incoming));
         (addr, receiver)
     }
 

@@ -64,9 +64,11 @@ async fn an_https_endpoint_exports_over_tls_trusting_the_given_ca() {
     let ca = Ca::new("otel test CA");
     let certs = tempfile::tempdir().unwrap();
     let ca_file = write(certs.path(), "ca.pem", &ca.pem());
-    let (otlp, receiver) =
-        Receiver::start(Some(ReceiverTls { server: ca.server("collector"), client_ca_pem: None }), false)
-            .await;
+    let (otlp, receiver) = Receiver::start(
+        Some(ReceiverTls { server: ca.server("collector"), client_ca_pem: None, gzip: false }),
+        false,
+    )
+    .await;
     let repo = TestRepo::breast_cancer();
     let served = serve_with(
         &repo,
@@ -87,7 +89,7 @@ async fn an_https_endpoint_exports_over_tls_trusting_the_given_ca() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scheme_less_traces_endpoint_wins_over_the_generic_one_and_presents_a_client_certificate() {
+async fn a_scheme_less_traces_endpoint_wins_over_the_generic_one_and_presents_a_client_certificate_gzipped() {
     let ca = Ca::new("otel test CA");
     let certs = tempfile::tempdir().unwrap();
     let ca_file = write(certs.path(), "ca.pem", &ca.pem());
@@ -96,7 +98,7 @@ async fn a_scheme_less_traces_endpoint_wins_over_the_generic_one_and_presents_a_
     let key_file = write(certs.path(), "client.key", &client.key_pem);
     // The collector for traces requires a client certificate signed by the CA.
     let (otlp, receiver) = Receiver::start(
-        Some(ReceiverTls { server: ca.server("collector"), client_ca_pem: Some(ca.pem()) }),
+        Some(ReceiverTls { server: ca.server("collector"), client_ca_pem: Some(ca.pem()), gzip: true }),
         false,
     )
     .await;
@@ -117,6 +119,8 @@ async fn a_scheme_less_traces_endpoint_wins_over_the_generic_one_and_presents_a_
             ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", path(&ca_file)),
             ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", path(&cert_file)),
             ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", path(&key_file)),
+            // The receiver takes gzip only when asked to; this one is.
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip".into()),
         ],
     );
     let trace_id = "2bf92f3577b34da6a3ce929d0e0e4732";
@@ -169,6 +173,14 @@ fn bad_otel_settings_stop_start_up_with_the_variable_named() {
         ),
         (&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "unix:///tmp/otel.sock")], "has scheme 'unix'"),
         (&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")], "exports OTLP over gRPC only"),
+        (
+            &[("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")],
+            "OTEL_EXPORTER_OTLP_COMPRESSION is 'zstd'; expected gzip or none",
+        ),
+        (
+            &[("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "10s")],
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT must be a whole number",
+        ),
     ];
     for (vars, expected) in cases {
         let mut cmd = serve_command(repo.path(), state.path());

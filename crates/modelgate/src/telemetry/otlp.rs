@@ -9,6 +9,8 @@
 //! - TLS: `_CERTIFICATE` (the CA that signs the collector's certificate;
 //!   unset, the system's roots), `_CLIENT_CERTIFICATE` and `_CLIENT_KEY`
 //!   (mutual TLS);
+//! - `_PROTOCOL` (`grpc` only), `_COMPRESSION` (`gzip` or `none`) and
+//!   `_TIMEOUT` (ms), checked here and applied by the SDK (with `_HEADERS`);
 //! - the batch queue: `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_SCHEDULE_DELAY`,
 //!   `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, `OTEL_BSP_EXPORT_TIMEOUT`.
 //!
@@ -199,8 +201,19 @@ fn tls(env: Env<'_>) -> anyhow::Result<ClientTlsConfig> {
 impl Destination {
     /// TLS settings for `endpoint` (from [`endpoint`]) when it is `https://`.
     pub fn new(endpoint: String, env: Env<'_>) -> anyhow::Result<Self> {
-        if let Some(protocol) = signal_var(env, "PROTOCOL").filter(|(_, p)| p != "grpc") {
-            anyhow::bail!("{} is '{}'; modelgate exports OTLP over gRPC only (grpc)", protocol.0, protocol.1);
+        // The SDK reads these itself but skips a value it cannot use with
+        // only a warning, before the log is up: check them here.
+        if let Some((name, p)) = signal_var(env, "PROTOCOL").filter(|(_, p)| p != "grpc") {
+            anyhow::bail!("{name} is '{p}'; modelgate exports OTLP over gRPC only (grpc)");
+        }
+        if let Some((name, c)) = signal_var(env, "COMPRESSION")
+            && !c.eq_ignore_ascii_case("gzip")
+            && !c.eq_ignore_ascii_case("none")
+        {
+            anyhow::bail!("{name} is '{c}'; expected gzip or none");
+        }
+        if let Some((name, _)) = signal_var(env, "TIMEOUT") {
+            number_var(env, &name, 1, MAX_MILLIS)?;
         }
         let secure = endpoint.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
         if secure {
@@ -491,6 +504,17 @@ mod tests {
             Destination::new("http://c:1".into(), &env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]))
                 .unwrap_err();
         assert!(e.to_string().contains("over gRPC only"), "{e}");
+        let e =
+            Destination::new("http://c:1".into(), &env(&[("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "zstd")]))
+                .unwrap_err();
+        assert_eq!(e.to_string(), "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION is 'zstd'; expected gzip or none");
+        let e = Destination::new("http://c:1".into(), &env(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")]))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("OTEL_EXPORTER_OTLP_TIMEOUT must be a whole number"), "{e}");
+        assert!(
+            Destination::new("http://c:1".into(), &env(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "GZIP")]))
+                .is_ok()
+        );
         // Plaintext needs no TLS (a certificate set for it is reported, not
         // read); https:// with no CA trusts the system's roots.
         assert!(Destination::new("http://c:1".into(), &env(&[])).unwrap().tls.is_none());
