@@ -27,7 +27,8 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
 pub const ROUTING_KEY_HEADER: &str = "x-routing-key";
 
 /// Runs `handle` inside the request's span (W3C parent from the metadata)
-/// and records the status it answered on the span. A combinator, not an
+/// and records the status it answered on the span (CANCELLED if dropped
+/// unanswered). A combinator, not an
 /// `async fn`: the handler's future is stored once, as before (an `async fn`
 /// would keep the request a second time in the boxed future tonic makes).
 pub fn in_request_span<Req, Resp, Fut>(
@@ -39,11 +40,9 @@ where
     Fut: Future<Output = Result<Resp, Status>>,
 {
     let span = crate::telemetry::otel::request_span(request.metadata(), method);
-    handle(request).instrument(span.clone()).map(move |result| {
-        crate::telemetry::otel::record_status(
-            &span,
-            result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok),
-        );
+    let recorder = crate::telemetry::otel::StatusRecorder::new(span.clone());
+    handle(request).instrument(span).map(move |result| {
+        recorder.finish(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
         result
     })
 }

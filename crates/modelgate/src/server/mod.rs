@@ -299,9 +299,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         (gate, BodyLimitLayer::new(bodies))
     };
     let (admin_gate, admin_bodies) = gate("admin", admin_cap, None);
+    // Admin calls get server spans like Predict's (theirs come from the
+    // handlers, which know the model and version).
     let admin_router = limits
         .server()
         .layer(admin_bodies)
+        .layer(crate::telemetry::server_span::ServerSpanLayer)
         .add_service(admin)
         .add_service(admin_reflection)
         .add_service(admin_reflection_alpha);

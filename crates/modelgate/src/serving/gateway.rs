@@ -296,7 +296,9 @@ impl Gateway {
             }
             let (mut job, rx) = InferJob::new(Arc::clone(inputs), Vec::new(), None);
             let request = tracing::Span::current();
-            if !request.is_disabled() {
+            // Traced only when the request is: a shadow span of an unsampled
+            // request would link to a span that is never exported.
+            if crate::telemetry::otel::sampled(&request) {
                 // Its own trace, linked to the request's: the shadow is off the
                 // request's critical path and may finish after the reply.
                 let span = tracing::info_span!(

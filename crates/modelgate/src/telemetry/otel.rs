@@ -3,21 +3,27 @@
 //! exporting spans in batches over OTLP/gRPC (off the hot path: spans are
 //! queued and sent from the SDK's own thread).
 //!
-//! Configured like every OpenTelemetry SDK: `OTEL_EXPORTER_OTLP_ENDPOINT`,
-//! `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`/`_ARG` and
-//! `OTEL_RESOURCE_ATTRIBUTES`, with matching flags. No endpoint, no export.
+//! Configured like every OpenTelemetry SDK: `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! (or `_TRACES_ENDPOINT`), `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`/`_ARG`
+//! and `OTEL_RESOURCE_ATTRIBUTES`, with matching flags; TLS, the batch queue
+//! and `OTEL_SDK_DISABLED` as [`otlp`] reads them. No endpoint, no export.
 //! Incoming W3C `traceparent`/`tracestate` metadata make the gateway's spans
 //! children of the client's trace ([`request_span`]).
+//!
+//! Server spans follow the RPC semantic conventions: `rpc.system`,
+//! `rpc.service`, `rpc.method`, always `rpc.grpc.status_code`, and an ERROR
+//! status only for the codes that mean the server failed ([`server_error`]).
 
 use anyhow::Context;
 use opentelemetry::propagation::Extractor;
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData};
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+use super::otlp;
 
 /// How log lines are written: for people, or one JSON object a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -30,8 +36,12 @@ pub use modelgate_runtime::SPAN_TARGET;
 /// Where and how spans are exported.
 #[derive(Debug, Clone, Default)]
 pub struct TraceConfig {
-    /// OTLP/gRPC endpoint, e.g. `http://otel-collector:4317`; `None`: no export.
+    /// OTLP/gRPC endpoint, e.g. `http://otel-collector:4317`; `None` (and
+    /// no `traces_endpoint`): no export.
     pub endpoint: Option<String>,
+    /// The traces-only endpoint (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`); wins
+    /// over `endpoint`.
+    pub traces_endpoint: Option<String>,
     /// `service.name`; default `modelgate`.
     pub service_name: Option<String>,
     /// `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`
@@ -63,43 +73,6 @@ pub fn sampler(name: Option<&str>, arg: Option<f64>) -> anyhow::Result<Sampler> 
     })
 }
 
-/// Runs OTLP exports on the gateway's tokio runtime. The SDK's batch
-/// processor exports from its own OS thread, where tonic's channel (which
-/// needs a tokio reactor) cannot run by itself.
-#[derive(Debug)]
-struct OnRuntime {
-    inner: opentelemetry_otlp::SpanExporter,
-    handle: tokio::runtime::Handle,
-}
-
-impl opentelemetry_sdk::trace::SpanExporter for OnRuntime {
-    fn export(
-        &self,
-        batch: Vec<SpanData>,
-    ) -> impl std::future::Future<Output = opentelemetry_sdk::error::OTelSdkResult> + Send {
-        let result = if tokio::runtime::Handle::try_current().is_ok() {
-            // Called on a runtime thread (a synchronous flush from async
-            // code): blocking here would stall it, so hand the export over.
-            tokio::task::block_in_place(|| self.handle.block_on(self.inner.export(batch)))
-        } else {
-            self.handle.block_on(self.inner.export(batch))
-        };
-        std::future::ready(result)
-    }
-
-    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
-        self.inner.set_resource(resource);
-    }
-}
-
 /// The installed telemetry; [`Telemetry::shutdown`] flushes spans still queued.
 #[derive(Debug, Default)]
 pub struct Telemetry {
@@ -126,31 +99,36 @@ impl Telemetry {
     }
 }
 
-/// The tracer provider for `config`, if it names an endpoint. Must be called
-/// on a tokio runtime.
-pub fn provider(config: &TraceConfig) -> anyhow::Result<Option<SdkTracerProvider>> {
-    let Some(endpoint) = config.endpoint.as_deref().filter(|e| !e.is_empty()) else {
-        return Ok(None);
+/// The tracer provider for `config`, unless no endpoint is set or
+/// `OTEL_SDK_DISABLED` is true (read through `env`). Must be called on a
+/// tokio runtime.
+fn provider(config: &TraceConfig, env: otlp::Env<'_>) -> anyhow::Result<Export> {
+    if otlp::bool_var(env, "OTEL_SDK_DISABLED")? == Some(true) {
+        return Ok(Export::Disabled);
+    }
+    let Some(endpoint) = otlp::endpoint(config.endpoint.as_deref(), config.traces_endpoint.as_deref(), env)?
+    else {
+        return Ok(Export::NoEndpoint);
     };
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
-        .build()
-        .with_context(|| format!("cannot set up the OTLP exporter for {endpoint}"))?;
-    let exporter = OnRuntime {
-        inner: exporter,
-        handle: tokio::runtime::Handle::try_current().context("the OTLP exporter needs a tokio runtime")?,
-    };
+    let destination = otlp::Destination::new(endpoint, env)?;
+    let unused_tls_var = destination.unused_tls_var.clone();
+    let processor = otlp::processor(destination, otlp::BatchSettings::from_env(env)?)?;
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(config.service_name.clone().unwrap_or_else(|| "modelgate".into()))
         .build();
-    Ok(Some(
-        SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
-            .with_sampler(sampler(config.sampler.as_deref(), config.sampler_arg)?)
-            .with_resource(resource)
-            .build(),
-    ))
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_sampler(sampler(config.sampler.as_deref(), config.sampler_arg)?)
+        .with_resource(resource)
+        .build();
+    Ok(Export::To { provider, unused_tls_var })
+}
+
+/// What [`provider`] decided.
+enum Export {
+    Disabled,
+    NoEndpoint,
+    To { provider: SdkTracerProvider, unused_tls_var: Option<String> },
 }
 
 /// Installs the global subscriber: logs on stderr (`RUST_LOG`, default
@@ -168,7 +146,11 @@ pub fn init(format: LogFormat, trace: &TraceConfig) -> anyhow::Result<Telemetry>
             .unwrap_or_else(|_| EnvFilter::new("info,ort=warn"))
             .add_directive(format!("{SPAN_TARGET}=off").parse().expect("a valid directive"))
     };
-    let provider = provider(trace)?;
+    let export = provider(trace, &otlp::process_env)?;
+    let provider = match &export {
+        Export::To { provider, .. } => Some(provider.clone()),
+        Export::Disabled | Export::NoEndpoint => None,
+    };
     let otel = provider.as_ref().map(|p| {
         let spans = tracing_subscriber::filter::Targets::new()
             .with_target(SPAN_TARGET, tracing::Level::INFO)
@@ -186,39 +168,51 @@ pub fn init(format: LogFormat, trace: &TraceConfig) -> anyhow::Result<Telemetry>
         LogFormat::Json => registry.with(fmt.json().with_filter(log_filter())).try_init(),
     };
     installed.context("a tracing subscriber is already installed")?;
+    match export {
+        Export::Disabled => tracing::info!("OTEL_SDK_DISABLED is true: no spans are exported"),
+        Export::To { unused_tls_var: Some(name), .. } => {
+            tracing::warn!("{name} is set but the OTLP endpoint is plaintext http://; it is not used")
+        }
+        Export::To { .. } | Export::NoEndpoint => {}
+    }
     Ok(Telemetry { provider })
 }
 
-/// gRPC metadata as an OpenTelemetry propagation carrier.
-struct Metadata<'a>(&'a tonic::metadata::MetadataMap);
+/// HTTP/2 headers (gRPC metadata) as an OpenTelemetry propagation carrier.
+struct Headers<'a>(&'a http::HeaderMap);
 
-impl Extractor for Metadata<'_> {
+impl Extractor for Headers<'_> {
     fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).and_then(|v| v.to_str().ok())
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0
-            .keys()
-            .filter_map(|k| match k {
-                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
-                tonic::metadata::KeyRef::Binary(_) => None,
-            })
-            .collect()
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// Makes `span` a child of the W3C trace context in `headers`, if any.
+pub fn set_remote_parent(span: &tracing::Span, headers: &http::HeaderMap) {
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)));
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
     }
 }
 
 /// The span of one incoming request, a child of the client's trace when the
-/// metadata carries W3C trace context. Its fields are filled in as the
-/// request is routed and answered.
+/// metadata carries W3C trace context. `rpc` is the full method,
+/// `package.Service/Method`. Its fields are filled in as the request is
+/// routed and answered.
 pub fn request_span(metadata: &tonic::metadata::MetadataMap, rpc: &'static str) -> tracing::Span {
+    let (service, method) = rpc.split_once('/').unwrap_or(("", rpc));
     let span = tracing::info_span!(
         target: "modelgate::span",
         "request",
         otel.name = rpc,
         otel.kind = "server",
         rpc.system = "grpc",
-        rpc.method = rpc,
+        rpc.service = service,
+        rpc.method = method,
         model = tracing::field::Empty,
         version = tracing::field::Empty,
         role = tracing::field::Empty,
@@ -229,20 +223,66 @@ pub fn request_span(metadata: &tonic::metadata::MetadataMap, rpc: &'static str) 
         rpc.grpc.status_code = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     );
-    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Metadata(metadata)));
-    use opentelemetry::trace::TraceContextExt;
-    if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
+    // Only the W3C keys are read; converting the whole map is not needed.
+    let mut headers = http::HeaderMap::new();
+    for key in ["traceparent", "tracestate"] {
+        if let Some(v) = metadata.get(key).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) {
+            headers.insert(key, v);
+        }
     }
+    set_remote_parent(&span, &headers);
     span
+}
+
+/// Whether a status code means the server failed, per the RPC semantic
+/// conventions for gRPC server spans. A client's mistake (INVALID_ARGUMENT,
+/// NOT_FOUND, RESOURCE_EXHAUSTED, ...) leaves the span's status unset.
+pub fn server_error(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(code, Unknown | DeadlineExceeded | Unimplemented | Internal | Unavailable | DataLoss)
 }
 
 /// Records how a request ended on its span.
 pub fn record_status(span: &tracing::Span, code: tonic::Code) {
     span.record("rpc.grpc.status_code", code as i64);
-    if code != tonic::Code::Ok {
+    if server_error(code) {
         span.record("otel.status_code", "ERROR");
     }
+}
+
+/// Records a request's status on its span when it ends, and CANCELLED when
+/// it is dropped unanswered (the client went away, or tonic's own deadline
+/// answered first), so the status code is always set.
+#[derive(Debug)]
+pub struct StatusRecorder {
+    span: Option<tracing::Span>,
+}
+
+impl StatusRecorder {
+    pub fn new(span: tracing::Span) -> Self {
+        Self { span: Some(span) }
+    }
+
+    /// Records `code`.
+    pub fn finish(mut self, code: tonic::Code) {
+        if let Some(span) = self.span.take() {
+            record_status(&span, code);
+        }
+    }
+}
+
+impl Drop for StatusRecorder {
+    fn drop(&mut self) {
+        if let Some(span) = self.span.take() {
+            record_status(&span, tonic::Code::Cancelled);
+        }
+    }
+}
+
+/// Whether `span` is sampled: its trace will be exported. False with no
+/// exporter, and for a request whose `traceparent` says not sampled.
+pub fn sampled(span: &tracing::Span) -> bool {
+    !span.is_disabled() && span.context().span().span_context().is_sampled()
 }
 
 #[cfg(test)]
@@ -259,5 +299,28 @@ mod tests {
             sampler(Some("traceidratio"), Some(2.0)).unwrap_err().to_string().contains("between 0 and 1")
         );
         assert!(sampler(Some("sometimes"), None).unwrap_err().to_string().contains("unknown trace sampler"));
+    }
+
+    #[test]
+    fn only_server_side_codes_are_errors() {
+        use tonic::Code::*;
+        for code in [Unknown, DeadlineExceeded, Unimplemented, Internal, Unavailable, DataLoss] {
+            assert!(server_error(code), "{code:?}");
+        }
+        for code in [
+            Ok,
+            Cancelled,
+            InvalidArgument,
+            NotFound,
+            AlreadyExists,
+            PermissionDenied,
+            ResourceExhausted,
+            FailedPrecondition,
+            Aborted,
+            OutOfRange,
+            Unauthenticated,
+        ] {
+            assert!(!server_error(code), "{code:?}");
+        }
     }
 }

@@ -198,9 +198,13 @@ pub struct ServeArgs {
     /// Address of the Prometheus `/metrics` listener; `off` disables it.
     #[arg(long, env = "MODELGATE_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     pub metrics_listen: String,
-    /// OTLP/gRPC endpoint for traces (e.g. `http://otel-collector:4317`). Unset: no export.
+    /// OTLP/gRPC endpoint for traces (e.g. `http://otel-collector:4317`;
+    /// `https://` or a scheme-less `host:port` is TLS). Unset: no export.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// The traces endpoint; wins over --otlp-endpoint.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")]
+    pub otlp_traces_endpoint: Option<String>,
     /// The `service.name` of exported spans.
     #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "modelgate")]
     pub service_name: String,
@@ -215,10 +219,12 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     /// The tracing settings these flags name (`OTEL_RESOURCE_ATTRIBUTES` is
-    /// read by the SDK itself).
+    /// read by the SDK itself; TLS, the batch queue and `OTEL_SDK_DISABLED`
+    /// by `telemetry::otlp`).
     pub fn trace_config(&self) -> crate::telemetry::otel::TraceConfig {
         crate::telemetry::otel::TraceConfig {
             endpoint: self.otlp_endpoint.clone().filter(|e| !e.is_empty()),
+            traces_endpoint: self.otlp_traces_endpoint.clone().filter(|e| !e.is_empty()),
             service_name: Some(self.service_name.clone()),
             sampler: Some(self.trace_sampler.clone()),
             sampler_arg: self.trace_sampler_arg,

@@ -195,6 +195,11 @@ impl Metrics {
             "Requests ended while their body arrived, by listener and reason (connection_budget, listener_budget, body_timeout)",
             bodies_refused.clone(),
         );
+        registry.register(
+            "modelgate_trace_spans_dropped",
+            "Spans that never reached the OTLP collector, by reason (queue_full: beyond OTEL_BSP_MAX_QUEUE_SIZE; export_failed: in a batch the collector did not take)",
+            super::otlp::spans_dropped().family().clone(),
+        );
         let collector = Arc::new(Mutex::new(None));
         registry.register_collector(Box::new(StateCollector { source: Arc::clone(&collector) }));
         Self {
