@@ -151,3 +151,32 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn status_code(span: &Span) -> i32 {
     span.status.as_ref().map_or(0, |s| s.code)
 }
+
+/// `modelgate serve` on loopback ports with a metrics listener and `vars`
+/// in its environment (no OTEL_* inherited from the test's), batches sent
+/// every 100 ms.
+///
+/// # Panics
+/// When the server exits before it is ready.
+pub fn serve_with(repo: &crate::TestRepo, vars: &[(&str, String)]) -> crate::process::ServeProcess {
+    let mut cmd = std::process::Command::new(crate::binary());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--metrics-listen", "127.0.0.1:0", "--no-watch", "--threads", "1", "--drain-seconds", "1"])
+        .arg("--models")
+        .arg(repo.path())
+        .arg("--state-dir")
+        .arg(repo.path().join(".state"))
+        .env_remove("ORT_DYLIB_PATH")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("OTEL_")) {
+        cmd.env_remove(k);
+    }
+    // Short batches, so a test waits for spans, not for the 5 s default.
+    cmd.env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    crate::process::ServeProcess::start(cmd, &repo.path().join(".serve.log"))
+        .unwrap_or_else(|log| panic!("modelgate serve exited before it was ready; its log:\n{log}"))
+}

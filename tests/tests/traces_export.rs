@@ -8,38 +8,12 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use modelgate_tests::otlp::{Receiver, ReceiverTls, hex};
+use modelgate_tests::otlp::{Receiver, ReceiverTls, hex, serve_with};
 use modelgate_tests::pki::{Ca, write};
 use modelgate_tests::process::{ServeProcess, run_to_exit, serve_command};
 use modelgate_tests::*;
-
-/// `modelgate serve` on loopback ports with a metrics listener and `vars`
-/// in its environment (no OTEL_* inherited from the test's).
-fn serve_with(repo: &TestRepo, vars: &[(&str, String)]) -> ServeProcess {
-    let mut cmd = Command::new(binary());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(["--metrics-listen", "127.0.0.1:0", "--no-watch", "--threads", "1", "--drain-seconds", "1"])
-        .arg("--models")
-        .arg(repo.path())
-        .arg("--state-dir")
-        .arg(repo.path().join(".state"))
-        .env_remove("ORT_DYLIB_PATH")
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1");
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("OTEL_")) {
-        cmd.env_remove(k);
-    }
-    // Short batches, so a test waits for spans, not for the 5 s default.
-    cmd.env("OTEL_BSP_SCHEDULE_DELAY", "100");
-    for (k, v) in vars {
-        cmd.env(k, v);
-    }
-    ServeProcess::start(cmd, &repo.path().join(".serve.log"))
-        .unwrap_or_else(|log| panic!("modelgate serve exited before it was ready; its log:\n{log}"))
-}
 
 /// One Predict call, sampled, in the trace `trace_id`.
 async fn traced_predict(served: &ServeProcess, trace_id: &str) {

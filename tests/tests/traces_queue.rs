@@ -6,11 +6,9 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use modelgate_tests::otlp::{Receiver, hex};
-use modelgate_tests::process::ServeProcess;
+use modelgate_tests::otlp::{Receiver, hex, serve_with};
 use modelgate_tests::*;
 
 const QUEUE: usize = 8;
@@ -21,27 +19,16 @@ async fn a_full_span_queue_drops_and_counts_spans_and_the_server_keeps_serving()
     // A collector that holds every export until released.
     let (otlp, receiver) = Receiver::start(None, true).await;
     let repo = TestRepo::breast_cancer();
-    let mut cmd = Command::new(binary());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(["--metrics-listen", "127.0.0.1:0", "--no-watch", "--threads", "1", "--drain-seconds", "1"])
-        .arg("--models")
-        .arg(repo.path())
-        .arg("--state-dir")
-        .arg(repo.path().join(".state"))
-        .env_remove("ORT_DYLIB_PATH")
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1");
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("OTEL_")) {
-        cmd.env_remove(k);
-    }
-    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
-        .env("OTEL_BSP_MAX_QUEUE_SIZE", QUEUE.to_string())
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        // The held export must stay held until the test releases it.
-        .env("OTEL_BSP_EXPORT_TIMEOUT", "600000")
-        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "600000");
-    let served = ServeProcess::start(cmd, &repo.path().join(".serve.log"))
-        .unwrap_or_else(|log| panic!("modelgate serve exited before it was ready; its log:\n{log}"));
+    let served = serve_with(
+        &repo,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}")),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", QUEUE.to_string()),
+            // The held export must stay held until the test releases it.
+            ("OTEL_BSP_EXPORT_TIMEOUT", "600000".into()),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "600000".into()),
+        ],
+    );
     let mut c = served.client().await;
 
     // Requests until an export reaches the stalled collector: from then on
