@@ -15,6 +15,7 @@ pub mod gateway_error;
 pub mod input_samples;
 pub mod outcome;
 pub mod output_scores;
+pub mod records;
 pub mod request;
 pub mod routing;
 pub mod shadow;
