@@ -246,7 +246,8 @@ impl Gateway {
         if !shadows.is_empty() {
             self.compare_shadows(
                 model,
-                (version.version, role),
+                version.version,
+                role,
                 &req.request_id,
                 req.routing_key.as_deref(),
                 &output,
@@ -340,7 +341,8 @@ impl Gateway {
     fn compare_shadows(
         &self,
         model: &ModelRoute,
-        (champion_version, champion_role): (u64, Role),
+        champion_version: u64,
+        champion_role: Role,
         request_id: &str,
         routing_key: Option<&str>,
         champion: &InferOutput,
