@@ -47,22 +47,41 @@ async fn shadow_records_are_written_and_the_client_never_sees_the_shadow() {
     // v1 and v2 agree on every golden label.
     assert_eq!(totals.agreement_rate(), Some(1.0));
     assert!(totals.mean_abs_diff().unwrap() < 0.2);
+    let replica = server.gateway.replica().to_string();
     server.stop().await.unwrap();
 
-    // The sink was flushed on stop: one record per request, no raw routing key.
+    // The sink was flushed on stop: one record per request, in files named
+    // by the replica, no raw routing key.
     let mut lines = Vec::new();
     for f in std::fs::read_dir(&shadow_dir).unwrap() {
-        lines.extend(std::fs::read_to_string(f.unwrap().path()).unwrap().lines().map(str::to_string));
+        let path = f.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        assert!(name.starts_with(&format!("records-{replica}-")), "{name}");
+        lines.extend(std::fs::read_to_string(&path).unwrap().lines().map(str::to_string));
     }
     assert_eq!(lines.len(), 16);
     let rec: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(rec["kind"], "prediction");
+    assert_eq!(rec["schema"], 1);
     assert_eq!(rec["model"], "breast-cancer");
-    assert_eq!(rec["champion_version"], 2);
-    assert_eq!(rec["shadow_version"], 1);
+    assert_eq!((&rec["champion_version"], &rec["champion_role"]), (&2.into(), &"champion".into()));
+    assert_eq!((&rec["shadow_version"], &rec["shadow_role"]), (&1.into(), &"shadow".into()));
+    assert_eq!(rec["replica"], replica.as_str());
     assert!(rec["request_id"].as_str().unwrap().starts_with("req-"));
     assert_eq!(rec["routing_key_hash"].as_str().unwrap().len(), 16);
     assert!(!lines.iter().any(|l| l.contains("user-")), "the raw routing key never reaches the sink");
-    assert_eq!(rec["outputs"].as_array().unwrap().len(), 2);
+    let outputs = rec["outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), 2);
+    for o in outputs {
+        // Both versions' values, not only how they differ.
+        assert_eq!(
+            o["champion"]["values"].as_array().unwrap().len() as u64,
+            o["champion"]["count"].as_u64().unwrap()
+        );
+        assert_eq!(o["shadow"]["count"], o["champion"]["count"]);
+        assert_eq!(o["champion"]["truncated"], false);
+    }
+    assert!(rec["inputs"].is_null(), "inputs are recorded only when model.toml asks");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,7 +163,7 @@ async fn shadow_threads_run_at_idle_priority_and_inference_threads_do_not() {
     let server = start(&repo, |c| c.shadow_threads = 2).await;
     let shadow = thread_policies("shadow-");
     let names: Vec<&str> = shadow.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["shadow-0", "shadow-1", "shadow-compare", "shadow-sink"], "{shadow:?}");
+    assert_eq!(names, ["shadow-0", "shadow-1", "shadow-compare", "shadow-rec-file"], "{shadow:?}");
     for (name, policy) in &shadow {
         assert_eq!(*policy, SCHED_IDLE, "{name} must only get CPU the critical path leaves");
     }

@@ -53,6 +53,33 @@ pub struct ModelConfig {
     /// The sequential analysis that lets a step advance or a challenger be
     /// promoted by itself, and the business-metric soft trigger.
     pub analysis: AnalysisSettings,
+    /// What the shadow records of this model keep (issue 18).
+    pub records: RecordSettings,
+}
+
+/// `[records]` in model.toml: what a shadow's prediction record keeps.
+///
+/// ```toml
+/// [records]
+/// inputs = true      # default false: inputs may be large or personal
+/// max_values = 1024  # elements kept per tensor (default 4096); above it only statistics
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordSettings {
+    pub inputs: bool,
+    pub max_values: Option<usize>,
+}
+
+/// Elements kept per tensor in a record unless `[records] max_values` is set.
+pub const DEFAULT_RECORD_MAX_VALUES: usize = 4096;
+/// The largest `[records] max_values`: a record is one JSON line or Kafka message.
+pub const MAX_RECORD_VALUES_CEILING: usize = 1_000_000;
+
+impl RecordSettings {
+    pub fn max_values(&self) -> usize {
+        self.max_values.unwrap_or(DEFAULT_RECORD_MAX_VALUES)
+    }
 }
 
 /// `[analysis]` in model.toml.
@@ -222,6 +249,7 @@ impl Default for ModelConfig {
             on_new_version: NewVersionPlan { plan: OnNewVersion::None, auto_advance: false },
             triggers: TriggerSettings::default(),
             analysis: AnalysisSettings::default(),
+            records: RecordSettings::default(),
         }
     }
 }
@@ -303,6 +331,9 @@ impl ModelConfig {
                 Err(ConfigError::InvalidNumber { field, expected, got })
             }
         };
+        if let Some(n) = self.records.max_values {
+            check("records.max_values", n, 0, MAX_RECORD_VALUES_CEILING, "between 0 and 1000000")?;
+        }
         let t = &self.triggers;
         let rate = "a rate above 0 and at most 1";
         t.overrides().validate()?;
@@ -363,6 +394,26 @@ impl ModelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_settings_are_parsed_and_checked() {
+        assert_eq!(ModelConfig::default().records.max_values(), DEFAULT_RECORD_MAX_VALUES);
+        assert!(!ModelConfig::default().records.inputs);
+        let c = ModelConfig::parse("[records]\ninputs = true\nmax_values = 16\n").unwrap();
+        assert_eq!((c.records.inputs, c.records.max_values()), (true, 16));
+        let e = ModelConfig::parse("[records]\nmax_values = 2000000\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "model.toml: records.max_values must be between 0 and 1000000, got 2000000"
+        );
+        assert!(
+            ModelConfig::parse("[records]\ninput = true\n")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field")
+        );
+        assert!(ModelConfig::parse("[records]\nmax_values = -1\n").is_err());
+    }
 
     #[test]
     fn empty_file_is_all_defaults() {

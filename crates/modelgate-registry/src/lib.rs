@@ -18,7 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use config::{AnalysisSettings, ConfigError, ModelConfig, NewVersionPlan, OnNewVersion, TriggerSettings};
+pub use config::{
+    AnalysisSettings, ConfigError, DEFAULT_RECORD_MAX_VALUES, ModelConfig, NewVersionPlan, OnNewVersion,
+    RecordSettings, TriggerSettings,
+};
 use modelgate_runtime::{LoadedModel, ModelOptions, RunStop, Runtime, VersionQueue};
 
 /// File name of a version's model inside its folder.

@@ -294,8 +294,8 @@ impl State {
         Pass::Continue
     }
 
-    /// A live model's edited model.toml: its `[analysis]`, `[triggers]` and
-    /// `on_new_version` replace the ones in use (published with the next
+    /// A live model's edited model.toml: its `[analysis]`, `[triggers]`,
+    /// `[records]` and `on_new_version` replace the ones in use (published with the next
     /// snapshot, so the controller judges with them from its next tick);
     /// true if they changed. The other settings (sessions, queues,
     /// batching, the trigger window's shape) are fixed when a version
@@ -313,12 +313,13 @@ impl State {
                 merged.analysis = new.analysis.clone();
                 merged.triggers = new.triggers.clone();
                 merged.on_new_version = new.on_new_version;
+                merged.records = new.records;
                 if merged == entry.config {
                     return false;
                 }
                 tracing::info!(
                     model = %dir.name,
-                    "model.toml changed: its [analysis], [triggers] and on_new_version apply from the next controller tick"
+                    "model.toml changed: its [analysis], [triggers] and on_new_version apply from the next controller tick, [records] from the next request"
                 );
                 entry.config = merged;
                 true

@@ -97,8 +97,9 @@ impl RunningServer {
         drop(self.watcher.take());
         let _ = (&mut self.admin_task).await;
         let result = self.task.await.context("server task panicked")?;
-        if let Some(sink) = self.gateway.shadow_sink() {
-            sink.flush();
+        // Bounded: a dead broker or bucket must not hold the shutdown up.
+        if let Some(records) = self.gateway.record_sinks() {
+            records.shutdown(RECORDS_SHUTDOWN_WAIT);
         }
         if let Err(e) = self.controller.save().await {
             tracing::error!(error = %e, "cannot persist the rollout state at shutdown");
@@ -109,6 +110,30 @@ impl RunningServer {
         }
         result
     }
+}
+
+/// How long shutdown waits for the record sinks to write what is queued.
+const RECORDS_SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Opens every `--records` sink (the file sink in `--shadow-dir` when none
+/// is given) behind its queue, charged to the shadow CPU budget.
+fn start_record_sinks(
+    config: &ServeConfig,
+    budget: Option<Arc<modelgate_runtime::CpuBudget>>,
+) -> anyhow::Result<crate::serving::records::RecordSinks> {
+    use crate::serving::records::{FileWriter, QueueSettings, RecordSinks, RecordWriter, SinkContext};
+    let ctx = SinkContext { replica: config.replica_id.clone(), file_max_bytes: config.shadow_file_bytes };
+    let mut writers: Vec<Box<dyn RecordWriter>> = Vec::new();
+    if config.records.is_empty() {
+        let w = FileWriter::open(&config.shadow_dir, &ctx.replica, ctx.file_max_bytes)
+            .with_context(|| format!("cannot write shadow records to {}", config.shadow_dir.display()))?;
+        writers.push(Box::new(w));
+    }
+    for url in &config.records {
+        writers.push(crate::serving::records::open(url, &ctx)?);
+    }
+    let settings = QueueSettings { capacity: config.records_queue, ..QueueSettings::default() };
+    RecordSinks::start(writers, settings, budget).context("cannot start the record sink threads")
 }
 
 /// Loads ONNX Runtime and every model, binds `config.listen` and starts serving.
@@ -165,22 +190,21 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         slot_offset: threads,
     })
     .context("cannot start shadow threads")?;
-    let sink = crate::serving::shadow::FileSink::start(
-        &config.shadow_dir,
-        config.shadow_file_bytes,
-        4096,
-        budget.clone(),
-    )
-    .with_context(|| format!("cannot write shadow records to {}", config.shadow_dir.display()))?;
-    let sink: Arc<dyn crate::serving::shadow::ShadowSink> = Arc::new(sink);
+    let records = Arc::new(start_record_sinks(&config, budget.clone())?);
     let stats = Arc::new(crate::serving::shadow::ShadowStats::default());
-    let comparer =
-        crate::serving::shadow::Comparer::start(Arc::clone(&stats), Some(Arc::clone(&sink)), 4096, budget)
-            .context("cannot start the shadow comparison thread")?;
+    let comparer = crate::serving::shadow::Comparer::start(
+        Arc::clone(&stats),
+        Some(Arc::clone(&records)),
+        config.replica_id.clone(),
+        4096,
+        budget,
+    )
+    .context("cannot start the shadow comparison thread")?;
     let shadow = ShadowRunner {
         executor: shadow_executor,
         queue_capacity: config.shadow_queue,
-        sink: Some(sink),
+        records: Some(records),
+        replica: config.replica_id.clone(),
         stats,
         comparer: Arc::new(comparer),
     };

@@ -103,6 +103,9 @@ impl StateSource for GatewayState {
             out.importance_shift.push((labels(model, *version), *shift));
         }
         out.fleet = self.controller.fleet_status().map(|(c, l)| (c, l, self.controller.pending_rollbacks()));
+        if let Some(records) = self.gateway.record_sinks() {
+            out.shadow_records = records.counts();
+        }
         out.shadow_cpu = self.gateway.shadow_cpu_budget().map(|b| (b.used().as_secs_f64(), b.cores()));
         for ((model, version), t) in self.gateway.shadow_stats().all() {
             let l = labels(&model, version);

@@ -22,11 +22,12 @@ use crate::serving::gateway_error::GatewayError;
 use crate::serving::input_samples::InputSamples;
 use crate::serving::outcome::{OutcomeLimits, OutcomeStore, Served};
 use crate::serving::output_scores::{has_nan_inf, scores};
+use crate::serving::records::{OutcomeRecord, Record, RecordSinks, SCHEMA_VERSION};
 use crate::serving::request::{
     InferRequest, InferResponse, MAX_REQUEST_ID_BYTES, check_request, response_bytes,
 };
 use crate::serving::routing::{ModelRoute, ModelTable, Policy, describe_versions};
-use crate::serving::shadow::{Comparer, ShadowOutcome, ShadowSink, ShadowStats, routing_key_hash};
+use crate::serving::shadow::{Comparer, ShadowOutcome, ShadowStats, routing_key_hash};
 use crate::telemetry::metrics::{Metrics, VersionMetrics};
 
 // control/ (controller.rs: `Policy`) and hostile/ (`check_request`) import
@@ -67,7 +68,10 @@ impl Default for Limits {
 pub struct ShadowRunner {
     pub executor: Executor,
     pub queue_capacity: usize,
-    pub sink: Option<Arc<dyn ShadowSink>>,
+    /// Where shadow predictions and outcomes are recorded.
+    pub records: Option<Arc<RecordSinks>>,
+    /// This replica's id, written in every record.
+    pub replica: String,
     pub stats: Arc<ShadowStats>,
     pub comparer: Arc<Comparer>,
 }
@@ -169,6 +173,10 @@ impl Gateway {
             self.input_samples.offer(&model.name, &inputs);
         }
         let shadows = self.offer_shadows(model, &inputs, &req.request_id);
+        // Kept for the records only when model.toml asks: inputs may be large
+        // or personal.
+        let record_inputs =
+            (!shadows.is_empty() && model.config().records.inputs).then(|| Arc::clone(&inputs));
         let (job, rx) = InferJob::new(inputs, req.outputs, req.deadline);
         let job = job.traced(tracing::Span::current());
         // With a deadline, the handler may stop waiting before the executor
@@ -238,10 +246,11 @@ impl Gateway {
         if !shadows.is_empty() {
             self.compare_shadows(
                 model,
-                version.version,
+                (version.version, role),
                 &req.request_id,
                 req.routing_key.as_deref(),
                 &output,
+                record_inputs,
                 shadows,
             );
         }
@@ -327,15 +336,18 @@ impl Gateway {
     }
 
     /// Compares the shadows' outputs with the champion's off the request path.
+    #[allow(clippy::too_many_arguments)]
     fn compare_shadows(
         &self,
         model: &ModelRoute,
-        champion_version: u64,
+        (champion_version, champion_role): (u64, Role),
         request_id: &str,
         routing_key: Option<&str>,
         champion: &InferOutput,
+        inputs: Option<Arc<[Tensor]>>,
         shadows: Vec<PendingShadow>,
     ) {
+        let max_values = model.config().records.max_values();
         let champion_outputs = Arc::new(champion.outputs.clone());
         let champion_latency_us = (champion.queue_wait + champion.run_time).as_micros() as u64;
         // Only handing over happens here: the comparer's background thread
@@ -344,11 +356,14 @@ impl Gateway {
             self.shadow.comparer.offer(ShadowOutcome {
                 model: model.name.clone(),
                 champion_version,
+                champion_role: champion_role.as_str(),
                 shadow_version: s.version,
                 request_id: request_id.to_string(),
                 routing_key: routing_key.map(str::to_string),
                 champion_outputs: Arc::clone(&champion_outputs),
                 champion_latency_us,
+                inputs: inputs.clone(),
+                max_values,
                 result: s.rx,
                 windows: model.window(s.version).map(Arc::clone),
                 dropped: s.dropped,
@@ -467,8 +482,13 @@ impl Gateway {
         &self.shadow.stats
     }
 
-    pub fn shadow_sink(&self) -> Option<&Arc<dyn ShadowSink>> {
-        self.shadow.sink.as_ref()
+    pub fn record_sinks(&self) -> Option<&Arc<RecordSinks>> {
+        self.shadow.records.as_ref()
+    }
+
+    /// This replica's id, as records carry it.
+    pub fn replica(&self) -> &str {
+        &self.shadow.replica
     }
 
     /// The model's recently sampled inputs, oldest first.
@@ -567,6 +587,7 @@ impl Gateway {
         if route.rollout_id().is_none() {
             self.metrics.outcome(model, false);
             self.outcomes.count_unjoined();
+            self.record_outcome_record(model, request_id, routing_key, metric, value, at_ms, None);
             return Ok(None);
         }
         let joined = self
@@ -590,13 +611,52 @@ impl Gateway {
             Some((version, role)) => {
                 self.outcomes.record(model, version, metric, value, at_ms, now_ms)?;
                 self.metrics.outcome(model, true);
+                self.record_outcome_record(
+                    model,
+                    request_id,
+                    routing_key,
+                    metric,
+                    value,
+                    at_ms,
+                    Some((version, role)),
+                );
                 Ok(Some((version, role)))
             }
             None => {
                 self.metrics.outcome(model, false);
                 self.outcomes.count_unjoined();
+                self.record_outcome_record(model, request_id, routing_key, metric, value, at_ms, None);
                 Ok(None)
             }
         }
+    }
+
+    /// Offers an accepted outcome to the record sinks (never blocks), joined
+    /// or not, so outcomes and predictions join offline on the request id.
+    #[allow(clippy::too_many_arguments)]
+    fn record_outcome_record(
+        &self,
+        model: &str,
+        request_id: &str,
+        routing_key: &str,
+        metric: &str,
+        value: f64,
+        at_ms: u64,
+        joined: Option<(u64, Role)>,
+    ) {
+        let Some(records) = &self.shadow.records else { return };
+        records.offer(Record::Outcome(OutcomeRecord {
+            schema: SCHEMA_VERSION,
+            ts_ms: i64::try_from(at_ms).unwrap_or(i64::MAX),
+            request_id: request_id.to_string(),
+            model: model.to_string(),
+            replica: self.shadow.replica.clone(),
+            routing_key_hash: (!routing_key.is_empty()).then(|| routing_key_hash(routing_key)),
+            metric: metric.to_string(),
+            value,
+            joined: joined.is_some(),
+            version: joined.map(|(v, _)| v),
+            role: joined.map(|(_, r)| r.as_str().to_string()),
+        }));
     }
 }

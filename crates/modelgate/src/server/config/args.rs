@@ -132,9 +132,20 @@ pub struct ServeArgs {
     /// counted as drops. Default: 5% of the machine's cores.
     #[arg(long, env = "MODELGATE_SHADOW_CPU_BUDGET", default_value = "auto")]
     pub shadow_cpu_budget: String,
-    /// Where shadow comparison records go (JSON lines). Default: `<state dir>/shadow`.
+    /// A directory for shadow records as JSON lines: the same as
+    /// `--records file://<dir>`. With neither flag, records go to
+    /// `<state dir>/shadow`.
     #[arg(long, env = "MODELGATE_SHADOW_DIR")]
     pub shadow_dir: Option<PathBuf>,
+    /// Where shadow predictions and outcomes are recorded, as a URL; repeat
+    /// (or separate with commas) for several sinks at once: `file:///dir`
+    /// (JSON lines), `kafka://…`, `s3://…`, `file+parquet:///dir`.
+    #[arg(long = "records", env = "MODELGATE_RECORDS", value_delimiter = ',')]
+    pub records: Vec<String>,
+    /// Records that may wait per sink; more are dropped and counted
+    /// (`modelgate_shadow_records_total{outcome="dropped_full"}`).
+    #[arg(long, env = "MODELGATE_RECORDS_QUEUE", default_value_t = 8192)]
+    pub records_queue: usize,
     /// Address of the Admin service (rollouts). Keep it on loopback unless a token is set.
     #[arg(long, env = "MODELGATE_ADMIN_LISTEN", default_value = "127.0.0.1:50052")]
     pub admin_listen: SocketAddr,

@@ -90,6 +90,14 @@ impl TryFrom<ServeArgs> for ServeConfig {
             admin_listen: a.admin_listen,
             admin_tokens,
             tick: Duration::from_millis(a.tick_ms),
+            records: {
+                let mut urls = a.records;
+                if let Some(dir) = &a.shadow_dir {
+                    urls.push(format!("file://{}", std::path::absolute(dir)?.display()));
+                }
+                urls
+            },
+            records_queue: a.records_queue.max(1),
             shadow_dir: a.shadow_dir.unwrap_or_else(|| state_dir.join("shadow")),
             state_dir,
             replica_id: match a.replica_id.filter(|r| !r.is_empty()) {

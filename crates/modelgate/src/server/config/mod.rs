@@ -46,8 +46,14 @@ pub struct ServeConfig {
     pub shadow_queue: usize,
     /// Cores' worth of CPU the shadows may use; `None`: no budget.
     pub shadow_cpu_cores: Option<f64>,
+    /// The file sink's directory when `records` is empty.
     pub shadow_dir: PathBuf,
     pub shadow_file_bytes: u64,
+    /// Record sink URLs (`--records`, and `--shadow-dir` as `file://`);
+    /// empty: the file sink in `shadow_dir`.
+    pub records: Vec<String>,
+    /// Records that may wait per sink.
+    pub records_queue: usize,
     /// MiB for request ids kept for outcome joins.
     pub outcome_join_mib: u64,
     /// MiB for the outcome sums.
@@ -119,6 +125,8 @@ impl ServeConfig {
             shadow_queue: 16,
             shadow_cpu_cores: Some(default_shadow_cpu_cores()),
             shadow_file_bytes: 64 * 1024 * 1024,
+            records: Vec::new(),
+            records_queue: 8192,
             outcome_join_mib: 32,
             outcome_store_mib: 64,
             outcome_metrics_per_model: 32,

@@ -13,9 +13,13 @@
 //! background thread behind a bounded queue, so a slow or dead broker or
 //! bucket never reaches the request path (the queue drops and counts).
 
-// Until the queue and sinks use every item (issue 18, in progress): H1 removes this.
-#![allow(dead_code)]
+pub mod file;
+pub mod queue;
 
+pub use file::FileWriter;
+pub use queue::{QueueSettings, RecordSinks};
+
+use modelgate_runtime::{DataType, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 /// The schema version every record carries in `schema`.
@@ -122,6 +126,80 @@ pub struct TensorValues {
     pub mean: Option<f64>,
 }
 
+impl TensorValues {
+    /// `tensor`'s values, or only its statistics when it has more than
+    /// `max_values` elements.
+    pub fn of(tensor: &Tensor, max_values: usize) -> Self {
+        let data = tensor.data.owned();
+        let numbers: Option<Vec<f64>> = match &*data {
+            TensorData::Float32(v) => Some(v.iter().map(|&x| f64::from(x)).collect()),
+            TensorData::Float64(v) => Some(v.clone()),
+            TensorData::Float16(v) => Some(v.iter().map(|&x| f64::from(x)).collect()),
+            TensorData::Bfloat16(v) => Some(v.iter().map(|&x| f64::from(x)).collect()),
+            TensorData::Int32(v) => Some(v.iter().map(|&x| f64::from(x)).collect()),
+            TensorData::Int64(v) => Some(v.iter().map(|&x| x as f64).collect()),
+            TensorData::Int16(v) => Some(v.iter().map(|&x| f64::from(x)).collect()),
+            TensorData::Int8(v) => Some(v.iter().map(|&x| f64::from(x)).collect()),
+            TensorData::Uint8(v) => Some(v.iter().map(|&x| f64::from(x)).collect()),
+            TensorData::Uint16(v) => Some(v.iter().map(|&x| f64::from(x)).collect()),
+            TensorData::Uint32(v) => Some(v.iter().map(|&x| f64::from(x)).collect()),
+            TensorData::Uint64(v) => Some(v.iter().map(|&x| x as f64).collect()),
+            TensorData::Bool(v) => Some(v.iter().map(|&x| f64::from(u8::from(x))).collect()),
+            TensorData::String(_) | TensorData::Raw { .. } => None,
+        };
+        let count = data.len();
+        let truncated = count > max_values;
+        let mut out = Self {
+            dtype: kserve_dtype(tensor.dtype()).to_string(),
+            shape: tensor.shape.clone(),
+            values: Vec::new(),
+            strings: Vec::new(),
+            truncated,
+            count: count as u64,
+            min: None,
+            max: None,
+            mean: None,
+        };
+        match (numbers, &*data) {
+            (Some(v), _) => {
+                // Statistics over the finite elements: one NaN would hide the rest.
+                let finite: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+                if !finite.is_empty() {
+                    out.min = Some(finite.iter().copied().fold(f64::INFINITY, f64::min));
+                    out.max = Some(finite.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+                    out.mean = Some(finite.iter().sum::<f64>() / finite.len() as f64);
+                }
+                if !truncated {
+                    out.values = v.into_iter().map(|x| x.is_finite().then_some(x)).collect();
+                }
+            }
+            (None, TensorData::String(v)) if !truncated => out.strings = v.clone(),
+            _ => {}
+        }
+        out
+    }
+}
+
+/// KServe v2's name of a datatype (what clients of either API know).
+pub fn kserve_dtype(dtype: DataType) -> &'static str {
+    match dtype {
+        DataType::Float32 => "FP32",
+        DataType::Float64 => "FP64",
+        DataType::Int32 => "INT32",
+        DataType::Int64 => "INT64",
+        DataType::Bool => "BOOL",
+        DataType::Uint8 => "UINT8",
+        DataType::Int8 => "INT8",
+        DataType::String => "BYTES",
+        DataType::Float16 => "FP16",
+        DataType::Bfloat16 => "BF16",
+        DataType::Int16 => "INT16",
+        DataType::Uint16 => "UINT16",
+        DataType::Uint32 => "UINT32",
+        DataType::Uint64 => "UINT64",
+    }
+}
+
 /// A business outcome reported through RecordOutcome, with the version it
 /// was joined to, so outcomes and predictions join offline on `request_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,4 +243,154 @@ pub trait RecordWriter: Send + 'static {
     fn write(&mut self, batch: &[Record]) -> Result<(), SinkError>;
     /// Makes what was written durable and visible to readers.
     fn flush(&mut self) -> Result<(), SinkError>;
+}
+
+/// What every sink is opened with.
+#[derive(Debug, Clone)]
+pub struct SinkContext {
+    /// This replica's id: file names and records carry it.
+    pub replica: String,
+    /// The file sink's rotation size (`--shadow-file-bytes`).
+    pub file_max_bytes: u64,
+}
+
+/// Why a `--records` destination cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("--records {url}: {why}")]
+    Bad { url: String, why: String },
+    #[error("--records {url}: {scheme}:// records are not built into this binary yet (file:// is)")]
+    NotBuiltIn { url: String, scheme: String },
+    #[error("--records {url}: {source}")]
+    Io { url: String, source: std::io::Error },
+}
+
+/// Opens the sink a `--records` URL names: the one place a new sink plugs
+/// in (a scheme here, its writer in its own file beside this one).
+pub fn open(url: &str, ctx: &SinkContext) -> Result<Box<dyn RecordWriter>, OpenError> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(OpenError::Bad {
+            url: url.into(),
+            why: "expected a URL such as file:///var/lib/modelgate/records, kafka://… or s3://…".into(),
+        });
+    };
+    match scheme {
+        "file" => {
+            if !rest.starts_with('/') {
+                return Err(OpenError::Bad {
+                    url: url.into(),
+                    why: "a file:// URL needs an absolute directory (file:///dir)".into(),
+                });
+            }
+            let writer = FileWriter::open(std::path::Path::new(rest), &ctx.replica, ctx.file_max_bytes)
+                .map_err(|source| OpenError::Io { url: url.into(), source })?;
+            Ok(Box::new(writer))
+        }
+        "kafka" | "s3" | "gs" | "az" | "file+parquet" => {
+            Err(OpenError::NotBuiltIn { url: url.into(), scheme: scheme.into() })
+        }
+        other => Err(OpenError::Bad {
+            url: url.into(),
+            why: format!("unknown scheme '{other}', expected file, kafka, s3, gs, az or file+parquet"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prediction() -> PredictionRecord {
+        let t = Tensor::new("p", vec![1, 2], TensorData::Float32(vec![0.25, f32::NAN]));
+        PredictionRecord {
+            schema: SCHEMA_VERSION,
+            ts_ms: 1_700_000_000_000,
+            request_id: "r1".into(),
+            model: "m".into(),
+            replica: "host-1".into(),
+            champion_version: 1,
+            champion_role: "champion".into(),
+            shadow_version: 2,
+            shadow_role: "shadow".into(),
+            routing_key_hash: Some("00ff".into()),
+            champion_latency_us: 10,
+            shadow_latency_us: 20,
+            shadow_error: None,
+            outputs: vec![OutputRecord {
+                name: "p".into(),
+                champion: TensorValues::of(&t, 8),
+                shadow: Some(TensorValues::of(&t, 1)),
+                elements: 2,
+                max_abs_diff: Some(0.0),
+                mean_abs_diff: Some(0.0),
+                agreement: None,
+                champion_nan_inf: 1,
+                shadow_nan_inf: 1,
+                mismatch: None,
+            }],
+            inputs: Some(vec![TensorValues::of(
+                &Tensor::new("s", vec![2], TensorData::String(vec!["a".into(), "b".into()])),
+                8,
+            )]),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_through_json_tagged_by_kind() {
+        let outcome = Record::Outcome(OutcomeRecord {
+            schema: SCHEMA_VERSION,
+            ts_ms: 5,
+            request_id: "r1".into(),
+            model: "m".into(),
+            replica: "host-1".into(),
+            routing_key_hash: None,
+            metric: "revenue".into(),
+            value: 1.5,
+            joined: true,
+            version: Some(1),
+            role: Some("champion".into()),
+        });
+        for r in [Record::Prediction(prediction()), outcome] {
+            let line = serde_json::to_string(&r).unwrap();
+            let kind = if matches!(r, Record::Prediction(_)) { "prediction" } else { "outcome" };
+            assert!(line.starts_with(&format!("{{\"kind\":\"{kind}\"")), "{line}");
+            assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), r);
+        }
+        // NaN is not JSON: it is written as null and read back as None.
+        let line = serde_json::to_string(&Record::Prediction(prediction())).unwrap();
+        assert!(line.contains("\"values\":[0.25,null]"), "{line}");
+    }
+
+    #[test]
+    fn tensors_over_the_cap_keep_statistics_only() {
+        let t = Tensor::new("p", vec![2, 2], TensorData::Int64(vec![1, 2, 3, 6]));
+        let whole = TensorValues::of(&t, 4);
+        assert_eq!(whole.values, vec![Some(1.0), Some(2.0), Some(3.0), Some(6.0)]);
+        assert_eq!((whole.dtype.as_str(), whole.truncated, whole.count), ("INT64", false, 4));
+        let cut = TensorValues::of(&t, 3);
+        assert!(cut.truncated && cut.values.is_empty());
+        assert_eq!((cut.count, cut.min, cut.max, cut.mean), (4, Some(1.0), Some(6.0), Some(3.0)));
+        assert_eq!(cut.shape, vec![2, 2]);
+        let s = Tensor::new("s", vec![3], TensorData::String(vec!["a".into(), "b".into(), "c".into()]));
+        assert_eq!(TensorValues::of(&s, 3).strings, vec!["a", "b", "c"]);
+        let s = TensorValues::of(&s, 2);
+        assert!(s.truncated && s.strings.is_empty() && s.mean.is_none());
+        assert_eq!(s.dtype, "BYTES");
+    }
+
+    #[test]
+    fn sink_urls_name_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = SinkContext { replica: "r".into(), file_max_bytes: 1024 };
+        let url = format!("file://{}", dir.path().display());
+        assert_eq!(open(&url, &ctx).unwrap().name(), "file");
+        let e = open("kafka://127.0.0.1:9092/topic", &ctx).err().unwrap().to_string();
+        assert!(e.contains("not built into this binary yet"), "{e}");
+        let e = open("file://relative", &ctx).err().unwrap().to_string();
+        assert!(e.contains("absolute directory"), "{e}");
+        let e = open("/tmp/x", &ctx).err().unwrap().to_string();
+        assert!(e.contains("expected a URL"), "{e}");
+        let e = open("ftp://x", &ctx).err().unwrap().to_string();
+        assert!(e.contains("unknown scheme 'ftp'"), "{e}");
+    }
 }

@@ -34,6 +34,9 @@ pub struct StateMetrics {
     pub shadow_compared: Vec<(VersionLabels, u64)>,
     pub shadow_errors: Vec<(VersionLabels, u64)>,
     pub shadow_dropped: Vec<(VersionLabels, u64)>,
+    /// (sink, outcome, count): what became of the records offered to each
+    /// sink (written, dropped_full, dropped_failed, retried).
+    pub shadow_records: Vec<(String, &'static str, u64)>,
     pub shadow_agreement: Vec<(VersionLabels, f64)>,
     pub shadow_mean_abs_diff: Vec<(VersionLabels, f64)>,
     pub psi: Vec<(VersionLabels, f64)>,
@@ -71,6 +74,12 @@ struct StateLabels {
     model: String,
     version: String,
     state: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RecordLabels {
+    sink: String,
+    outcome: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -201,6 +210,17 @@ impl Collector for StateCollector {
             "modelgate_shadow_dropped",
             "Shadow copies not run: the shadow queue was full or the shadow CPU budget was spent.",
             &s.shadow_dropped,
+        )?;
+        let records: Vec<(RecordLabels, u64)> = s
+            .shadow_records
+            .iter()
+            .map(|(sink, outcome, n)| (RecordLabels { sink: sink.clone(), outcome: (*outcome).into() }, *n))
+            .collect();
+        counters(
+            e,
+            "modelgate_shadow_records",
+            "Shadow prediction and outcome records per sink: written, dropped_full (the sink's queue was full), dropped_failed (its batch failed past the retries), retried (batch writes retried).",
+            &records,
         )?;
         if let Some((connected, leader, pending)) = s.fleet {
             let m = e.encode_descriptor(

@@ -1,0 +1,219 @@
+//! Shadow records end to end: a shadow rollout and RecordOutcome calls on a
+//! real gateway write prediction and outcome records to every configured
+//! sink; reading the JSON lines back, the outputs are what Predict answered
+//! and the outcomes join the predictions on the request id.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use modelgate_proto::v1 as pb;
+use modelgate_runtime::{Tensor, TensorData};
+use modelgate_tests::*;
+use serde_json::Value;
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(120);
+    while !done() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn numbers(t: &Tensor) -> Vec<f64> {
+    match &t.data {
+        TensorData::Float32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+        TensorData::Int64(v) => v.iter().map(|&x| x as f64).collect(),
+        other => panic!("unexpected output type {:?}", other.dtype()),
+    }
+}
+
+fn json_numbers(v: &Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+/// Every record in every `.jsonl` file under `dir`, as text lines.
+fn lines(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in std::fs::read_dir(dir).unwrap() {
+        let path = f.unwrap().path();
+        assert_eq!(path.extension().unwrap(), "jsonl", "{}", path.display());
+        out.extend(std::fs::read_to_string(&path).unwrap().lines().map(str::to_string));
+    }
+    out.sort();
+    out
+}
+
+fn metric(body: &str, sink: &str, outcome: &str) -> Option<u64> {
+    let prefix = format!("modelgate_shadow_records_total{{sink=\"{sink}\",outcome=\"{outcome}\"}} ");
+    body.lines().find_map(|l| l.strip_prefix(&prefix)).map(|v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predictions_and_outcomes_reach_every_sink_and_join_on_the_request_id() {
+    let repo = TestRepo::breast_cancer();
+    // Inputs are recorded for this model; 30 features are over the cap of
+    // 16 (statistics only), the outputs (1 and 2 elements) are not.
+    repo.config("breast-cancer", "[records]\ninputs = true\nmax_values = 16\n");
+    let (a, b) = (repo.path().join("records-a"), repo.path().join("records-b"));
+    let server = start(&repo, |c| {
+        c.shadow_queue = 1000;
+        c.records = vec![format!("file://{}", a.display()), format!("file://{}", b.display())];
+    })
+    .await;
+    let (_, body) = http_get(server.metrics_addr.unwrap(), "/metrics").await;
+    for sink in ["file", "file-2"] {
+        for outcome in ["written", "dropped_full", "dropped_failed", "retried"] {
+            assert_eq!(
+                metric(&body, sink, outcome),
+                Some(0),
+                "{sink}/{outcome} exists from the start:\n{body}"
+            );
+        }
+    }
+    let g = golden(2);
+    let mut c = client(&server).await;
+    // What v1 (the shadow to be) answers for each row, asked directly before
+    // the rollout (a pinned request then has no shadow of its own).
+    let mut direct = Vec::new();
+    for row in &g.rows {
+        let mut req = request("breast-cancer", std::slice::from_ref(row));
+        req.version = Some(1);
+        let resp = c.predict(req).await.unwrap().into_inner();
+        assert_eq!(resp.version, 1);
+        direct.push(resp);
+    }
+    // v2 is the champion; v1 shadows every request.
+    let plan = pb::StartRolloutRequest {
+        model: "breast-cancer".into(),
+        plan: Some(pb::start_rollout_request::Plan::Shadow(pb::ShadowPlan {
+            versions: vec![1],
+            fraction_percent: Some(100.0),
+        })),
+        reason: String::new(),
+        triggers: None,
+    };
+    admin(&server, None).await.start_rollout(plan).await.unwrap();
+    let mut served = HashMap::new();
+    for (i, row) in g.rows.iter().enumerate() {
+        let mut req = request("breast-cancer", std::slice::from_ref(row));
+        req.request_id = format!("req-{i}");
+        req.routing_key = format!("user-{i}");
+        let resp = c.predict(req).await.unwrap().into_inner();
+        assert_eq!(resp.version, 2);
+        served.insert(resp.request_id.clone(), (i, resp));
+    }
+    let n = g.rows.len();
+    let stats = std::sync::Arc::clone(server.gateway.shadow_stats());
+    wait_for("every shadow compared", || {
+        stats.get("breast-cancer", 1).is_some_and(|t| t.compared == n as u64)
+    })
+    .await;
+    for i in 0..n {
+        let r = c
+            .record_outcome(pb::RecordOutcomeRequest {
+                model: "breast-cancer".into(),
+                request_id: format!("req-{i}"),
+                routing_key: format!("user-{i}"),
+                metric: "revenue".into(),
+                value: i as f64,
+                timestamp_ms: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(r.joined);
+    }
+    // An outcome the gateway cannot join is recorded too, flagged.
+    let r = c
+        .record_outcome(pb::RecordOutcomeRequest {
+            model: "breast-cancer".into(),
+            request_id: "req-unknown".into(),
+            metric: "revenue".into(),
+            value: -1.0,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.joined);
+    assert!(server.gateway.record_sinks().unwrap().flush(Duration::from_secs(120)));
+    let (_, body) = http_get(server.metrics_addr.unwrap(), "/metrics").await;
+    for sink in ["file", "file-2"] {
+        assert_eq!(metric(&body, sink, "written"), Some(2 * n as u64 + 1), "{body}");
+        assert_eq!(metric(&body, sink, "dropped_full"), Some(0), "{body}");
+    }
+    let replica = server.gateway.replica().to_string();
+    server.stop().await.unwrap();
+
+    let records = lines(&a);
+    assert_eq!(records, lines(&b), "every sink gets every record");
+    assert_eq!(records.len(), 2 * n + 1);
+    let records: Vec<Value> = records.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut predictions = HashMap::new();
+    for p in records.iter().filter(|r| r["kind"] == "prediction") {
+        assert_eq!(p["schema"], 1);
+        assert_eq!(p["model"], "breast-cancer");
+        assert_eq!(p["replica"], replica.as_str());
+        assert_eq!((&p["champion_version"], &p["champion_role"]), (&2.into(), &"champion".into()));
+        assert_eq!((&p["shadow_version"], &p["shadow_role"]), (&1.into(), &"shadow".into()));
+        assert!(p["shadow_error"].is_null());
+        let id = p["request_id"].as_str().unwrap().to_string();
+        let (i, resp) = &served[&id];
+        for name in ["label", "probabilities"] {
+            let o = p["outputs"].as_array().unwrap().iter().find(|o| o["name"] == name).unwrap();
+            let champion = output(resp, name);
+            assert_eq!(json_numbers(&o["champion"]["values"]), numbers(&champion), "{id} {name}");
+            assert_eq!(o["champion"]["shape"], serde_json::json!(champion.shape));
+            assert_eq!(o["champion"]["truncated"], false);
+            let shadow = output(&direct[*i], name);
+            assert_eq!(json_numbers(&o["shadow"]["values"]), numbers(&shadow), "{id} {name}");
+            assert!(o["mismatch"].is_null());
+        }
+        let inputs = p["inputs"].as_array().unwrap();
+        assert_eq!(inputs.len(), 1);
+        let input = &inputs[0];
+        assert_eq!(
+            (&input["dtype"], &input["truncated"], &input["count"]),
+            (&"FP32".into(), &true.into(), &30.into())
+        );
+        assert!(input["values"].as_array().unwrap().is_empty());
+        let row = &g.rows[*i];
+        let mean = row.iter().map(|&x| f64::from(x)).sum::<f64>() / row.len() as f64;
+        assert!((input["mean"].as_f64().unwrap() - mean).abs() < 1e-6 * mean.abs().max(1.0));
+        assert!(predictions.insert(id, p["routing_key_hash"].as_str().unwrap().to_string()).is_none());
+    }
+    assert_eq!(predictions.len(), n);
+    let outcomes: Vec<&Value> = records.iter().filter(|r| r["kind"] == "outcome").collect();
+    assert_eq!(outcomes.len(), n + 1);
+    for o in outcomes {
+        assert_eq!((&o["schema"], &o["metric"]), (&1.into(), &"revenue".into()));
+        assert_eq!(o["replica"], replica.as_str());
+        let id = o["request_id"].as_str().unwrap();
+        if id == "req-unknown" {
+            assert_eq!(
+                (&o["joined"], &o["version"], &o["role"]),
+                (&false.into(), &Value::Null, &Value::Null)
+            );
+            continue;
+        }
+        // Joined to the version that served the request, and to its prediction.
+        assert_eq!((&o["joined"], &o["version"], &o["role"]), (&true.into(), &2.into(), &"champion".into()));
+        assert_eq!(o["routing_key_hash"].as_str(), Some(predictions[id].as_str()));
+        assert_eq!(o["value"].as_f64().unwrap(), served[id].0 as f64);
+    }
+}
+
+#[tokio::test]
+async fn a_sink_this_binary_lacks_stops_start_up_naming_it() {
+    let repo = TestRepo::breast_cancer();
+    let mut config = modelgate::ServeConfig::new(repo.path());
+    config.state_dir = repo.path().join(".state");
+    config.records = vec!["kafka://127.0.0.1:9/shadow".into()];
+    let e = format!("{:#}", modelgate::start(config).await.err().unwrap());
+    assert!(
+        e.contains("--records kafka://127.0.0.1:9/shadow") && e.contains("not built into this binary yet"),
+        "{e}"
+    );
+}
