@@ -2,17 +2,21 @@
 //! stored records alone. Real binary, real files in the file sink's layout
 //! (one directory per replica, rotated files), records made from the v1
 //! `Record` types; the numbers are checked against the same statistics
-//! computed here independently.
+//! computed here independently, and, on a real gateway's records, against
+//! GetRollout's live shadow totals for the same traffic.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use modelgate::cli::shadow_report::source::{
     OutcomeRecord, OutputRecord, PredictionRecord, Record, TensorValues,
 };
-use modelgate_tests::binary;
+use modelgate_proto::v1 as pb;
+use modelgate_tests::process::ServeProcess;
+use modelgate_tests::{TestRepo, binary, golden, request, rollout_status};
 use serde_json::Value;
 
 const MODEL: &str = "breast-cancer";
@@ -361,4 +365,82 @@ fn sources_not_built_yet_and_bad_input_are_named() {
     let out = run(&["shadow", "report", MODEL, "--from", "kafka://x", "--json"]);
     let err: Value = serde_json::from_str(text(&out.stderr).trim()).unwrap();
     assert!(err["message"].as_str().unwrap().contains("kafka sink"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_gateways_records_give_the_same_numbers_as_get_rollout() {
+    let repo = TestRepo::breast_cancer();
+    let mut gw = ServeProcess::spawn(&repo, &["--shadow-queue", "1000", "--shadow-cpu-budget", "off"]);
+    let mut admin = gw.admin(None).await;
+    // v2 is the champion; v1 shadows every request.
+    let plan = pb::StartRolloutRequest {
+        model: MODEL.into(),
+        plan: Some(pb::start_rollout_request::Plan::Shadow(pb::ShadowPlan {
+            versions: vec![1],
+            fraction_percent: Some(100.0),
+        })),
+        reason: String::new(),
+        triggers: None,
+    };
+    admin.start_rollout(plan).await.unwrap();
+    // The golden rows, and scaled copies of them so the two versions'
+    // scores spread out and may disagree near the boundary.
+    let g = golden(2);
+    let mut c = gw.client().await;
+    let mut sent = 0u64;
+    for (i, row) in g.rows.iter().enumerate() {
+        for scale in [1.0f32, 0.6, 0.8, 1.2, 1.5] {
+            let scaled: Vec<f32> = row.iter().map(|x| x * scale).collect();
+            let mut req = request(MODEL, &[scaled]);
+            req.request_id = format!("req-{i}-{scale}");
+            req.routing_key = format!("user-{i}");
+            c.predict(req).await.unwrap();
+            sent += 1;
+        }
+    }
+    let until = Instant::now() + Duration::from_secs(120);
+    let live = loop {
+        let status = rollout_status(&mut admin, MODEL).await;
+        let shadow = status.shadows.iter().find(|s| s.version == 1).cloned();
+        if let Some(s) = shadow.filter(|s| s.compared + s.errors + s.dropped == sent) {
+            break s;
+        }
+        assert!(Instant::now() < until, "the shadow did not finish {sent} copies: {:?}", status.shadows);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(live.dropped, 0, "no copy was dropped with a queue of 1000 and no CPU budget");
+    // A graceful stop flushes the file sink.
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(120)).is_some_and(|s| s.success()), "{}", gw.log());
+
+    let records = repo.path().join(".state").join("shadow");
+    let out = run(&["shadow", "report", MODEL, "--from", records.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).is_empty(), "every line is a v1 record: {}", text(&out.stderr));
+    let doc: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    let v = &doc["versions"][0];
+    assert_eq!(v["shadow_version"], 1);
+    assert_eq!(v["champion_versions"], serde_json::json!([2]));
+    assert_eq!((v["compared"].as_u64(), v["errors"].as_u64()), (Some(live.compared), Some(live.errors)));
+    assert!(
+        near(&v["agreement_rate"], live.agreement_rate, 1e-9),
+        "{} vs {}",
+        v["agreement_rate"],
+        live.agreement_rate
+    );
+    assert!(
+        near(&v["mean_abs_diff"], live.mean_abs_diff, 1e-9),
+        "{} vs {}",
+        v["mean_abs_diff"],
+        live.mean_abs_diff
+    );
+    // Both are HDR histograms of the same latencies at three significant digits.
+    assert!(
+        near(&v["shadow_latency"]["p99_ms"], live.p99_ms, 2e-3),
+        "{} vs {}",
+        v["shadow_latency"],
+        live.p99_ms
+    );
+    let buckets: u64 = v["score_buckets"].as_array().unwrap().iter().map(|b| b["n"].as_u64().unwrap()).sum();
+    assert_eq!(buckets, live.compared, "every compared record has a champion score");
 }
