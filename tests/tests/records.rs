@@ -21,16 +21,18 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn numbers(t: &Tensor) -> Vec<f64> {
+/// Outputs as f32: the models' own precision (serde_json's default parser
+/// may miss an f64's last bit, never an f32's).
+fn numbers(t: &Tensor) -> Vec<f32> {
     match &t.data {
-        TensorData::Float32(v) => v.iter().map(|&x| f64::from(x)).collect(),
-        TensorData::Int64(v) => v.iter().map(|&x| x as f64).collect(),
+        TensorData::Float32(v) => v.clone(),
+        TensorData::Int64(v) => v.iter().map(|&x| x as f32).collect(),
         other => panic!("unexpected output type {:?}", other.dtype()),
     }
 }
 
-fn json_numbers(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+fn json_numbers(v: &Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
 }
 
 /// Every record in every `.jsonl` file under `dir`, as text lines.
@@ -54,8 +56,10 @@ fn metric(body: &str, sink: &str, outcome: &str) -> Option<u64> {
 async fn predictions_and_outcomes_reach_every_sink_and_join_on_the_request_id() {
     let repo = TestRepo::breast_cancer();
     // Inputs are recorded for this model; 30 features are over the cap of
-    // 16 (statistics only), the outputs (1 and 2 elements) are not.
-    repo.config("breast-cancer", "[records]\ninputs = true\nmax_values = 16\n");
+    // 16 (statistics only), the outputs (1 and 2 elements) are not. One row
+    // per run: a dynamically batched run may differ in the last bits from
+    // the single-row run it is compared with.
+    repo.config("breast-cancer", "max_batch = 1\n[records]\ninputs = true\nmax_values = 16\n");
     let (a, b) = (repo.path().join("records-a"), repo.path().join("records-b"));
     let server = start(&repo, |c| {
         c.shadow_queue = 1000;
@@ -216,4 +220,77 @@ async fn a_sink_this_binary_lacks_stops_start_up_naming_it() {
         e.contains("--records kafka://127.0.0.1:9/shadow") && e.contains("not built into this binary yet"),
         "{e}"
     );
+}
+
+/// `[records]` is read again when model.toml changes while serving: inputs
+/// start being recorded without a restart; an invalid edit is refused and
+/// the settings in use stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_records_table_applies_without_a_restart() {
+    let repo = TestRepo::breast_cancer();
+    let dir = repo.path().join("records");
+    let server = start(&repo, |c| {
+        c.rescan = Duration::from_millis(100);
+        c.settle = Duration::from_millis(100);
+        c.shadow_queue = 1000;
+        c.records = vec![format!("file://{}", dir.display())];
+    })
+    .await;
+    let plan = pb::StartRolloutRequest {
+        model: "breast-cancer".into(),
+        plan: Some(pb::start_rollout_request::Plan::Shadow(pb::ShadowPlan {
+            versions: vec![1],
+            fraction_percent: Some(100.0),
+        })),
+        reason: String::new(),
+        triggers: None,
+    };
+    admin(&server, None).await.start_rollout(plan).await.unwrap();
+    let mut c = client(&server).await;
+    let sinks = std::sync::Arc::clone(server.gateway.record_sinks().unwrap());
+    let stats = std::sync::Arc::clone(server.gateway.shadow_stats());
+    let mut sent = 0u64;
+    // Predicts once and returns its prediction record's `inputs`.
+    let mut inputs_of_next = async || {
+        let mut req = request("breast-cancer", &rows(1));
+        req.request_id = format!("req-{sent}");
+        c.predict(req).await.unwrap();
+        sent += 1;
+        wait_for("the copy compared", || stats.get("breast-cancer", 1).is_some_and(|t| t.compared == sent))
+            .await;
+        assert!(sinks.flush(Duration::from_secs(120)));
+        let id = format!("req-{}", sent - 1);
+        lines(&dir)
+            .iter()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|r| r["request_id"] == id.as_str())
+            .unwrap()["inputs"]
+            .clone()
+    };
+    assert!(inputs_of_next().await.is_null(), "off by default");
+    // Replaced whole (a rename): a scan that caught the file truncated
+    // mid-write would read an empty, valid model.toml.
+    let edit = |text: &str| {
+        let tmp = repo.path().join("breast-cancer").join(".model.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, repo.path().join("breast-cancer").join("model.toml")).unwrap();
+    };
+    edit("[records]\ninputs = true\n");
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        let inputs = inputs_of_next().await;
+        if !inputs.is_null() {
+            assert_eq!(inputs[0]["values"].as_array().unwrap().len(), 30, "{inputs}");
+            break;
+        }
+        assert!(Instant::now() < until, "the edit never took effect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Refused like any invalid model.toml: the settings in use stay.
+    edit("[records]\ninputs = true\nmax_values = 2000000\n");
+    edit("[records]\ninputs = true\nmax_value = 1\n");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let inputs = inputs_of_next().await;
+    assert_eq!(inputs[0]["truncated"], false);
+    server.stop().await.unwrap();
 }

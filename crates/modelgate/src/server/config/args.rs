@@ -138,9 +138,10 @@ pub struct ServeArgs {
     #[arg(long, env = "MODELGATE_SHADOW_DIR")]
     pub shadow_dir: Option<PathBuf>,
     /// Where shadow predictions and outcomes are recorded, as a URL; repeat
-    /// (or separate with commas) for several sinks at once: `file:///dir`
-    /// (JSON lines), `kafka://…`, `s3://…`, `file+parquet:///dir`.
-    #[arg(long = "records", env = "MODELGATE_RECORDS", value_delimiter = ',')]
+    /// (or separate with spaces) for several sinks at once: `file:///dir`
+    /// (JSON lines), `kafka://…`, `s3://…`, `file+parquet:///dir`. Not
+    /// commas: a Kafka URL lists its brokers with them.
+    #[arg(long = "records", env = "MODELGATE_RECORDS", value_delimiter = ' ')]
     pub records: Vec<String>,
     /// Records that may wait per sink; more are dropped and counted
     /// (`modelgate_shadow_records_total{outcome="dropped_full"}`).
@@ -325,5 +326,33 @@ mod tests {
             parse(&["--drain-seconds", "86400", "--tick-ms", "10", "--rescan-seconds", "0.05"]).unwrap().args;
         let config = ServeConfig::try_from(ok).unwrap();
         assert_eq!((config.drain, config.tick), (Duration::from_secs(86_400), Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn records_flags_repeat_and_shadow_dir_is_a_file_sink() {
+        #[derive(Debug, clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        let args = <Serve as clap::Parser>::try_parse_from([
+            "modelgate",
+            "--records",
+            "kafka://b1:9092,b2:9092/shadow",
+            "--records",
+            "file:///a s3://bucket/p",
+            "--shadow-dir",
+            "/d",
+        ])
+        .unwrap()
+        .args;
+        let config = ServeConfig::try_from(args).unwrap();
+        assert_eq!(
+            config.records,
+            ["kafka://b1:9092,b2:9092/shadow", "file:///a", "s3://bucket/p", "file:///d"]
+        );
+        let args = <Serve as clap::Parser>::try_parse_from(["modelgate"]).unwrap().args;
+        let config = ServeConfig::try_from(args).unwrap();
+        assert!(config.records.is_empty(), "the default file sink in the state dir");
     }
 }

@@ -328,7 +328,10 @@ impl RecordSinks {
         let deadline = Instant::now() + timeout;
         self.queues
             .iter()
-            .fold(true, |ok, q| q.flush(deadline.saturating_duration_since(Instant::now())) && ok)
+            // Every sink is asked, even after one timed out.
+            .filter(|q| !q.flush(deadline.saturating_duration_since(Instant::now())))
+            .count()
+            == 0
     }
 
     /// Flushes and stops every sink within `timeout` in all.
@@ -336,7 +339,10 @@ impl RecordSinks {
         let deadline = Instant::now() + timeout;
         self.queues
             .iter()
-            .fold(true, |ok, q| q.shutdown(deadline.saturating_duration_since(Instant::now())) && ok)
+            // Every sink is asked, even after one timed out.
+            .filter(|q| !q.shutdown(deadline.saturating_duration_since(Instant::now())))
+            .count()
+            == 0
     }
 
     /// (sink label, outcome, count) for every sink and outcome, zeros included.
