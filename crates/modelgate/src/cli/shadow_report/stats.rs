@@ -435,17 +435,18 @@ fn cdf(h: &Histogram<u64>) -> Vec<(f64, f64)> {
     if h.is_empty() {
         return Vec::new();
     }
-    let mut points: Vec<(f64, f64)> =
-        (0..=200).map(|i| i as f64 / 200.0).map(|q| (h.value_at_quantile(q) as f64 / 1000.0, q)).collect();
-    points.dedup_by(|a, b| a.0 == b.0 && a.1 <= b.1);
-    points
+    (0..=200).map(|i| i as f64 / 200.0).map(|q| (h.value_at_quantile(q) as f64 / 1000.0, q)).collect()
 }
 
 fn bars(h: &Histogram<u64>, max: f64) -> Vec<(f64, f64, u64)> {
     if h.is_empty() {
         return Vec::new();
     }
-    let width = if max > 0.0 { max / HISTOGRAM_BARS as f64 } else { 1.0 };
+    if max <= 0.0 {
+        // Every record identical: one bar at 0 rather than bars on an invented scale.
+        return vec![(0.0, 0.0, h.len())];
+    }
+    let width = max / HISTOGRAM_BARS as f64;
     let mut counts = vec![0u64; HISTOGRAM_BARS];
     for v in h.iter_recorded() {
         let x = (h.median_equivalent(v.value_iterated_to()) as f64 / DIFF_SCALE).min(max);
@@ -632,6 +633,14 @@ pub(crate) mod tests {
         let bars = &v.plots.max_abs_diff_bars;
         assert_eq!(bars.len(), HISTOGRAM_BARS);
         assert_eq!(bars.iter().map(|b| b.2).sum::<u64>(), 1000);
+    }
+
+    #[test]
+    fn identical_outputs_draw_one_bar_at_zero() {
+        let v = &report((0..5).map(|i| prediction(&format!("r{i}"), 2, 0.3, 0.3)), 1)[0];
+        assert_eq!(v.plots.max_abs_diff_bars, [(0.0, 0.0, 5)]);
+        assert_eq!(v.record_max_abs_diff.p99, Some(0.0));
+        assert_eq!(v.plots.champion_latency_cdf.last(), Some(&(1.0, 1.0)));
     }
 
     #[test]
