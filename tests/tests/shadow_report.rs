@@ -444,3 +444,53 @@ async fn a_live_gateways_records_give_the_same_numbers_as_get_rollout() {
     let buckets: u64 = v["score_buckets"].as_array().unwrap().iter().map(|b| b["n"].as_u64().unwrap()).sum();
     assert_eq!(buckets, live.compared, "every compared record has a champion score");
 }
+
+#[test]
+fn memory_stays_bounded_whatever_the_input_size() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    // ~200 MB of records (100-element outputs), more than the report may hold.
+    let mut file = std::io::BufWriter::new(std::fs::File::create(dir.path().join("big.jsonl")).unwrap());
+    let wide: Vec<f64> = (0..100).map(|k| f64::from(k) / 100.0).collect();
+    let mut written = 0u64;
+    for i in 0..80_000u64 {
+        let mut r = prediction(i, "gw-0", 2, spread(i, 1), spread(i, 3));
+        r.outputs[1].champion = tensor("FP32", &wide);
+        r.outputs[1].shadow = Some(tensor("FP32", &wide));
+        let line = serde_json::to_vec(&Record::Prediction(r)).unwrap();
+        written += line.len() as u64 + 1;
+        file.write_all(&line).unwrap();
+        file.write_all(b"\n").unwrap();
+    }
+    file.flush().unwrap();
+    drop(file);
+    assert!(written > 150 << 20, "the input is {written} bytes");
+
+    let mut child = Command::new(binary())
+        .args(["shadow", "report", MODEL, "--from", dir.path().to_str().unwrap(), "--json", "--top", "100"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let until = Instant::now() + Duration::from_secs(600);
+    let mut peak_kib = 0u64;
+    // VmHWM is the process's peak so far: the last reading before it exits.
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < until, "the report ran over 10 minutes");
+        if let Some(kib) = std::fs::read_to_string(&status).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        }) {
+            peak_kib = peak_kib.max(kib);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(doc["versions"][0]["records"], 80_000);
+    assert!(peak_kib > 0, "no memory reading");
+    assert!(peak_kib < 80 * 1024, "peak RSS {peak_kib} KiB for a {written}-byte input");
+}
