@@ -26,6 +26,9 @@ async fn main() -> ExitCode {
             modelgate::cli::admin::run(conn, call).await
         }
         Command::Outcome(args) => modelgate::cli::outcome::run(args).await,
+        Command::Shadow { call: modelgate::cli::shadow_report::ShadowCommand::Report(args) } => {
+            modelgate::cli::shadow_report::run(args).await
+        }
         Command::Completions { shell } => {
             modelgate::cli::completions(shell);
             Ok(())

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod outcome;
 pub mod output;
 pub mod predict;
+pub mod shadow_report;
 pub mod when;
 
 /// Writes to stdout and flushes; see [`out!`]. Any other write error is one
@@ -103,6 +104,11 @@ pub enum Command {
     /// served request: RecordOutcome, what A/B tests and the champion-
     /// challenger gate judge on.
     Outcome(outcome::OutcomeArgs),
+    /// Offline analysis of shadow records: `shadow report <model> --from <dir>`.
+    Shadow {
+        #[command(subcommand)]
+        call: shadow_report::ShadowCommand,
+    },
     /// Print a shell completion script: `modelgate completions bash >
     /// /etc/bash_completion.d/modelgate` (zsh: into a directory on $fpath as
     /// `_modelgate`; fish: ~/.config/fish/completions/modelgate.fish).
@@ -120,6 +126,7 @@ impl Command {
             Command::Serve(_) | Command::Completions { .. } => false,
             Command::Predict(a) => a.json,
             Command::Outcome(a) => a.json,
+            Command::Shadow { call: shadow_report::ShadowCommand::Report(a) } => a.json,
             Command::Admin { conn, .. }
             | Command::Status { conn, .. }
             | Command::Analysis { conn, .. }
