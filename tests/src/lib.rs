@@ -3,6 +3,7 @@
 //! golden vectors, and the path of the built binary for process tests.
 
 pub mod fleet;
+pub mod kafka;
 pub mod otlp;
 pub mod pki;
 pub mod process;
