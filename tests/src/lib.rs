@@ -9,6 +9,7 @@ pub mod pki;
 pub mod process;
 pub mod prometheus;
 pub mod python;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
