@@ -14,7 +14,8 @@ mkdir -p "$tools/bin"
 # Several checkouts share .cache: one build at a time, the others then find it done.
 exec 9>"$tools/.install.lock"
 flock 9
-# A throwaway target dir per build: the intermediates are large and not reused.
+# One throwaway target dir for both builds (they share most dependencies),
+# removed at exit: the intermediates are large and not reused later.
 target=""
 trap 'if [ -n "$target" ]; then rm -rf "$target"; fi' EXIT
 
@@ -28,11 +29,9 @@ install() {
   fi
   echo "test servers: building $name ($spec) from crates.io; this takes minutes" >&2
   local start=$SECONDS
-  target="$(mktemp -d)"
+  [ -n "$target" ] || target="$(mktemp -d)"
   CARGO_TARGET_DIR="$target" CARGO_INCREMENTAL=0 cargo install --quiet --locked --force \
     --root "$tools" "$crate@$version" "$@"
-  rm -rf "$target"
-  target=""
   echo "$spec" >"$stamp"
   echo "test servers: $name built in $((SECONDS - start)) s" >&2
 }
