@@ -18,6 +18,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod parquet;
+
 /// The schema version every record carries in `schema`.
 pub const SCHEMA_VERSION: u32 = 1;
 
