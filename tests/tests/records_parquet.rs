@@ -66,12 +66,13 @@ fn model_of(i: usize) -> &'static str {
 }
 
 /// Prediction i: some on the next day, every 10th shadow failed, every 7th
-/// output over the cap, every 5th with its inputs.
+/// output over the cap, every 5th with its inputs. Values are multiples of
+/// 1/1024 so their decimal text is exact and JSON compares them exactly.
 fn prediction(i: usize, replica: &str) -> PredictionRecord {
-    let p = i as f64 / 200.0;
+    let p = i as f64 / 256.0;
     let failed = i % 10 == 0;
     let (champion, shadow) = if i % 7 == 0 {
-        (truncated(5000, p), truncated(5000, p + 0.01))
+        (truncated(5000, p), truncated(5000, p + 0.0625))
     } else {
         (tensor(&[p, 1.0 - p]), tensor(&[p + 0.125, 0.875 - p]))
     };
@@ -114,7 +115,7 @@ fn prediction(i: usize, replica: &str) -> PredictionRecord {
         shadow_latency_us: 200 + i as u64,
         shadow_error: failed.then(|| "deadline exceeded".to_owned()),
         outputs,
-        inputs: (i % 5 == 0).then(|| vec![tensor(&[1.0, 2.0, p])]),
+        inputs: (i % 5 == 0).then(|| vec![tensor(&[1.0, 2.0, p, 0.5])]),
     }
 }
 
