@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use modelgate::records::parquet::parquet_writer;
 use modelgate::records::{
-    OutcomeRecord, OutputRecord, PredictionRecord, Record, SCHEMA_VERSION, TensorValues,
+    OutcomeRecord, OutputRecord, PredictionRecord, Record, RecordWriter, SCHEMA_VERSION, TensorValues,
 };
 use modelgate_tests::python::{run_bounded, venv};
 use serde_json::{Value, json};
@@ -62,7 +62,7 @@ fn labels(text: &str) -> TensorValues {
 }
 
 fn model_of(i: usize) -> &'static str {
-    if i % 3 == 0 { "fraud" } else { "iris" }
+    if i.is_multiple_of(3) { "fraud" } else { "iris" }
 }
 
 /// Prediction i: some on the next day, every 10th shadow failed, every 7th
@@ -70,8 +70,8 @@ fn model_of(i: usize) -> &'static str {
 /// 1/1024 so their decimal text is exact and JSON compares them exactly.
 fn prediction(i: usize, replica: &str) -> PredictionRecord {
     let p = i as f64 / 256.0;
-    let failed = i % 10 == 0;
-    let (champion, shadow) = if i % 7 == 0 {
+    let failed = i.is_multiple_of(10);
+    let (champion, shadow) = if i.is_multiple_of(7) {
         (truncated(5000, p), truncated(5000, p + 0.0625))
     } else {
         (tensor(&[p, 1.0 - p]), tensor(&[p + 0.125, 0.875 - p]))
@@ -91,11 +91,11 @@ fn prediction(i: usize, replica: &str) -> PredictionRecord {
     outputs.push(OutputRecord {
         name: "label".into(),
         champion: labels("yes"),
-        shadow: (!failed).then(|| labels(if i % 2 == 0 { "yes" } else { "no" })),
+        shadow: (!failed).then(|| labels(if i.is_multiple_of(2) { "yes" } else { "no" })),
         elements: if failed { 0 } else { 1 },
         max_abs_diff: None,
         mean_abs_diff: None,
-        agreement: (!failed).then_some(if i % 2 == 0 { 1.0 } else { 0.0 }),
+        agreement: (!failed).then_some(if i.is_multiple_of(2) { 1.0 } else { 0.0 }),
         champion_nan_inf: 0,
         shadow_nan_inf: 0,
         mismatch: None,
@@ -115,7 +115,7 @@ fn prediction(i: usize, replica: &str) -> PredictionRecord {
         shadow_latency_us: 200 + i as u64,
         shadow_error: failed.then(|| "deadline exceeded".to_owned()),
         outputs,
-        inputs: (i % 5 == 0).then(|| vec![tensor(&[1.0, 2.0, p, 0.5])]),
+        inputs: i.is_multiple_of(5).then(|| vec![tensor(&[1.0, 2.0, p, 0.5])]),
     }
 }
 
@@ -136,12 +136,13 @@ fn outcome(i: usize, replica: &str) -> OutcomeRecord {
 }
 
 /// Predictions 0..150 from two replicas (a fleet writing one table) and an
-/// outcome for every 4th of the first 100, through writers on `url`.
-fn write_fleet(url: &str) -> (Vec<PredictionRecord>, Vec<OutcomeRecord>) {
+/// outcome for every 4th of the first 100, through the writers `open` makes
+/// for a replica.
+fn write_fleet(open: impl Fn(&str) -> Box<dyn RecordWriter>) -> (Vec<PredictionRecord>, Vec<OutcomeRecord>) {
     let mut predictions = Vec::new();
     let mut outcomes = Vec::new();
     for (replica, range) in [("replica-a", 0..120), ("replica-b", 120..150)] {
-        let mut writer = parquet_writer(url, replica).expect("parquet writer");
+        let mut writer = open(replica);
         let records: Vec<Record> = range
             .clone()
             .map(|i| prediction(i, replica))
@@ -149,7 +150,7 @@ fn write_fleet(url: &str) -> (Vec<PredictionRecord>, Vec<OutcomeRecord>) {
             .map(Record::Prediction)
             .chain(
                 range
-                    .filter(|i| i % 4 == 0 && *i < 100)
+                    .filter(|i| i.is_multiple_of(4) && *i < 100)
                     .map(|i| outcome(i, replica))
                     .inspect(|o| outcomes.push(o.clone()))
                     .map(Record::Outcome),
@@ -242,7 +243,8 @@ fn pyarrow_and_duckdb_read_the_local_tables_as_hive_partitioned_datasets() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("records");
     let url = format!("file://{}?max_rows=50", root.display());
-    let (predictions, outcomes) = write_fleet(&url);
+    let (predictions, outcomes) =
+        write_fleet(|replica| parquet_writer(&url, replica).expect("parquet writer"));
     let seen = read_back(&["local", root.to_str().expect("utf-8 path")], &[]);
     check_pyarrow(&seen["pyarrow"], &predictions, &outcomes);
 

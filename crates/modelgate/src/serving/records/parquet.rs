@@ -34,9 +34,9 @@ use arrow_array::{
 };
 use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_schema::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
-use object_store::aws::AmazonS3Builder;
-use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
@@ -86,9 +86,11 @@ const PARAMS: &str = "max_rows, max_bytes, max_open, timeout, endpoint, region, 
 /// (default `5m`), `timeout` (default `30s`), and for S3 `endpoint`
 /// (an S3-compatible server), `region` and `allow_http=true` (plain http is
 /// refused unless asked for here or by `AWS_ALLOW_HTTP`). Credentials come
-/// from the provider's standard variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
+/// from the provider's standard variables in the process environment
+/// (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
 pub fn parquet_writer(url: &str, replica: &str) -> Result<Box<dyn RecordWriter>, String> {
-    Ok(Box::new(ParquetWriter::open(url, replica, Box::new(|| crate::clock::now_ms() as i64))?))
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    Ok(Box::new(ParquetWriter::open(url, replica, &env, Box::new(|| crate::clock::now_ms() as i64))?))
 }
 
 /// Which table a record belongs to.
@@ -149,12 +151,19 @@ pub struct ParquetWriter {
 }
 
 impl ParquetWriter {
-    /// See [`parquet_writer`]; `clock` gives unix ms (tests choose it).
-    pub fn open(url: &str, replica: &str, clock: Box<dyn Fn() -> i64 + Send>) -> Result<Self, String> {
+    /// See [`parquet_writer`]; the provider's variables are read from `env`
+    /// instead of the process environment, and `clock` gives unix ms (tests
+    /// choose both).
+    pub fn open(
+        url: &str,
+        replica: &str,
+        env: &[(String, String)],
+        clock: Box<dyn Fn() -> i64 + Send>,
+    ) -> Result<Self, String> {
         if replica.is_empty() {
             return Err("parquet sink: the replica id is empty".into());
         }
-        let (store, prefix, settings) = store_of(url)?;
+        let (store, prefix, settings) = store_of(url, env)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -309,7 +318,17 @@ impl Drop for ParquetWriter {
 }
 
 /// The store, the path prefix inside it and the settings for `url`.
-fn store_of(url: &str) -> Result<(Arc<dyn ObjectStore>, Path, ParquetSettings), String> {
+fn store_of(
+    url: &str,
+    env: &[(String, String)],
+) -> Result<(Arc<dyn ObjectStore>, Path, ParquetSettings), String> {
+    // What the builders' from_env do, on `env`: every variable with the
+    // provider's prefix that names one of its settings.
+    let vars = |prefix: &'static str| {
+        env.iter()
+            .filter(move |(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
+    };
     let raw = url.strip_prefix("parquet+").unwrap_or(url);
     let mut parsed = url::Url::parse(raw).map_err(|e| format!("parquet sink URL {url:?}: {e}"))?;
     let mut settings = ParquetSettings::default();
@@ -337,7 +356,7 @@ fn store_of(url: &str) -> Result<(Arc<dyn ObjectStore>, Path, ParquetSettings), 
     }
     parsed.set_query(None);
     let scheme = parsed.scheme().to_owned();
-    if scheme != "s3" && (endpoint.is_some() || region.is_some() || allow_http) {
+    if !matches!(scheme.as_str(), "s3" | "s3a") && (endpoint.is_some() || region.is_some() || allow_http) {
         return Err(format!(
             "parquet sink URL: endpoint, region and allow_http are for s3:// URLs, not {scheme}://"
         ));
@@ -374,7 +393,13 @@ fn store_of(url: &str) -> Result<(Arc<dyn ObjectStore>, Path, ParquetSettings), 
             return Ok((Arc::new(local), Path::default(), settings));
         }
         "s3" | "s3a" => {
-            let mut builder = AmazonS3Builder::from_env().with_url(parsed.as_str()).with_retry(retry);
+            let mut builder = AmazonS3Builder::new();
+            for (key, value) in vars("AWS_") {
+                if let Ok(key) = key.parse::<AmazonS3ConfigKey>() {
+                    builder = builder.with_config(key, value);
+                }
+            }
+            builder = builder.with_url(parsed.as_str()).with_retry(retry);
             if let Some(endpoint) = endpoint {
                 builder = builder.with_endpoint(endpoint);
             }
@@ -392,7 +417,9 @@ fn store_of(url: &str) -> Result<(Arc<dyn ObjectStore>, Path, ParquetSettings), 
             )
         }
         "gs" => Arc::new(
-            GoogleCloudStorageBuilder::from_env()
+            vars("GOOGLE_")
+                .filter_map(|(key, value)| Some((key.parse::<GoogleConfigKey>().ok()?, value)))
+                .fold(GoogleCloudStorageBuilder::new(), |b, (key, value)| b.with_config(key, value))
                 .with_url(parsed.as_str())
                 .with_retry(retry)
                 .with_client_options(client)
@@ -400,7 +427,9 @@ fn store_of(url: &str) -> Result<(Arc<dyn ObjectStore>, Path, ParquetSettings), 
                 .map_err(|e| format!("parquet sink URL {url:?}: {e}"))?,
         ),
         "az" | "adl" | "azure" | "abfs" | "abfss" => Arc::new(
-            MicrosoftAzureBuilder::from_env()
+            vars("AZURE_")
+                .filter_map(|(key, value)| Some((key.parse::<AzureConfigKey>().ok()?, value)))
+                .fold(MicrosoftAzureBuilder::new(), |b, (key, value)| b.with_config(key, value))
                 .with_url(parsed.as_str())
                 .with_retry(retry)
                 .with_client_options(client)
@@ -801,7 +830,7 @@ mod tests {
         let now = Arc::new(AtomicI64::new(T0));
         let clock = Arc::clone(&now);
         let url = format!("file://{}{query}", dir.display());
-        (ParquetWriter::open(&url, "r1", Box::new(move || clock.load(Ordering::SeqCst))).unwrap(), now)
+        (ParquetWriter::open(&url, "r1", &[], Box::new(move || clock.load(Ordering::SeqCst))).unwrap(), now)
     }
 
     /// Every .parquet file under `dir`, relative to it, sorted.
@@ -970,20 +999,20 @@ mod tests {
     fn bad_urls_are_refused_with_what_was_wrong() {
         let dir = tempfile::tempdir().unwrap();
         let base = format!("file://{}", dir.path().display());
-        let err = |url: &str| ParquetWriter::open(url, "r1", Box::new(|| T0)).err().unwrap();
+        let err = |url: &str| ParquetWriter::open(url, "r1", &[], Box::new(|| T0)).err().unwrap();
         assert!(err(&format!("{base}?max_rowz=3")).contains("unknown parameter \"max_rowz\""));
         assert!(err(&format!("{base}?max_rows=0")).contains("max_rows=\"0\" is not a positive row count"));
         assert!(err(&format!("{base}?max_open=soon")).contains("max_open"));
         assert!(err("ftp://host/dir").contains("unknown scheme \"ftp\""));
         assert!(err("gs://bucket?endpoint=http://127.0.0.1:1").contains("are for s3:// URLs"));
         assert!(err("not a url").contains("parquet sink URL"));
-        assert!(ParquetWriter::open(&base, "", Box::new(|| T0)).err().unwrap().contains("replica"));
+        assert!(ParquetWriter::open(&base, "", &[], Box::new(|| T0)).err().unwrap().contains("replica"));
         // The accepted forms build without touching the network.
         for url in [
             format!("parquet+{base}"),
             "s3://bucket/some/prefix?endpoint=http://127.0.0.1:9&region=us-east-1&allow_http=true".to_owned(),
         ] {
-            ParquetWriter::open(&url, "r1", Box::new(|| T0)).unwrap();
+            ParquetWriter::open(&url, "r1", &[], Box::new(|| T0)).unwrap();
         }
     }
 }
