@@ -33,7 +33,12 @@ def tensor(t):
 def with_pyarrow(filesystem, root):
     out = {}
     for table in ("predictions", "outcomes"):
-        dataset = ds.dataset(f"{root}/{table}", format="parquet", partitioning="hive", filesystem=filesystem)
+        try:
+            dataset = ds.dataset(f"{root}/{table}", format="parquet", partitioning="hive", filesystem=filesystem)
+        except FileNotFoundError:
+            # A table no record of that kind was written to has no files.
+            out[table], out[table + "_schema"] = [], {}
+            continue
         rows = dataset.to_table().to_pylist()
         for row in rows:
             row["date"] = str(row["date"])

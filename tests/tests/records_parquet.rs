@@ -195,7 +195,7 @@ fn expected_row(p: &PredictionRecord) -> Value {
     })
 }
 
-fn read_back(args: &[&str], envs: &[(&str, String)]) -> Value {
+fn read_back(args: &[&str], envs: &[(String, String)]) -> Value {
     let python = venv("parquet", "requirements-parquet.txt");
     let mut cmd = Command::new(python);
     cmd.arg(modelgate_tests::root().join("tests/python/parquet_read.py")).args(args);

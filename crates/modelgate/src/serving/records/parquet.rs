@@ -392,14 +392,16 @@ fn store_of(
                 .map_err(|e| format!("parquet sink: cannot open {}: {e}", dir.display()))?;
             return Ok((Arc::new(local), Path::default(), settings));
         }
+        // Client options and retries go first: setting them after the
+        // variables would reset the client keys those set (AWS_ALLOW_HTTP…).
         "s3" | "s3a" => {
-            let mut builder = AmazonS3Builder::new();
+            let mut builder = AmazonS3Builder::new().with_client_options(client).with_retry(retry);
             for (key, value) in vars("AWS_") {
                 if let Ok(key) = key.parse::<AmazonS3ConfigKey>() {
                     builder = builder.with_config(key, value);
                 }
             }
-            builder = builder.with_url(parsed.as_str()).with_retry(retry);
+            builder = builder.with_url(parsed.as_str());
             if let Some(endpoint) = endpoint {
                 builder = builder.with_endpoint(endpoint);
             }
@@ -409,30 +411,27 @@ fn store_of(
             if allow_http {
                 builder = builder.with_allow_http(true);
             }
-            Arc::new(
-                builder
-                    .with_client_options(client)
-                    .build()
-                    .map_err(|e| format!("parquet sink URL {url:?}: {e}"))?,
-            )
+            Arc::new(builder.build().map_err(|e| format!("parquet sink URL {url:?}: {e}"))?)
         }
         "gs" => Arc::new(
             vars("GOOGLE_")
                 .filter_map(|(key, value)| Some((key.parse::<GoogleConfigKey>().ok()?, value)))
-                .fold(GoogleCloudStorageBuilder::new(), |b, (key, value)| b.with_config(key, value))
+                .fold(
+                    GoogleCloudStorageBuilder::new().with_client_options(client).with_retry(retry),
+                    |b, (k, v)| b.with_config(k, v),
+                )
                 .with_url(parsed.as_str())
-                .with_retry(retry)
-                .with_client_options(client)
                 .build()
                 .map_err(|e| format!("parquet sink URL {url:?}: {e}"))?,
         ),
         "az" | "adl" | "azure" | "abfs" | "abfss" => Arc::new(
             vars("AZURE_")
                 .filter_map(|(key, value)| Some((key.parse::<AzureConfigKey>().ok()?, value)))
-                .fold(MicrosoftAzureBuilder::new(), |b, (key, value)| b.with_config(key, value))
+                .fold(
+                    MicrosoftAzureBuilder::new().with_client_options(client).with_retry(retry),
+                    |b, (k, v)| b.with_config(k, v),
+                )
                 .with_url(parsed.as_str())
-                .with_retry(retry)
-                .with_client_options(client)
                 .build()
                 .map_err(|e| format!("parquet sink URL {url:?}: {e}"))?,
         ),
