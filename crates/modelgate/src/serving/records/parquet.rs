@@ -133,7 +133,9 @@ pub struct ParquetWriter {
     settings: ParquetSettings,
     /// object_store is async; the writer runs on its own blocking thread, so
     /// it drives its uploads on a runtime of its own.
-    runtime: tokio::runtime::Runtime,
+    /// Always set until the writer is dropped (then shut down without
+    /// blocking, which is allowed even inside another runtime).
+    runtime: Option<tokio::runtime::Runtime>,
     clock: Box<dyn Fn() -> i64 + Send>,
     open: BTreeMap<PartitionKey, Open>,
     open_rows: usize,
@@ -165,7 +167,7 @@ impl ParquetWriter {
             prefix,
             replica: replica.to_owned(),
             settings,
-            runtime,
+            runtime: Some(runtime),
             clock,
             open: BTreeMap::new(),
             open_rows: 0,
@@ -244,10 +246,14 @@ impl ParquetWriter {
     /// Uploads the sealed files in order; the first failure stops it and
     /// keeps that file and the rest for the next call.
     fn upload_sealed(&mut self) -> Result<(), SinkError> {
+        let Some(runtime) = &self.runtime else { return Ok(()) };
+        if !self.sealed.is_empty() && tokio::runtime::Handle::try_current().is_ok() {
+            // block_on would panic: a writer must run on its own thread.
+            return Err(SinkError::Transient("parquet sink: called from inside an async runtime".into()));
+        }
         while let Some(file) = self.sealed.first() {
             let put = self.store.put(&file.path, PutPayload::from(file.bytes.clone()));
-            let result =
-                self.runtime.block_on(async { tokio::time::timeout(self.settings.timeout, put).await });
+            let result = runtime.block_on(async { tokio::time::timeout(self.settings.timeout, put).await });
             match result {
                 Ok(Ok(_)) => {
                     self.sealed.remove(0);
@@ -291,20 +297,15 @@ impl RecordWriter for ParquetWriter {
 
 impl Drop for ParquetWriter {
     fn drop(&mut self) {
-        // block_on panics inside another runtime; the queue drops the writer
-        // on its own thread, so this only skips a writer dropped elsewhere.
-        if tokio::runtime::Handle::try_current().is_ok() {
-            if self.buffered_rows() > 0 {
-                tracing::warn!(
-                    rows = self.buffered_rows(),
-                    "parquet sink dropped inside a runtime; rows not uploaded"
-                );
-            }
-            return;
-        }
+        // The queue drops the writer on its own thread; one dropped inside
+        // an async runtime (start-up failing after it was made) cannot
+        // block there, so it only says what it leaves behind.
         let sealed = self.seal_all();
         if let Err(e) = sealed.and_then(|()| self.upload_sealed()) {
             tracing::warn!(rows = self.buffered_rows(), error = %e, "parquet sink: rows lost at shutdown");
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 }
@@ -739,5 +740,15 @@ mod tests {
         ] {
             ParquetWriter::open(&url, "r1", &[], Box::new(|| T0)).unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn a_writer_inside_an_async_runtime_errs_instead_of_panicking() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _) = writer(dir.path(), "?max_rows=1");
+        w.write(&[prediction("iris", "a", T0)]).unwrap();
+        assert!(matches!(w.flush(), Err(SinkError::Transient(e)) if e.contains("inside an async runtime")));
+        drop(w);
+        assert!(files(dir.path()).is_empty());
     }
 }
