@@ -33,12 +33,20 @@ def tensor(t):
 def with_pyarrow(filesystem, root):
     out = {}
     for table in ("predictions", "outcomes"):
-        try:
-            dataset = ds.dataset(f"{root}/{table}", format="parquet", partitioning="hive", filesystem=filesystem)
-        except FileNotFoundError:
+        base = f"{root}/{table}"
+        if filesystem is None:
+            filesystem = pafs.LocalFileSystem()
+        # The files are listed first, not opened as a directory: S3 servers
+        # need not answer HEAD on a prefix (s3s-fs does not).
+        selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+        files = sorted(f.path for f in filesystem.get_file_info(selector) if f.path.endswith(".parquet"))
+        if not files:
             # A table no record of that kind was written to has no files.
             out[table], out[table + "_schema"] = [], {}
             continue
+        dataset = ds.dataset(
+            files, format="parquet", partitioning="hive", partition_base_dir=base, filesystem=filesystem
+        )
         rows = dataset.to_table().to_pylist()
         for row in rows:
             row["date"] = str(row["date"])

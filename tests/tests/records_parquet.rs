@@ -1,17 +1,20 @@
 //! The Parquet record sink (issue 18) read back by independent readers:
 //! records go in through `parquet_writer` to a real local directory (and a
 //! real S3 server), and pyarrow and DuckDB read the Hive-partitioned tables
-//! (tests/python/parquet_read.py), checked field by field against what went in.
+//! (tests/python/parquet_read.py, in the venv of requirements-kafka-s3.txt),
+//! checked field by field against what went in.
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use modelgate::records::parquet::parquet_writer;
+use modelgate::records::parquet::{ParquetWriter, parquet_writer};
 use modelgate::records::{
-    OutcomeRecord, OutputRecord, PredictionRecord, Record, RecordWriter, SCHEMA_VERSION, TensorValues,
+    OutcomeRecord, OutputRecord, PredictionRecord, Record, RecordWriter, SCHEMA_VERSION, SinkError,
+    TensorValues,
 };
 use modelgate_tests::python::{run_bounded, venv};
+use modelgate_tests::s3::S3Server;
 use serde_json::{Value, json};
 
 /// 2026-12-07T10:00:00Z: records from it run into the next UTC day.
@@ -196,7 +199,7 @@ fn expected_row(p: &PredictionRecord) -> Value {
 }
 
 fn read_back(args: &[&str], envs: &[(String, String)]) -> Value {
-    let python = venv("parquet", "requirements-parquet.txt");
+    let python = venv("kafka-s3", "requirements-kafka-s3.txt");
     let mut cmd = Command::new(python);
     cmd.arg(modelgate_tests::root().join("tests/python/parquet_read.py")).args(args);
     for (k, v) in envs {
@@ -296,4 +299,93 @@ fn assert_files_named(root: &Path, predictions: &[PredictionRecord]) {
     let want: std::collections::BTreeSet<String> =
         predictions.iter().map(|p| format!("date={}", day(p.ts_ms))).collect();
     assert_eq!(days, want);
+}
+
+/// The provider variables a writer gets for `server`: its keys and region
+/// (the endpoint and plain http are in the sink URL).
+fn s3_env() -> Vec<(String, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID".into(), S3Server::ACCESS_KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), S3Server::SECRET_KEY.into()),
+        ("AWS_REGION".into(), S3Server::REGION.into()),
+    ]
+}
+
+fn s3_writer(url: &str, replica: &str) -> ParquetWriter {
+    let clock = || SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    ParquetWriter::open(url, replica, &s3_env(), Box::new(clock)).expect("parquet writer on S3")
+}
+
+#[test]
+fn pyarrow_reads_the_tables_written_to_an_s3_server() {
+    let server = S3Server::start();
+    server.create_bucket("lake");
+    let url = format!("s3://lake/shadow/records?endpoint={}&allow_http=true&max_rows=50", server.endpoint());
+    let (predictions, outcomes) = write_fleet(|replica| Box::new(s3_writer(&url, replica)));
+    let keys = server.keys("lake");
+    assert!(!keys.is_empty());
+    for key in &keys {
+        assert!(
+            key.starts_with("shadow/records/predictions/model=")
+                || key.starts_with("shadow/records/outcomes/model="),
+            "{key}"
+        );
+        assert!(key.ends_with(".parquet"), "{key}");
+    }
+    let env = s3_env();
+    let seen = read_back(&["s3", &server.endpoint(), "lake/shadow/records"], &env);
+    check_pyarrow(&seen["pyarrow"], &predictions, &outcomes);
+}
+
+fn ids_on(server: &S3Server, bucket: &str, prefix: &str) -> Vec<String> {
+    let seen = read_back(&["s3", &server.endpoint(), &format!("{bucket}/{prefix}")], &s3_env());
+    let mut ids: Vec<String> = seen["pyarrow"]["predictions"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["request_id"].as_str().expect("id").to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn a_bucket_that_is_down_refuses_batches_keeps_one_file_and_recovers() {
+    let server = S3Server::start();
+    let record = |i: usize| Record::Prediction(prediction(i, "replica-a"));
+    // A file where the bucket's folder must be: the server answers, but
+    // cannot store anything in that bucket until the file is gone.
+    let blocker = server.data().join("lake");
+    std::fs::write(&blocker, b"in the way").expect("write the blocker");
+    let url = format!("s3://lake/t?endpoint={}&allow_http=true&max_rows=10&timeout=20s", server.endpoint());
+    let mut writer = s3_writer(&url, "replica-a");
+    let first: Vec<Record> = (0..10).map(record).collect();
+    writer.write(&first).expect("the first file is only sealed");
+    for round in 0..3 {
+        let refused = writer.write(&[record(100 + round)]);
+        assert!(matches!(refused, Err(SinkError::Transient(_))), "{refused:?}");
+        assert_eq!(writer.buffered_rows(), 10, "a refused batch is not taken: the buffer stays one file");
+    }
+    assert!(matches!(writer.flush(), Err(SinkError::Transient(_))));
+    std::fs::remove_file(&blocker).expect("remove the blocker");
+    server.create_bucket("lake");
+    writer.flush().expect("the bucket is back");
+    assert_eq!(writer.buffered_rows(), 0);
+    writer.write(&[record(10)]).expect("write");
+    drop(writer);
+    let want: Vec<String> = (0..=10).map(|i| format!("req-{i:04}")).collect();
+    assert_eq!(ids_on(&server, "lake", "t"), want, "every accepted row once, the refused ones not");
+
+    // The server stopped: connections are refused, the error comes within
+    // the upload timeout and the buffer stays bounded.
+    let endpoint = server.endpoint();
+    drop(server);
+    let url = format!("s3://lake/t?endpoint={endpoint}&allow_http=true&max_rows=10&timeout=20s");
+    let mut writer = s3_writer(&url, "replica-a");
+    writer.write(&first).expect("sealed");
+    for round in 0..3 {
+        let refused = writer.write(&[record(200 + round)]);
+        assert!(matches!(refused, Err(SinkError::Transient(_))), "{refused:?}");
+        assert_eq!(writer.buffered_rows(), 10);
+    }
 }
