@@ -58,6 +58,8 @@ pub use api::tls::TlsFiles;
 pub use serving::convert::output_from_pb;
 pub use serving::gateway::Gateway;
 pub use serving::request::InferRequest;
+// The record schema and its sinks, for the sink tests (issue 18).
+pub use serving::records;
 pub use store::etcd::{EtcdAccess, EtcdUrl};
 pub use store::{EtcdStore, StateStore};
 pub use telemetry::otel::{LogFormat, TraceConfig, init as init_telemetry};

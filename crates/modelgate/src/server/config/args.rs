@@ -139,7 +139,8 @@ pub struct ServeArgs {
     pub shadow_dir: Option<PathBuf>,
     /// Where shadow predictions and outcomes are recorded, as a URL; repeat
     /// (or separate with spaces) for several sinks at once: `file:///dir`
-    /// (JSON lines), `kafka://…`, `s3://…`, `file+parquet:///dir`. Not
+    /// (JSON lines), `kafka://…`, Parquet tables at `s3://bucket/prefix`, `gs://…`, `az://…` or
+    /// `parquet+file:///dir` (README "Parquet records"). Not
     /// commas: a Kafka URL lists its brokers with them.
     #[arg(long = "records", env = "MODELGATE_RECORDS", value_delimiter = ' ')]
     pub records: Vec<String>,

@@ -22,6 +22,8 @@ pub use queue::{QueueSettings, RecordSinks};
 use modelgate_runtime::{DataType, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+pub mod parquet;
+
 /// The schema version every record carries in `schema`.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -286,12 +288,17 @@ pub fn open(url: &str, ctx: &SinkContext) -> Result<Box<dyn RecordWriter>, OpenE
                 .map_err(|source| OpenError::Io { url: url.into(), source })?;
             Ok(Box::new(writer))
         }
-        "kafka" | "s3" | "gs" | "az" | "file+parquet" => {
-            Err(OpenError::NotBuiltIn { url: url.into(), scheme: scheme.into() })
+        // Object storage holds Parquet tables; `parquet+file://` writes them
+        // to a local (or mounted) directory.
+        "parquet+file" | "parquet+s3" | "parquet+s3a" | "parquet+gs" | "parquet+az" | "s3" | "s3a" | "gs" | "az" => {
+            parquet::parquet_writer(url, &ctx.replica).map_err(|why| OpenError::Bad { url: url.into(), why })
         }
+        "kafka" => Err(OpenError::NotBuiltIn { url: url.into(), scheme: scheme.into() }),
         other => Err(OpenError::Bad {
             url: url.into(),
-            why: format!("unknown scheme '{other}', expected file, kafka, s3, gs, az or file+parquet"),
+            why: format!(
+                "unknown scheme '{other}', expected file, kafka, s3, gs, az or parquet+file (parquet+s3…)"
+            ),
         }),
     }
 }
@@ -386,6 +393,10 @@ mod tests {
         assert_eq!(open(&url, &ctx).unwrap().name(), "file");
         let e = open("kafka://127.0.0.1:9092/topic", &ctx).err().unwrap().to_string();
         assert!(e.contains("not built into this binary yet"), "{e}");
+        let parquet = format!("parquet+file://{}", dir.path().display());
+        assert_eq!(open(&parquet, &ctx).unwrap().name(), "parquet");
+        let e = open("s3://bucket/x?max_rows=lots", &ctx).err().unwrap().to_string();
+        assert!(e.contains("max_rows"), "{e}");
         let e = open("file://relative", &ctx).err().unwrap().to_string();
         assert!(e.contains("absolute directory"), "{e}");
         let e = open("/tmp/x", &ctx).err().unwrap().to_string();

@@ -219,11 +219,11 @@ impl Drain {
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     // A batch that waited long enough, or an idle queue:
-                    // readers should see what was written.
-                    if !batch.is_empty() {
-                        self.write(&mut batch);
-                        self.flush();
-                    }
+                    // readers should see what was written, even when no new
+                    // record comes (a Parquet file open past its max_open
+                    // is sealed and uploaded here).
+                    self.write(&mut batch);
+                    self.flush();
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     self.write(&mut batch);
