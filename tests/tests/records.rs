@@ -61,13 +61,18 @@ async fn predictions_and_outcomes_reach_every_sink_and_join_on_the_request_id() 
     // the single-row run it is compared with.
     repo.config("breast-cancer", "max_batch = 1\n[records]\ninputs = true\nmax_values = 16\n");
     let (a, b) = (repo.path().join("records-a"), repo.path().join("records-b"));
+    let tables = repo.path().join("tables");
     let server = start(&repo, |c| {
         c.shadow_queue = 1000;
-        c.records = vec![format!("file://{}", a.display()), format!("file://{}", b.display())];
+        c.records = vec![
+            format!("file://{}", a.display()),
+            format!("file://{}", b.display()),
+            format!("parquet+file://{}", tables.display()),
+        ];
     })
     .await;
     let (_, body) = http_get(server.metrics_addr.unwrap(), "/metrics").await;
-    for sink in ["file", "file-2"] {
+    for sink in ["file", "file-2", "parquet"] {
         for outcome in ["written", "dropped_full", "dropped_failed", "retried"] {
             assert_eq!(
                 metric(&body, sink, outcome),
@@ -144,7 +149,7 @@ async fn predictions_and_outcomes_reach_every_sink_and_join_on_the_request_id() 
     assert!(!r.joined);
     assert!(server.gateway.record_sinks().unwrap().flush(Duration::from_secs(120)));
     let (_, body) = http_get(server.metrics_addr.unwrap(), "/metrics").await;
-    for sink in ["file", "file-2"] {
+    for sink in ["file", "file-2", "parquet"] {
         assert_eq!(metric(&body, sink, "written"), Some(2 * n as u64 + 1), "{body}");
         assert_eq!(metric(&body, sink, "dropped_full"), Some(0), "{body}");
     }
@@ -207,6 +212,30 @@ async fn predictions_and_outcomes_reach_every_sink_and_join_on_the_request_id() 
         assert_eq!(o["routing_key_hash"].as_str(), Some(predictions[id].as_str()));
         assert_eq!(o["value"].as_f64().unwrap(), served[id].0 as f64);
     }
+
+    // The Parquet sink got the same records, sealed and written at shutdown:
+    // pyarrow reads both tables, DuckDB joins outcomes to predictions.
+    let python = modelgate_tests::python::venv("kafka-s3", "requirements-kafka-s3.txt");
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(root().join("tests/python/parquet_read.py")).arg("local").arg(&tables);
+    let out = modelgate_tests::python::run_bounded(cmd, Duration::from_secs(120));
+    assert!(out.status.success(), "parquet_read.py: {}", String::from_utf8_lossy(&out.stderr));
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids = |rows: &Value| {
+        let mut ids: Vec<String> =
+            rows.as_array().unwrap().iter().map(|r| r["request_id"].as_str().unwrap().to_string()).collect();
+        ids.sort();
+        ids
+    };
+    let mut want: Vec<String> = predictions.keys().cloned().collect();
+    want.sort();
+    assert_eq!(ids(&seen["pyarrow"]["predictions"]), want);
+    assert_eq!(seen["pyarrow"]["outcomes"].as_array().unwrap().len(), n + 1);
+    for row in seen["pyarrow"]["predictions"].as_array().unwrap() {
+        assert_eq!((&row["model"], &row["replica"]), (&"breast-cancer".into(), &replica.as_str().into()));
+    }
+    let joined = seen["duckdb"]["joined"].as_array().unwrap();
+    assert_eq!(joined.len(), n, "every joined outcome meets its prediction: {joined:?}");
 }
 
 #[tokio::test]

@@ -290,7 +290,8 @@ pub fn open(url: &str, ctx: &SinkContext) -> Result<Box<dyn RecordWriter>, OpenE
         }
         // Object storage holds Parquet tables; `parquet+file://` writes them
         // to a local (or mounted) directory.
-        "parquet+file" | "parquet+s3" | "parquet+s3a" | "parquet+gs" | "parquet+az" | "s3" | "s3a" | "gs" | "az" => {
+        "parquet+file" | "parquet+s3" | "parquet+s3a" | "parquet+gs" | "parquet+az" | "s3" | "s3a" | "gs"
+        | "az" => {
             parquet::parquet_writer(url, &ctx.replica).map_err(|why| OpenError::Bad { url: url.into(), why })
         }
         "kafka" => Err(OpenError::NotBuiltIn { url: url.into(), scheme: scheme.into() }),
