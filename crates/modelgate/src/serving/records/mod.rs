@@ -18,6 +18,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod kafka;
+
 /// The schema version every record carries in `schema`.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -165,4 +167,12 @@ pub trait RecordWriter: Send + 'static {
     fn write(&mut self, batch: &[Record]) -> Result<(), SinkError>;
     /// Makes what was written durable and visible to readers.
     fn flush(&mut self) -> Result<(), SinkError>;
+    /// Records an asynchronous sink accepted in an earlier `write` and then
+    /// failed to deliver (Kafka: broker down past `message.timeout.ms`), since
+    /// the last call. The queue thread calls it after each `write` and
+    /// `flush` and counts them as dropped; sinks that fail in `write` itself
+    /// keep the default.
+    fn take_undelivered(&mut self) -> u64 {
+        0
+    }
 }
