@@ -4,7 +4,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:50051
 MODELS ?= models/repository
 
-.PHONY: run test test-deps build-deps ort build lint bench bench-pinned soak models clean fuzz-deps fuzz-smoke fuzz hostile bench-decisions
+.PHONY: run test test-deps test-servers build-deps ort build lint bench bench-pinned soak models clean fuzz-deps fuzz-smoke fuzz hostile bench-decisions
 
 ## ONNX Runtime's shared library, from the pinned onnxruntime wheel on PyPI.
 ort:
@@ -29,8 +29,12 @@ lint:
 test-deps:
 	@scripts/install-test-deps.sh
 
+## The Kafka broker (tansu) and S3 server (s3s-fs) the tests run, from crates.io into .cache/tools; builds only what is missing.
+test-servers:
+	@scripts/install-test-servers.sh
+
 ## Lints, unit tests and the black-box suite (real ORT, real gRPC on loopback).
-test: ort build-deps test-deps lint
+test: ort build-deps test-deps test-servers lint
 	$(CARGO) build -p modelgate
 	@# nextest ends on one summary line of every test run; cargo test would
 	@# end on an empty doc-test section.

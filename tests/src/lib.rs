@@ -3,11 +3,13 @@
 //! golden vectors, and the path of the built binary for process tests.
 
 pub mod fleet;
+pub mod kafka;
 pub mod otlp;
 pub mod pki;
 pub mod process;
 pub mod prometheus;
 pub mod python;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

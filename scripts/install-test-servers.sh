@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The servers the tests run as real processes, built from crates.io with
+# `cargo install --locked` at pinned versions into .cache/tools/bin: tansu (a
+# Kafka-protocol broker; only its in-memory storage engine, which is what
+# the tests use and builds far faster than the default features) and s3s-fs
+# (an S3 server over a folder; 0.14.1, as newer releases need a newer rustc
+# than the pinned toolchain). Each is built only when its binary is missing
+# or its stamp (crate, version, features) differs; quiet otherwise. Cold, on
+# 2 busy cores, expect minutes for each (the time taken is printed).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+tools="$root/.cache/tools"
+mkdir -p "$tools/bin"
+# Several checkouts share .cache: one build at a time, the others then find it done.
+exec 9>"$tools/.install.lock"
+flock 9
+# One throwaway target dir for both builds (they share most dependencies),
+# removed at exit: the intermediates are large and not reused later.
+target=""
+trap 'if [ -n "$target" ]; then rm -rf "$target"; fi' EXIT
+
+install() {
+  local name=$1 crate=$2 version=$3
+  shift 3
+  local spec="$crate@$version $*"
+  local stamp="$tools/bin/$name.version"
+  if [ -x "$tools/bin/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$spec" ]; then
+    return 0
+  fi
+  echo "test servers: building $name ($spec) from crates.io; this takes minutes" >&2
+  local start=$SECONDS
+  [ -n "$target" ] || target="$(mktemp -d)"
+  CARGO_TARGET_DIR="$target" CARGO_INCREMENTAL=0 cargo install --quiet --locked --force \
+    --root "$tools" "$crate@$version" "$@"
+  echo "$spec" >"$stamp"
+  echo "test servers: $name built in $((SECONDS - start)) s" >&2
+}
+
+install tansu tansu 0.6.0 --no-default-features --features dynostore
+install s3s-fs s3s-fs 0.14.1 --features binary
