@@ -286,6 +286,8 @@ struct Deliveries {
     delivered: AtomicU64,
     /// Failed since the queue thread last asked.
     undelivered: AtomicU64,
+    /// A record failed and none was delivered since.
+    failing: std::sync::atomic::AtomicBool,
     /// The last broker error or delivery failure, to name in errors.
     last_error: Mutex<Option<String>>,
 }
@@ -314,9 +316,11 @@ impl ProducerContext for SinkContext {
         match result {
             Ok(_) => {
                 self.0.delivered.fetch_add(1, Ordering::Relaxed);
+                self.0.failing.store(false, Ordering::Relaxed);
             }
             Err((error, _)) => {
                 self.0.undelivered.fetch_add(1, Ordering::Relaxed);
+                self.0.failing.store(true, Ordering::Relaxed);
                 tracing::debug!(sink = "kafka", %error, "record not delivered");
                 if let Ok(mut last) = self.0.last_error.lock() {
                     *last = Some(format!("delivery failed: {error}"));
@@ -386,10 +390,23 @@ impl KafkaWriter {
     /// An idempotent producer that hit a fatal error (e.g. the broker
     /// fenced its producer id) refuses every record: start a new one. The
     /// old one's queued records fail as it is dropped and are counted.
+    ///
+    /// Likewise one whose records timed out with nothing delivered since
+    /// and nothing left in flight: its producer id and sequence numbers can
+    /// be stale for a broker that lost its state (seen with a restarted
+    /// tansu, where such a producer never delivers again and a new one does).
     fn replace_if_fatal(&mut self) -> Result<(), SinkError> {
-        if let Some((code, reason)) = self.producer.client().fatal_error() {
-            tracing::error!(sink = "kafka", %code, reason, "kafka producer failed fatally; starting a new one");
+        let fatal = self.producer.client().fatal_error();
+        let stale = self.deliveries.failing.load(Ordering::Relaxed) && self.queued() == 0;
+        if fatal.is_some() || stale {
+            match fatal {
+                Some((code, reason)) => {
+                    tracing::error!(sink = "kafka", %code, reason, "kafka producer failed fatally; starting a new one")
+                }
+                None => tracing::warn!(sink = "kafka", "kafka records timed out; starting a new producer"),
+            }
             self.producer = create(&self.config, &self.deliveries).map_err(SinkError::Transient)?;
+            self.deliveries.failing.store(false, Ordering::Relaxed);
         }
         Ok(())
     }
