@@ -8,7 +8,8 @@
 #   docker run --rm -p 50051:50051 -p 9464:9464 modelgate:0.1.0
 FROM rust:1.95-bookworm AS build
 # protoc and the well-known protos for the etcd client's generated code (as
-# scripts/install-build-deps.sh), pip to fetch the ONNX Runtime wheel.
+# scripts/install-build-deps.sh; the base image has make, pkg-config and
+# libssl-dev for the Kafka sink's librdkafka), pip to fetch the ONNX Runtime wheel.
 # Versions come with the pinned Debian release (bookworm), not per package.
 # hadolint ignore=DL3008
 RUN apt-get update \
@@ -19,6 +20,11 @@ COPY . .
 RUN scripts/fetch-onnxruntime.sh && cargo build --release -p modelgate
 
 FROM debian:bookworm-slim
+# libssl3: OpenSSL, which the Kafka record sink's librdkafka links for TLS.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libssl3 \
+ && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/modelgate /usr/local/bin/modelgate
 COPY --from=build /src/.cache/onnxruntime/ /usr/local/lib/onnxruntime/
 # The slim base has no CA roots; the build image has Debian's

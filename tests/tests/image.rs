@@ -208,6 +208,15 @@ fn image_entrypoint_serves_the_bundled_models_as_its_non_root_user() {
                     models_dir = Some(host);
                 }
             }
+            // The stand-in base image is the host's read-only system with no
+            // network: Debian packages the stage installs must be installed
+            // on the host instead (install-build-deps.sh puts them there).
+            "RUN" if value.contains("apt-get install") => {
+                for package in apt_packages(value) {
+                    let ok = Command::new("dpkg").args(["-s", package]).output().unwrap().status.success();
+                    assert!(ok, "the image stage installs {package}; the replay needs it on the host");
+                }
+            }
             "RUN" => script.push(format!(r#"chroot "$R" /bin/sh -c {}"#, quote(value))),
             "ENV" => {
                 for pair in value.split_whitespace() {
@@ -298,4 +307,17 @@ fn image_entrypoint_serves_the_bundled_models_as_its_non_root_user() {
     for path in &written {
         assert_eq!(path.metadata().unwrap().uid().to_string(), uid, "{}", path.display());
     }
+}
+
+/// The packages of `apt-get install` in a RUN line (its words after the
+/// install, up to the next `&&`, less options).
+fn apt_packages(run: &str) -> Vec<&str> {
+    let words: Vec<&str> = run.split_whitespace().collect();
+    let at = words.windows(2).position(|w| w == ["apt-get", "install"]).unwrap();
+    words[at + 2..]
+        .iter()
+        .take_while(|w| **w != "&&")
+        .filter(|w| !w.starts_with('-') && **w != "\\")
+        .copied()
+        .collect()
 }

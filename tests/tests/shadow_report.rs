@@ -356,8 +356,11 @@ fn sources_not_built_yet_and_bad_input_are_named() {
         let err = text(&out.stderr);
         assert!(err.contains(want), "{args:?}: expected {want:?} in {err}");
     };
-    fails(&["shadow", "report", MODEL, "--from", "kafka://127.0.0.1:9092/shadow"], "need the kafka sink");
-    fails(&["shadow", "report", MODEL, "--from", "s3://bucket/shadow"], "need the parquet sink");
+    fails(
+        &["shadow", "report", MODEL, "--from", "kafka://127.0.0.1:9092/shadow"],
+        "cannot read kafka:// yet",
+    );
+    fails(&["shadow", "report", MODEL, "--from", "s3://bucket/shadow"], "cannot read Parquet tables");
     fails(&["shadow", "report", MODEL, "--from", "/no/such/records"], "/no/such/records");
     fails(&["shadow", "report", "nope", "--from", from], "no prediction records of model nope");
     fails(&["shadow", "report", MODEL, "--from", from, "--since", "whenever"], "--since");

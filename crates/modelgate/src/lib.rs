@@ -57,6 +57,11 @@ pub use api::predict::PredictService;
 pub use api::tls::TlsFiles;
 pub use serving::convert::output_from_pb;
 pub use serving::gateway::Gateway;
+pub use serving::records::kafka::{KafkaSecurity, KafkaWriter, kafka_writer};
+pub use serving::records::{
+    OutcomeRecord, OutputRecord, PredictionRecord, Record, RecordWriter, SCHEMA_VERSION, SinkError,
+    TensorValues,
+};
 pub use serving::request::InferRequest;
 // The record schema and its sinks, for the sink tests (issue 18).
 pub use serving::records;

@@ -122,7 +122,11 @@ fn start_record_sinks(
     budget: Option<Arc<modelgate_runtime::CpuBudget>>,
 ) -> anyhow::Result<crate::serving::records::RecordSinks> {
     use crate::serving::records::{FileWriter, QueueSettings, RecordSinks, RecordWriter, SinkContext};
-    let ctx = SinkContext { replica: config.replica_id.clone(), file_max_bytes: config.shadow_file_bytes };
+    let ctx = SinkContext {
+        replica: config.replica_id.clone(),
+        file_max_bytes: config.shadow_file_bytes,
+        kafka: config.kafka_security.clone(),
+    };
     let mut writers: Vec<Box<dyn RecordWriter>> = Vec::new();
     if config.records.is_empty() {
         let w = FileWriter::open(&config.shadow_dir, &ctx.replica, ctx.file_max_bytes)

@@ -55,16 +55,16 @@ pub fn open(from: &str) -> anyhow::Result<Box<dyn RecordSource>> {
         None => Ok(Box::new(FileSource::new(Path::new(from))?)),
         Some(("file", path)) => Ok(Box::new(FileSource::new(Path::new(path))?)),
         Some(("kafka", _)) => anyhow::bail!(
-            "--from {from}: kafka:// sources need the kafka sink, not built yet; \
-             point --from at the file sink's directory (the gateway's --shadow-dir)"
+            "--from {from}: shadow report cannot read kafka:// yet; consume the topic into a \
+             directory of JSON lines (one message per line) or point --from at a file sink's directory"
         ),
         Some(("s3" | "gs" | "az" | "azure", _)) => anyhow::bail!(
-            "--from {from}: object-storage (Parquet) sources need the parquet sink, not built yet; \
-             point --from at the file sink's directory (the gateway's --shadow-dir)"
+            "--from {from}: shadow report cannot read Parquet tables on object storage yet; \
+             point --from at a file sink's directory (the gateway's --shadow-dir)"
         ),
         Some((scheme, _)) => anyhow::bail!(
             "--from {from}: unknown scheme {scheme}://; expected a directory or file of JSON lines \
-             (kafka:// and s3:// come with their sinks)"
+             (kafka:// and s3:// are not read yet)"
         ),
     }
 }
@@ -218,8 +218,8 @@ mod tests {
     #[test]
     fn schemes_without_a_source_say_what_they_need() {
         let e = |s: &str| open(s).err().unwrap().to_string();
-        assert!(e("kafka://broker:9092/shadow").contains("need the kafka sink"));
-        assert!(e("s3://bucket/shadow").contains("need the parquet sink"));
+        assert!(e("kafka://broker:9092/shadow").contains("cannot read kafka:// yet"));
+        assert!(e("s3://bucket/shadow").contains("cannot read Parquet tables"));
         assert!(e("ftp://x").contains("unknown scheme ftp://"));
         assert!(e("/no/such/dir").contains("/no/such/dir"));
         let empty = tempfile::tempdir().unwrap();

@@ -148,6 +148,29 @@ pub struct ServeArgs {
     /// (`modelgate_shadow_records_total{outcome="dropped_full"}`).
     #[arg(long, env = "MODELGATE_RECORDS_QUEUE", default_value_t = 8192)]
     pub records_queue: usize,
+    /// Kafka record sinks: `plaintext`, `ssl`, `sasl_plaintext` or
+    /// `sasl_ssl` (over the URL's `security.protocol`).
+    #[arg(long, env = "MODELGATE_KAFKA_SECURITY_PROTOCOL")]
+    pub kafka_security_protocol: Option<String>,
+    /// Kafka record sinks: PEM file of the CA that signed the brokers' certificates.
+    #[arg(long, env = "MODELGATE_KAFKA_SSL_CA")]
+    pub kafka_ssl_ca: Option<PathBuf>,
+    /// Kafka record sinks: client certificate (PEM), for brokers that ask for one.
+    #[arg(long, env = "MODELGATE_KAFKA_SSL_CERT", requires = "kafka_ssl_key")]
+    pub kafka_ssl_cert: Option<PathBuf>,
+    /// Kafka record sinks: the client certificate's private key (PEM).
+    #[arg(long, env = "MODELGATE_KAFKA_SSL_KEY", requires = "kafka_ssl_cert")]
+    pub kafka_ssl_key: Option<PathBuf>,
+    /// Kafka record sinks: SASL mechanism, `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    #[arg(long, env = "MODELGATE_KAFKA_SASL_MECHANISM")]
+    pub kafka_sasl_mechanism: Option<String>,
+    /// Kafka record sinks: SASL user name.
+    #[arg(long, env = "MODELGATE_KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+    /// Kafka record sinks: a file holding the SASL password (a mounted
+    /// Secret); else the MODELGATE_KAFKA_SASL_PASSWORD variable.
+    #[arg(long, env = "MODELGATE_KAFKA_SASL_PASSWORD_FILE")]
+    pub kafka_sasl_password_file: Option<PathBuf>,
     /// Address of the Admin service (rollouts). Keep it on loopback unless a token is set.
     #[arg(long, env = "MODELGATE_ADMIN_LISTEN", default_value = "127.0.0.1:50052")]
     pub admin_listen: SocketAddr,

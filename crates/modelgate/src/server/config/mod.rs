@@ -54,6 +54,8 @@ pub struct ServeConfig {
     pub records: Vec<String>,
     /// Records that may wait per sink.
     pub records_queue: usize,
+    /// TLS/SASL for `kafka://` record sinks (`--kafka-*`).
+    pub kafka_security: crate::serving::records::kafka::KafkaSecurity,
     /// MiB for request ids kept for outcome joins.
     pub outcome_join_mib: u64,
     /// MiB for the outcome sums.
@@ -127,6 +129,7 @@ impl ServeConfig {
             shadow_file_bytes: 64 * 1024 * 1024,
             records: Vec::new(),
             records_queue: 8192,
+            kafka_security: Default::default(),
             outcome_join_mib: 32,
             outcome_store_mib: 64,
             outcome_metrics_per_model: 32,

@@ -22,6 +22,7 @@ pub use queue::{QueueSettings, RecordSinks};
 use modelgate_runtime::{DataType, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+pub mod kafka;
 pub mod parquet;
 
 /// The schema version every record carries in `schema`.
@@ -245,6 +246,14 @@ pub trait RecordWriter: Send + 'static {
     fn write(&mut self, batch: &[Record]) -> Result<(), SinkError>;
     /// Makes what was written durable and visible to readers.
     fn flush(&mut self) -> Result<(), SinkError>;
+    /// Records an asynchronous sink accepted in an earlier `write` and then
+    /// failed to deliver (Kafka: broker down past `message.timeout.ms`), since
+    /// the last call. The queue thread calls it after each `write` and
+    /// `flush` and counts them as dropped; sinks that fail in `write` itself
+    /// keep the default.
+    fn take_undelivered(&mut self) -> u64 {
+        0
+    }
 }
 
 /// What every sink is opened with.
@@ -254,6 +263,9 @@ pub struct SinkContext {
     pub replica: String,
     /// The file sink's rotation size (`--shadow-file-bytes`).
     pub file_max_bytes: u64,
+    /// TLS/SASL for `kafka://` sinks (`--kafka-*` flags; they win over the
+    /// URL's own keys).
+    pub kafka: kafka::KafkaSecurity,
 }
 
 /// Why a `--records` destination cannot be opened.
@@ -261,8 +273,6 @@ pub struct SinkContext {
 pub enum OpenError {
     #[error("--records {url}: {why}")]
     Bad { url: String, why: String },
-    #[error("--records {url}: {scheme}:// records are not built into this binary yet (file:// is)")]
-    NotBuiltIn { url: String, scheme: String },
     #[error("--records {url}: {source}")]
     Io { url: String, source: std::io::Error },
 }
@@ -294,7 +304,9 @@ pub fn open(url: &str, ctx: &SinkContext) -> Result<Box<dyn RecordWriter>, OpenE
         | "az" => {
             parquet::parquet_writer(url, &ctx.replica).map_err(|why| OpenError::Bad { url: url.into(), why })
         }
-        "kafka" => Err(OpenError::NotBuiltIn { url: url.into(), scheme: scheme.into() }),
+        "kafka" => {
+            kafka::kafka_writer(url, &ctx.kafka).map_err(|why| OpenError::Bad { url: url.into(), why })
+        }
         other => Err(OpenError::Bad {
             url: url.into(),
             why: format!(
@@ -389,11 +401,12 @@ mod tests {
     #[test]
     fn sink_urls_name_what_is_wrong() {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = SinkContext { replica: "r".into(), file_max_bytes: 1024 };
+        let ctx = SinkContext { replica: "r".into(), file_max_bytes: 1024, kafka: Default::default() };
         let url = format!("file://{}", dir.path().display());
         assert_eq!(open(&url, &ctx).unwrap().name(), "file");
-        let e = open("kafka://127.0.0.1:9092/topic", &ctx).err().unwrap().to_string();
-        assert!(e.contains("not built into this binary yet"), "{e}");
+        assert_eq!(open("kafka://127.0.0.1:9092/topic", &ctx).unwrap().name(), "kafka");
+        let e = open("kafka://127.0.0.1:9092/topic?acks=0", &ctx).err().unwrap().to_string();
+        assert!(e.contains("acks"), "{e}");
         let parquet = format!("parquet+file://{}", dir.path().display());
         assert_eq!(open(&parquet, &ctx).unwrap().name(), "parquet");
         let e = open("s3://bucket/x?max_rows=lots", &ctx).err().unwrap().to_string();

@@ -254,6 +254,7 @@ impl Drain {
             match self.metered(|w| w.write(batch)) {
                 Ok(()) => {
                     self.counts.written.fetch_add(n, Ordering::Relaxed);
+                    self.count_undelivered();
                     break;
                 }
                 Err(SinkError::Transient(e))
@@ -284,6 +285,18 @@ impl Drain {
                 }
                 self.flush_failing = true;
             }
+        }
+        self.count_undelivered();
+    }
+
+    /// Records an asynchronous sink accepted (counted `written`) and later
+    /// failed to deliver are counted `dropped_failed` too: counters never go
+    /// down, so `written` means "accepted by the sink".
+    fn count_undelivered(&mut self) {
+        let lost = self.writer.take_undelivered();
+        if lost > 0 {
+            self.counts.dropped_failed.fetch_add(lost, Ordering::Relaxed);
+            tracing::warn!(sink = %self.label, records = lost, "records accepted by the sink were not delivered");
         }
     }
 }
