@@ -62,17 +62,20 @@ async fn predictions_and_outcomes_reach_every_sink_and_join_on_the_request_id() 
     repo.config("breast-cancer", "max_batch = 1\n[records]\ninputs = true\nmax_values = 16\n");
     let (a, b) = (repo.path().join("records-a"), repo.path().join("records-b"));
     let tables = repo.path().join("tables");
+    let broker = modelgate_tests::kafka::Broker::start();
+    broker.create_topic("shadow", 3);
     let server = start(&repo, |c| {
         c.shadow_queue = 1000;
         c.records = vec![
             format!("file://{}", a.display()),
             format!("file://{}", b.display()),
             format!("parquet+file://{}", tables.display()),
+            format!("kafka://{}/shadow?linger.ms=5", broker.bootstrap()),
         ];
     })
     .await;
     let (_, body) = http_get(server.metrics_addr.unwrap(), "/metrics").await;
-    for sink in ["file", "file-2", "parquet"] {
+    for sink in ["file", "file-2", "parquet", "kafka"] {
         for outcome in ["written", "dropped_full", "dropped_failed", "retried"] {
             assert_eq!(
                 metric(&body, sink, outcome),
@@ -149,7 +152,7 @@ async fn predictions_and_outcomes_reach_every_sink_and_join_on_the_request_id() 
     assert!(!r.joined);
     assert!(server.gateway.record_sinks().unwrap().flush(Duration::from_secs(120)));
     let (_, body) = http_get(server.metrics_addr.unwrap(), "/metrics").await;
-    for sink in ["file", "file-2", "parquet"] {
+    for sink in ["file", "file-2", "parquet", "kafka"] {
         assert_eq!(metric(&body, sink, "written"), Some(2 * n as u64 + 1), "{body}");
         assert_eq!(metric(&body, sink, "dropped_full"), Some(0), "{body}");
     }
@@ -236,6 +239,34 @@ async fn predictions_and_outcomes_reach_every_sink_and_join_on_the_request_id() 
     }
     let joined = seen["duckdb"]["joined"].as_array().unwrap();
     assert_eq!(joined.len(), n, "every joined outcome meets its prediction: {joined:?}");
+
+    // The Kafka sink: an independent consumer reads the same records, each
+    // message one JSON record keyed by its routing key's hash.
+    let python = modelgate_tests::python::venv("kafka-s3", "requirements-kafka-s3.txt");
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(root().join("tests/python/kafka_consume.py"))
+        .args(["--bootstrap", &broker.bootstrap(), "--topic", "shadow"])
+        .args(["--count", &(2 * n + 1).to_string(), "--timeout", "90"]);
+    let out = modelgate_tests::python::run_bounded(cmd, Duration::from_secs(180));
+    assert!(out.status.success(), "kafka_consume.py: {}", String::from_utf8_lossy(&out.stderr));
+    let read: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut from_kafka: Vec<Value> = read["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let record: Value = serde_json::from_str(m["value"].as_str().unwrap()).unwrap();
+            let key =
+                record["routing_key_hash"].as_str().or(record["request_id"].as_str()).unwrap().to_string();
+            assert_eq!(m["key"].as_str(), Some(key.as_str()), "{m}");
+            record
+        })
+        .collect();
+    let mut from_file = records.clone();
+    let order = |r: &Value| format!("{}{}", r["kind"], r["request_id"]);
+    from_kafka.sort_by_key(order);
+    from_file.sort_by_key(order);
+    assert_eq!(from_kafka, from_file, "Kafka carries exactly the records the file sink wrote");
 }
 
 #[tokio::test]

@@ -346,7 +346,7 @@ fn the_html_page_is_self_contained_well_formed_and_has_its_plots() {
 }
 
 #[test]
-fn sources_not_built_yet_and_bad_input_are_named() {
+fn sources_not_read_yet_and_bad_input_are_named() {
     let dir = tempfile::tempdir().unwrap();
     fixture(dir.path());
     let from = dir.path().to_str().unwrap();
@@ -367,7 +367,7 @@ fn sources_not_built_yet_and_bad_input_are_named() {
     fails(&["shadow", "report", MODEL, "--from", from, "--version", "9"], "802 records");
     let out = run(&["shadow", "report", MODEL, "--from", "kafka://x", "--json"]);
     let err: Value = serde_json::from_str(text(&out.stderr).trim()).unwrap();
-    assert!(err["message"].as_str().unwrap().contains("kafka sink"), "{err}");
+    assert!(err["message"].as_str().unwrap().contains("cannot read kafka:// yet"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
