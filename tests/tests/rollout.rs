@@ -1059,12 +1059,21 @@ async fn a_slower_candidate_does_not_advance_at_default_settings() {
     a.start_rollout(req).await.unwrap();
     let x = traffic_until(&mut c, &mut a, "breast-cancer", 300, |x| x.verdict == "unhealthy").await;
     assert!(x.verdict_reason.contains("mean latency"), "{x:?}");
-    let s = rollout_status(&mut a, "breast-cancer").await;
-    // Still at its first step (stages count from 1), at 20%.
-    assert_eq!((s.state.as_str(), s.stage), ("running", 1), "{s:?}");
+    // GetAnalysis judges the live numbers; the status's waiting line is the
+    // controller's from its last tick, so it says so a tick later.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let s = loop {
+        let s = rollout_status(&mut a, "breast-cancer").await;
+        // Still at its first step (stages count from 1), at 20%, throughout.
+        assert_eq!((s.state.as_str(), s.stage), ("running", 1), "{s:?}");
+        if s.waiting_for.contains("safety analysis unhealthy: v1 mean latency") {
+            break s;
+        }
+        assert!(std::time::Instant::now() < until, "the waiting line never said why: {s:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     let canary = s.arms.iter().find(|a| a.version == 1).unwrap();
     assert_eq!(canary.weight_bp, 2000, "{s:?}");
-    assert!(s.waiting_for.contains("safety analysis unhealthy: v1 mean latency"), "{s:?}");
     server.stop().await.unwrap();
 }
 

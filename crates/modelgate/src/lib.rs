@@ -57,7 +57,9 @@ pub use api::predict::PredictService;
 pub use api::tls::TlsFiles;
 pub use serving::convert::output_from_pb;
 pub use serving::gateway::Gateway;
-pub use serving::records::kafka::{KafkaSecurity, KafkaWriter, kafka_writer};
+pub use serving::records::KafkaSecurity;
+#[cfg(feature = "kafka")]
+pub use serving::records::kafka::{KafkaWriter, kafka_writer};
 pub use serving::records::{
     OutcomeRecord, OutputRecord, PredictionRecord, Record, RecordWriter, SCHEMA_VERSION, SinkError,
     TensorValues,

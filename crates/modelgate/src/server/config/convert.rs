@@ -98,7 +98,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 urls
             },
             records_queue: a.records_queue.max(1),
-            kafka_security: crate::serving::records::kafka::KafkaSecurity {
+            kafka_security: crate::serving::records::KafkaSecurity {
                 protocol: a.kafka_security_protocol,
                 ssl_ca: a.kafka_ssl_ca,
                 ssl_cert: a.kafka_ssl_cert,

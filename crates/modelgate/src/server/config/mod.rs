@@ -55,7 +55,7 @@ pub struct ServeConfig {
     /// Records that may wait per sink.
     pub records_queue: usize,
     /// TLS/SASL for `kafka://` record sinks (`--kafka-*`).
-    pub kafka_security: crate::serving::records::kafka::KafkaSecurity,
+    pub kafka_security: crate::serving::records::KafkaSecurity,
     /// MiB for request ids kept for outcome joins.
     pub outcome_join_mib: u64,
     /// MiB for the outcome sums.

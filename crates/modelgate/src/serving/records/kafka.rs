@@ -21,7 +21,6 @@
 //! [`RecordWriter::take_undelivered`], which counts it as dropped. `flush`
 //! waits at most `flush.timeout.ms`.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,29 +33,11 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 
 use super::{Record, RecordWriter, SCHEMA_VERSION, SinkError};
 
+pub use super::kafka_security::KafkaSecurity;
+
 /// The variable a SASL password is read from when no password file is given
 /// (a password never goes in the URL, which ends up in logs).
 pub const SASL_PASSWORD_ENV: &str = "MODELGATE_KAFKA_SASL_PASSWORD";
-
-/// TLS and SASL settings; the same keys are accepted in the URL's query
-/// (`security.protocol`, `ssl.ca.location`, …). A field set here (from a
-/// command-line flag) wins over the URL.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct KafkaSecurity {
-    /// `plaintext` (default), `ssl`, `sasl_plaintext` or `sasl_ssl`.
-    pub protocol: Option<String>,
-    /// PEM file of the CA that signed the brokers' certificates.
-    pub ssl_ca: Option<PathBuf>,
-    /// Client certificate and key (PEM) for brokers that ask for one.
-    pub ssl_cert: Option<PathBuf>,
-    pub ssl_key: Option<PathBuf>,
-    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
-    pub sasl_mechanism: Option<String>,
-    pub sasl_username: Option<String>,
-    /// A file holding the password (a mounted Secret); else
-    /// [`SASL_PASSWORD_ENV`].
-    pub sasl_password_file: Option<PathBuf>,
-}
 
 /// Everything a `kafka://` URL says, after checking.
 #[derive(Debug, Clone, PartialEq)]
