@@ -28,6 +28,27 @@ pub enum DataType {
 }
 
 impl DataType {
+    /// The KServe v2 / Triton name of the type (`FP32`, `INT64`, `BYTES`…):
+    /// what clients of either API, and the shadow records, call it.
+    pub fn kserve_name(self) -> &'static str {
+        match self {
+            DataType::Float32 => "FP32",
+            DataType::Float64 => "FP64",
+            DataType::Int32 => "INT32",
+            DataType::Int64 => "INT64",
+            DataType::Bool => "BOOL",
+            DataType::Uint8 => "UINT8",
+            DataType::Int8 => "INT8",
+            DataType::String => "BYTES",
+            DataType::Float16 => "FP16",
+            DataType::Bfloat16 => "BF16",
+            DataType::Int16 => "INT16",
+            DataType::Uint16 => "UINT16",
+            DataType::Uint32 => "UINT32",
+            DataType::Uint64 => "UINT64",
+        }
+    }
+
     /// Size of one element in bytes in the raw little-endian layout; `None` for
     /// strings, whose elements are length-prefixed.
     pub fn element_size(self) -> Option<usize> {

@@ -47,22 +47,7 @@ impl KserveService {
 
 /// KServe's name of a datatype.
 pub fn datatype_name(dtype: DataType) -> &'static str {
-    match dtype {
-        DataType::Float32 => "FP32",
-        DataType::Float64 => "FP64",
-        DataType::Int32 => "INT32",
-        DataType::Int64 => "INT64",
-        DataType::Bool => "BOOL",
-        DataType::Uint8 => "UINT8",
-        DataType::Int8 => "INT8",
-        DataType::String => "BYTES",
-        DataType::Float16 => "FP16",
-        DataType::Bfloat16 => "BF16",
-        DataType::Int16 => "INT16",
-        DataType::Uint16 => "UINT16",
-        DataType::Uint32 => "UINT32",
-        DataType::Uint64 => "UINT64",
-    }
+    dtype.kserve_name()
 }
 
 const SUPPORTED: &str =

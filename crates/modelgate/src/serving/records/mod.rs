@@ -19,7 +19,7 @@ pub mod queue;
 pub use file::FileWriter;
 pub use queue::{QueueSettings, RecordSinks};
 
-use modelgate_runtime::{DataType, Tensor, TensorData};
+use modelgate_runtime::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 /// The Kafka sink: librdkafka compiled from C, so it is a cargo feature
@@ -160,7 +160,7 @@ impl TensorValues {
         let count = data.len();
         let truncated = count > max_values;
         let mut out = Self {
-            dtype: kserve_dtype(tensor.dtype()).to_string(),
+            dtype: tensor.dtype().kserve_name().to_string(),
             shape: tensor.shape.clone(),
             values: Vec::new(),
             strings: Vec::new(),
@@ -187,26 +187,6 @@ impl TensorValues {
             _ => {}
         }
         out
-    }
-}
-
-/// KServe v2's name of a datatype (what clients of either API know).
-pub fn kserve_dtype(dtype: DataType) -> &'static str {
-    match dtype {
-        DataType::Float32 => "FP32",
-        DataType::Float64 => "FP64",
-        DataType::Int32 => "INT32",
-        DataType::Int64 => "INT64",
-        DataType::Bool => "BOOL",
-        DataType::Uint8 => "UINT8",
-        DataType::Int8 => "INT8",
-        DataType::String => "BYTES",
-        DataType::Float16 => "FP16",
-        DataType::Bfloat16 => "BF16",
-        DataType::Int16 => "INT16",
-        DataType::Uint16 => "UINT16",
-        DataType::Uint32 => "UINT32",
-        DataType::Uint64 => "UINT64",
     }
 }
 
