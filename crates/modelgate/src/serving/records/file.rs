@@ -79,23 +79,7 @@ impl RecordWriter for FileWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serving::records::{OutcomeRecord, SCHEMA_VERSION};
-
-    fn record(i: u64) -> Record {
-        Record::Outcome(OutcomeRecord {
-            schema: SCHEMA_VERSION,
-            ts_ms: 1,
-            request_id: format!("r{i}"),
-            model: "m".into(),
-            replica: "host-1".into(),
-            routing_key_hash: None,
-            metric: "clicks".into(),
-            value: i as f64,
-            joined: false,
-            version: None,
-            role: None,
-        })
-    }
+    use crate::serving::records::test_outcome as record;
 
     #[test]
     fn records_are_written_as_json_lines_rotated_by_size_named_by_replica() {

@@ -309,6 +309,24 @@ pub fn open(url: &str, ctx: &SinkContext) -> Result<Box<dyn RecordWriter>, OpenE
     }
 }
 
+/// An outcome record numbered `i`, for the sinks' and the queue's unit tests.
+#[cfg(test)]
+pub(crate) fn test_outcome(i: u64) -> Record {
+    Record::Outcome(OutcomeRecord {
+        schema: SCHEMA_VERSION,
+        ts_ms: 1,
+        request_id: format!("r{i}"),
+        model: "m".into(),
+        replica: "host-1".into(),
+        routing_key_hash: None,
+        metric: "clicks".into(),
+        value: i as f64,
+        joined: false,
+        version: None,
+        role: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

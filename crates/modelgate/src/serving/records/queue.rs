@@ -370,24 +370,8 @@ impl RecordSinks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serving::records::{OutcomeRecord, SCHEMA_VERSION};
+    use crate::serving::records::test_outcome as record;
     use std::sync::Mutex;
-
-    fn record(i: u64) -> Record {
-        Record::Outcome(OutcomeRecord {
-            schema: SCHEMA_VERSION,
-            ts_ms: 1,
-            request_id: format!("r{i}"),
-            model: "m".into(),
-            replica: "host-1".into(),
-            routing_key_hash: None,
-            metric: "clicks".into(),
-            value: i as f64,
-            joined: false,
-            version: None,
-            role: None,
-        })
-    }
 
     /// Keeps what it is given; fails the first `fail` writes with `error`.
     struct Memory {
