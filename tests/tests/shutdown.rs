@@ -14,6 +14,7 @@ use modelgate_tests::*;
 struct Served {
     child: Child,
     addr: String,
+    metrics: std::net::SocketAddr,
     log: std::path::PathBuf,
 }
 
@@ -29,7 +30,18 @@ fn serve(repo: &TestRepo, drain_seconds: &str, log_format: &str) -> Served {
             "--metrics-listen",
             "127.0.0.1:0",
         ])
-        .args(["--drain-seconds", drain_seconds, "--log-format", log_format, "--no-watch", "--models"])
+        // One inference thread: the slow model runs one request at a time and
+        // the next waits in its queue, which the metrics show (until_queued).
+        .args([
+            "--threads",
+            "1",
+            "--drain-seconds",
+            drain_seconds,
+            "--log-format",
+            log_format,
+            "--no-watch",
+            "--models",
+        ])
         .arg(repo.path())
         .arg("--state-dir")
         .arg(repo.path().join(".state"))
@@ -38,17 +50,38 @@ fn serve(repo: &TestRepo, drain_seconds: &str, log_format: &str) -> Served {
         .spawn()
         .expect("spawn modelgate serve");
     let stdout = child.stdout.take().unwrap();
-    let mut addr = None;
+    let (mut addr, mut metrics) = (None, None);
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
         if let Some(rest) = line.strip_prefix("modelgate ready: Predict (modelgate.v1) on ") {
             addr = Some(rest.trim().to_string());
         }
+        if let Some(rest) = line.trim().strip_prefix("metrics on http://") {
+            metrics = rest.strip_suffix("/metrics").and_then(|a| a.parse().ok());
+        }
         if line.starts_with("try: ") {
             break;
         }
     }
-    Served { child, addr: addr.expect("ready line"), log }
+    Served { child, addr: addr.expect("ready line"), metrics: metrics.expect("metrics line"), log }
+}
+
+/// Waits (bounded) until the slow model's queue has held `depth` requests in
+/// several scrapes in a row. With one inference thread and one request per run, a
+/// queue that stays at `depth` means the session is busy too: every request
+/// sent has reached the server (one running, `depth` waiting). A fixed sleep
+/// instead raced a loaded machine.
+async fn until_queued(metrics: std::net::SocketAddr, depth: usize) {
+    let series = "modelgate_queue_depth{model=\"slow\",version=\"1\"} ";
+    let ceiling = Instant::now() + Duration::from_secs(60);
+    let mut seen = 0;
+    while seen < 3 {
+        let (_, body) = http_get(metrics, "/metrics").await;
+        let now = body.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.parse::<f64>().ok());
+        seen = if now == Some(depth as f64) { seen + 1 } else { 0 };
+        assert!(Instant::now() < ceiling, "the slow model's queue never held {depth}:\n{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn sigterm(child: &Child) {
@@ -89,7 +122,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_cleanly() {
         let mut c = connect(&served.addr).await.unwrap();
         in_flight.push(tokio::spawn(async move { c.predict(request("slow", &rows(300))).await }));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until_queued(served.metrics, 1).await;
     sigterm(&served.child);
     // The listener closes: new connections are refused while the two finish.
     let refused_by = Instant::now() + Duration::from_secs(3);
@@ -121,11 +154,14 @@ async fn the_drain_is_bounded() {
     let repo = TestRepo::new();
     repo.add("slow", 1, SLOW);
     let mut served = serve(&repo, "0.5", "json");
-    let mut c = connect(&served.addr).await.unwrap();
-    // ~60 s of work: far longer than the 0.5 s drain (and than the generous
-    // ceiling below, which only has to hold on a loaded machine).
-    let stuck = tokio::spawn(async move { c.predict(request("slow", &rows(15_000))).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ~60 s of work each: far longer than the 0.5 s drain (and than the
+    // generous ceiling below, which only has to hold on a loaded machine).
+    let mut stuck = Vec::new();
+    for _ in 0..2 {
+        let mut c = connect(&served.addr).await.unwrap();
+        stuck.push(tokio::spawn(async move { c.predict(request("slow", &rows(15_000))).await }));
+    }
+    until_queued(served.metrics, 1).await;
     sigterm(&served.child);
     let (status, took) =
         tokio::task::spawn_blocking(move || wait_exit(&mut served.child, Duration::from_secs(40)))
@@ -133,8 +169,10 @@ async fn the_drain_is_bounded() {
             .unwrap();
     assert!(status.success(), "{status:?}");
     assert!(took < Duration::from_secs(30), "exit took {took:?}");
-    // The request that outlived the drain was cut off, not answered.
-    assert!(stuck.await.unwrap().is_err());
+    // The requests that outlived the drain were cut off, not answered.
+    for r in stuck {
+        assert!(r.await.unwrap().is_err());
+    }
     // --log-format json: every line is one JSON object with a level and a message.
     let log = std::fs::read_to_string(&served.log).unwrap();
     let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
