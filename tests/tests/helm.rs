@@ -3,7 +3,10 @@
 //! linted, every object validated (tests/python/helm_render.py: Kubernetes
 //! kinds with kubernetes-validate in strict mode against its newest two
 //! Kubernetes versions, the Prometheus Operator's kinds against models of
-//! its CRD schemas), and the objects' key fields checked here.
+//! its CRD schemas), and the objects' key fields checked here. The record
+//! sinks' wiring is also run: the gateway binary, started with exactly the
+//! rendered container's args and env (`LocalPod`), writes to a real Kafka
+//! broker and a real S3 server.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
