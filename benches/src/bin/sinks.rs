@@ -94,7 +94,11 @@ fn main() -> anyhow::Result<()> {
     let bin = root.join("target/release/modelgate");
     let loadgen = root.join("target/release/loadgen");
     for b in [&bin, &loadgen] {
-        anyhow::ensure!(b.exists(), "{} is missing: cargo build --release -p modelgate -p modelgate-benches", b.display());
+        anyhow::ensure!(
+            b.exists(),
+            "{} is missing: cargo build --release -p modelgate -p modelgate-benches",
+            b.display()
+        );
     }
     let broker = Broker::start();
     broker.create_topic(TOPIC, 3);
@@ -102,7 +106,10 @@ fn main() -> anyhow::Result<()> {
     s3.create_bucket(BUCKET);
     let mut sinks = Sinks { broker, s3, out: args.out.clone() };
 
-    println!("1. each sink alone: {} prediction records (breast-cancer's two outputs), batches of 256", args.records);
+    println!(
+        "1. each sink alone: {} prediction records (breast-cancer's two outputs), batches of 256",
+        args.records
+    );
     let mut alone = BTreeMap::new();
     for (name, url) in sinks.urls("alone") {
         let rate = sink_alone(name, &url, args.records)?;
@@ -156,7 +163,17 @@ fn main() -> anyhow::Result<()> {
     }
     println!(
         "   {:<14} | {:>8} {:>8} | {:>8} {:>8} | {:>10} {:>16} | {:>10} | {:>8} {:>8} {:>8}",
-        "sink", "off p50", "off p99", "on p50", "on p99", "p99 on/off", "(rounds)", "records/s", "errors", "drop-q", "drop-f"
+        "sink",
+        "off p50",
+        "off p99",
+        "on p50",
+        "on p99",
+        "p99 on/off",
+        "(rounds)",
+        "records/s",
+        "errors",
+        "drop-q",
+        "drop-f"
     );
     for r in &rows {
         let rounds: Vec<String> = r["p99_on_off_rounds"]
@@ -179,7 +196,10 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
-    println!("\n3. the Kafka broker stopped mid-load (champion at concurrency {}, shadow on)", args.concurrency);
+    println!(
+        "\n3. the Kafka broker stopped mid-load (champion at concurrency {}, shadow on)",
+        args.concurrency
+    );
     let url = format!("kafka://{}/{TOPIC}", sinks.broker.bootstrap());
     let gw = Gateway::start(&bin, &repo, &args.out.join("gw-broker-down"), &url, &root)?;
     gw.admin(&bin, &["start", "breast-cancer", "shadow", "--versions", "2"])?;
@@ -203,7 +223,15 @@ fn main() -> anyhow::Result<()> {
         let d = after.minus(&before);
         println!(
             "   {:<22} | {:>9} {:>7} | {:>8} {:>8} | {:>8.0} {:>8.0} {:>8.0} {:>8.0}",
-            phase, r["requests"], r["errors"], r["p50_us"], r["p99_us"], d.written, d.retried, d.dropped_full, d.dropped_failed
+            phase,
+            r["requests"],
+            r["errors"],
+            r["p50_us"],
+            r["p99_us"],
+            d.written,
+            d.retried,
+            d.dropped_full,
+            d.dropped_failed
         );
         phases.push(json!({"phase": phase, "load": r, "sink": d.to_json()}));
     }
@@ -288,17 +316,24 @@ fn record(i: usize) -> Record {
 
 /// Records/s through one sink's writer alone, final flush included.
 fn sink_alone(name: &str, url: &str, n: usize) -> anyhow::Result<f64> {
-    let ctx = SinkContext { replica: "bench-0".into(), file_max_bytes: 64 << 20, kafka: KafkaSecurity::default() };
+    let ctx =
+        SinkContext { replica: "bench-0".into(), file_max_bytes: 64 << 20, kafka: KafkaSecurity::default() };
     let mut writer: Box<dyn RecordWriter> = if name == "parquet-s3" {
         // The S3 credentials from this run's server, not the environment.
         Box::new(
-            ParquetWriter::open(url, "bench-0", &Sinks::s3_env(), Box::new(|| modelgate::clock::now_ms() as i64))
-                .map_err(anyhow::Error::msg)?,
+            ParquetWriter::open(
+                url,
+                "bench-0",
+                &Sinks::s3_env(),
+                Box::new(|| modelgate::clock::now_ms() as i64),
+            )
+            .map_err(anyhow::Error::msg)?,
         )
     } else {
         records::open(url, &ctx).with_context(|| format!("open {url}"))?
     };
-    let batches: Vec<Vec<Record>> = (0..n).collect::<Vec<_>>().chunks(256).map(|c| c.iter().map(|&i| record(i)).collect()).collect();
+    let batches: Vec<Vec<Record>> =
+        (0..n).collect::<Vec<_>>().chunks(256).map(|c| c.iter().map(|&i| record(i)).collect()).collect();
     let start = Instant::now();
     for b in &batches {
         writer.write(b).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
@@ -410,7 +445,10 @@ impl Gateway {
         if !v2.exists() {
             let staging = repo.join(".staging");
             std::fs::create_dir_all(&staging)?;
-            std::fs::copy(root.join("models/repository/breast-cancer/2/model.onnx"), staging.join("model.onnx"))?;
+            std::fs::copy(
+                root.join("models/repository/breast-cancer/2/model.onnx"),
+                staging.join("model.onnx"),
+            )?;
             std::fs::rename(&staging, &v2)?;
         }
         let until = Instant::now() + Duration::from_secs(120);
@@ -431,7 +469,11 @@ impl Gateway {
 
     fn admin(&self, bin: &Path, args: &[&str]) -> anyhow::Result<()> {
         let out = Command::new(bin).args(["admin", "--admin-addr", &self.admin]).args(args).output()?;
-        anyhow::ensure!(out.status.success(), "modelgate admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(
+            out.status.success(),
+            "modelgate admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(())
     }
 
@@ -448,7 +490,8 @@ impl Gateway {
     fn sink_counts(&self, sink: &str) -> anyhow::Result<Counts> {
         let body = self.scrape()?;
         let mut c = Counts::default();
-        let prefix = format!("modelgate_shadow_records_total{{sink=\"{}\",outcome=\"", sink_metric_name(sink));
+        let prefix =
+            format!("modelgate_shadow_records_total{{sink=\"{}\",outcome=\"", sink_metric_name(sink));
         for line in body.lines() {
             let Some(rest) = line.strip_prefix(&prefix) else { continue };
             let Some((outcome, value)) = rest.split_once("\"} ") else { continue };
