@@ -360,6 +360,11 @@ fn bad_sources_and_bad_input_are_named() {
     fails(&["shadow", "report", MODEL, "--from", "kafka://broker/shadow"], "is not host:port");
     fails(&["shadow", "report", MODEL, "--from", "s3://bucket/shadow?max_rowz=1"], "unknown parameter");
     fails(&["shadow", "report", MODEL, "--from", "ftp://host/records"], "unknown scheme ftp://");
+    // The sink's --kafka-* flags, checked as the sink checks them.
+    fails(
+        &["shadow", "report", MODEL, "--from", "kafka://127.0.0.1:9/t", "--kafka-sasl-mechanism", "PLAIN"],
+        "needs security.protocol=sasl_plaintext or sasl_ssl",
+    );
     fails(&["shadow", "report", MODEL, "--from", "/no/such/records"], "/no/such/records");
     fails(&["shadow", "report", "nope", "--from", from], "no prediction records of model nope");
     fails(&["shadow", "report", MODEL, "--from", from, "--since", "whenever"], "--since");

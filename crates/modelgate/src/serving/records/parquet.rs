@@ -40,7 +40,7 @@ use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, Pu
 use super::{Record, RecordWriter, SinkError, TensorValues};
 
 mod schema;
-pub use schema::{outcome_schema, outcomes_from, prediction_schema, predictions_from};
+pub use schema::{DecodedRows, outcome_schema, outcomes_from, prediction_schema, predictions_from};
 
 /// How a Parquet sink rolls and uploads its files (the URL's query).
 #[derive(Debug, Clone, PartialEq)]

@@ -29,6 +29,10 @@ use crate::serving::records::kafka::KafkaSettings;
 /// How long one poll waits: short, so a stalled read notices its ceiling soon.
 const POLL: Duration = Duration::from_millis(200);
 
+/// Per partition that holds records: (the next offset to read, the high
+/// watermark taken at the start).
+type Pending = BTreeMap<i32, (i64, i64)>;
+
 /// A topic's records, read up to the watermarks taken at the start.
 pub struct KafkaSource {
     settings: KafkaSettings,
@@ -67,7 +71,7 @@ impl KafkaSource {
 
     /// The topic's partitions that hold records, each with its low and high
     /// watermark now.
-    fn watermarks(&self, consumer: &BaseConsumer) -> anyhow::Result<(usize, BTreeMap<i32, (i64, i64)>)> {
+    fn watermarks(&self, consumer: &BaseConsumer) -> anyhow::Result<(usize, Pending)> {
         let topic = &self.settings.topic;
         let unanswered = |what: &str, e: KafkaError| {
             anyhow!(
@@ -123,7 +127,6 @@ impl RecordSource for KafkaSource {
             assignment.add_partition_offset(&topic, p, Offset::Offset(low)).context("assign a partition")?;
         }
         consumer.assign(&assignment).context("cannot assign the topic's partitions")?;
-        // `pending` maps a partition to (next offset expected, high watermark).
         let mut progress = Instant::now();
         let mut last_error: Option<String> = None;
         while !pending.is_empty() {

@@ -26,7 +26,7 @@ use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::reader::{ChunkReader, Length};
 
 use super::{ReadTally, Record, RecordSource, SCHEMA_VERSION, SourceOptions};
-use crate::serving::records::parquet::{outcomes_from, predictions_from, store_of};
+use crate::serving::records::parquet::{DecodedRows, outcomes_from, predictions_from, store_of};
 
 /// The file's tail fetched first: the footer and, for the sink's files,
 /// the whole metadata in one request.
@@ -35,7 +35,7 @@ const TAIL_BYTES: u64 = 64 << 10;
 const BATCH_ROWS: usize = 1024;
 
 /// The two tables, by directory, and how their rows become records.
-type Decode = fn(&RecordBatch, &str) -> Result<Vec<Result<Record, String>>, String>;
+type Decode = fn(&RecordBatch, &str) -> DecodedRows;
 const TABLES: [(&str, Decode); 2] = [("predictions", predictions_from), ("outcomes", outcomes_from)];
 
 /// A model's records in the Parquet tables under one prefix.

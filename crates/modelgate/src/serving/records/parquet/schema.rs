@@ -297,6 +297,10 @@ fn null_in(name: &str, row: usize) -> String {
     format!("column {name} is null in row {row}")
 }
 
+/// A batch's rows as records; the batch as a whole may be unreadable (a
+/// column missing), and each row on its own (a null where none may be).
+pub type DecodedRows = Result<Vec<Result<Record, String>>, String>;
+
 /// Columns by name, of a batch or of a struct column.
 trait Columns {
     fn named(&self, name: &str) -> Option<&ArrayRef>;
@@ -422,7 +426,7 @@ fn schema_at(batch: &RecordBatch, row: usize) -> Result<u32, String> {
 /// what [`encode`] writes; `model` is the file's `model=` partition (not a
 /// column). A row that cannot be read is an `Err` of its own, naming the
 /// column, so one bad row does not hide the rest.
-pub fn predictions_from(batch: &RecordBatch, model: &str) -> Result<Vec<Result<Record, String>>, String> {
+pub fn predictions_from(batch: &RecordBatch, model: &str) -> DecodedRows {
     let (ts, request_id, replica) =
         (batch.i64s("ts_ms")?, batch.strings("request_id")?, batch.strings("replica")?);
     let (champion_version, champion_role) =
@@ -467,7 +471,7 @@ pub fn predictions_from(batch: &RecordBatch, model: &str) -> Result<Vec<Result<R
 }
 
 /// The rows of an `outcomes/` file's batch as records (see [`predictions_from`]).
-pub fn outcomes_from(batch: &RecordBatch, model: &str) -> Result<Vec<Result<Record, String>>, String> {
+pub fn outcomes_from(batch: &RecordBatch, model: &str) -> DecodedRows {
     let (ts, request_id, replica) =
         (batch.i64s("ts_ms")?, batch.strings("request_id")?, batch.strings("replica")?);
     let (routing_key_hash, metric, value) =
@@ -636,10 +640,7 @@ mod tests {
         )
     }
 
-    fn decode(
-        file: bytes::Bytes,
-        from: fn(&RecordBatch, &str) -> Result<Vec<Result<Record, String>>, String>,
-    ) -> Vec<Record> {
+    fn decode(file: bytes::Bytes, from: fn(&RecordBatch, &str) -> DecodedRows) -> Vec<Record> {
         let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
         reader.flat_map(|batch| from(&batch.unwrap(), "iris").unwrap()).map(Result::unwrap).collect()
     }
