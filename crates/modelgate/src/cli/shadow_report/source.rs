@@ -271,6 +271,8 @@ mod tests {
         assert!(e(empty.path().to_str().unwrap()).contains("no *.jsonl files"));
         assert!(e("s3://bucket/x?max_rowz=1").contains("unknown parameter \"max_rowz\""));
         assert!(e("parquet+file:///no/such/dir").contains("/no/such/dir"));
+        #[cfg(not(feature = "kafka"))]
+        assert!(e("kafka://b:9092/t").contains("without the kafka feature"));
         #[cfg(feature = "kafka")]
         {
             assert!(e("kafka://broker/topic").contains("is not host:port"));
