@@ -224,12 +224,12 @@ pub fn page(report: &Report) -> String {
          body{{font-family:system-ui,sans-serif;margin:2em;max-width:60em;color:#222}}\
          table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:right}}\
          th{{background:#f4f4f4}}svg{{display:block;margin:.5em 0}}section{{margin-top:2em}}\
-         </style></head><body><h1>{}</h1><p>From {}: {} files, {} records; {} unreadable lines skipped; \
+         </style></head><body><h1>{}</h1><p>From {}: {}, {} records; {} unreadable lines skipped; \
          {} records of other models, {} outcomes and {} outside the filter left out.</p>",
         esc(&title),
         esc(&title),
         esc(&report.from),
-        report.read.files,
+        report.read.units(),
         report.read.records,
         report.read.unreadable,
         report.skipped.other_models,

@@ -8,13 +8,14 @@ pub mod source;
 pub mod stats;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use crate::cli::when::{format_ms, parse_when_ms};
-use source::ReadTally;
+use source::{KafkaSecurity, ReadTally, SourceOptions};
 use stats::{Accumulator, Filter, Quantiles, ScoreBucket, Skipped, VersionReport};
 
 /// `modelgate shadow …`.
@@ -30,9 +31,12 @@ pub enum ShadowCommand {
 pub struct ReportArgs {
     /// Model name.
     pub model: String,
-    /// Where the records are: the file sink's directory (every `*.jsonl`
-    /// under it, any number of replicas' files, merged) or one file.
-    /// `kafka://` and `s3://` come with those sinks.
+    /// Where the records are, as the sinks write them: the file sink's
+    /// directory (every `*.jsonl` under it, any number of replicas' files,
+    /// merged) or one file; a Kafka topic (`kafka://broker:port[,…]/topic`,
+    /// read from the earliest offset up to the end it had when the report
+    /// started); Parquet tables (`s3://bucket/prefix`, `gs://…`, `az://…`,
+    /// `parquet+file:///dir`, credentials from the provider's variables).
     #[arg(long)]
     pub from: String,
     /// Only records at or after this time: unix ms, RFC 3339 or an age (`1h`).
@@ -53,6 +57,54 @@ pub struct ReportArgs {
     /// Also write the report as a self-contained HTML page with plots to this file.
     #[arg(long)]
     pub html: Option<PathBuf>,
+    /// How long to wait for a Kafka broker or an object store that does not
+    /// answer before giving up.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub kafka: KafkaFlags,
+}
+
+/// TLS and SASL for `--from kafka://…`: the same flags (and variables) as
+/// `modelgate serve` has for its Kafka sink; they win over the URL's keys.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KafkaFlags {
+    /// `--from kafka://`: `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    #[arg(long, env = "MODELGATE_KAFKA_SECURITY_PROTOCOL")]
+    pub kafka_security_protocol: Option<String>,
+    /// `--from kafka://`: PEM file of the CA that signed the brokers' certificates.
+    #[arg(long, env = "MODELGATE_KAFKA_SSL_CA")]
+    pub kafka_ssl_ca: Option<PathBuf>,
+    /// `--from kafka://`: client certificate (PEM), for brokers that ask for one.
+    #[arg(long, env = "MODELGATE_KAFKA_SSL_CERT", requires = "kafka_ssl_key")]
+    pub kafka_ssl_cert: Option<PathBuf>,
+    /// `--from kafka://`: the client certificate's private key (PEM).
+    #[arg(long, env = "MODELGATE_KAFKA_SSL_KEY", requires = "kafka_ssl_cert")]
+    pub kafka_ssl_key: Option<PathBuf>,
+    /// `--from kafka://`: SASL mechanism, `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    #[arg(long, env = "MODELGATE_KAFKA_SASL_MECHANISM")]
+    pub kafka_sasl_mechanism: Option<String>,
+    /// `--from kafka://`: SASL user name.
+    #[arg(long, env = "MODELGATE_KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+    /// `--from kafka://`: a file holding the SASL password; else the
+    /// MODELGATE_KAFKA_SASL_PASSWORD variable.
+    #[arg(long, env = "MODELGATE_KAFKA_SASL_PASSWORD_FILE")]
+    pub kafka_sasl_password_file: Option<PathBuf>,
+}
+
+impl From<KafkaFlags> for KafkaSecurity {
+    fn from(f: KafkaFlags) -> Self {
+        KafkaSecurity {
+            protocol: f.kafka_security_protocol,
+            ssl_ca: f.kafka_ssl_ca,
+            ssl_cert: f.kafka_ssl_cert,
+            ssl_key: f.kafka_ssl_key,
+            sasl_mechanism: f.kafka_sasl_mechanism,
+            sasl_username: f.kafka_sasl_username,
+            sasl_password_file: f.kafka_sasl_password_file,
+        }
+    }
 }
 
 /// The whole report, as `--json` prints it.
@@ -78,7 +130,14 @@ pub fn build(args: &ReportArgs) -> anyhow::Result<Report> {
         since_ms: when("since", &args.since)?,
         until_ms: when("until", &args.until)?,
     };
-    let mut source = source::open(&args.from)?;
+    let options = SourceOptions {
+        model: args.model.clone(),
+        since_ms: filter.since_ms,
+        until_ms: filter.until_ms,
+        timeout: args.timeout,
+        kafka: args.kafka.clone().into(),
+    };
+    let mut source = source::open(&args.from, &options)?;
     let mut acc = Accumulator::new(filter.clone(), usize::from(args.top));
     let read = source.read(&mut |r| acc.add(r))?;
     let skipped = acc.skipped().clone();
@@ -98,8 +157,8 @@ pub fn build(args: &ReportArgs) -> anyhow::Result<Report> {
     Ok(Report { model: args.model.clone(), from: source.describe(), filter, read, skipped, versions })
 }
 
-/// `modelgate shadow report`: reading files is blocking work, so it runs
-/// on a blocking thread rather than the runtime's.
+/// `modelgate shadow report`: reading files, topics and tables is blocking
+/// work, so it runs on a blocking thread rather than the runtime's.
 pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || report(&args)).await.context("the report thread failed")?
 }
@@ -169,10 +228,10 @@ fn quantile_line(name: &str, q: &Quantiles) -> String {
 fn table(r: &Report) -> String {
     use std::fmt::Write;
     let mut s = format!(
-        "model {} from {}: {} files, {} records ({} of other models, {} outcomes, {} outside the filter)\n",
+        "model {} from {}: {}, {} records ({} of other models, {} outcomes, {} outside the filter)\n",
         r.model,
         r.from,
-        r.read.files,
+        r.read.units(),
         r.read.records,
         r.skipped.other_models,
         r.skipped.outcomes,

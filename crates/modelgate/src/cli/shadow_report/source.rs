@@ -1,26 +1,31 @@
 //! Where a report reads records from. A source hands every record to the
-//! report one at a time, so a report's memory does not grow with its input.
-//! Today: JSON-lines files as the file sink writes them. Kafka topics and
-//! Parquet on object storage are read by the sinks that write them; their
-//! schemes are recognised here and refused with what to do instead.
+//! report one at a time, so a report's memory does not grow with its input:
+//! JSON-lines files as the file sink writes them, a Kafka topic read up to
+//! the end it had when the report started ([`kafka`]), and the Parquet
+//! tables on object storage, only the asked model's partitions ([`tables`]).
+
+#[cfg(feature = "kafka")]
+pub mod kafka;
+pub mod tables;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
 
 pub use crate::serving::records::{
-    OutcomeRecord, OutputRecord, PredictionRecord, Record, SCHEMA_VERSION, TensorValues,
+    KafkaSecurity, OutcomeRecord, OutputRecord, PredictionRecord, Record, SCHEMA_VERSION, TensorValues,
 };
 
-/// How many unreadable lines a tally quotes (the rest are only counted).
+/// How many unreadable items a tally quotes (the rest are only counted).
 const QUOTED_UNREADABLE: usize = 5;
 
 /// A stream of v1 [`Record`]s.
 pub trait RecordSource {
-    /// What is read, for messages: a directory, a file, a topic.
+    /// What is read, for messages: a directory, a file, a topic, a table.
     fn describe(&self) -> String;
     /// Calls `each` with every record. What cannot be read as a record (a
     /// line cut short by a crash, another schema) is counted in the tally,
@@ -31,40 +36,72 @@ pub trait RecordSource {
 /// What a source read.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct ReadTally {
+    /// JSON-lines or Parquet files read.
     pub files: u64,
+    /// Kafka partitions read.
+    pub partitions: u64,
+    /// JSON lines, Kafka messages or Parquet rows read.
     pub lines: u64,
     pub records: u64,
-    /// Lines that are not v1 records, skipped.
+    /// Lines, messages or rows that are not v1 records, skipped.
     pub unreadable: u64,
-    /// The first few of them, as `file:line: why`.
+    /// The first few of them, as `where: why`.
     pub unreadable_examples: Vec<String>,
 }
 
 impl ReadTally {
-    fn unreadable(&mut self, file: &Path, line: u64, why: impl std::fmt::Display) {
+    fn unreadable(&mut self, at: impl std::fmt::Display, why: impl std::fmt::Display) {
         self.unreadable += 1;
         if self.unreadable_examples.len() < QUOTED_UNREADABLE {
-            self.unreadable_examples.push(format!("{}:{line}: {why}", file.display()));
+            self.unreadable_examples.push(format!("{at}: {why}"));
+        }
+    }
+
+    /// `6 files` or `3 partitions`, for the report's first line.
+    pub fn units(&self) -> String {
+        if self.partitions > 0 {
+            format!("{} partitions", self.partitions)
+        } else {
+            format!("{} files", self.files)
         }
     }
 }
 
-/// The source `--from` names: a directory or file path (or `file://…`).
-pub fn open(from: &str) -> anyhow::Result<Box<dyn RecordSource>> {
+/// What a source may need besides its URL.
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    /// The report's model: the Parquet tables are read only in its partitions.
+    pub model: String,
+    /// The report's window: Parquet `date=` partitions outside it are not read.
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// The longest wait for a broker or an object store that does not answer.
+    pub timeout: Duration,
+    /// TLS/SASL for `kafka://` (the `--kafka-*` flags win over the URL).
+    pub kafka: KafkaSecurity,
+}
+
+/// The source `--from` names: a directory or file path (or `file://…`) of
+/// JSON lines, `kafka://…`, or Parquet tables at `s3://…`, `gs://…`,
+/// `az://…` or `parquet+file://…` (the record sinks' URLs).
+pub fn open(from: &str, options: &SourceOptions) -> anyhow::Result<Box<dyn RecordSource>> {
     match from.split_once("://") {
         None => Ok(Box::new(FileSource::new(Path::new(from))?)),
         Some(("file", path)) => Ok(Box::new(FileSource::new(Path::new(path))?)),
+        #[cfg(feature = "kafka")]
+        Some(("kafka", _)) => Ok(Box::new(kafka::KafkaSource::new(from, options)?)),
+        #[cfg(not(feature = "kafka"))]
         Some(("kafka", _)) => anyhow::bail!(
-            "--from {from}: shadow report cannot read kafka:// yet; consume the topic into a \
-             directory of JSON lines (one message per line) or point --from at a file sink's directory"
+            "--from {from}: this binary was built without the kafka feature (cargo build --features kafka)"
         ),
-        Some(("s3" | "gs" | "az" | "azure", _)) => anyhow::bail!(
-            "--from {from}: shadow report cannot read Parquet tables on object storage yet; \
-             point --from at a file sink's directory (the gateway's --shadow-dir)"
-        ),
+        Some((
+            "parquet+file" | "parquet+s3" | "parquet+s3a" | "parquet+gs" | "parquet+az" | "s3" | "s3a" | "gs"
+            | "az",
+            _,
+        )) => Ok(Box::new(tables::TableSource::new(from, options)?)),
         Some((scheme, _)) => anyhow::bail!(
-            "--from {from}: unknown scheme {scheme}://; expected a directory or file of JSON lines \
-             (kafka:// and s3:// are not read yet)"
+            "--from {from}: unknown scheme {scheme}://; expected a directory or file of JSON lines, \
+             kafka://, s3://, gs://, az:// or parquet+file://"
         ),
     }
 }
@@ -112,7 +149,7 @@ fn collect_jsonl(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One line as a v1 record, or why not.
+/// One line (or Kafka message) as a v1 record, or why not.
 fn parse_line(line: &[u8]) -> Result<Record, String> {
     // The schema is checked first so a future schema's record is named as
     // such rather than as whichever field failed to parse.
@@ -160,7 +197,7 @@ impl RecordSource for FileSource {
                         tally.records += 1;
                         each(record);
                     }
-                    Err(why) => tally.unreadable(path, n, why),
+                    Err(why) => tally.unreadable(format_args!("{}:{n}", path.display()), why),
                 }
             }
         }
@@ -191,7 +228,7 @@ mod tests {
         write(&dir.path().join("replica-b/shadow-2-1.jsonl"), &[line(&b), "{\"ts_ms\":1}".into()]);
         write(&dir.path().join("notes.txt"), &["not a record".into()]);
         let mut ids = Vec::new();
-        let tally = open(dir.path().to_str().unwrap())
+        let tally = open(dir.path().to_str().unwrap(), &options())
             .unwrap()
             .read(&mut |r| {
                 if let Record::Prediction(p) = r {
@@ -215,14 +252,31 @@ mod tests {
         assert!(why.contains("schema 2"), "{why}");
     }
 
+    fn options() -> SourceOptions {
+        SourceOptions {
+            model: "m".into(),
+            since_ms: None,
+            until_ms: None,
+            timeout: Duration::from_secs(1),
+            kafka: KafkaSecurity::default(),
+        }
+    }
+
     #[test]
-    fn schemes_without_a_source_say_what_they_need() {
-        let e = |s: &str| open(s).err().unwrap().to_string();
-        assert!(e("kafka://broker:9092/shadow").contains("cannot read kafka:// yet"));
-        assert!(e("s3://bucket/shadow").contains("cannot read Parquet tables"));
+    fn bad_sources_say_what_is_wrong() {
+        let e = |s: &str| format!("{:#}", open(s, &options()).err().unwrap());
         assert!(e("ftp://x").contains("unknown scheme ftp://"));
         assert!(e("/no/such/dir").contains("/no/such/dir"));
         let empty = tempfile::tempdir().unwrap();
         assert!(e(empty.path().to_str().unwrap()).contains("no *.jsonl files"));
+        assert!(e("s3://bucket/x?max_rowz=1").contains("unknown parameter \"max_rowz\""));
+        assert!(e("parquet+file:///no/such/dir").contains("/no/such/dir"));
+        #[cfg(not(feature = "kafka"))]
+        assert!(e("kafka://b:9092/t").contains("without the kafka feature"));
+        #[cfg(feature = "kafka")]
+        {
+            assert!(e("kafka://broker/topic").contains("is not host:port"));
+            assert!(e("kafka://b:9092/t?sasl.mechanism=PLAIN").contains("needs security.protocol"));
+        }
     }
 }

@@ -167,20 +167,19 @@ impl KafkaSettings {
         Ok(s)
     }
 
+    /// [`Self::parse`], then the `--kafka-*` flags in `flags` win over the
+    /// URL's own TLS/SASL keys.
+    pub fn parse_with_flags(url: &str, flags: &KafkaSecurity) -> Result<Self, String> {
+        let mut settings = Self::parse(url)?;
+        settings.security = flags.clone().or(std::mem::take(&mut settings.security));
+        Ok(settings)
+    }
+
     /// The librdkafka configuration: idempotent, acks from all in-sync
     /// replicas, batched and compressed, with the secrets read now.
     fn client_config(&self) -> Result<ClientConfig, String> {
-        let sec = &self.security;
-        let protocol = sec.protocol.clone().unwrap_or_else(|| "plaintext".into()).to_ascii_lowercase();
-        if !PROTOCOLS.contains(&protocol.as_str()) {
-            return Err(format!("kafka sink: security.protocol={protocol:?}; expected one of {PROTOCOLS:?}"));
-        }
-        let sasl = protocol.starts_with("sasl_");
-        let tls = protocol.ends_with("ssl");
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", self.brokers.join(","))
-            .set("client.id", &self.client_id)
-            .set("enable.idempotence", "true")
+        let mut c = self.connection_config()?;
+        c.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.type", &self.compression)
             .set("linger.ms", self.linger_ms.to_string())
@@ -196,7 +195,24 @@ impl KafkaSettings {
             .set(
                 "queue.buffering.max.kbytes",
                 (self.queue_bytes * 2 / 1024).clamp(1, 2_147_483_647).to_string(),
-            )
+            );
+        Ok(c)
+    }
+
+    /// What any client of these brokers needs, producer or consumer (`shadow
+    /// report --from kafka://` reads with it): the brokers, the client id,
+    /// TLS and SASL, with the secrets read now.
+    pub fn connection_config(&self) -> Result<ClientConfig, String> {
+        let sec = &self.security;
+        let protocol = sec.protocol.clone().unwrap_or_else(|| "plaintext".into()).to_ascii_lowercase();
+        if !PROTOCOLS.contains(&protocol.as_str()) {
+            return Err(format!("kafka sink: security.protocol={protocol:?}; expected one of {PROTOCOLS:?}"));
+        }
+        let sasl = protocol.starts_with("sasl_");
+        let tls = protocol.ends_with("ssl");
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self.brokers.join(","))
+            .set("client.id", &self.client_id)
             .set("security.protocol", &protocol);
         for (name, file, key) in [
             ("ssl.ca.location", &sec.ssl_ca, "ssl.ca.location"),
@@ -329,16 +345,7 @@ impl KafkaWriter {
     /// Checks the URL and settings and creates the producer; it connects in
     /// the background, so a broker that is down now is not an error.
     pub fn open(url: &str, security: &KafkaSecurity) -> Result<Self, String> {
-        let mut settings = KafkaSettings::parse(url)?;
-        let flags = security.clone();
-        let s = &mut settings.security;
-        s.protocol = flags.protocol.or(s.protocol.take());
-        s.ssl_ca = flags.ssl_ca.or(s.ssl_ca.take());
-        s.ssl_cert = flags.ssl_cert.or(s.ssl_cert.take());
-        s.ssl_key = flags.ssl_key.or(s.ssl_key.take());
-        s.sasl_mechanism = flags.sasl_mechanism.or(s.sasl_mechanism.take());
-        s.sasl_username = flags.sasl_username.or(s.sasl_username.take());
-        s.sasl_password_file = flags.sasl_password_file.or(s.sasl_password_file.take());
+        let settings = KafkaSettings::parse_with_flags(url, security)?;
         let config = settings.client_config()?;
         let deliveries = Arc::new(Deliveries::default());
         let producer = create(&config, &deliveries)?;

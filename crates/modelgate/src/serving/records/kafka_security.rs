@@ -24,3 +24,19 @@ pub struct KafkaSecurity {
     /// `MODELGATE_KAFKA_SASL_PASSWORD`.
     pub sasl_password_file: Option<PathBuf>,
 }
+
+impl KafkaSecurity {
+    /// These settings, each one unset here taken from `url`'s (flags win
+    /// over the URL).
+    pub fn or(self, url: KafkaSecurity) -> KafkaSecurity {
+        KafkaSecurity {
+            protocol: self.protocol.or(url.protocol),
+            ssl_ca: self.ssl_ca.or(url.ssl_ca),
+            ssl_cert: self.ssl_cert.or(url.ssl_cert),
+            ssl_key: self.ssl_key.or(url.ssl_key),
+            sasl_mechanism: self.sasl_mechanism.or(url.sasl_mechanism),
+            sasl_username: self.sasl_username.or(url.sasl_username),
+            sasl_password_file: self.sasl_password_file.or(url.sasl_password_file),
+        }
+    }
+}

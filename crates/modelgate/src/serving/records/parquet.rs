@@ -40,7 +40,7 @@ use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, Pu
 use super::{Record, RecordWriter, SinkError, TensorValues};
 
 mod schema;
-pub use schema::{outcome_schema, prediction_schema};
+pub use schema::{DecodedRows, outcome_schema, outcomes_from, prediction_schema, predictions_from};
 
 /// How a Parquet sink rolls and uploads its files (the URL's query).
 #[derive(Debug, Clone, PartialEq)]
@@ -310,8 +310,10 @@ impl Drop for ParquetWriter {
     }
 }
 
-/// The store, the path prefix inside it and the settings for `url`.
-fn store_of(
+/// The store, the path prefix inside it and the settings for `url`, with
+/// the provider's credentials from `env` (`shadow report --from` opens the
+/// tables the same way). A `file://` directory is created if missing.
+pub fn store_of(
     url: &str,
     env: &[(String, String)],
 ) -> Result<(Arc<dyn ObjectStore>, Path, ParquetSettings), String> {

@@ -1,12 +1,15 @@
-//! The Parquet sink's Arrow schemas, one per record kind, and the encoding
-//! of records into a Parquet file (columns built directly from the record
-//! types; nested outputs and tensors as list and struct columns).
+//! The Parquet sink's Arrow schemas, one per record kind, the encoding of
+//! records into a Parquet file (columns built directly from the record
+//! types; nested outputs and tensors as list and struct columns), and its
+//! inverse, rows back into records.
 
 use std::sync::Arc;
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int32Type, Int64Type};
 use arrow_array::{
-    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, ListArray, RecordBatch, StringArray,
-    StructArray, TimestampMillisecondArray,
+    Array, ArrayRef, BooleanArray, Float64Array, GenericListArray, Int32Array, Int64Array, ListArray,
+    RecordBatch, StringArray, StructArray, TimestampMillisecondArray,
 };
 use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_schema::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
@@ -278,4 +281,393 @@ fn outcome_batch(rows: &[&OutcomeRecord]) -> ArrowResult<RecordBatch> {
         strings(rows.iter().map(|o| o.role.as_deref())),
     ];
     RecordBatch::try_new(outcome_schema(), columns)
+}
+
+// The inverse: rows of a `predictions/` or `outcomes/` file back into
+// records (`shadow report --from s3://…` reads the tables with it). Columns
+// are found by name, so files with columns added later still read; a
+// missing column or a null where the schema has none is an error naming it.
+
+/// A row's problem, named by its column.
+fn missing(name: &str) -> String {
+    format!("no column {name} of the expected type")
+}
+
+fn null_in(name: &str, row: usize) -> String {
+    format!("column {name} is null in row {row}")
+}
+
+/// A batch's rows as records; the batch as a whole may be unreadable (a
+/// column missing), and each row on its own (a null where none may be).
+pub type DecodedRows = Result<Vec<Result<Record, String>>, String>;
+
+/// Columns by name, of a batch or of a struct column.
+trait Columns {
+    fn named(&self, name: &str) -> Option<&ArrayRef>;
+
+    fn strings(&self, name: &str) -> Result<&StringArray, String> {
+        self.named(name).and_then(|a| a.as_string_opt::<i32>()).ok_or_else(|| missing(name))
+    }
+
+    fn i64s(&self, name: &str) -> Result<&Int64Array, String> {
+        self.named(name).and_then(|a| a.as_primitive_opt::<Int64Type>()).ok_or_else(|| missing(name))
+    }
+
+    fn f64s(&self, name: &str) -> Result<&Float64Array, String> {
+        self.named(name).and_then(|a| a.as_primitive_opt::<Float64Type>()).ok_or_else(|| missing(name))
+    }
+
+    fn bools(&self, name: &str) -> Result<&BooleanArray, String> {
+        self.named(name).and_then(|a| a.as_boolean_opt()).ok_or_else(|| missing(name))
+    }
+
+    fn lists(&self, name: &str) -> Result<&GenericListArray<i32>, String> {
+        self.named(name).and_then(|a| a.as_list_opt::<i32>()).ok_or_else(|| missing(name))
+    }
+
+    fn structs(&self, name: &str) -> Result<&StructArray, String> {
+        self.named(name).and_then(|a| a.as_struct_opt()).ok_or_else(|| missing(name))
+    }
+}
+
+impl Columns for RecordBatch {
+    fn named(&self, name: &str) -> Option<&ArrayRef> {
+        self.column_by_name(name)
+    }
+}
+
+impl Columns for StructArray {
+    fn named(&self, name: &str) -> Option<&ArrayRef> {
+        self.column_by_name(name)
+    }
+}
+
+fn text(a: &StringArray, name: &str, row: usize) -> Result<String, String> {
+    opt_text(a, row).ok_or_else(|| null_in(name, row))
+}
+
+fn opt_text(a: &StringArray, row: usize) -> Option<String> {
+    a.is_valid(row).then(|| a.value(row).to_owned())
+}
+
+fn int(a: &Int64Array, name: &str, row: usize) -> Result<i64, String> {
+    opt(a, row).ok_or_else(|| null_in(name, row))
+}
+
+/// A count or version: written from a `u64`, so never negative.
+fn unsigned(a: &Int64Array, name: &str, row: usize) -> Result<u64, String> {
+    let v = int(a, name, row)?;
+    u64::try_from(v).map_err(|_| format!("column {name} is negative ({v}) in row {row}"))
+}
+
+fn opt<T: arrow_array::ArrowPrimitiveType>(
+    a: &arrow_array::PrimitiveArray<T>,
+    row: usize,
+) -> Option<T::Native> {
+    a.is_valid(row).then(|| a.value(row))
+}
+
+/// The item range of a list column's row.
+fn items(list: &GenericListArray<i32>, row: usize) -> std::ops::Range<usize> {
+    let offsets = list.value_offsets();
+    offsets[row] as usize..offsets[row + 1] as usize
+}
+
+/// The row's tensor of a tensor struct column; `None` where it is null.
+fn tensor_at(t: &StructArray, row: usize) -> Result<Option<TensorValues>, String> {
+    if t.is_null(row) {
+        return Ok(None);
+    }
+    let shape = t.lists("shape")?;
+    let shape_items = shape.values().as_primitive_opt::<Int64Type>().ok_or_else(|| missing("shape"))?;
+    let values = t.lists("values")?;
+    let value_items = values.values().as_primitive_opt::<Float64Type>().ok_or_else(|| missing("values"))?;
+    let texts = t.lists("strings")?;
+    let text_items = texts.values().as_string_opt::<i32>().ok_or_else(|| missing("strings"))?;
+    let count = t.i64s("count")?;
+    Ok(Some(TensorValues {
+        dtype: text(t.strings("dtype")?, "dtype", row)?,
+        shape: items(shape, row).map(|i| int(shape_items, "shape", i)).collect::<Result<_, _>>()?,
+        values: items(values, row).map(|i| opt(value_items, i)).collect(),
+        strings: items(texts, row).map(|i| text(text_items, "strings", i)).collect::<Result<_, _>>()?,
+        truncated: opt_bool(t.bools("truncated")?, row).ok_or_else(|| null_in("truncated", row))?,
+        count: unsigned(count, "count", row)?,
+        min: opt(t.f64s("min")?, row),
+        max: opt(t.f64s("max")?, row),
+        mean: opt(t.f64s("mean")?, row),
+    }))
+}
+
+fn output_at(o: &StructArray, row: usize) -> Result<OutputRecord, String> {
+    Ok(OutputRecord {
+        name: text(o.strings("name")?, "outputs.name", row)?,
+        champion: tensor_at(o.structs("champion")?, row)?.ok_or_else(|| null_in("outputs.champion", row))?,
+        shadow: tensor_at(o.structs("shadow")?, row)?,
+        elements: unsigned(o.i64s("elements")?, "outputs.elements", row)?,
+        max_abs_diff: opt(o.f64s("max_abs_diff")?, row),
+        mean_abs_diff: opt(o.f64s("mean_abs_diff")?, row),
+        agreement: opt(o.f64s("agreement")?, row),
+        champion_nan_inf: unsigned(o.i64s("champion_nan_inf")?, "outputs.champion_nan_inf", row)?,
+        shadow_nan_inf: unsigned(o.i64s("shadow_nan_inf")?, "outputs.shadow_nan_inf", row)?,
+        mismatch: opt_text(o.strings("mismatch")?, row),
+    })
+}
+
+fn schema_at(batch: &RecordBatch, row: usize) -> Result<u32, String> {
+    let a = batch
+        .named("schema")
+        .and_then(|a| a.as_primitive_opt::<Int32Type>())
+        .ok_or_else(|| missing("schema"))?;
+    let v = opt(a, row).ok_or_else(|| null_in("schema", row))?;
+    u32::try_from(v).map_err(|_| format!("column schema is negative ({v}) in row {row}"))
+}
+
+/// The rows of a `predictions/` file's batch as records, the inverse of
+/// what [`encode`] writes; `model` is the file's `model=` partition (not a
+/// column). A row that cannot be read is an `Err` of its own, naming the
+/// column, so one bad row does not hide the rest.
+pub fn predictions_from(batch: &RecordBatch, model: &str) -> DecodedRows {
+    let (ts, request_id, replica) =
+        (batch.i64s("ts_ms")?, batch.strings("request_id")?, batch.strings("replica")?);
+    let (champion_version, champion_role) =
+        (batch.i64s("champion_version")?, batch.strings("champion_role")?);
+    let (shadow_version, shadow_role) = (batch.i64s("shadow_version")?, batch.strings("shadow_role")?);
+    let routing_key_hash = batch.strings("routing_key_hash")?;
+    let (champion_latency, shadow_latency) =
+        (batch.i64s("champion_latency_us")?, batch.i64s("shadow_latency_us")?);
+    let shadow_error = batch.strings("shadow_error")?;
+    let outputs = batch.lists("outputs")?;
+    let output_items = outputs.values().as_struct_opt().ok_or_else(|| missing("outputs"))?;
+    let inputs = batch.lists("inputs")?;
+    let input_items = inputs.values().as_struct_opt().ok_or_else(|| missing("inputs"))?;
+    let row = |i: usize| -> Result<Record, String> {
+        Ok(Record::Prediction(PredictionRecord {
+            schema: schema_at(batch, i)?,
+            ts_ms: int(ts, "ts_ms", i)?,
+            request_id: text(request_id, "request_id", i)?,
+            model: model.to_owned(),
+            replica: text(replica, "replica", i)?,
+            champion_version: unsigned(champion_version, "champion_version", i)?,
+            champion_role: text(champion_role, "champion_role", i)?,
+            shadow_version: unsigned(shadow_version, "shadow_version", i)?,
+            shadow_role: text(shadow_role, "shadow_role", i)?,
+            routing_key_hash: opt_text(routing_key_hash, i),
+            champion_latency_us: unsigned(champion_latency, "champion_latency_us", i)?,
+            shadow_latency_us: unsigned(shadow_latency, "shadow_latency_us", i)?,
+            shadow_error: opt_text(shadow_error, i),
+            outputs: items(outputs, i).map(|k| output_at(output_items, k)).collect::<Result<_, _>>()?,
+            inputs: if inputs.is_null(i) {
+                None
+            } else {
+                Some(
+                    items(inputs, i)
+                        .map(|k| tensor_at(input_items, k)?.ok_or_else(|| null_in("inputs", k)))
+                        .collect::<Result<_, _>>()?,
+                )
+            },
+        }))
+    };
+    Ok((0..batch.num_rows()).map(row).collect())
+}
+
+/// The rows of an `outcomes/` file's batch as records (see [`predictions_from`]).
+pub fn outcomes_from(batch: &RecordBatch, model: &str) -> DecodedRows {
+    let (ts, request_id, replica) =
+        (batch.i64s("ts_ms")?, batch.strings("request_id")?, batch.strings("replica")?);
+    let (routing_key_hash, metric, value) =
+        (batch.strings("routing_key_hash")?, batch.strings("metric")?, batch.f64s("value")?);
+    let (joined, version, role) = (batch.bools("joined")?, batch.i64s("version")?, batch.strings("role")?);
+    let row = |i: usize| -> Result<Record, String> {
+        Ok(Record::Outcome(OutcomeRecord {
+            schema: schema_at(batch, i)?,
+            ts_ms: int(ts, "ts_ms", i)?,
+            request_id: text(request_id, "request_id", i)?,
+            model: model.to_owned(),
+            replica: text(replica, "replica", i)?,
+            routing_key_hash: opt_text(routing_key_hash, i),
+            metric: text(metric, "metric", i)?,
+            value: opt(value, i).ok_or_else(|| null_in("value", i))?,
+            joined: opt_bool(joined, i).ok_or_else(|| null_in("joined", i))?,
+            version: if version.is_valid(i) { Some(unsigned(version, "version", i)?) } else { None },
+            role: opt_text(role, i),
+        }))
+    };
+    Ok((0..batch.num_rows()).map(row).collect())
+}
+
+fn opt_bool(a: &BooleanArray, row: usize) -> Option<bool> {
+    a.is_valid(row).then(|| a.value(row))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    use super::*;
+
+    fn tensor(dtype: &str, values: Vec<Option<f64>>) -> TensorValues {
+        TensorValues {
+            dtype: dtype.into(),
+            shape: vec![1, values.len() as i64],
+            count: values.len() as u64,
+            values,
+            strings: Vec::new(),
+            truncated: false,
+            min: Some(-0.5),
+            max: Some(0.75),
+            mean: Some(0.125),
+        }
+    }
+
+    /// Over the size cap: statistics only.
+    fn summary(count: u64) -> TensorValues {
+        TensorValues {
+            dtype: "FP64".into(),
+            shape: vec![2, count as i64 / 2],
+            values: Vec::new(),
+            strings: Vec::new(),
+            truncated: true,
+            count,
+            min: None,
+            max: Some(3.5),
+            mean: Some(1.0e-300),
+        }
+    }
+
+    fn strings(texts: &[&str]) -> TensorValues {
+        TensorValues {
+            dtype: "BYTES".into(),
+            shape: vec![texts.len() as i64],
+            values: Vec::new(),
+            strings: texts.iter().map(|s| (*s).to_owned()).collect(),
+            truncated: false,
+            count: texts.len() as u64,
+            min: None,
+            max: None,
+            mean: None,
+        }
+    }
+
+    fn output(name: &str, champion: TensorValues, shadow: Option<TensorValues>) -> OutputRecord {
+        OutputRecord {
+            name: name.into(),
+            elements: if shadow.is_some() { champion.count } else { 0 },
+            max_abs_diff: shadow.as_ref().map(|_| 0.1 + 0.2),
+            mean_abs_diff: shadow.as_ref().map(|_| f64::MIN_POSITIVE),
+            agreement: None,
+            champion_nan_inf: 1,
+            shadow_nan_inf: u64::from(shadow.is_some()) * 2,
+            mismatch: shadow.is_none().then(|| "the shadow has no output \"p\"".to_owned()),
+            champion,
+            shadow,
+        }
+    }
+
+    /// Every field of both kinds, in every state it can be in: nulls, NaN
+    /// elements (null items), summaries, strings, inputs absent, empty and
+    /// present, u64 counts past 2^53.
+    fn records() -> (Vec<Record>, Vec<Record>) {
+        let base = PredictionRecord {
+            schema: SCHEMA_VERSION,
+            ts_ms: 1_796_637_600_123,
+            request_id: "req-ü-1".into(),
+            model: "iris".into(),
+            replica: "gw-0".into(),
+            champion_version: 3,
+            champion_role: "champion".into(),
+            shadow_version: 4,
+            shadow_role: "shadow".into(),
+            routing_key_hash: Some("00ff00ff00ff00ff".into()),
+            champion_latency_us: 1_234,
+            shadow_latency_us: (1 << 53) + 1,
+            shadow_error: None,
+            outputs: vec![
+                output(
+                    "p",
+                    tensor("FP32", vec![Some(0.1), None, Some(-0.0)]),
+                    Some(tensor("FP32", vec![None])),
+                ),
+                OutputRecord {
+                    agreement: Some(2.0 / 3.0),
+                    max_abs_diff: None,
+                    mean_abs_diff: None,
+                    ..output("label", strings(&["a", "", "ß"]), Some(strings(&["a", "b", "ß"])))
+                },
+                output("embedding", summary(5000), Some(summary(5000))),
+            ],
+            inputs: None,
+        };
+        let failed = PredictionRecord {
+            request_id: "req-2".into(),
+            routing_key_hash: None,
+            shadow_error: Some("deadline exceeded".into()),
+            outputs: vec![output("p", tensor("FP32", vec![Some(1.0)]), None)],
+            inputs: Some(vec![tensor("INT64", vec![Some(7.0), Some(-8.0)]), summary(64), strings(&["x"])]),
+            ..base.clone()
+        };
+        let empty = PredictionRecord {
+            request_id: "req-3".into(),
+            outputs: Vec::new(),
+            inputs: Some(Vec::new()),
+            ..base.clone()
+        };
+        let outcome = OutcomeRecord {
+            schema: SCHEMA_VERSION,
+            ts_ms: 5,
+            request_id: "req-1".into(),
+            model: "iris".into(),
+            replica: "gw-1".into(),
+            routing_key_hash: Some("00ff00ff00ff00ff".into()),
+            metric: "revenue".into(),
+            value: -12.5,
+            joined: true,
+            version: Some(3),
+            role: Some("champion".into()),
+        };
+        let unjoined = OutcomeRecord {
+            request_id: "req-x".into(),
+            routing_key_hash: None,
+            joined: false,
+            version: None,
+            role: None,
+            value: f64::MAX,
+            ..outcome.clone()
+        };
+        (
+            [base, failed, empty].into_iter().map(Record::Prediction).collect(),
+            [outcome, unjoined].into_iter().map(Record::Outcome).collect(),
+        )
+    }
+
+    fn decode(file: bytes::Bytes, from: fn(&RecordBatch, &str) -> DecodedRows) -> Vec<Record> {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        reader.flat_map(|batch| from(&batch.unwrap(), "iris").unwrap()).map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn rows_read_back_are_the_records_written_field_for_field() {
+        let (predictions, outcomes) = records();
+        assert_eq!(decode(encode(&predictions).unwrap(), predictions_from), predictions);
+        assert_eq!(decode(encode(&outcomes).unwrap(), outcomes_from), outcomes);
+    }
+
+    #[test]
+    fn a_file_of_another_shape_is_refused_naming_the_column() {
+        let (_, outcomes) = records();
+        let file = encode(&outcomes).unwrap();
+        let batch =
+            ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap().next().unwrap().unwrap();
+        let e = predictions_from(&batch, "iris").unwrap_err();
+        assert!(e.contains("champion_version"), "{e}");
+        // A row with a null where the schema has none is an error of its own.
+        let mut columns = batch.columns().to_vec();
+        columns[6] = Arc::new(StringArray::from(vec![Some("clicks"), None]));
+        let fields: Vec<Field> =
+            outcome_schema().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+        let loose = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        let rows = outcomes_from(&loose, "iris").unwrap();
+        assert!(rows[0].is_ok());
+        assert_eq!(rows[1].as_ref().unwrap_err(), "column metric is null in row 1");
+    }
 }
