@@ -4,7 +4,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:50051
 MODELS ?= models/repository
 
-.PHONY: run test test-deps test-servers build-deps ort build lint bench bench-pinned soak models clean fuzz-deps fuzz-smoke fuzz hostile bench-decisions
+.PHONY: run test test-deps test-servers build-deps ort build lint bench bench-pinned profile soak models clean fuzz-deps fuzz-smoke fuzz hostile bench-decisions
 
 ## ONNX Runtime's shared library, from the pinned onnxruntime wheel on PyPI.
 ort:
@@ -119,6 +119,12 @@ bench-decisions:
 bench-pinned: ort build-deps
 	$(CARGO) build --release -p modelgate -p modelgate-benches
 	scripts/bench-pinned.sh
+
+## Where the gateway's CPU goes per request, by stage, beside the zero-work
+## floor server (perf; README "Performance"): PROFILE_SECONDS per point.
+profile: ort build-deps
+	$(CARGO) build --release -p modelgate -p modelgate-benches
+	scripts/profile.sh
 
 ## Overload soak (~5 min): hot version drops, promotions, NaN rollbacks and
 ## removals every few seconds at 128 in flight; fails on any error but

@@ -2,9 +2,15 @@
 # `make bench`: everything measured side by side in one run, one table at the
 # end, every ratio computed from numbers of this run.
 #
+#   0. the floor: a zero-work gRPC server (benches/src/bin/floor_server.rs:
+#      the gateway's tonic, services and HTTP/2 settings, correctly shaped
+#      zeros as answers) beside the gateway, breast-cancer v1 batch 1 at
+#      concurrency 1, 8, 32, over KServe v2 ModelInfer (the protocol issue
+#      19's targets are stated in) and modelgate's Predict (what every other
+#      row here uses), floor and gateway alternated point by point;
 #   1. raw ONNX Runtime in process (same session settings) vs the gateway,
-#      batch 1: breast-cancer v1 at concurrency 1, 8, 32; the heavier cnn at
-#      concurrency 1 and = cores;
+#      batch 1: breast-cancer v1 at concurrency 1, 8, 32 (the gateway's
+#      Predict rows of 0.); the heavier cnn at concurrency 1 and = cores;
 #   2. dynamic batching off (max_batch = 1) vs on (32) at concurrency 32, for
 #      breast-cancer v1, the cnn and a wide MLP whose 16 MiB of weights are
 #      streamed per call (benches/python/make_mlp.py, generated here);
@@ -37,8 +43,9 @@ serve() {
   addr=$(sed -n 's/^modelgate ready: Predict (modelgate.v1) on //p' "$dir/server.out")
   [ -n "$addr" ] || { echo "bench: $1 did not start; see $dir/server.log" >&2; exit 1; }
 }
-load() { # load <label> <addr> <model> <concurrency>
-  target/release/loadgen --addr "$2" --model "$3" --concurrency "$4" --duration "$secs" --label "$1" | tee -a "$results"
+load() { # load <label> <addr> <model> <concurrency> [protocol: predict (default) or kserve]
+  target/release/loadgen --addr "$2" --model "$3" --concurrency "$4" --protocol "${5:-predict}" --duration "$secs" \
+    --label "$1" | tee -a "$results"
 }
 raw() { # raw <label> <model file> <concurrency>
   target/release/raw_ort --model "$2" --concurrency "$3" --duration "$secs" --label "$1" | tee -a "$results"
@@ -55,12 +62,26 @@ fi
 
 echo "machine: $cores cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 
-# 1. Raw ORT vs the gateway (the bundled repository, default settings).
+# 0. The floor beside the gateway (the bundled repository, default settings).
 serve gateway models/repository
 gw=$addr
+target/release/floor_server --models models/repository >"$out/floor.out" 2>"$out/floor.log" &
+pids+=($!)
+for _ in $(seq 1 200); do grep -q '^floor ready' "$out/floor.out" 2>/dev/null && break; sleep 0.1; done
+floor=$(sed -n 's/^floor ready: Predict (modelgate.v1) on //p' "$out/floor.out")
+[ -n "$floor" ] || { echo "bench: the floor server did not start; see $out/floor.log" >&2; exit 1; }
+for proto in kserve predict; do
+  for c in 1 8 32; do
+    load "floor-$proto:breast-cancer:$c" "$floor" breast-cancer "$c" "$proto"
+    # The Predict rows are also table 1's gateway rows.
+    if [ "$proto" = predict ]; then label="gateway:breast-cancer:$c"; else label="gateway-$proto:breast-cancer:$c"; fi
+    load "$label" "$gw" breast-cancer "$c" "$proto"
+  done
+done
+
+# 1. Raw ORT vs the gateway: breast-cancer's gateway rows are 0.'s Predict rows.
 for c in 1 8 32; do
   raw "raw:breast-cancer:$c" models/repository/breast-cancer/1/model.onnx "$c"
-  load "gateway:breast-cancer:$c" "$gw" breast-cancer "$c"
 done
 for c in 1 "$cores"; do
   raw "raw:cnn:$c" models/repository/cnn/1/model.onnx "$c"
@@ -109,6 +130,27 @@ cores = int(sys.argv[3])
 g = lambda k: rows.get(k)
 print()
 print(f"modelgate bench — {cores} cores, batch-1 requests, one run (µs; ratios from this run)")
+print()
+print("0. the floor (a zero-work tonic server, same settings and load) vs the gateway, breast-cancer v1")
+print(f"   {'protocol':<8} {'conc':>4} | {'floor req/s':>11} {'p50':>5} {'p99':>6} | {'gw req/s':>9} {'p50':>5} {'p99':>6} | {'gw/floor req/s':>14} {'p99 gw/floor':>12} {'+p50':>5}")
+floor_rows = {}
+for proto in ("kserve", "predict"):
+    for c in (1, 8, 32):
+        f = g(f"floor-{proto}:breast-cancer:{c}")
+        w = g(f"gateway:breast-cancer:{c}" if proto == "predict" else f"gateway-{proto}:breast-cancer:{c}")
+        if f and w:
+            floor_rows[(proto, c)] = (f, w)
+            print(f"   {proto:<8} {c:>4} | {f['rps']:>11.0f} {f['p50_us']:>5} {f['p99_us']:>6} | {w['rps']:>9.0f} {w['p50_us']:>5} {w['p99_us']:>6} | "
+                  f"{w['rps']/f['rps']:>14.2f} {w['p99_us']/max(f['p99_us'], 1):>12.2f} {w['p50_us']-f['p50_us']:>+5}")
+for proto in ("kserve", "predict"):
+    one, eight = floor_rows.get((proto, 1)), floor_rows.get((proto, 8))
+    if one and eight:
+        checks = [
+            ("conc 8 req/s >= 0.85x floor", eight[1]["rps"] >= 0.85 * eight[0]["rps"]),
+            ("conc 8 p99 <= 1.3x floor", eight[1]["p99_us"] <= 1.3 * eight[0]["p99_us"]),
+            ("conc 1 p50 <= floor + 40", one[1]["p50_us"] <= one[0]["p50_us"] + 40),
+        ]
+        print(f"   issue 19 targets, {proto}: " + "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in checks))
 print()
 print("1. raw ONNX Runtime in process vs the gateway")
 print(f"   {'model':<14} {'conc':>4} | {'raw p50':>7} {'raw p99':>7} {'raw req/s':>9} | {'gw p50':>7} {'gw p99':>7} {'gw req/s':>9} | {'+p50':>6} {'+p99':>6} {'gw/raw req/s':>12}")
