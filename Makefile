@@ -4,7 +4,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:50051
 MODELS ?= models/repository
 
-.PHONY: run test test-deps test-servers build-deps ort build lint bench bench-pinned profile soak models clean fuzz-deps fuzz-smoke fuzz hostile bench-decisions
+.PHONY: run test test-deps test-servers build-deps ort build lint bench bench-pinned profile soak models clean fuzz-deps fuzz-smoke fuzz hostile bench-decisions bench-sinks
 
 ## ONNX Runtime's shared library, from the pinned onnxruntime wheel on PyPI.
 ort:
@@ -114,6 +114,13 @@ DECISIONS_ARGS ?=
 bench-decisions:
 	$(CARGO) build --release -p modelgate-benches --bin decisions
 	target/release/decisions $(DECISIONS_ARGS)
+
+## The shadow record sinks' cost (README "Shadow records"): each sink alone,
+## the champion's p99 with shadow off/on per sink, and a Kafka broker stopped
+## mid-load. Real tansu and s3s-fs on loopback; ~5 min. SINKS_ARGS=--seconds 3 for a quick run.
+bench-sinks: ort build-deps test-servers
+	$(CARGO) build --release -p modelgate -p modelgate-benches --bin sinks --bin loadgen --bin modelgate
+	target/release/sinks $(SINKS_ARGS)
 
 ## After `make bench`: gateway on core 0, load generator on core 1 (taskset).
 bench-pinned: ort build-deps

@@ -354,3 +354,93 @@ async fn an_edited_records_table_applies_without_a_restart() {
     assert_eq!(inputs[0]["truncated"], false);
     server.stop().await.unwrap();
 }
+
+/// A Kafka broker that dies under load costs the champion nothing: with the
+/// shadow mirroring every request into a Kafka sink, the broker is stopped
+/// and a bounded burst at concurrency 8 all answers OK from the champion;
+/// the sink counts what it could not deliver; and a graceful stop returns
+/// with the broker still down (the flush is bounded, the state is saved).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_stopped_under_load_fails_no_predict_and_counts_what_it_lost() {
+    let repo = TestRepo::breast_cancer();
+    let mut broker = modelgate_tests::kafka::Broker::start();
+    broker.create_topic("shadow", 3);
+    let server = start(&repo, |c| {
+        c.shadow_queue = 1000;
+        c.records = vec![format!(
+            "kafka://{}/shadow?linger.ms=5&queue.records=200&message.timeout.ms=2000&flush.timeout.ms=500",
+            broker.bootstrap()
+        )];
+    })
+    .await;
+    let metrics = server.metrics_addr.unwrap();
+    let counts = || async move {
+        let (_, body) = http_get(metrics, "/metrics").await;
+        let get = |outcome: &str| metric(&body, "kafka", outcome).unwrap_or(0);
+        (get("written"), get("dropped_full") + get("dropped_failed"))
+    };
+    let plan = pb::StartRolloutRequest {
+        model: "breast-cancer".into(),
+        plan: Some(pb::start_rollout_request::Plan::Shadow(pb::ShadowPlan {
+            versions: vec![1],
+            fraction_percent: Some(100.0),
+        })),
+        reason: String::new(),
+        triggers: None,
+    };
+    admin(&server, None).await.start_rollout(plan).await.unwrap();
+    let row = golden(2).rows[0].clone();
+    let mut c = client(&server).await;
+    // Records flow while the broker is up.
+    for i in 0..20 {
+        let mut req = request("breast-cancer", std::slice::from_ref(&row));
+        req.routing_key = format!("user-{i}");
+        c.predict(req).await.unwrap();
+    }
+    let until = Instant::now() + Duration::from_secs(120);
+    while counts().await.0 < 20 {
+        assert!(Instant::now() < until, "the first 20 records were not written: {:?}", counts().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    broker.stop();
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let mut c = c.clone();
+        let row = row.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut failed = Vec::new();
+            for i in 0..250 {
+                let mut req = request("breast-cancer", std::slice::from_ref(&row));
+                req.routing_key = format!("user-{t}-{i}");
+                match c.predict(req).await {
+                    Ok(r) if r.get_ref().version == 2 => {}
+                    Ok(r) => failed.push(format!("served by v{}", r.get_ref().version)),
+                    Err(s) => failed.push(format!("{:?}: {}", s.code(), s.message())),
+                }
+            }
+            failed
+        }));
+    }
+    let mut failed = Vec::new();
+    for t in tasks {
+        failed.extend(t.await.unwrap());
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of 2000 Predicts failed with the broker down: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    // 2,000 copies and a producer bound of 200 unacknowledged records with
+    // no broker: what was not delivered is counted, not kept.
+    let until = Instant::now() + Duration::from_secs(120);
+    while counts().await.1 == 0 {
+        assert!(Instant::now() < until, "no lost record counted: {:?}", counts().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(120), server.stop())
+        .await
+        .expect("a graceful stop returns with the broker down")
+        .unwrap();
+}

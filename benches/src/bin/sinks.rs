@@ -12,12 +12,12 @@
 //!    table gives p50/p99 of each, p99 on/off, and records written per second
 //!    (from `modelgate_shadow_records_total`) while on.
 //! 3. **The broker stopped mid-load**: the Kafka gateway under the same load
-//!    in three phases: broker up, broker stopped, broker started again. Per
+//!    in four phases: broker up, broker stopped, broker started again, and the interval after that. Per
 //!    phase: champion requests, failures, p50/p99, and what the sink wrote,
 //!    retried and dropped.
 //!
 //! Bounded: every load phase is `--seconds` long; the whole run takes about
-//! (2 x rounds x 4 + 3) x seconds plus start-ups.
+//! (2 x rounds x 4 + 4) x seconds plus start-ups.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -50,6 +50,15 @@ struct Args {
     /// Champion requests in flight.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Which sections to run (1: each sink alone, 2: the champion's cost,
+    /// 3: the broker stopped mid-load).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3])]
+    sections: Vec<u32>,
+    /// The Kafka sink's message.timeout.ms in section 3: records the broker
+    /// has not acknowledged by then are given up (counted `dropped_failed`),
+    /// which frees the producer's bound for the records after the restart.
+    #[arg(long, default_value_t = 5000)]
+    outage_message_timeout_ms: u64,
     /// Where the gateways' repositories, logs and records go.
     #[arg(long, default_value = "target/bench/sinks")]
     out: PathBuf,
@@ -106,12 +115,14 @@ fn main() -> anyhow::Result<()> {
     s3.create_bucket(BUCKET);
     let mut sinks = Sinks { broker, s3, out: args.out.clone() };
 
-    println!(
-        "1. each sink alone: {} prediction records (breast-cancer's two outputs), batches of 256",
-        args.records
-    );
     let mut alone = BTreeMap::new();
-    for (name, url) in sinks.urls("alone") {
+    if args.sections.contains(&1) {
+        println!(
+            "1. each sink alone: {} prediction records (breast-cancer's two outputs), batches of 256",
+            args.records
+        );
+    }
+    for (name, url) in sinks.urls("alone").into_iter().filter(|_| args.sections.contains(&1)) {
         let rate = sink_alone(name, &url, args.records)?;
         println!("   {name:<14} {rate:>10.0} records/s");
         alone.insert(name, rate);
@@ -123,119 +134,134 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&model_dir)?;
     std::fs::copy(root.join("models/repository/breast-cancer/1/model.onnx"), model_dir.join("model.onnx"))?;
 
-    println!(
-        "\n2. champion v1 at concurrency {}, shadow v2 at 100% writing to one sink; {} off/on rounds of {} s each",
-        args.concurrency, args.rounds, args.seconds
-    );
     let mut rows = Vec::new();
-    for (name, url) in sinks.urls("gateway") {
-        let gw = Gateway::start(&bin, &repo, &args.out.join(format!("gw-{name}")), &url, &root)?;
-        gw.add_v2(&repo, &root)?;
-        let mut off = Vec::new();
-        let mut on = Vec::new();
-        let mut written = 0.0;
-        let mut on_seconds = 0.0;
-        for r in 0..args.rounds {
-            off.push(load(&loadgen, &gw.addr, args.concurrency, args.seconds, &format!("{name}-off"))?);
-            gw.admin(&bin, &["start", "breast-cancer", "shadow", "--versions", "2"])?;
-            let before = gw.sink_counts(name)?;
-            let started = Instant::now();
-            on.push(load(&loadgen, &gw.addr, args.concurrency, args.seconds, &format!("{name}-on"))?);
-            on_seconds += started.elapsed().as_secs_f64();
-            let after = gw.sink_counts(name)?;
-            written += after.written - before.written;
-            gw.admin(&bin, &["abort", "breast-cancer", "--reason", &format!("bench round {}", r + 1)])?;
-        }
-        let counts = gw.sink_counts(name)?;
-        gw.stop();
-        let med = |v: &[Value], k: &str| median(v.iter().map(|x| x[k].as_f64().unwrap_or(0.0)).collect());
-        let errors: f64 = on.iter().chain(&off).map(|x| x["errors"].as_f64().unwrap_or(0.0)).sum();
-        rows.push(json!({
-            "sink": name,
-            "off_p50_us": med(&off, "p50_us"), "off_p99_us": med(&off, "p99_us"),
-            "on_p50_us": med(&on, "p50_us"), "on_p99_us": med(&on, "p99_us"),
-            "p99_on_off": med(&on, "p99_us") / med(&off, "p99_us").max(1.0),
-            "p99_on_off_rounds": on.iter().zip(&off).map(|(a, b)| a["p99_us"].as_f64().unwrap_or(0.0) / b["p99_us"].as_f64().unwrap_or(1.0).max(1.0)).collect::<Vec<_>>(),
-            "records_per_s": written / on_seconds.max(1e-9),
-            "champion_errors": errors,
-            "dropped_full": counts.dropped_full, "dropped_failed": counts.dropped_failed,
-        }));
-    }
-    println!(
-        "   {:<14} | {:>8} {:>8} | {:>8} {:>8} | {:>10} {:>16} | {:>10} | {:>8} {:>8} {:>8}",
-        "sink",
-        "off p50",
-        "off p99",
-        "on p50",
-        "on p99",
-        "p99 on/off",
-        "(rounds)",
-        "records/s",
-        "errors",
-        "drop-q",
-        "drop-f"
-    );
-    for r in &rows {
-        let rounds: Vec<String> = r["p99_on_off_rounds"]
-            .as_array()
-            .map(|a| a.iter().map(|x| format!("{:.2}", x.as_f64().unwrap_or(0.0))).collect())
-            .unwrap_or_default();
+    if args.sections.contains(&2) {
         println!(
-            "   {:<14} | {:>8.0} {:>8.0} | {:>8.0} {:>8.0} | {:>10.2} {:>16} | {:>10.0} | {:>8} {:>8} {:>8}",
-            r["sink"].as_str().unwrap_or(""),
-            r["off_p50_us"].as_f64().unwrap_or(0.0),
-            r["off_p99_us"].as_f64().unwrap_or(0.0),
-            r["on_p50_us"].as_f64().unwrap_or(0.0),
-            r["on_p99_us"].as_f64().unwrap_or(0.0),
-            r["p99_on_off"].as_f64().unwrap_or(0.0),
-            rounds.join(" "),
-            r["records_per_s"].as_f64().unwrap_or(0.0),
-            r["champion_errors"],
-            r["dropped_full"],
-            r["dropped_failed"],
+            "\n2. champion v1 at concurrency {}, shadow v2 at 100% writing to one sink; {} off/on rounds of {} s each",
+            args.concurrency, args.rounds, args.seconds
         );
+        for (name, url) in sinks.urls("gateway") {
+            // A gateway that starts with v1 and v2 on disk makes v2 (the highest)
+            // champion: v2 must arrive while v1 serves.
+            let _ = std::fs::remove_dir_all(repo.join("breast-cancer/2"));
+            let gw = Gateway::start(&bin, &repo, &args.out.join(format!("gw-{name}")), &url, &root)?;
+            gw.add_v2(&repo, &root)?;
+            let mut off = Vec::new();
+            let mut on = Vec::new();
+            let mut written = 0.0;
+            let mut on_seconds = 0.0;
+            for r in 0..args.rounds {
+                off.push(load(&loadgen, &gw.addr, args.concurrency, args.seconds, &format!("{name}-off"))?);
+                gw.admin(&bin, &["start", "breast-cancer", "shadow", "--versions", "2"])?;
+                let before = gw.sink_counts(name)?;
+                let started = Instant::now();
+                on.push(load(&loadgen, &gw.addr, args.concurrency, args.seconds, &format!("{name}-on"))?);
+                on_seconds += started.elapsed().as_secs_f64();
+                let after = gw.sink_counts(name)?;
+                written += after.written - before.written;
+                gw.admin(&bin, &["abort", "breast-cancer", "--reason", &format!("bench round {}", r + 1)])?;
+            }
+            let counts = gw.sink_counts(name)?;
+            gw.stop();
+            let med = |v: &[Value], k: &str| median(v.iter().map(|x| x[k].as_f64().unwrap_or(0.0)).collect());
+            let errors: f64 = on.iter().chain(&off).map(|x| x["errors"].as_f64().unwrap_or(0.0)).sum();
+            rows.push(json!({
+                "sink": name,
+                "off_p50_us": med(&off, "p50_us"), "off_p99_us": med(&off, "p99_us"),
+                "on_p50_us": med(&on, "p50_us"), "on_p99_us": med(&on, "p99_us"),
+                "p99_on_off": med(&on, "p99_us") / med(&off, "p99_us").max(1.0),
+                "p99_on_off_rounds": on.iter().zip(&off).map(|(a, b)| a["p99_us"].as_f64().unwrap_or(0.0) / b["p99_us"].as_f64().unwrap_or(1.0).max(1.0)).collect::<Vec<_>>(),
+                "records_per_s": written / on_seconds.max(1e-9),
+                "champion_errors": errors,
+                "dropped_full": counts.dropped_full, "dropped_failed": counts.dropped_failed,
+            }));
+        }
+        println!(
+            "   {:<14} | {:>8} {:>8} | {:>8} {:>8} | {:>10} {:>16} | {:>10} | {:>8} {:>8} {:>8}",
+            "sink",
+            "off p50",
+            "off p99",
+            "on p50",
+            "on p99",
+            "p99 on/off",
+            "(rounds)",
+            "records/s",
+            "errors",
+            "drop-q",
+            "drop-f"
+        );
+        for r in &rows {
+            let rounds: Vec<String> = r["p99_on_off_rounds"]
+                .as_array()
+                .map(|a| a.iter().map(|x| format!("{:.2}", x.as_f64().unwrap_or(0.0))).collect())
+                .unwrap_or_default();
+            println!(
+                "   {:<14} | {:>8.0} {:>8.0} | {:>8.0} {:>8.0} | {:>10.2} {:>16} | {:>10.0} | {:>8} {:>8} {:>8}",
+                r["sink"].as_str().unwrap_or(""),
+                r["off_p50_us"].as_f64().unwrap_or(0.0),
+                r["off_p99_us"].as_f64().unwrap_or(0.0),
+                r["on_p50_us"].as_f64().unwrap_or(0.0),
+                r["on_p99_us"].as_f64().unwrap_or(0.0),
+                r["p99_on_off"].as_f64().unwrap_or(0.0),
+                rounds.join(" "),
+                r["records_per_s"].as_f64().unwrap_or(0.0),
+                r["champion_errors"].as_f64().unwrap_or(0.0),
+                r["dropped_full"].as_f64().unwrap_or(0.0),
+                r["dropped_failed"].as_f64().unwrap_or(0.0),
+            );
+        }
     }
 
-    println!(
-        "\n3. the Kafka broker stopped mid-load (champion at concurrency {}, shadow on)",
-        args.concurrency
-    );
-    let url = format!("kafka://{}/{TOPIC}", sinks.broker.bootstrap());
-    let gw = Gateway::start(&bin, &repo, &args.out.join("gw-broker-down"), &url, &root)?;
-    gw.admin(&bin, &["start", "breast-cancer", "shadow", "--versions", "2"])?;
-    println!(
-        "   {:<22} | {:>9} {:>7} | {:>8} {:>8} | {:>8} {:>8} {:>8} {:>8}",
-        "phase", "requests", "failed", "p50 µs", "p99 µs", "written", "retried", "drop-q", "drop-f"
-    );
     let mut phases = Vec::new();
-    for phase in ["broker up", "broker stopped", "broker started again"] {
-        match phase {
-            "broker stopped" => sinks.broker.stop(),
-            "broker started again" => {
-                sinks.broker.start_again();
-                sinks.broker.create_topic(TOPIC, 3);
-            }
-            _ => {}
-        }
-        let before = gw.sink_counts("kafka")?;
-        let r = load(&loadgen, &gw.addr, args.concurrency, args.seconds, phase)?;
-        let after = gw.sink_counts("kafka")?;
-        let d = after.minus(&before);
+    if args.sections.contains(&3) {
         println!(
-            "   {:<22} | {:>9} {:>7} | {:>8} {:>8} | {:>8.0} {:>8.0} {:>8.0} {:>8.0}",
-            phase,
-            r["requests"],
-            r["errors"],
-            r["p50_us"],
-            r["p99_us"],
-            d.written,
-            d.retried,
-            d.dropped_full,
-            d.dropped_failed
+            "\n3. the Kafka broker stopped mid-load (champion at concurrency {}, shadow on, message.timeout.ms={})",
+            args.concurrency, args.outage_message_timeout_ms
         );
-        phases.push(json!({"phase": phase, "load": r, "sink": d.to_json()}));
+        let url = format!(
+            "kafka://{}/{TOPIC}?message.timeout.ms={}",
+            sinks.broker.bootstrap(),
+            args.outage_message_timeout_ms
+        );
+        let _ = std::fs::remove_dir_all(repo.join("breast-cancer/2"));
+        let gw = Gateway::start(&bin, &repo, &args.out.join("gw-broker-down"), &url, &root)?;
+        gw.add_v2(&repo, &root)?;
+        gw.admin(&bin, &["start", "breast-cancer", "shadow", "--versions", "2"])?;
+        println!(
+            "   {:<26} | {:>9} {:>7} | {:>8} {:>8} | {:>8} {:>8} {:>8} {:>8}",
+            "phase", "requests", "failed", "p50 µs", "p99 µs", "written", "retried", "drop-q", "drop-f"
+        );
+        // Two intervals after the restart: librdkafka's reconnect backoff and
+        // the records that timed out while it was down take the first.
+        for phase in ["broker up", "broker stopped", "broker started again", "broker back, next interval"] {
+            match phase {
+                "broker stopped" => sinks.broker.stop(),
+                "broker started again" => {
+                    sinks.broker.start_again();
+                    sinks.broker.create_topic(TOPIC, 3);
+                }
+                _ => {}
+            }
+            let before = gw.sink_counts("kafka")?;
+            let r = load(&loadgen, &gw.addr, args.concurrency, args.seconds, phase)?;
+            let after = gw.sink_counts("kafka")?;
+            let d = after.minus(&before);
+            println!(
+                "   {:<26} | {:>9.0} {:>7.0} | {:>8.0} {:>8.0} | {:>8.0} {:>8.0} {:>8.0} {:>8.0}",
+                phase,
+                r["requests"].as_f64().unwrap_or(0.0),
+                r["errors"].as_f64().unwrap_or(0.0),
+                r["p50_us"].as_f64().unwrap_or(0.0),
+                r["p99_us"].as_f64().unwrap_or(0.0),
+                d.written,
+                d.retried,
+                d.dropped_full,
+                d.dropped_failed
+            );
+            phases.push(json!({"phase": phase, "load": r, "sink": d.to_json()}));
+        }
+        gw.stop();
     }
-    gw.stop();
 
     let summary = json!({"alone_records_per_s": alone, "gateway": rows, "broker_down": phases});
     std::fs::write(args.out.join("results.json"), serde_json::to_string_pretty(&summary)?)?;
@@ -336,7 +362,19 @@ fn sink_alone(name: &str, url: &str, n: usize) -> anyhow::Result<f64> {
         (0..n).collect::<Vec<_>>().chunks(256).map(|c| c.iter().map(|&i| record(i)).collect()).collect();
     let start = Instant::now();
     for b in &batches {
-        writer.write(b).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        // A full producer queue refuses the whole batch (Transient): wait
+        // for acknowledgements and offer it again, as the gateway's queue
+        // does. Bounded: a sink that stays full for a minute fails the run.
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            match writer.write(b) {
+                Ok(()) => break,
+                Err(records::SinkError::Transient(_)) if Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => bail!("{name}: {e}"),
+            }
+        }
     }
     writer.flush().map_err(|e| anyhow::anyhow!("{name}: flush: {e}"))?;
     let took = start.elapsed().as_secs_f64();
