@@ -269,3 +269,44 @@ fn a_stopped_broker_costs_counted_records_never_a_blocked_write_and_later_record
         );
     }
 }
+
+/// Under steady writes the producer's queue never empties: a producer left
+/// stale by a broker that lost its state (tansu restarted empty) is still
+/// replaced once its records have failed for a whole message.timeout.ms,
+/// and later records are delivered without any pause in the writes.
+#[test]
+fn a_producer_left_stale_by_a_restarted_broker_is_replaced_under_steady_writes() {
+    let mut broker = Broker::start();
+    broker.create_topic("steady", 2);
+    let url = format!(
+        "kafka://{}/steady?linger.ms=5&message.timeout.ms=2000&flush.timeout.ms=500",
+        broker.bootstrap()
+    );
+    let mut writer = KafkaWriter::open(&url, &KafkaSecurity::default()).unwrap();
+    writer.write(&(0..10).map(|i| record("before", i)).collect::<Vec<_>>()).unwrap();
+    flush_until_acknowledged(&mut writer);
+    assert_eq!(writer.delivered(), 10);
+
+    broker.stop();
+    broker.start_again();
+    broker.create_topic("steady", 2);
+    // A batch every 20 ms, never a flush, so records are always in flight.
+    let until = Instant::now() + CEILING;
+    let mut batch = 0;
+    while writer.delivered() < 10 + 100 {
+        assert!(
+            Instant::now() < until,
+            "{} delivered since the restart after {batch} batches: {:?}",
+            writer.delivered() - 10,
+            writer.last_error()
+        );
+        let records: Vec<Record> = (0..10).map(|i| record(&format!("steady{batch}"), i)).collect();
+        match writer.write(&records) {
+            Ok(()) | Err(SinkError::Transient(_)) => {}
+            Err(SinkError::Permanent(e)) => panic!("a restarted broker is not a permanent failure: {e}"),
+        }
+        let _ = writer.take_undelivered();
+        batch += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

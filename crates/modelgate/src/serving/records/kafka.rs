@@ -23,7 +23,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -285,6 +285,9 @@ struct Deliveries {
     undelivered: AtomicU64,
     /// A record failed and none was delivered since.
     failing: std::sync::atomic::AtomicBool,
+    /// When the current run of failures began (the first failure after a
+    /// delivery); `None` while records are being delivered.
+    failing_since: Mutex<Option<Instant>>,
     /// The last broker error or delivery failure, to name in errors.
     last_error: Mutex<Option<String>>,
 }
@@ -314,10 +317,16 @@ impl ProducerContext for SinkContext {
             Ok(_) => {
                 self.0.delivered.fetch_add(1, Ordering::Relaxed);
                 self.0.failing.store(false, Ordering::Relaxed);
+                if let Ok(mut since) = self.0.failing_since.lock() {
+                    *since = None;
+                }
             }
             Err((error, _)) => {
                 self.0.undelivered.fetch_add(1, Ordering::Relaxed);
                 self.0.failing.store(true, Ordering::Relaxed);
+                if let Ok(mut since) = self.0.failing_since.lock() {
+                    since.get_or_insert_with(Instant::now);
+                }
                 tracing::debug!(sink = "kafka", %error, "record not delivered");
                 if let Ok(mut last) = self.0.last_error.lock() {
                     *last = Some(format!("delivery failed: {error}"));
@@ -379,13 +388,19 @@ impl KafkaWriter {
     /// fenced its producer id) refuses every record: start a new one. The
     /// old one's queued records fail as it is dropped and are counted.
     ///
-    /// Likewise one whose records timed out with nothing delivered since
-    /// and nothing left in flight: its producer id and sequence numbers can
-    /// be stale for a broker that lost its state (seen with a restarted
-    /// tansu, where such a producer never delivers again and a new one does).
+    /// Likewise one whose records time out with nothing delivered since,
+    /// once nothing is left in flight or the failures have lasted a whole
+    /// `message.timeout.ms` (under steady load the queue never empties): its
+    /// producer id and sequence numbers can be stale for a broker that lost
+    /// its state (seen with a restarted tansu, where such a producer never
+    /// delivers again and a new one does). During a plain outage a new
+    /// producer costs nothing: the old one's records were failing anyway.
     fn replace_if_fatal(&mut self) -> Result<(), SinkError> {
         let fatal = self.producer.client().fatal_error();
-        let stale = self.deliveries.failing.load(Ordering::Relaxed) && self.queued() == 0;
+        let failing_for = self.deliveries.failing_since.lock().ok().and_then(|s| s.map(|t| t.elapsed()));
+        let stale = self.deliveries.failing.load(Ordering::Relaxed)
+            && (self.queued() == 0
+                || failing_for.is_some_and(|d| d >= Duration::from_millis(self.settings.message_timeout_ms)));
         if fatal.is_some() || stale {
             match fatal {
                 Some((code, reason)) => {
@@ -394,7 +409,12 @@ impl KafkaWriter {
                 None => tracing::warn!(sink = "kafka", "kafka records timed out; starting a new producer"),
             }
             self.producer = create(&self.config, &self.deliveries).map_err(SinkError::Transient)?;
+            // After the old producer is dropped (its queued records fail as
+            // it goes): the new one is judged on its own deliveries.
             self.deliveries.failing.store(false, Ordering::Relaxed);
+            if let Ok(mut since) = self.deliveries.failing_since.lock() {
+                *since = None;
+            }
         }
         Ok(())
     }
@@ -536,7 +556,6 @@ impl RecordWriter for KafkaWriter {
 mod tests {
     use super::*;
     use crate::serving::records::OutcomeRecord;
-    use std::time::Instant;
 
     fn outcome(request_id: &str, hash: Option<&str>) -> Record {
         Record::Outcome(OutcomeRecord {
