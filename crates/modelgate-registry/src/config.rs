@@ -33,6 +33,11 @@ pub struct ModelConfig {
     /// run is stopped through ONNX Runtime's terminate flag and answered
     /// DEADLINE_EXCEEDED. Default: `--max-run-ms` (30000).
     pub max_run_ms: Option<u64>,
+    /// One-row requests run inline on the connection's thread, skipping the
+    /// hand-over to an inference thread, while this version's one-row runs
+    /// are estimated under this many microseconds (0: never). Default:
+    /// `--inline-run-us` (50).
+    pub inline_run_us: Option<u64>,
     /// The most bytes one declared input or output may take at its smallest
     /// legal shape (and all inputs together); a version over it is FAILED
     /// before anything is allocated for it. Default: `--max-tensor-bytes`
@@ -245,6 +250,7 @@ impl Default for ModelConfig {
             max_batch: 32,
             max_queue_delay_us: 0,
             max_run_ms: None,
+            inline_run_us: None,
             max_tensor_bytes: None,
             on_new_version: NewVersionPlan { plan: OnNewVersion::None, auto_advance: false },
             triggers: TriggerSettings::default(),
@@ -256,6 +262,9 @@ impl Default for ModelConfig {
 
 /// The largest `max_run_ms` (one day).
 pub const MAX_RUN_MS_CEILING: u64 = 86_400_000;
+/// The largest `inline_run_us`: an inline run holds a connection thread,
+/// so it must stay far below anything a client would notice.
+pub const MAX_INLINE_RUN_US: u64 = 1_000;
 /// The largest `max_tensor_bytes` (1 TiB).
 pub const MAX_TENSOR_BYTES_CEILING: u64 = 1 << 40;
 
@@ -307,6 +316,15 @@ impl ModelConfig {
                 field: "max_run_ms",
                 expected: "between 1 and 86400000 (one day)",
                 got: usize::try_from(ms).unwrap_or(usize::MAX),
+            });
+        }
+        if let Some(us) = self.inline_run_us
+            && us > MAX_INLINE_RUN_US
+        {
+            return Err(ConfigError::Invalid {
+                field: "inline_run_us",
+                expected: "at most 1000 (one millisecond)",
+                got: usize::try_from(us).unwrap_or(usize::MAX),
             });
         }
         if let Some(bytes) = self.max_tensor_bytes

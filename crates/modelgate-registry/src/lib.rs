@@ -207,6 +207,9 @@ pub struct LoadSettings {
     pub max_run: Option<Duration>,
     /// How long one warm-up run may take (`--warm-up-limit-seconds`).
     pub warm_up_limit: Duration,
+    /// `inline_run_us` when model.toml does not say (`--inline-run-us`;
+    /// `None`: never inline).
+    pub inline_below: Option<Duration>,
 }
 
 impl Default for LoadSettings {
@@ -216,12 +219,15 @@ impl Default for LoadSettings {
             max_tensor_bytes: modelgate_runtime::DEFAULT_MAX_TENSOR_BYTES,
             max_run: Some(DEFAULT_MAX_RUN),
             warm_up_limit: DEFAULT_WARM_UP_LIMIT,
+            inline_below: Some(DEFAULT_INLINE_BELOW),
         }
     }
 }
 
 /// Default `--max-run-ms`.
 pub const DEFAULT_MAX_RUN: Duration = Duration::from_secs(30);
+/// Default `--inline-run-us`.
+pub const DEFAULT_INLINE_BELOW: Duration = Duration::from_micros(50);
 /// Default `--warm-up-limit-seconds`.
 pub const DEFAULT_WARM_UP_LIMIT: Duration = Duration::from_secs(60);
 
@@ -272,7 +278,9 @@ fn load_version_unguarded(
         max_queue_delay: std::time::Duration::from_micros(config.max_queue_delay_us),
     };
     let max_run = config.max_run_ms.map(Duration::from_millis).or(settings.max_run);
-    let queue = VersionQueue::with_limits(Arc::new(model), config.queue_capacity, batching, max_run);
+    let mut queue = VersionQueue::with_limits(Arc::new(model), config.queue_capacity, batching, max_run);
+    let inline_below = config.inline_run_us.map(Duration::from_micros).or(settings.inline_below);
+    queue.set_inline_below(inline_below);
     Ok(Arc::new(ReadyVersion { version: dir.version, queue, warm_up, memory_bytes }))
 }
 

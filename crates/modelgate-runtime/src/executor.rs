@@ -57,6 +57,8 @@ pub struct QueueStats {
     pub batch_retries: AtomicU64,
     /// Requests whose run was stopped, by [`StopReason::index`].
     pub stopped: [AtomicU64; 4],
+    /// Runs done inline on the submitting thread ([`Executor::submit_or_run`]).
+    pub inline_runs: AtomicU64,
 }
 
 impl QueueStats {
@@ -96,6 +98,16 @@ pub struct VersionQueue {
     batching: Batching,
     /// A run longer than this is stopped (model.toml `max_run_ms`).
     max_run: Option<Duration>,
+    /// One-row runs estimated shorter than this run inline on the caller's
+    /// thread ([`Executor::submit_or_run`]); `None`: never.
+    inline_below: Option<Duration>,
+    /// Whether the model's one-row requests all carry the same work.
+    fixed_rows: bool,
+    /// A decaying maximum of one-row run times, in ns (`u64::MAX`: none
+    /// measured yet): each run sets it to max(run, estimate − estimate/16),
+    /// so one slow run lifts it at once and it falls by 1/16 per faster run
+    /// (a run 200× slower is forgotten after ~80): it errs towards "slow".
+    run_estimate_ns: AtomicU64,
 }
 
 impl std::fmt::Debug for VersionQueue {
@@ -119,12 +131,16 @@ impl VersionQueue {
     pub fn with_batching(model: Arc<LoadedModel>, capacity: usize, batching: Batching) -> Arc<Self> {
         let batching =
             if model.signature().batchable() && batching.max_batch > 1 { batching } else { Batching::OFF };
+        let fixed_rows = model.signature().fixed_row_size();
         Arc::new(Self {
             model,
             jobs: ArrayQueue::new(capacity.max(1)),
             stats: QueueStats::default(),
             batching,
             max_run: None,
+            inline_below: None,
+            fixed_rows,
+            run_estimate_ns: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -141,6 +157,52 @@ impl VersionQueue {
             q.max_run = max_run;
         }
         queue
+    }
+
+    /// Lets one-row requests run inline on the submitting thread while the
+    /// version's one-row runs are estimated shorter than `below` (see
+    /// [`Executor::submit_or_run`]). Only before the queue is shared.
+    pub fn set_inline_below(self: &mut Arc<Self>, below: Option<Duration>) {
+        if let Some(q) = Arc::get_mut(self) {
+            q.inline_below = below.filter(|d| !d.is_zero());
+        }
+    }
+
+    /// The inline threshold in effect.
+    pub fn inline_below(&self) -> Option<Duration> {
+        self.inline_below
+    }
+
+    /// The current estimate of a one-row run (a decaying maximum); `None`
+    /// before one was measured.
+    pub fn run_estimate(&self) -> Option<Duration> {
+        match self.run_estimate_ns.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
+    /// Folds one run's time into the estimate (one-row runs only).
+    fn note_run(&self, rows: usize, took: Duration) {
+        if rows != 1 {
+            return;
+        }
+        let sample = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX - 1);
+        let _ = self.run_estimate_ns.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+            Some(if old == u64::MAX { sample } else { sample.max(old - old / 16) })
+        });
+    }
+
+    /// Whether `job` may run inline: the feature is on for this version, the
+    /// model's rows are fixed-size, the job is one row, nothing is queued
+    /// ahead of it (FIFO and batching keep their meaning), and the estimate
+    /// is under the threshold.
+    fn inline_fits(&self, job: &InferJob) -> bool {
+        let Some(below) = self.inline_below else { return false };
+        self.fixed_rows
+            && self.jobs.is_empty()
+            && job.rows() == 1
+            && self.run_estimate_ns.load(Ordering::Relaxed) < u64::try_from(below.as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// How long one run may take before it is stopped.
@@ -200,6 +262,8 @@ pub struct Executor {
     stops: Vec<Arc<RunStop>>,
     size: usize,
     budget: Option<Arc<CpuBudget>>,
+    /// The first session slot of this executor's threads.
+    slot_offset: usize,
 }
 
 impl std::fmt::Debug for Executor {
@@ -232,7 +296,7 @@ impl Executor {
                 })?;
             threads.push(handle);
         }
-        Ok(Self { tickets: tx, threads, stops, size, budget: config.cpu_budget })
+        Ok(Self { tickets: tx, threads, stops, size, budget: config.cpu_budget, slot_offset: config.slot_offset })
     }
 
     /// Whether the CPU budget (if any) has room for more work.
@@ -258,6 +322,53 @@ impl Executor {
             return Err(SubmitError::QueueFull { capacity: queue.capacity() });
         }
         self.tickets.send(Arc::clone(queue)).map_err(|_| SubmitError::Shutdown)
+    }
+
+    /// Runs `job` at once on the calling thread when the version allows it
+    /// and that is cheaper than the hand-over to an executor thread (the
+    /// reply is then ready before this returns); else [`Self::submit`].
+    ///
+    /// The hand-over (queue, wake an executor thread, wake the caller back)
+    /// costs tens of µs of CPU and two context switches: for a model whose
+    /// run takes a few µs that is most of the request's cost. Inline runs
+    /// are bounded so they can never hold the caller's thread (a tokio
+    /// worker) for long: only one-row requests to a model whose rows are
+    /// fixed-size (the same work every time), only while the version's
+    /// one-row runs are estimated under its threshold (a decaying maximum,
+    /// so one slow run sends the next requests back to the executor), only
+    /// when nothing is queued ahead, and only on a session no executor
+    /// thread is using (never waits for one). Deadlines and cancellation
+    /// are checked before the run as the executor checks them; a run this
+    /// short is not watched.
+    pub fn submit_or_run(&self, queue: &Arc<VersionQueue>, job: InferJob) -> Result<(), SubmitError> {
+        if !queue.inline_fits(&job) {
+            return self.submit(queue, job);
+        }
+        let slots = self.slot_offset..self.slot_offset + self.size;
+        let Some(mut session) = queue.model.try_session(slots) else {
+            return self.submit(queue, job);
+        };
+        let started = Instant::now();
+        let Some(mut job) = admit_one(queue, job, started) else { return Ok(()) };
+        if let Some(flag) = &job.started {
+            flag.store(true, Ordering::Relaxed);
+        }
+        let spans = inference_span(&mut job, 1, session.slot());
+        let entered = spans.as_ref().map(|(span, _)| span.enter());
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| session.run(&job.inputs, &job.outputs)))
+            .unwrap_or_else(|panic| {
+                Err(format!("panic inside inference: {}", crate::panic_message(panic.as_ref())))
+            })
+            .map_err(RunError::from_ort);
+        drop(session);
+        let run_time = started.elapsed();
+        drop(entered);
+        drop(spans);
+        queue.note_run(1, run_time);
+        queue.stats.record_run(1, job.traffic);
+        queue.stats.inline_runs.fetch_add(1, Ordering::Relaxed);
+        reply(queue, job, result, started, run_time);
+        Ok(())
     }
 
     /// Stops accepting work, stops runs still going (ORT's terminate flag;
@@ -561,8 +672,10 @@ fn run_one(runner: &mut Runner, queue: &VersionQueue, mut job: InferJob, started
     // The spans end before the reply, so they end inside the request's.
     drop(entered);
     drop(spans);
+    let run_time = started.elapsed();
+    queue.note_run(rows, run_time);
     queue.stats.record_run(rows, job.traffic);
-    reply(queue, job, result, started, started.elapsed());
+    reply(queue, job, result, started, run_time);
 }
 
 /// Runs `jobs` (all of `queue`'s version): alone when there is one, else as

@@ -205,12 +205,38 @@ impl LoadedModel {
         outputs: &[String],
         options: Option<&RunOptions>,
     ) -> Result<Vec<Tensor>, String> {
-        let values =
-            inputs.iter().map(|t| to_ort(t).map(|v| (t.name.as_str(), v))).collect::<Result<Vec<_>, _>>()?;
         let idx = slot % self.sessions.len();
         // A poisoned lock only means an earlier run panicked mid-call; the
         // session itself holds no Rust invariants, so keep using it.
         let mut session = self.sessions[idx].lock().unwrap_or_else(|p| p.into_inner());
+        self.run_on(&mut session, inputs, outputs, options)
+    }
+
+    /// The first session of `slots` (taken modulo the session count) that no
+    /// thread is using, locked; `None` when every one is busy. Never waits:
+    /// for a caller that must not block (the inline path of the executor).
+    pub fn try_session(&self, slots: std::ops::Range<usize>) -> Option<SessionGuard<'_>> {
+        slots.take(self.sessions.len()).find_map(|slot| {
+            let lock = &self.sessions[slot % self.sessions.len()];
+            match lock.try_lock() {
+                Ok(guard) => Some(SessionGuard { model: self, session: guard, slot }),
+                Err(std::sync::TryLockError::Poisoned(p)) => {
+                    Some(SessionGuard { model: self, session: p.into_inner(), slot })
+                }
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            }
+        })
+    }
+
+    fn run_on(
+        &self,
+        session: &mut Session,
+        inputs: &[Tensor],
+        outputs: &[String],
+        options: Option<&RunOptions>,
+    ) -> Result<Vec<Tensor>, String> {
+        let values =
+            inputs.iter().map(|t| to_ort(t).map(|v| (t.name.as_str(), v))).collect::<Result<Vec<_>, _>>()?;
         let result = match options {
             Some(options) => session.run_with_options(values, options),
             None => session.run(values),
@@ -230,6 +256,26 @@ impl LoadedModel {
                 from_ort(&spec.name, spec.dtype, value)
             })
             .collect()
+    }
+}
+
+/// A session of a [`LoadedModel`] locked for one caller
+/// ([`LoadedModel::try_session`]).
+pub struct SessionGuard<'a> {
+    model: &'a LoadedModel,
+    session: std::sync::MutexGuard<'a, Session>,
+    slot: usize,
+}
+
+impl SessionGuard<'_> {
+    /// The session's slot.
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// [`LoadedModel::run`] on this session.
+    pub fn run(&mut self, inputs: &[Tensor], outputs: &[String]) -> Result<Vec<Tensor>, String> {
+        self.model.run_on(&mut self.session, inputs, outputs, None)
     }
 }
 

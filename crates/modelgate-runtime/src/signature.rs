@@ -96,6 +96,20 @@ impl Signature {
     }
 }
 
+impl Signature {
+    /// Whether one row of every input has a size fixed by the model: every
+    /// dimension after the first is fixed and no input is a string. A
+    /// one-row request then always carries the same work, so the run time
+    /// measured on earlier rows predicts the next one's.
+    pub fn fixed_row_size(&self) -> bool {
+        !self.inputs.is_empty()
+            && self.inputs.iter().all(|s| {
+                s.dtype != crate::tensor::DataType::String
+                    && s.dims.iter().skip(1).all(|d| matches!(d, Dim::Fixed(_)))
+            })
+    }
+}
+
 /// Why a request's inputs do not fit a signature. Every message names the
 /// tensor, what was sent and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -244,6 +244,7 @@ pub fn fuzz_settings() -> LoadSettings {
         max_tensor_bytes: 64 << 20,
         max_run: Some(Duration::from_millis(100)),
         warm_up_limit: Duration::from_millis(200),
+        inline_below: None,
     }
 }
 

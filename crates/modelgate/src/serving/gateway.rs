@@ -190,7 +190,7 @@ impl Gateway {
             None => (job, None),
         };
         self.executor
-            .submit(&version.queue, job)
+            .submit_or_run(&version.queue, job)
             .map_err(|e| GatewayError::from_submit(&model.name, version.version, e))?;
         let wait = async { rx.await.map_err(|_| GatewayError::ShuttingDown) };
         let result = match req.deadline {

@@ -60,6 +60,14 @@ pub struct ServeArgs {
     #[arg(long, env = "MODELGATE_MAX_RUN_MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(0..=modelgate_registry::config::MAX_RUN_MS_CEILING))]
     pub max_run_ms: u64,
+    /// One-row requests to a model whose one-row runs take less than this
+    /// many microseconds (measured while serving) run on the connection's
+    /// thread instead of being handed to an inference thread: the hand-over
+    /// costs more than such a run. 0: always hand over. model.toml
+    /// `inline_run_us` overrides it per model.
+    #[arg(long, env = "MODELGATE_INLINE_RUN_US", default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(0..=modelgate_registry::config::MAX_INLINE_RUN_US))]
+    pub inline_run_us: u64,
     /// The longest one warm-up run of a new version may take, in seconds;
     /// over it the version is FAILED.
     #[arg(long, env = "MODELGATE_WARM_UP_LIMIT_SECONDS", default_value_t = 60,

@@ -142,6 +142,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 max_tensor_bytes: a.max_tensor_bytes,
                 max_run: (a.max_run_ms > 0).then(|| Duration::from_millis(a.max_run_ms)),
                 warm_up_limit: Duration::from_secs(a.warm_up_limit_seconds),
+                inline_below: (a.inline_run_us > 0).then(|| Duration::from_micros(a.inline_run_us)),
             },
         })
     }
