@@ -104,9 +104,12 @@ pub struct VersionQueue {
     /// Whether the model's one-row requests all carry the same work.
     fixed_rows: bool,
     /// A decaying maximum of one-row run times, in ns (`u64::MAX`: none
-    /// measured yet): each run sets it to max(run, estimate − estimate/16),
-    /// so one slow run lifts it at once and it falls by 1/16 per faster run
-    /// (a run 200× slower is forgotten after ~80): it errs towards "slow".
+    /// measured yet): each run sets it to max(run, estimate − estimate/8),
+    /// so one slow run lifts it at once and it falls by 1/8 per faster run.
+    /// A run counts at most 4× the inline threshold: a µs-scale run that the
+    /// scheduler preempted for a millisecond sends ~10 runs to the executor,
+    /// not hundreds, while a model whose runs really are slow stays above
+    /// the threshold for good.
     run_estimate_ns: AtomicU64,
 }
 
@@ -187,9 +190,11 @@ impl VersionQueue {
         if rows != 1 {
             return;
         }
-        let sample = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX - 1);
+        let Some(below) = self.inline_below else { return };
+        let cap = u64::try_from(below.as_nanos().saturating_mul(4)).unwrap_or(u64::MAX - 1);
+        let sample = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).min(cap);
         let _ = self.run_estimate_ns.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-            Some(if old == u64::MAX { sample } else { sample.max(old - old / 16) })
+            Some(if old == u64::MAX { sample } else { sample.max(old - old / 8) })
         });
     }
 

@@ -162,11 +162,20 @@ pub fn init(format: LogFormat, trace: &TraceConfig) -> anyhow::Result<Telemetry>
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colour);
-    let registry = tracing_subscriber::registry().with(otel);
-    let installed = match format {
-        LogFormat::Human => registry.with(fmt.with_filter(log_filter())).try_init(),
-        LogFormat::Json => registry.with(fmt.json().with_filter(log_filter())).try_init(),
-    };
+    // A list of layers, not `Option<Layer>`: an absent `Option` layer says
+    // "always interested" in every callsite, so every INFO span (one per
+    // request, and its queue and inference spans) would be built in the
+    // registry for nobody. With the exporter left out of the list, trace
+    // spans are disabled at their callsites and cost a branch.
+    type Boxed = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+    let mut layers: Vec<Boxed> = vec![match format {
+        LogFormat::Human => fmt.with_filter(log_filter()).boxed(),
+        LogFormat::Json => fmt.json().with_filter(log_filter()).boxed(),
+    }];
+    if let Some(otel) = otel {
+        layers.push(otel.boxed());
+    }
+    let installed = tracing_subscriber::registry().with(layers).try_init();
     installed.context("a tracing subscriber is already installed")?;
     match export {
         Export::Disabled => tracing::info!("OTEL_SDK_DISABLED is true: no spans are exported"),
