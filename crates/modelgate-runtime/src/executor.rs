@@ -207,7 +207,8 @@ impl VersionQueue {
         self.fixed_rows
             && self.jobs.is_empty()
             && job.rows() == 1
-            && self.run_estimate_ns.load(Ordering::Relaxed) < u64::try_from(below.as_nanos()).unwrap_or(u64::MAX)
+            && self.run_estimate_ns.load(Ordering::Relaxed)
+                < u64::try_from(below.as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// How long one run may take before it is stopped.
@@ -301,7 +302,14 @@ impl Executor {
                 })?;
             threads.push(handle);
         }
-        Ok(Self { tickets: tx, threads, stops, size, budget: config.cpu_budget, slot_offset: config.slot_offset })
+        Ok(Self {
+            tickets: tx,
+            threads,
+            stops,
+            size,
+            budget: config.cpu_budget,
+            slot_offset: config.slot_offset,
+        })
     }
 
     /// Whether the CPU budget (if any) has room for more work.

@@ -54,7 +54,8 @@ impl StateSource for GatewayState {
                             st.runs.load(Relaxed),
                             per_bucket,
                         ));
-                        out.batch_retries.push((l, st.batch_retries.load(Relaxed)));
+                        out.batch_retries.push((l.clone(), st.batch_retries.load(Relaxed)));
+                        out.inline_runs.push((l, st.inline_runs.load(Relaxed)));
                     }
                     modelgate_registry::VersionState::Failed(_) => {
                         out.version_state.push((labels(name, v.version), "failed"));

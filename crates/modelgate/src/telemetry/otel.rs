@@ -202,6 +202,10 @@ impl Extractor for Headers<'_> {
 
 /// Makes `span` a child of the W3C trace context in `headers`, if any.
 pub fn set_remote_parent(span: &tracing::Span, headers: &http::HeaderMap) {
+    // Nothing exports spans: no header parsing per request.
+    if span.is_disabled() {
+        return;
+    }
     let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)));
     if parent.span().span_context().is_valid() {
         let _ = span.set_parent(parent);

@@ -47,6 +47,8 @@ pub struct StateMetrics {
     /// per-bucket (non-cumulative) counts over `BATCH_BUCKETS` and +Inf.
     pub batch_rows: Vec<(VersionLabels, u64, u64, Vec<u64>)>,
     pub batch_retries: Vec<(VersionLabels, u64)>,
+    /// Runs done inline on a connection's thread (`--inline-run-us`).
+    pub inline_runs: Vec<(VersionLabels, u64)>,
     /// Shadow CPU: (seconds used, budget in cores), when there is a budget.
     pub shadow_cpu: Option<(f64, f64)>,
     /// Fleet mode: (etcd reachable, this replica leads, local rollbacks not yet written back).
@@ -304,6 +306,12 @@ impl Collector for StateCollector {
             "modelgate_batch_retries",
             "Batched runs that failed and were retried request by request.",
             &s.batch_retries,
+        )?;
+        counters(
+            e,
+            "modelgate_inline_runs",
+            "Runs done inline on the connection's thread, without the hand-over to an inference thread (--inline-run-us); the rest of modelgate_batch_size_rows_count went through the queue.",
+            &s.inline_runs,
         )?;
         let sla: Vec<(ModelLabels, f64)> =
             s.sla.iter().map(|(m, v)| (ModelLabels { model: m.clone() }, *v)).collect();

@@ -1,0 +1,121 @@
+//! Inline runs (`--inline-run-us`, model.toml `inline_run_us`): one-row
+//! requests to a model whose one-row runs take a few µs run on the
+//! connection's thread instead of being handed to an inference thread. The
+//! answers are the same, the metric says how many ran inline, and nothing
+//! else about a request changes: a multi-row request, a slow model and a
+//! gateway with the feature off all go through the queue.
+//!
+//! The threshold here is 1 ms, not the default 50 µs: this suite runs a
+//! debug build, whose own code around the ORT call is ~10× slower. The slow
+//! fault model (3–5 ms a row) is over either.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::time::Duration;
+
+use modelgate_tests::*;
+
+const THRESHOLD: Duration = Duration::from_millis(1);
+
+/// `modelgate_inline_runs_total` of one version.
+async fn inline_runs(server: &modelgate::RunningServer, model: &str) -> u64 {
+    let (_, body) = http_get(server.metrics_addr.unwrap(), "/metrics").await;
+    let prefix = format!("modelgate_inline_runs_total{{model=\"{model}\",version=\"1\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{body}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn probabilities(resp: &modelgate_proto::v1::PredictResponse) -> Vec<f32> {
+    match output(resp, "probabilities").data {
+        modelgate_runtime::TensorData::Float32(v) => v,
+        other => panic!("probabilities are {:?}", other.dtype()),
+    }
+}
+
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: {got:?} vs {want:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() <= 1e-5, "{what}: {got:?} vs {want:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_model_runs_inline_with_the_golden_answers_and_the_rest_goes_through_the_queue() {
+    let repo = TestRepo::new();
+    repo.add("tiny", 1, V1).add("slow", 1, SLOW);
+    let server = start(&repo, |c| c.load.inline_below = Some(THRESHOLD)).await;
+    let g = golden(1);
+    let mut c = client(&server).await;
+
+    // The first runs are measured on the executor; once the version's
+    // one-row runs are known to be µs-scale, later ones run inline. Every
+    // answer is the golden one either way.
+    for round in 0..3 {
+        for (i, row) in g.rows.iter().enumerate() {
+            let resp = c.predict(request("tiny", std::slice::from_ref(row))).await.unwrap().into_inner();
+            assert_close(&probabilities(&resp), &g.probabilities[i], &format!("round {round} row {i}"));
+            assert_eq!(output(&resp, "label").data, modelgate_runtime::TensorData::Int64(vec![g.labels[i]]));
+        }
+    }
+    let inline = inline_runs(&server, "tiny").await;
+    assert!(inline > 0, "no one-row request to a µs-scale model ran inline");
+
+    // Several rows: through the queue (dynamic batching keeps its meaning),
+    // with the same answers.
+    let resp = c.predict(request("tiny", &g.rows)).await.unwrap().into_inner();
+    let want: Vec<f32> = g.probabilities.iter().flatten().copied().collect();
+    assert_close(&probabilities(&resp), &want, "all rows at once");
+    assert_eq!(inline_runs(&server, "tiny").await, inline, "a multi-row request ran inline");
+
+    // A model whose runs take milliseconds never holds a connection thread.
+    for row in g.rows.iter().take(5) {
+        c.predict(request("slow", std::slice::from_ref(row))).await.unwrap();
+    }
+    assert_eq!(inline_runs(&server, "slow").await, 0, "a slow model ran inline");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_runs_are_off_with_a_zero_threshold_globally_or_per_model() {
+    let g = golden(1);
+    // Globally off (--inline-run-us 0).
+    let repo = TestRepo::new();
+    repo.add("tiny", 1, V1);
+    let server = start(&repo, |c| c.load.inline_below = None).await;
+    let mut c = client(&server).await;
+    for _ in 0..3 {
+        for (i, row) in g.rows.iter().enumerate() {
+            let resp = c.predict(request("tiny", std::slice::from_ref(row))).await.unwrap().into_inner();
+            assert_close(&probabilities(&resp), &g.probabilities[i], &format!("row {i}"));
+        }
+    }
+    assert_eq!(inline_runs(&server, "tiny").await, 0);
+    server.stop().await.unwrap();
+
+    // Off for one model by model.toml, on for the other.
+    let repo = TestRepo::new();
+    repo.add("off", 1, V1)
+        .add("on", 1, V1)
+        .config("off", "inline_run_us = 0\n")
+        .config("on", "inline_run_us = 1000\n");
+    let server = start(&repo, |_| {}).await;
+    let mut c = client(&server).await;
+    for _ in 0..3 {
+        for row in &g.rows {
+            for model in ["off", "on"] {
+                c.predict(request(model, std::slice::from_ref(row))).await.unwrap();
+            }
+        }
+    }
+    assert_eq!(inline_runs(&server, "off").await, 0);
+    assert!(inline_runs(&server, "on").await > 0);
+    server.stop().await.unwrap();
+
+    // Out of range: refused, naming the key.
+    let e = modelgate_registry::config::ModelConfig::parse("inline_run_us = 5000\n").unwrap_err().to_string();
+    assert!(e.contains("inline_run_us") && e.contains("at most 1000"), "{e}");
+}
