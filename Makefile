@@ -4,7 +4,7 @@ CARGO ?= cargo
 LISTEN ?= 127.0.0.1:50051
 MODELS ?= models/repository
 
-.PHONY: run test test-deps test-servers build-deps ort build lint bench bench-pinned profile soak models clean fuzz-deps fuzz-smoke fuzz hostile bench-decisions bench-sinks
+.PHONY: run test test-deps test-servers build-deps ort build lint bench bench-pinned profile soak models clean fuzz-deps fuzz-smoke fuzz hostile bench-decisions bench-sinks bench-floor
 
 ## ONNX Runtime's shared library, from the pinned onnxruntime wheel on PyPI.
 ort:
@@ -121,6 +121,12 @@ bench-decisions:
 bench-sinks: ort build-deps test-servers
 	$(CARGO) build --release -p modelgate -p modelgate-benches --bin sinks --bin loadgen --bin modelgate
 	target/release/sinks $(SINKS_ARGS)
+
+## The gateway against a zero-work gRPC server (the floor), alternated,
+## medians of 3 rounds at concurrency 1, 8, 32 over KServe v2 (~2 min).
+bench-floor: ort build-deps
+	$(CARGO) build --release -p modelgate -p modelgate-benches --bin modelgate --bin floor_server --bin loadgen
+	scripts/bench-floor.sh
 
 ## After `make bench`: gateway on core 0, load generator on core 1 (taskset).
 bench-pinned: ort build-deps
