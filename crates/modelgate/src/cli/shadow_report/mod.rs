@@ -15,7 +15,8 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use crate::cli::when::{format_ms, parse_when_ms};
-use source::{KafkaSecurity, ReadTally, SourceOptions};
+use crate::server::config::KafkaFlags;
+use source::{ReadTally, SourceOptions};
 use stats::{Accumulator, Filter, Quantiles, ScoreBucket, Skipped, VersionReport};
 
 /// `modelgate shadow …`.
@@ -67,46 +68,6 @@ pub struct ReportArgs {
 
 /// TLS and SASL for `--from kafka://…`: the same flags (and variables) as
 /// `modelgate serve` has for its Kafka sink; they win over the URL's keys.
-#[derive(Debug, Clone, Default, Args)]
-pub struct KafkaFlags {
-    /// `--from kafka://`: `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
-    #[arg(long, env = "MODELGATE_KAFKA_SECURITY_PROTOCOL")]
-    pub kafka_security_protocol: Option<String>,
-    /// `--from kafka://`: PEM file of the CA that signed the brokers' certificates.
-    #[arg(long, env = "MODELGATE_KAFKA_SSL_CA")]
-    pub kafka_ssl_ca: Option<PathBuf>,
-    /// `--from kafka://`: client certificate (PEM), for brokers that ask for one.
-    #[arg(long, env = "MODELGATE_KAFKA_SSL_CERT", requires = "kafka_ssl_key")]
-    pub kafka_ssl_cert: Option<PathBuf>,
-    /// `--from kafka://`: the client certificate's private key (PEM).
-    #[arg(long, env = "MODELGATE_KAFKA_SSL_KEY", requires = "kafka_ssl_cert")]
-    pub kafka_ssl_key: Option<PathBuf>,
-    /// `--from kafka://`: SASL mechanism, `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
-    #[arg(long, env = "MODELGATE_KAFKA_SASL_MECHANISM")]
-    pub kafka_sasl_mechanism: Option<String>,
-    /// `--from kafka://`: SASL user name.
-    #[arg(long, env = "MODELGATE_KAFKA_SASL_USERNAME")]
-    pub kafka_sasl_username: Option<String>,
-    /// `--from kafka://`: a file holding the SASL password; else the
-    /// MODELGATE_KAFKA_SASL_PASSWORD variable.
-    #[arg(long, env = "MODELGATE_KAFKA_SASL_PASSWORD_FILE")]
-    pub kafka_sasl_password_file: Option<PathBuf>,
-}
-
-impl From<KafkaFlags> for KafkaSecurity {
-    fn from(f: KafkaFlags) -> Self {
-        KafkaSecurity {
-            protocol: f.kafka_security_protocol,
-            ssl_ca: f.kafka_ssl_ca,
-            ssl_cert: f.kafka_ssl_cert,
-            ssl_key: f.kafka_ssl_key,
-            sasl_mechanism: f.kafka_sasl_mechanism,
-            sasl_username: f.kafka_sasl_username,
-            sasl_password_file: f.kafka_sasl_password_file,
-        }
-    }
-}
-
 /// The whole report, as `--json` prints it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {

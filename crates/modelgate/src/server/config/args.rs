@@ -156,29 +156,9 @@ pub struct ServeArgs {
     /// (`modelgate_shadow_records_total{outcome="dropped_full"}`).
     #[arg(long, env = "MODELGATE_RECORDS_QUEUE", default_value_t = 8192)]
     pub records_queue: usize,
-    /// Kafka record sinks: `plaintext`, `ssl`, `sasl_plaintext` or
-    /// `sasl_ssl` (over the URL's `security.protocol`).
-    #[arg(long, env = "MODELGATE_KAFKA_SECURITY_PROTOCOL")]
-    pub kafka_security_protocol: Option<String>,
-    /// Kafka record sinks: PEM file of the CA that signed the brokers' certificates.
-    #[arg(long, env = "MODELGATE_KAFKA_SSL_CA")]
-    pub kafka_ssl_ca: Option<PathBuf>,
-    /// Kafka record sinks: client certificate (PEM), for brokers that ask for one.
-    #[arg(long, env = "MODELGATE_KAFKA_SSL_CERT", requires = "kafka_ssl_key")]
-    pub kafka_ssl_cert: Option<PathBuf>,
-    /// Kafka record sinks: the client certificate's private key (PEM).
-    #[arg(long, env = "MODELGATE_KAFKA_SSL_KEY", requires = "kafka_ssl_cert")]
-    pub kafka_ssl_key: Option<PathBuf>,
-    /// Kafka record sinks: SASL mechanism, `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
-    #[arg(long, env = "MODELGATE_KAFKA_SASL_MECHANISM")]
-    pub kafka_sasl_mechanism: Option<String>,
-    /// Kafka record sinks: SASL user name.
-    #[arg(long, env = "MODELGATE_KAFKA_SASL_USERNAME")]
-    pub kafka_sasl_username: Option<String>,
-    /// Kafka record sinks: a file holding the SASL password (a mounted
-    /// Secret); else the MODELGATE_KAFKA_SASL_PASSWORD variable.
-    #[arg(long, env = "MODELGATE_KAFKA_SASL_PASSWORD_FILE")]
-    pub kafka_sasl_password_file: Option<PathBuf>,
+    /// TLS and SASL for the Kafka record sinks (over the URL's settings).
+    #[command(flatten)]
+    pub kafka: KafkaFlags,
     /// Address of the Admin service (rollouts). Keep it on loopback unless a token is set.
     #[arg(long, env = "MODELGATE_ADMIN_LISTEN", default_value = "127.0.0.1:50052")]
     pub admin_listen: SocketAddr,
@@ -281,6 +261,49 @@ impl ServeArgs {
 /// a usage error naming the flag and the range (exit code 2), never a panic
 /// later in start-up: `--drain-seconds 1e300` once aborted in
 /// `Duration::from_secs_f64`.
+/// Kafka TLS and SASL flags: the same for the record sinks (`serve
+/// --records kafka://…`, where they win over the URL's settings) and for
+/// `shadow report --from kafka://…`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct KafkaFlags {
+    /// Kafka: `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    #[arg(long, env = "MODELGATE_KAFKA_SECURITY_PROTOCOL")]
+    pub kafka_security_protocol: Option<String>,
+    /// Kafka: PEM file of the CA that signed the brokers' certificates.
+    #[arg(long, env = "MODELGATE_KAFKA_SSL_CA")]
+    pub kafka_ssl_ca: Option<PathBuf>,
+    /// Kafka: client certificate (PEM), for brokers that ask for one.
+    #[arg(long, env = "MODELGATE_KAFKA_SSL_CERT", requires = "kafka_ssl_key")]
+    pub kafka_ssl_cert: Option<PathBuf>,
+    /// Kafka: the client certificate's private key (PEM).
+    #[arg(long, env = "MODELGATE_KAFKA_SSL_KEY", requires = "kafka_ssl_cert")]
+    pub kafka_ssl_key: Option<PathBuf>,
+    /// Kafka: SASL mechanism, `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    #[arg(long, env = "MODELGATE_KAFKA_SASL_MECHANISM")]
+    pub kafka_sasl_mechanism: Option<String>,
+    /// Kafka: SASL user name.
+    #[arg(long, env = "MODELGATE_KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+    /// Kafka: a file holding the SASL password (e.g. a mounted Secret);
+    /// else the MODELGATE_KAFKA_SASL_PASSWORD variable.
+    #[arg(long, env = "MODELGATE_KAFKA_SASL_PASSWORD_FILE")]
+    pub kafka_sasl_password_file: Option<PathBuf>,
+}
+
+impl From<KafkaFlags> for crate::serving::records::KafkaSecurity {
+    fn from(f: KafkaFlags) -> Self {
+        Self {
+            protocol: f.kafka_security_protocol,
+            ssl_ca: f.kafka_ssl_ca,
+            ssl_cert: f.kafka_ssl_cert,
+            ssl_key: f.kafka_ssl_key,
+            sasl_mechanism: f.kafka_sasl_mechanism,
+            sasl_username: f.kafka_sasl_username,
+            sasl_password_file: f.kafka_sasl_password_file,
+        }
+    }
+}
+
 pub mod limits {
     /// `--drain-seconds`: a day; nothing in flight needs longer.
     pub const DRAIN_SECONDS_MAX: f64 = 86_400.0;

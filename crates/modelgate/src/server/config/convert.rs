@@ -98,15 +98,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 urls
             },
             records_queue: a.records_queue.max(1),
-            kafka_security: crate::serving::records::KafkaSecurity {
-                protocol: a.kafka_security_protocol,
-                ssl_ca: a.kafka_ssl_ca,
-                ssl_cert: a.kafka_ssl_cert,
-                ssl_key: a.kafka_ssl_key,
-                sasl_mechanism: a.kafka_sasl_mechanism,
-                sasl_username: a.kafka_sasl_username,
-                sasl_password_file: a.kafka_sasl_password_file,
-            },
+            kafka_security: a.kafka.into(),
             shadow_dir: a.shadow_dir.unwrap_or_else(|| state_dir.join("shadow")),
             state_dir,
             replica_id: match a.replica_id.filter(|r| !r.is_empty()) {

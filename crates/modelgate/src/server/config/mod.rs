@@ -12,7 +12,7 @@ use std::time::Duration;
 mod args;
 mod convert;
 
-pub use args::{ServeArgs, limits, seconds};
+pub use args::{KafkaFlags, ServeArgs, limits, seconds};
 
 /// Everything the server needs, independent of how it was configured.
 #[derive(Debug, Clone)]
