@@ -182,6 +182,19 @@ pub fn request(model: &str, rows: &[Vec<f32>]) -> pb::PredictRequest {
     pb::PredictRequest { model: model.into(), inputs: vec![raw_rows("input", rows)], ..Default::default() }
 }
 
+/// A shadow rollout of `model` in which `version` mirrors every request.
+pub fn shadow_plan(model: &str, version: i64) -> pb::StartRolloutRequest {
+    pb::StartRolloutRequest {
+        model: model.into(),
+        plan: Some(pb::start_rollout_request::Plan::Shadow(pb::ShadowPlan {
+            versions: vec![version],
+            fraction_percent: Some(100.0),
+        })),
+        reason: String::new(),
+        triggers: None,
+    }
+}
+
 /// Decodes an output by name (raw or typed).
 pub fn output(resp: &pb::PredictResponse, name: &str) -> modelgate_runtime::Tensor {
     let t = resp.outputs.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("no output {name}"));

@@ -20,7 +20,7 @@ use modelgate_proto::v1 as pb;
 use modelgate_tests::kafka::Broker;
 use modelgate_tests::process::ServeProcess;
 use modelgate_tests::s3::S3Server;
-use modelgate_tests::{TestRepo, golden, python, request, root};
+use modelgate_tests::{TestRepo, golden, python, request, root, shadow_plan};
 use serde_json::{Value, json};
 
 /// Every case rendered once per test run, shared by the tests below. nextest
@@ -682,15 +682,7 @@ async fn the_rendered_records_wiring_runs_the_gateway_into_kafka_and_s3() {
     let mut server = ServeProcess::start(local.command(), &state.path().join("serve.log"))
         .unwrap_or_else(|log| panic!("the rendered args and env did not start the gateway:\n{log}"));
 
-    let plan = pb::StartRolloutRequest {
-        model: "breast-cancer".into(),
-        plan: Some(pb::start_rollout_request::Plan::Shadow(pb::ShadowPlan {
-            versions: vec![1],
-            fraction_percent: Some(100.0),
-        })),
-        reason: String::new(),
-        triggers: None,
-    };
+    let plan = shadow_plan("breast-cancer", 1);
     server.admin(None).await.start_rollout(plan).await.unwrap();
     let g = golden(2);
     let n = g.rows.len();

@@ -52,19 +52,6 @@ fn metric(body: &str, sink: &str, outcome: &str) -> Option<u64> {
     body.lines().find_map(|l| l.strip_prefix(&prefix)).map(|v| v.trim().parse().unwrap())
 }
 
-/// v1 shadows every request of breast-cancer (v2 is the champion).
-fn shadow_v1_everywhere() -> pb::StartRolloutRequest {
-    pb::StartRolloutRequest {
-        model: "breast-cancer".into(),
-        plan: Some(pb::start_rollout_request::Plan::Shadow(pb::ShadowPlan {
-            versions: vec![1],
-            fraction_percent: Some(100.0),
-        })),
-        reason: String::new(),
-        triggers: None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn predictions_and_outcomes_reach_every_sink_and_join_on_the_request_id() {
     let repo = TestRepo::breast_cancer();
@@ -110,7 +97,7 @@ async fn predictions_and_outcomes_reach_every_sink_and_join_on_the_request_id() 
         direct.push(resp);
     }
     // v2 is the champion; v1 shadows every request.
-    admin(&server, None).await.start_rollout(shadow_v1_everywhere()).await.unwrap();
+    admin(&server, None).await.start_rollout(shadow_plan("breast-cancer", 1)).await.unwrap();
     let mut served = HashMap::new();
     for (i, row) in g.rows.iter().enumerate() {
         let mut req = request("breast-cancer", std::slice::from_ref(row));
@@ -300,7 +287,7 @@ async fn an_edited_records_table_applies_without_a_restart() {
         c.records = vec![format!("file://{}", dir.display())];
     })
     .await;
-    admin(&server, None).await.start_rollout(shadow_v1_everywhere()).await.unwrap();
+    admin(&server, None).await.start_rollout(shadow_plan("breast-cancer", 1)).await.unwrap();
     let mut c = client(&server).await;
     let sinks = std::sync::Arc::clone(server.gateway.record_sinks().unwrap());
     let stats = std::sync::Arc::clone(server.gateway.shadow_stats());
@@ -374,7 +361,7 @@ async fn a_broker_stopped_under_load_fails_no_predict_and_counts_what_it_lost() 
         let get = |outcome: &str| metric(&body, "kafka", outcome).unwrap_or(0);
         (get("written"), get("dropped_full") + get("dropped_failed"))
     };
-    admin(&server, None).await.start_rollout(shadow_v1_everywhere()).await.unwrap();
+    admin(&server, None).await.start_rollout(shadow_plan("breast-cancer", 1)).await.unwrap();
     let row = golden(2).rows[0].clone();
     let mut c = client(&server).await;
     // Records flow while the broker is up.

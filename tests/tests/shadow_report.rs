@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 use modelgate::cli::shadow_report::source::{
     OutcomeRecord, OutputRecord, PredictionRecord, Record, TensorValues,
 };
-use modelgate_proto::v1 as pb;
 use modelgate_tests::process::ServeProcess;
-use modelgate_tests::{TestRepo, binary, golden, request, rollout_status};
+use modelgate_tests::{TestRepo, binary, golden, request, rollout_status, shadow_plan};
 use serde_json::Value;
 
 const MODEL: &str = "breast-cancer";
@@ -380,15 +379,7 @@ async fn a_live_gateways_records_give_the_same_numbers_as_get_rollout() {
     let mut gw = ServeProcess::spawn(&repo, &["--shadow-queue", "1000", "--shadow-cpu-budget", "off"]);
     let mut admin = gw.admin(None).await;
     // v2 is the champion; v1 shadows every request.
-    let plan = pb::StartRolloutRequest {
-        model: MODEL.into(),
-        plan: Some(pb::start_rollout_request::Plan::Shadow(pb::ShadowPlan {
-            versions: vec![1],
-            fraction_percent: Some(100.0),
-        })),
-        reason: String::new(),
-        triggers: None,
-    };
+    let plan = shadow_plan(MODEL, 1);
     admin.start_rollout(plan).await.unwrap();
     // The golden rows, and scaled copies of them so the two versions'
     // scores spread out and may disagree near the boundary.

@@ -15,7 +15,7 @@ use modelgate_proto::v1 as pb;
 use modelgate_tests::kafka::Broker;
 use modelgate_tests::process::{Exited, ServeProcess, run_to_exit, serve_command};
 use modelgate_tests::s3::S3Server;
-use modelgate_tests::{TestRepo, binary, golden, request, rollout_status};
+use modelgate_tests::{TestRepo, binary, golden, request, rollout_status, shadow_plan};
 use serde_json::Value;
 
 const MODEL: &str = "breast-cancer";
@@ -92,15 +92,7 @@ async fn the_file_sink_kafka_and_parquet_on_s3_give_the_same_report() {
         .unwrap_or_else(|log| panic!("modelgate serve did not start; its log:\n{log}"));
     let mut admin = gw.admin(None).await;
     // v2 is the champion; v1 shadows every request.
-    let plan = pb::StartRolloutRequest {
-        model: MODEL.into(),
-        plan: Some(pb::start_rollout_request::Plan::Shadow(pb::ShadowPlan {
-            versions: vec![1],
-            fraction_percent: Some(100.0),
-        })),
-        reason: String::new(),
-        triggers: None,
-    };
+    let plan = shadow_plan(MODEL, 1);
     admin.start_rollout(plan).await.unwrap();
     // The golden rows and scaled copies, so the versions' scores spread
     // out and disagree now and then.
