@@ -101,7 +101,8 @@ pub struct VersionQueue {
     /// One-row runs estimated shorter than this run inline on the caller's
     /// thread ([`Executor::submit_or_run`]); `None`: never.
     inline_below: Option<Duration>,
-    /// Whether the model's one-row requests all carry the same work.
+    /// Whether the model's one-row requests all carry the same work: rows
+    /// of a fixed size and no control flow in the graph.
     fixed_rows: bool,
     /// A decaying maximum of one-row run times, in ns (`u64::MAX`: none
     /// measured yet): each run sets it to max(run, estimate − estimate/8),
@@ -134,7 +135,7 @@ impl VersionQueue {
     pub fn with_batching(model: Arc<LoadedModel>, capacity: usize, batching: Batching) -> Arc<Self> {
         let batching =
             if model.signature().batchable() && batching.max_batch > 1 { batching } else { Batching::OFF };
-        let fixed_rows = model.signature().fixed_row_size();
+        let fixed_rows = model.signature().fixed_row_size() && !model.has_control_flow();
         Arc::new(Self {
             model,
             jobs: ArrayQueue::new(capacity.max(1)),
@@ -346,7 +347,9 @@ impl Executor {
     /// run takes a few µs that is most of the request's cost. Inline runs
     /// are bounded so they can never hold the caller's thread (a tokio
     /// worker) for long: only one-row requests to a model whose rows are
-    /// fixed-size (the same work every time), only while the version's
+    /// fixed-size and whose graph has no control flow (the same work every
+    /// time: a `Loop` could run as long as its input says, and an inline run
+    /// is not watched by `max_run_ms`), only while the version's
     /// one-row runs are estimated under its threshold (a decaying maximum,
     /// so one slow run sends the next requests back to the executor), only
     /// when nothing is queued ahead, and only on a session no executor

@@ -86,6 +86,8 @@ pub struct LoadedModel {
     // Fewer sessions than threads (to save memory) makes threads share, and
     // then the lock does serialise them, which is what the operator asked for.
     sessions: Vec<Mutex<Session>>,
+    /// Whether the graph has `Loop`, `If` or `Scan` ([`crate::onnx::has_control_flow`]).
+    control_flow: bool,
     // Keeps ORT's prepacked weight container alive as long as the sessions
     // that share it.
     _prepacked: ort::session::builder::PrepackedWeights,
@@ -111,6 +113,7 @@ impl LoadedModel {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         crate::onnx::check_declared_dims(&bytes)?;
+        let control_flow = crate::onnx::has_control_flow(&bytes);
         let prepacked = ort::session::builder::PrepackedWeights::new();
         let mut sessions = Vec::with_capacity(options.sessions);
         let first =
@@ -133,6 +136,7 @@ impl LoadedModel {
             loaded_at: SystemTime::now(),
             options: options.clone(),
             sessions: sessions.into_iter().map(Mutex::new).collect(),
+            control_flow,
             _prepacked: prepacked,
         })
     }
@@ -159,6 +163,12 @@ impl LoadedModel {
 
     pub fn options(&self) -> &ModelOptions {
         &self.options
+    }
+
+    /// Whether the graph has control flow, so that a run's time may depend
+    /// on the input values ([`crate::onnx::has_control_flow`]).
+    pub fn has_control_flow(&self) -> bool {
+        self.control_flow
     }
 
     pub fn session_count(&self) -> usize {

@@ -155,6 +155,38 @@ pub struct GraphDecl {
     pub output: Vec<ValueInfoProto>,
 }
 
+/// Only the operator types of a model's top-level nodes (see
+/// [`has_control_flow`]): every other field is skipped.
+#[derive(Clone, PartialEq, Message)]
+struct ModelOps {
+    #[prost(message, optional, tag = "7")]
+    graph: Option<GraphOps>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct GraphOps {
+    #[prost(message, repeated, tag = "1")]
+    node: Vec<NodeOp>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct NodeOp {
+    #[prost(string, tag = "4")]
+    op_type: String,
+}
+
+/// Whether a model's graph has control flow (`Loop`, `If`, `Scan`): its run
+/// time may then depend on the input values, not only on their shape, so
+/// earlier runs do not predict the next. Subgraphs live only inside those
+/// nodes, so the top level says it all. A file that does not decode counts
+/// as having control flow.
+pub fn has_control_flow(bytes: &[u8]) -> bool {
+    let Ok(model) = ModelOps::decode(bytes) else {
+        return true;
+    };
+    model.graph.is_some_and(|g| g.node.iter().any(|n| matches!(n.op_type.as_str(), "Loop" | "If" | "Scan")))
+}
+
 /// A declared dimension no tensor can have.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{which} '{name}' declares dimension {dim}: a dimension is at least 0 (or -1 for a dynamic one)")]
@@ -188,4 +220,29 @@ pub fn check_declared_dims(bytes: &[u8]) -> Result<(), BadDimension> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn model_of(ops: &[&str]) -> Vec<u8> {
+        let node = ops.iter().map(|op| NodeProto { op_type: (*op).into(), ..Default::default() }).collect();
+        ModelProto { graph: Some(GraphProto { node, ..Default::default() }), ..Default::default() }
+            .encode_to_vec()
+    }
+
+    #[test]
+    fn control_flow_is_found_at_the_top_level_and_an_undecodable_file_counts_as_having_it() {
+        assert!(!has_control_flow(&model_of(&["MatMul", "Add", "Softmax"])));
+        for op in ["Loop", "If", "Scan"] {
+            assert!(has_control_flow(&model_of(&["MatMul", op])), "{op}");
+        }
+        assert!(has_control_flow(&[0xff, 0xff, 0xff]));
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+        let file = |rel: &str| std::fs::read(root.join(rel)).unwrap();
+        assert!(!has_control_flow(&file("repository/breast-cancer/1/model.onnx")));
+        assert!(has_control_flow(&file("faults/slow.onnx")));
+    }
 }
