@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use modelgate::{dtype_to_pb, spec_to_pb};
 use modelgate_proto::inference as kpb;
 use modelgate_proto::inference::grpc_inference_service_server::{
     GrpcInferenceService, GrpcInferenceServiceServer,
@@ -143,27 +144,6 @@ impl Floor {
         } else {
             given
         }
-    }
-}
-
-/// `modelgate_runtime`'s dtype as the Predict proto's (the names agree).
-fn dtype_to_pb(dtype: DataType) -> pb::DataType {
-    pb::DataType::from_str_name(&format!("DATA_TYPE_{}", dtype.as_str())).unwrap_or(pb::DataType::Unspecified)
-}
-
-fn spec_to_pb(spec: &TensorSpec) -> pb::TensorMetadata {
-    pb::TensorMetadata {
-        name: spec.name.clone(),
-        dtype: dtype_to_pb(spec.dtype) as i32,
-        shape: spec.shape_i64(),
-        dim_names: spec
-            .dims
-            .iter()
-            .map(|d| match d {
-                Dim::Dynamic(Some(n)) => n.clone(),
-                _ => String::new(),
-            })
-            .collect(),
     }
 }
 

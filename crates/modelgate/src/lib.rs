@@ -55,7 +55,8 @@ pub use server::{RunningServer, start};
 pub use api::auth::Token;
 pub use api::predict::PredictService;
 pub use api::tls::TlsFiles;
-pub use serving::convert::output_from_pb;
+// The floor server (benches) describes tensors exactly as the gateway does.
+pub use serving::convert::{dtype_to_pb, output_from_pb, spec_to_pb};
 pub use serving::gateway::Gateway;
 pub use serving::records::KafkaSecurity;
 #[cfg(feature = "kafka")]
