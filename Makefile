@@ -29,7 +29,7 @@ lint:
 test-deps:
 	@scripts/install-test-deps.sh
 
-## The Kafka broker (tansu) and S3 server (s3s-fs) the tests run, from crates.io into .cache/tools; builds only what is missing.
+## The Kafka broker (tansu) and S3 server (s3s-fs) the tests run, from crates.io, and Azurite from npm, into .cache/tools; installs only what is missing.
 test-servers:
 	@scripts/install-test-servers.sh
 

@@ -17,6 +17,10 @@ command -v etcd >/dev/null || missing+=(etcd-server)
 # network namespace (unshare, nsenter, setpriv; `ip` brings its loopback up).
 command -v ip >/dev/null || missing+=(iproute2)
 { command -v unshare && command -v nsenter && command -v setpriv; } >/dev/null || missing+=(util-linux)
+# Azurite (the Azure Storage emulator, tests/src/azurite.rs) runs on Node;
+# make test-servers installs it with npm.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "test deps: installing ${missing[*]} (Debian packages)" >&2
 SUDO=""

@@ -7,6 +7,10 @@
 # than the pinned toolchain). Each is built only when its binary is missing
 # or its stamp (crate, version, features) differs; quiet otherwise. Cold, on
 # 2 busy cores, expect minutes for each (the time taken is printed).
+# Azurite (Microsoft's Azure Storage emulator) comes from npm with `npm ci`
+# against the committed tests/azurite/package-lock.json into
+# .cache/tools/azurite, again only when missing or the lock file changed
+# (about 30 s). The GCS emulator is a PyPI package: the tests make its venv.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 tools="$root/.cache/tools"
@@ -38,3 +42,20 @@ install() {
 
 install tansu tansu 0.6.0 --no-default-features --features dynostore
 install s3s-fs s3s-fs 0.14.1 --features binary
+
+# Azurite: exact versions of the whole tree from the committed lock file;
+# install scripts are not run (Azurite needs none).
+azurite="$tools/azurite"
+lock="$root/tests/azurite/package-lock.json"
+stamp="$(sha256sum "$lock" | cut -d' ' -f1)"
+if [ ! -x "$azurite/node_modules/.bin/azurite-blob" ] || [ "$(cat "$azurite/.stamp" 2>/dev/null)" != "$stamp" ]; then
+  command -v npm >/dev/null || { echo "test servers: npm not found (make test-deps installs it)" >&2; exit 1; }
+  echo "test servers: installing Azurite from npm (tests/azurite/package-lock.json)" >&2
+  start=$SECONDS
+  rm -rf "$azurite"
+  mkdir -p "$azurite"
+  cp "$root/tests/azurite/package.json" "$lock" "$azurite/"
+  (cd "$azurite" && npm ci --silent --no-audit --no-fund --ignore-scripts)
+  echo "$stamp" >"$azurite/.stamp"
+  echo "test servers: Azurite installed in $((SECONDS - start)) s" >&2
+fi

@@ -5,11 +5,18 @@ tests/tests/records_parquet.rs.
 
     parquet_read.py local <root-dir>
     parquet_read.py s3 <endpoint-url> <bucket/prefix>   (keys from AWS_* env)
+    parquet_read.py gcs <endpoint-url> <bucket/prefix>  (an emulator: anonymous)
+    parquet_read.py azure <host:port> <container/prefix>
+        (Azurite; account and key from AZURE_STORAGE_ACCOUNT_NAME/_KEY)
+
+pyarrow reaches S3, GCS and Azure through its own C++ clients (the AWS,
+google-cloud-cpp and Azure SDKs), none of which the gateway uses.
 """
 
 import json
 import os
 import sys
+from datetime import timedelta
 
 import duckdb
 import pyarrow.dataset as ds
@@ -104,6 +111,22 @@ def main():
             region=os.environ.get("AWS_REGION", "us-east-1"),
             endpoint_override=host,
             scheme=scheme,
+        )
+        result = {"pyarrow": with_pyarrow(fs, root)}
+    elif mode == "gcs":
+        endpoint, root = sys.argv[2], sys.argv[3].strip("/")
+        scheme, host = endpoint.split("://", 1)
+        fs = pafs.GcsFileSystem(anonymous=True, scheme=scheme, endpoint_override=host, retry_time_limit=timedelta(seconds=30))
+        result = {"pyarrow": with_pyarrow(fs, root)}
+    elif mode == "azure":
+        authority, root = sys.argv[2], sys.argv[3].strip("/")
+        fs = pafs.AzureFileSystem(
+            account_name=os.environ["AZURE_STORAGE_ACCOUNT_NAME"],
+            account_key=os.environ["AZURE_STORAGE_ACCOUNT_KEY"],
+            blob_storage_authority=authority,
+            blob_storage_scheme="http",
+            dfs_storage_authority=authority,
+            dfs_storage_scheme="http",
         )
         result = {"pyarrow": with_pyarrow(fs, root)}
     else:

@@ -2,7 +2,9 @@
 //! models, an in-process gateway on an ephemeral loopback port, a client, the
 //! golden vectors, and the path of the built binary for process tests.
 
+pub mod azurite;
 pub mod fleet;
+pub mod gcs;
 pub mod kafka;
 pub mod otlp;
 pub mod pki;

@@ -81,6 +81,17 @@ fn render() -> Value {
                 "credentials": { "secretName": "lake", "env": { "AWS_ACCESS_KEY_ID": "id" } }
             } } })
         ),
+        set(
+            "parquet-region-on-gcs",
+            json!({ "records": { "parquet": { "enabled": true, "url": "gs://lake/shadow", "region": "eu" } } })
+        ),
+        set(
+            "parquet-azure-endpoint",
+            json!({ "records": { "parquet": {
+                "enabled": true, "url": "az://lake/shadow",
+                "endpoint": "http://azurite.storage:10000/devstoreaccount1", "allowHttp": true
+            } } })
+        ),
         // Proves the validators bite: both objects are wrong on purpose.
         set(
             "invalid-on-purpose",
@@ -436,6 +447,19 @@ fn values_that_cannot_work_fail_the_render_with_what_is_missing() {
     );
     let err = render_error("parquet-credentials-of-another-provider");
     assert!(err.contains("AWS_ACCESS_KEY_ID is not read for gs://lake/shadow"), "{err}");
+    let err = render_error("parquet-region-on-gcs");
+    assert!(err.contains("records.parquet.region is for s3:// URLs, not gs://lake/shadow"), "{err}");
+}
+
+#[test]
+fn an_azure_or_gcs_endpoint_goes_into_the_parquet_sink_url() {
+    let pod = Pod::of(&objects("parquet-azure-endpoint"));
+    let records: Vec<&str> = pod.args().into_iter().filter_map(|a| a.strip_prefix("--records=")).collect();
+    assert_eq!(
+        records[1],
+        "az://lake/shadow?max_bytes=67108864&max_open=5m&max_rows=100000&timeout=30s\
+         &endpoint=http%3A%2F%2Fazurite.storage%3A10000%2Fdevstoreaccount1&allow_http=true"
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The Parquet record sink (issue 18) read back by independent readers:
 //! records go in through `parquet_writer` to a real local directory (and a
-//! real S3 server), and pyarrow and DuckDB read the Hive-partitioned tables
+//! real S3 server, Google's and Microsoft's storage emulators), and pyarrow
+//! and DuckDB read the Hive-partitioned tables
 //! (tests/python/parquet_read.py, in the venv of requirements-kafka-s3.txt),
 //! checked field by field against what went in.
 
@@ -13,6 +14,8 @@ use modelgate::records::{
     OutcomeRecord, OutputRecord, PredictionRecord, Record, RecordWriter, SCHEMA_VERSION, SinkError,
     TensorValues,
 };
+use modelgate_tests::azurite::Azurite;
+use modelgate_tests::gcs::GcsServer;
 use modelgate_tests::python::{run_bounded, venv};
 use modelgate_tests::s3::S3Server;
 use serde_json::{Value, json};
@@ -335,6 +338,67 @@ fn pyarrow_reads_the_tables_written_to_an_s3_server() {
     let env = s3_env();
     let seen = read_back(&["s3", &server.endpoint(), "lake/shadow/records"], &env);
     check_pyarrow(&seen["pyarrow"], &predictions, &outcomes);
+}
+
+fn clock() -> Box<dyn Fn() -> i64 + Send> {
+    Box::new(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
+}
+
+/// The layout every object store must show: only Parquet files, under the
+/// two tables' model partitions.
+fn assert_table_keys(keys: &[String], prefix: &str) {
+    assert!(!keys.is_empty());
+    for key in keys {
+        assert!(
+            key.starts_with(&format!("{prefix}/predictions/model="))
+                || key.starts_with(&format!("{prefix}/outcomes/model=")),
+            "{key}"
+        );
+        assert!(key.ends_with(".parquet"), "{key}");
+    }
+}
+
+#[test]
+fn pyarrow_reads_the_tables_written_to_google_cloud_storage() {
+    let server = GcsServer::start();
+    server.create_bucket("lake");
+    let url = format!("gs://lake/shadow/records?endpoint={}&allow_http=true&max_rows=50", server.endpoint());
+    // The emulator checks no credentials: a key without OAuth.
+    let env = vec![("GOOGLE_SERVICE_ACCOUNT_KEY".to_owned(), server.service_account_key())];
+    let (predictions, outcomes) = write_fleet(|replica| {
+        Box::new(ParquetWriter::open(&url, replica, &env, clock()).expect("parquet writer on GCS"))
+    });
+    assert_table_keys(&server.keys("lake", "shadow/records/"), "shadow/records");
+    let seen = read_back(&["gcs", &server.endpoint(), "lake/shadow/records"], &[]);
+    check_pyarrow(&seen["pyarrow"], &predictions, &outcomes);
+}
+
+#[test]
+fn pyarrow_reads_the_tables_written_to_azure_blob_storage() {
+    let azurite = Azurite::start();
+    azurite.create_container("lake");
+    let url = format!("az://lake/shadow/records?endpoint={}&allow_http=true&max_rows=50", azurite.endpoint());
+    // Requests are signed with the account key (Shared Key), which Azurite checks.
+    let env = azurite.env();
+    let (predictions, outcomes) = write_fleet(|replica| {
+        Box::new(ParquetWriter::open(&url, replica, &env, clock()).expect("parquet writer on Azure"))
+    });
+    let seen = read_back(&["azure", &azurite.authority(), "lake/shadow/records"], &env);
+    check_pyarrow(&seen["pyarrow"], &predictions, &outcomes);
+
+    // A wrong key is refused by the service: the write fails, it is not
+    // taken as stored.
+    let wrong = vec![
+        ("AZURE_STORAGE_ACCOUNT_NAME".to_owned(), Azurite::ACCOUNT.to_owned()),
+        ("AZURE_STORAGE_ACCOUNT_KEY".to_owned(), "d3Jvbmcga2V5IGZvciB0aGUgZW11bGF0b3I=".to_owned()),
+    ];
+    let url = format!("az://lake/denied?endpoint={}&allow_http=true&max_rows=1", azurite.endpoint());
+    let mut writer =
+        ParquetWriter::open(&url, "replica-a", &wrong, clock()).expect("a writer is made offline");
+    writer.write(&[Record::Prediction(prediction(1, "replica-a"))]).expect("the first file is only sealed");
+    let refused = writer.flush();
+    assert!(matches!(&refused, Err(SinkError::Transient(_))), "{refused:?}");
+    assert_eq!(writer.buffered_rows(), 1, "a refused upload keeps its rows");
 }
 
 fn ids_on(server: &S3Server, bucket: &str, prefix: &str) -> Vec<String> {

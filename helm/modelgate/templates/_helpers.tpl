@@ -146,9 +146,12 @@ that cannot work fail the render naming what is missing. */ -}}
 {{- range $key, $value := dict "max_rows" .maxRows "max_bytes" .maxBytes "max_open" .maxOpen "timeout" .timeout -}}
 {{- $query = append $query (printf "%s=%s" $key (include "modelgate.queryValue" $value)) -}}
 {{- end -}}
+{{- if and .region (ne $scheme "s3") -}}
+{{- fail (printf "records.parquet.region is for s3:// URLs, not %s" .url) -}}
+{{- end -}}
 {{- if or .region .endpoint .allowHttp -}}
-{{- if ne $scheme "s3" -}}
-{{- fail (printf "records.parquet.region, endpoint and allowHttp are for s3:// URLs, not %s" .url) -}}
+{{- if eq $scheme "file" -}}
+{{- fail (printf "records.parquet.endpoint and allowHttp are for object stores, not %s" .url) -}}
 {{- end -}}
 {{- with .region -}}
 {{- $query = append $query (printf "region=%s" (urlquery .)) -}}

@@ -35,7 +35,9 @@ use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use object_store::{
+    BackoffConfig, ClientConfigKey, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+};
 
 use super::{Record, RecordWriter, SinkError, TensorValues};
 
@@ -75,9 +77,11 @@ const PARAMS: &str = "max_rows, max_bytes, max_open, timeout, endpoint, region, 
 /// `az://container[/prefix]` (object_store's other Azure forms too), with an
 /// optional `parquet+` before the scheme, and these query parameters:
 /// `max_rows` (default 100000), `max_bytes` (default 67108864), `max_open`
-/// (default `5m`), `timeout` (default `30s`), and for S3 `endpoint`
-/// (an S3-compatible server), `region` and `allow_http=true` (plain http is
-/// refused unless asked for here or by `AWS_ALLOW_HTTP`). Credentials come
+/// (default `5m`), `timeout` (default `30s`), `endpoint` (an S3- or
+/// GCS-compatible server, or an Azure account's blob endpoint such as
+/// Azurite's `http://host:port/devstoreaccount1`), `allow_http=true` (plain
+/// http is refused unless asked for here or by the provider's `*_ALLOW_HTTP`)
+/// and, for S3, `region`. Credentials come
 /// from the provider's standard variables in the process environment
 /// (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
 pub fn parquet_writer(url: &str, replica: &str) -> Result<Box<dyn RecordWriter>, String> {
@@ -351,10 +355,11 @@ pub fn store_of(
     }
     parsed.set_query(None);
     let scheme = parsed.scheme().to_owned();
-    if !matches!(scheme.as_str(), "s3" | "s3a") && (endpoint.is_some() || region.is_some() || allow_http) {
-        return Err(format!(
-            "parquet sink URL: endpoint, region and allow_http are for s3:// URLs, not {scheme}://"
-        ));
+    if !matches!(scheme.as_str(), "s3" | "s3a") && region.is_some() {
+        return Err(format!("parquet sink URL: region is for s3:// URLs, not {scheme}://"));
+    }
+    if scheme == "file" && (endpoint.is_some() || allow_http) {
+        return Err("parquet sink URL: endpoint and allow_http are for object stores, not file://".into());
     }
     let timeout = settings.timeout;
     // Each upload is bounded by `timeout` as a whole; the client's own
@@ -408,28 +413,42 @@ pub fn store_of(
             }
             Arc::new(builder.build().map_err(|e| format!("parquet sink URL {url:?}: {e}"))?)
         }
-        "gs" => Arc::new(
-            vars("GOOGLE_")
+        // `endpoint` is the JSON/XML API's base URL (a GCS-compatible
+        // server or emulator), as GOOGLE_BASE_URL is.
+        "gs" => {
+            let mut builder = vars("GOOGLE_")
                 .filter_map(|(key, value)| Some((key.parse::<GoogleConfigKey>().ok()?, value)))
                 .fold(
                     GoogleCloudStorageBuilder::new().with_client_options(client).with_retry(retry),
                     |b, (k, v)| b.with_config(k, v),
                 )
-                .with_url(parsed.as_str())
-                .build()
-                .map_err(|e| format!("parquet sink URL {url:?}: {e}"))?,
-        ),
-        "az" | "adl" | "azure" | "abfs" | "abfss" => Arc::new(
-            vars("AZURE_")
+                .with_url(parsed.as_str());
+            if let Some(endpoint) = endpoint {
+                builder = builder.with_config(GoogleConfigKey::BaseUrl, endpoint);
+            }
+            if allow_http {
+                builder = builder.with_config(GoogleConfigKey::Client(ClientConfigKey::AllowHttp), "true");
+            }
+            Arc::new(builder.build().map_err(|e| format!("parquet sink URL {url:?}: {e}"))?)
+        }
+        // `endpoint` is the account's blob endpoint (Azurite's is
+        // `http://host:port/<account>`), as AZURE_STORAGE_ENDPOINT is.
+        "az" | "adl" | "azure" | "abfs" | "abfss" => {
+            let mut builder = vars("AZURE_")
                 .filter_map(|(key, value)| Some((key.parse::<AzureConfigKey>().ok()?, value)))
                 .fold(
                     MicrosoftAzureBuilder::new().with_client_options(client).with_retry(retry),
                     |b, (k, v)| b.with_config(k, v),
                 )
-                .with_url(parsed.as_str())
-                .build()
-                .map_err(|e| format!("parquet sink URL {url:?}: {e}"))?,
-        ),
+                .with_url(parsed.as_str());
+            if let Some(endpoint) = endpoint {
+                builder = builder.with_endpoint(endpoint);
+            }
+            if allow_http {
+                builder = builder.with_allow_http(true);
+            }
+            Arc::new(builder.build().map_err(|e| format!("parquet sink URL {url:?}: {e}"))?)
+        }
         other => {
             return Err(format!(
                 "parquet sink URL {url:?}: unknown scheme {other:?} (expected file, s3, gs or az)"
@@ -732,15 +751,20 @@ mod tests {
         assert!(err(&format!("{base}?max_rows=0")).contains("max_rows=\"0\" is not a positive row count"));
         assert!(err(&format!("{base}?max_open=soon")).contains("max_open"));
         assert!(err("ftp://host/dir").contains("unknown scheme \"ftp\""));
-        assert!(err("gs://bucket?endpoint=http://127.0.0.1:1").contains("are for s3:// URLs"));
+        assert!(err("gs://bucket?region=eu").contains("region is for s3:// URLs, not gs://"));
+        assert!(err(&format!("{base}?endpoint=http://127.0.0.1:1")).contains("not file://"));
         assert!(err("not a url").contains("parquet sink URL"));
         assert!(ParquetWriter::open(&base, "", &[], Box::new(|| T0)).err().unwrap().contains("replica"));
         // The accepted forms build without touching the network.
         for url in [
             format!("parquet+{base}"),
             "s3://bucket/some/prefix?endpoint=http://127.0.0.1:9&region=us-east-1&allow_http=true".to_owned(),
+            "gs://bucket/p?endpoint=http://127.0.0.1:9&allow_http=true".to_owned(),
+            "az://container/p?endpoint=http://127.0.0.1:9/acct&allow_http=true".to_owned(),
         ] {
-            ParquetWriter::open(&url, "r1", &[], Box::new(|| T0)).unwrap();
+            // Azure needs its account named; the key may come later (workload identity).
+            let env = [("AZURE_STORAGE_ACCOUNT_NAME".to_owned(), "acct".to_owned())];
+            ParquetWriter::open(&url, "r1", &env, Box::new(|| T0)).unwrap();
         }
     }
 
