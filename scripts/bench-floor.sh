@@ -22,7 +22,7 @@ pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
 
 # shellcheck disable=SC2086
-target/release/modelgate serve --models models/repository --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+${MODELGATE_BIN:-target/release/modelgate} serve --models models/repository --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
   --metrics-listen 127.0.0.1:0 --no-watch --state-dir "$out/state" ${SERVE_ARGS:-} >"$out/gateway.out" 2>"$out/gateway.log" &
 pids+=($!)
 target/release/floor_server --models models/repository >"$out/floor.out" 2>"$out/floor.log" &

@@ -14,7 +14,7 @@ cp models/repository/breast-cancer/1/model.onnx "$out/repo/breast-cancer/1/"
 results=$out/results.jsonl
 : >"$results"
 
-bin=target/release/modelgate
+bin=${MODELGATE_BIN:-target/release/modelgate}
 $bin serve --models "$out/repo" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
   --state-dir "$out/state" --rescan-seconds 0.2 --settle-ms 200 ${SERVE_ARGS:-} >"$out/server.out" 2>"$out/server.log" &
 server=$!

@@ -252,13 +252,16 @@ impl LoadedModel {
             None => session.run(values),
         }
         .map_err(|e| e.to_string())?;
-        let wanted: Vec<&TensorSpec> = if outputs.is_empty() {
-            self.signature.outputs.iter().collect()
+        // Every output, or those asked for, in that order; no list is built.
+        let (mut all, mut asked);
+        let wanted: &mut dyn Iterator<Item = &TensorSpec> = if outputs.is_empty() {
+            all = self.signature.outputs.iter();
+            &mut all
         } else {
-            outputs.iter().filter_map(|n| self.signature.outputs.iter().find(|s| &s.name == n)).collect()
+            asked = outputs.iter().filter_map(|n| self.signature.outputs.iter().find(|s| &s.name == n));
+            &mut asked
         };
         wanted
-            .into_iter()
             .map(|spec| {
                 let value = result
                     .get(spec.name.as_str())

@@ -95,8 +95,16 @@ pub fn shape_str(shape: &[i64]) -> String {
 
 /// Decodes one request tensor.
 pub fn tensor_from_pb(mut t: pb::Tensor) -> Result<Tensor, BadRequest> {
-    let name = if t.name.is_empty() { "<unnamed>".to_string() } else { quoted(&t.name).to_string() };
-    let bad = |msg: String| BadRequest(format!("input {name}: {msg}"));
+    // The input's name is formatted only for an error: a request that
+    // decodes allocates nothing for it.
+    fn bad_input(name: &str, msg: String) -> BadRequest {
+        if name.is_empty() {
+            BadRequest(format!("input <unnamed>: {msg}"))
+        } else {
+            BadRequest(format!("input {}: {msg}", quoted(name)))
+        }
+    }
+    let bad = |msg: String| bad_input(&t.name, msg);
     let dtype = dtype_from_pb(t.dtype).ok_or_else(|| {
         bad(match pb::DataType::try_from(t.dtype) {
             Ok(_) => "dtype is not set".to_string(),
@@ -123,8 +131,8 @@ pub fn tensor_from_pb(mut t: pb::Tensor) -> Result<Tensor, BadRequest> {
         }
         TensorData::from_raw_bytes(dtype, t.raw, elements).map_err(|e| bad(e.to_string()))?
     } else {
-        let data = typed_data(dtype, &mut t).map_err(bad)?;
-        check_element_count(&t.shape, elements, field, data.len()).map_err(bad)?;
+        let data = typed_data(dtype, &mut t).map_err(|msg| bad_input(&t.name, msg))?;
+        check_element_count(&t.shape, elements, field, data.len()).map_err(|msg| bad_input(&t.name, msg))?;
         data
     };
     Ok(Tensor::new(t.name, t.shape, data))

@@ -21,7 +21,7 @@ use crate::clock::now_ms;
 use crate::serving::gateway_error::GatewayError;
 use crate::serving::input_samples::InputSamples;
 use crate::serving::outcome::{OutcomeLimits, OutcomeStore, Served};
-use crate::serving::output_scores::{has_nan_inf, scores};
+use crate::serving::output_scores::{has_nan_inf, score_iter};
 use crate::serving::records::{OutcomeRecord, Record, RecordSinks, SCHEMA_VERSION};
 use crate::serving::request::{
     InferRequest, InferResponse, MAX_REQUEST_ID_BYTES, check_request, response_bytes,
@@ -221,7 +221,7 @@ impl Gateway {
             match &result {
                 Ok(out) => {
                     stats.window.record(latency, false, nan_inf);
-                    stats.scores.record(scores(&out.outputs));
+                    stats.scores.record(score_iter(&out.outputs));
                     stats.totals.succeeded(now_ms(), inferences, latency, out.queue_wait, out.run_time);
                 }
                 // A run stopped at the model's own time limit is the
@@ -265,7 +265,9 @@ impl Gateway {
             "served"
         );
         Ok(InferResponse {
-            model: model.name.clone(),
+            // The name the client sent is the route's (models are found by
+            // exact name): moved, not copied.
+            model: req.model,
             version: version.version,
             role,
             request_id: req.request_id,

@@ -7,6 +7,12 @@ use modelgate_runtime::Tensor;
 /// Each row's score: the last column of the first floating-point output (a
 /// classifier's positive-class probability, a regressor's value).
 pub fn scores(outputs: &[Tensor]) -> Vec<f64> {
+    score_iter(outputs).collect()
+}
+
+/// [`scores`] without collecting them: the request path records each
+/// reply's scores into the version's window with no allocation.
+pub fn score_iter(outputs: &[Tensor]) -> Scores<'_> {
     for t in outputs {
         let cols = t
             .shape
@@ -15,22 +21,41 @@ pub fn scores(outputs: &[Tensor]) -> Vec<f64> {
             .filter(|&c| c > 0 && t.shape.len() > 1)
             .unwrap_or(1);
         match &t.data {
-            modelgate_runtime::TensorData::Float32(v) => {
-                return v.chunks(cols).filter_map(|r| r.last()).map(|&x| f64::from(x)).collect();
-            }
-            modelgate_runtime::TensorData::Float64(v) => {
-                return v.chunks(cols).filter_map(|r| r.last()).copied().collect();
-            }
-            modelgate_runtime::TensorData::Float16(v) => {
-                return v.chunks(cols).filter_map(|r| r.last()).map(|&x| f64::from(x)).collect();
-            }
-            modelgate_runtime::TensorData::Bfloat16(v) => {
-                return v.chunks(cols).filter_map(|r| r.last()).map(|&x| f64::from(x)).collect();
-            }
+            modelgate_runtime::TensorData::Float32(v) => return Scores::F32(v.chunks(cols)),
+            modelgate_runtime::TensorData::Float64(v) => return Scores::F64(v.chunks(cols)),
+            modelgate_runtime::TensorData::Float16(v) => return Scores::F16(v.chunks(cols)),
+            modelgate_runtime::TensorData::Bfloat16(v) => return Scores::Bf16(v.chunks(cols)),
             _ => {}
         }
     }
-    Vec::new()
+    Scores::None
+}
+
+/// The rows' scores of one output (see [`score_iter`]).
+#[derive(Debug, Clone)]
+pub enum Scores<'a> {
+    F32(std::slice::Chunks<'a, f32>),
+    F64(std::slice::Chunks<'a, f64>),
+    F16(std::slice::Chunks<'a, modelgate_runtime::half::f16>),
+    Bf16(std::slice::Chunks<'a, modelgate_runtime::half::bf16>),
+    /// No floating-point output.
+    None,
+}
+
+impl Iterator for Scores<'_> {
+    type Item = f64;
+
+    fn next(&mut self) -> Option<f64> {
+        // A row is never empty (chunks of at least one element), so its
+        // last element is always there.
+        match self {
+            Self::F32(rows) => rows.next().and_then(|r| r.last()).map(|&x| f64::from(x)),
+            Self::F64(rows) => rows.next().and_then(|r| r.last()).copied(),
+            Self::F16(rows) => rows.next().and_then(|r| r.last()).map(|&x| f64::from(x)),
+            Self::Bf16(rows) => rows.next().and_then(|r| r.last()).map(|&x| f64::from(x)),
+            Self::None => None,
+        }
+    }
 }
 
 /// Whether any floating-point output holds a NaN or an infinity.

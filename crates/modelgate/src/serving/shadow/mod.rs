@@ -85,7 +85,7 @@ impl Comparer {
                 let Ok(result) = pending.blocking_recv() else { continue };
                 let process = || {
                     if let (Ok(out), Some(w)) = (&result, &o.windows) {
-                        w.scores.record(crate::serving::output_scores::scores(&out.outputs));
+                        w.scores.record(crate::serving::output_scores::score_iter(&out.outputs));
                     }
                     let (shadow_us, diffs, error) = match &result {
                         Ok(out) => {
