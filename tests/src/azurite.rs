@@ -5,12 +5,10 @@
 //! It checks Shared Key signatures like Azure does, with the emulator's
 //! well-known account and key.
 
-use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 /// How long Azurite may take to listen and answer; generous for a busy machine.
 const READY_CEILING: Duration = Duration::from_secs(120);
@@ -46,42 +44,25 @@ impl Azurite {
     /// A blob service on an ephemeral loopback port, ready to answer.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log_path = dir.path().join("azurite.log");
-        let log = File::create(&log_path).expect("create the Azurite log");
-        let mut child = Command::new(azurite_binary())
-            .args(["--blobHost", "127.0.0.1", "--blobPort", "0"])
+        let mut cmd = Command::new(azurite_binary());
+        cmd.args(["--blobHost", "127.0.0.1", "--blobPort", "0"])
             // Memory only, bounded; no telemetry (no network but loopback).
             .args(["--inMemoryPersistence", "--extentMemoryLimit", "512", "--disableTelemetry"])
             // The SDKs' newest API versions are newer than a pinned emulator knows.
             .arg("--skipApiVersionCheck")
             .arg("--debug")
             .arg(dir.path().join("debug.log"))
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone the log handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", azurite_binary().display()));
-        let until = Instant::now() + READY_CEILING;
-        let addr = loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("Azurite exited ({status}); its log:\n{}", read(&log_path));
-            }
-            // Port 0 and the address from its log: no window for another
-            // process to take the port.
-            if let Some(addr) = listening_addr(&read(&log_path)) {
-                break addr;
-            }
-            if Instant::now() >= until {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("Azurite did not listen within {READY_CEILING:?}; its log:\n{}", read(&log_path));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let azurite = Self { child, addr, dir };
-        azurite.wait_answers(until);
-        azurite
+            .current_dir(dir.path());
+        // Any answer to an unsigned listing (an auth error) means it is up.
+        let (child, addr) = crate::process::spawn_listening(
+            "Azurite",
+            &mut cmd,
+            &dir.path().join("azurite.log"),
+            listening_addr,
+            &format!("/{}?comp=list", Self::ACCOUNT),
+            READY_CEILING,
+        );
+        Self { child, addr, dir }
     }
 
     /// `127.0.0.1:<port>`: what pyarrow's `blob_storage_authority` takes.
@@ -134,30 +115,6 @@ impl Azurite {
         let log = read(&self.dir.path().join("debug.log"));
         let start = log.len().saturating_sub(8000);
         log.get(start..).unwrap_or_default().to_owned()
-    }
-
-    /// Any HTTP answer to an unsigned request (an auth error) means the
-    /// service, not just the socket, is up.
-    fn wait_answers(&self, until: Instant) {
-        loop {
-            if let Ok(mut s) = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2)) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let req = format!(
-                    "GET /{}?comp=list HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-                    Self::ACCOUNT,
-                    self.addr
-                );
-                let mut answer = String::new();
-                if s.write_all(req.as_bytes()).is_ok()
-                    && s.read_to_string(&mut answer).is_ok()
-                    && answer.starts_with("HTTP/1.1 ")
-                {
-                    return;
-                }
-            }
-            assert!(Instant::now() < until, "Azurite did not answer HTTP; its log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
 }
 

@@ -348,3 +348,62 @@ pub fn run_to_exit(mut cmd: Command, secs: u64) -> Exited {
         stderr: std::fs::read_to_string(&err).unwrap_or_default(),
     }
 }
+
+/// Spawns a test server that listens on port 0 and logs its address, and
+/// waits until its log shows the address (`addr_in` finds it) and it answers
+/// `probe` over HTTP/1.1 with any status: the service is up, not only its
+/// socket. Port 0 leaves no window for another process to take the port.
+/// Fails the test, with the log, if it exits or passes `ceiling`.
+pub fn spawn_listening(
+    what: &str,
+    cmd: &mut Command,
+    log_path: &Path,
+    addr_in: fn(&str) -> Option<std::net::SocketAddr>,
+    probe: &str,
+    ceiling: Duration,
+) -> (std::process::Child, std::net::SocketAddr) {
+    use std::io::{Read, Write};
+    let read = || std::fs::read_to_string(log_path).unwrap_or_default();
+    let log = std::fs::File::create(log_path).unwrap_or_else(|e| panic!("create the {what} log: {e}"));
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("clone the log handle"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let until = Instant::now() + ceiling;
+    let fail = |child: &mut std::process::Child, why: String| -> ! {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{what} {why}; its log:\n{}", read());
+    };
+    let addr = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            fail(&mut child, format!("exited ({status})"));
+        }
+        if let Some(addr) = addr_in(&read()) {
+            break addr;
+        }
+        if Instant::now() >= until {
+            fail(&mut child, format!("did not listen within {ceiling:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let req = format!("GET {probe} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            let mut answer = String::new();
+            if s.write_all(req.as_bytes()).is_ok()
+                && s.read_to_string(&mut answer).is_ok()
+                && answer.starts_with("HTTP/1.1 ")
+            {
+                return (child, addr);
+            }
+        }
+        if Instant::now() >= until {
+            fail(&mut child, format!("did not answer HTTP within {ceiling:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -4,12 +4,10 @@
 //! folder's subdirectories and objects are files under them, so a test can
 //! also look at what was stored on disk.
 
-use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 /// How long the server may take to listen and answer; generous for a busy machine.
 const READY_CEILING: Duration = Duration::from_secs(120);
@@ -49,39 +47,23 @@ impl S3Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         std::fs::create_dir(&data).expect("create the data folder");
-        let log_path = dir.path().join("s3s-fs.log");
-        let log = File::create(&log_path).expect("create the s3s-fs log");
-        let mut child = Command::new(s3s_fs_binary())
-            .args(["--host", "127.0.0.1", "--port", "0"])
+        let mut cmd = Command::new(s3s_fs_binary());
+        cmd.args(["--host", "127.0.0.1", "--port", "0"])
             .args(["--access-key", Self::ACCESS_KEY, "--secret-key", Self::SECRET_KEY])
             .arg(&data)
             .env_clear()
-            // The listening address is in its info log: port 0 leaves no
-            // window for another process to take the port.
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone the log handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", s3s_fs_binary().display()));
-        let until = Instant::now() + READY_CEILING;
-        let addr = loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("s3s-fs exited ({status}); its log:\n{}", read(&log_path));
-            }
-            if let Some(addr) = listening_addr(&read(&log_path)) {
-                break addr;
-            }
-            if Instant::now() >= until {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("s3s-fs did not listen within {READY_CEILING:?}; its log:\n{}", read(&log_path));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let server = Self { child, addr, dir };
-        server.wait_answers(until);
-        server
+            // The listening address is in its info log.
+            .env("RUST_LOG", "info");
+        // Any answer to an unsigned request (an S3 error) means it is up.
+        let (child, addr) = crate::process::spawn_listening(
+            "s3s-fs",
+            &mut cmd,
+            &dir.path().join("s3s-fs.log"),
+            listening_addr,
+            "/",
+            READY_CEILING,
+        );
+        Self { child, addr, dir }
     }
 
     /// `http://127.0.0.1:<port>`, for a client's endpoint URL (path-style).
@@ -134,26 +116,6 @@ impl S3Server {
     /// The server's log so far.
     pub fn log(&self) -> String {
         read(&self.dir.path().join("s3s-fs.log"))
-    }
-
-    /// An unsigned request must get an HTTP answer (an S3 error): the
-    /// service, not just the socket, is up.
-    fn wait_answers(&self, until: Instant) {
-        loop {
-            if let Ok(mut s) = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2)) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let req = format!("GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr);
-                let mut answer = String::new();
-                if s.write_all(req.as_bytes()).is_ok()
-                    && s.read_to_string(&mut answer).is_ok()
-                    && answer.starts_with("HTTP/1.1 ")
-                {
-                    return;
-                }
-            }
-            assert!(Instant::now() < until, "s3s-fs did not answer HTTP; its log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
 }
 
