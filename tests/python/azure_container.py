@@ -5,23 +5,14 @@ pyarrow's Azure filesystem (Azure's own C++ SDK), for tests/src/azurite.rs.
     AZURE_STORAGE_ACCOUNT_NAME / AZURE_STORAGE_ACCOUNT_KEY)
 """
 
-import os
 import sys
 
-import pyarrow.fs as pafs
+from parquet_read import azurite_fs
 
 
 def main():
     authority, container = sys.argv[1], sys.argv[2]
-    fs = pafs.AzureFileSystem(
-        account_name=os.environ["AZURE_STORAGE_ACCOUNT_NAME"],
-        account_key=os.environ["AZURE_STORAGE_ACCOUNT_KEY"],
-        blob_storage_authority=authority,
-        blob_storage_scheme="http",
-        dfs_storage_authority=authority,
-        dfs_storage_scheme="http",
-    )
-    fs.create_dir(container)
+    azurite_fs(authority).create_dir(container)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,19 @@ def with_duckdb(con, root):
     }
 
 
+def azurite_fs(authority):
+    """pyarrow's Azure filesystem on a plain-http endpoint (Azurite) at
+    host:port, with the account and key from AZURE_STORAGE_ACCOUNT_NAME/_KEY."""
+    return pafs.AzureFileSystem(
+        account_name=os.environ["AZURE_STORAGE_ACCOUNT_NAME"],
+        account_key=os.environ["AZURE_STORAGE_ACCOUNT_KEY"],
+        blob_storage_authority=authority,
+        blob_storage_scheme="http",
+        dfs_storage_authority=authority,
+        dfs_storage_scheme="http",
+    )
+
+
 def main():
     mode = sys.argv[1]
     if mode == "local":
@@ -120,15 +133,7 @@ def main():
         result = {"pyarrow": with_pyarrow(fs, root)}
     elif mode == "azure":
         authority, root = sys.argv[2], sys.argv[3].strip("/")
-        fs = pafs.AzureFileSystem(
-            account_name=os.environ["AZURE_STORAGE_ACCOUNT_NAME"],
-            account_key=os.environ["AZURE_STORAGE_ACCOUNT_KEY"],
-            blob_storage_authority=authority,
-            blob_storage_scheme="http",
-            dfs_storage_authority=authority,
-            dfs_storage_scheme="http",
-        )
-        result = {"pyarrow": with_pyarrow(fs, root)}
+        result = {"pyarrow": with_pyarrow(azurite_fs(authority), root)}
     else:
         raise SystemExit(f"unknown mode {mode!r}")
     json.dump(result, sys.stdout)

@@ -15,16 +15,10 @@ const READY_CEILING: Duration = Duration::from_secs(120);
 
 /// `azurite-blob`: `AZURITE_BLOB_BIN`, else the one `make test-servers` installed.
 pub fn azurite_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("AZURITE_BLOB_BIN") {
-        return PathBuf::from(p);
-    }
-    let bin = crate::root().join(".cache/tools/azurite/node_modules/.bin/azurite-blob");
-    assert!(
-        bin.is_file(),
-        "{} not found: run `make test-servers` (`make test` does) or set AZURITE_BLOB_BIN",
-        bin.display()
-    );
-    bin
+    crate::process::test_server_binary(
+        "AZURITE_BLOB_BIN",
+        ".cache/tools/azurite/node_modules/.bin/azurite-blob",
+    )
 }
 
 /// Azurite's blob service on 127.0.0.1; killed when dropped.

@@ -17,16 +17,7 @@ const READY_CEILING: Duration = Duration::from_secs(120);
 
 /// The tansu binary: `TANSU_BIN`, else `.cache/tools/bin/tansu`.
 pub fn tansu_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("TANSU_BIN") {
-        return PathBuf::from(p);
-    }
-    let bin = crate::root().join(".cache/tools/bin/tansu");
-    assert!(
-        bin.is_file(),
-        "{} not found: run `make test-servers` (`make test` does) or set TANSU_BIN",
-        bin.display()
-    );
-    bin
+    crate::process::test_server_binary("TANSU_BIN", ".cache/tools/bin/tansu")
 }
 
 /// A tansu broker on 127.0.0.1; killed when dropped.

@@ -407,3 +407,18 @@ pub fn spawn_listening(
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A test server `make test-servers` installs: `$env` if set, else
+/// `<repo>/<installed>`; fails the test saying how to get it.
+pub fn test_server_binary(env: &str, installed: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env) {
+        return PathBuf::from(p);
+    }
+    let bin = crate::root().join(installed);
+    assert!(
+        bin.is_file(),
+        "{} not found: run `make test-servers` (`make test` does) or set {env}",
+        bin.display()
+    );
+    bin
+}

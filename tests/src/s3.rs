@@ -14,16 +14,7 @@ const READY_CEILING: Duration = Duration::from_secs(120);
 
 /// The s3s-fs binary: `S3S_FS_BIN`, else `.cache/tools/bin/s3s-fs`.
 pub fn s3s_fs_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("S3S_FS_BIN") {
-        return PathBuf::from(p);
-    }
-    let bin = crate::root().join(".cache/tools/bin/s3s-fs");
-    assert!(
-        bin.is_file(),
-        "{} not found: run `make test-servers` (`make test` does) or set S3S_FS_BIN",
-        bin.display()
-    );
-    bin
+    crate::process::test_server_binary("S3S_FS_BIN", ".cache/tools/bin/s3s-fs")
 }
 
 /// An s3s-fs server on 127.0.0.1; killed when dropped, its folder removed.
