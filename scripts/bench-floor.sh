@@ -21,20 +21,10 @@ results=$out/results.jsonl
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
 
-# shellcheck disable=SC2086
-${MODELGATE_BIN:-target/release/modelgate} serve --models models/repository --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-  --metrics-listen 127.0.0.1:0 --no-watch --state-dir "$out/state" ${SERVE_ARGS:-} >"$out/gateway.out" 2>"$out/gateway.log" &
-pids+=($!)
-target/release/floor_server --models models/repository >"$out/floor.out" 2>"$out/floor.log" &
-pids+=($!)
-for _ in $(seq 1 600); do
-  grep -q '^try:' "$out/gateway.out" 2>/dev/null && grep -q '^floor ready' "$out/floor.out" 2>/dev/null && break
-  sleep 0.1
-done
-gw=$(sed -n 's/^modelgate ready: Predict (modelgate.v1) on //p' "$out/gateway.out")
-floor=$(sed -n 's/^floor ready: Predict (modelgate.v1) on //p' "$out/floor.out")
-[ -n "$gw" ] || { echo "bench-floor: the gateway did not start; see $out/gateway.log" >&2; exit 1; }
-[ -n "$floor" ] || { echo "bench-floor: the floor server did not start; see $out/floor.log" >&2; exit 1; }
+# shellcheck source=scripts/floor-pair.sh
+. scripts/floor-pair.sh
+start_floor_pair bench-floor "$out"
+gw=$gateway_addr floor=$floor_addr
 
 for r in $(seq 1 "$rounds"); do
   for c in $concs; do

@@ -35,22 +35,9 @@ fi
 rm -f "$out/check.data" "$out/check.log"
 
 # The gateway as `make bench` runs it, and the floor server.
-rm -rf "$out/state"
-target/release/modelgate serve --models models/repository --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-  --metrics-listen 127.0.0.1:0 --no-watch --state-dir "$out/state" >"$out/gateway.out" 2>"$out/gateway.log" &
-gateway_pid=$!
-pids+=("$gateway_pid")
-target/release/floor_server --models models/repository >"$out/floor.out" 2>"$out/floor.log" &
-floor_pid=$!
-pids+=("$floor_pid")
-for _ in $(seq 1 600); do
-  grep -q '^try:' "$out/gateway.out" 2>/dev/null && grep -q '^floor ready' "$out/floor.out" 2>/dev/null && break
-  sleep 0.1
-done
-gateway_addr=$(sed -n 's/^modelgate ready: Predict (modelgate.v1) on //p' "$out/gateway.out")
-floor_addr=$(sed -n 's/^floor ready: Predict (modelgate.v1) on //p' "$out/floor.out")
-[ -n "$gateway_addr" ] || { echo "profile: the gateway did not start; see $out/gateway.log" >&2; exit 1; }
-[ -n "$floor_addr" ] || { echo "profile: the floor server did not start; see $out/floor.log" >&2; exit 1; }
+# shellcheck source=scripts/floor-pair.sh
+. scripts/floor-pair.sh
+start_floor_pair profile "$out"
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 

@@ -1,0 +1,28 @@
+# Sourced by scripts/bench-floor.sh and scripts/profile.sh: starts the
+# gateway (`$MODELGATE_BIN`, default target/release/modelgate, with
+# `$SERVE_ARGS`) and the floor server (target/release/floor_server) on
+# ephemeral loopback ports, both serving models/repository, and waits until
+# both print their ready lines. Sets gateway_pid, floor_pid, gateway_addr and
+# floor_addr, and adds the pids to the caller's `pids` array (which its EXIT
+# trap kills). $1 names the caller in errors, $2 is its output folder.
+start_floor_pair() {
+  local who=$1 out=$2
+  rm -rf "$out/state"
+  # shellcheck disable=SC2086
+  ${MODELGATE_BIN:-target/release/modelgate} serve --models models/repository --listen 127.0.0.1:0 \
+    --admin-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --no-watch --state-dir "$out/state" ${SERVE_ARGS:-} \
+    >"$out/gateway.out" 2>"$out/gateway.log" &
+  gateway_pid=$!
+  pids+=("$gateway_pid")
+  target/release/floor_server --models models/repository >"$out/floor.out" 2>"$out/floor.log" &
+  floor_pid=$!
+  pids+=("$floor_pid")
+  for _ in $(seq 1 600); do
+    grep -q '^try:' "$out/gateway.out" 2>/dev/null && grep -q '^floor ready' "$out/floor.out" 2>/dev/null && break
+    sleep 0.1
+  done
+  gateway_addr=$(sed -n 's/^modelgate ready: Predict (modelgate.v1) on //p' "$out/gateway.out")
+  floor_addr=$(sed -n 's/^floor ready: Predict (modelgate.v1) on //p' "$out/floor.out")
+  [ -n "$gateway_addr" ] || { echo "$who: the gateway did not start; see $out/gateway.log" >&2; exit 1; }
+  [ -n "$floor_addr" ] || { echo "$who: the floor server did not start; see $out/floor.log" >&2; exit 1; }
+}
