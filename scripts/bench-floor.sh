@@ -36,6 +36,15 @@ for r in $(seq 1 "$rounds"); do
   done
 done
 
+# How many of the gateway's runs went inline (the rest paid the hand-over to
+# an inference thread): the share the hand-off lever is about.
+metrics=$(sed -n 's|^  metrics on \(.*\)$|\1|p' "$out/gateway.out")
+if [ -n "$metrics" ]; then
+  curl -s "$metrics" | awk '/^modelgate_inline_runs(_total)?\{.*model="breast-cancer"/ {i += $NF}
+    /^modelgate_batch_size_rows_count\{.*model="breast-cancer"/ {n += $NF}
+    END { if (n > 0) printf "breast-cancer runs: %d, inline %d (%.1f%%), through the queue %d\n", n, i, 100 * i / n, n - i }'
+fi
+
 python3 - "$results" "$proto" "$(nproc)" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]

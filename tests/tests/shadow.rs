@@ -245,6 +245,69 @@ async fn a_spent_cpu_budget_skips_copies_and_never_touches_replies() {
     server.stop().await.unwrap();
 }
 
+/// The shadow budget is a ceiling that follows the load: with every core
+/// kept busy by normal-priority threads, the budget in effect falls towards
+/// its floor (2% of the ceiling) and the gauge says so, while a gateway
+/// started with `--shadow-budget-fixed` keeps its whole budget. (The way
+/// back up, a quarter of the gap per 200 ms, is unit-tested in
+/// modelgate-runtime's budget module: it needs an idle machine, which a
+/// test sharing the machine with others cannot count on.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_machine_shrinks_the_shadow_budget_unless_it_is_fixed() {
+    let repo = TestRepo::breast_cancer();
+    let following = start(&repo, |c| c.shadow_cpu_cores = Some(0.1)).await;
+    let fixed = start(&repo, |c| {
+        c.shadow_cpu_cores = Some(0.1);
+        c.shadow_budget_fixed = true;
+    })
+    .await;
+    let budget = std::sync::Arc::clone(following.gateway.shadow_cpu_budget().unwrap());
+    let fixed_budget = std::sync::Arc::clone(fixed.gateway.shadow_cpu_budget().unwrap());
+    assert_eq!(budget.scale(), 1.0, "the whole ceiling before any load");
+
+    let spin = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let spinners: Vec<_> = (0..2 * cores)
+        .map(|_| {
+            let spin = std::sync::Arc::clone(&spin);
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while spin.load(Relaxed) {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    let until = Instant::now() + Duration::from_secs(60);
+    while budget.scale() >= 0.25 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let scale = budget.scale();
+    let (code, body) = http_get(following.metrics_addr.unwrap(), "/metrics").await;
+    let fixed_scale = fixed_budget.scale();
+    let (_, fixed_body) = http_get(fixed.metrics_addr.unwrap(), "/metrics").await;
+    spin.store(false, Relaxed);
+    for t in spinners {
+        t.join().unwrap();
+    }
+    assert!(scale < 0.25, "every core busy for up to 60 s, the budget in effect is still {scale} of its ceiling");
+    assert_eq!(fixed_scale, 1.0, "--shadow-budget-fixed keeps the ceiling");
+    assert_eq!(code, 200);
+    let gauge = |body: &str, name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no {name} in\n{body}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(gauge(&body, "modelgate_shadow_cpu_budget_cores"), 0.1, "the ceiling is unchanged");
+    let effective = gauge(&body, "modelgate_shadow_cpu_budget_effective_cores");
+    assert!(effective < 0.025 && effective >= 0.1 * modelgate_runtime::budget::MIN_SCALE - 1e-9, "{effective}");
+    assert_eq!(gauge(&fixed_body, "modelgate_shadow_cpu_budget_effective_cores"), 0.1);
+    following.stop().await.unwrap();
+    fixed.stop().await.unwrap();
+}
+
 /// Shadows breast-cancer's champion to `versions` at 100% through the admin
 /// API, as an operator does.
 async fn start_shadows(server: &modelgate::RunningServer, versions: &[i64]) {

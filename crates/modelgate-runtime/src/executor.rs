@@ -20,6 +20,7 @@ use crossbeam_queue::ArrayQueue;
 use crate::budget::CpuBudget;
 pub use crate::job::{InferJob, InferOutput, JobTrace, RunError, SPAN_TARGET, StopReason};
 use crate::model::LoadedModel;
+use crate::run_estimate::RunEstimate;
 use crate::tensor::Tensor;
 use crate::watchdog::RunStop;
 
@@ -104,14 +105,9 @@ pub struct VersionQueue {
     /// Whether the model's one-row requests all carry the same work: rows
     /// of a fixed size and no control flow in the graph.
     fixed_rows: bool,
-    /// A decaying maximum of one-row run times, in ns (`u64::MAX`: none
-    /// measured yet): each run sets it to max(run, estimate − estimate/8),
-    /// so one slow run lifts it at once and it falls by 1/8 per faster run.
-    /// A run counts at most 4× the inline threshold: a µs-scale run that the
-    /// scheduler preempted for a millisecond sends ~10 runs to the executor,
-    /// not hundreds, while a model whose runs really are slow stays above
-    /// the threshold for good.
-    run_estimate_ns: AtomicU64,
+    /// The estimate of a one-row run that decides the inline path
+    /// ([`RunEstimate`]: a decaying maximum that ignores a lone preempted run).
+    run_estimate: RunEstimate,
 }
 
 impl std::fmt::Debug for VersionQueue {
@@ -144,7 +140,7 @@ impl VersionQueue {
             max_run: None,
             inline_below: None,
             fixed_rows,
-            run_estimate_ns: AtomicU64::new(u64::MAX),
+            run_estimate: RunEstimate::default(),
         })
     }
 
@@ -180,23 +176,14 @@ impl VersionQueue {
     /// The current estimate of a one-row run (a decaying maximum); `None`
     /// before one was measured.
     pub fn run_estimate(&self) -> Option<Duration> {
-        match self.run_estimate_ns.load(Ordering::Relaxed) {
-            u64::MAX => None,
-            ns => Some(Duration::from_nanos(ns)),
-        }
+        self.run_estimate.get()
     }
 
     /// Folds one run's time into the estimate (one-row runs only).
     fn note_run(&self, rows: usize, took: Duration) {
-        if rows != 1 {
-            return;
+        if let (1, Some(below)) = (rows, self.inline_below) {
+            self.run_estimate.note(took, below);
         }
-        let Some(below) = self.inline_below else { return };
-        let cap = u64::try_from(below.as_nanos().saturating_mul(4)).unwrap_or(u64::MAX - 1);
-        let sample = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).min(cap);
-        let _ = self.run_estimate_ns.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-            Some(if old == u64::MAX { sample } else { sample.max(old - old / 8) })
-        });
     }
 
     /// Whether `job` may run inline: the feature is on for this version, the
@@ -208,8 +195,7 @@ impl VersionQueue {
         self.fixed_rows
             && self.jobs.is_empty()
             && job.rows() == 1
-            && self.run_estimate_ns.load(Ordering::Relaxed)
-                < u64::try_from(below.as_nanos()).unwrap_or(u64::MAX)
+            && self.run_estimate.under(below)
     }
 
     /// How long one run may take before it is stopped.
@@ -350,8 +336,9 @@ impl Executor {
     /// fixed-size and whose graph has no control flow (the same work every
     /// time: a `Loop` could run as long as its input says, and an inline run
     /// is not watched by `max_run_ms`), only while the version's
-    /// one-row runs are estimated under its threshold (a decaying maximum,
-    /// so one slow run sends the next requests back to the executor), only
+    /// one-row runs are estimated under its threshold ([`RunEstimate`]: a
+    /// decaying maximum, so two slow runs close together send the next
+    /// requests back to the executor), only
     /// when nothing is queued ahead, and only on a session no executor
     /// thread is using (never waits for one). Deadlines and cancellation
     /// are checked before the run as the executor checks them; a run this

@@ -9,6 +9,7 @@ pub mod library;
 pub mod model;
 pub mod onnx;
 pub mod quote;
+pub mod run_estimate;
 pub mod signature;
 pub mod tensor;
 pub mod watchdog;

@@ -186,6 +186,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let budget = config
         .shadow_cpu_cores
         .map(|c| Arc::new(modelgate_runtime::CpuBudget::new(c, std::time::Duration::from_millis(20))));
+    if let Some(b) = budget.as_ref().filter(|_| !config.shadow_budget_fixed) {
+        modelgate_runtime::budget::follow_idle_cpu(b).context("cannot start the shadow budget's thread")?;
+    }
     let shadow_executor = Executor::start(ExecutorConfig {
         name: "shadow".into(),
         threads: config.shadow_threads,

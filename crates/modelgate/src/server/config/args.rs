@@ -140,6 +140,13 @@ pub struct ServeArgs {
     /// counted as drops. Default: 5% of the machine's cores.
     #[arg(long, env = "MODELGATE_SHADOW_CPU_BUDGET", default_value = "auto")]
     pub shadow_cpu_budget: String,
+    /// Keep the shadows' CPU budget whatever the load. By default it is a
+    /// ceiling that shrinks as the machine's CPUs get busy: every 200 ms it
+    /// is scaled by the share of CPU time that was idle (at least 2% of it),
+    /// so a shadow compares everything on an idle machine and a sample on a
+    /// saturated one.
+    #[arg(long, env = "MODELGATE_SHADOW_BUDGET_FIXED")]
+    pub shadow_budget_fixed: bool,
     /// A directory for shadow records as JSON lines: the same as
     /// `--records file://<dir>`. With neither flag, records go to
     /// `<state dir>/shadow`.

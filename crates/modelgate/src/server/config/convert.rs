@@ -111,6 +111,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
             shadow_threads: a.shadow_threads.max(1),
             shadow_queue: a.shadow_queue.max(1),
             shadow_cpu_cores: parse_cpu_budget(&a.shadow_cpu_budget)?,
+            shadow_budget_fixed: a.shadow_budget_fixed,
             shadow_file_bytes: a.shadow_file_bytes,
             outcome_join_mib: u64::from(a.outcome_join_mib),
             outcome_store_mib: u64::from(a.outcome_store_mib),

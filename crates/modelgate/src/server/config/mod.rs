@@ -46,6 +46,9 @@ pub struct ServeConfig {
     pub shadow_queue: usize,
     /// Cores' worth of CPU the shadows may use; `None`: no budget.
     pub shadow_cpu_cores: Option<f64>,
+    /// Whether the budget stays fixed (`--shadow-budget-fixed`) rather than
+    /// following the machine's idle CPU.
+    pub shadow_budget_fixed: bool,
     /// The file sink's directory when `records` is empty.
     pub shadow_dir: PathBuf,
     pub shadow_file_bytes: u64,
@@ -126,6 +129,7 @@ impl ServeConfig {
             shadow_threads: 1,
             shadow_queue: 16,
             shadow_cpu_cores: Some(default_shadow_cpu_cores()),
+            shadow_budget_fixed: false,
             shadow_file_bytes: 64 * 1024 * 1024,
             records: Vec::new(),
             records_queue: 8192,

@@ -50,7 +50,9 @@ pub struct StateMetrics {
     /// Runs done inline on a connection's thread (`--inline-run-us`).
     pub inline_runs: Vec<(VersionLabels, u64)>,
     /// Shadow CPU: (seconds used, budget in cores), when there is a budget.
-    pub shadow_cpu: Option<(f64, f64)>,
+    /// Shadow CPU seconds used, the budget's ceiling and what is in effect
+    /// now, in cores.
+    pub shadow_cpu: Option<(f64, f64, f64)>,
     /// Fleet mode: (etcd reachable, this replica leads, local rollbacks not yet written back).
     pub fleet: Option<(bool, bool, usize)>,
 }
@@ -247,7 +249,7 @@ impl Collector for StateCollector {
             )?;
             ConstGauge::new(pending as i64).encode(m)?;
         }
-        if let Some((used, cores)) = s.shadow_cpu {
+        if let Some((used, cores, effective)) = s.shadow_cpu {
             let m = e.encode_descriptor(
                 "modelgate_shadow_cpu_seconds",
                 "CPU time spent on shadow copies, their comparison and records.",
@@ -257,11 +259,18 @@ impl Collector for StateCollector {
             ConstCounter::new(used).encode(m)?;
             let m = e.encode_descriptor(
                 "modelgate_shadow_cpu_budget_cores",
-                "CPU the shadows may use, in cores (--shadow-cpu-budget).",
+                "CPU the shadows may use at most, in cores (--shadow-cpu-budget).",
                 None,
                 MetricType::Gauge,
             )?;
             ConstGauge::new(cores).encode(m)?;
+            let m = e.encode_descriptor(
+                "modelgate_shadow_cpu_budget_effective_cores",
+                "CPU the shadows may use now, in cores: the budget scaled by the machine's idle share of CPU time over the last 200 ms (equal to the budget with --shadow-budget-fixed).",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(effective).encode(m)?;
         }
         gauges(
             e,
