@@ -290,7 +290,10 @@ async fn a_busy_machine_shrinks_the_shadow_budget_unless_it_is_fixed() {
     for t in spinners {
         t.join().unwrap();
     }
-    assert!(scale < 0.25, "every core busy for up to 60 s, the budget in effect is still {scale} of its ceiling");
+    assert!(
+        scale < 0.25,
+        "every core busy for up to 60 s, the budget in effect is still {scale} of its ceiling"
+    );
     assert_eq!(fixed_scale, 1.0, "--shadow-budget-fixed keeps the ceiling");
     assert_eq!(code, 200);
     let gauge = |body: &str, name: &str| -> f64 {
@@ -302,7 +305,10 @@ async fn a_busy_machine_shrinks_the_shadow_budget_unless_it_is_fixed() {
     };
     assert_eq!(gauge(&body, "modelgate_shadow_cpu_budget_cores"), 0.1, "the ceiling is unchanged");
     let effective = gauge(&body, "modelgate_shadow_cpu_budget_effective_cores");
-    assert!(effective < 0.025 && effective >= 0.1 * modelgate_runtime::budget::MIN_SCALE - 1e-9, "{effective}");
+    assert!(
+        effective < 0.025 && effective >= 0.1 * modelgate_runtime::budget::MIN_SCALE - 1e-9,
+        "{effective}"
+    );
     assert_eq!(gauge(&fixed_body, "modelgate_shadow_cpu_budget_effective_cores"), 0.1);
     following.stop().await.unwrap();
     fixed.stop().await.unwrap();

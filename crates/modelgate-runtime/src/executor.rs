@@ -192,10 +192,7 @@ impl VersionQueue {
     /// is under the threshold.
     fn inline_fits(&self, job: &InferJob) -> bool {
         let Some(below) = self.inline_below else { return false };
-        self.fixed_rows
-            && self.jobs.is_empty()
-            && job.rows() == 1
-            && self.run_estimate.under(below)
+        self.fixed_rows && self.jobs.is_empty() && job.rows() == 1 && self.run_estimate.under(below)
     }
 
     /// How long one run may take before it is stopped.

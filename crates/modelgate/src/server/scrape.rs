@@ -107,7 +107,10 @@ impl StateSource for GatewayState {
         if let Some(records) = self.gateway.record_sinks() {
             out.shadow_records = records.counts();
         }
-        out.shadow_cpu = self.gateway.shadow_cpu_budget().map(|b| (b.used().as_secs_f64(), b.cores(), b.effective_cores()));
+        out.shadow_cpu = self
+            .gateway
+            .shadow_cpu_budget()
+            .map(|b| (b.used().as_secs_f64(), b.cores(), b.effective_cores()));
         for ((model, version), t) in self.gateway.shadow_stats().all() {
             let l = labels(&model, version);
             out.shadow_compared.push((l.clone(), t.compared));
