@@ -4,9 +4,10 @@
 #   - the cnn: raw ORT (1 thread) vs the gateway (1 executor thread) at
 #     concurrency 1 and 2;
 #   - batching off vs on at concurrency 32 (breast-cancer, wide MLP).
-# Needs 2+ cores and the repositories `make bench` builds (target/bench/batch-*).
+# Needs 2+ cores; the batching part needs the repositories `make bench`
+# builds (target/bench/batch-*) and is skipped, saying so, without them.
 #
-#   BENCH_SECONDS=5  seconds per point
+#   BENCH_SECONDS=5  seconds per point   ROUNDS=1  cnn rounds (raw, then the gateway at 1 and 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${BENCH_SECONDS:-5}
@@ -14,7 +15,9 @@ out=target/bench/pinned
 rm -rf "$out" && mkdir -p "$out"
 results=$out/results.jsonl
 : >"$results"
-[ -d target/bench/batch-32/repo ] || { echo "run make bench once first (it builds target/bench/batch-*)" >&2; exit 1; }
+rounds=${ROUNDS:-1}
+batching=1
+[ -d target/bench/batch-32/repo ] || { batching=0; echo "no target/bench/batch-*: the batching part is skipped (make bench builds them)" >&2; }
 bin=target/release/modelgate
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
@@ -33,24 +36,35 @@ load() { # load <label> <addr> <model> <concurrency>: client on core 1
   taskset -c 1 target/release/loadgen --addr "$2" --model "$3" --concurrency "$4" --duration "$secs" --label "$1" >>"$results"
 }
 
-taskset -c 0 target/release/raw_ort --model models/repository/cnn/1/model.onnx --concurrency 1 --duration "$secs" --label raw:cnn:1 >>"$results"
+# The raw loop and the gateway alternate round by round, so drift of the
+# machine lands on both.
 serve cnn models/repository
-load gw:cnn:1 "$addr" cnn 1
-load gw:cnn:2 "$addr" cnn 2
-for mb in 1 32; do
-  serve "batch-$mb" "target/bench/batch-$mb/repo"
-  load "batch$mb:breast-cancer" "$addr" breast-cancer 32
-  load "batch$mb:mlp" "$addr" mlp 32
+for r in $(seq 1 "$rounds"); do
+  taskset -c 0 target/release/raw_ort --model models/repository/cnn/1/model.onnx --concurrency 1 --duration "$secs" --label "raw:cnn:1:$r" >>"$results"
+  load "gw:cnn:1:$r" "$addr" cnn 1
+  load "gw:cnn:2:$r" "$addr" cnn 2
 done
+if [ "$batching" = 1 ]; then
+  for mb in 1 32; do
+    serve "batch-$mb" "target/bench/batch-$mb/repo"
+    load "batch$mb:breast-cancer" "$addr" breast-cancer 32
+    load "batch$mb:mlp" "$addr" mlp 32
+  done
+fi
 
 python3 - "$results" <<'PY'
 import json, sys
 r = {x["bench"]: x for x in map(json.loads, open(sys.argv[1]))}
-raw = r["raw:cnn:1"]["rows_per_s"]
-print("gateway on core 0, load generator on core 1 (one run)")
-for k in ("gw:cnn:1", "gw:cnn:2"):
-    print(f"  cnn {k[-1]} in flight: {r[k]['rows_per_s']:.0f} rows/s = {r[k]['rows_per_s']/raw:.2f}x raw ORT on the same core ({raw:.0f}); p99 {r[k]['p99_us']} us")
+rounds = sorted({k.split(":")[3] for k in r if k.startswith("raw:cnn:1:")}, key=int)
+print(f"gateway on core 0 (one inference thread), load generator on core 1; {len(rounds)} round(s)")
+for rd in rounds:
+    raw = r[f"raw:cnn:1:{rd}"]["rows_per_s"]
+    for c in ("1", "2"):
+        g = r[f"gw:cnn:{c}:{rd}"]
+        print(f"  round {rd}: cnn {c} in flight: {g['rows_per_s']:.0f} rows/s = {g['rows_per_s']/raw:.2f}x raw ORT on the same core ({raw:.0f}); p99 {g['p99_us']} us")
 for m in ("breast-cancer", "mlp"):
+    if f"batch1:{m}" not in r:
+        continue
     a, b = r[f"batch1:{m}"], r[f"batch32:{m}"]
     print(f"  {m} at 32 in flight: batching off {a['rows_per_s']:.0f} rows/s p99 {a['p99_us']} us, on {b['rows_per_s']:.0f} rows/s p99 {b['p99_us']} us = {b['rows_per_s']/a['rows_per_s']:.2f}x")
 PY
