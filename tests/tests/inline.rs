@@ -29,6 +29,22 @@ async fn inline_runs(server: &modelgate::RunningServer, model: &str) -> u64 {
         .unwrap()
 }
 
+/// `modelgate_inline_skipped_total` of one version by reason: slow,
+/// queued, busy.
+async fn inline_skipped(server: &modelgate::RunningServer, model: &str) -> [u64; 3] {
+    let (_, body) = http_get(server.metrics_addr.unwrap(), "/metrics").await;
+    modelgate_runtime::INLINE_MISS_REASONS.map(|reason| {
+        let prefix =
+            format!("modelgate_inline_skipped_total{{model=\"{model}\",version=\"1\",reason=\"{reason}\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{body}"))
+            .trim()
+            .parse()
+            .unwrap()
+    })
+}
+
 fn probabilities(resp: &modelgate_proto::v1::PredictResponse) -> Vec<f32> {
     match output(resp, "probabilities").data {
         modelgate_runtime::TensorData::Float32(v) => v,
@@ -63,6 +79,15 @@ async fn a_tiny_model_runs_inline_with_the_golden_answers_and_the_rest_goes_thro
     }
     let inline = inline_runs(&server, "tiny").await;
     assert!(inline > 0, "no one-row request to a µs-scale model ran inline");
+    // Every one-row request either ran inline or is counted with the reason
+    // it took the queue; the first, before any run was measured, as slow.
+    let skipped = inline_skipped(&server, "tiny").await;
+    assert_eq!(
+        inline + skipped.iter().sum::<u64>(),
+        3 * g.rows.len() as u64,
+        "{inline} inline, skipped {skipped:?}"
+    );
+    assert!(skipped[0] >= 1, "the first request, with no run measured, counts as slow: {skipped:?}");
 
     // Several rows: through the queue (dynamic batching keeps its meaning),
     // with the same answers.
@@ -70,6 +95,11 @@ async fn a_tiny_model_runs_inline_with_the_golden_answers_and_the_rest_goes_thro
     let want: Vec<f32> = g.probabilities.iter().flatten().copied().collect();
     assert_close(&probabilities(&resp), &want, "all rows at once");
     assert_eq!(inline_runs(&server, "tiny").await, inline, "a multi-row request ran inline");
+    assert_eq!(
+        inline_skipped(&server, "tiny").await,
+        skipped,
+        "a multi-row request is not an inline candidate"
+    );
 
     // A model whose runs take milliseconds never holds a connection thread.
     for row in g.rows.iter().take(5) {

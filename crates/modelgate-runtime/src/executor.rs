@@ -60,7 +60,19 @@ pub struct QueueStats {
     pub stopped: [AtomicU64; 4],
     /// Runs done inline on the submitting thread ([`Executor::submit_or_run`]).
     pub inline_runs: AtomicU64,
+    /// One-row requests of an inline-eligible version that went through the
+    /// queue instead, by [`INLINE_MISS_REASONS`].
+    pub inline_missed: [AtomicU64; 3],
 }
+
+/// Why an inline-eligible one-row request went through the queue: `slow`
+/// (the version's run estimate is at or over its threshold, or nothing was
+/// measured yet), `queued` (requests were queued ahead of it) or `busy` (no
+/// ORT session was free).
+pub const INLINE_MISS_REASONS: [&str; 3] = ["slow", "queued", "busy"];
+const MISS_SLOW: usize = 0;
+const MISS_QUEUED: usize = 1;
+const MISS_BUSY: usize = 2;
 
 impl QueueStats {
     fn record_run(&self, rows: usize, traffic: bool) {
@@ -187,12 +199,24 @@ impl VersionQueue {
     }
 
     /// Whether `job` may run inline: the feature is on for this version, the
-    /// model's rows are fixed-size, the job is one row, nothing is queued
-    /// ahead of it (FIFO and batching keep their meaning), and the estimate
-    /// is under the threshold.
+    /// model's rows are fixed-size, the job is one row, the estimate is
+    /// under the threshold and nothing is queued ahead of it (FIFO and
+    /// batching keep their meaning). A job that could but may not now is
+    /// counted by reason ([`INLINE_MISS_REASONS`]).
     fn inline_fits(&self, job: &InferJob) -> bool {
         let Some(below) = self.inline_below else { return false };
-        self.fixed_rows && self.jobs.is_empty() && job.rows() == 1 && self.run_estimate.under(below)
+        if !self.fixed_rows || job.rows() != 1 {
+            return false;
+        }
+        let miss = if !self.run_estimate.under(below) {
+            MISS_SLOW
+        } else if !self.jobs.is_empty() {
+            MISS_QUEUED
+        } else {
+            return true;
+        };
+        self.stats.inline_missed[miss].fetch_add(1, Ordering::Relaxed);
+        false
     }
 
     /// How long one run may take before it is stopped.
@@ -346,6 +370,7 @@ impl Executor {
         }
         let slots = self.slot_offset..self.slot_offset + self.size;
         let Some(mut session) = queue.model.try_session(slots) else {
+            queue.stats.inline_missed[MISS_BUSY].fetch_add(1, Ordering::Relaxed);
             return self.submit(queue, job);
         };
         let started = Instant::now();

@@ -18,8 +18,8 @@ pub use budget::CpuBudget;
 // FP16/BF16 elements are `half`'s types; re-exported so that users of
 // TensorData name the same crate version.
 pub use executor::{
-    BATCH_BUCKETS, Batching, Executor, ExecutorConfig, InferJob, InferOutput, JobTrace, RunError,
-    SPAN_TARGET, SubmitError, VersionQueue,
+    BATCH_BUCKETS, Batching, Executor, ExecutorConfig, INLINE_MISS_REASONS, InferJob, InferOutput, JobTrace,
+    RunError, SPAN_TARGET, SubmitError, VersionQueue,
 };
 pub use half;
 pub use job::StopReason;

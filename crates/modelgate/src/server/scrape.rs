@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use crate::telemetry::metrics::{ArmLabels, StateMetrics, StateSource, StopLabels, VersionLabels};
+use crate::telemetry::metrics::{
+    ArmLabels, InlineMissLabels, StateMetrics, StateSource, StopLabels, VersionLabels,
+};
 
 /// The state source of a running gateway: its live snapshot, the
 /// controller's rollout view and the shadow totals.
@@ -55,6 +57,18 @@ impl StateSource for GatewayState {
                             per_bucket,
                         ));
                         out.batch_retries.push((l.clone(), st.batch_retries.load(Relaxed)));
+                        for (reason, n) in
+                            modelgate_runtime::INLINE_MISS_REASONS.iter().zip(&st.inline_missed)
+                        {
+                            out.inline_missed.push((
+                                InlineMissLabels {
+                                    model: l.model.clone(),
+                                    version: l.version.clone(),
+                                    reason: (*reason).into(),
+                                },
+                                n.load(Relaxed),
+                            ));
+                        }
                         out.inline_runs.push((l, st.inline_runs.load(Relaxed)));
                     }
                     modelgate_registry::VersionState::Failed(_) => {

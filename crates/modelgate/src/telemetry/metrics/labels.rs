@@ -47,6 +47,15 @@ pub struct StopLabels {
     pub reason: String,
 }
 
+/// Labels of `modelgate_inline_skipped_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InlineMissLabels {
+    pub model: String,
+    pub version: String,
+    /// `slow`, `queued` or `busy` ([`modelgate_runtime::INLINE_MISS_REASONS`]).
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
     pub model: String,

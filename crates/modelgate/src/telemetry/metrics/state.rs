@@ -11,7 +11,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use super::labels::{ArmLabels, StopLabels, VersionLabels};
+use super::labels::{ArmLabels, InlineMissLabels, StopLabels, VersionLabels};
 
 /// What the state collector reads at scrape time.
 pub trait StateSource: Send + Sync {
@@ -49,6 +49,8 @@ pub struct StateMetrics {
     pub batch_retries: Vec<(VersionLabels, u64)>,
     /// Runs done inline on a connection's thread (`--inline-run-us`).
     pub inline_runs: Vec<(VersionLabels, u64)>,
+    /// Inline-eligible one-row requests that took the queue, by reason.
+    pub inline_missed: Vec<(InlineMissLabels, u64)>,
     /// Shadow CPU: (seconds used, budget in cores), when there is a budget.
     /// Shadow CPU seconds used, the budget's ceiling and what is in effect
     /// now, in cores.
@@ -321,6 +323,12 @@ impl Collector for StateCollector {
             "modelgate_inline_runs",
             "Runs done inline on the connection's thread, without the hand-over to an inference thread (--inline-run-us); the rest of modelgate_batch_size_rows_count went through the queue.",
             &s.inline_runs,
+        )?;
+        counters(
+            e,
+            "modelgate_inline_skipped",
+            "One-row requests of a version that runs inline which went through the queue instead, by reason: slow (its run estimate is at or over --inline-run-us, or not measured yet), queued (requests were queued ahead of it), busy (no ONNX Runtime session was free).",
+            &s.inline_missed,
         )?;
         let sla: Vec<(ModelLabels, f64)> =
             s.sla.iter().map(|(m, v)| (ModelLabels { model: m.clone() }, *v)).collect();
