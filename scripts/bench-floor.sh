@@ -42,7 +42,9 @@ metrics=$(sed -n 's|^  metrics on \(.*\)$|\1|p' "$out/gateway.out")
 if [ -n "$metrics" ]; then
   curl -s "$metrics" | awk '/^modelgate_inline_runs(_total)?\{.*model="breast-cancer"/ {i += $NF}
     /^modelgate_batch_size_rows_count\{.*model="breast-cancer"/ {n += $NF}
-    END { if (n > 0) printf "breast-cancer runs: %d, inline %d (%.1f%%), through the queue %d\n", n, i, 100 * i / n, n - i }'
+    /^modelgate_inline_skipped_total\{.*model="breast-cancer"/ {match($0, /reason="[a-z]+"/); r[substr($0, RSTART + 8, RLENGTH - 9)] += $NF}
+    END { if (n > 0) printf "breast-cancer runs: %d, inline %d (%.1f%%), through the queue %d (one-row requests that could have run inline: %d slow, %d queued behind others, %d with no free session)\n",
+      n, i, 100 * i / n, n - i, r["slow"], r["queued"], r["busy"] }'
 fi
 
 python3 - "$results" "$proto" "$(nproc)" <<'PY'

@@ -109,6 +109,42 @@ async fn a_tiny_model_runs_inline_with_the_golden_answers_and_the_rest_goes_thro
     server.stop().await.unwrap();
 }
 
+/// A run of several rows bounds a one-row run from above, so a fast one
+/// measures the version too: after a multi-row request alone, the first
+/// one-row request already runs inline. (Before, only one-row runs counted,
+/// so a version whose requests were all batched in the queue was never
+/// measured again and stayed off the inline path.) A multi-row run slower
+/// than the threshold says nothing about one row and is not counted: on a
+/// machine busy enough to stretch it past 1 ms the attempt is repeated on a
+/// fresh gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_multi_row_run_measures_the_version_for_one_row_requests() {
+    let g = golden(1);
+    for attempt in 1..=10 {
+        let repo = TestRepo::new();
+        repo.add("tiny", 1, V1);
+        let server = start(&repo, |c| c.load.inline_below = Some(THRESHOLD)).await;
+        let mut c = client(&server).await;
+        c.predict(request("tiny", &g.rows[..3])).await.unwrap();
+        let resp = c.predict(request("tiny", &g.rows[..1])).await.unwrap().into_inner();
+        assert_close(&probabilities(&resp), &g.probabilities[0], "one row after three");
+        let (inline, skipped) = (inline_runs(&server, "tiny").await, inline_skipped(&server, "tiny").await);
+        server.stop().await.unwrap();
+        assert_eq!(
+            inline + skipped.iter().sum::<u64>(),
+            1,
+            "one one-row request: {inline} inline, {skipped:?}"
+        );
+        if inline == 1 {
+            return;
+        }
+        eprintln!(
+            "attempt {attempt}: the one-row request took the queue ({skipped:?}); the three-row run was slower than 1 ms"
+        );
+    }
+    panic!("in 10 attempts the one-row request after a three-row run never ran inline");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inline_runs_are_off_with_a_zero_threshold_globally_or_per_model() {
     let g = golden(1);
