@@ -17,32 +17,32 @@ use modelgate_tests::*;
 
 const THRESHOLD: Duration = Duration::from_millis(1);
 
-/// `modelgate_inline_runs_total` of one version.
-async fn inline_runs(server: &modelgate::RunningServer, model: &str) -> u64 {
+/// The value of the metric line of `server` that starts with `prefix`.
+async fn counter(server: &modelgate::RunningServer, prefix: &str) -> u64 {
     let (_, body) = http_get(server.metrics_addr.unwrap(), "/metrics").await;
-    let prefix = format!("modelgate_inline_runs_total{{model=\"{model}\",version=\"1\"}} ");
     body.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
+        .find_map(|l| l.strip_prefix(prefix))
         .unwrap_or_else(|| panic!("no {prefix} in:\n{body}"))
         .trim()
         .parse()
         .unwrap()
 }
 
+/// `modelgate_inline_runs_total` of one version.
+async fn inline_runs(server: &modelgate::RunningServer, model: &str) -> u64 {
+    counter(server, &format!("modelgate_inline_runs_total{{model=\"{model}\",version=\"1\"}} ")).await
+}
+
 /// `modelgate_inline_skipped_total` of one version by reason: slow,
 /// queued, busy.
 async fn inline_skipped(server: &modelgate::RunningServer, model: &str) -> [u64; 3] {
-    let (_, body) = http_get(server.metrics_addr.unwrap(), "/metrics").await;
-    modelgate_runtime::INLINE_MISS_REASONS.map(|reason| {
+    let mut out = [0; 3];
+    for (n, reason) in out.iter_mut().zip(modelgate_runtime::INLINE_MISS_REASONS) {
         let prefix =
             format!("modelgate_inline_skipped_total{{model=\"{model}\",version=\"1\",reason=\"{reason}\"}} ");
-        body.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("no {prefix} in:\n{body}"))
-            .trim()
-            .parse()
-            .unwrap()
-    })
+        *n = counter(server, &prefix).await;
+    }
+    out
 }
 
 fn probabilities(resp: &modelgate_proto::v1::PredictResponse) -> Vec<f32> {

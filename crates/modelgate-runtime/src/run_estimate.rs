@@ -93,6 +93,15 @@ mod tests {
     const FAST: Duration = Duration::from_micros(3);
     const SLOW: Duration = Duration::from_millis(2);
 
+    /// An estimate after 20 fast runs.
+    fn fast_for_a_while() -> RunEstimate {
+        let e = RunEstimate::default();
+        for _ in 0..20 {
+            e.note(FAST, THRESHOLD);
+        }
+        e
+    }
+
     /// How many fast runs after `e`'s state until it is under the threshold.
     fn fast_runs_until_inline(e: &RunEstimate) -> usize {
         (0..1000).find(|_| e.under(THRESHOLD) || (e.note(FAST, THRESHOLD), false).1).unwrap_or(1000)
@@ -119,10 +128,7 @@ mod tests {
 
     #[test]
     fn one_preempted_run_among_fast_ones_keeps_the_inline_path() {
-        let e = RunEstimate::default();
-        for _ in 0..20 {
-            e.note(FAST, THRESHOLD);
-        }
+        let e = fast_for_a_while();
         e.note(SLOW, THRESHOLD);
         assert!(e.under(THRESHOLD), "one slow run alone: {:?}", e.get());
         e.note(FAST, THRESHOLD);
@@ -131,10 +137,7 @@ mod tests {
 
     #[test]
     fn a_model_that_turns_slow_leaves_the_inline_path_after_its_second_slow_run() {
-        let e = RunEstimate::default();
-        for _ in 0..20 {
-            e.note(FAST, THRESHOLD);
-        }
+        let e = fast_for_a_while();
         e.note(SLOW, THRESHOLD);
         e.note(SLOW, THRESHOLD);
         assert!(!e.under(THRESHOLD), "{:?}", e.get());
@@ -166,10 +169,7 @@ mod tests {
 
     #[test]
     fn a_model_slow_on_every_other_run_leaves_the_inline_path() {
-        let e = RunEstimate::default();
-        for _ in 0..20 {
-            e.note(FAST, THRESHOLD);
-        }
+        let e = fast_for_a_while();
         e.note(SLOW, THRESHOLD);
         e.note(FAST, THRESHOLD);
         e.note(SLOW, THRESHOLD);
