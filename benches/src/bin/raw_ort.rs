@@ -28,6 +28,11 @@ struct Args {
     batch: usize,
     #[arg(long, default_value = "raw-ort")]
     label: String,
+    /// Sleep this long after each run, so the thread waits as a server's
+    /// does between requests at concurrency 1 (the core may idle, and other
+    /// work may take its caches): how much of a run's cost is a cold start.
+    #[arg(long, default_value_t = 0)]
+    pause_us: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +47,7 @@ fn main() -> anyhow::Result<()> {
     let bytes = std::fs::read(&args.model).with_context(|| format!("read {}", args.model.display()))?;
     let warm_end = Instant::now() + Duration::from_secs_f64(args.warmup);
     let end = warm_end + Duration::from_secs_f64(args.duration);
+    let pause = Duration::from_micros(args.pause_us);
     let mut handles = Vec::new();
     for _ in 0..args.concurrency.max(1) {
         let build = || -> ort::Result<Session> {
@@ -77,6 +83,9 @@ fn main() -> anyhow::Result<()> {
                 if start >= warm_end {
                     h.saturating_record((start.elapsed().as_micros() as u64).max(1));
                 }
+                if pause > Duration::ZERO {
+                    std::thread::sleep(pause);
+                }
             }
             Ok(h)
         }));
@@ -87,7 +96,7 @@ fn main() -> anyhow::Result<()> {
         hist.add(h)?;
     }
     let extra = serde_json::json!({"mode": "closed", "concurrency": args.concurrency, "batch": args.batch,
-        "model": args.model.display().to_string()});
+        "model": args.model.display().to_string(), "pause_us": args.pause_us});
     println!("{}", modelgate_benches::summary(&args.label, extra, &hist, 0, args.duration, args.batch));
     Ok(())
 }
