@@ -54,6 +54,35 @@ async fn failed_versions_are_listed_with_reasons_and_the_rest_serve() {
     let meta =
         c.model_metadata(pb::ModelMetadataRequest { model: "typo".into() }).await.unwrap().into_inner();
     assert!(meta.versions[0].reason.contains("unknown field `queue_capcity`"), "{}", meta.versions[0].reason);
+
+    // The watcher's rescans keep the listing as start-up made it: the folder
+    // without model.onnx stays FAILED (it used to vanish at the first
+    // rescan). A new version becoming READY proves rescans ran.
+    repo.add("breast-cancer", 5, V1);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let meta = loop {
+        let meta = c
+            .model_metadata(pb::ModelMetadataRequest { model: "breast-cancer".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        if meta.versions.iter().any(|v| v.version == 5 && v.state == pb::VersionState::Ready as i32) {
+            break meta;
+        }
+        assert!(std::time::Instant::now() < until, "version 5 never became READY: {meta:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let states: Vec<(i64, i32)> = meta.versions.iter().map(|v| (v.version, v.state)).collect();
+    assert_eq!(
+        states,
+        vec![
+            (1, pb::VersionState::Ready as i32),
+            (3, pb::VersionState::Failed as i32),
+            (4, pb::VersionState::Failed as i32),
+            (5, pb::VersionState::Ready as i32)
+        ]
+    );
+    assert!(meta.versions[2].reason.contains("no model.onnx"), "{}", meta.versions[2].reason);
     server.stop().await.unwrap();
 }
 

@@ -368,7 +368,17 @@ impl State {
             };
             for v in &dir.versions {
                 let file = v.path.join(MODEL_FILE);
-                let Some(fp) = fingerprint(&file) else { continue };
+                let Some(fp) = fingerprint(&file) else {
+                    // A version folder without model.onnx that start-up listed
+                    // FAILED ("no model.onnx") stays listed while its folder
+                    // is there, whenever the rescans run; a new one is not
+                    // listed until its file arrives (it may be being copied).
+                    let failed = self.entries.get(&dir.name).and_then(|m| m.versions.get(&v.version));
+                    if let Some(VersionEntry { state: VersionState::Failed(_), .. }) = failed {
+                        present.insert((dir.name.clone(), v.version), ());
+                    }
+                    continue;
+                };
                 if self.retired.contains(&(dir.name.clone(), v.version)) {
                     continue;
                 }
