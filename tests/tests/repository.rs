@@ -7,6 +7,11 @@ use modelgate_proto::v1 as pb;
 use modelgate_tests::*;
 use tonic::Code;
 
+/// (version, state) of every version a metadata answer lists.
+fn states(meta: &pb::ModelMetadataResponse) -> Vec<(i64, i32)> {
+    meta.versions.iter().map(|v| (v.version, v.state)).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_versions_are_listed_with_reasons_and_the_rest_serve() {
     let repo = TestRepo::new();
@@ -27,15 +32,8 @@ async fn failed_versions_are_listed_with_reasons_and_the_rest_serve() {
         .await
         .unwrap()
         .into_inner();
-    let states: Vec<(i64, i32)> = meta.versions.iter().map(|v| (v.version, v.state)).collect();
-    assert_eq!(
-        states,
-        vec![
-            (1, pb::VersionState::Ready as i32),
-            (3, pb::VersionState::Failed as i32),
-            (4, pb::VersionState::Failed as i32)
-        ]
-    );
+    let (ready, failed) = (pb::VersionState::Ready as i32, pb::VersionState::Failed as i32);
+    assert_eq!(states(&meta), [(1, ready), (3, failed), (4, failed)]);
     assert!(
         meta.versions[1].reason.contains("ONNX Runtime rejected the model"),
         "{}",
@@ -72,16 +70,7 @@ async fn failed_versions_are_listed_with_reasons_and_the_rest_serve() {
         assert!(std::time::Instant::now() < until, "version 5 never became READY: {meta:?}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    let states: Vec<(i64, i32)> = meta.versions.iter().map(|v| (v.version, v.state)).collect();
-    assert_eq!(
-        states,
-        vec![
-            (1, pb::VersionState::Ready as i32),
-            (3, pb::VersionState::Failed as i32),
-            (4, pb::VersionState::Failed as i32),
-            (5, pb::VersionState::Ready as i32)
-        ]
-    );
+    assert_eq!(states(&meta), [(1, ready), (3, failed), (4, failed), (5, ready)]);
     assert!(meta.versions[2].reason.contains("no model.onnx"), "{}", meta.versions[2].reason);
     server.stop().await.unwrap();
 }
