@@ -5,9 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::telemetry::metrics::{
-    ArmLabels, InlineMissLabels, StateMetrics, StateSource, StopLabels, VersionLabels,
-};
+use crate::telemetry::metrics::{ArmLabels, StateMetrics, StateSource, VersionLabels, VersionReasonLabels};
 
 /// The state source of a running gateway: its live snapshot, the
 /// controller's rollout view and the shadow totals.
@@ -37,17 +35,12 @@ impl StateSource for GatewayState {
                         out.queue_depth.push((l.clone(), r.queue.len() as i64));
                         out.queue_rejected.push((l.clone(), r.queue.stats().rejected.load(Relaxed)));
                         out.queue_expired.push((l.clone(), r.queue.stats().expired.load(Relaxed)));
-                        for (i, reason) in modelgate_runtime::StopReason::NAMES.iter().enumerate() {
-                            out.runs_stopped.push((
-                                StopLabels {
-                                    model: l.model.clone(),
-                                    version: l.version.clone(),
-                                    reason: (*reason).into(),
-                                },
-                                r.queue.stats().stopped[i].load(Relaxed),
-                            ));
-                        }
                         let st = r.queue.stats();
+                        out.runs_stopped.extend(by_reason(
+                            &l,
+                            &modelgate_runtime::StopReason::NAMES,
+                            &st.stopped,
+                        ));
                         let per_bucket: Vec<u64> =
                             st.run_rows_buckets.iter().map(|b| b.load(Relaxed)).collect();
                         out.batch_rows.push((
@@ -57,18 +50,11 @@ impl StateSource for GatewayState {
                             per_bucket,
                         ));
                         out.batch_retries.push((l.clone(), st.batch_retries.load(Relaxed)));
-                        for (reason, n) in
-                            modelgate_runtime::INLINE_MISS_REASONS.iter().zip(&st.inline_missed)
-                        {
-                            out.inline_missed.push((
-                                InlineMissLabels {
-                                    model: l.model.clone(),
-                                    version: l.version.clone(),
-                                    reason: (*reason).into(),
-                                },
-                                n.load(Relaxed),
-                            ));
-                        }
+                        out.inline_missed.extend(by_reason(
+                            &l,
+                            &modelgate_runtime::INLINE_MISS_REASONS,
+                            &st.inline_missed,
+                        ));
                         out.inline_runs.push((l, st.inline_runs.load(Relaxed)));
                     }
                     modelgate_registry::VersionState::Failed(_) => {
@@ -138,4 +124,22 @@ impl StateSource for GatewayState {
             }
         }
     }
+}
+
+/// One version's counters split by reason, `names[i]` counting `counters[i]`.
+fn by_reason<'a>(
+    l: &'a VersionLabels,
+    names: &'a [&str],
+    counters: &'a [std::sync::atomic::AtomicU64],
+) -> impl Iterator<Item = (VersionReasonLabels, u64)> + 'a {
+    names.iter().zip(counters).map(|(reason, n)| {
+        (
+            VersionReasonLabels {
+                model: l.model.clone(),
+                version: l.version.clone(),
+                reason: (*reason).into(),
+            },
+            n.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    })
 }

@@ -143,8 +143,8 @@ pub struct ServeArgs {
     /// Keep the shadows' CPU budget whatever the load. By default it is a
     /// ceiling that shrinks as the machine's CPUs get busy: every 200 ms it
     /// is scaled by the share of CPU time that was idle (at least 2% of it),
-    /// so a shadow compares everything on an idle machine and a sample on a
-    /// saturated one.
+    /// so a shadow has its whole budget on an idle machine and a small share
+    /// of it on a saturated one (skipped copies count as drops).
     #[arg(long, env = "MODELGATE_SHADOW_BUDGET_FIXED")]
     pub shadow_budget_fixed: bool,
     /// A directory for shadow records as JSON lines: the same as

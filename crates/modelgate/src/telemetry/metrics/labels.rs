@@ -39,20 +39,13 @@ pub struct RollbackLabels {
     pub trigger: String,
 }
 
+/// A version's counter split by reason: `modelgate_inference_runs_stopped_total`
+/// (`deadline`, `cancelled`, `time_limit`, `shutdown`) and
+/// `modelgate_inline_skipped_total` (`slow`, `queued`, `busy`).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StopLabels {
+pub struct VersionReasonLabels {
     pub model: String,
     pub version: String,
-    /// `deadline`, `cancelled`, `time_limit` or `shutdown`.
-    pub reason: String,
-}
-
-/// Labels of `modelgate_inline_skipped_total`.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct InlineMissLabels {
-    pub model: String,
-    pub version: String,
-    /// `slow`, `queued` or `busy` ([`modelgate_runtime::INLINE_MISS_REASONS`]).
     pub reason: String,
 }
 

@@ -33,8 +33,8 @@ mod state;
 mod version;
 
 pub use labels::{
-    ActionLabels, ArmLabels, InlineMissLabels, ListenerLabels, ListenerReasonLabels, OutcomeLabels,
-    RequestLabels, RollbackLabels, StopLabels, TlsReloadLabels, TriggerLabels, VersionLabels, code_name,
+    ActionLabels, ArmLabels, ListenerLabels, ListenerReasonLabels, OutcomeLabels, RequestLabels,
+    RollbackLabels, TlsReloadLabels, TriggerLabels, VersionLabels, VersionReasonLabels, code_name,
 };
 pub use state::{StateMetrics, StateSource};
 pub use version::VersionMetrics;

@@ -11,7 +11,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use super::labels::{ArmLabels, InlineMissLabels, StopLabels, VersionLabels};
+use super::labels::{ArmLabels, VersionLabels, VersionReasonLabels};
 
 /// What the state collector reads at scrape time.
 pub trait StateSource: Send + Sync {
@@ -25,7 +25,7 @@ pub struct StateMetrics {
     pub queue_depth: Vec<(VersionLabels, i64)>,
     pub queue_rejected: Vec<(VersionLabels, u64)>,
     pub queue_expired: Vec<(VersionLabels, u64)>,
-    pub runs_stopped: Vec<(StopLabels, u64)>,
+    pub runs_stopped: Vec<(VersionReasonLabels, u64)>,
     /// (model, version, state) = 1 for every version the repository knows.
     pub version_state: Vec<(VersionLabels, &'static str)>,
     pub weights: Vec<(ArmLabels, f64)>,
@@ -50,7 +50,7 @@ pub struct StateMetrics {
     /// Runs done inline on a connection's thread (`--inline-run-us`).
     pub inline_runs: Vec<(VersionLabels, u64)>,
     /// Inline-eligible one-row requests that took the queue, by reason.
-    pub inline_missed: Vec<(InlineMissLabels, u64)>,
+    pub inline_missed: Vec<(VersionReasonLabels, u64)>,
     /// Shadow CPU: (seconds used, budget in cores), when there is a budget.
     /// Shadow CPU seconds used, the budget's ceiling and what is in effect
     /// now, in cores.
