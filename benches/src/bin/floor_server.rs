@@ -42,6 +42,11 @@ struct Args {
     /// ONNX Runtime's shared library (read once, for the signatures).
     #[arg(long, env = "ORT_DYLIB_PATH")]
     ort_lib: Option<PathBuf>,
+    /// Spins this many µs on the handler's thread per ModelInfer or Predict
+    /// call: a calibration, to measure what a given amount of handler CPU
+    /// costs in throughput on this machine (0: the floor itself).
+    #[arg(long, default_value_t = 0)]
+    work_us: u64,
 }
 
 /// The gateway's flow-control windows (crates/modelgate/src/server/mod.rs:
@@ -71,6 +76,8 @@ struct Floor {
     /// Request ids for calls without one (the gateway makes a 32-character
     /// UUID; these are as long, so responses are the same size).
     next_id: Arc<AtomicU64>,
+    /// `--work-us`: CPU spent per inference call.
+    work: Duration,
 }
 
 impl Floor {
@@ -118,7 +125,18 @@ impl Floor {
             };
             models.insert(entry.name.clone(), FloorModel { champion, versions, predict_metadata });
         }
-        Self { models: Arc::new(models), next_id: Arc::new(AtomicU64::new(1)) }
+        Self { models: Arc::new(models), next_id: Arc::new(AtomicU64::new(1)), work: Duration::ZERO }
+    }
+
+    /// `--work-us`: spins on this thread, as a handler's own CPU would.
+    fn work(&self) {
+        if self.work.is_zero() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        while started.elapsed() < self.work {
+            std::hint::spin_loop();
+        }
     }
 
     fn model(&self, name: &str) -> Result<&FloorModel, Status> {
@@ -197,6 +215,7 @@ impl Predict for Floor {
             })
             .transpose()?;
         let (v, role) = self.version(&req.model, pinned)?;
+        self.work();
         let rows = rows_of(&v.inputs, req.inputs.first().map(|t| t.shape.as_slice()));
         let outputs = wanted(&v.outputs, &req.output_names)
             .map(|spec| {
@@ -260,6 +279,7 @@ impl GrpcInferenceService for Floor {
             })?),
         };
         let (v, role) = self.version(&r.model_name, pinned)?;
+        self.work();
         let rows = rows_of(&v.inputs, r.inputs.first().map(|t| t.shape.as_slice()));
         let names: Vec<String> = r.outputs.into_iter().map(|o| o.name).collect();
         let mut out = kpb::ModelInferResponse {
@@ -477,7 +497,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("loading task panicked")??
     };
-    let floor = Floor::new(&entries);
+    let floor = Floor { work: Duration::from_micros(args.work_us), ..Floor::new(&entries) };
     anyhow::ensure!(!floor.models.is_empty(), "no READY model in {}", args.models.display());
     let config = modelgate::ServeConfig::new(&args.models);
     let listener = tokio::net::TcpListener::bind(args.listen)
