@@ -3,9 +3,10 @@
 # `make bench` on its own. The floor is a zero-work tonic server
 # (benches/src/bin/floor_server.rs: the gateway's tonic, services and HTTP/2
 # settings, correctly shaped zeros as answers). breast-cancer batch 1 over
-# KServe v2 ModelInfer (issue 19's protocol) at each concurrency, floor and
-# gateway alternated point by point, ROUNDS times; then the medians and the
-# gateway/floor ratios.
+# KServe v2 ModelInfer (issue 19's protocol) at each concurrency, floor,
+# floor+run (the floor that also runs the model: `floor_server --run-model`)
+# and gateway alternated point by point, ROUNDS times; then the medians and
+# the gateway's ratios to both.
 #
 #   BENCH_SECONDS=5  seconds per point   ROUNDS=3   CONCS="1 8 32"
 #   PROTO=kserve (or predict)            SERVE_ARGS=  extra gateway flags
@@ -26,10 +27,24 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev
 start_floor_pair bench-floor "$out"
 gw=$gateway_addr floor=$floor_addr
 
+# The second reference: the floor that also runs the model in ONNX Runtime
+# on each call's inputs, on the handler's thread (`--run-model`), and does
+# nothing else of the gateway's. What the gateway costs above it is the
+# gateway's own work; what the floor+run costs above the floor is the
+# model's run and how this machine schedules a server that has work to do.
+target/release/floor_server --models models/repository --run-model >"$out/floor-run.out" 2>"$out/floor-run.log" &
+pids+=($!)
+for _ in $(seq 1 600); do
+  grep -q '^floor ready' "$out/floor-run.out" 2>/dev/null && break
+  sleep 0.1
+done
+floor_run=$(sed -n 's/^floor ready: Predict (modelgate.v1) on //p' "$out/floor-run.out")
+[ -n "$floor_run" ] || { echo "bench-floor: the floor+run server did not start; see $out/floor-run.log" >&2; exit 1; }
+
 for r in $(seq 1 "$rounds"); do
   for c in $concs; do
-    for who in floor gateway; do
-      addr=$floor; [ "$who" = gateway ] && addr=$gw
+    for who in floor floor+run gateway; do
+      case $who in floor) addr=$floor ;; floor+run) addr=$floor_run ;; gateway) addr=$gw ;; esac
       target/release/loadgen --addr "$addr" --model breast-cancer --concurrency "$c" --protocol "$proto" \
         --duration "$secs" --label "$who:$c:$r" >>"$results"
     done
@@ -51,20 +66,29 @@ python3 - "$results" "$proto" "$(nproc)" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 proto, cores = sys.argv[2], sys.argv[3]
-med = lambda xs: statistics.median(xs)
+med = statistics.median
+concs = sorted({r["concurrency"] for r in rows})
 print(f"breast-cancer batch 1 over {proto}, {cores} cores shared with the load generator; "
-      f"medians of {len(rows) // 2 // len({r['concurrency'] for r in rows})} alternated rounds")
-print(f"{'conc':>4} | {'floor req/s':>11} {'p50':>5} {'p99':>6} | {'gateway req/s':>13} {'p50':>5} {'p99':>6} | "
-      f"{'gw/floor req/s':>14} {'p50 +µs':>7} {'p99 ×':>6}")
-for c in sorted({r["concurrency"] for r in rows}):
-    pick = lambda who, k: med([r[k] for r in rows if r["concurrency"] == c and r["bench"].startswith(who + ":")])
-    f, g = {k: pick("floor", k) for k in ("rps", "p50_us", "p99_us")}, {k: pick("gateway", k) for k in ("rps", "p50_us", "p99_us")}
-    per_round = [g2["rps"] / f2["rps"] for f2, g2 in zip(
-        [r for r in rows if r["concurrency"] == c and r["bench"].startswith("floor:")],
-        [r for r in rows if r["concurrency"] == c and r["bench"].startswith("gateway:")])]
-    print(f"{c:>4} | {f['rps']:>11,.0f} {f['p50_us']:>5.0f} {f['p99_us']:>6.0f} | {g['rps']:>13,.0f} {g['p50_us']:>5.0f} {g['p99_us']:>6.0f} | "
-          f"{g['rps'] / f['rps']:>14.2f} {g['p50_us'] - f['p50_us']:>+7.0f} {g['p99_us'] / f['p99_us']:>6.2f}"
-          f"   (rounds: {' '.join(f'{x:.2f}' for x in per_round)})")
+      f"medians of {len(rows) // 3 // len(concs)} alternated rounds")
+print("floor = zero-work server; floor+run = the same that also runs the model (ONNX Runtime) per call")
+print(f"{'conc':>4} | {'floor req/s':>11} {'p50':>5} {'p99':>6} | {'floor+run req/s':>15} {'p50':>5} {'p99':>6} | "
+      f"{'gateway req/s':>13} {'p50':>5} {'p99':>6} | {'gw/floor req/s':>14} {'p50 +µs':>7} {'p99 ×':>6} | "
+      f"{'gw/floor+run req/s':>18} {'p50 +µs':>7} {'p99 ×':>6}")
+def of(who, c):
+    return [r for r in rows if r["concurrency"] == c and r["bench"].split(":")[0] == who]
+for c in concs:
+    f, fr, g = (of(w, c) for w in ("floor", "floor+run", "gateway"))
+    m = lambda runs, k: med([r[k] for r in runs])
+    ratio = lambda a, b: [y["rps"] / x["rps"] for x, y in zip(a, b)]
+    cells = []
+    for who in (f, fr, g):
+        cells.append(f"{m(who, 'rps'):>{15 if who is fr else 13 if who is g else 11},.0f} {m(who, 'p50_us'):>5.0f} {m(who, 'p99_us'):>6.0f}")
+    vs = lambda ref: (f"{m(g, 'rps') / m(ref, 'rps'):>{14 if ref is f else 18}.2f} {m(g, 'p50_us') - m(ref, 'p50_us'):>+7.0f} "
+                      f"{m(g, 'p99_us') / m(ref, 'p99_us'):>6.2f}")
+    print(f"{c:>4} | " + " | ".join(cells) + f" | {vs(f)} | {vs(fr)}")
+    print(f"       rounds, gateway/floor req/s: {' '.join(f'{x:.2f}' for x in ratio(f, g))}; "
+          f"gateway/floor+run: {' '.join(f'{x:.2f}' for x in ratio(fr, g))}; "
+          f"floor+run/floor: {' '.join(f'{x:.2f}' for x in ratio(f, fr))}")
 errors = sum(r["errors"] for r in rows)
 print(f"errors: {errors}")
 PY

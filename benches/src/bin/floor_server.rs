@@ -29,7 +29,7 @@ use modelgate_proto::inference::grpc_inference_service_server::{
 use modelgate_proto::v1 as pb;
 use modelgate_proto::v1::predict_server::{Predict, PredictServer};
 use modelgate_registry::{ModelEntry, VersionState};
-use modelgate_runtime::{DataType, Dim, TensorSpec};
+use modelgate_runtime::{DataType, Dim, LoadedModel, Tensor, TensorData, TensorSpec};
 use tonic::{Request, Response, Status};
 
 #[derive(Debug, Parser)]
@@ -47,6 +47,12 @@ struct Args {
     /// costs in throughput on this machine (0: the floor itself).
     #[arg(long, default_value_t = 0)]
     work_us: u64,
+    /// Runs the model in ONNX Runtime on each ModelInfer call's inputs (on
+    /// the handler's thread, like the gateway's inline runs) and still
+    /// answers zeros: the floor plus the model's own run and nothing of the
+    /// gateway's. A calibration, as `--work-us` is.
+    #[arg(long)]
+    run_model: bool,
 }
 
 /// The gateway's flow-control windows (crates/modelgate/src/server/mod.rs:
@@ -68,6 +74,8 @@ struct FloorVersion {
     version: u64,
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
+    /// For `--run-model`.
+    model: Arc<LoadedModel>,
 }
 
 #[derive(Clone)]
@@ -78,6 +86,8 @@ struct Floor {
     next_id: Arc<AtomicU64>,
     /// `--work-us`: CPU spent per inference call.
     work: Duration,
+    /// `--run-model`.
+    run_model: bool,
 }
 
 impl Floor {
@@ -108,6 +118,7 @@ impl Floor {
                             version: v.version,
                             inputs: sig.inputs.clone(),
                             outputs: sig.outputs.clone(),
+                            model: Arc::clone(m),
                         };
                         versions.insert(v.version, Arc::new(version));
                     }
@@ -125,7 +136,12 @@ impl Floor {
             };
             models.insert(entry.name.clone(), FloorModel { champion, versions, predict_metadata });
         }
-        Self { models: Arc::new(models), next_id: Arc::new(AtomicU64::new(1)), work: Duration::ZERO }
+        Self {
+            models: Arc::new(models),
+            next_id: Arc::new(AtomicU64::new(1)),
+            work: Duration::ZERO,
+            run_model: false,
+        }
     }
 
     /// `--work-us`: spins on this thread, as a handler's own CPU would.
@@ -253,6 +269,32 @@ impl Predict for Floor {
     }
 }
 
+/// `--run-model`: runs `v` on a KServe call's raw inputs, on a free session
+/// (or waiting for the first), and drops the outputs.
+fn run_model(
+    v: &FloorVersion,
+    inputs: &[kpb::model_infer_request::InferInputTensor],
+    raw: &[bytes::Bytes],
+) -> Result<(), Status> {
+    let mut tensors = Vec::with_capacity(inputs.len());
+    for (t, bytes) in inputs.iter().zip(raw) {
+        let spec = v
+            .inputs
+            .iter()
+            .find(|s| s.name == t.name)
+            .ok_or_else(|| Status::invalid_argument(format!("no input \"{}\"", t.name)))?;
+        let elements = t.shape.iter().product::<i64>().max(0) as usize;
+        let data = TensorData::from_raw_bytes(spec.dtype, bytes.clone(), elements)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        tensors.push(Tensor::new(t.name.clone(), t.shape.clone(), data));
+    }
+    let result = match v.model.try_session(0..usize::MAX) {
+        Some(mut session) => session.run(&tensors, &[]),
+        None => v.model.run(0, &tensors, &[]),
+    };
+    result.map(drop).map_err(Status::internal)
+}
+
 /// What the floor does not serve: it exists for the load generator's calls.
 fn floor_only(rpc: &str) -> Status {
     Status::unimplemented(format!(
@@ -280,6 +322,9 @@ impl GrpcInferenceService for Floor {
         };
         let (v, role) = self.version(&r.model_name, pinned)?;
         self.work();
+        if self.run_model {
+            run_model(&v, &r.inputs, &r.raw_input_contents)?;
+        }
         let rows = rows_of(&v.inputs, r.inputs.first().map(|t| t.shape.as_slice()));
         let names: Vec<String> = r.outputs.into_iter().map(|o| o.name).collect();
         let mut out = kpb::ModelInferResponse {
@@ -497,7 +542,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("loading task panicked")??
     };
-    let floor = Floor { work: Duration::from_micros(args.work_us), ..Floor::new(&entries) };
+    let floor = Floor {
+        work: Duration::from_micros(args.work_us),
+        run_model: args.run_model,
+        ..Floor::new(&entries)
+    };
     anyhow::ensure!(!floor.models.is_empty(), "no READY model in {}", args.models.display());
     let config = modelgate::ServeConfig::new(&args.models);
     let listener = tokio::net::TcpListener::bind(args.listen)
