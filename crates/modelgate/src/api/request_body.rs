@@ -210,7 +210,11 @@ where
         let path = req.uri().path();
         let streaming = path.starts_with("/grpc.reflection.")
             || path == "/inference.GRPCInferenceService/ModelStreamInfer";
-        let deadline = (!streaming).then(|| Box::pin(tokio::time::sleep(self.budget.timeout)));
+        let deadline = if streaming {
+            BodyDeadline::None
+        } else {
+            BodyDeadline::At(tokio::time::Instant::now() + self.budget.timeout)
+        };
         let framing = streaming.then(Framing::default);
         let budget = Arc::clone(&self.budget);
         self.inner.call(req.map(|inner| {
@@ -226,11 +230,37 @@ struct MeteredBody {
     budget: Arc<BodyBudget>,
     connection: Arc<AtomicUsize>,
     held: usize,
-    /// `None` once the body is complete, or for streams without a deadline.
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// `None` once the body is complete, or for streams.
+    deadline: BodyDeadline,
     /// For a streaming call: where it is in gRPC's message framing.
     framing: Option<Framing>,
     failed: bool,
+}
+
+/// A request body's time limit. Its timer is made only when the body has to
+/// wait for bytes: a unary request's body usually arrives with its headers,
+/// and then no timer is allocated or registered at all.
+enum BodyDeadline {
+    /// No limit: a stream, or a body that is complete or failed.
+    None,
+    /// The body must be in full by then; no timer yet.
+    At(tokio::time::Instant),
+    /// The body is waiting for bytes, with its timer.
+    Armed(Pin<Box<tokio::time::Sleep>>),
+}
+
+impl BodyDeadline {
+    /// Whether the limit has passed; arms the timer (so `cx` is woken when
+    /// it passes) the first time the body waits.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Self::At(at) = *self {
+            *self = Self::Armed(Box::pin(tokio::time::sleep_until(at)));
+        }
+        match self {
+            Self::Armed(sleep) => sleep.as_mut().poll(cx).is_ready(),
+            Self::None | Self::At(_) => false,
+        }
+    }
 }
 
 /// Where a request stream is in gRPC's framing (a flag byte, a 4-byte
@@ -276,7 +306,7 @@ impl Framing {
 impl MeteredBody {
     fn fail(&mut self, e: BodyLimitError) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
         self.failed = true;
-        self.deadline = None;
+        self.deadline = BodyDeadline::None;
         self.budget.metrics.request_body_refused(self.budget.listener, e.reason());
         Poll::Ready(Some(Err(tonic::Status::from(e))))
     }
@@ -311,12 +341,12 @@ impl http_body::Body for MeteredBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(None) => {
-                this.deadline = None;
+                this.deadline = BodyDeadline::None;
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
             Poll::Pending => {
-                let expired = this.deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready());
+                let expired = this.deadline.expired(cx);
                 if expired {
                     let secs = this.budget.timeout.as_secs_f64();
                     return this.fail(BodyLimitError::Timeout { secs });
@@ -367,7 +397,7 @@ mod tests {
             budget: Arc::clone(&b),
             connection: Arc::default(),
             held: 0,
-            deadline: None,
+            deadline: BodyDeadline::None,
             framing: Some(Framing::default()),
             failed: false,
         };
@@ -429,7 +459,7 @@ mod tests {
             budget: Arc::clone(&b),
             connection: Arc::default(),
             held: 0,
-            deadline: Some(Box::pin(tokio::time::sleep(b.timeout))),
+            deadline: BodyDeadline::At(tokio::time::Instant::now() + b.timeout),
             framing: None,
             failed: false,
         };
