@@ -122,8 +122,9 @@ bench-sinks: ort build-deps test-servers
 	$(CARGO) build --release -p modelgate -p modelgate-benches --bin sinks --bin loadgen --bin modelgate
 	target/release/sinks $(SINKS_ARGS)
 
-## The gateway against a zero-work gRPC server (the floor), alternated,
-## medians of 3 rounds at concurrency 1, 8, 32 over KServe v2 (~2 min).
+## The gateway against a zero-work gRPC server (the floor) and against the
+## floor that also runs the model (floor_server --run-model), alternated,
+## medians of 3 rounds at concurrency 1, 8, 32 over KServe v2 (~3 min).
 bench-floor: ort build-deps
 	$(CARGO) build --release -p modelgate -p modelgate-benches --bin modelgate --bin floor_server --bin loadgen
 	scripts/bench-floor.sh
