@@ -4,6 +4,11 @@
 //! responses are as large as the gateway's, and does nothing else: no
 //! routing, checks, queue, inference, windows, metrics or spans.
 //!
+//! Two calibrations add work on the handler's thread: `--run-model` runs the
+//! model in ONNX Runtime on each ModelInfer call's inputs (the floor plus the
+//! model's own run: what the gateway costs above that is its own work), and
+//! `--work-us N` spins N µs per call. They still answer zeros.
+//!
 //! Everything between the socket and the handler is the gateway's: the same
 //! tonic and generated services (with their request-size scan), the same
 //! HTTP/2 settings (`ServeConfig`'s defaults: streams, header size,
