@@ -210,10 +210,11 @@ where
         let path = req.uri().path();
         let streaming = path.starts_with("/grpc.reflection.")
             || path == "/inference.GRPCInferenceService/ModelStreamInfer";
-        let deadline = if streaming {
-            BodyDeadline::None
-        } else {
-            BodyDeadline::At(tokio::time::Instant::now() + self.budget.timeout)
+        // A limit past what an `Instant` can hold is no limit (as a tokio
+        // sleep that long would be).
+        let deadline = match tokio::time::Instant::now().checked_add(self.budget.timeout) {
+            Some(at) if !streaming => BodyDeadline::At(at),
+            _ => BodyDeadline::None,
         };
         let framing = streaming.then(Framing::default);
         let budget = Arc::clone(&self.budget);
