@@ -151,6 +151,7 @@ for proto in ("kserve", "predict"):
             ("conc 1 p50 <= floor + 40", one[1]["p50_us"] <= one[0]["p50_us"] + 40),
         ]
         print(f"   issue 19 targets, {proto}: " + "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in checks))
+print("   (one point each; `make bench-floor` alternates rounds and adds the floor that runs the model)")
 print()
 print("1. raw ONNX Runtime in process vs the gateway")
 print(f"   {'model':<14} {'conc':>4} | {'raw p50':>7} {'raw p99':>7} {'raw req/s':>9} | {'gw p50':>7} {'gw p99':>7} {'gw req/s':>9} | {'+p50':>6} {'+p99':>6} {'gw/raw req/s':>12}")
