@@ -124,7 +124,8 @@ bench-sinks: ort build-deps test-servers
 
 ## The gateway against a zero-work gRPC server (the floor) and against the
 ## floor that also runs the model (floor_server --run-model), alternated,
-## medians of 3 rounds at concurrency 1, 8, 32 over KServe v2 (~3 min).
+## medians of 3 rounds at concurrency 1, 8, 32 over KServe v2, with each
+## server's CPU time per request (~3 min).
 bench-floor: ort build-deps
 	$(CARGO) build --release -p modelgate -p modelgate-benches --bin modelgate --bin floor_server --bin loadgen
 	scripts/bench-floor.sh

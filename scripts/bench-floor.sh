@@ -6,7 +6,7 @@
 # KServe v2 ModelInfer (issue 19's protocol) at each concurrency, floor,
 # floor+run (the floor that also runs the model: `floor_server --run-model`)
 # and gateway alternated point by point, ROUNDS times; then the medians and
-# the gateway's ratios to both.
+# the gateway's ratios to both, and each server's CPU time per request.
 #
 #   BENCH_SECONDS=5  seconds per point   ROUNDS=3   CONCS="1 8 32"
 #   PROTO=kserve (or predict)            SERVE_ARGS=  extra gateway flags
@@ -33,7 +33,8 @@ gw=$gateway_addr floor=$floor_addr
 # gateway's own work; what the floor+run costs above the floor is the
 # model's run and how this machine schedules a server that has work to do.
 target/release/floor_server --models models/repository --run-model >"$out/floor-run.out" 2>"$out/floor-run.log" &
-pids+=($!)
+floor_run_pid=$!
+pids+=("$floor_run_pid")
 for _ in $(seq 1 600); do
   grep -q '^floor ready' "$out/floor-run.out" 2>/dev/null && break
   sleep 0.1
@@ -41,12 +42,25 @@ done
 floor_run=$(sed -n 's/^floor ready: Predict (modelgate.v1) on //p' "$out/floor-run.out")
 [ -n "$floor_run" ] || { echo "bench-floor: the floor+run server did not start; see $out/floor-run.log" >&2; exit 1; }
 
+# A process's CPU time so far (user + system), in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu=$out/cpu.jsonl
+
 for r in $(seq 1 "$rounds"); do
   for c in $concs; do
     for who in floor floor+run gateway; do
-      case $who in floor) addr=$floor ;; floor+run) addr=$floor_run ;; gateway) addr=$gw ;; esac
-      target/release/loadgen --addr "$addr" --model breast-cancer --concurrency "$c" --protocol "$proto" \
-        --duration "$secs" --label "$who:$c:$r" >>"$results"
+      case $who in
+        floor) addr=$floor pid=$floor_pid ;;
+        floor+run) addr=$floor_run pid=$floor_run_pid ;;
+        gateway) addr=$gw pid=$gateway_pid ;;
+      esac
+      load=(target/release/loadgen --addr "$addr" --model breast-cancer --concurrency "$c" --protocol "$proto")
+      # Warm-up apart, so the server's CPU time below covers exactly the
+      # measured requests.
+      "${load[@]}" --duration 1 --label warm-up >/dev/null
+      before=$(cpu_ticks "$pid")
+      "${load[@]}" --duration "$secs" --warmup 0 --label "$who:$c:$r" >>"$results"
+      echo "{\"bench\": \"$who:$c:$r\", \"server_cpu_ticks\": $(($(cpu_ticks "$pid") - before))}" >>"$cpu"
     done
   done
 done
@@ -62,10 +76,13 @@ if [ -n "$metrics" ]; then
       n, i, 100 * i / n, n - i, r["slow"], r["queued"], r["busy"] }'
 fi
 
-python3 - "$results" "$proto" "$(nproc)" <<'PY'
+python3 - "$results" "$proto" "$(nproc)" "$cpu" "$(getconf CLK_TCK)" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 proto, cores = sys.argv[2], sys.argv[3]
+ticks = {c["bench"]: c["server_cpu_ticks"] for c in map(json.loads, open(sys.argv[4]))}
+for r in rows:
+    r["cpu_us"] = ticks[r["bench"]] / int(sys.argv[5]) * 1e6 / max(r["requests"], 1)
 med = statistics.median
 concs = sorted({r["concurrency"] for r in rows})
 print(f"breast-cancer batch 1 over {proto}, {cores} cores shared with the load generator; "
@@ -89,6 +106,10 @@ for c in concs:
     print(f"       rounds, gateway/floor req/s: {' '.join(f'{x:.2f}' for x in ratio(f, g))}; "
           f"gateway/floor+run: {' '.join(f'{x:.2f}' for x in ratio(fr, g))}; "
           f"floor+run/floor: {' '.join(f'{x:.2f}' for x in ratio(f, fr))}")
+print("server CPU µs per request (user + system, from /proc; medians of rounds): "
+      + "; ".join(f"c{c}: floor {med([r['cpu_us'] for r in of('floor', c)]):.1f}, "
+                  f"floor+run {med([r['cpu_us'] for r in of('floor+run', c)]):.1f}, "
+                  f"gateway {med([r['cpu_us'] for r in of('gateway', c)]):.1f}" for c in concs))
 errors = sum(r["errors"] for r in rows)
 print(f"errors: {errors}")
 PY
