@@ -32,15 +32,8 @@ gw=$gateway_addr floor=$floor_addr
 # nothing else of the gateway's. What the gateway costs above it is the
 # gateway's own work; what the floor+run costs above the floor is the
 # model's run and how this machine schedules a server that has work to do.
-target/release/floor_server --models models/repository --run-model >"$out/floor-run.out" 2>"$out/floor-run.log" &
-floor_run_pid=$!
-pids+=("$floor_run_pid")
-for _ in $(seq 1 600); do
-  grep -q '^floor ready' "$out/floor-run.out" 2>/dev/null && break
-  sleep 0.1
-done
-floor_run=$(sed -n 's/^floor ready: Predict (modelgate.v1) on //p' "$out/floor-run.out")
-[ -n "$floor_run" ] || { echo "bench-floor: the floor+run server did not start; see $out/floor-run.log" >&2; exit 1; }
+start_floor bench-floor "$out" floor-run --run-model
+floor_run=$started_floor_addr floor_run_pid=$started_floor_pid
 
 # A process's CPU time so far (user + system), in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -14,15 +14,29 @@ start_floor_pair() {
     >"$out/gateway.out" 2>"$out/gateway.log" &
   gateway_pid=$!
   pids+=("$gateway_pid")
-  target/release/floor_server --models models/repository >"$out/floor.out" 2>"$out/floor.log" &
-  floor_pid=$!
-  pids+=("$floor_pid")
+  start_floor "$who" "$out" floor
+  floor_pid=$started_floor_pid floor_addr=$started_floor_addr
   for _ in $(seq 1 600); do
-    grep -q '^try:' "$out/gateway.out" 2>/dev/null && grep -q '^floor ready' "$out/floor.out" 2>/dev/null && break
+    grep -q '^try:' "$out/gateway.out" 2>/dev/null && break
     sleep 0.1
   done
   gateway_addr=$(sed -n 's/^modelgate ready: Predict (modelgate.v1) on //p' "$out/gateway.out")
-  floor_addr=$(sed -n 's/^floor ready: Predict (modelgate.v1) on //p' "$out/floor.out")
   [ -n "$gateway_addr" ] || { echo "$who: the gateway did not start; see $out/gateway.log" >&2; exit 1; }
-  [ -n "$floor_addr" ] || { echo "$who: the floor server did not start; see $out/floor.log" >&2; exit 1; }
+}
+
+# Starts one floor server (`$3` names its files in `$2`; the rest are
+# floor_server flags, e.g. --run-model) and waits for its ready line. Sets
+# started_floor_pid and started_floor_addr and adds the pid to `pids`.
+start_floor() {
+  local who=$1 out=$2 name=$3
+  shift 3
+  target/release/floor_server --models models/repository "$@" >"$out/$name.out" 2>"$out/$name.log" &
+  started_floor_pid=$!
+  pids+=("$started_floor_pid")
+  for _ in $(seq 1 600); do
+    grep -q '^floor ready' "$out/$name.out" 2>/dev/null && break
+    sleep 0.1
+  done
+  started_floor_addr=$(sed -n 's/^floor ready: Predict (modelgate.v1) on //p' "$out/$name.out")
+  [ -n "$started_floor_addr" ] || { echo "$who: the floor server ($name) did not start; see $out/$name.log" >&2; exit 1; }
 }

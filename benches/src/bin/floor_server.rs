@@ -275,7 +275,9 @@ impl Predict for Floor {
 }
 
 /// `--run-model`: runs `v` on a KServe call's raw inputs, on a free session
-/// (or waiting for the first), and drops the outputs.
+/// (or waiting for the first), and drops the outputs. The inputs are read in
+/// place with no checks, not through the gateway's KServe conversion: that
+/// conversion is part of what the floor+run is the reference for.
 fn run_model(
     v: &FloorVersion,
     inputs: &[kpb::model_infer_request::InferInputTensor],

@@ -210,12 +210,7 @@ where
         let path = req.uri().path();
         let streaming = path.starts_with("/grpc.reflection.")
             || path == "/inference.GRPCInferenceService/ModelStreamInfer";
-        // A limit past what an `Instant` can hold is no limit (as a tokio
-        // sleep that long would be).
-        let deadline = match tokio::time::Instant::now().checked_add(self.budget.timeout) {
-            Some(at) if !streaming => BodyDeadline::At(at),
-            _ => BodyDeadline::None,
-        };
+        let deadline = if streaming { BodyDeadline::None } else { BodyDeadline::after(self.budget.timeout) };
         let framing = streaming.then(Framing::default);
         let budget = Arc::clone(&self.budget);
         self.inner.call(req.map(|inner| {
@@ -251,6 +246,12 @@ enum BodyDeadline {
 }
 
 impl BodyDeadline {
+    /// `limit` from now. A limit past what an `Instant` can hold is no
+    /// limit, as a tokio sleep that long would be.
+    fn after(limit: Duration) -> Self {
+        tokio::time::Instant::now().checked_add(limit).map_or(Self::None, Self::At)
+    }
+
     /// Whether the limit has passed; arms the timer (so `cx` is woken when
     /// it passes) the first time the body waits.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
@@ -460,7 +461,7 @@ mod tests {
             budget: Arc::clone(&b),
             connection: Arc::default(),
             held: 0,
-            deadline: BodyDeadline::At(tokio::time::Instant::now() + b.timeout),
+            deadline: BodyDeadline::after(b.timeout),
             framing: None,
             failed: false,
         };
