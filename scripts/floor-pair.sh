@@ -16,12 +16,21 @@ start_floor_pair() {
   pids+=("$gateway_pid")
   start_floor "$who" "$out" floor
   floor_pid=$started_floor_pid floor_addr=$started_floor_addr
+  await_addr "$who" gateway "$out/gateway" '^try:' 'modelgate ready: Predict (modelgate.v1) on '
+  gateway_addr=$ready_addr
+}
+
+# Waits (up to 60 s) until `$3.out` has a line matching `$4`, then sets
+# ready_addr from the line starting with `$5` (a sed pattern without `/`);
+# exits naming `$2` and `$3.log` when there is none.
+await_addr() {
+  local who=$1 what=$2 base=$3 ready=$4 prefix=$5
   for _ in $(seq 1 600); do
-    grep -q '^try:' "$out/gateway.out" 2>/dev/null && break
+    grep -q "$ready" "$base.out" 2>/dev/null && break
     sleep 0.1
   done
-  gateway_addr=$(sed -n 's/^modelgate ready: Predict (modelgate.v1) on //p' "$out/gateway.out")
-  [ -n "$gateway_addr" ] || { echo "$who: the gateway did not start; see $out/gateway.log" >&2; exit 1; }
+  ready_addr=$(sed -n "s/^$prefix//p" "$base.out")
+  [ -n "$ready_addr" ] || { echo "$who: the $what did not start; see $base.log" >&2; exit 1; }
 }
 
 # Starts one floor server (`$3` names its files in `$2`; the rest are
@@ -33,10 +42,6 @@ start_floor() {
   target/release/floor_server --models models/repository "$@" >"$out/$name.out" 2>"$out/$name.log" &
   started_floor_pid=$!
   pids+=("$started_floor_pid")
-  for _ in $(seq 1 600); do
-    grep -q '^floor ready' "$out/$name.out" 2>/dev/null && break
-    sleep 0.1
-  done
-  started_floor_addr=$(sed -n 's/^floor ready: Predict (modelgate.v1) on //p' "$out/$name.out")
-  [ -n "$started_floor_addr" ] || { echo "$who: the floor server ($name) did not start; see $out/$name.log" >&2; exit 1; }
+  await_addr "$who" "floor server ($name)" "$out/$name" '^floor ready' 'floor ready: Predict (modelgate.v1) on '
+  started_floor_addr=$ready_addr
 }
