@@ -3,7 +3,7 @@
 //! `modelgate serve` processes sharing it.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,14 +11,11 @@ use std::time::{Duration, Instant};
 use modelgate_proto::v1::predict_client::PredictClient;
 use tonic::transport::Channel;
 
-use crate::{TestRepo, binary};
+use crate::{TestRepo, binary, free_port};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
+/// How long etcd may take to answer /health: it fsyncs its WAL at start,
+/// slow on a busy disk.
+const READY_CEILING: Duration = Duration::from_secs(120);
 
 /// The `etcd` binary: `ETCD_BIN`, else `etcd` on the PATH (`make test`
 /// installs Debian's `etcd-server`).
@@ -58,7 +55,7 @@ struct EtcdTls {
 impl Etcd {
     pub fn start() -> Self {
         let mut e = Self::new(None);
-        e.spawn();
+        e.spawn_until_healthy(true);
         e
     }
 
@@ -73,7 +70,7 @@ impl Etcd {
             ca: crate::pki::write(e.dir.path(), "ca.crt", &ca.pem()),
             client_cert_auth,
         });
-        e.spawn();
+        e.spawn_until_healthy(true);
         e
     }
 
@@ -88,7 +85,27 @@ impl Etcd {
         }
     }
 
-    fn spawn(&mut self) {
+    /// Starts etcd and waits until it is healthy. When it exits first: with
+    /// `new_ports` (nobody knows these ports yet), again on new ports, as
+    /// another process may have taken one since [`free_port`] chose it; else
+    /// again on the same ports after a pause (replicas know this address, and
+    /// the etcd just killed may still hold them).
+    fn spawn_until_healthy(&mut self, new_ports: bool) {
+        let until = Instant::now() + READY_CEILING;
+        while let Err(exit) = self.spawn_once(until) {
+            assert!(Instant::now() < until, "etcd did not become healthy ({exit}); log: {}", self.log());
+            self.append_log(&format!("--- etcd exited ({exit}); starting it again"));
+            if new_ports {
+                (self.client, self.peer, self.metrics) = (free_port(), free_port(), free_port());
+            } else {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
+    /// Spawns etcd and waits until it is healthy (`Ok`) or has exited
+    /// (`Err` with its exit status); panics at `until`.
+    fn spawn_once(&mut self, until: Instant) -> Result<(), String> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let client = format!("{scheme}://127.0.0.1:{}", self.client);
         let peer = format!("http://127.0.0.1:{}", self.peer);
@@ -98,7 +115,7 @@ impl Etcd {
             .append(true)
             .open(self.dir.path().join("etcd.log"))
             .expect("etcd log");
-        let child = Command::new(etcd_binary())
+        let mut child = Command::new(etcd_binary())
             .args(["--name", "test", "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
@@ -123,30 +140,40 @@ impl Etcd {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn etcd");
-        self.child = Some(child);
-        self.wait_healthy();
+        loop {
+            if self.healthy() {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if let Ok(Some(exit)) = child.try_wait() {
+                return Err(exit.to_string());
+            }
+            if Instant::now() >= until {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("etcd did not become healthy; log: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
-    fn wait_healthy(&self) {
-        // Generous: etcd fsyncs its WAL at start, slow on a busy disk.
-        let until = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.metrics)) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let req = format!(
-                    "GET /health HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
-                    self.metrics
-                );
-                let mut body = String::new();
-                if s.write_all(req.as_bytes()).is_ok()
-                    && s.read_to_string(&mut body).is_ok()
-                    && body.contains("\"health\":\"true\"")
-                {
-                    return;
-                }
-            }
-            assert!(Instant::now() < until, "etcd did not become healthy; log: {}", self.log());
-            std::thread::sleep(Duration::from_millis(100));
+    /// Whether etcd's plain-HTTP /health answers healthy.
+    fn healthy(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.metrics)) else { return false };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let req =
+            format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", self.metrics);
+        let mut body = String::new();
+        s.write_all(req.as_bytes()).is_ok()
+            && s.read_to_string(&mut body).is_ok()
+            && body.contains("\"health\":\"true\"")
+    }
+
+    fn append_log(&self, line: &str) {
+        if let Ok(mut f) =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("etcd.log"))
+        {
+            let _ = writeln!(f, "{line}");
         }
     }
 
@@ -183,7 +210,7 @@ impl Etcd {
     /// Starts again on the same ports and data.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        self.spawn_until_healthy(false);
     }
 }
 

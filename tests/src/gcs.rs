@@ -11,7 +11,7 @@
 //! uploads still ask the metadata server for a token).
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,10 +34,7 @@ impl GcsServer {
         let python = crate::python::venv("gcs", "requirements-gcs.txt");
         let until = Instant::now() + READY_CEILING;
         loop {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .expect("a free loopback port");
+            let port = crate::free_port();
             let dir = tempfile::tempdir().expect("tempdir");
             let log = std::fs::File::create(dir.path().join("gcs.log")).expect("create the emulator log");
             let child = Command::new(&python)

@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,12 +30,9 @@ pub struct Broker {
 impl Broker {
     /// A broker on a free loopback port, ready to serve.
     pub fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free loopback port");
+        let port = crate::free_port();
         let mut broker = Self { child: None, port, dir: tempfile::tempdir().expect("tempdir") };
-        broker.start_again();
+        broker.start_until_ready(true);
         broker
     }
 
@@ -61,6 +58,14 @@ impl Broker {
     /// Starts a stopped broker again on the same port and waits until it is
     /// ready. Empty: memory storage kept nothing.
     pub fn start_again(&mut self) {
+        self.start_until_ready(false);
+    }
+
+    /// Starts the broker and waits until it answers. When it exits first:
+    /// with `new_port` (nobody knows this port yet), again on a new port, as
+    /// another process may have taken it since it was chosen; else again on
+    /// the same port after a pause, as the broker just killed may still hold it.
+    fn start_until_ready(&mut self, new_port: bool) {
         assert!(self.child.is_none(), "the broker is already running");
         let until = Instant::now() + READY_CEILING;
         loop {
@@ -70,11 +75,13 @@ impl Broker {
                     self.child = Some(child);
                     return;
                 }
-                // The port can still be held briefly by the broker just
-                // killed: tansu exits at once then, so try again.
                 Err(exit) if Instant::now() < until => {
                     let _ = writeln!(self.log_file(), "--- tansu exited ({exit}); starting it again");
-                    std::thread::sleep(Duration::from_millis(200));
+                    if new_port {
+                        self.port = crate::free_port();
+                    } else {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
                 }
                 Err(exit) => {
                     let _ = child.kill();

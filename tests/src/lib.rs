@@ -22,6 +22,18 @@ use modelgate_proto::v1::predict_client::PredictClient;
 use serde_json::Value;
 use tonic::transport::Channel;
 
+/// A loopback port that is free now. Another process can take it before the
+/// server meant for it binds it (an outgoing connection's ephemeral port
+/// comes from the same range), so whatever starts a server on one waits for
+/// the server's exit as well as for it to be ready, and starts it again on a
+/// new port when it exits.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 /// The repository root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()

@@ -6,19 +6,14 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+
+use crate::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
 
 /// The first of `names` on the PATH.
 fn on_path(names: &[&str], package: &str) -> PathBuf {
@@ -55,22 +50,34 @@ fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body.to_string()))
 }
 
-/// Waits up to 120 s for `GET /-/ready` to answer 200.
-fn wait_ready(port: u16, what: &str, log: &Path) {
+/// Starts `command(port)` on a [`free_port`] with its stderr in `log` and
+/// waits up to 120 s for `GET /-/ready` to answer 200. When the process exits
+/// first (its port was taken since it was chosen), again on a new port.
+fn start_on_free_port(what: &str, log: &Path, mut command: impl FnMut(u16) -> Command) -> (Child, u16) {
     let until = Instant::now() + Duration::from_secs(120);
-    while !matches!(http_get(port, "/-/ready"), Ok((200, _))) {
-        assert!(
-            Instant::now() < until,
-            "{what} did not become ready; its log:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
+    loop {
+        let port = free_port();
+        let file = std::fs::File::create(log).expect("log file");
+        let mut child = command(port).stdout(Stdio::null()).stderr(Stdio::from(file)).spawn().expect("spawn");
+        loop {
+            if matches!(http_get(port, "/-/ready"), Ok((200, _))) {
+                return (child, port);
+            }
+            let exited = matches!(child.try_wait(), Ok(Some(_)));
+            if Instant::now() >= until {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{what} did not become ready; its log:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            if exited {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
-}
-
-fn spawn_logged(mut cmd: Command, log: &Path) -> Child {
-    let file = std::fs::File::create(log).expect("log file");
-    cmd.stdout(Stdio::null()).stderr(Stdio::from(file)).spawn().expect("spawn")
 }
 
 /// A Prometheus server scraping `targets` every second and evaluating
@@ -87,7 +94,6 @@ impl Prometheus {
     /// going to `alertmanager`, when given.
     pub fn start(targets: &[SocketAddr], rule_files: &[PathBuf], alertmanager: Option<u16>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
         let list = |items: Vec<String>| format!("[{}]", items.join(", "));
         let targets = list(targets.iter().map(|t| format!("'{t}'")).collect());
         let rules = list(rule_files.iter().map(|r| format!("'{}'", r.display())).collect());
@@ -104,14 +110,15 @@ impl Prometheus {
         let config_file = dir.path().join("prometheus.yml");
         std::fs::write(&config_file, config).expect("write prometheus.yml");
         let log = dir.path().join("prometheus.log");
-        let mut cmd = Command::new(on_path(&["prometheus"], "prometheus"));
-        cmd.arg(format!("--config.file={}", config_file.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            // Alerts reach Alertmanager as soon as they fire, not a minute later.
-            .arg("--rules.alert.resend-delay=1s");
-        let child = spawn_logged(cmd, &log);
-        wait_ready(port, "prometheus", &log);
+        let (child, port) = start_on_free_port("prometheus", &log, |port| {
+            let mut cmd = Command::new(on_path(&["prometheus"], "prometheus"));
+            cmd.arg(format!("--config.file={}", config_file.display()))
+                .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                // Alerts reach Alertmanager as soon as they fire, not a minute later.
+                .arg("--rules.alert.resend-delay=1s");
+            cmd
+        });
         Self { child, dir, port }
     }
 
@@ -183,7 +190,6 @@ pub struct Alertmanager {
 impl Alertmanager {
     pub fn start(webhook: &Webhook) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
         let config = format!(
             "route:\n  receiver: test\n  group_by: ['...']\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
              receivers:\n  - name: test\n    webhook_configs:\n      - url: 'http://{}/alerts'\n",
@@ -192,14 +198,17 @@ impl Alertmanager {
         let config_file = dir.path().join("alertmanager.yml");
         std::fs::write(&config_file, config).expect("write alertmanager.yml");
         let log = dir.path().join("alertmanager.log");
-        let mut cmd =
-            Command::new(on_path(&["alertmanager", "prometheus-alertmanager"], "prometheus-alertmanager"));
-        cmd.arg(format!("--config.file={}", config_file.display()))
-            .arg(format!("--storage.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address=");
-        let child = spawn_logged(cmd, &log);
-        wait_ready(port, "alertmanager", &log);
+        let (child, port) = start_on_free_port("alertmanager", &log, |port| {
+            let mut cmd = Command::new(on_path(
+                &["alertmanager", "prometheus-alertmanager"],
+                "prometheus-alertmanager",
+            ));
+            cmd.arg(format!("--config.file={}", config_file.display()))
+                .arg(format!("--storage.path={}", dir.path().join("data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--cluster.listen-address=");
+            cmd
+        });
         Self { child, dir, port }
     }
 
