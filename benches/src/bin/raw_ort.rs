@@ -33,6 +33,17 @@ struct Args {
     /// work may take its caches): how much of a run's cost is a cold start.
     #[arg(long, default_value_t = 0)]
     pause_us: u64,
+    /// Spin this long after each run on scalar work that touches no memory:
+    /// the caches stay as the run left them, and the core stays busy.
+    /// Against `--pause-us`, tells a cold start's cache misses from what
+    /// the core does when vector units are idle for a while.
+    #[arg(long, default_value_t = 0)]
+    spin_us: u64,
+    /// Write this many KiB of a buffer after each run, as a server's network
+    /// and protocol work would: how much of a run's cost is its data leaving
+    /// the caches.
+    #[arg(long, default_value_t = 0)]
+    touch_kib: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,6 +59,8 @@ fn main() -> anyhow::Result<()> {
     let warm_end = Instant::now() + Duration::from_secs_f64(args.warmup);
     let end = warm_end + Duration::from_secs_f64(args.duration);
     let pause = Duration::from_micros(args.pause_us);
+    let spin = Duration::from_micros(args.spin_us);
+    let touch_bytes = args.touch_kib * 1024;
     let mut handles = Vec::new();
     for _ in 0..args.concurrency.max(1) {
         let build = || -> ort::Result<Session> {
@@ -71,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         let data = modelgate_benches::features(args.batch, width);
         handles.push(std::thread::spawn(move || -> anyhow::Result<hdrhistogram::Histogram<u64>> {
             let mut h = modelgate_benches::histogram();
+            let mut scratch = vec![0u8; touch_bytes];
             loop {
                 let start = Instant::now();
                 if start >= end {
@@ -86,6 +100,23 @@ fn main() -> anyhow::Result<()> {
                 if pause > Duration::ZERO {
                     std::thread::sleep(pause);
                 }
+                if spin > Duration::ZERO {
+                    let from = Instant::now();
+                    let mut x = 1u64;
+                    while from.elapsed() < spin {
+                        for _ in 0..64 {
+                            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                        }
+                    }
+                }
+                if !scratch.is_empty() {
+                    // One write per cache line, each time a new value.
+                    let v = (start.elapsed().as_nanos() as u8) | 1;
+                    for i in (0..scratch.len()).step_by(64) {
+                        scratch[i] = v;
+                    }
+                    std::hint::black_box(&scratch);
+                }
             }
             Ok(h)
         }));
@@ -96,7 +127,7 @@ fn main() -> anyhow::Result<()> {
         hist.add(h)?;
     }
     let extra = serde_json::json!({"mode": "closed", "concurrency": args.concurrency, "batch": args.batch,
-        "model": args.model.display().to_string(), "pause_us": args.pause_us});
+        "model": args.model.display().to_string(), "pause_us": args.pause_us, "spin_us": args.spin_us, "touch_kib": args.touch_kib});
     println!("{}", modelgate_benches::summary(&args.label, extra, &hist, 0, args.duration, args.batch));
     Ok(())
 }
