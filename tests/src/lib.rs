@@ -34,6 +34,24 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// A loopback address where connections are refused, and stay refused for
+/// as long as this lives: a socket bound to the port that never listens
+/// holds it, so no server another test starts can take it (a port merely
+/// freed can be).
+pub struct ClosedPort {
+    pub addr: std::net::SocketAddr,
+    _holder: socket2::Socket,
+}
+
+pub fn closed_port() -> ClosedPort {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a TCP socket");
+    let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    socket.bind(&any.into()).expect("bind a loopback port");
+    let addr = socket.local_addr().ok().and_then(|a| a.as_socket()).expect("the bound address");
+    ClosedPort { addr, _holder: socket }
+}
+
 /// The repository root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()

@@ -208,8 +208,8 @@ async fn json_output_holds_objects_and_errors_are_json_too() {
     assert!(text(&plain.stderr).starts_with("error: NOT_FOUND"), "{}", text(&plain.stderr));
 
     // Nothing listening: said once, UNAVAILABLE under --json.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let nobody = port.to_string();
+    let port = modelgate_tests::closed_port();
+    let nobody = port.addr.to_string();
     let out = run(&["status", "--admin-addr", &nobody]);
     let said = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1));

@@ -811,7 +811,8 @@ async fn the_rendered_records_wiring_runs_the_gateway_into_kafka_and_s3() {
 /// endpoint are closed loopback ports: nothing is sent anywhere.
 #[test]
 fn the_full_records_values_start_the_gateway_and_a_missing_password_stops_it() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let held = modelgate_tests::closed_port();
+    let closed = held.addr;
     let values = json!({ "records": {
         "kafka": { "brokers": [closed.to_string()] },
         "parquet": { "endpoint": format!("http://{closed}"), "allowHttp": true }

@@ -268,8 +268,9 @@ async fn parquet_on_google_cloud_storage_and_azure_gives_the_file_sinks_report()
 
 #[test]
 fn a_broker_that_does_not_answer_ends_the_report_with_an_error_naming_it() {
-    // A port that was just free: connections to it are refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Connections to it are refused.
+    let closed = modelgate_tests::closed_port();
+    let port = closed.addr.port();
     let from = format!("kafka://127.0.0.1:{port}/shadow");
     // run_to_exit fails the test if the report is still running after its ceiling.
     let out = report(&from, &["--timeout", "3s"]);

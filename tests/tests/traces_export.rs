@@ -176,8 +176,9 @@ fn bad_otel_settings_stop_start_up_with_the_variable_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_a_collector_never_takes_are_counted_and_serving_goes_on() {
-    // A port nothing listens on any more: every export is refused.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // A port nothing listens on: every export is refused.
+    let port = modelgate_tests::closed_port();
+    let closed = port.addr;
     let repo = TestRepo::breast_cancer();
     let served = serve_with(&repo, &[("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{closed}"))]);
     let failed = || served.metric("modelgate_trace_spans_dropped_total", &[("reason", "export_failed")]);
