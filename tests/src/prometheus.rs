@@ -6,14 +6,14 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-
-use crate::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::free_port;
 
 /// The first of `names` on the PATH.
 fn on_path(names: &[&str], package: &str) -> PathBuf {
@@ -57,7 +57,8 @@ fn start_on_free_port(what: &str, log: &Path, mut command: impl FnMut(u16) -> Co
     let until = Instant::now() + Duration::from_secs(120);
     loop {
         let port = free_port();
-        let file = std::fs::File::create(log).expect("log file");
+        // Appended to, so a start that exited keeps its log above the next.
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
         let mut child = command(port).stdout(Stdio::null()).stderr(Stdio::from(file)).spawn().expect("spawn");
         loop {
             if matches!(http_get(port, "/-/ready"), Ok((200, _))) {
@@ -73,6 +74,9 @@ fn start_on_free_port(what: &str, log: &Path, mut command: impl FnMut(u16) -> Co
                 );
             }
             if exited {
+                if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(log) {
+                    let _ = writeln!(f, "--- {what} exited; starting it again on a new port");
+                }
                 break;
             }
             std::thread::sleep(Duration::from_millis(200));
