@@ -74,6 +74,21 @@ impl Etcd {
         e
     }
 
+    /// [`Self::start`] with its client port first set to `taken`, a port
+    /// something else holds: what a start meets when its port is taken
+    /// between [`free_port`] and etcd's bind.
+    pub fn start_on_a_taken_port(taken: u16) -> Self {
+        let mut e = Self::new(None);
+        e.client = taken;
+        e.spawn_until_healthy(true);
+        e
+    }
+
+    /// The port etcd serves clients on.
+    pub fn client_port(&self) -> u16 {
+        self.client
+    }
+
     fn new(tls: Option<EtcdTls>) -> Self {
         Self {
             child: None,

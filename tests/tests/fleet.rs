@@ -125,6 +125,23 @@ async fn assignments(r: &Replica, keys: std::ops::Range<u64>) -> Vec<(String, i6
     out
 }
 
+/// A port chosen for etcd and taken before etcd binds it (CI at stop 27):
+/// etcd exits at once, and the fixture starts it again on new ports rather
+/// than waiting out its ceiling.
+#[tokio::test]
+async fn an_etcd_whose_port_was_taken_starts_again_on_new_ports() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = holder.local_addr().unwrap().port();
+    let etcd = Etcd::start_on_a_taken_port(taken);
+    let log = etcd.log();
+    assert_ne!(etcd.client_port(), taken);
+    assert!(log.contains("address already in use") && log.contains("--- etcd exited"), "{log}");
+    let mut client = etcd.client(None).await;
+    client.put("k", "v", None).await.unwrap();
+    let got = client.get("k", None).await.unwrap();
+    assert_eq!(got.kvs().first().map(|kv| kv.value()), Some(&b"v"[..]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_through_one_replica_reaches_all_and_they_assign_alike() {
     let repo = repo_with_candidate(V1);
