@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # The gateway on core 0 alone, the load generator on core 1 (taskset), so the
 # client's CPU is not the gateway's. Compares, on the same one core:
-#   - the cnn: raw ORT (1 thread) vs the gateway (1 executor thread) at
-#     concurrency 1 and 2;
+#   - the cnn: raw ORT (1 thread) vs the gateway (1 inference thread) at
+#     concurrency 1 and 2 over Predict, and at 2 over KServe v2 beside the
+#     floor+run (`floor_server --run-model`: tonic plus the model's run on
+#     the handler's thread and nothing of the gateway's), so each round says
+#     how much of the gap to raw ORT any tonic server that runs the cnn pays
+#     on this machine and how much is the gateway's own;
+#   - each server's CPU and thread switches per image (from /proc);
 #   - batching off vs on at concurrency 32 (breast-cancer, wide MLP).
 # Needs 2+ cores; the batching part needs the repositories `make bench`
 # builds (target/bench/batch-*) and is skipped, saying so, without them.
 #
-#   BENCH_SECONDS=5  seconds per point   ROUNDS=1  cnn rounds (raw, then the gateway at 1 and 2)
+#   BENCH_SECONDS=5  seconds per point   ROUNDS=1  cnn rounds (raw, then each server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${BENCH_SECONDS:-5}
@@ -20,6 +25,10 @@ batching=1
 [ -d target/bench/batch-32/repo ] || { batching=0; echo "no target/bench/batch-*: the batching part is skipped (make bench builds them)" >&2; }
 bin=target/release/modelgate
 pids=()
+# shellcheck source=scripts/floor-pair.sh
+. scripts/floor-pair.sh
+cpu=$out/cpu.jsonl
+: >"$cpu"
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
 
 serve() { # serve <name> <repo>: gateway on core 0, sets $addr
@@ -32,17 +41,50 @@ serve() { # serve <name> <repo>: gateway on core 0, sets $addr
   addr=$(sed -n 's/^modelgate ready: Predict (modelgate.v1) on //p' "$dir/server.out")
   [ -n "$addr" ] || { echo "bench: $1 did not start; see $dir/server.log" >&2; exit 1; }
 }
-load() { # load <label> <addr> <model> <concurrency>: client on core 1
-  taskset -c 1 target/release/loadgen --addr "$2" --model "$3" --concurrency "$4" --duration "$secs" --label "$1" >>"$results"
+# A process's CPU time (ns, summed over its threads' schedstat) and thread
+# switches (voluntary + involuntary), one line: "<ns> <switches>".
+usage() {
+  local ns=0 sw=0 t v
+  for t in /proc/"$1"/task/*; do
+    v=$(awk '{print $1}' "$t/schedstat" 2>/dev/null) || continue
+    ns=$((ns + v))
+    sw=$((sw + $(awk '/^(non)?voluntary_ctxt_switches/ {s += $2} END {print s + 0}' "$t/status" 2>/dev/null || echo 0)))
+  done
+  echo "$ns $sw"
+}
+# With a pid, the server's CPU and switches over the point go to $cpu, and
+# the point has no warm-up of its own (the server was warmed before).
+load() { # load <label> <addr> <model> <concurrency> [pid [protocol]]: client on core 1
+  local before after warmup=1
+  [ -z "${5:-}" ] || { before=$(usage "$5"); warmup=0; }
+  taskset -c 1 target/release/loadgen --addr "$2" --model "$3" --concurrency "$4" --duration "$secs" \
+    --warmup "$warmup" --protocol "${6:-predict}" --label "$1" >>"$results"
+  [ -z "${5:-}" ] && return
+  after=$(usage "$5")
+  read -r b_ns b_sw <<<"$before"
+  read -r a_ns a_sw <<<"$after"
+  echo "{\"bench\": \"$1\", \"cpu_ns\": $((a_ns - b_ns)), \"switches\": $((a_sw - b_sw))}" >>"$cpu"
 }
 
 # The raw loop and the gateway alternate round by round, so drift of the
 # machine lands on both.
 serve cnn models/repository
+gw_pid=${pids[-1]}
+# The floor+run on the same core.
+FLOOR_CPUS=0 start_floor bench-pinned "$out" floor-run --run-model
+floor_pid=$started_floor_pid floor_addr=$started_floor_addr
+# One unmeasured second on each first (the measured points have no warm-up,
+# so that the CPU read from /proc covers exactly the requests counted).
+for a in "$addr" "$floor_addr"; do
+  taskset -c 1 target/release/loadgen --addr "$a" --model cnn --concurrency 2 --duration 1 --warmup 0 \
+    --protocol kserve --label warm-up >/dev/null
+done
 for r in $(seq 1 "$rounds"); do
   taskset -c 0 target/release/raw_ort --model models/repository/cnn/1/model.onnx --concurrency 1 --duration "$secs" --label "raw:cnn:1:$r" >>"$results"
-  load "gw:cnn:1:$r" "$addr" cnn 1
-  load "gw:cnn:2:$r" "$addr" cnn 2
+  load "gw:cnn:1:$r" "$addr" cnn 1 "$gw_pid"
+  load "gw:cnn:2:$r" "$addr" cnn 2 "$gw_pid"
+  load "gwk:cnn:2:$r" "$addr" cnn 2 "$gw_pid" kserve
+  load "fr:cnn:2:$r" "$floor_addr" cnn 2 "$floor_pid" kserve
 done
 if [ "$batching" = 1 ]; then
   for mb in 1 32; do
@@ -52,16 +94,27 @@ if [ "$batching" = 1 ]; then
   done
 fi
 
-python3 - "$results" <<'PY'
+python3 - "$results" "$cpu" <<'PY'
 import json, sys
 r = {x["bench"]: x for x in map(json.loads, open(sys.argv[1]))}
+for c in map(json.loads, open(sys.argv[2])):
+    n = max(r[c["bench"]]["requests"], 1)
+    r[c["bench"]]["cpu_us"] = c["cpu_ns"] / 1e3 / n
+    r[c["bench"]]["switches"] = c["switches"] / n
 rounds = sorted({k.split(":")[3] for k in r if k.startswith("raw:cnn:1:")}, key=int)
-print(f"gateway on core 0 (one inference thread), load generator on core 1; {len(rounds)} round(s)")
+print(f"cnn: servers on core 0 (the gateway with one inference thread), load generator on core 1; {len(rounds)} round(s)")
+def line(g, raw):
+    return (f"{g['rows_per_s']:.0f} images/s = {g['rows_per_s']/raw:.2f}x raw ORT; p99 {g['p99_us']} us; "
+            f"server CPU {g['cpu_us']:.0f} us and {g['switches']:.2f} thread switches per image")
 for rd in rounds:
     raw = r[f"raw:cnn:1:{rd}"]["rows_per_s"]
+    print(f"  round {rd}: raw ORT on the core {raw:.0f} images/s ({1e6/raw:.0f} us each)")
     for c in ("1", "2"):
-        g = r[f"gw:cnn:{c}:{rd}"]
-        print(f"  round {rd}: cnn {c} in flight: {g['rows_per_s']:.0f} rows/s = {g['rows_per_s']/raw:.2f}x raw ORT on the same core ({raw:.0f}); p99 {g['p99_us']} us")
+        print(f"    gateway, Predict, {c} in flight: {line(r[f'gw:cnn:{c}:{rd}'], raw)}")
+    gk, fr = r[f"gwk:cnn:2:{rd}"], r[f"fr:cnn:2:{rd}"]
+    print(f"    gateway, KServe, 2 in flight: {line(gk, raw)}")
+    print(f"    floor+run, KServe, 2 in flight: {line(fr, raw)}")
+    print(f"    gateway / floor+run (KServe, 2 in flight): {gk['rows_per_s']/fr['rows_per_s']:.2f}")
 for m in ("breast-cancer", "mlp"):
     if f"batch1:{m}" not in r:
         continue

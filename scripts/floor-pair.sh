@@ -36,10 +36,12 @@ await_addr() {
 # Starts one floor server (`$3` names its files in `$2`; the rest are
 # floor_server flags, e.g. --run-model) and waits for its ready line. Sets
 # started_floor_pid and started_floor_addr and adds the pid to `pids`.
+# FLOOR_CPUS (a taskset list) starts it on those cores only.
 start_floor() {
-  local who=$1 out=$2 name=$3
+  local who=$1 out=$2 name=$3 launch=()
   shift 3
-  target/release/floor_server --models models/repository "$@" >"$out/$name.out" 2>"$out/$name.log" &
+  [ -z "${FLOOR_CPUS:-}" ] || launch=(taskset -c "$FLOOR_CPUS")
+  "${launch[@]}" target/release/floor_server --models models/repository "$@" >"$out/$name.out" 2>"$out/$name.log" &
   started_floor_pid=$!
   pids+=("$started_floor_pid")
   await_addr "$who" "floor server ($name)" "$out/$name" '^floor ready' 'floor ready: Predict (modelgate.v1) on '
