@@ -85,6 +85,9 @@ for r in $(seq 1 "$rounds"); do
   load "gw:cnn:2:$r" "$addr" cnn 2 "$gw_pid"
   load "gwk:cnn:2:$r" "$addr" cnn 2 "$gw_pid" kserve
   load "fr:cnn:2:$r" "$floor_addr" cnn 2 "$floor_pid" kserve
+  # raw ORT again at the round's end: the machine drifts within a round, and
+  # the reference is the mean of the two.
+  taskset -c 0 target/release/raw_ort --model models/repository/cnn/1/model.onnx --concurrency 1 --duration "$secs" --label "raw-end:cnn:1:$r" >>"$results"
 done
 if [ "$batching" = 1 ]; then
   for mb in 1 32; do
@@ -103,18 +106,27 @@ for c in map(json.loads, open(sys.argv[2])):
     r[c["bench"]]["switches"] = c["switches"] / n
 rounds = sorted({k.split(":")[3] for k in r if k.startswith("raw:cnn:1:")}, key=int)
 print(f"cnn: servers on core 0 (the gateway with one inference thread), load generator on core 1; {len(rounds)} round(s)")
-def line(g, raw):
-    return (f"{g['rows_per_s']:.0f} images/s = {g['rows_per_s']/raw:.2f}x raw ORT; p99 {g['p99_us']} us; "
+def line(g, raw, name):
+    return (f"{g['rows_per_s']:.0f} images/s = {keep(name, g['rows_per_s']/raw):.2f}x raw ORT; p99 {g['p99_us']} us; "
             f"server CPU {g['cpu_us']:.0f} us and {g['switches']:.2f} thread switches per image")
+ratios = {}
+def keep(name, v):
+    ratios.setdefault(name, []).append(v)
+    return v
 for rd in rounds:
-    raw = r[f"raw:cnn:1:{rd}"]["rows_per_s"]
-    print(f"  round {rd}: raw ORT on the core {raw:.0f} images/s ({1e6/raw:.0f} us each)")
+    first, last = r[f"raw:cnn:1:{rd}"]["rows_per_s"], r[f"raw-end:cnn:1:{rd}"]["rows_per_s"]
+    raw = (first + last) / 2
+    print(f"  round {rd}: raw ORT on the core {raw:.0f} images/s ({1e6/raw:.0f} us each; {first:.0f} at the round's start, {last:.0f} at its end)")
     for c in ("1", "2"):
-        print(f"    gateway, Predict, {c} in flight: {line(r[f'gw:cnn:{c}:{rd}'], raw)}")
+        print(f"    gateway, Predict, {c} in flight: {line(r[f'gw:cnn:{c}:{rd}'], raw, f'gateway, Predict, {c} in flight')}")
     gk, fr = r[f"gwk:cnn:2:{rd}"], r[f"fr:cnn:2:{rd}"]
-    print(f"    gateway, KServe, 2 in flight: {line(gk, raw)}")
-    print(f"    floor+run, KServe, 2 in flight: {line(fr, raw)}")
-    print(f"    gateway / floor+run (KServe, 2 in flight): {gk['rows_per_s']/fr['rows_per_s']:.2f}")
+    print(f"    gateway, KServe, 2 in flight: {line(gk, raw, 'gateway, KServe, 2 in flight')}")
+    print(f"    floor+run, KServe, 2 in flight: {line(fr, raw, 'floor+run, KServe, 2 in flight')}")
+    print(f"    gateway / floor+run (KServe, 2 in flight): {keep('gateway / floor+run', gk['rows_per_s']/fr['rows_per_s']):.2f}")
+if len(rounds) > 1:
+    print("  medians of the rounds (x raw ORT):")
+    for name, vs in ratios.items():
+        print(f"    {name}: {sorted(vs)[len(vs)//2]:.2f} (rounds {', '.join(f'{v:.2f}' for v in vs)})")
 for m in ("breast-cancer", "mlp"):
     if f"batch1:{m}" not in r:
         continue
