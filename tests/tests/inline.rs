@@ -113,17 +113,25 @@ async fn a_tiny_model_runs_inline_with_the_golden_answers_and_the_rest_goes_thro
 /// measures the version too: after a multi-row request alone, the first
 /// one-row request already runs inline. (Before, only one-row runs counted,
 /// so a version whose requests were all batched in the queue was never
-/// measured again and stayed off the inline path.) A multi-row run slower
-/// than the threshold says nothing about one row and is not counted: on a
-/// machine busy enough to stretch it past 1 ms the attempt is repeated on a
-/// fresh gateway.
+/// measured again and stayed off the inline path: its first one-row request
+/// is then "slow", whatever the threshold.) A multi-row run slower than the
+/// threshold says nothing about one row and is not counted.
+///
+/// What is tested is that a multi-row run under the threshold counts, not
+/// where the threshold is, so it is set far above the run here
+/// (`MULTI_ROW_THRESHOLD`): the first three-row run on a fresh gateway
+/// (a new input shape for ORT, in a debug build) took over 1 ms in ten
+/// fresh gateways in a row once, under `make test`'s parallel load. An
+/// attempt whose run is stretched past even that is repeated on a fresh
+/// gateway.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fast_multi_row_run_measures_the_version_for_one_row_requests() {
+    const MULTI_ROW_THRESHOLD: Duration = Duration::from_millis(200);
     let g = golden(1);
     for attempt in 1..=10 {
         let repo = TestRepo::new();
         repo.add("tiny", 1, V1);
-        let server = start(&repo, |c| c.load.inline_below = Some(THRESHOLD)).await;
+        let server = start(&repo, |c| c.load.inline_below = Some(MULTI_ROW_THRESHOLD)).await;
         let mut c = client(&server).await;
         c.predict(request("tiny", &g.rows[..3])).await.unwrap();
         let resp = c.predict(request("tiny", &g.rows[..1])).await.unwrap().into_inner();
@@ -139,7 +147,7 @@ async fn a_fast_multi_row_run_measures_the_version_for_one_row_requests() {
             return;
         }
         eprintln!(
-            "attempt {attempt}: the one-row request took the queue ({skipped:?}); the three-row run was slower than 1 ms"
+            "attempt {attempt}: the one-row request took the queue ({skipped:?}): the three-row run did not measure the version (slower than {MULTI_ROW_THRESHOLD:?}?)"
         );
     }
     panic!("in 10 attempts the one-row request after a three-row run never ran inline");
