@@ -30,6 +30,23 @@ fn rr(reason: &str) -> pb::RolloutRequest {
     pb::RolloutRequest { model: "breast-cancer".into(), reason: reason.into(), expected_stage: None }
 }
 
+/// Asserts that `count` of `n` keys landing on an arm matches the arm's
+/// configured share `p`. Each rollout draws a random salt, so the count is
+/// binomial (xxh3 spreads keys like independent draws: checked over 200,000
+/// salts for the 20% case below). The bound is 6 standard deviations: a
+/// correct split fails it about once in 500 million runs, while a wrong
+/// layout is off by far more. (The old fixed bounds sat at 3.6–4 standard
+/// deviations: together they failed a correct split about once in 1,000
+/// `make test` runs, and did once.)
+fn assert_share(count: usize, n: usize, p: f64, what: &str) {
+    let share = count as f64 / n as f64;
+    let bound = 6.0 * (p * (1.0 - p) / n as f64).sqrt();
+    assert!(
+        (share - p).abs() < bound,
+        "{what}: share {share} of {n} keys, configured {p} (bound ±{bound:.4})"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_at_20_percent_is_sticky_and_grows_without_moving_users_out() {
     let repo = TestRepo::breast_cancer();
@@ -53,8 +70,7 @@ async fn a_canary_at_20_percent_is_sticky_and_grows_without_moving_users_out() {
     }
     assert_eq!(s.arms.iter().map(|x| x.requests).sum::<u64>(), 4000);
     let in_canary: Vec<&String> = first.iter().filter(|(_, v, _)| *v == 1).map(|(k, _, _)| k).collect();
-    let share = in_canary.len() as f64 / keys.len() as f64;
-    assert!((share - 0.20).abs() < 0.025, "canary share {share}");
+    assert_share(in_canary.len(), keys.len(), 0.20, "canary at 20%");
     assert!(first.iter().filter(|(_, v, _)| *v == 1).all(|(_, _, r)| *r == pb::Role::Canary as i32));
     // The same key always reaches the same version.
     let again = versions_for_keys(&mut c, "breast-cancer", keys[..500].to_vec()).await;
@@ -69,8 +85,7 @@ async fn a_canary_at_20_percent_is_sticky_and_grows_without_moving_users_out() {
             assert_eq!(*v, 1, "{k} left the canary when it grew");
         }
     }
-    let share = grown.iter().filter(|(_, v, _)| *v == 1).count() as f64 / keys.len() as f64;
-    assert!((share - 0.50).abs() < 0.03, "canary share {share}");
+    assert_share(grown.iter().filter(|(_, v, _)| *v == 1).count(), keys.len(), 0.50, "canary at 50%");
 
     // 100% promotes the candidate to champion.
     let s = a.advance(rr("ship it")).await.unwrap().into_inner();
@@ -547,9 +562,8 @@ async fn champion_challenger_keeps_a_fixed_slice_and_promotion_is_audited() {
     a.start_rollout(start_cc).await.unwrap();
     let keys: Vec<String> = (0..3000).map(|i| format!("c{i}")).collect();
     let got = versions_for_keys(&mut c, "breast-cancer", keys).await;
-    let share =
-        got.iter().filter(|(_, v, r)| *v == 1 && *r == pb::Role::Challenger as i32).count() as f64 / 3000.0;
-    assert!((share - 0.10).abs() < 0.02, "challenger share {share}");
+    let challenged = got.iter().filter(|(_, v, r)| *v == 1 && *r == pb::Role::Challenger as i32).count();
+    assert_share(challenged, 3000, 0.10, "challenger");
     let s = a
         .promote(pb::PromoteRequest {
             model: "breast-cancer".into(),
@@ -564,9 +578,8 @@ async fn champion_challenger_keeps_a_fixed_slice_and_promotion_is_audited() {
     assert_eq!((s.state.as_str(), s.champion), ("running", 1));
     let keys: Vec<String> = (0..3000).map(|i| format!("c{i}")).collect();
     let got = versions_for_keys(&mut c, "breast-cancer", keys).await;
-    let share =
-        got.iter().filter(|(_, v, r)| *v == 2 && *r == pb::Role::Challenger as i32).count() as f64 / 3000.0;
-    assert!((share - 0.10).abs() < 0.02, "old champion's challenger share {share}");
+    let challenged = got.iter().filter(|(_, v, r)| *v == 2 && *r == pb::Role::Challenger as i32).count();
+    assert_share(challenged, 3000, 0.10, "the old champion on the challenger slice");
     let events = a.list_events(pb::ListEventsRequest::default()).await.unwrap().into_inner().events;
     let promoted = events.iter().find(|e| e.action == "promoted").unwrap();
     assert_eq!(
@@ -620,7 +633,7 @@ async fn an_ab_test_splits_by_weight_and_shows_its_required_sample_size() {
     let treated = got.iter().filter(|(_, v, r)| *v == 1 && *r == pb::Role::Treatment as i32).count();
     let control = got.iter().filter(|(_, v, r)| *v == 2 && *r == pb::Role::Control as i32).count();
     assert_eq!(treated + control, 2000);
-    assert!((treated as f64 / 2000.0 - 0.5).abs() < 0.04, "treatment share {treated}");
+    assert_share(treated, 2000, 0.5, "treatment");
     // Deterministic per user.
     assert_eq!(versions_for_keys(&mut c, "breast-cancer", keys[..100].to_vec()).await, got[..100].to_vec());
 
