@@ -51,9 +51,9 @@ for r in $(seq 1 "$rounds"); do
       # Warm-up apart, so the server's CPU time below covers exactly the
       # measured requests.
       "${load[@]}" --duration 1 --label warm-up >/dev/null
-      before=$(cpu_ticks "$pid")
+      before=$(cpu_ticks "$pid") switches=$(thread_switches "$pid")
       "${load[@]}" --duration "$secs" --warmup 0 --label "$who:$c:$r" >>"$results"
-      echo "{\"bench\": \"$who:$c:$r\", \"server_cpu_ticks\": $(($(cpu_ticks "$pid") - before))}" >>"$cpu"
+      echo "{\"bench\": \"$who:$c:$r\", \"server_cpu_ticks\": $(($(cpu_ticks "$pid") - before)), \"server_switches\": $(($(thread_switches "$pid") - switches))}" >>"$cpu"
     done
   done
 done
@@ -73,9 +73,10 @@ python3 - "$results" "$proto" "$(nproc)" "$cpu" "$(getconf CLK_TCK)" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 proto, cores = sys.argv[2], sys.argv[3]
-ticks = {c["bench"]: c["server_cpu_ticks"] for c in map(json.loads, open(sys.argv[4]))}
+usage = {c["bench"]: c for c in map(json.loads, open(sys.argv[4]))}
 for r in rows:
-    r["cpu_us"] = ticks[r["bench"]] / int(sys.argv[5]) * 1e6 / max(r["requests"], 1)
+    r["cpu_us"] = usage[r["bench"]]["server_cpu_ticks"] / int(sys.argv[5]) * 1e6 / max(r["requests"], 1)
+    r["switches"] = usage[r["bench"]]["server_switches"] / max(r["requests"], 1)
 med = statistics.median
 concs = sorted({r["concurrency"] for r in rows})
 print(f"breast-cancer batch 1 over {proto}, {cores} cores shared with the load generator; "
@@ -103,6 +104,10 @@ print("server CPU µs per request (user + system, from /proc; medians of rounds)
       + "; ".join(f"c{c}: floor {med([r['cpu_us'] for r in of('floor', c)]):.1f}, "
                   f"floor+run {med([r['cpu_us'] for r in of('floor+run', c)]):.1f}, "
                   f"gateway {med([r['cpu_us'] for r in of('gateway', c)]):.1f}" for c in concs))
+print("server thread switches per request (voluntary + involuntary, from /proc; medians of rounds): "
+      + "; ".join(f"c{c}: floor {med([r['switches'] for r in of('floor', c)]):.2f}, "
+                  f"floor+run {med([r['switches'] for r in of('floor+run', c)]):.2f}, "
+                  f"gateway {med([r['switches'] for r in of('gateway', c)]):.2f}" for c in concs))
 errors = sum(r["errors"] for r in rows)
 print(f"errors: {errors}")
 PY

@@ -44,13 +44,12 @@ serve() { # serve <name> <repo>: gateway on core 0, sets $addr
 # A process's CPU time (ns, summed over its threads' schedstat) and thread
 # switches (voluntary + involuntary), one line: "<ns> <switches>".
 usage() {
-  local ns=0 sw=0 t v
+  local ns=0 t v
   for t in /proc/"$1"/task/*; do
     v=$(awk '{print $1}' "$t/schedstat" 2>/dev/null) || continue
     ns=$((ns + v))
-    sw=$((sw + $(awk '/^(non)?voluntary_ctxt_switches/ {s += $2} END {print s + 0}' "$t/status" 2>/dev/null || echo 0)))
   done
-  echo "$ns $sw"
+  echo "$ns $(thread_switches "$1")"
 }
 # With a pid, the server's CPU and switches over the point go to $cpu, and
 # the point has no warm-up of its own (the server was warmed before).

@@ -47,3 +47,9 @@ start_floor() {
   await_addr "$who" "floor server ($name)" "$out/$name" '^floor ready' 'floor ready: Predict (modelgate.v1) on '
   started_floor_addr=$ready_addr
 }
+
+# Thread switches (voluntary + involuntary) of process `$1` so far, summed
+# over its threads: a server's wake-ups, read per request by the benches.
+thread_switches() {
+  cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^(non)?voluntary_ctxt_switches/ {s += $2} END {print s + 0}'
+}
