@@ -97,7 +97,7 @@ if [ "$batching" = 1 ]; then
 fi
 
 python3 - "$results" "$cpu" <<'PY'
-import json, sys
+import json, statistics, sys
 r = {x["bench"]: x for x in map(json.loads, open(sys.argv[1]))}
 for c in map(json.loads, open(sys.argv[2])):
     n = max(r[c["bench"]]["requests"], 1)
@@ -105,27 +105,27 @@ for c in map(json.loads, open(sys.argv[2])):
     r[c["bench"]]["switches"] = c["switches"] / n
 rounds = sorted({k.split(":")[3] for k in r if k.startswith("raw:cnn:1:")}, key=int)
 print(f"cnn: servers on core 0 (the gateway with one inference thread), load generator on core 1; {len(rounds)} round(s)")
-def line(g, raw, name):
-    return (f"{g['rows_per_s']:.0f} images/s = {keep(name, g['rows_per_s']/raw):.2f}x raw ORT; p99 {g['p99_us']} us; "
-            f"server CPU {g['cpu_us']:.0f} us and {g['switches']:.2f} thread switches per image")
-ratios = {}
-def keep(name, v):
-    ratios.setdefault(name, []).append(v)
-    return v
+ratios = {}  # name -> one ratio per round
+def show(name, ratio, rest=""):
+    ratios.setdefault(name, []).append(ratio)
+    print(f"    {name}: {ratio:.2f}x{rest}")
+def server(name, g, raw):
+    show(name, g["rows_per_s"] / raw, f" raw ORT ({g['rows_per_s']:.0f} images/s); p99 {g['p99_us']} us; "
+         f"server CPU {g['cpu_us']:.0f} us and {g['switches']:.2f} thread switches per image")
 for rd in rounds:
     first, last = r[f"raw:cnn:1:{rd}"]["rows_per_s"], r[f"raw-end:cnn:1:{rd}"]["rows_per_s"]
     raw = (first + last) / 2
     print(f"  round {rd}: raw ORT on the core {raw:.0f} images/s ({1e6/raw:.0f} us each; {first:.0f} at the round's start, {last:.0f} at its end)")
     for c in ("1", "2"):
-        print(f"    gateway, Predict, {c} in flight: {line(r[f'gw:cnn:{c}:{rd}'], raw, f'gateway, Predict, {c} in flight')}")
+        server(f"gateway, Predict, {c} in flight", r[f"gw:cnn:{c}:{rd}"], raw)
     gk, fr = r[f"gwk:cnn:2:{rd}"], r[f"fr:cnn:2:{rd}"]
-    print(f"    gateway, KServe, 2 in flight: {line(gk, raw, 'gateway, KServe, 2 in flight')}")
-    print(f"    floor+run, KServe, 2 in flight: {line(fr, raw, 'floor+run, KServe, 2 in flight')}")
-    print(f"    gateway / floor+run (KServe, 2 in flight): {keep('gateway / floor+run', gk['rows_per_s']/fr['rows_per_s']):.2f}")
+    server("gateway, KServe, 2 in flight", gk, raw)
+    server("floor+run, KServe, 2 in flight", fr, raw)
+    show("gateway / floor+run (KServe, 2 in flight)", gk["rows_per_s"] / fr["rows_per_s"])
 if len(rounds) > 1:
-    print("  medians of the rounds (x raw ORT):")
+    print("  medians of the rounds:")
     for name, vs in ratios.items():
-        print(f"    {name}: {sorted(vs)[len(vs)//2]:.2f} (rounds {', '.join(f'{v:.2f}' for v in vs)})")
+        print(f"    {name}: {statistics.median(vs):.2f}x (rounds {', '.join(f'{v:.2f}' for v in vs)})")
 for m in ("breast-cancer", "mlp"):
     if f"batch1:{m}" not in r:
         continue
